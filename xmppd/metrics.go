@@ -1,0 +1,65 @@
+package xmppd
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the server's Prometheus metrics.
+type Metrics struct {
+	Connections   *prometheus.CounterVec // accepted connections by listener
+	Sessions      prometheus.Gauge       // bound sessions now
+	Pending       prometheus.Gauge       // connections not yet authenticated
+	Logins        prometheus.Counter
+	LoginFailures prometheus.Counter
+	Stanzas       *prometheus.CounterVec // routed stanzas by kind
+	StreamErrors  *prometheus.CounterVec // stream errors sent by condition
+	SlowClosed    prometheus.Counter     // sessions closed because they could not keep up
+
+	messages, presences, iqs prometheus.Counter
+}
+
+// NewMetrics makes the metrics and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xmppd_connections_total", Help: "Accepted connections by listener.",
+		}, []string{"listener"}),
+		Sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "xmppd_sessions", Help: "Bound client sessions.",
+		}),
+		Pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "xmppd_unauthenticated_connections", Help: "Connections that have not authenticated yet.",
+		}),
+		Logins: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xmppd_logins_total", Help: "Successful SASL authentications.",
+		}),
+		LoginFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xmppd_login_failures_total", Help: "Failed SASL authentications.",
+		}),
+		Stanzas: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xmppd_stanzas_routed_total", Help: "Stanzas routed by kind.",
+		}, []string{"kind"}),
+		StreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xmppd_stream_errors_total", Help: "Stream errors sent, by condition.",
+		}, []string{"condition"}),
+		SlowClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xmppd_slow_sessions_closed_total", Help: "Sessions closed because their write queue overflowed.",
+		}),
+	}
+	m.messages = m.Stanzas.WithLabelValues("message")
+	m.presences = m.Stanzas.WithLabelValues("presence")
+	m.iqs = m.Stanzas.WithLabelValues("iq")
+	if reg != nil {
+		reg.MustRegister(m.Connections, m.Sessions, m.Pending, m.Logins, m.LoginFailures, m.Stanzas, m.StreamErrors, m.SlowClosed)
+	}
+	return m
+}
+
+func (m *Metrics) routed(k Kind) {
+	switch k {
+	case KindMessage:
+		m.messages.Inc()
+	case KindPresence:
+		m.presences.Inc()
+	case KindIQ:
+		m.iqs.Inc()
+	}
+}

@@ -1,0 +1,592 @@
+package xmppd
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/xml"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"dialtone/auth"
+)
+
+// Namespaces used during negotiation.
+const (
+	nsStream  = "http://etherx.jabber.org/streams"
+	nsTLS     = "urn:ietf:params:xml:ns:xmpp-tls"
+	nsSASL    = "urn:ietf:params:xml:ns:xmpp-sasl"
+	nsBind    = "urn:ietf:params:xml:ns:xmpp-bind"
+	nsSession = "urn:ietf:params:xml:ns:xmpp-session"
+	nsStreams = "urn:ietf:params:xml:ns:xmpp-streams"
+	nsStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
+)
+
+// conn is a client connection from accept until it is bound (then a
+// Session takes over) or closed.
+type conn struct {
+	srv    *Server
+	raw    net.Conn // the TCP connection
+	nc     net.Conn // raw, or the TLS connection over it
+	ip     string
+	direct bool
+
+	wr  *wireReader
+	dec *xml.Decoder
+
+	secure     bool
+	number     auth.Number
+	generation int64
+	authed     bool
+	headerSent bool
+	lang       string
+	released   bool
+
+	writeMu sync.Mutex // only for abort racing the negotiation
+	dead    bool
+}
+
+// streamError is a stream-level error condition (RFC 6120 §4.9.3).
+type streamError struct {
+	cond string
+	text string
+}
+
+func (e *streamError) Error() string { return "stream error " + e.cond + ": " + e.text }
+
+func serr(cond, text string) error { return &streamError{cond, text} }
+
+// run negotiates the stream and, once a resource is bound, serves the session.
+func (c *conn) run() {
+	s := c.srv
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		c.releasePending()
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in negotiation", "ip", c.ip, "panic", r)
+			c.nc.Close()
+		}
+	}()
+	c.wr = newWireReader(c.nc, s.cfg.MaxStanzaSize)
+	c.wr.deadline = time.Now().Add(s.cfg.AuthTimeout)
+	c.raw.SetWriteDeadline(c.wr.deadline)
+	if c.direct {
+		tc := tls.Server(c.raw, c.tlsConfig())
+		if err := tc.Handshake(); err != nil {
+			s.log.Debug("direct TLS handshake failed", "ip", c.ip, "err", err)
+			c.raw.Close()
+			return
+		}
+		c.nc = tc
+		c.wr.reset(tc)
+		c.secure = true
+	}
+	sess, err := c.negotiate()
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	c.releasePending()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	sess.serve()
+}
+
+func (c *conn) tlsConfig() *tls.Config {
+	cfg := c.srv.cfg.TLS.Clone()
+	if cfg.MinVersion < tls.VersionTLS12 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	if len(cfg.NextProtos) == 0 {
+		cfg.NextProtos = []string{"xmpp-client"}
+	}
+	return cfg
+}
+
+func (c *conn) releasePending() {
+	if !c.released {
+		c.released = true
+		c.srv.release(c.ip)
+	}
+}
+
+// abort ends a connection that is still negotiating (server shutdown).
+func (c *conn) abort() {
+	c.writeMu.Lock()
+	c.dead = true
+	c.writeMu.Unlock()
+	c.raw.SetDeadline(time.Now())
+}
+
+// write sends bytes during negotiation.
+func (c *conn) write(parts ...[]byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.dead {
+		return net.ErrClosed
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	for _, p := range parts {
+		if _, err := c.nc.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fail ends the negotiation: with a stream error for protocol errors,
+// silently for network errors.
+func (c *conn) fail(err error) {
+	s := c.srv
+	var se *streamError
+	switch {
+	case errors.As(err, &se):
+	case errors.Is(err, errStanzaTooBig), errors.Is(err, errTooDeep):
+		se = &streamError{"policy-violation", err.Error()}
+	case errors.Is(err, errRestrictedXML):
+		se = &streamError{"restricted-xml", ""}
+	case errors.Is(err, errIdle):
+		se = &streamError{"connection-timeout", "negotiation took too long"}
+	case isSyntaxError(err):
+		se = &streamError{"not-well-formed", ""}
+	case errors.Is(err, errUnsupportedStanza):
+		se = &streamError{"unsupported-stanza-type", ""}
+	}
+	if se != nil {
+		s.m.StreamErrors.WithLabelValues(se.cond).Inc()
+		s.log.Debug("negotiation failed", "ip", c.ip, "condition", se.cond, "text", se.text)
+		var b []byte
+		if !c.headerSent {
+			b = c.header(nil)
+		}
+		b = appendStreamError(b, se.cond, se.text)
+		c.write(b)
+	} else if !errors.Is(err, io.EOF) {
+		s.log.Debug("connection closed during negotiation", "ip", c.ip, "err", err)
+	}
+	if tc, ok := c.nc.(*tls.Conn); ok && se != nil {
+		tc.CloseWrite()
+	}
+	c.nc.Close()
+}
+
+func isSyntaxError(err error) bool {
+	var se *xml.SyntaxError
+	var nw notWellFormed
+	return errors.As(err, &se) || errors.As(err, &nw) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// appendStreamError appends a stream error and the end of the stream.
+func appendStreamError(b []byte, cond, text string) []byte {
+	b = append(b, "<stream:error><"...)
+	b = append(b, cond...)
+	b = append(b, ` xmlns="`+nsStreams+`"/>`...)
+	if text != "" {
+		b = append(b, `<text xmlns="`+nsStreams+`">`...)
+		b = AppendEscaped(b, text)
+		b = append(b, "</text>"...)
+	}
+	return append(b, "</stream:error></stream:stream>"...)
+}
+
+// header returns our stream header; to is the peer's validated 'from'.
+func (c *conn) header(to *jid.JID) []byte {
+	c.headerSent = true
+	b := make([]byte, 0, 256)
+	b = append(b, `<?xml version='1.0'?><stream:stream xmlns="jabber:client" xmlns:stream="`+nsStream+`" id="`...)
+	b = append(b, randomID()...)
+	b = append(b, `" from="`...)
+	b = AppendEscaped(b, c.srv.domain.String())
+	b = append(b, '"')
+	if to != nil {
+		b = append(b, ` to="`...)
+		b = AppendEscaped(b, to.String())
+		b = append(b, '"')
+	}
+	lang := c.lang
+	if lang == "" {
+		lang = "en"
+	}
+	b = append(b, ` version="1.0" xml:lang="`...)
+	b = AppendEscaped(b, lang)
+	return append(b, `">`...)
+}
+
+// readHeader reads and checks the client's stream header (RFC 6120 §4.7)
+// and answers with ours. A new decoder starts with every stream restart.
+func (c *conn) readHeader() error {
+	c.dec = xml.NewDecoder(c.wr)
+	c.dec.Strict = true
+	c.wr.count = 0
+	c.wr.off = 0 // offsets are the decoder's
+	for {
+		tok, err := c.dec.RawToken()
+		if err != nil {
+			return err
+		}
+		switch t := tok.(type) {
+		case xml.ProcInst:
+			if t.Target != "xml" {
+				return errRestrictedXML
+			}
+			continue
+		case xml.CharData:
+			if !isSpace(t) {
+				return serr("not-well-formed", "text before the stream header")
+			}
+			continue
+		case xml.StartElement:
+			return c.checkHeader(t)
+		default:
+			return errRestrictedXML
+		}
+	}
+}
+
+func (c *conn) checkHeader(t xml.StartElement) error {
+	var (
+		from *jid.JID
+		errc string
+		text string
+	)
+	prefix := t.Name.Space
+	streamNS, _ := attr(t, "xmlns", prefix)
+	if prefix == "" {
+		streamNS, _ = attr(t, "", "xmlns")
+	}
+	defaultNS, _ := attr(t, "", "xmlns")
+	if lang, ok := attr(t, "xml", "lang"); ok && validLang(lang) {
+		c.lang = lang
+	}
+	if f, ok := attr(t, "", "from"); ok {
+		if j, err := jid.Parse(f); err == nil {
+			from = &j
+		}
+	}
+	to, hasTo := attr(t, "", "to")
+	version, _ := attr(t, "", "version")
+	switch {
+	case t.Name.Local != "stream" || streamNS != nsStream:
+		errc, text = "invalid-namespace", "expected a stream in "+nsStream
+	case prefix != "" && defaultNS != NSClient:
+		errc, text = "invalid-namespace", "expected content namespace jabber:client"
+	case hasTo && !c.servesDomain(to):
+		errc, text = "host-unknown", "this server does not serve that domain"
+	case !strings.HasPrefix(version, "1."):
+		errc, text = "unsupported-version", "XMPP 1.0 streams only"
+	}
+	c.write(c.header(from))
+	if errc != "" {
+		return serr(errc, text)
+	}
+	return nil
+}
+
+func (c *conn) servesDomain(to string) bool {
+	j, err := jid.Parse(to)
+	return err == nil && j.Equal(c.srv.domain)
+}
+
+func validLang(s string) bool {
+	if len(s) == 0 || len(s) > 35 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// features returns the stream features for the current state.
+func (c *conn) features() []byte {
+	b := []byte("<stream:features>")
+	switch {
+	case !c.secure:
+		b = append(b, `<starttls xmlns="`+nsTLS+`"><required/></starttls>`...)
+	case !c.authed:
+		b = append(b, `<mechanisms xmlns="`+nsSASL+`">`...)
+		for _, m := range c.srv.cfg.SASL.Mechanisms(c.secure) {
+			b = append(b, "<mechanism>"...)
+			b = append(b, m...)
+			b = append(b, "</mechanism>"...)
+		}
+		b = append(b, "</mechanisms>"...)
+	default:
+		b = append(b, `<bind xmlns="`+nsBind+`"/><session xmlns="`+nsSession+`"><optional/></session><ver xmlns="urn:xmpp:features:rosterver"/>`...)
+		for _, f := range c.srv.cfg.Features {
+			b = append(b, f...)
+		}
+	}
+	return append(b, "</stream:features>"...)
+}
+
+// elementNS returns the namespace of a raw top-level element.
+func elementNS(el element) string {
+	if el.start.Name.Space != "" {
+		if ns, ok := attr(el.start, "xmlns", el.start.Name.Space); ok {
+			return ns
+		}
+		return el.start.Name.Space
+	}
+	if ns, ok := attr(el.start, "", "xmlns"); ok {
+		return ns
+	}
+	return NSClient
+}
+
+// negotiate runs STARTTLS, SASL and resource binding, and returns the bound
+// session.
+func (c *conn) negotiate() (*Session, error) {
+	if err := c.readHeader(); err != nil {
+		return nil, err
+	}
+	if err := c.write(c.features()); err != nil {
+		return nil, err
+	}
+	failures := 0
+	for {
+		el, err := readElement(c.dec, c.wr)
+		if err != nil {
+			return nil, err
+		}
+		ns := elementNS(el)
+		name := el.start.Name.Local
+		switch {
+		case ns == nsTLS && name == "starttls":
+			if c.secure {
+				return nil, serr("policy-violation", "TLS is already in place")
+			}
+			if err := c.startTLS(); err != nil {
+				return nil, err
+			}
+			if err := c.restart(); err != nil {
+				return nil, err
+			}
+		case ns == nsSASL && name == "auth":
+			if !c.secure {
+				c.write([]byte(`<failure xmlns="` + nsSASL + `"><encryption-required/></failure>`))
+				return nil, serr("policy-violation", "STARTTLS is required before authentication")
+			}
+			if c.authed {
+				return nil, serr("policy-violation", "already authenticated")
+			}
+			ok, err := c.authenticate(el)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				failures++
+				if failures >= c.srv.cfg.SASLAttempts {
+					return nil, serr("not-authorized", "too many failed authentication attempts")
+				}
+				continue
+			}
+			if err := c.restart(); err != nil {
+				return nil, err
+			}
+		case c.authed && ns == NSClient && name == "iq":
+			sess, err := c.bindOrSession(el)
+			if sess != nil || err != nil {
+				return sess, err
+			}
+		case !c.secure:
+			return nil, serr("policy-violation", "STARTTLS is required")
+		case !c.authed:
+			return nil, serr("not-authorized", "authenticate first")
+		default:
+			return nil, serr("not-authorized", "bind a resource first")
+		}
+	}
+}
+
+// restart reads the client's new stream header and sends new features.
+func (c *conn) restart() error {
+	if err := c.readHeader(); err != nil {
+		return err
+	}
+	return c.write(c.features())
+}
+
+func (c *conn) startTLS() error {
+	if err := c.write([]byte(`<proceed xmlns="` + nsTLS + `"/>`)); err != nil {
+		return err
+	}
+	if c.wr.br.Buffered() > 0 {
+		// Bytes sent before TLS was in place would be trusted by nobody.
+		return serr("policy-violation", "data after starttls")
+	}
+	tc := tls.Server(c.raw, c.tlsConfig())
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	c.nc = tc
+	c.wr.reset(tc)
+	c.secure = true
+	return nil
+}
+
+// authenticate runs one SASL exchange; false means it failed (the failure
+// was sent and the client may try again).
+func (c *conn) authenticate(el element) (bool, error) {
+	s := c.srv
+	mech, _ := attr(el.start, "", "mechanism")
+	ctx, cancel := context.WithDeadline(context.Background(), c.wr.deadline)
+	defer cancel()
+	ex, err := s.cfg.SASL.Start(mech, c.secure)
+	if err != nil {
+		return false, c.saslFailure(err)
+	}
+	resp, err := saslData(el.inner, true)
+	if err != nil {
+		return false, c.saslFailure(&auth.Failure{Condition: "incorrect-encoding"})
+	}
+	for {
+		challenge, done, err := ex.Next(ctx, resp)
+		if err != nil {
+			return false, c.saslFailure(err)
+		}
+		if done {
+			c.number = ex.Number()
+			c.generation = ex.Generation()
+			c.authed = true
+			s.m.Logins.Inc()
+			if err := s.cfg.Accounts.RecordLogin(ctx, c.number, time.Now()); err != nil {
+				s.log.Error("recording login failed", "number", c.number, "err", err)
+			}
+			s.log.Info("login", "jid", string(c.number)+"@"+s.domain.String(), "ip", c.ip)
+			return true, c.write(saslElement("success", challenge))
+		}
+		if err := c.write(saslElement("challenge", challenge)); err != nil {
+			return false, err
+		}
+		next, err := readElement(c.dec, c.wr)
+		if err != nil {
+			return false, err
+		}
+		if elementNS(next) != nsSASL {
+			return false, serr("policy-violation", "expected a SASL response")
+		}
+		switch next.start.Name.Local {
+		case "response":
+			if resp, err = saslData(next.inner, false); err != nil {
+				return false, c.saslFailure(&auth.Failure{Condition: "incorrect-encoding"})
+			}
+		case "abort":
+			return false, c.saslFailure(&auth.Failure{Condition: "aborted"})
+		default:
+			return false, serr("policy-violation", "expected a SASL response")
+		}
+	}
+}
+
+// saslFailure sends <failure/> for err; it returns an error only when the
+// connection cannot go on.
+func (c *conn) saslFailure(err error) error {
+	cond, text := "not-authorized", ""
+	var f *auth.Failure
+	if errors.As(err, &f) {
+		cond, text = f.Condition, f.Text
+	} else {
+		c.srv.log.Error("SASL failed", "ip", c.ip, "err", err)
+		cond = "temporary-auth-failure"
+	}
+	if cond != "aborted" && cond != "invalid-mechanism" {
+		c.srv.m.LoginFailures.Inc()
+	}
+	b := []byte(`<failure xmlns="` + nsSASL + `"><` + cond + `/>`)
+	if text != "" {
+		b = append(b, "<text>"...)
+		b = AppendEscaped(b, text)
+		b = append(b, "</text>"...)
+	}
+	b = append(b, "</failure>"...)
+	return c.write(b)
+}
+
+// saslData decodes the base64 text of a SASL element. In <auth>, no text
+// means no initial response (nil) and "=" an empty one.
+func saslData(inner []byte, initial bool) ([]byte, error) {
+	t := bytes.TrimSpace(inner)
+	if bytes.IndexByte(t, '<') >= 0 {
+		return nil, errors.New("markup in SASL data")
+	}
+	if len(t) == 0 {
+		if initial {
+			return nil, nil
+		}
+		return []byte{}, nil
+	}
+	if string(t) == "=" {
+		return []byte{}, nil
+	}
+	out := make([]byte, base64.StdEncoding.DecodedLen(len(t)))
+	n, err := base64.StdEncoding.Decode(out, t)
+	if err != nil {
+		return nil, err
+	}
+	return out[:n], nil
+}
+
+func saslElement(name string, data []byte) []byte {
+	b := []byte("<" + name + ` xmlns="` + nsSASL + `">`)
+	if data != nil {
+		if len(data) == 0 && name == "success" {
+			b = append(b, '=')
+		} else {
+			b = base64.StdEncoding.AppendEncode(b, data)
+		}
+	}
+	return append(b, "</"+name+">"...)
+}
+
+// bindOrSession handles an iq after authentication and before binding:
+// resource binding (RFC 6120 §7), or the legacy session establishment.
+func (c *conn) bindOrSession(el element) (*Session, error) {
+	st, err := stanzaFromElement(el, NSClient)
+	if err != nil {
+		return nil, serr("not-authorized", "bind a resource first")
+	}
+	switch {
+	case st.Type == "set" && st.Payload == xml.Name{Space: nsBind, Local: "bind"}:
+	case st.Type == "set" && st.Payload == xml.Name{Space: nsSession, Local: "session"}:
+		return nil, c.write(st.Reply("result", nil).Bytes())
+	default:
+		return nil, serr("not-authorized", "bind a resource first")
+	}
+	var req struct {
+		Resource string `xml:"resource"`
+	}
+	if err := st.DecodePayload(&req); err != nil {
+		return nil, c.write(st.ErrorReply(stanzaErr("modify", "bad-request", "")).Bytes())
+	}
+	res := strings.TrimSpace(req.Resource)
+	if res == "" {
+		res = "dt-" + randomID()[:12]
+	}
+	full, err := jid.New(string(c.number), c.srv.domain.String(), res)
+	if err != nil {
+		return nil, c.write(st.ErrorReply(stanzaErr("modify", "bad-request", "invalid resource")).Bytes())
+	}
+	sess := newSession(c, full)
+	result := st.Reply("result", []byte(`<bind xmlns="`+nsBind+`"><jid>`+string(AppendEscaped(nil, full.String()))+`</jid></bind>`))
+	result.From = jid.JID{}
+	if err := c.write(result.Bytes()); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}

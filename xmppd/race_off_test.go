@@ -1,0 +1,5 @@
+//go:build !race
+
+package xmppd_test
+
+const raceEnabled = false

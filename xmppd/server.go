@@ -1,0 +1,270 @@
+// Package xmppd is the XMPP server: listeners, stream negotiation, sessions,
+// the router, and the contracts (Mux, Router, Stanza) that feature modules
+// are written against.
+package xmppd
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"dialtone/auth"
+)
+
+// Config configures a Server. Zero durations and sizes take the defaults.
+type Config struct {
+	Domain   string
+	TLS      *tls.Config // server certificate; required
+	SASL     *auth.SASL
+	Parser   *auth.NumberParser
+	Accounts auth.Accounts
+	Mux      *Mux
+	Log      *slog.Logger
+	Metrics  *Metrics
+
+	AuthTimeout     time.Duration // whole negotiation, default 30s
+	IdleTimeout     time.Duration // silence before the server pings, default 5m
+	PingTimeout     time.Duration // silence after the ping before closing, default 30s
+	WriteTimeout    time.Duration // one flush to a client, default 30s
+	MaxStanzaSize   int           // default DefaultMaxStanzaSize
+	MaxPending      int           // unauthenticated connections at once, default 1000
+	MaxPendingPerIP int           // per client IP, default 50
+	QueueSize       int           // per-session write queue in stanzas, default 2048
+	SASLAttempts    int           // failed SASL attempts per connection, default 3
+
+	// Features are extra elements for the post-authentication stream
+	// features (e.g. the caps element).
+	Features [][]byte
+}
+
+// Server is an XMPP server for one domain.
+type Server struct {
+	cfg    Config
+	domain jid.JID
+	log    *slog.Logger
+	m      *Metrics
+	shards [numShards]shard
+
+	pending   atomic.Int64
+	pendingMu sync.Mutex
+	pendingIP map[string]int
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{} // connections not yet bound
+	closing   bool
+	wg        sync.WaitGroup
+}
+
+// NewServer checks cfg and makes a Server.
+func NewServer(cfg Config) (*Server, error) {
+	d, err := jid.Parse(cfg.Domain)
+	if err != nil || d.Localpart() != "" || d.Resourcepart() != "" {
+		return nil, fmt.Errorf("xmppd: invalid domain %q", cfg.Domain)
+	}
+	if cfg.TLS == nil || cfg.SASL == nil || cfg.Parser == nil || cfg.Accounts == nil {
+		return nil, errors.New("xmppd: TLS, SASL, Parser and Accounts are required")
+	}
+	if cfg.Mux == nil {
+		cfg.Mux = &Mux{}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.AuthTimeout, 30*time.Second)
+	def(&cfg.IdleTimeout, 5*time.Minute)
+	def(&cfg.PingTimeout, 30*time.Second)
+	def(&cfg.WriteTimeout, 30*time.Second)
+	defi := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	defi(&cfg.MaxStanzaSize, DefaultMaxStanzaSize)
+	defi(&cfg.MaxPending, 1000)
+	defi(&cfg.MaxPendingPerIP, 50)
+	defi(&cfg.QueueSize, 2048)
+	defi(&cfg.SASLAttempts, 3)
+	s := &Server{
+		cfg:       cfg,
+		domain:    d,
+		log:       cfg.Log,
+		m:         cfg.Metrics,
+		pendingIP: make(map[string]int),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+	}
+	for i := range s.shards {
+		s.shards[i].accounts = make(map[string][]*Session)
+	}
+	return s, nil
+}
+
+// Domain is the served domain.
+func (s *Server) Domain() string { return s.domain.String() }
+
+// ServeC2S accepts client connections on l that must use STARTTLS.
+func (s *Server) ServeC2S(l net.Listener) error { return s.serve(l, false) }
+
+// ServeDirectTLS accepts client connections on l that start with TLS (XEP-0368).
+func (s *Server) ServeDirectTLS(l net.Listener) error { return s.serve(l, true) }
+
+func (s *Server) serve(l net.Listener, direct bool) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	name := "c2s"
+	if direct {
+		name = "c2s_direct_tls"
+	}
+	counter := s.m.Connections.WithLabelValues(name)
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing || errors.Is(err, net.ErrClosed) {
+				return net.ErrClosed
+			}
+			// Temporary trouble (out of file descriptors): back off, never spin.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "listener", name, "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		counter.Inc()
+		ip := remoteIP(nc)
+		if !s.admit(ip) {
+			s.log.Warn("too many unauthenticated connections", "ip", ip)
+			nc.Close()
+			continue
+		}
+		c := &conn{srv: s, raw: nc, nc: nc, ip: ip, direct: direct}
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			s.release(ip)
+			nc.Close()
+			return net.ErrClosed
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go c.run()
+	}
+}
+
+// admit counts a new unauthenticated connection, refusing it over the limits.
+func (s *Server) admit(ip string) bool {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	if s.pending.Load() >= int64(s.cfg.MaxPending) || s.pendingIP[ip] >= s.cfg.MaxPendingPerIP {
+		return false
+	}
+	s.pending.Add(1)
+	s.pendingIP[ip]++
+	s.m.Pending.Inc()
+	return true
+}
+
+// release ends the unauthenticated count of a connection.
+func (s *Server) release(ip string) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	s.pending.Add(-1)
+	if s.pendingIP[ip]--; s.pendingIP[ip] <= 0 {
+		delete(s.pendingIP, ip)
+	}
+	s.m.Pending.Dec()
+}
+
+func remoteIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return host
+}
+
+// Shutdown stops the listeners, closes every stream with system-shutdown
+// after flushing what was queued for it, and waits for the connections to
+// end or ctx to expire.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	pending := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		pending = append(pending, c)
+	}
+	s.mu.Unlock()
+	for _, c := range pending {
+		c.abort()
+	}
+	for _, sess := range s.allSessions() {
+		sess.closeWith("system-shutdown", "")
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Kick closes every session of the account with the stream error condition
+// and reports how many there were.
+func (s *Server) Kick(ctx context.Context, number string, condition string) (int, error) {
+	n, err := s.cfg.Parser.Parse(number)
+	if err != nil {
+		return 0, err
+	}
+	j, err := auth.CanonicalJID(n, s.domain.String())
+	if err != nil {
+		return 0, err
+	}
+	list := s.sessionsOf(j.String())
+	for _, sess := range list {
+		sess.closeWith(condition, "")
+	}
+	return len(list), nil
+}
+
+func randomID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,485 @@
+package xmppd_test
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"mellium.im/sasl"
+
+	"dialtone/xmppd"
+)
+
+const (
+	alice = "+821012345678"
+	bob   = "+821087654321"
+)
+
+func TestLoginMechanisms(t *testing.T) {
+	ts := startServer(t)
+	pass := ts.account(t, alice)
+	for _, tc := range []struct {
+		mech sasl.Mechanism
+		user string
+		pass string
+		want string
+	}{
+		{sasl.ScramSha256, alice, pass, ""},
+		{sasl.ScramSha1, alice, pass, ""},
+		{sasl.Plain, alice, pass, ""},
+		{sasl.ScramSha256, "010-1234-5678", pass, ""}, // national form
+		{sasl.ScramSha256, alice, "wrong-password", "not-authorized"},
+		{sasl.ScramSha1, bob, pass, "not-authorized"},              // no such account
+		{sasl.ScramSha256, "not-a-number", pass, "not-authorized"}, // not an address at all
+	} {
+		t.Run(tc.mech.Name+"/"+tc.user+"/"+tc.want, func(t *testing.T) {
+			c := dialClient(t, ts.addr)
+			c.open("localhost")
+			c.startTLS()
+			c.expect("features", func(e elem) bool { return e.XMLName.Local == "features" })
+			if got := c.auth(tc.mech, tc.user, tc.pass); got != tc.want {
+				t.Fatalf("auth = %q, want %q", got, tc.want)
+			}
+			if tc.want == "" {
+				if j := c.bind("phone"); j != alice+"@localhost/phone" {
+					t.Fatalf("bound %q", j)
+				}
+			}
+		})
+	}
+}
+
+func TestMechanismsAdvertised(t *testing.T) {
+	ts := startServer(t)
+	c := dialClient(t, ts.addr)
+	c.open("localhost")
+	f := c.next()
+	if !strings.Contains(f.Inner, "starttls") || strings.Contains(f.Inner, "mechanism") {
+		t.Fatalf("before TLS the features must offer only STARTTLS: %s", f.Inner)
+	}
+	c.send(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`)
+	c.next()
+	c2 := dialClient(t, ts.directAddr)
+	_ = c2
+	// after TLS (via the direct TLS port) PLAIN and SCRAM, never -PLUS
+	tc := tlsClient(t, ts.directAddr)
+	tc.open("localhost")
+	f = tc.next()
+	for _, m := range []string{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"} {
+		if !strings.Contains(f.Inner, ">"+m+"<") {
+			t.Errorf("mechanism %s not offered: %s", m, f.Inner)
+		}
+	}
+	if strings.Contains(f.Inner, "-PLUS") {
+		t.Errorf("-PLUS offered without channel binding: %s", f.Inner)
+	}
+}
+
+// MELLIUM.md: mellium's server panics when a client picks a -PLUS
+// mechanism. Ours must answer invalid-mechanism and keep serving.
+func TestPlusMechanismRefused(t *testing.T) {
+	ts := startServer(t)
+	pass := ts.account(t, alice)
+	c := tlsClient(t, ts.directAddr)
+	c.open("localhost")
+	c.next()
+	c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>cD10bHMtZXhwb3J0ZXIsLG49dXNlcixyPWFiYw==</auth>`)
+	e := c.next()
+	if e.XMLName.Local != "failure" || !strings.Contains(e.Inner, "invalid-mechanism") {
+		t.Fatalf("got %v", e)
+	}
+	if cond := c.auth(sasl.ScramSha256, alice, pass); cond != "" {
+		t.Fatalf("retry after -PLUS: %s", cond)
+	}
+	login(t, ts, alice, pass, "other") // the server is still up
+}
+
+func tlsClient(t *testing.T, addr string) *client {
+	t.Helper()
+	c := dialClient(t, addr)
+	tc := tlsDial(t, c)
+	c.conn = tc
+	c.br = newReader(tc)
+	return c
+}
+
+func TestPlainRequiresTLS(t *testing.T) {
+	ts := startServer(t)
+	c := dialClient(t, ts.addr)
+	c.open("localhost")
+	c.next()
+	c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AHVzZXIAcGFzcw==</auth>`)
+	e := c.next()
+	if e.XMLName.Local != "failure" || !strings.Contains(e.Inner, "encryption-required") {
+		t.Fatalf("auth before TLS: got %v", e)
+	}
+}
+
+// MELLIUM.md: mellium binds the JID the client claimed in its stream
+// header. Ours binds the authenticated identity only.
+func TestBindUsesAuthenticatedIdentity(t *testing.T) {
+	ts := startServer(t)
+	pass := ts.account(t, alice)
+	ts.account(t, bob)
+	c := dialClient(t, ts.addr)
+	c.send(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' from='` + bob + `@localhost' version='1.0'>`)
+	c.readHeader()
+	c.startTLS()
+	c.expect("features", func(e elem) bool { return e.XMLName.Local == "features" })
+	if cond := c.auth(sasl.ScramSha256, alice, pass); cond != "" {
+		t.Fatal(cond)
+	}
+	c.send(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' from='` + bob + `@localhost/x' version='1.0'>`)
+	c.readHeader()
+	c.next()
+	c.send(`<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>`)
+	e := c.next()
+	if !strings.Contains(e.Inner, alice+"@localhost/") || strings.Contains(e.Inner, bob) {
+		t.Fatalf("bound to the claimed JID: %v", e)
+	}
+	// and a 'from' naming someone else is a stream error
+	c.send(`<message from='` + bob + `@localhost/x' to='` + alice + `@localhost'><body>spoof</body></message>`)
+	if cond := c.expectStreamError(); cond != "invalid-from" {
+		t.Fatalf("spoofed from: %s", cond)
+	}
+}
+
+// MELLIUM.md: a silent client must not hold a connection open.
+func TestNegotiationDeadline(t *testing.T) {
+	ts := startServer(t, func(c *xmppd.Config) { c.AuthTimeout = 300 * time.Millisecond })
+	c := dialClient(t, ts.addr)
+	start := time.Now()
+	buf := make([]byte, 1024)
+	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, err := c.conn.Read(buf); err != nil {
+			break
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("silent connection kept for %v", d)
+	}
+	// the same for one that stops half-way through the negotiation
+	c = dialClient(t, ts.addr)
+	c.open("localhost")
+	if cond := c.expectStreamError(); cond != "connection-timeout" {
+		t.Fatalf("stalled negotiation: %s", cond)
+	}
+}
+
+func TestStreamHeaderChecks(t *testing.T) {
+	ts := startServer(t)
+	for _, tc := range []struct{ header, want string }{
+		{`<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>`, "host-unknown"},
+		{`<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>`, "invalid-namespace"},
+		{`<stream:stream xmlns='jabber:client' xmlns:stream='urn:wrong' to='localhost' version='1.0'>`, "invalid-namespace"},
+		{`<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost'>`, "unsupported-version"},
+		{`<!-- hi --><stream:stream>`, "restricted-xml"},
+		{`<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'><<<`, "not-well-formed"},
+	} {
+		c := dialClient(t, ts.addr)
+		c.send(tc.header)
+		c.readHeader()
+		if got := c.expectStreamError(); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.header, got, tc.want)
+		}
+	}
+}
+
+// The client's 'from' is echoed only when it is a valid JID, and escaped:
+// no attribute injection (MELLIUM.md).
+func TestHeaderFromNotInjected(t *testing.T) {
+	ts := startServer(t)
+	c := dialClient(t, ts.addr)
+	c.send(`<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' from='a&quot; evil=&quot;1' version='1.0'>`)
+	h := c.readHeader()
+	for _, a := range h.Attr {
+		if a.Name.Local == "evil" {
+			t.Fatalf("attribute injected: %v", h.Attr)
+		}
+	}
+}
+
+func TestStanzaBeforeAuthRefused(t *testing.T) {
+	ts := startServer(t)
+	c := tlsClient(t, ts.directAddr)
+	c.open("localhost")
+	c.next()
+	c.send(`<message to='` + alice + `@localhost'><body>hi</body></message>`)
+	if cond := c.expectStreamError(); cond != "not-authorized" {
+		t.Fatalf("got %s", cond)
+	}
+}
+
+func TestMessageRouting(t *testing.T) {
+	ts := startServer(t)
+	pa, pb := ts.account(t, alice), ts.account(t, bob)
+	a := login(t, ts, alice, pa, "phone")
+	b := login(t, ts, bob, pb, "laptop")
+	b.available()
+
+	// full JID
+	a.send(`<message type='chat' id='m1' to='` + bob + `@localhost/laptop'><body>hello &amp; welcome</body></message>`)
+	m := b.expect("m1", func(e elem) bool { return e.attr("id") == "m1" })
+	if m.attr("from") != alice+"@localhost/phone" || !strings.Contains(m.Inner, "hello &amp; welcome") {
+		t.Fatalf("got %v", m)
+	}
+	// bare JID in national form: delivered under the canonical JID
+	a.send(`<message type='chat' id='m2' to='010-8765-4321@localhost'><body>national</body></message>`)
+	m = b.expect("m2", func(e elem) bool { return e.attr("id") == "m2" })
+	if m.attr("to") != bob+"@localhost" || m.attr("from") != alice+"@localhost/phone" {
+		t.Fatalf("got %v", m)
+	}
+	// a 'from' claimed by the client as its own bare JID is replaced by the full JID
+	a.send(`<message from='` + alice + `@localhost' type='chat' id='m3' to='` + bob + `@localhost'><body>x</body></message>`)
+	m = b.expect("m3", func(e elem) bool { return e.attr("id") == "m3" })
+	if m.attr("from") != alice+"@localhost/phone" {
+		t.Fatalf("from not stamped: %v", m)
+	}
+	// payloads with their own namespaces pass unchanged
+	a.send(`<message type='chat' id='m4' to='` + bob + `@localhost'><body>r</body><request xmlns='urn:xmpp:receipts'/><x:y xmlns:x='urn:x'>z</x:y></message>`)
+	m = b.expect("m4", func(e elem) bool { return e.attr("id") == "m4" })
+	if !strings.Contains(m.Inner, `urn:xmpp:receipts`) || !strings.Contains(m.Inner, "urn:x") {
+		t.Fatalf("payload changed: %v", m.Inner)
+	}
+}
+
+func TestRoutingErrors(t *testing.T) {
+	ts := startServer(t)
+	pa := ts.account(t, alice)
+	ts.account(t, bob)
+	a := login(t, ts, alice, pa, "phone")
+	for _, tc := range []struct{ stanza, id, cond string }{
+		{`<message type='chat' id='e1' to='12@localhost'><body>x</body></message>`, "e1", "item-not-found"},
+		{`<message type='chat' id='e2' to='+1900555@localhost'><body>x</body></message>`, "e2", "item-not-found"},
+		{`<message type='chat' id='e3' to='` + bob + `@localhost'><body>offline</body></message>`, "e3", "service-unavailable"},
+		{`<message type='chat' id='e4' to='@@bad'><body>x</body></message>`, "e4", "jid-malformed"},
+		{`<iq type='get' id='e5' to='` + bob + `@localhost/nowhere'><query xmlns='jabber:iq:version'/></iq>`, "e5", "service-unavailable"},
+		{`<iq type='get' id='e6' to='localhost'><query xmlns='urn:unknown'/></iq>`, "e6", "service-unavailable"},
+		{`<message type='chat' id='e7' to='someone@example.org'><body>x</body></message>`, "e7", "remote-server-not-found"},
+	} {
+		a.send(tc.stanza)
+		e := a.expect(tc.id, func(e elem) bool { return e.attr("id") == tc.id })
+		if e.attr("type") != "error" || !strings.Contains(e.Inner, "<"+tc.cond) {
+			t.Errorf("%s: got %v, want %s", tc.id, e, tc.cond)
+		}
+	}
+}
+
+func TestBareJIDDeliveryByPriority(t *testing.T) {
+	ts := startServer(t)
+	pa, pb := ts.account(t, alice), ts.account(t, bob)
+	a := login(t, ts, alice, pa, "a")
+	hi := login(t, ts, bob, pb, "hi")
+	lo := login(t, ts, bob, pb, "lo")
+	neg := login(t, ts, bob, pb, "neg")
+	hi.send(`<presence><priority>5</priority></presence>`)
+	hi.sync()
+	lo.send(`<presence><priority>1</priority></presence>`)
+	lo.sync()
+	neg.send(`<presence><priority>-1</priority></presence>`)
+	neg.sync()
+
+	a.send(`<message type='chat' id='c1' to='` + bob + `@localhost'><body>chat</body></message>`)
+	a.send(`<message type='normal' id='n1' to='` + bob + `@localhost'><body>normal</body></message>`)
+	a.sync()
+	hi.expect("c1", func(e elem) bool { return e.attr("id") == "c1" })
+	hi.expect("n1", func(e elem) bool { return e.attr("id") == "n1" })
+	lo.expect("c1", func(e elem) bool { return e.attr("id") == "c1" })
+	lo.sync()
+	neg.sync()
+	// lo must not have got the normal message, neg nothing at all: the
+	// sync replies came after anything routed before them.
+	for _, c := range []*client{lo, neg} {
+		c.send(`<iq type='get' id='s2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		for {
+			e := c.next()
+			if e.attr("id") == "s2" {
+				break
+			}
+			if e.attr("id") == "n1" || (c == neg && e.attr("id") == "c1") {
+				t.Fatalf("%s got %v", c.jid, e)
+			}
+		}
+	}
+}
+
+func TestResourceConflictReplacesOld(t *testing.T) {
+	ts := startServer(t)
+	pa := ts.account(t, alice)
+	old := login(t, ts, alice, pa, "same")
+	login(t, ts, alice, pa, "same")
+	if cond := old.expectStreamError(); cond != "conflict" {
+		t.Fatalf("old session got %q", cond)
+	}
+}
+
+func TestMalformedXMLClosesStream(t *testing.T) {
+	ts := startServer(t)
+	pa := ts.account(t, alice)
+	a := login(t, ts, alice, pa, "x")
+	a.send(`<message><body>unclosed</message>`)
+	if cond := a.expectStreamError(); cond != "not-well-formed" {
+		t.Fatalf("got %q", cond)
+	}
+	b := login(t, ts, alice, pa, "y")
+	b.send(`<message><!-- comment --></message>`)
+	if cond := b.expectStreamError(); cond != "restricted-xml" {
+		t.Fatalf("got %q", cond)
+	}
+	c := login(t, ts, alice, pa, "z")
+	c.send(`<foo/>`)
+	if cond := c.expectStreamError(); cond != "unsupported-stanza-type" {
+		t.Fatalf("got %q", cond)
+	}
+}
+
+func TestHugeStanzaIsPolicyViolation(t *testing.T) {
+	ts := startServer(t, func(c *xmppd.Config) { c.MaxStanzaSize = 64 << 10 })
+	pa := ts.account(t, alice)
+	a := login(t, ts, alice, pa, "x")
+	go func() {
+		// the server may close before all of it was written
+		a.conn.Write([]byte(`<message to='` + alice + `@localhost'><body>` + strings.Repeat("A", 200<<10) + `</body></message>`))
+	}()
+	if cond := a.expectStreamError(); cond != "policy-violation" {
+		t.Fatalf("got %q", cond)
+	}
+}
+
+// A client that stops reading is closed once its queue is full; the sender
+// and everyone else go on.
+func TestSlowReaderDoesNotBlockOthers(t *testing.T) {
+	if raceEnabled {
+		// Filling the kernel's socket buffers takes minutes under the race
+		// detector; the behaviour is tested without it.
+		t.Skip("slow under -race")
+	}
+	ts := startServer(t, func(c *xmppd.Config) { c.QueueSize = 16; c.WriteTimeout = 2 * time.Second })
+	pa, pb := ts.account(t, alice), ts.account(t, bob)
+	slow := login(t, ts, bob, pb, "slow")
+	slow.conn.(*tls.Conn).NetConn().(*net.TCPConn).SetReadBuffer(4096)
+	slow.available()
+	a := login(t, ts, alice, pa, "fast")
+	a.available()
+	bobJID := mustJID(bob + "@localhost")
+	body := strings.Repeat("x", 4000)
+	done := make(chan int)
+	go func() {
+		// headline: nothing comes back to the sender, which does not read here
+		a.conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
+		for i := 0; i < 5000; i++ {
+			if i%50 == 0 && len(ts.Sessions(bobJID)) == 0 {
+				done <- i
+				return
+			}
+			if _, err := a.conn.Write([]byte(`<message type='headline' to='` + bob + `@localhost/slow'><body>` + body + `</body></message>`)); err != nil {
+				t.Logf("write %d: %v", i, err)
+				break
+			}
+		}
+		done <- -1
+	}()
+	select {
+	case n := <-done:
+		if n < 0 {
+			t.Fatal("the slow session was never closed")
+		}
+		t.Logf("slow session closed after %d messages", n)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the sender was blocked by a client that does not read")
+	}
+	// the sender's session still works (once the server has read the
+	// backlog still in the socket buffers)
+	a.send(`<iq type='get' id='after' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	if e, err := a.tryNext(60 * time.Second); err != nil || e.attr("id") != "after" {
+		t.Fatalf("sender after the flood: %v %v", e, err)
+	}
+	// the slow client finds, after what was queued for it, the reason it was closed
+	slow.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for i := 0; ; i++ {
+		e, err := slow.tryNext(10 * time.Second)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("slow client still open after %d elements", i)
+		}
+		if err != nil {
+			break // closed; the stream error itself may not have fitted in
+		}
+		if e.XMLName.Local == "error" {
+			if !strings.Contains(e.Inner, "policy-violation") {
+				t.Fatalf("slow client got %v", e)
+			}
+			break
+		}
+	}
+}
+
+func TestUnauthenticatedLimit(t *testing.T) {
+	ts := startServer(t, func(c *xmppd.Config) { c.MaxPendingPerIP = 3 })
+	var conns []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	time.Sleep(100 * time.Millisecond) // let the server count them
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a fourth unauthenticated connection from one IP was served")
+	}
+	conns[0].Close()
+	time.Sleep(100 * time.Millisecond)
+	d := dialClient(t, ts.addr)
+	d.open("localhost") // served again
+}
+
+func TestShutdownSendsSystemShutdown(t *testing.T) {
+	ts := startServer(t)
+	pa := ts.account(t, alice)
+	a := login(t, ts, alice, pa, "x")
+	go ts.Shutdown(t.Context())
+	if cond := a.expectStreamError(); cond != "system-shutdown" {
+		t.Fatalf("got %q", cond)
+	}
+}
+
+func TestServerPingsIdleClient(t *testing.T) {
+	ts := startServer(t, func(c *xmppd.Config) { c.IdleTimeout = 200 * time.Millisecond; c.PingTimeout = 300 * time.Millisecond })
+	pa := ts.account(t, alice)
+	a := login(t, ts, alice, pa, "x")
+	p := a.expect("ping", func(e elem) bool { return strings.Contains(e.Inner, "urn:xmpp:ping") })
+	if p.attr("type") != "get" || p.attr("from") != "localhost" {
+		t.Fatalf("got %v", p)
+	}
+	a.send(`<iq type='result' id='` + p.attr("id") + `' to='localhost'/>`)
+	// stays connected while answering; silence after the next ping closes it
+	if cond := a.expectStreamError(); cond != "connection-timeout" {
+		t.Fatalf("got %q", cond)
+	}
+}
+
+func TestDirectTLS(t *testing.T) {
+	ts := startServer(t)
+	pa := ts.account(t, alice)
+	c := tlsClient(t, ts.directAddr)
+	c.open("localhost")
+	c.next()
+	if cond := c.auth(sasl.ScramSha1, alice, pa); cond != "" {
+		t.Fatal(cond)
+	}
+	if j := c.bind(""); !strings.HasPrefix(j, alice+"@localhost/") || len(j) <= len(alice+"@localhost/") {
+		t.Fatalf("server-generated resource: %q", j)
+	}
+}

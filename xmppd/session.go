@@ -1,0 +1,288 @@
+package xmppd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"dialtone/auth"
+)
+
+// Session is a bound client stream. Its reader runs on the connection's
+// goroutine; one writer goroutine drains a bounded queue, so a client that
+// does not read can never block anyone else: when its queue is full it is
+// closed.
+type Session struct {
+	srv        *Server
+	nc         net.Conn
+	dec        *conn
+	full       jid.JID
+	fullStr    string
+	bare       jid.JID
+	bareStr    string
+	resource   string
+	number     auth.Number
+	generation int64
+
+	out      chan []byte
+	kill     chan struct{}
+	killOnce sync.Once
+	cond     string // stream error to send when killed ("" = plain close)
+	text     string
+	done     chan struct{} // writer finished
+
+	presence   atomic.Pointer[Stanza]
+	priority   atomic.Int32
+	interested atomic.Bool
+	pingSeq    atomic.Uint64
+}
+
+func newSession(c *conn, full jid.JID) *Session {
+	sess := &Session{
+		srv:        c.srv,
+		nc:         c.nc,
+		dec:        c,
+		full:       full,
+		fullStr:    full.String(),
+		bare:       full.Bare(),
+		resource:   full.Resourcepart(),
+		number:     c.number,
+		generation: c.generation,
+		out:        make(chan []byte, c.srv.cfg.QueueSize),
+		kill:       make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	sess.bareStr = sess.bare.String()
+	return sess
+}
+
+// JID is the session's full JID.
+func (sess *Session) JID() jid.JID { return sess.full }
+
+// info returns a snapshot of the session's state.
+func (sess *Session) info() SessionInfo {
+	return SessionInfo{
+		JID:        sess.full,
+		Presence:   sess.presence.Load(),
+		Priority:   int(sess.priority.Load()),
+		Interested: sess.interested.Load(),
+	}
+}
+
+// available reports whether the session sent available presence with a
+// non-negative priority (RFC 6121 §8.5.2.1).
+func (sess *Session) available() bool {
+	return sess.presence.Load() != nil && sess.priority.Load() >= 0
+}
+
+// send queues b for the writer. It never blocks: a full queue closes the
+// session.
+func (sess *Session) send(b []byte) bool {
+	select {
+	case <-sess.kill:
+		return false
+	default:
+	}
+	select {
+	case sess.out <- b:
+		return true
+	default:
+		sess.srv.m.SlowClosed.Inc()
+		sess.srv.log.Warn("closing a session that does not read", "jid", sess.fullStr)
+		sess.closeWith("policy-violation", "too many stanzas waiting for this client")
+		return false
+	}
+}
+
+// closeWith ends the session with a stream error (cond "" for a plain
+// close). Queued stanzas are written first.
+func (sess *Session) closeWith(cond, text string) {
+	sess.killOnce.Do(func() {
+		sess.cond, sess.text = cond, text
+		close(sess.kill)
+		// Out of the table at once, so nothing more is routed to a
+		// stream that is going away (messages fall back to other
+		// resources or offline storage).
+		sess.srv.unregister(sess)
+	})
+}
+
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// writeLoop is the session's only writer.
+func (sess *Session) writeLoop() {
+	defer close(sess.done)
+	timeout := sess.srv.cfg.WriteTimeout
+	for {
+		select {
+		case b := <-sess.out:
+			bp := writeBufs.Get().(*[]byte)
+			buf := append((*bp)[:0], b...)
+		more:
+			for len(buf) < 64<<10 {
+				select {
+				case b := <-sess.out:
+					buf = append(buf, b...)
+				default:
+					break more
+				}
+			}
+			sess.nc.SetWriteDeadline(time.Now().Add(timeout))
+			_, err := sess.nc.Write(buf)
+			if cap(buf) <= 256<<10 {
+				*bp = buf[:0]
+				writeBufs.Put(bp)
+			}
+			if err != nil {
+				sess.closeWith("", "")
+				sess.nc.Close()
+				return
+			}
+		case <-sess.kill:
+			var buf []byte
+		drain:
+			for {
+				select {
+				case b := <-sess.out:
+					buf = append(buf, b...)
+				default:
+					break drain
+				}
+			}
+			if sess.cond != "" {
+				sess.srv.m.StreamErrors.WithLabelValues(sess.cond).Inc()
+				buf = appendStreamError(buf, sess.cond, sess.text)
+			} else {
+				buf = append(buf, "</stream:stream>"...)
+			}
+			sess.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			sess.nc.Write(buf)
+			if tc, ok := sess.nc.(*tls.Conn); ok {
+				tc.CloseWrite()
+			}
+			// Give the reader a moment to see the peer's </stream:stream>,
+			// then make sure it stops.
+			sess.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+			return
+		}
+	}
+}
+
+// ping asks an idle client whether it is still there (XEP-0199).
+func (sess *Session) ping() bool {
+	select {
+	case <-sess.kill:
+		return false
+	default:
+	}
+	id := "ping-" + strconv.FormatUint(sess.pingSeq.Add(1), 10)
+	sess.send([]byte(`<iq type="get" id="` + id + `" from="` + string(AppendEscaped(nil, sess.srv.domain.String())) + `" to="` + string(AppendEscaped(nil, sess.fullStr)) + `"><ping xmlns="urn:xmpp:ping"/></iq>`))
+	return true
+}
+
+// serve runs the bound session until the stream ends.
+func (sess *Session) serve() {
+	s := sess.srv
+	c := sess.dec
+	s.register(sess)
+	s.m.Sessions.Inc()
+	go sess.writeLoop()
+	c.wr.deadline = time.Time{}
+	c.wr.idle = s.cfg.IdleTimeout
+	c.wr.grace = s.cfg.PingTimeout
+	c.wr.onIdle = sess.ping
+	ctx := context.Background()
+	err := sess.readLoop(ctx)
+	var se *streamError
+	switch {
+	case err == nil, errors.Is(err, io.EOF):
+		sess.closeWith("", "")
+	case errors.As(err, &se):
+		sess.closeWith(se.cond, se.text)
+	case errors.Is(err, errStanzaTooBig), errors.Is(err, errTooDeep):
+		sess.closeWith("policy-violation", err.Error())
+	case errors.Is(err, errRestrictedXML):
+		sess.closeWith("restricted-xml", "")
+	case errors.Is(err, errIdle):
+		sess.closeWith("connection-timeout", "")
+	case isSyntaxError(err):
+		sess.closeWith("not-well-formed", "")
+	default:
+		sess.closeWith("", "") // the network went away
+	}
+	select {
+	case <-sess.done:
+	case <-time.After(s.cfg.WriteTimeout + 5*time.Second):
+	}
+	sess.nc.Close()
+	s.unregister(sess)
+	s.m.Sessions.Dec()
+	if h := s.cfg.Mux.presence; h != nil {
+		info := sess.info()
+		sess.presence.Store(nil)
+		func() {
+			defer s.recoverHandler("SessionClosed")
+			h.SessionClosed(ctx, info)
+		}()
+	}
+	s.log.Debug("session ended", "jid", sess.fullStr, "err", err)
+}
+
+// readLoop reads stanzas until the stream ends or is killed.
+func (sess *Session) readLoop(ctx context.Context) error {
+	c := sess.dec
+	for {
+		select {
+		case <-sess.kill:
+			return nil
+		default:
+		}
+		el, err := readElement(c.dec, c.wr)
+		if err != nil {
+			return err
+		}
+		st, err := stanzaFromElement(el, NSClient)
+		switch {
+		case errors.Is(err, errUnsupportedStanza):
+			return serr("unsupported-stanza-type", "")
+		case errors.Is(err, errBadFrom):
+			return serr("invalid-from", "")
+		case errors.Is(err, errBadTo):
+			if st.Type != "error" && st.Type != "result" {
+				r := st.ErrorReply(stanzaErr("modify", "jid-malformed", ""))
+				r.From = jid.JID{}
+				sess.send(r.Bytes())
+			}
+			continue
+		}
+		if !st.From.Equal(jid.JID{}) && !st.From.Equal(sess.full) && !st.From.Equal(sess.bare) {
+			return serr("invalid-from", "'from' must be your own address")
+		}
+		st.From = sess.full
+		sess.srv.fromSession(ctx, sess, st)
+	}
+}
+
+func (s *Server) recoverHandler(what string) {
+	if r := recover(); r != nil {
+		s.log.Error("panic in handler", "handler", what, "panic", r)
+	}
+}
+
+// stanzaErr makes a stanza error with an optional text.
+func stanzaErr(typ, cond, text string) stanza.Error {
+	e := stanza.Error{Type: stanza.ErrorType(typ), Condition: stanza.Condition(cond)}
+	if text != "" {
+		e.Text = map[string]string{"": text}
+	}
+	return e
+}
