@@ -1,0 +1,371 @@
+package im
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"dialtone/auth"
+	"dialtone/xmppd"
+
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+)
+
+const domain = "example.net"
+
+// Local accounts of the tests and one remote contact.
+var (
+	alice  = jid.MustParse("+821011111111@" + domain)
+	bob    = jid.MustParse("+821022222222@" + domain)
+	carol  = jid.MustParse("+821033333333@" + domain)
+	juliet = jid.MustParse("juliet@capulet.example")
+)
+
+func full(bare jid.JID, res string) jid.JID {
+	j, err := bare.WithResource(res)
+	if err != nil {
+		panic(err)
+	}
+	return j
+}
+
+// fakeStore is an in-memory Store.
+type fakeStore struct {
+	mu      sync.Mutex
+	items   map[string]map[string]Item
+	version map[string]int64
+	fail    error // returned by every call when set
+}
+
+func newFakeStore() *fakeStore {
+	return &fakeStore{items: map[string]map[string]Item{}, version: map[string]int64{}}
+}
+
+func cloneItem(it Item) Item {
+	it.Groups = slices.Clone(it.Groups)
+	return it
+}
+
+func (s *fakeStore) Roster(ctx context.Context, owner string) ([]Item, int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return nil, 0, s.fail
+	}
+	var out []Item
+	for _, k := range slices.Sorted(maps.Keys(s.items[owner])) {
+		out = append(out, cloneItem(s.items[owner][k]))
+	}
+	return out, s.version[owner], nil
+}
+
+func (s *fakeStore) RosterItem(ctx context.Context, owner, contact string) (Item, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return Item{}, s.fail
+	}
+	it, ok := s.items[owner][contact]
+	if !ok {
+		return Item{}, auth.ErrNotFound
+	}
+	return cloneItem(it), nil
+}
+
+func (s *fakeStore) PutRosterItem(ctx context.Context, owner string, it Item) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return 0, s.fail
+	}
+	if s.items[owner] == nil {
+		s.items[owner] = map[string]Item{}
+	}
+	s.items[owner][it.Contact] = cloneItem(it)
+	s.version[owner]++
+	return s.version[owner], nil
+}
+
+func (s *fakeStore) DeleteRosterItem(ctx context.Context, owner, contact string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return 0, s.fail
+	}
+	delete(s.items[owner], contact)
+	s.version[owner]++
+	return s.version[owner], nil
+}
+
+// item returns a stored item and whether it exists.
+func (s *fakeStore) item(owner, contact jid.JID) (Item, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	it, ok := s.items[owner.Localpart()][contact.String()]
+	return it, ok
+}
+
+// put seeds an item without going through the module.
+func (s *fakeStore) put(owner jid.JID, it Item) {
+	if _, err := s.PutRosterItem(context.Background(), owner.Localpart(), it); err != nil {
+		panic(err)
+	}
+}
+
+// sent is one Deliver or Route call.
+type sent struct {
+	to jid.JID // the session written to (Deliver) or s.To (Route)
+	s  *xmppd.Stanza
+}
+
+// fakeRouter is the core as far as the module sees it: sessions and their
+// presence, Deliver recorded per session, Route recorded and, for presence
+// to local accounts, handed back to the module's InboundPresence the way
+// the core does.
+type fakeRouter struct {
+	mu        sync.Mutex
+	m         *Module
+	accounts  map[string]bool
+	sessions  map[string][]*xmppd.SessionInfo // bare → sessions in bind order
+	delivered []sent
+	routed    []sent
+}
+
+func newFakeRouter(accounts ...jid.JID) *fakeRouter {
+	r := &fakeRouter{accounts: map[string]bool{}, sessions: map[string][]*xmppd.SessionInfo{}}
+	for _, a := range accounts {
+		r.accounts[a.String()] = true
+	}
+	return r
+}
+
+func (r *fakeRouter) Domain() string { return domain }
+
+func (r *fakeRouter) Route(ctx context.Context, s *xmppd.Stanza) {
+	if s.From.Equal(jid.JID{}) {
+		panic("Route without from")
+	}
+	r.mu.Lock()
+	r.routed = append(r.routed, sent{s.To, s})
+	// Like the core: presence to any address of the local domain (latent
+	// numbers included) goes to InboundPresence.
+	local := s.Kind == xmppd.KindPresence && s.To.Domainpart() == domain && s.To.Localpart() != ""
+	r.mu.Unlock()
+	if local {
+		r.m.InboundPresence(ctx, s)
+	}
+}
+
+func (r *fakeRouter) Deliver(to jid.JID, s *xmppd.Stanza) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.find(to) == nil {
+		return false
+	}
+	r.delivered = append(r.delivered, sent{to, s})
+	return true
+}
+
+func (r *fakeRouter) find(full jid.JID) *xmppd.SessionInfo {
+	for _, s := range r.sessions[full.Bare().String()] {
+		if s.JID.Equal(full) {
+			return s
+		}
+	}
+	return nil
+}
+
+func (r *fakeRouter) Sessions(bare jid.JID) []xmppd.SessionInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []xmppd.SessionInfo
+	for _, s := range r.sessions[bare.String()] {
+		out = append(out, *s)
+	}
+	return out
+}
+
+func (r *fakeRouter) SetPresence(full jid.JID, p *xmppd.Stanza) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.find(full); s != nil {
+		s.Presence = p
+	}
+}
+
+func (r *fakeRouter) SetInterested(full jid.JID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.find(full); s != nil {
+		s.Interested = true
+	}
+}
+
+func (r *fakeRouter) IsLocal(ctx context.Context, bare jid.JID) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.accounts[bare.Bare().String()], nil
+}
+
+// Normalize accepts +<digits> and the Korean national forms 010-1234-5678
+// and 01012345678 for the local domain.
+func (r *fakeRouter) Normalize(j jid.JID) (jid.JID, error) {
+	if j.Domainpart() != domain {
+		return j, nil
+	}
+	local := strings.ReplaceAll(strings.ReplaceAll(j.Localpart(), "-", ""), " ", "")
+	digits := strings.TrimPrefix(local, "+")
+	if len(digits) < 8 || len(digits) > 15 || strings.Trim(digits, "0123456789") != "" {
+		return jid.JID{}, stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound}
+	}
+	switch {
+	case strings.HasPrefix(local, "+"):
+	case strings.HasPrefix(local, "0"):
+		local = "+82" + local[1:]
+	default:
+		return jid.JID{}, stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound}
+	}
+	return jid.New(local, domain, j.Resourcepart())
+}
+
+// bind adds a session (not available, not interested).
+func (r *fakeRouter) bind(full jid.JID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := full.Bare().String()
+	r.sessions[b] = append(r.sessions[b], &xmppd.SessionInfo{JID: full})
+}
+
+// unbind removes a session and returns its last state.
+func (r *fakeRouter) unbind(full jid.JID) xmppd.SessionInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := full.Bare().String()
+	for i, s := range r.sessions[b] {
+		if s.JID.Equal(full) {
+			r.sessions[b] = slices.Delete(r.sessions[b], i, i+1)
+			return *s
+		}
+	}
+	panic("unbind: no session " + full.String())
+}
+
+// reset forgets recorded traffic.
+func (r *fakeRouter) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.delivered, r.routed = nil, nil
+}
+
+// deliveredTo returns what was delivered to one session, in order.
+func (r *fakeRouter) deliveredTo(full jid.JID) []*xmppd.Stanza {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*xmppd.Stanza
+	for _, d := range r.delivered {
+		if d.to.Equal(full) {
+			out = append(out, d.s)
+		}
+	}
+	return out
+}
+
+// routedTo returns what was routed to an address (compared exactly).
+func (r *fakeRouter) routedTo(to jid.JID) []*xmppd.Stanza {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*xmppd.Stanza
+	for _, d := range r.routed {
+		if d.to.Equal(to) {
+			out = append(out, d.s)
+		}
+	}
+	return out
+}
+
+// env is a module wired to a fake router and store.
+type env struct {
+	t     *testing.T
+	m     *Module
+	r     *fakeRouter
+	store *fakeStore
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	r := newFakeRouter(alice, bob, carol)
+	st := newFakeStore()
+	m := New(st, r, nil)
+	r.m = m
+	return &env{t: t, m: m, r: r, store: st}
+}
+
+// presence makes a presence stanza the way the core hands it over.
+func presence(typ string, from, to jid.JID, inner string) *xmppd.Stanza {
+	return &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typ, From: from, To: to, Inner: []byte(inner)}
+}
+
+// send hands an outbound presence to the module.
+func (e *env) send(typ string, from, to jid.JID, inner string) {
+	e.m.OutboundPresence(context.Background(), presence(typ, from, to, inner))
+}
+
+// login binds a session, requests the roster and sends initial presence.
+func (e *env) login(f jid.JID) {
+	e.t.Helper()
+	e.r.bind(f)
+	if _, err := e.iq("get", f, jid.JID{}, `<query xmlns="jabber:iq:roster"/>`); err != nil {
+		e.t.Fatalf("roster get for %s: %v", f, err)
+	}
+	e.send("", f, jid.JID{}, "<priority>1</priority>")
+}
+
+// iq calls the roster handler with an iq built as the core builds it: no
+// 'to' becomes the sender's bare JID with ToAbsent.
+func (e *env) iq(typ string, from, to jid.JID, inner string) ([]byte, error) {
+	s := &xmppd.Stanza{Kind: xmppd.KindIQ, Type: typ, ID: "q1", From: from, To: to, Inner: []byte(inner),
+		Payload: xmlName(NSRoster, "query")}
+	if to.Equal(jid.JID{}) {
+		s.To, s.ToAbsent = from.Bare(), true
+	}
+	return e.m.handleRoster(context.Background(), s)
+}
+
+// state returns "sub[+out][+in][+approved][ hidden]" of a stored item,
+// "absent" when there is none.
+func (e *env) state(owner, contact jid.JID) string {
+	it, ok := e.store.item(owner, contact)
+	if !ok {
+		return "absent"
+	}
+	s := it.Subscription
+	if it.PendingOut {
+		s += "+out"
+	}
+	if it.PendingIn {
+		s += "+in"
+	}
+	if it.Approved {
+		s += "+approved"
+	}
+	if !it.InRoster {
+		s += " hidden"
+	}
+	return s
+}
+
+func condition(err error) string {
+	var se stanza.Error
+	if errors.As(err, &se) {
+		return string(se.Condition)
+	}
+	if err == nil {
+		return ""
+	}
+	return "non-stanza error: " + err.Error()
+}

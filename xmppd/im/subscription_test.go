@@ -1,0 +1,426 @@
+package im
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"dialtone/xmppd"
+
+	"mellium.im/xmpp/jid"
+)
+
+// The nine states of RFC 6121 Appendix A, written as in its tables.
+var appendixStates = map[string]Item{
+	"None":                  {Subscription: SubNone},
+	"None + Pending Out":    {Subscription: SubNone, PendingOut: true},
+	"None + Pending In":     {Subscription: SubNone, PendingIn: true},
+	"None + Pending Out+In": {Subscription: SubNone, PendingOut: true, PendingIn: true},
+	"To":                    {Subscription: SubTo},
+	"To + Pending In":       {Subscription: SubTo, PendingIn: true},
+	"From":                  {Subscription: SubFrom},
+	"From + Pending Out":    {Subscription: SubFrom, PendingOut: true},
+	"Both":                  {Subscription: SubBoth},
+}
+
+// TestAppendixA checks every row of the eight tables of RFC 6121 Appendix
+// A ("" = no state change).
+func TestAppendixA(t *testing.T) {
+	tables := []struct {
+		name string
+		fn   func(Item) Item
+		rows map[string]string
+	}{
+		{"A.2.1 outbound subscribe", outSubscribe, map[string]string{
+			"None": "None + Pending Out", "None + Pending Out": "", "None + Pending In": "None + Pending Out+In",
+			"None + Pending Out+In": "", "To": "", "To + Pending In": "", "From": "From + Pending Out",
+			"From + Pending Out": "", "Both": "",
+		}},
+		{"A.2.2 outbound unsubscribe", outUnsubscribe, map[string]string{
+			"None": "", "None + Pending Out": "None", "None + Pending In": "", "None + Pending Out+In": "None + Pending In",
+			"To": "None", "To + Pending In": "None + Pending In", "From": "", "From + Pending Out": "From", "Both": "From",
+		}},
+		{"A.2.3 outbound subscribed", outSubscribed, map[string]string{
+			"None": "", "None + Pending Out": "", "None + Pending In": "From", "None + Pending Out+In": "From + Pending Out",
+			"To": "", "To + Pending In": "Both", "From": "", "From + Pending Out": "", "Both": "",
+		}},
+		{"A.2.4 outbound unsubscribed", outUnsubscribed, map[string]string{
+			"None": "", "None + Pending Out": "", "None + Pending In": "None", "None + Pending Out+In": "None + Pending Out",
+			"To": "", "To + Pending In": "To", "From": "None", "From + Pending Out": "None + Pending Out", "Both": "To",
+		}},
+		{"A.3.1 inbound subscribe", inSubscribe, map[string]string{
+			"None": "None + Pending In", "None + Pending Out": "None + Pending Out+In", "None + Pending In": "",
+			"None + Pending Out+In": "", "To": "To + Pending In", "To + Pending In": "", "From": "",
+			"From + Pending Out": "", "Both": "",
+		}},
+		{"A.3.2 inbound unsubscribe", inUnsubscribe, map[string]string{
+			"None": "", "None + Pending Out": "", "None + Pending In": "None", "None + Pending Out+In": "None + Pending Out",
+			"To": "", "To + Pending In": "To", "From": "None", "From + Pending Out": "None + Pending Out", "Both": "To",
+		}},
+		{"A.3.3 inbound subscribed", inSubscribed, map[string]string{
+			"None": "", "None + Pending Out": "To", "None + Pending In": "", "None + Pending Out+In": "To + Pending In",
+			"To": "", "To + Pending In": "", "From": "", "From + Pending Out": "Both", "Both": "",
+		}},
+		{"A.3.4 inbound unsubscribed", inUnsubscribed, map[string]string{
+			"None": "", "None + Pending Out": "None", "None + Pending In": "", "None + Pending Out+In": "None + Pending In",
+			"To": "None", "To + Pending In": "None + Pending In", "From": "", "From + Pending Out": "From", "Both": "From",
+		}},
+	}
+	for _, tb := range tables {
+		if len(tb.rows) != len(appendixStates) {
+			t.Fatalf("%s: %d rows", tb.name, len(tb.rows))
+		}
+		for from, to := range tb.rows {
+			if to == "" {
+				to = from
+			}
+			got := tb.fn(appendixStates[from])
+			if !sameState(got, appendixStates[to]) {
+				t.Errorf("%s: %s -> %+v, want %s", tb.name, from, got, to)
+			}
+		}
+	}
+}
+
+// TestHandshakeLocal runs the whole handshake between two local users who
+// are online, in both directions, and checks what each side sees.
+func TestHandshakeLocal(t *testing.T) {
+	e := newEnv(t)
+	a, b := full(alice, "phone"), full(bob, "phone")
+	e.login(a)
+	e.login(b)
+	e.r.reset()
+
+	// Alice asks, writing Bob's number in national form.
+	bobNational := jid.MustParse("010-2222-2222@" + domain)
+	e.send(typeSubscribe, a, bobNational, "<status>hi</status>")
+	if got, want := e.state(alice, bob), "none+out"; got != want {
+		t.Errorf("alice's item: %s, want %s", got, want)
+	}
+	if got, want := e.state(bob, alice), "none+in hidden"; got != want {
+		t.Errorf("bob's item: %s, want %s", got, want)
+	}
+	if p := e.pushes(a); len(p) != 1 || p[0].Items[0].Ask != "subscribe" || p[0].Items[0].Subscription != "none" || p[0].Items[0].JID != bob.String() {
+		t.Errorf("alice's push: %+v", p)
+	}
+	if p := e.pushes(b); len(p) != 0 {
+		t.Errorf("bob got a push for a pending request: %+v", p)
+	}
+	routed := e.r.routedTo(bob)
+	if len(routed) != 1 || routed[0].Type != typeSubscribe || !routed[0].From.Equal(alice) || string(routed[0].Inner) != "<status>hi</status>" {
+		t.Fatalf("routed to bob: %+v", routed)
+	}
+	if got := e.presences(b); !slices.Equal(got, []string{"subscribe " + alice.String()}) {
+		t.Errorf("bob's presences: %v", got)
+	}
+
+	// Bob approves: he gets 'from', she gets 'to' and his presence.
+	e.r.reset()
+	e.send(typeSubscribed, b, alice, "")
+	if got := e.state(bob, alice); got != "from" {
+		t.Errorf("bob's item: %s", got)
+	}
+	if got := e.state(alice, bob); got != "to" {
+		t.Errorf("alice's item: %s", got)
+	}
+	if p := e.pushes(b); len(p) != 1 || p[0].Items[0].Subscription != "from" {
+		t.Errorf("bob's push: %+v", p)
+	}
+	if p := e.pushes(a); len(p) != 1 || p[0].Items[0].Subscription != "to" || p[0].Items[0].Ask != "" {
+		t.Errorf("alice's push: %+v", p)
+	}
+	if got, want := e.presences(a), []string{"subscribed " + bob.String(), "available " + b.String()}; !slices.Equal(got, want) {
+		t.Errorf("alice's presences: %v, want %v", got, want)
+	}
+
+	// The other direction: Bob asks, Alice approves.
+	e.r.reset()
+	e.send(typeSubscribe, b, alice, "")
+	if got := e.state(bob, alice); got != "from+out" {
+		t.Errorf("bob's item: %s", got)
+	}
+	if got := e.state(alice, bob); got != "to+in" {
+		t.Errorf("alice's item: %s", got)
+	}
+	if got := e.presences(a); !slices.Equal(got, []string{"subscribe " + bob.String()}) {
+		t.Errorf("alice's presences: %v", got)
+	}
+	e.r.reset()
+	e.send(typeSubscribed, a, bob, "")
+	if got, got2 := e.state(alice, bob), e.state(bob, alice); got != "both" || got2 != "both" {
+		t.Errorf("after the handshake: alice %s, bob %s", got, got2)
+	}
+	if got, want := e.presences(b), []string{"subscribed " + alice.String(), "available " + a.String()}; !slices.Equal(got, want) {
+		t.Errorf("bob's presences: %v, want %v", got, want)
+	}
+	for _, f := range []jid.JID{a, b} {
+		if p := e.pushes(f); len(p) != 1 || p[0].Items[0].Subscription != "both" {
+			t.Errorf("push to %s: %+v", f, p)
+		}
+	}
+
+	// A repeated request is answered by the server on Bob's behalf, and
+	// changes nothing.
+	e.r.reset()
+	e.send(typeSubscribe, a, bob, "")
+	if got := e.presences(b); len(got) != 0 {
+		t.Errorf("bob was asked again: %v", got)
+	}
+	if got := e.routedPresences(alice); !slices.Contains(got, "subscribed "+bob.String()) {
+		t.Errorf("no auto-reply: %v", got)
+	}
+	if got, got2 := e.state(alice, bob), e.state(bob, alice); got != "both" || got2 != "both" {
+		t.Errorf("after the repeat: alice %s, bob %s", got, got2)
+	}
+}
+
+// TestUnsubscribeAndUnsubscribed ends subscriptions from both sides.
+func TestUnsubscribeAndUnsubscribed(t *testing.T) {
+	e := newEnv(t)
+	a, b := full(alice, "phone"), full(bob, "phone")
+	e.store.put(alice, Item{Contact: bob.String(), Subscription: SubBoth, InRoster: true})
+	e.store.put(bob, Item{Contact: alice.String(), Subscription: SubBoth, InRoster: true})
+	e.login(a)
+	e.login(b)
+	e.r.reset()
+
+	// Alice stops receiving Bob's presence (§3.3): Bob's server sends her
+	// his unavailable presence.
+	e.send(typeUnsubscribe, a, bob, "")
+	if got, got2 := e.state(alice, bob), e.state(bob, alice); got != "from" || got2 != "to" {
+		t.Errorf("after unsubscribe: alice %s, bob %s", got, got2)
+	}
+	if got := e.presences(b); !slices.Equal(got, []string{"unsubscribe " + alice.String()}) {
+		t.Errorf("bob's presences: %v", got)
+	}
+	if got := e.presences(a); !slices.Equal(got, []string{"unavailable " + b.String()}) {
+		t.Errorf("alice's presences: %v", got)
+	}
+	if p := e.pushes(a); len(p) != 1 || p[0].Items[0].Subscription != "from" {
+		t.Errorf("alice's push: %+v", p)
+	}
+	if p := e.pushes(b); len(p) != 1 || p[0].Items[0].Subscription != "to" {
+		t.Errorf("bob's push: %+v", p)
+	}
+
+	// Alice revokes Bob's subscription to her (§3.2): her server sends him
+	// her unavailable presence.
+	e.r.reset()
+	e.send(typeUnsubscribed, a, bob, "")
+	if got, got2 := e.state(alice, bob), e.state(bob, alice); got != "none" || got2 != "none" {
+		t.Errorf("after unsubscribed: alice %s, bob %s", got, got2)
+	}
+	if got := e.presences(b); !slices.Equal(got, []string{"unsubscribed " + alice.String(), "unavailable " + a.String()}) {
+		t.Errorf("bob's presences: %v", got)
+	}
+	// Nothing changes on a repeat: Bob is not told twice.
+	e.r.reset()
+	e.send(typeUnsubscribed, a, bob, "")
+	if got := e.presences(b); len(got) != 0 {
+		t.Errorf("repeat delivered: %v", got)
+	}
+	if p := e.pushes(a); len(p) != 0 {
+		t.Errorf("repeat pushed: %+v", p)
+	}
+
+	// Denying a request that came from someone not in the roster leaves
+	// nothing stored.
+	e.r.reset()
+	e.send(typeSubscribe, full(carol, "x"), alice, "")
+	if got := e.state(alice, carol); got != "none+in hidden" {
+		t.Fatalf("carol's request: %s", got)
+	}
+	e.send(typeUnsubscribed, a, carol, "")
+	if got := e.state(alice, carol); got != "absent" {
+		t.Errorf("denied request left %s", got)
+	}
+	if got := e.state(carol, alice); got != "none" {
+		t.Errorf("carol's item after denial: %s", got)
+	}
+	// Carol cancels nothing further; an unsolicited subscribed is ignored.
+	e.r.reset()
+	e.m.InboundPresence(t.Context(), presence(typeSubscribed, carol, alice, ""))
+	if got := e.state(alice, carol); got != "absent" || len(e.presences(a)) != 0 {
+		t.Errorf("unsolicited subscribed: %s, %v", got, e.presences(a))
+	}
+}
+
+// TestPreApproval: Bob approves Alice before she asks (§3.4).
+func TestPreApproval(t *testing.T) {
+	e := newEnv(t)
+	a, b := full(alice, "phone"), full(bob, "phone")
+	e.login(a)
+	e.login(b)
+	e.r.reset()
+
+	e.send(typeSubscribed, b, alice, "")
+	if got := e.state(bob, alice); got != "none+approved" {
+		t.Fatalf("bob's item: %s", got)
+	}
+	if p := e.pushes(b); len(p) != 1 || p[0].Items[0].Approved != "true" {
+		t.Errorf("bob's push: %+v", p)
+	}
+	if r := e.r.routedTo(alice); len(r) != 0 {
+		t.Errorf("pre-approval was routed: %+v", r)
+	}
+
+	e.r.reset()
+	e.send(typeSubscribe, a, bob, "")
+	if got, got2 := e.state(alice, bob), e.state(bob, alice); got != "to" || got2 != "from" {
+		t.Errorf("after the request: alice %s, bob %s", got, got2)
+	}
+	if got := e.presences(b); len(got) != 0 {
+		t.Errorf("bob was asked although he pre-approved: %v", got)
+	}
+	if got, want := e.presences(a), []string{"subscribed " + bob.String(), "available " + b.String()}; !slices.Equal(got, want) {
+		t.Errorf("alice's presences: %v, want %v", got, want)
+	}
+
+	// Unsubscribed cancels a pre-approval.
+	e.send(typeSubscribed, a, carol, "")
+	e.send(typeUnsubscribed, a, carol, "")
+	if got := e.state(alice, carol); got != "none" {
+		t.Errorf("cancelled pre-approval: %s", got)
+	}
+}
+
+// TestPendingInDeliveredOnLogin: a request to an offline user waits for
+// her next initial presence, and every later one until she answers.
+func TestPendingInDeliveredOnLogin(t *testing.T) {
+	e := newEnv(t)
+	b := full(bob, "phone")
+	e.login(b)
+	e.send(typeSubscribe, b, alice, "")
+	e.send(typeSubscribe, full(carol, "c"), alice, "") // carol is not even online
+	if got := e.state(alice, bob); got != "none+in hidden" {
+		t.Fatalf("alice's item: %s", got)
+	}
+
+	a1 := full(alice, "phone")
+	e.r.bind(a1)
+	// Bound but not available: the request is not pushed at her.
+	if len(e.r.deliveredTo(a1)) != 0 {
+		t.Fatalf("delivered before initial presence")
+	}
+	e.send("", a1, jid.JID{}, "")
+	got := e.presences(a1)
+	for _, want := range []string{"subscribe " + bob.String(), "subscribe " + carol.String()} {
+		if !slices.Contains(got, want) {
+			t.Errorf("alice's presences %v lack %q", got, want)
+		}
+	}
+	for _, s := range e.r.deliveredTo(a1) {
+		if s.Type == typeSubscribe && !s.To.Equal(alice) {
+			t.Errorf("pending request addressed to %s", s.To)
+		}
+	}
+	// A second, subsequent presence does not repeat it.
+	e.r.reset()
+	e.send("", a1, jid.JID{}, "<show>away</show>")
+	if got := e.presences(a1); slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "subscribe") }) {
+		t.Errorf("subsequent presence redelivered requests: %v", got)
+	}
+
+	// She approves Bob; her next login does not show his request again.
+	e.send(typeSubscribed, a1, bob, "")
+	a2 := full(alice, "laptop")
+	e.r.reset()
+	e.r.bind(a2)
+	e.send("", a2, jid.JID{}, "")
+	got = e.presences(a2)
+	if slices.Contains(got, "subscribe "+bob.String()) || !slices.Contains(got, "subscribe "+carol.String()) {
+		t.Errorf("second login: %v", got)
+	}
+}
+
+// TestSubscriptionNormalizeError: a request to an invalid number is
+// answered with the Normalize error and changes nothing.
+func TestSubscriptionNormalizeError(t *testing.T) {
+	e := newEnv(t)
+	a := full(alice, "phone")
+	e.login(a)
+	e.r.reset()
+	bad := jid.MustParse("12ab@" + domain)
+	for _, typ := range []string{typeSubscribe, typeSubscribed, typeUnsubscribe, typeUnsubscribed} {
+		e.send(typ, a, bad, "")
+	}
+	var errs int
+	for _, s := range e.r.deliveredTo(a) {
+		if s.Kind == xmppd.KindPresence && s.Type == typeError && strings.Contains(string(s.Inner), "<item-not-found") &&
+			s.From.Equal(bad) && s.To.Equal(a) {
+			errs++
+		}
+	}
+	if errs != 4 {
+		t.Errorf("%d error replies, want 4: %v", errs, e.r.deliveredTo(a))
+	}
+	if len(e.r.routed) != 0 {
+		t.Errorf("routed: %+v", e.r.routed)
+	}
+	if items, _, _ := e.store.Roster(t.Context(), alice.Localpart()); len(items) != 0 {
+		t.Errorf("stored: %+v", items)
+	}
+}
+
+// TestRemoteSubscription: stanzas to and from a remote contact.
+func TestRemoteSubscription(t *testing.T) {
+	e := newEnv(t)
+	a := full(alice, "phone")
+	e.login(a)
+	e.r.reset()
+
+	e.send(typeSubscribe, a, full(juliet, "balcony"), "")
+	r := e.r.routedTo(juliet)
+	if len(r) != 1 || r[0].Type != typeSubscribe || !r[0].From.Equal(alice) {
+		t.Fatalf("routed: %+v", r)
+	}
+	// Her server approves and sends her presence.
+	e.m.InboundPresence(t.Context(), presence(typeSubscribed, juliet, alice, ""))
+	if got := e.state(alice, juliet); got != "to" {
+		t.Errorf("alice's item: %s", got)
+	}
+	jb := full(juliet, "balcony")
+	e.m.InboundPresence(t.Context(), presence("", jb, alice, ""))
+	if got, want := e.presences(a), []string{"subscribed " + juliet.String(), "available " + jb.String()}; !slices.Equal(got, want) {
+		t.Errorf("alice's presences: %v, want %v", got, want)
+	}
+
+	// Juliet asks back through a full JID; Alice is online, so she is asked.
+	e.r.reset()
+	e.m.InboundPresence(t.Context(), presence(typeSubscribe, jb, a, ""))
+	if got := e.state(alice, juliet); got != "to+in" {
+		t.Errorf("alice's item: %s", got)
+	}
+	d := e.r.deliveredTo(a)
+	if len(d) != 1 || d[0].Type != typeSubscribe || !d[0].From.Equal(juliet) || !d[0].To.Equal(alice) {
+		t.Errorf("delivered: %+v", d)
+	}
+}
+
+// TestLatentNumber: a request to a valid number without an account is
+// refused with 'unsubscribed', and nothing is stored for that number.
+func TestLatentNumber(t *testing.T) {
+	e := newEnv(t)
+	a := full(alice, "phone")
+	e.login(a)
+	e.r.reset()
+	latent := jid.MustParse("+821099999999@" + domain)
+	e.send(typeSubscribe, a, latent, "")
+	if got := e.state(alice, latent); got != "none" {
+		t.Errorf("alice's item: %s", got)
+	}
+	if got := e.presences(a); !slices.Equal(got, []string{"unsubscribed " + latent.String()}) {
+		t.Errorf("alice's presences: %v", got)
+	}
+	if p := e.pushes(a); len(p) != 2 || p[1].Items[0].Ask != "" || p[1].Items[0].Subscription != "none" {
+		t.Errorf("pushes: %+v", p)
+	}
+	if items, _, _ := e.store.Roster(t.Context(), latent.Localpart()); len(items) != 0 {
+		t.Errorf("stored for a latent number: %+v", items)
+	}
+	e.r.reset()
+	e.m.InboundPresence(t.Context(), presence(typeProbe, alice, latent, ""))
+	if got := e.routedPresences(alice); !slices.Equal(got, []string{"unsubscribed " + latent.String()}) {
+		t.Errorf("probe answer: %v", got)
+	}
+}
