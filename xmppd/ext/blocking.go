@@ -1,0 +1,675 @@
+package ext
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"dialtone/xmppd"
+
+	"mellium.im/xmpp/blocklist"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+)
+
+// NSBlockingErrors is the namespace of the <blocked/> application error
+// condition (XEP-0191 §3.3).
+const NSBlockingErrors = "urn:xmpp:blocking:errors"
+
+// Defaults of the Blocking module's limits.
+const (
+	DefaultMaxBlockItems   = 1000
+	DefaultMaxBlockCached  = 100000
+	DefaultBlockIdleExpiry = 10 * time.Minute
+)
+
+// Blocking serves the blocking command (XEP-0191): the blocklist, block and
+// unblock requests with their pushes, and a Filter that keeps stanzas from
+// blocked JIDs away from the account and stanzas from the account away from
+// blocked JIDs.
+//
+// The filter runs for every routed stanza, so blocklists are cached in
+// memory per account: loaded from the store the first time the account is
+// seen, changed together with the store, and evicted once the account has
+// had no session for IdleExpiry (or at once, for accounts without session,
+// when more than MaxCached are cached). Readers take no lock: each cached
+// blocklist is an immutable set swapped atomically.
+type Blocking struct {
+	r     xmppd.Router
+	store BlockStore
+
+	// MaxItems bounds one account's blocklist; zero means
+	// DefaultMaxBlockItems.
+	MaxItems int
+	// MaxCached bounds the number of cached blocklists (accounts with a
+	// session are never evicted); zero means DefaultMaxBlockCached.
+	MaxCached int
+	// IdleExpiry is how long an unused blocklist of an account without
+	// session stays cached; zero means DefaultBlockIdleExpiry.
+	IdleExpiry time.Duration
+	// PresenceAllowed reports whether contact may see user's presence
+	// (RFC 6121: contact has a subscription to user). When set, blocking
+	// sends unavailable presence only to such contacts and unblocking sends
+	// them the user's current presence (XEP-0191 §3.3, §3.4). When nil,
+	// blocking always sends unavailable presence to a blocked account JID
+	// and unblocking sends none.
+	PresenceAllowed func(ctx context.Context, user, contact jid.JID) bool
+
+	// Set the options above before Register; they are not read under lock.
+
+	lists   sync.Map // bare JID string → *blockEntry
+	count   atomic.Int64
+	sweepMu sync.Mutex
+	kick    chan struct{}    // asks Run for a sweep when over MaxCached
+	now     func() time.Time // for tests
+}
+
+// blockEntry is one account's cached blocklist.
+type blockEntry struct {
+	owner jid.JID
+	ready chan struct{} // closed once set (or err) is known
+	err   error         // load error, written before ready is closed
+	set   atomic.Pointer[blockSet]
+	used  atomic.Int64 // unix nanos of last use
+
+	mu         sync.Mutex // serialises changes of set and interested
+	evicted    bool       // removed from the cache; changes must start over
+	interested map[string]struct{}
+}
+
+// blockSet is an immutable blocklist.
+type blockSet struct {
+	jids map[string]struct{}
+	list []string // sorted
+}
+
+var emptyBlockSet = &blockSet{}
+
+func newBlockSet(jids []string) *blockSet {
+	if len(jids) == 0 {
+		return emptyBlockSet
+	}
+	s := &blockSet{jids: make(map[string]struct{}, len(jids))}
+	for _, j := range jids {
+		s.jids[j] = struct{}{}
+	}
+	s.list = make([]string, 0, len(s.jids))
+	for j := range s.jids {
+		s.list = append(s.list, j)
+	}
+	sort.Strings(s.list)
+	return s
+}
+
+func (s *blockSet) has(j string) bool {
+	_, ok := s.jids[j]
+	return ok
+}
+
+// blocks reports whether j matches an entry, in the order of XEP-0191 §6
+// (XEP-0016): full JID, bare JID, domain/resource, then the domain and
+// every parent domain of it.
+func (s *blockSet) blocks(j jid.JID) bool {
+	if len(s.jids) == 0 {
+		return false
+	}
+	local, domain, res := j.Localpart(), j.Domainpart(), j.Resourcepart()
+	if local != "" {
+		if s.has(j.String()) {
+			return true
+		}
+		if res != "" && s.has(local+"@"+domain) {
+			return true
+		}
+	}
+	if res != "" && s.has(domain+"/"+res) {
+		return true
+	}
+	for d := domain; d != ""; {
+		if s.has(d) {
+			return true
+		}
+		i := strings.IndexByte(d, '.')
+		if i < 0 {
+			break
+		}
+		d = d[i+1:]
+	}
+	return false
+}
+
+// NewBlocking returns the blocking module.
+func NewBlocking(r xmppd.Router, store BlockStore) *Blocking {
+	return &Blocking{r: r, store: store, now: time.Now, kick: make(chan struct{}, 1)}
+}
+
+// Register adds the blocklist, block and unblock handlers for accounts,
+// advertises urn:xmpp:blocking on the server (XEP-0191 §3.1) and adds the
+// filter.
+func (b *Blocking) Register(mux *xmppd.Mux) {
+	mux.HandleIQ(xmppd.ScopeAccount, name(blocklist.NS, "blocklist"), b.getIQ)
+	mux.HandleIQ(xmppd.ScopeAccount, name(blocklist.NS, "block"), b.blockIQ)
+	mux.HandleIQ(xmppd.ScopeAccount, name(blocklist.NS, "unblock"), b.unblockIQ)
+	mux.AddFeature(xmppd.ScopeServer, blocklist.NS)
+	mux.AddFilter(b.Filter)
+}
+
+func (b *Blocking) maxItems() int {
+	if b.MaxItems > 0 {
+		return b.MaxItems
+	}
+	return DefaultMaxBlockItems
+}
+
+func (b *Blocking) maxCached() int64 {
+	if b.MaxCached > 0 {
+		return int64(b.MaxCached)
+	}
+	return DefaultMaxBlockCached
+}
+
+func (b *Blocking) idleExpiry() time.Duration {
+	if b.IdleExpiry > 0 {
+		return b.IdleExpiry
+	}
+	return DefaultBlockIdleExpiry
+}
+
+func (b *Blocking) clock() time.Time {
+	if b.now != nil {
+		return b.now()
+	}
+	return time.Now()
+}
+
+// entry returns the loaded cache entry of the account bare, loading it from
+// the store when it is not cached. Concurrent callers share one load.
+func (b *Blocking) entry(ctx context.Context, bare jid.JID) (*blockEntry, error) {
+	key := bare.String()
+	for {
+		if v, ok := b.lists.Load(key); ok {
+			e := v.(*blockEntry)
+			select {
+			case <-e.ready:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			if e.err != nil {
+				// Failed loads are not cached: the next caller tries again.
+				b.remove(key, e)
+				return nil, e.err
+			}
+			e.touch(b.clock())
+			return e, nil
+		}
+		e := &blockEntry{owner: bare, ready: make(chan struct{})}
+		if _, loaded := b.lists.LoadOrStore(key, e); loaded {
+			continue
+		}
+		n := b.count.Add(1)
+		list, err := b.store.BlockList(ctx, bare.Localpart())
+		if err != nil {
+			e.err = fmt.Errorf("load blocklist of %s: %w", bare, err)
+			close(e.ready)
+			b.remove(key, e)
+			return nil, e.err
+		}
+		e.set.Store(newBlockSet(list))
+		e.touch(b.clock())
+		close(e.ready)
+		if n > b.maxCached() {
+			// Not here: the filter may run under the router's locks, and
+			// a sweep asks the router for sessions.
+			select {
+			case b.kick <- struct{}{}:
+			default:
+			}
+		}
+		return e, nil
+	}
+}
+
+func (e *blockEntry) touch(now time.Time) {
+	// Avoid writing the shared word on every stanza: a second is precise
+	// enough for idle expiry.
+	t := now.UnixNano()
+	if t-e.used.Load() > int64(time.Second) {
+		e.used.Store(t)
+	}
+}
+
+func (b *Blocking) remove(key string, e *blockEntry) {
+	if b.lists.CompareAndDelete(key, e) {
+		b.count.Add(-1)
+	}
+}
+
+// lockEntry returns the account's entry locked for a change.
+func (b *Blocking) lockEntry(ctx context.Context, bare jid.JID) (*blockEntry, error) {
+	for {
+		e, err := b.entry(ctx, bare)
+		if err != nil {
+			return nil, err
+		}
+		e.mu.Lock()
+		if !e.evicted {
+			return e, nil
+		}
+		e.mu.Unlock()
+	}
+}
+
+// Sweep evicts the cached blocklists of accounts that have no session and
+// were not used for IdleExpiry. Run calls it periodically.
+func (b *Blocking) Sweep() { b.sweep(false) }
+
+// sweep evicts idle entries of accounts without session; with force, those
+// unused for a second (MaxCached was exceeded).
+func (b *Blocking) sweep(force bool) {
+	b.sweepMu.Lock()
+	defer b.sweepMu.Unlock()
+	idle := b.idleExpiry()
+	if force {
+		idle = time.Second
+	}
+	cutoff := b.clock().Add(-idle).UnixNano()
+	b.lists.Range(func(k, v any) bool {
+		e := v.(*blockEntry)
+		select {
+		case <-e.ready:
+		default:
+			return true // still loading
+		}
+		if e.used.Load() > cutoff {
+			return true
+		}
+		if len(b.r.Sessions(e.owner)) > 0 {
+			return true
+		}
+		e.mu.Lock()
+		e.evicted = true
+		b.remove(k.(string), e)
+		e.mu.Unlock()
+		return true
+	})
+}
+
+// Forget drops the cached blocklist of the account bare, e.g. after the
+// account was deleted.
+func (b *Blocking) Forget(bare jid.JID) {
+	key := bare.Bare().String()
+	if v, ok := b.lists.Load(key); ok {
+		e := v.(*blockEntry)
+		<-e.ready
+		e.mu.Lock()
+		e.evicted = true
+		b.remove(key, e)
+		e.mu.Unlock()
+	}
+}
+
+// Run sweeps the cache every half IdleExpiry, and when more than MaxCached
+// blocklists are cached, until ctx is done. Without it the cache is not
+// bounded: start it with the server.
+func (b *Blocking) Run(ctx context.Context) {
+	t := time.NewTicker(b.idleExpiry() / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b.sweep(false)
+		case <-b.kick:
+			b.sweep(true)
+		}
+	}
+}
+
+// Blocked reports whether the account bare blocks j.
+func (b *Blocking) Blocked(ctx context.Context, bare, j jid.JID) (bool, error) {
+	e, err := b.entry(ctx, bare.Bare())
+	if err != nil {
+		return false, err
+	}
+	return e.set.Load().blocks(j), nil
+}
+
+// Filter is the xmppd.Filter of the module (XEP-0191 §3.3). Inbound from a
+// blocked JID: presence and iq results/errors are dropped silently, iq
+// get/set and messages are answered with service-unavailable. Outbound to a
+// blocked JID: presence and errors are dropped, anything else is answered
+// with not-acceptable and <blocked xmlns='urn:xmpp:blocking:errors'/>.
+func (b *Blocking) Filter(ctx context.Context, s *xmppd.Stanza, inbound bool) (bool, error) {
+	var owner, peer jid.JID
+	if inbound {
+		owner, peer = s.To.Bare(), s.From
+	} else {
+		owner, peer = s.From.Bare(), s.To
+	}
+	// Cheap checks first: this runs for every stanza.
+	if peer.Equal(jid.JID{}) || owner.Equal(owner.Domain()) {
+		return false, nil
+	}
+	e, err := b.entry(ctx, owner)
+	if err != nil {
+		// Fail closed: without the blocklist we cannot know.
+		if silent(s) {
+			return true, nil
+		}
+		return true, stanzaErr(stanza.Wait, stanza.InternalServerError, "")
+	}
+	set := e.set.Load()
+	if len(set.jids) == 0 || peer.Bare().Equal(owner) {
+		return false, nil
+	}
+	if !inbound && peer.Equal(peer.Domain()) && peer.Domainpart() == b.r.Domain() {
+		// The account's own server stays reachable whatever is blocked.
+		return false, nil
+	}
+	if !set.blocks(peer) {
+		return false, nil
+	}
+	if silent(s) {
+		return true, nil
+	}
+	if inbound {
+		return true, errServiceUnavail
+	}
+	// The error carries an application condition, which a returned
+	// stanza.Error cannot: send it ourselves.
+	b.r.Deliver(s.From, s.Reply("error", blockedError))
+	return true, nil
+}
+
+// silent reports whether a stanza must be dropped without an answer:
+// presence, errors and iq results.
+func silent(s *xmppd.Stanza) bool {
+	return s.Kind == xmppd.KindPresence || s.Type == "error" || s.Kind == xmppd.KindIQ && s.Type != iqGet && s.Type != iqSet
+}
+
+var blockedError = append(
+	[]byte(`<error type="cancel"><not-acceptable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/><blocked xmlns="`),
+	NSBlockingErrors+`"/></error>`...)
+
+func (b *Blocking) getIQ(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+	if !isOwn(iq) {
+		return nil, errForbidden
+	}
+	if iq.Type != iqGet {
+		return nil, errBadRequest
+	}
+	e, err := b.lockEntry(ctx, iq.To)
+	if err != nil {
+		return nil, err
+	}
+	if e.interested == nil {
+		e.interested = make(map[string]struct{})
+	}
+	e.interested[iq.From.String()] = struct{}{}
+	set := e.set.Load()
+	e.mu.Unlock()
+	return appendItems(nil, "blocklist", set.list), nil
+}
+
+// appendItems appends <local xmlns='urn:xmpp:blocking'><item jid=…/>…</local>.
+func appendItems(b []byte, local string, jids []string) []byte {
+	b = append(b, '<')
+	b = append(b, local...)
+	b = append(b, ` xmlns="`+blocklist.NS+`"`...)
+	if len(jids) == 0 {
+		return append(b, "/>"...)
+	}
+	b = append(b, '>')
+	for _, j := range jids {
+		b = append(b, `<item jid="`...)
+		b = xmppd.AppendEscaped(b, j)
+		b = append(b, `"/>`...)
+	}
+	b = append(b, "</"...)
+	b = append(b, local...)
+	return append(b, '>')
+}
+
+// items reads and normalises the <item jid=…/> children of a block or
+// unblock request, without duplicates.
+func (b *Blocking) items(iq *xmppd.Stanza) ([]jid.JID, error) {
+	r, _, err := openPayload(iq)
+	if err != nil {
+		return nil, errBadRequest
+	}
+	var out []jid.JID
+	seen := make(map[string]bool)
+	for {
+		start, ok, err := nextChild(r)
+		if err != nil {
+			return nil, errBadRequest
+		}
+		if !ok {
+			return out, nil
+		}
+		if err := skipElement(r); err != nil {
+			return nil, errBadRequest
+		}
+		if start.Name != name(blocklist.NS, "item") {
+			continue
+		}
+		v, ok := attr(start, "jid")
+		if !ok {
+			return nil, errBadRequest
+		}
+		j, err := jid.Parse(v)
+		if err != nil {
+			return nil, stanzaErr(stanza.Modify, stanza.JIDMalformed, "")
+		}
+		if j, err = b.r.Normalize(j); err != nil {
+			return nil, err
+		}
+		if s := j.String(); !seen[s] {
+			seen[s] = true
+			out = append(out, j)
+		}
+		if len(out) > b.maxItems() {
+			return nil, errTooManyBlocked
+		}
+	}
+}
+
+var errTooManyBlocked = stanzaErr(stanza.Modify, stanza.PolicyViolation, "too many blocked addresses")
+
+func strs(js []jid.JID) []string {
+	s := make([]string, len(js))
+	for i, j := range js {
+		s[i] = j.String()
+	}
+	return s
+}
+
+func (b *Blocking) blockIQ(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+	if !isOwn(iq) {
+		return nil, errForbidden
+	}
+	if iq.Type != iqSet {
+		return nil, errBadRequest
+	}
+	items, err := b.items(iq)
+	if err != nil {
+		return nil, err
+	}
+	if len(items) == 0 {
+		return nil, errBadRequest // XEP-0191 §3.3
+	}
+	owner := iq.To
+	e, err := b.lockEntry(ctx, owner)
+	if err != nil {
+		return nil, err
+	}
+	cur := e.set.Load()
+	var added []jid.JID
+	for _, j := range items {
+		if !cur.has(j.String()) {
+			added = append(added, j)
+		}
+	}
+	if len(cur.list)+len(added) > b.maxItems() {
+		e.mu.Unlock()
+		return nil, errTooManyBlocked
+	}
+	if err := b.store.Block(ctx, owner.Localpart(), strs(items)); err != nil {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("block for %s: %w", owner, err)
+	}
+	// Unavailable presence goes out before the block takes effect, so that
+	// the outbound filter does not stop it (XEP-0191 §3.3).
+	b.sendUnavailable(ctx, owner, added)
+	if len(added) > 0 {
+		e.set.Store(newBlockSet(append(append([]string(nil), cur.list...), strs(added)...)))
+	}
+	targets := b.pushTargets(e)
+	e.mu.Unlock()
+	b.push(owner, targets, appendItems(nil, "block", strs(items)))
+	return nil, nil
+}
+
+func (b *Blocking) unblockIQ(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+	if !isOwn(iq) {
+		return nil, errForbidden
+	}
+	if iq.Type != iqSet {
+		return nil, errBadRequest
+	}
+	items, err := b.items(iq)
+	if err != nil {
+		return nil, err
+	}
+	owner := iq.To
+	e, err := b.lockEntry(ctx, owner)
+	if err != nil {
+		return nil, err
+	}
+	cur := e.set.Load()
+	if err := b.store.Unblock(ctx, owner.Localpart(), strs(items)); err != nil {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("unblock for %s: %w", owner, err)
+	}
+	var removed []string
+	next := emptyBlockSet
+	if len(items) == 0 {
+		removed = cur.list
+	} else {
+		drop := make(map[string]bool, len(items))
+		for _, j := range items {
+			drop[j.String()] = true
+		}
+		var keep []string
+		for _, j := range cur.list {
+			if drop[j] {
+				removed = append(removed, j)
+			} else {
+				keep = append(keep, j)
+			}
+		}
+		next = newBlockSet(keep)
+	}
+	e.set.Store(next)
+	targets := b.pushTargets(e)
+	e.mu.Unlock()
+	b.sendPresence(ctx, owner, removed)
+	b.push(owner, targets, appendItems(nil, "unblock", strs(items)))
+	return nil, nil
+}
+
+// sendUnavailable sends unavailable presence from each available resource
+// of owner to each newly blocked account JID allowed to see it.
+func (b *Blocking) sendUnavailable(ctx context.Context, owner jid.JID, blocked []jid.JID) {
+	if len(blocked) == 0 {
+		return
+	}
+	sessions := b.r.Sessions(owner)
+	for _, to := range blocked {
+		if to.Localpart() == "" || to.Bare().Equal(owner) {
+			continue // a domain is no presence recipient; nor is oneself
+		}
+		if b.PresenceAllowed != nil && !b.PresenceAllowed(ctx, owner, to.Bare()) {
+			continue
+		}
+		for _, s := range sessions {
+			if !s.Available() {
+				continue
+			}
+			b.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, From: s.JID, To: to, Type: "unavailable"})
+		}
+	}
+}
+
+// sendPresence sends the current presence of each available resource of
+// owner to each unblocked account JID allowed to see it (XEP-0191 §3.4).
+// Without PresenceAllowed nothing is sent: presence must not leak to
+// contacts without a subscription.
+func (b *Blocking) sendPresence(ctx context.Context, owner jid.JID, unblocked []string) {
+	if b.PresenceAllowed == nil || len(unblocked) == 0 {
+		return
+	}
+	sessions := b.r.Sessions(owner)
+	for _, v := range unblocked {
+		to, err := jid.Parse(v)
+		if err != nil || to.Localpart() == "" || !b.PresenceAllowed(ctx, owner, to.Bare()) {
+			continue
+		}
+		for _, s := range sessions {
+			if !s.Available() {
+				continue
+			}
+			p := s.Presence.Clone()
+			p.From, p.To, p.ToAbsent = s.JID, to, false
+			b.r.Route(ctx, p)
+		}
+	}
+}
+
+// pushTargets returns the sessions of e's account that asked for the
+// blocklist and still exist, forgetting the others. e.mu must be held.
+func (b *Blocking) pushTargets(e *blockEntry) []jid.JID {
+	if len(e.interested) == 0 {
+		return nil
+	}
+	live := make(map[string]jid.JID)
+	for _, s := range b.r.Sessions(e.owner) {
+		live[s.JID.String()] = s.JID
+	}
+	var out []jid.JID
+	for full := range e.interested {
+		if j, ok := live[full]; ok {
+			out = append(out, j)
+		} else {
+			delete(e.interested, full)
+		}
+	}
+	return out
+}
+
+// push sends an iq set with payload to each target (XEP-0191 §3.3–3.5).
+func (b *Blocking) push(owner jid.JID, targets []jid.JID, payload []byte) {
+	for _, to := range targets {
+		b.r.Deliver(to, &xmppd.Stanza{
+			Kind:  xmppd.KindIQ,
+			From:  owner,
+			To:    to,
+			ID:    pushID(),
+			Type:  iqSet,
+			Inner: payload,
+		})
+	}
+}
+
+func pushID() string {
+	var p [8]byte
+	_, _ = rand.Read(p[:])
+	return "block-" + hex.EncodeToString(p[:])
+}

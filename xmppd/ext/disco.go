@@ -1,0 +1,193 @@
+package ext
+
+import (
+	"context"
+	"sort"
+	"sync"
+
+	"dialtone/xmppd"
+
+	"mellium.im/xmpp/disco"
+	"mellium.im/xmpp/disco/info"
+)
+
+// Disco answers service discovery (XEP-0030) for the server and, on their
+// behalf, for local accounts: disco#info with the features the modules
+// registered on the Mux, disco#items with an empty list. It also computes
+// the server's entity capabilities (XEP-0115).
+type Disco struct {
+	mux  *xmppd.Mux
+	r    xmppd.Router
+	name string
+
+	once       sync.Once
+	serverInfo []byte // children of the server's disco#info query
+	accInfo    []byte // children of an account's disco#info query
+	ver        string
+	capsElem   []byte
+}
+
+// NewDisco returns the disco module. name is the server identity's name
+// (e.g. "Dialtone"). The features are read from mux when the first request
+// (or CapsElement) comes, so every module must have registered by then.
+func NewDisco(mux *xmppd.Mux, r xmppd.Router, name string) *Disco {
+	return &Disco{mux: mux, r: r, name: name}
+}
+
+// Register adds the disco#info and disco#items handlers for the server and
+// for accounts.
+func (d *Disco) Register(mux *xmppd.Mux) {
+	mux.HandleIQ(xmppd.ScopeServer, name(disco.NSInfo, "query"), d.serverInfoIQ)
+	mux.HandleIQ(xmppd.ScopeAccount, name(disco.NSInfo, "query"), d.accountInfoIQ)
+	mux.HandleIQ(xmppd.ScopeServer, name(disco.NSItems, "query"), d.serverItemsIQ)
+	mux.HandleIQ(xmppd.ScopeAccount, name(disco.NSItems, "query"), d.accountItemsIQ)
+}
+
+// ServerIdentity returns the identity the server announces.
+func (d *Disco) ServerIdentity() info.Identity {
+	return info.Identity{Category: "server", Type: "im", Name: d.name}
+}
+
+// ServerFeatures returns the sorted features the server announces.
+func (d *Disco) ServerFeatures() []string {
+	return uniqueSorted(append(append([]string(nil), d.mux.Features(xmppd.ScopeServer)...), disco.NSInfo, disco.NSItems))
+}
+
+// AccountFeatures returns the sorted features announced for accounts.
+func (d *Disco) AccountFeatures() []string {
+	return uniqueSorted(append(append([]string(nil), d.mux.Features(xmppd.ScopeAccount)...), disco.NSInfo))
+}
+
+// Ver returns the server's XEP-0115 verification string.
+func (d *Disco) Ver() string {
+	d.init()
+	return d.ver
+}
+
+func (d *Disco) init() {
+	d.once.Do(func() {
+		id := d.ServerIdentity()
+		feats := d.ServerFeatures()
+		d.serverInfo = appendInfo(nil, []info.Identity{id}, feats)
+		d.ver = CapsVer([]info.Identity{id}, feats)
+		d.capsElem = capsElement(d.ver)
+		d.accInfo = appendInfo(nil, []info.Identity{{Category: "account", Type: "registered"}}, d.AccountFeatures())
+	})
+}
+
+func uniqueSorted(s []string) []string {
+	sort.Strings(s)
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func appendInfo(b []byte, ids []info.Identity, feats []string) []byte {
+	for _, id := range ids {
+		b = append(b, `<identity category="`...)
+		b = xmppd.AppendEscaped(b, id.Category)
+		b = append(b, `" type="`...)
+		b = xmppd.AppendEscaped(b, id.Type)
+		b = append(b, '"')
+		if id.Name != "" {
+			b = append(b, ` name="`...)
+			b = xmppd.AppendEscaped(b, id.Name)
+			b = append(b, '"')
+		}
+		b = append(b, "/>"...)
+	}
+	for _, f := range feats {
+		b = append(b, `<feature var="`...)
+		b = xmppd.AppendEscaped(b, f)
+		b = append(b, `"/>`...)
+	}
+	return b
+}
+
+// query wraps children in <query xmlns=ns node=node>.
+func query(ns, node string, children []byte) []byte {
+	b := make([]byte, 0, len(children)+len(ns)+len(node)+40)
+	b = append(b, `<query xmlns="`...)
+	b = xmppd.AppendEscaped(b, ns)
+	b = append(b, '"')
+	if node != "" {
+		b = append(b, ` node="`...)
+		b = xmppd.AppendEscaped(b, node)
+		b = append(b, '"')
+	}
+	if len(children) == 0 {
+		return append(b, "/>"...)
+	}
+	b = append(b, '>')
+	b = append(b, children...)
+	return append(b, "</query>"...)
+}
+
+// discoNode checks the type of a disco request and returns its node.
+func discoNode(iq *xmppd.Stanza) (string, error) {
+	if iq.Type != iqGet {
+		return "", errBadRequest
+	}
+	_, start, err := openPayload(iq)
+	if err != nil {
+		return "", errBadRequest
+	}
+	node, _ := attr(start, "node")
+	return node, nil
+}
+
+func (d *Disco) serverInfoIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, error) {
+	node, err := discoNode(iq)
+	if err != nil {
+		return nil, err
+	}
+	d.init()
+	if node != "" && node != CapsNode+"#"+d.ver {
+		return nil, errItemNotFound
+	}
+	return query(disco.NSInfo, node, d.serverInfo), nil
+}
+
+func (d *Disco) accountInfoIQ(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+	node, err := discoNode(iq)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLocal(ctx, d.r, iq, errItemNotFound); err != nil {
+		return nil, err
+	}
+	if node != "" {
+		return nil, errItemNotFound
+	}
+	d.init()
+	return query(disco.NSInfo, "", d.accInfo), nil
+}
+
+func (d *Disco) serverItemsIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, error) {
+	node, err := discoNode(iq)
+	if err != nil {
+		return nil, err
+	}
+	if node != "" {
+		return nil, errItemNotFound
+	}
+	return query(disco.NSItems, "", nil), nil
+}
+
+func (d *Disco) accountItemsIQ(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+	node, err := discoNode(iq)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLocal(ctx, d.r, iq, errItemNotFound); err != nil {
+		return nil, err
+	}
+	if node != "" {
+		return nil, errItemNotFound
+	}
+	return query(disco.NSItems, "", nil), nil
+}

@@ -1,0 +1,52 @@
+package ext
+
+import (
+	"context"
+	"testing"
+
+	"dialtone/xmppd"
+
+	"mellium.im/xmpp/stanza"
+)
+
+func TestPing(t *testing.T) {
+	r := newFakeRouter("+15550001111@" + domain)
+	p := NewPing(r)
+	mux := &xmppd.Mux{}
+	p.Register(mux)
+	for _, sc := range []xmppd.Scope{xmppd.ScopeServer, xmppd.ScopeAccount} {
+		if fs := mux.Features(sc); len(fs) != 1 || fs[0] != "urn:xmpp:ping" {
+			t.Errorf("features of scope %d: %v", sc, fs)
+		}
+	}
+	tests := []struct {
+		name   string
+		server bool
+		to     string
+		typ    string
+		cond   stanza.Condition
+	}{
+		{name: "server", server: true, to: domain, typ: "get"},
+		{name: "server set", server: true, to: domain, typ: "set", cond: stanza.BadRequest},
+		{name: "own account", to: "", typ: "get"},
+		{name: "other local account", to: "+15550001111@" + domain, typ: "get"},
+		{name: "unknown account", to: "+15559999999@" + domain, typ: "get", cond: stanza.ServiceUnavailable},
+		{name: "account set", to: "", typ: "set", cond: stanza.BadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := iq(t, "+15550002222@"+domain+"/a", tt.to, tt.typ, `<ping xmlns="urn:xmpp:ping"/>`)
+			h := p.account
+			if tt.server {
+				h = p.server
+			}
+			b, err := h(context.Background(), s)
+			if got := condition(t, err); got != tt.cond {
+				t.Fatalf("condition %q, want %q", got, tt.cond)
+			}
+			if b != nil {
+				t.Errorf("result payload %s, want none", b)
+			}
+		})
+	}
+}

@@ -1,0 +1,203 @@
+package ext
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"mellium.im/xmpp/stanza"
+)
+
+const (
+	alice = "+15550001111"
+	bob   = "+15550002222"
+)
+
+func aliceFull() string { return alice + "@" + domain + "/phone" }
+
+type vcardResult struct {
+	XMLName xml.Name `xml:"vcard-temp vCard"`
+	FN      string   `xml:"FN"`
+	Nick    string   `xml:"NICKNAME"`
+	Photo   struct {
+		Type string `xml:"TYPE"`
+	} `xml:"PHOTO"`
+	Children []genericElem `xml:",any"`
+}
+
+func TestVCard(t *testing.T) {
+	const stored = `<vCard xmlns="vcard-temp"><FN>Bob</FN></vCard>`
+	big := `<vCard xmlns="vcard-temp"><NOTE>` + strings.Repeat("x", DefaultMaxVCard) + `</NOTE></vCard>`
+	tests := []struct {
+		name      string
+		from, to  string
+		typ       string
+		inner     string
+		cond      stanza.Condition
+		wantFN    string // get: FN of the result
+		wantStore string // set: alice's stored vCard ("-" for none)
+	}{
+		{name: "get own empty", from: aliceFull(), typ: "get", inner: `<vCard xmlns="vcard-temp"/>`},
+		{name: "get other local", from: aliceFull(), to: bob + "@" + domain, typ: "get", inner: `<vCard xmlns="vcard-temp"/>`, wantFN: "Bob"},
+		{name: "get non-local", from: aliceFull(), to: "+15559999999@" + domain, typ: "get", inner: `<vCard xmlns="vcard-temp"/>`, cond: stanza.ItemNotFound},
+		{name: "set own", from: aliceFull(), typ: "set",
+			inner:     `<vCard xmlns="vcard-temp"><FN>Alice &amp; co</FN><NICKNAME>al</NICKNAME></vCard>`,
+			wantStore: `<vCard xmlns="vcard-temp"><FN>Alice &amp; co</FN><NICKNAME>al</NICKNAME></vCard>`},
+		{name: "set with prefixes", from: aliceFull(), typ: "set",
+			inner:     `<v:vCard xmlns:v="vcard-temp" xmlns:x="urn:x"><v:FN x:a="1">A</v:FN><x:ext/><!-- c --></v:vCard>`,
+			wantStore: `<vCard xmlns="vcard-temp"><FN xmlns:ns0="urn:x" ns0:a="1">A</FN><ext xmlns="urn:x"/></vCard>`},
+		{name: "set other", from: aliceFull(), to: bob + "@" + domain, typ: "set", inner: `<vCard xmlns="vcard-temp"><FN>x</FN></vCard>`, cond: stanza.Forbidden, wantStore: "-"},
+		{name: "set too large", from: aliceFull(), typ: "set", inner: big, cond: stanza.PolicyViolation, wantStore: "-"},
+		{name: "set empty deletes", from: aliceFull(), typ: "set", inner: `<vCard xmlns="vcard-temp"/>`, wantStore: "-"},
+		{name: "result type", from: aliceFull(), typ: "result", inner: `<vCard xmlns="vcard-temp"/>`, cond: stanza.BadRequest, wantStore: "-"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newFakeRouter(alice+"@"+domain, bob+"@"+domain)
+			st := newMemPrivate()
+			st.data[bob+"\x00vcard-temp"] = []byte(stored)
+			v := NewVCard(r, st)
+			b, err := v.handle(context.Background(), iq(t, tt.from, tt.to, tt.typ, tt.inner))
+			if got := condition(t, err); got != tt.cond {
+				t.Fatalf("condition %q, want %q", got, tt.cond)
+			}
+			if tt.typ == "get" && tt.cond == "" {
+				var res vcardResult
+				unmarshal(t, b, &res)
+				if res.FN != tt.wantFN {
+					t.Errorf("FN %q, want %q in %s", res.FN, tt.wantFN, b)
+				}
+			}
+			if tt.typ == "set" || tt.wantStore != "" {
+				if b != nil {
+					t.Errorf("set result %s", b)
+				}
+				got, ok := st.get(alice, "vcard-temp")
+				switch {
+				case tt.wantStore == "-" && ok:
+					t.Errorf("stored %s, want nothing", got)
+				case tt.wantStore != "-" && string(got) != tt.wantStore:
+					t.Errorf("stored %s\nwant     %s", got, tt.wantStore)
+				}
+			}
+		})
+	}
+}
+
+func TestVCardRoundTrip(t *testing.T) {
+	r := newFakeRouter(alice + "@" + domain)
+	v := NewVCard(r, newMemPrivate())
+	ctx := context.Background()
+	set := `<vCard xmlns="vcard-temp"><FN>Alice</FN><PHOTO><TYPE>image/png</TYPE><BINVAL>AAAA</BINVAL></PHOTO></vCard>`
+	if _, err := v.handle(ctx, iq(t, aliceFull(), "", "set", set)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := v.handle(ctx, iq(t, bob+"@"+domain+"/x", alice+"@"+domain, "get", `<vCard xmlns="vcard-temp"/>`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res vcardResult
+	unmarshal(t, b, &res)
+	if res.FN != "Alice" || res.Photo.Type != "image/png" {
+		t.Errorf("got %s", b)
+	}
+}
+
+func TestVCardSetFullName(t *testing.T) {
+	tests := []struct {
+		name, stored, fn, want string
+	}{
+		{name: "none stored", fn: "Alice", want: `<vCard xmlns="vcard-temp"><FN>Alice</FN></vCard>`},
+		{name: "replace", stored: `<vCard xmlns="vcard-temp"><NICKNAME>al</NICKNAME><FN>Old</FN><FN>Older</FN></vCard>`, fn: "A<b>",
+			want: `<vCard xmlns="vcard-temp"><FN>A&lt;b&gt;</FN><NICKNAME>al</NICKNAME></vCard>`},
+		{name: "keeps foreign FN", stored: `<vCard xmlns="vcard-temp"><FN xmlns="urn:x">x</FN></vCard>`, fn: "A",
+			want: `<vCard xmlns="vcard-temp"><FN>A</FN><FN xmlns="urn:x">x</FN></vCard>`},
+		{name: "remove", stored: `<vCard xmlns="vcard-temp"><FN>Old</FN><N><GIVEN>A</GIVEN></N></vCard>`, fn: "",
+			want: `<vCard xmlns="vcard-temp"><N><GIVEN>A</GIVEN></N></vCard>`},
+		{name: "remove last", stored: `<vCard xmlns="vcard-temp"><FN>Old</FN></vCard>`, fn: "", want: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newMemPrivate()
+			if tt.stored != "" {
+				st.data[alice+"\x00vcard-temp"] = []byte(tt.stored)
+			}
+			v := NewVCard(newFakeRouter(), st)
+			if err := v.SetFullName(context.Background(), alice, tt.fn); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := st.get(alice, "vcard-temp")
+			if string(got) != tt.want {
+				t.Errorf("stored %s\nwant     %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestVCardStoreError(t *testing.T) {
+	st := newMemPrivate()
+	st.err = errors.New("disk on fire")
+	v := NewVCard(newFakeRouter(), st)
+	_, err := v.handle(context.Background(), iq(t, aliceFull(), "", "get", `<vCard xmlns="vcard-temp"/>`))
+	var se stanza.Error
+	if err == nil || errors.As(err, &se) || !errors.Is(err, st.err) {
+		t.Errorf("err %v, want the wrapped store error", err)
+	}
+}
+
+// FuzzVCardSet feeds arbitrary (well-formed) client XML to the vCard set
+// handler: it must not panic, and what it stores must be one vcard-temp
+// vCard element that re-serialises to itself.
+func FuzzVCardSet(f *testing.F) {
+	for _, s := range []string{
+		`<vCard xmlns="vcard-temp"/>`,
+		`<vCard xmlns="vcard-temp"><FN>A</FN></vCard>`,
+		`<v:vCard xmlns:v="vcard-temp" xmlns:x="urn:x"><v:FN x:a="&lt;1">A&amp;</v:FN><x:e xml:lang="en"/></v:vCard>`,
+		`<vCard xmlns="vcard-temp"><a xmlns=""><b xmlns="vcard-temp">t</b></a><![CDATA[<x>]]></vCard>`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, inner string) {
+		// The core hands over only well-formed payloads.
+		d := xml.NewDecoder(strings.NewReader(`<iq xmlns="jabber:client">` + inner + `</iq>`))
+		var payload xml.Name
+		for {
+			tok, err := d.Token()
+			if err != nil {
+				if payload.Local == "" || !errors.Is(err, io.EOF) {
+					t.Skip()
+				}
+				break
+			}
+			if se, ok := tok.(xml.StartElement); ok && payload.Local == "" && se.Name.Local != "iq" {
+				payload = se.Name
+			}
+		}
+		if payload != name(NSVCard, "vCard") {
+			t.Skip()
+		}
+		st := newMemPrivate()
+		v := NewVCard(newFakeRouter(), st)
+		v.MaxSize = 4096
+		_, err := v.handle(context.Background(), iq(t, aliceFull(), "", "set", inner))
+		got, ok := st.get(alice, "vcard-temp")
+		if err != nil || !ok {
+			return
+		}
+		if len(got) > v.MaxSize {
+			t.Fatalf("stored %d bytes over the limit", len(got))
+		}
+		var e genericElem
+		unmarshal(t, got, &e)
+		if e.XMLName != name(NSVCard, "vCard") {
+			t.Fatalf("stored %s: root %v", got, e.XMLName)
+		}
+		if again := canonical(t, got); !bytes.Equal([]byte(again), got) {
+			t.Fatalf("not canonical:\n%s\n%s", got, again)
+		}
+	})
+}

@@ -1,0 +1,42 @@
+package ext
+
+import (
+	"context"
+	"encoding/xml"
+	"testing"
+
+	"mellium.im/xmpp/stanza"
+)
+
+func TestVersion(t *testing.T) {
+	tests := []struct {
+		name, version, typ string
+		cond               stanza.Condition
+	}{
+		{name: "get", version: "1.2.3", typ: "get"},
+		{name: "escaped", version: "1<2&\"3\"", typ: "get"},
+		{name: "set", version: "1", typ: "set", cond: stanza.BadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := NewVersion(tt.version)
+			b, err := v.handle(context.Background(), iq(t, "+15550001111@"+domain+"/a", domain, tt.typ, `<query xmlns="jabber:iq:version"/>`))
+			if got := condition(t, err); got != tt.cond {
+				t.Fatalf("condition %q, want %q", got, tt.cond)
+			}
+			if tt.cond != "" {
+				return
+			}
+			var q struct {
+				XMLName xml.Name `xml:"jabber:iq:version query"`
+				Name    string   `xml:"name"`
+				Version string   `xml:"version"`
+				OS      *string  `xml:"os"`
+			}
+			unmarshal(t, b, &q)
+			if q.Name != "Dialtone" || q.Version != tt.version || q.OS != nil {
+				t.Errorf("result %s", b)
+			}
+		})
+	}
+}
