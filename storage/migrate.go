@@ -1,0 +1,153 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// migration is one step of the schema. Steps are append-only: a released
+// step is never edited or reordered, because databases in the field have it
+// recorded as done. Statements use the type tokens {{id}} (an increasing
+// primary key that is never reused), {{key}} (text compared byte by byte,
+// for numbers, JIDs and keys), {{bytes}} and {{time}}, which the backend
+// rewrites; everything else must mean the same in both dialects.
+type migration struct {
+	version int
+	name    string
+	stmts   []string
+}
+
+// migrations is the schema's history, oldest first, versions 1, 2, 3, …
+var migrations = []migration{
+	{1, "initial schema", []string{
+		`CREATE TABLE accounts (
+			number {{key}} PRIMARY KEY,
+			state TEXT NOT NULL,
+			created {{time}} NOT NULL,
+			last_login {{time}},
+			generation BIGINT NOT NULL,
+			sha1_salt {{bytes}},
+			sha1_iterations INTEGER NOT NULL,
+			sha1_stored_key {{bytes}},
+			sha1_server_key {{bytes}},
+			sha256_salt {{bytes}},
+			sha256_iterations INTEGER NOT NULL,
+			sha256_stored_key {{bytes}},
+			sha256_server_key {{bytes}}
+		)`,
+		// The unclaimed-account sweeper lists by state.
+		`CREATE INDEX accounts_state ON accounts (state, number)`,
+		`CREATE TABLE roster_items (
+			owner {{key}} NOT NULL,
+			contact {{key}} NOT NULL,
+			name TEXT NOT NULL,
+			subscription TEXT NOT NULL,
+			pending_out BOOLEAN NOT NULL,
+			pending_in BOOLEAN NOT NULL,
+			approved BOOLEAN NOT NULL,
+			in_roster BOOLEAN NOT NULL,
+			groups_json TEXT NOT NULL,
+			PRIMARY KEY (owner, contact)
+		)`,
+		`CREATE TABLE roster_versions (
+			owner {{key}} PRIMARY KEY,
+			version BIGINT NOT NULL
+		)`,
+		`CREATE TABLE private_xml (
+			owner {{key}} NOT NULL,
+			key {{key}} NOT NULL,
+			data {{bytes}} NOT NULL,
+			PRIMARY KEY (owner, key)
+		)`,
+		`CREATE TABLE blocklist (
+			owner {{key}} NOT NULL,
+			jid {{key}} NOT NULL,
+			PRIMARY KEY (owner, jid)
+		)`,
+		`CREATE TABLE offline_messages (
+			id {{id}},
+			owner {{key}} NOT NULL,
+			sender TEXT NOT NULL,
+			stamp {{time}} NOT NULL,
+			stanza {{bytes}} NOT NULL
+		)`,
+		`CREATE INDEX offline_messages_owner_id ON offline_messages (owner, id)`,
+	}},
+}
+
+// ownedTables are the tables with an owner column: what DeleteAccount
+// removes besides the account row. A migration that adds such a table adds
+// it here too.
+var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "blocklist", "offline_messages"}
+
+// Migration is one applied schema step, as recorded in schema_migrations.
+type Migration struct {
+	Version   int
+	Name      string
+	AppliedAt time.Time
+}
+
+// migrate applies the steps not yet recorded, all in one transaction, so a
+// failed step leaves the schema as it was. Two processes opening at once
+// are serialised by a lock (SQLite: the immediate transaction), and the
+// second finds the steps recorded.
+func (db *DB) migrate(ctx context.Context) error {
+	err := db.b.inTx(ctx, func(q querier) error {
+		if err := db.b.lock(ctx, q, "dialtone schema_migrations"); err != nil {
+			return err
+		}
+		if _, err := q.exec(ctx, db.b.ddl(`CREATE TABLE IF NOT EXISTS schema_migrations (
+			version INTEGER PRIMARY KEY,
+			name TEXT NOT NULL,
+			applied_at {{time}} NOT NULL
+		)`)); err != nil {
+			return err
+		}
+		done, err := appliedMigrations(ctx, q)
+		if err != nil {
+			return err
+		}
+		applied := make(map[int]bool, len(done))
+		for _, m := range done {
+			applied[m.Version] = true
+		}
+		for _, m := range migrations {
+			if applied[m.version] {
+				continue
+			}
+			for _, s := range m.stmts {
+				if _, err := q.exec(ctx, db.b.ddl(s)); err != nil {
+					return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+				}
+			}
+			if _, err := q.exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+				m.version, m.name, db.stamp()); err != nil {
+				return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: migrate %s schema: %w", db.b.driver(), err)
+	}
+	return nil
+}
+
+// Migrations lists the applied schema steps, oldest first (for operators,
+// and to show that reopening a database does not apply a step again).
+func (db *DB) Migrations(ctx context.Context) ([]Migration, error) {
+	ms, err := appliedMigrations(ctx, db.b)
+	if err != nil {
+		return nil, fmt.Errorf("storage: list migrations: %w", err)
+	}
+	return ms, nil
+}
+
+func appliedMigrations(ctx context.Context, q querier) ([]Migration, error) {
+	r, err := q.query(ctx, `SELECT version, name, applied_at FROM schema_migrations ORDER BY version`)
+	return collect(r, err, func(r rows) (m Migration, err error) {
+		err = r.Scan(&m.Version, &m.Name, timeCol{&m.AppliedAt})
+		return m, err
+	})
+}

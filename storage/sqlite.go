@@ -1,0 +1,125 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// sqliteFile is the name of the embedded database inside the data dir.
+const sqliteFile = "dialtone.db"
+
+// sqliteParams configure every connection the pool opens. WAL lets readers
+// run beside the one writer; busy_timeout makes a writer wait for the lock
+// instead of failing; _txlock=immediate takes the write lock at BEGIN, so
+// a read-then-write transaction (count, then insert) is never interleaved
+// with another writer. synchronous stays at its default (FULL): a stored
+// message must survive a power cut too.
+const sqliteParams = "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+
+// sqliteTypes are the column types of the migrations in SQLite.
+var sqliteTypes = strings.NewReplacer(
+	"{{id}}", "INTEGER PRIMARY KEY AUTOINCREMENT", // AUTOINCREMENT: ids are never reused after deletes
+	"{{key}}", "TEXT", // SQLite compares text byte by byte by default
+	"{{bytes}}", "BLOB",
+	"{{time}}", "INTEGER", // microseconds since the epoch, UTC
+)
+
+// openSQLite opens (creating if needed) dataDir/dialtone.db.
+func openSQLite(ctx context.Context, dataDir string) (backend, error) {
+	if dataDir == "" {
+		return nil, fmt.Errorf("storage: no data dir for the embedded SQLite database")
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("storage: data dir: %w", err)
+	}
+	path, err := filepath.Abs(filepath.Join(dataDir, sqliteFile))
+	if err != nil {
+		return nil, fmt.Errorf("storage: data dir: %w", err)
+	}
+	// The driver reads everything after the first "?" as its parameters.
+	if strings.Contains(path, "?") {
+		return nil, fmt.Errorf("storage: data dir %q: a path with \"?\" is not supported by the SQLite driver", dataDir)
+	}
+	db, err := sql.Open("sqlite", path+sqliteParams)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	b := &sqliteDB{sqliteConn: sqliteConn{db}, db: db}
+	if err := b.ping(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// sqlRunner is what *sql.DB and *sql.Tx have in common.
+type sqlRunner interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// sqliteConn adapts database/sql to querier.
+type sqliteConn struct{ r sqlRunner }
+
+func sqliteTime(t time.Time) any { return t.UnixMicro() }
+
+func (c sqliteConn) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := c.r.ExecContext(ctx, query, bindArgs(args, sqliteTime)...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (c sqliteConn) query(ctx context.Context, query string, args ...any) (rows, error) {
+	r, err := c.r.QueryContext(ctx, query, bindArgs(args, sqliteTime)...)
+	if err != nil {
+		return nil, err
+	}
+	return sqlRows{r}, nil
+}
+
+func (c sqliteConn) queryRow(ctx context.Context, query string, args []any, dest ...any) error {
+	return noRows(c.r.QueryRowContext(ctx, query, bindArgs(args, sqliteTime)...).Scan(dest...))
+}
+
+// sqlRows drops the error of Close, which Err already reports.
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { _ = r.Rows.Close() }
+
+// sqliteDB is the embedded backend.
+type sqliteDB struct {
+	sqliteConn
+	db *sql.DB
+}
+
+func (b *sqliteDB) inTx(ctx context.Context, fn func(querier) error) error {
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(sqliteConn{tx}); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func (b *sqliteDB) lock(context.Context, querier, string) error { return nil }
+
+func (b *sqliteDB) ddl(stmt string) string { return sqliteTypes.Replace(stmt) }
+
+func (b *sqliteDB) ping(ctx context.Context) error { return b.db.PingContext(ctx) }
+
+func (b *sqliteDB) close() error { return b.db.Close() }
+
+func (b *sqliteDB) driver() string { return "sqlite" }

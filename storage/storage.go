@@ -1,0 +1,86 @@
+// Package storage implements the domain packages' store interfaces
+// (auth.Accounts, im.Store, ext.PrivateStore, ext.BlockStore, offline.Store)
+// on embedded SQLite or on PostgreSQL, with one set of SQL for both and
+// versioned migrations that run at Open.
+package storage
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"dialtone/auth"
+	"dialtone/offline"
+	"dialtone/xmppd/ext"
+	"dialtone/xmppd/im"
+)
+
+// The store satisfies every interface the domain packages declare for it.
+var (
+	_ auth.Accounts    = (*DB)(nil)
+	_ im.Store         = (*DB)(nil)
+	_ ext.PrivateStore = (*DB)(nil)
+	_ ext.BlockStore   = (*DB)(nil)
+	_ offline.Store    = (*DB)(nil)
+)
+
+// DB is the server's store, on SQLite or PostgreSQL. It is safe for
+// concurrent use.
+type DB struct {
+	b backend
+	// now is the clock for the times the store itself stamps (account
+	// creation, offline messages without a stamp).
+	now func() time.Time
+}
+
+// Open opens the store and brings its schema up to date. An empty
+// databaseURL means the embedded SQLite database dataDir/dialtone.db (dataDir
+// is made, mode 0700, when missing); a postgres:// or postgresql:// URL
+// means that PostgreSQL database. Several processes may Open the same
+// database at once: migrations are serialised.
+func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
+	var b backend
+	var err error
+	if databaseURL == "" {
+		b, err = openSQLite(ctx, dataDir)
+	} else {
+		u, perr := url.Parse(databaseURL)
+		switch {
+		case perr != nil:
+			// url.Error quotes the URL, which may hold a password.
+			return nil, fmt.Errorf("storage: database URL does not parse; expected empty (embedded SQLite) or postgres://USER@HOST/DB")
+		case strings.EqualFold(u.Scheme, "postgres"), strings.EqualFold(u.Scheme, "postgresql"):
+			b, err = openPostgres(ctx, databaseURL)
+		default:
+			return nil, fmt.Errorf("storage: database URL scheme %q is not supported; expected empty (embedded SQLite), postgres:// or postgresql://", u.Scheme)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{b: b, now: time.Now}
+	if err := db.migrate(ctx); err != nil {
+		b.close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Ping checks that the database answers (for /healthz).
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.b.ping(ctx); err != nil {
+		return fmt.Errorf("storage: ping %s: %w", db.b.driver(), err)
+	}
+	return nil
+}
+
+// Close releases the connections. The DB must not be used afterwards.
+func (db *DB) Close() error { return db.b.close() }
+
+// Driver names the engine: "sqlite" or "postgres".
+func (db *DB) Driver() string { return db.b.driver() }
+
+// stamp is the current time as the store keeps it.
+func (db *DB) stamp() time.Time { return db.now().UTC().Truncate(timeUnit) }
