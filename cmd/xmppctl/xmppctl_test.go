@@ -1,0 +1,484 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"dialtone/auth"
+	"dialtone/internal/admin"
+	"dialtone/storage"
+)
+
+// The tests run the real binary, as an operator would.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "xmppctl-test")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "xmppctl")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		os.RemoveAll(dir)
+		os.Stderr.Write(out)
+		panic("go build: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is a hermetic environment: none of the caller's XMPPD_* variables,
+// a fresh data dir, default region KR.
+type env struct {
+	t    *testing.T
+	dir  string
+	vars map[string]string
+}
+
+func newEnv(t *testing.T) *env {
+	// Short path: the admin socket lives in the data dir.
+	dir, err := os.MkdirTemp("", "xc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return &env{t: t, dir: dir, vars: map[string]string{
+		"XMPPD_DATA_DIR":       dir,
+		"XMPPD_DEFAULT_REGION": "KR",
+	}}
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (e *env) run(stdin string, args ...string) result {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "XMPPD_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	for k, v := range e.vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin = strings.NewReader(stdin)
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("xmppctl %v: %v", args, err)
+	}
+	return result{code, stdout.String(), stderr.String()}
+}
+
+// must runs xmppctl and fails the test unless it exits with code.
+func (e *env) must(code int, args ...string) result {
+	e.t.Helper()
+	r := e.run("", args...)
+	if r.code != code {
+		e.t.Fatalf("xmppctl %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+func (e *env) store() *storage.DB {
+	e.t.Helper()
+	db, err := storage.Open(context.Background(), "", e.dir)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { db.Close() })
+	return db
+}
+
+var passwordLine = regexp.MustCompile(`^[A-Za-z0-9]{12}\n$`)
+
+func TestResetPrintThenShow(t *testing.T) {
+	e := newEnv(t)
+	r := e.must(0, "account", "reset", "+821012345678", "--print")
+	if !passwordLine.MatchString(r.stdout) {
+		t.Fatalf("stdout %q, want the password alone on one line", r.stdout)
+	}
+	if r.stderr != "" {
+		t.Errorf("stderr %q, want nothing", r.stderr)
+	}
+	password := strings.TrimSpace(r.stdout)
+
+	r = e.must(0, "account", "show", "+821012345678")
+	want := regexp.MustCompile(`^number: \+821012345678\nstate: unclaimed\ncreated: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\nlast_login: never\nstored_messages: 0\n$`)
+	if !want.MatchString(r.stdout) {
+		t.Errorf("show:\n%s", r.stdout)
+	}
+
+	// The printed password is the one stored.
+	a, err := e.store().Account(context.Background(), "+821012345678")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Credentials.VerifyPassword(password) {
+		t.Error("printed password does not match the stored credentials")
+	}
+
+	// A second reset changes it.
+	r = e.must(0, "account", "reset", "--print", "+821012345678")
+	if !passwordLine.MatchString(r.stdout) || strings.TrimSpace(r.stdout) == password {
+		t.Errorf("second reset printed %q", r.stdout)
+	}
+	a, _ = e.store().Account(context.Background(), "+821012345678")
+	if a.Credentials.VerifyPassword(password) {
+		t.Error("old password still works after reset")
+	}
+}
+
+func TestNationalForm(t *testing.T) {
+	e := newEnv(t)
+	e.must(0, "account", "reset", "010-1234-5678", "--print")
+	for _, form := range []string{"+821012345678", "+82 10-1234-5678", "01012345678", "010-1234-5678"} {
+		r := e.must(0, "account", "show", form)
+		if !strings.HasPrefix(r.stdout, "number: +821012345678\n") {
+			t.Errorf("show %q: %q", form, r.stdout)
+		}
+	}
+	r := e.must(0, "account", "list")
+	if r.stdout != "+821012345678\tunclaimed\n" {
+		t.Errorf("list: %q", r.stdout)
+	}
+}
+
+func TestInvalidNumber(t *testing.T) {
+	e := newEnv(t)
+	for _, args := range [][]string{
+		{"account", "show", "12345"},
+		{"account", "reset", "not-a-number", "--print"},
+		{"account", "delete", "+1"},
+		{"sms", "test", "+15551234567"}, // 555 is not an area code
+		{"account", "reset", "+821012345678", "--print", "--loud"},
+		{"account", "show"},
+		{"account", "show", "+821012345678", "+821012345679"},
+		{"account", "list", "--state", "sleeping"},
+		{"account", "frobnicate"},
+		{"account"},
+		{"nonsense"},
+		{},
+	} {
+		r := e.run("", args...)
+		if r.code != 2 || r.stderr == "" || r.stdout != "" {
+			t.Errorf("xmppctl %q: exit %d, stdout %q, stderr %q; want 2 and a message on stderr", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	r := e.must(2, "account", "show", "12345")
+	if !strings.Contains(r.stderr, `"12345" is not a valid number`) {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	if r := e.must(0, "account", "list"); r.stdout != "" {
+		t.Errorf("usage errors made accounts: %q", r.stdout)
+	}
+}
+
+func TestAllowedRegions(t *testing.T) {
+	e := newEnv(t)
+	e.vars["XMPPD_ALLOWED_REGIONS"] = "KR"
+	e.must(0, "account", "reset", "+821012345678", "--print")
+	e.must(2, "account", "reset", "+12025550123", "--print")
+}
+
+func TestMissingAccount(t *testing.T) {
+	e := newEnv(t)
+	r := e.must(1, "account", "delete", "+821012345678")
+	if !strings.Contains(r.stderr, "+821012345678 has no account") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	e.must(1, "account", "show", "+821012345678")
+
+	e.must(0, "account", "reset", "+821012345678", "--print")
+	r = e.must(0, "account", "delete", "010 1234 5678")
+	if r.stdout != "+821012345678: deleted\n" {
+		t.Errorf("delete stdout %q", r.stdout)
+	}
+	e.must(1, "account", "show", "+821012345678")
+	e.must(1, "account", "delete", "+821012345678")
+}
+
+func TestHelp(t *testing.T) {
+	e := newEnv(t)
+	e.vars["XMPPD_LOG_LEVEL"] = "loud" // help needs no valid environment
+	for _, args := range [][]string{
+		{"--help"}, {"-h"}, {"help"},
+		{"account", "--help"}, {"accounts", "-h"}, {"sms", "--help"},
+		{"account", "show", "--help"},
+		{"account", "list", "-h"},
+		{"account", "reset", "+821012345678", "--help"},
+		{"account", "delete", "--help"},
+		{"account", "import", "--help"},
+		{"accounts", "sweep", "--help"},
+		{"sms", "test", "-h"},
+	} {
+		r := e.run("", args...)
+		if r.code != 0 || !strings.Contains(r.stdout, "Usage") || r.stderr != "" {
+			t.Errorf("xmppctl %q: exit %d\nstdout %q\nstderr %q", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	r := e.must(0, "account", "import", "--help")
+	if !strings.Contains(r.stdout, "nothing") || !strings.Contains(r.stdout, "--notify") {
+		t.Errorf("import help does not explain invalid lines and options:\n%s", r.stdout)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "dialtone.db")); err == nil {
+		t.Error("--help opened the store")
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	e := newEnv(t)
+	e.vars["XMPPD_LOG_LEVEL"] = "loud"
+	r := e.must(1, "account", "list")
+	if !strings.Contains(r.stderr, `XMPPD_LOG_LEVEL: unknown level "loud"`) {
+		t.Errorf("stderr %q", r.stderr)
+	}
+}
+
+func TestImportPrint(t *testing.T) {
+	e := newEnv(t)
+	file := filepath.Join(e.dir, "numbers.txt")
+	os.WriteFile(file, []byte(`# customers
++821012345678
+  010-2222-3333   # Kim, national form
+
++12025550123
++82 10 1234 5678
+`), 0o644)
+	r := e.must(0, "account", "import", file, "--print")
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	wantNumbers := []string{"+821012345678", "+821022223333", "+12025550123"}
+	if len(lines) != len(wantNumbers) {
+		t.Fatalf("stdout %q, want %d lines", r.stdout, len(wantNumbers))
+	}
+	db := e.store()
+	for i, l := range lines {
+		number, password, ok := strings.Cut(l, " ")
+		if !ok || number != wantNumbers[i] || !passwordLine.MatchString(password+"\n") {
+			t.Errorf("line %q, want %s PASSWORD", l, wantNumbers[i])
+			continue
+		}
+		a, err := db.Account(context.Background(), auth.Number(number))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.State != auth.StateUnclaimed || !a.Credentials.VerifyPassword(password) {
+			t.Errorf("%s: state %s, password matches %v", number, a.State, a.Credentials.VerifyPassword(password))
+		}
+	}
+	if !strings.Contains(r.stderr, "repeats line 2") {
+		t.Errorf("duplicate not reported: %q", r.stderr)
+	}
+
+	// Existing accounts are left alone.
+	before, _ := db.Account(context.Background(), "+821012345678")
+	r = e.run("+821012345678\n+821044445555\n", "account", "import", "-", "--print")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "+821044445555 ") || strings.Count(r.stdout, "\n") != 1 {
+		t.Errorf("second import: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "+821012345678 already has an account") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	after, _ := db.Account(context.Background(), "+821012345678")
+	if after.Generation != before.Generation {
+		t.Error("import changed the password of an existing account")
+	}
+}
+
+func TestImportInvalidLines(t *testing.T) {
+	e := newEnv(t)
+	file := filepath.Join(e.dir, "numbers.txt")
+	os.WriteFile(file, []byte("+821012345678\n\nnot a number\n+821022223333\n12\n"), 0o644)
+	r := e.must(2, "account", "import", file, "--print")
+	if !strings.Contains(r.stderr, "numbers.txt:3:") || !strings.Contains(r.stderr, "numbers.txt:5:") || !strings.Contains(r.stderr, "nothing imported") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	if r.stdout != "" {
+		t.Errorf("stdout %q", r.stdout)
+	}
+	if r := e.must(0, "account", "list"); r.stdout != "" {
+		t.Errorf("a file with invalid lines imported %q", r.stdout)
+	}
+
+	e.must(1, "account", "import", filepath.Join(e.dir, "missing.txt"))
+	e.must(2, "account", "import", file, "--print", "--notify")
+}
+
+func TestImportNotify(t *testing.T) {
+	e := newEnv(t)
+	r := e.run("+821012345678\n+821022223333\n", "account", "import", "-", "--notify")
+	if r.code != 0 || r.stdout != "" {
+		t.Fatalf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	texts := smsRecords(t, r.stderr)
+	if len(texts) != 2 || texts[0]["to"] != "+821012345678" || texts[1]["to"] != "+821022223333" {
+		t.Fatalf("SMS %v", texts)
+	}
+	for _, m := range texts {
+		if m["purpose"] != "password" || !strings.HasPrefix(m["text"].(string), "Your localhost password is ") {
+			t.Errorf("SMS %v", m)
+		}
+	}
+}
+
+// smsRecords returns the log gateway's JSON records found in stderr.
+func smsRecords(t *testing.T, stderr string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range strings.Split(stderr, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "sms" {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+func TestResetTexts(t *testing.T) {
+	e := newEnv(t)
+	e.vars["XMPPD_DOMAIN"] = "chat.example"
+	r := e.must(0, "account", "reset", "010-1234-5678")
+	if r.stdout != "+821012345678: unclaimed account created, password texted\n" {
+		t.Errorf("stdout %q", r.stdout)
+	}
+	texts := smsRecords(t, r.stderr)
+	if len(texts) != 1 {
+		t.Fatalf("stderr %q, want one SMS record", r.stderr)
+	}
+	m := texts[0]
+	re := regexp.MustCompile(`^Your chat\.example password is ([A-Za-z0-9]{12})\. Log in with your phone number\.$`)
+	sub := re.FindStringSubmatch(m["text"].(string))
+	if m["to"] != "+821012345678" || m["purpose"] != "password" || m["id"] == "" || sub == nil {
+		t.Fatalf("SMS %v", m)
+	}
+	a, err := e.store().Account(context.Background(), "+821012345678")
+	if err != nil || !a.Credentials.VerifyPassword(sub[1]) {
+		t.Errorf("texted password does not work: %v", err)
+	}
+}
+
+func TestResetWithUnimplementedGateway(t *testing.T) {
+	e := newEnv(t)
+	e.vars["XMPPD_SMS_GATEWAY"] = "webhook"
+	e.vars["XMPPD_SMS_WEBHOOK_URL"] = "http://127.0.0.1:1/sms"
+	r := e.must(1, "account", "reset", "+821012345678")
+	if !strings.Contains(r.stderr, "not implemented yet") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	e.must(1, "account", "show", "+821012345678") // nothing changed
+	e.must(0, "account", "reset", "+821012345678", "--print")
+	e.must(1, "sms", "test", "+821012345678")
+}
+
+func TestSMSTest(t *testing.T) {
+	e := newEnv(t)
+	r := e.must(0, "sms", "test", "010-1234-5678")
+	texts := smsRecords(t, r.stderr)
+	if len(texts) != 1 || texts[0]["purpose"] != "test" || texts[0]["to"] != "+821012345678" {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	e.must(1, "account", "show", "+821012345678") // a test SMS makes no account
+}
+
+func TestSweepNotImplemented(t *testing.T) {
+	e := newEnv(t)
+	r := e.must(1, "accounts", "sweep")
+	if !strings.Contains(r.stderr, "not implemented yet") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+}
+
+func TestListStates(t *testing.T) {
+	e := newEnv(t)
+	e.must(0, "account", "reset", "+821022223333", "--print")
+	e.must(0, "account", "reset", "+821012345678", "--print")
+	if err := e.store().RecordLogin(context.Background(), "+821022223333", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.must(0, "account", "list"); r.stdout != "+821012345678\tunclaimed\n+821022223333\tactive\n" {
+		t.Errorf("list %q", r.stdout)
+	}
+	if r := e.must(0, "account", "list", "--state", "active"); r.stdout != "+821022223333\tactive\n" {
+		t.Errorf("list active %q", r.stdout)
+	}
+	if r := e.must(0, "account", "list", "--state=unclaimed"); r.stdout != "+821012345678\tunclaimed\n" {
+		t.Errorf("list unclaimed %q", r.stdout)
+	}
+	r := e.must(0, "account", "show", "+821022223333")
+	if !regexp.MustCompile(`(?m)^state: active\ncreated: .*\nlast_login: \d{4}-`).MatchString(r.stdout) {
+		t.Errorf("show %q", r.stdout)
+	}
+}
+
+type kickRecorder struct {
+	mu    sync.Mutex
+	kicks []string
+}
+
+func (k *kickRecorder) Kick(ctx context.Context, number, condition string) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.kicks = append(k.kicks, number+" "+condition)
+	return 1, nil
+}
+
+func (k *kickRecorder) got() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]string(nil), k.kicks...)
+}
+
+// TestResetAndDeleteCloseSessions stands in for the running server on
+// the admin socket.
+func TestResetAndDeleteCloseSessions(t *testing.T) {
+	e := newEnv(t)
+	sock := filepath.Join(e.dir, "admin.sock")
+	k := &kickRecorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- admin.Serve(ctx, sock, k, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	defer func() { cancel(); <-done }()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i == 500 {
+			t.Fatal("admin socket did not appear")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	e.must(0, "account", "reset", "010-1234-5678", "--print")
+	r := e.must(0, "account", "delete", "+821012345678")
+	if r.stdout != "+821012345678: deleted, 1 session(s) closed\n" {
+		t.Errorf("delete stdout %q", r.stdout)
+	}
+	want := []string{"+821012345678 not-authorized", "+821012345678 not-authorized"}
+	if got := k.got(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("kicks %q, want %q", got, want)
+	}
+}

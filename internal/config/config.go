@@ -1,0 +1,448 @@
+// Package config reads the environment variables of SPEC.md
+// ("Configuration: environment variables") into a Config and validates them.
+// xmppd and xmppctl share it, so that both see the same configuration.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/nyaruka/phonenumbers"
+	"mellium.im/xmpp/jid"
+)
+
+// Defaults of the variables that an empty value turns off. caarlos0/env
+// applies envDefault to a variable that is set but empty, so these two carry
+// no envDefault tag and Load applies them only when the variable is unset.
+const (
+	DefaultC2SDirectTLSAddr = ":5223"
+	DefaultS2SAddr          = ":5269"
+)
+
+// DefaultTwilioBaseURL is Twilio's API, used when XMPPD_TWILIO_BASE_URL is empty.
+const DefaultTwilioBaseURL = "https://api.twilio.com"
+
+// maxSocketPath is the longest Unix socket path that works everywhere
+// (sun_path is 104 bytes on the BSDs and macOS, 108 on Linux, NUL included).
+const maxSocketPath = 103
+
+// Config is the whole configuration of xmppd and xmppctl. Every field is
+// one variable of SPEC.md; the env tags carry the exact names.
+type Config struct {
+	// Domain is the XMPP domain served; JIDs are +<digits>@Domain.
+	Domain string `env:"XMPPD_DOMAIN" envDefault:"localhost"`
+	// C2SAddr is where client connections with STARTTLS are accepted.
+	C2SAddr string `env:"XMPPD_C2S_ADDR" envDefault:":5222"`
+	// C2SDirectTLSAddr is where clients connect with TLS from the first
+	// byte (XEP-0368); empty disables it. Default DefaultC2SDirectTLSAddr.
+	C2SDirectTLSAddr string `env:"XMPPD_C2S_DIRECT_TLS_ADDR"`
+	// S2SAddr is the federation listener; empty disables federation.
+	// Default DefaultS2SAddr.
+	S2SAddr string `env:"XMPPD_S2S_ADDR"`
+	// HTTPAddr serves the web page, HTTP API, WebSocket, health and metrics.
+	HTTPAddr string `env:"XMPPD_HTTP_ADDR" envDefault:":5280"`
+	// DataDir holds the embedded database and the generated TLS certificate.
+	DataDir string `env:"XMPPD_DATA_DIR" envDefault:"./data"`
+	// DatabaseURL is empty for the embedded SQLite in DataDir, or a
+	// postgres:// URL.
+	DatabaseURL string `env:"XMPPD_DATABASE_URL"`
+	// TLSCertFile and TLSKeyFile are PEM files; both empty: a self-signed
+	// certificate is made once and kept in DataDir.
+	TLSCertFile string `env:"XMPPD_TLS_CERT_FILE"`
+	// TLSKeyFile is the private key matching TLSCertFile.
+	TLSKeyFile string `env:"XMPPD_TLS_KEY_FILE"`
+	// DefaultRegion is the ISO 3166 region (upper case) for numbers written
+	// in national format.
+	DefaultRegion string `env:"XMPPD_DEFAULT_REGION" envDefault:"US"`
+	// AllowedRegions lists (upper case) the regions whose numbers may have
+	// accounts; empty means all.
+	AllowedRegions []string `env:"XMPPD_ALLOWED_REGIONS"`
+
+	// SMSGateway is "log", "webhook" or "twilio".
+	SMSGateway string `env:"XMPPD_SMS_GATEWAY" envDefault:"log"`
+	// SMSWebhookURL is where the webhook gateway POSTs each SMS.
+	SMSWebhookURL string `env:"XMPPD_SMS_WEBHOOK_URL"`
+	// SMSWebhookToken, when set, is sent as Authorization: Bearer TOKEN.
+	SMSWebhookToken string `env:"XMPPD_SMS_WEBHOOK_TOKEN"`
+	// TwilioAccountSID is the Twilio account used by the twilio gateway.
+	TwilioAccountSID string `env:"XMPPD_TWILIO_ACCOUNT_SID"`
+	// TwilioAuthToken authenticates TwilioAccountSID.
+	TwilioAuthToken string `env:"XMPPD_TWILIO_AUTH_TOKEN"`
+	// TwilioFrom is the sender (number or messaging service) of Twilio SMS.
+	TwilioFrom string `env:"XMPPD_TWILIO_FROM"`
+	// TwilioBaseURL is Twilio's API root; tests point it elsewhere.
+	TwilioBaseURL string `env:"XMPPD_TWILIO_BASE_URL" envDefault:"https://api.twilio.com"`
+
+	// UnclaimedAccountTTL is how long after its last password SMS or
+	// message an account that never logged in is released. 0: never.
+	UnclaimedAccountTTL time.Duration `env:"XMPPD_UNCLAIMED_ACCOUNT_TTL" envDefault:"168h"`
+	// RecycleAfter: a password requested for an account that has not logged
+	// in for this long starts it afresh. 0: never recycled.
+	RecycleAfter time.Duration `env:"XMPPD_RECYCLE_AFTER" envDefault:"2160h"`
+	// PasswordSMSInterval is the least time between two password SMS to
+	// one number. 0: no limit.
+	PasswordSMSInterval time.Duration `env:"XMPPD_PASSWORD_SMS_INTERVAL" envDefault:"2m"`
+	// PasswordSMSPerDay caps password SMS to one number in 24 hours. 0: no limit.
+	PasswordSMSPerDay int `env:"XMPPD_PASSWORD_SMS_PER_DAY" envDefault:"5"`
+	// PasswordRequestsPerIPHour caps password requests from one client IP
+	// in an hour. 0: no limit.
+	PasswordRequestsPerIPHour int `env:"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR" envDefault:"20"`
+	// NoticeWindow: further messages to an offline receiver within this
+	// window fold into one notice. 0: every message is notified.
+	NoticeWindow time.Duration `env:"XMPPD_NOTICE_WINDOW" envDefault:"10m"`
+	// NoticesPerDay caps notice SMS to one number in 24 hours. 0: no limit.
+	NoticesPerDay int `env:"XMPPD_NOTICES_PER_DAY" envDefault:"10"`
+	// NoticeNewNumbersPerSenderDay caps the distinct never-claimed numbers
+	// one sender (or remote domain) can cause notices to in 24 hours.
+	// 0: no limit.
+	NoticeNewNumbersPerSenderDay int `env:"XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY" envDefault:"20"`
+	// NoticePreview: false means notices carry no preview of the message.
+	NoticePreview bool `env:"XMPPD_NOTICE_PREVIEW" envDefault:"true"`
+	// OfflineLimit is the number of stored messages per account. 0: no limit.
+	OfflineLimit int `env:"XMPPD_OFFLINE_LIMIT" envDefault:"1000"`
+	// LoginFailures is the number of failed logins before a number is
+	// locked. 0: never locked.
+	LoginFailures int `env:"XMPPD_LOGIN_FAILURES" envDefault:"5"`
+	// SecretKey is empty or 64 hex digits (32 bytes); see SecretKeyBytes.
+	SecretKey string `env:"XMPPD_SECRET_KEY"`
+	// AdminSocket is the Unix socket through which xmppctl reaches the
+	// running server; empty in the environment means DataDir/admin.sock.
+	AdminSocket string `env:"XMPPD_ADMIN_SOCKET"`
+	// AuthTimeout closes a connection that has not authenticated by then.
+	AuthTimeout time.Duration `env:"XMPPD_AUTH_TIMEOUT" envDefault:"30s"`
+	// LogLevel is "debug", "info", "warn" or "error" (lower case).
+	LogLevel string `env:"XMPPD_LOG_LEVEL" envDefault:"info"`
+}
+
+// Load reads the configuration from the process environment and validates
+// it. The error, if any, is one line that starts with the variable's name.
+func Load() (Config, error) {
+	return LoadFrom(env.ToMap(os.Environ()))
+}
+
+// LoadFrom is Load on the given variables instead of the process
+// environment (for tests and tools).
+func LoadFrom(environ map[string]string) (Config, error) {
+	c, err := env.ParseAsWithOptions[Config](env.Options{Environment: environ})
+	if err != nil {
+		return Config{}, parseError(err, environ)
+	}
+	if _, set := environ["XMPPD_C2S_DIRECT_TLS_ADDR"]; !set {
+		c.C2SDirectTLSAddr = DefaultC2SDirectTLSAddr
+	}
+	if _, set := environ["XMPPD_S2S_ADDR"]; !set {
+		c.S2SAddr = DefaultS2SAddr
+	}
+	if err := c.normalize(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// parseError turns the first error of caarlos0/env into one line that
+// names the variable.
+func parseError(err error, environ map[string]string) error {
+	var pe env.ParseError
+	if !errors.As(err, &pe) {
+		return fmt.Errorf("config: %s", oneLine(err.Error()))
+	}
+	name := pe.Name
+	if f, ok := reflect.TypeFor[Config]().FieldByName(pe.Name); ok {
+		name, _, _ = strings.Cut(f.Tag.Get("env"), ",")
+	}
+	v := environ[name]
+	switch pe.Type {
+	case reflect.TypeFor[time.Duration]():
+		return fmt.Errorf("%s: invalid duration %q (want e.g. 90s, 10m, 168h)", name, v)
+	case reflect.TypeFor[int]():
+		return fmt.Errorf("%s: invalid number %q (want a whole number)", name, v)
+	case reflect.TypeFor[bool]():
+		return fmt.Errorf("%s: invalid boolean %q (want true or false)", name, v)
+	}
+	return fmt.Errorf("%s: invalid value %q: %s", name, v, oneLine(pe.Err.Error()))
+}
+
+// normalize canonicalises and validates c in place.
+func (c *Config) normalize() error {
+	c.Domain = strings.ToLower(strings.TrimSpace(c.Domain))
+	if err := checkDomain(c.Domain); err != nil {
+		return fmt.Errorf("XMPPD_DOMAIN: %w", err)
+	}
+
+	addrs := []struct {
+		name, v  string
+		optional bool
+	}{
+		{"XMPPD_C2S_ADDR", c.C2SAddr, false},
+		{"XMPPD_C2S_DIRECT_TLS_ADDR", c.C2SDirectTLSAddr, true},
+		{"XMPPD_S2S_ADDR", c.S2SAddr, true},
+		{"XMPPD_HTTP_ADDR", c.HTTPAddr, false},
+	}
+	for _, a := range addrs {
+		if a.v == "" && a.optional {
+			continue
+		}
+		if err := checkAddr(a.v); err != nil {
+			return fmt.Errorf("%s: %w", a.name, err)
+		}
+	}
+
+	if strings.TrimSpace(c.DataDir) == "" {
+		return errors.New("XMPPD_DATA_DIR: must not be empty")
+	}
+	if c.DatabaseURL != "" {
+		if err := checkURL(c.DatabaseURL, "postgres", "postgresql"); err != nil {
+			return fmt.Errorf("XMPPD_DATABASE_URL: %w", err)
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		if c.TLSCertFile == "" {
+			return errors.New("XMPPD_TLS_CERT_FILE: must be set when XMPPD_TLS_KEY_FILE is")
+		}
+		return errors.New("XMPPD_TLS_KEY_FILE: must be set when XMPPD_TLS_CERT_FILE is")
+	}
+
+	var err error
+	if c.DefaultRegion, err = checkRegion(c.DefaultRegion); err != nil {
+		return fmt.Errorf("XMPPD_DEFAULT_REGION: %w", err)
+	}
+	var allowed []string
+	for _, r := range c.AllowedRegions {
+		if strings.TrimSpace(r) == "" {
+			continue
+		}
+		r, err := checkRegion(r)
+		if err != nil {
+			return fmt.Errorf("XMPPD_ALLOWED_REGIONS: %w", err)
+		}
+		allowed = append(allowed, r)
+	}
+	c.AllowedRegions = allowed
+
+	if err := c.checkGateway(); err != nil {
+		return err
+	}
+
+	durations := []struct {
+		name     string
+		v        time.Duration
+		positive bool
+	}{
+		{"XMPPD_UNCLAIMED_ACCOUNT_TTL", c.UnclaimedAccountTTL, false},
+		{"XMPPD_RECYCLE_AFTER", c.RecycleAfter, false},
+		{"XMPPD_PASSWORD_SMS_INTERVAL", c.PasswordSMSInterval, false},
+		{"XMPPD_NOTICE_WINDOW", c.NoticeWindow, false},
+		{"XMPPD_AUTH_TIMEOUT", c.AuthTimeout, true},
+	}
+	for _, d := range durations {
+		if d.v < 0 {
+			return fmt.Errorf("%s: must not be negative (got %s)", d.name, d.v)
+		}
+		if d.positive && d.v == 0 {
+			return fmt.Errorf("%s: must be greater than 0", d.name)
+		}
+	}
+	limits := []struct {
+		name string
+		v    int
+	}{
+		{"XMPPD_PASSWORD_SMS_PER_DAY", c.PasswordSMSPerDay},
+		{"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR", c.PasswordRequestsPerIPHour},
+		{"XMPPD_NOTICES_PER_DAY", c.NoticesPerDay},
+		{"XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY", c.NoticeNewNumbersPerSenderDay},
+		{"XMPPD_OFFLINE_LIMIT", c.OfflineLimit},
+		{"XMPPD_LOGIN_FAILURES", c.LoginFailures},
+	}
+	for _, l := range limits {
+		if l.v < 0 {
+			return fmt.Errorf("%s: must not be negative (got %d)", l.name, l.v)
+		}
+	}
+
+	if c.SecretKey != "" {
+		if _, err := c.SecretKeyBytes(); err != nil {
+			return fmt.Errorf("XMPPD_SECRET_KEY: %w", err)
+		}
+	}
+
+	if c.AdminSocket == "" {
+		c.AdminSocket = filepath.Join(c.DataDir, "admin.sock")
+	}
+	if len(c.AdminSocket) > maxSocketPath {
+		return fmt.Errorf("XMPPD_ADMIN_SOCKET: path %q is %d bytes, longer than a Unix socket allows (%d); set a shorter one",
+			c.AdminSocket, len(c.AdminSocket), maxSocketPath)
+	}
+
+	lvl := strings.ToLower(strings.TrimSpace(c.LogLevel))
+	if _, ok := levels[lvl]; !ok {
+		return fmt.Errorf("XMPPD_LOG_LEVEL: unknown level %q (want debug, info, warn, error)", c.LogLevel)
+	}
+	c.LogLevel = lvl
+	return nil
+}
+
+func (c *Config) checkGateway() error {
+	c.SMSGateway = strings.ToLower(strings.TrimSpace(c.SMSGateway))
+	if c.SMSWebhookURL != "" {
+		if err := checkURL(c.SMSWebhookURL, "http", "https"); err != nil {
+			return fmt.Errorf("XMPPD_SMS_WEBHOOK_URL: %w", err)
+		}
+	}
+	if c.TwilioBaseURL == "" {
+		c.TwilioBaseURL = DefaultTwilioBaseURL
+	}
+	if err := checkURL(c.TwilioBaseURL, "http", "https"); err != nil {
+		return fmt.Errorf("XMPPD_TWILIO_BASE_URL: %w", err)
+	}
+	switch c.SMSGateway {
+	case "log":
+	case "webhook":
+		if c.SMSWebhookURL == "" {
+			return errors.New("XMPPD_SMS_WEBHOOK_URL: must be set when XMPPD_SMS_GATEWAY is webhook")
+		}
+	case "twilio":
+		for _, v := range []struct{ name, v string }{
+			{"XMPPD_TWILIO_ACCOUNT_SID", c.TwilioAccountSID},
+			{"XMPPD_TWILIO_AUTH_TOKEN", c.TwilioAuthToken},
+			{"XMPPD_TWILIO_FROM", c.TwilioFrom},
+		} {
+			if v.v == "" {
+				return fmt.Errorf("%s: must be set when XMPPD_SMS_GATEWAY is twilio", v.name)
+			}
+		}
+	default:
+		return fmt.Errorf("XMPPD_SMS_GATEWAY: unknown gateway %q (want log, webhook, twilio)", c.SMSGateway)
+	}
+	return nil
+}
+
+// SecretKeyBytes returns the 32 bytes of XMPPD_SECRET_KEY, or nil when it
+// is empty (the server then makes one and keeps it in the data dir).
+func (c Config) SecretKeyBytes() ([]byte, error) {
+	if c.SecretKey == "" {
+		return nil, nil
+	}
+	if len(c.SecretKey) != 64 {
+		return nil, fmt.Errorf("want 64 hex digits (32 bytes), got %d characters", len(c.SecretKey))
+	}
+	b := make([]byte, 32)
+	for i := range b {
+		v, err := strconv.ParseUint(c.SecretKey[2*i:2*i+2], 16, 8)
+		if err != nil {
+			return nil, errors.New("want 64 hex digits (32 bytes), found a character that is not a hex digit")
+		}
+		b[i] = byte(v)
+	}
+	return b, nil
+}
+
+var levels = map[string]slog.Level{
+	"debug": slog.LevelDebug,
+	"info":  slog.LevelInfo,
+	"warn":  slog.LevelWarn,
+	"error": slog.LevelError,
+}
+
+// Level returns LogLevel as a slog.Level (info for an unvalidated value).
+func (c Config) Level() slog.Level {
+	return levels[c.LogLevel]
+}
+
+// Logger returns a structured logger at the configured level writing to w:
+// text lines when w is a terminal (an operator watching make run), JSON
+// otherwise (for log collectors).
+func (c Config) Logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.Level()}
+	if isTerminal(w) {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func checkDomain(d string) error {
+	if d == "" {
+		return errors.New("must not be empty")
+	}
+	if strings.ContainsAny(d, "@/:") {
+		return fmt.Errorf("%q is not a domain name (no user, resource or port)", d)
+	}
+	j, err := jid.New("", d, "")
+	if err != nil {
+		return fmt.Errorf("%q is not a valid domain: %v", d, err)
+	}
+	if j.Domainpart() != d {
+		return fmt.Errorf("%q is not in canonical form (want %q)", d, j.Domainpart())
+	}
+	return nil
+}
+
+func checkAddr(a string) error {
+	if a == "" {
+		return errors.New("must not be empty (want host:port, e.g. :5222)")
+	}
+	_, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("invalid address %q (want host:port, e.g. :5222)", a)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("invalid port in %q (want 0-65535)", a)
+	}
+	return nil
+}
+
+func checkURL(s string, schemes ...string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		// url.Error repeats the whole URL (and a password in it); keep the reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("malformed URL: %v", err)
+	}
+	ok := false
+	for _, sc := range schemes {
+		if strings.EqualFold(u.Scheme, sc) {
+			ok = true
+		}
+	}
+	if !ok {
+		return fmt.Errorf("malformed URL: scheme %q, want %s", u.Scheme, strings.Join(schemes, " or "))
+	}
+	if u.Host == "" && u.Query().Get("host") == "" {
+		return errors.New("malformed URL: no host")
+	}
+	return nil
+}
+
+func checkRegion(r string) (string, error) {
+	up := strings.ToUpper(strings.TrimSpace(r))
+	if !phonenumbers.GetSupportedRegions()[up] {
+		return "", fmt.Errorf("unknown region %q (want an ISO 3166 code such as US, KR, DE)", r)
+	}
+	return up, nil
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

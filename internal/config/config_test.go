@@ -1,0 +1,295 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaults(t *testing.T) {
+	c, err := LoadFrom(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Domain:                       "localhost",
+		C2SAddr:                      ":5222",
+		C2SDirectTLSAddr:             ":5223",
+		S2SAddr:                      ":5269",
+		HTTPAddr:                     ":5280",
+		DataDir:                      "./data",
+		DefaultRegion:                "US",
+		SMSGateway:                   "log",
+		TwilioBaseURL:                "https://api.twilio.com",
+		UnclaimedAccountTTL:          168 * time.Hour,
+		RecycleAfter:                 2160 * time.Hour,
+		PasswordSMSInterval:          2 * time.Minute,
+		PasswordSMSPerDay:            5,
+		PasswordRequestsPerIPHour:    20,
+		NoticeWindow:                 10 * time.Minute,
+		NoticesPerDay:                10,
+		NoticeNewNumbersPerSenderDay: 20,
+		NoticePreview:                true,
+		OfflineLimit:                 1000,
+		LoginFailures:                5,
+		AdminSocket:                  filepath.Join("./data", "admin.sock"),
+		AuthTimeout:                  30 * time.Second,
+		LogLevel:                     "info",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
+	}
+}
+
+// TestEveryVariable checks that each variable of SPEC.md reaches its field,
+// so that a typo in a tag cannot go unnoticed.
+func TestEveryVariable(t *testing.T) {
+	environ := map[string]string{
+		"XMPPD_DOMAIN":                            "Example.COM",
+		"XMPPD_C2S_ADDR":                          "127.0.0.1:15222",
+		"XMPPD_C2S_DIRECT_TLS_ADDR":               "",
+		"XMPPD_S2S_ADDR":                          "",
+		"XMPPD_HTTP_ADDR":                         "[::1]:8080",
+		"XMPPD_DATA_DIR":                          "/var/lib/dialtone",
+		"XMPPD_DATABASE_URL":                      "postgres://u:p@db:5432/dialtone?sslmode=disable",
+		"XMPPD_TLS_CERT_FILE":                     "/etc/c.pem",
+		"XMPPD_TLS_KEY_FILE":                      "/etc/k.pem",
+		"XMPPD_DEFAULT_REGION":                    "kr",
+		"XMPPD_ALLOWED_REGIONS":                   "KR, us,,DE",
+		"XMPPD_SMS_GATEWAY":                       "twilio",
+		"XMPPD_SMS_WEBHOOK_URL":                   "https://hooks.example.com/sms",
+		"XMPPD_SMS_WEBHOOK_TOKEN":                 "tok",
+		"XMPPD_TWILIO_ACCOUNT_SID":                "AC123",
+		"XMPPD_TWILIO_AUTH_TOKEN":                 "secret",
+		"XMPPD_TWILIO_FROM":                       "+15550001111",
+		"XMPPD_TWILIO_BASE_URL":                   "http://127.0.0.1:9999",
+		"XMPPD_UNCLAIMED_ACCOUNT_TTL":             "1h",
+		"XMPPD_RECYCLE_AFTER":                     "0s",
+		"XMPPD_PASSWORD_SMS_INTERVAL":             "0s",
+		"XMPPD_PASSWORD_SMS_PER_DAY":              "0",
+		"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR":     "7",
+		"XMPPD_NOTICE_WINDOW":                     "30s",
+		"XMPPD_NOTICES_PER_DAY":                   "3",
+		"XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY": "4",
+		"XMPPD_NOTICE_PREVIEW":                    "false",
+		"XMPPD_OFFLINE_LIMIT":                     "9",
+		"XMPPD_LOGIN_FAILURES":                    "2",
+		"XMPPD_SECRET_KEY":                        strings.Repeat("aB", 32),
+		"XMPPD_ADMIN_SOCKET":                      "/run/dialtone.sock",
+		"XMPPD_AUTH_TIMEOUT":                      "5s",
+		"XMPPD_LOG_LEVEL":                         "DEBUG",
+	}
+	c, err := LoadFrom(environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Domain:                       "example.com",
+		C2SAddr:                      "127.0.0.1:15222",
+		C2SDirectTLSAddr:             "",
+		S2SAddr:                      "",
+		HTTPAddr:                     "[::1]:8080",
+		DataDir:                      "/var/lib/dialtone",
+		DatabaseURL:                  "postgres://u:p@db:5432/dialtone?sslmode=disable",
+		TLSCertFile:                  "/etc/c.pem",
+		TLSKeyFile:                   "/etc/k.pem",
+		DefaultRegion:                "KR",
+		AllowedRegions:               []string{"KR", "US", "DE"},
+		SMSGateway:                   "twilio",
+		SMSWebhookURL:                "https://hooks.example.com/sms",
+		SMSWebhookToken:              "tok",
+		TwilioAccountSID:             "AC123",
+		TwilioAuthToken:              "secret",
+		TwilioFrom:                   "+15550001111",
+		TwilioBaseURL:                "http://127.0.0.1:9999",
+		UnclaimedAccountTTL:          time.Hour,
+		RecycleAfter:                 0,
+		PasswordSMSInterval:          0,
+		PasswordSMSPerDay:            0,
+		PasswordRequestsPerIPHour:    7,
+		NoticeWindow:                 30 * time.Second,
+		NoticesPerDay:                3,
+		NoticeNewNumbersPerSenderDay: 4,
+		NoticePreview:                false,
+		OfflineLimit:                 9,
+		LoginFailures:                2,
+		SecretKey:                    strings.Repeat("aB", 32),
+		AdminSocket:                  "/run/dialtone.sock",
+		AuthTimeout:                  5 * time.Second,
+		LogLevel:                     "debug",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("\n got %+v\nwant %+v", c, want)
+	}
+	// Every field of Config must have been set by this test's environment,
+	// so each variable is covered: compare field count to variables.
+	if n := reflect.TypeFor[Config]().NumField(); n != len(environ) {
+		t.Errorf("Config has %d fields, test sets %d variables", n, len(environ))
+	}
+	key, err := c.SecretKeyBytes()
+	if err != nil || len(key) != 32 || key[0] != 0xab {
+		t.Errorf("SecretKeyBytes = %x, %v", key, err)
+	}
+}
+
+func TestEmptyValues(t *testing.T) {
+	// Set but empty: the default applies, except where SPEC gives empty a meaning.
+	c, err := LoadFrom(map[string]string{
+		"XMPPD_DOMAIN":          "",
+		"XMPPD_DATA_DIR":        "/d",
+		"XMPPD_ALLOWED_REGIONS": "",
+		"XMPPD_ADMIN_SOCKET":    "",
+		"XMPPD_LOG_LEVEL":       "",
+		"XMPPD_TWILIO_BASE_URL": "",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Domain != "localhost" || c.AllowedRegions != nil || c.AdminSocket != "/d/admin.sock" ||
+		c.LogLevel != "info" || c.TwilioBaseURL != DefaultTwilioBaseURL {
+		t.Errorf("got %+v", c)
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	long := "/" + strings.Repeat("x", 120)
+	tests := []struct {
+		name    string
+		environ map[string]string
+		want    string // the error's prefix
+	}{
+		{"domain empty after trim", map[string]string{"XMPPD_DOMAIN": " "}, "XMPPD_DOMAIN: must not be empty"},
+		{"domain with user", map[string]string{"XMPPD_DOMAIN": "a@b"}, "XMPPD_DOMAIN: "},
+		{"domain with port", map[string]string{"XMPPD_DOMAIN": "example.com:5222"}, "XMPPD_DOMAIN: "},
+		{"domain bad", map[string]string{"XMPPD_DOMAIN": "exa mple.com"}, "XMPPD_DOMAIN: "},
+		{"c2s no port", map[string]string{"XMPPD_C2S_ADDR": "localhost"}, "XMPPD_C2S_ADDR: invalid address"},
+		{"c2s empty", map[string]string{"XMPPD_C2S_ADDR": " "}, "XMPPD_C2S_ADDR: "},
+		{"direct tls bad port", map[string]string{"XMPPD_C2S_DIRECT_TLS_ADDR": ":70000"}, "XMPPD_C2S_DIRECT_TLS_ADDR: invalid port"},
+		{"s2s bad", map[string]string{"XMPPD_S2S_ADDR": "nope"}, "XMPPD_S2S_ADDR: invalid address"},
+		{"http named port", map[string]string{"XMPPD_HTTP_ADDR": ":http"}, "XMPPD_HTTP_ADDR: invalid port"},
+		{"data dir blank", map[string]string{"XMPPD_DATA_DIR": "  "}, "XMPPD_DATA_DIR: must not be empty"},
+		{"database scheme", map[string]string{"XMPPD_DATABASE_URL": "mysql://db/x"}, "XMPPD_DATABASE_URL: malformed URL"},
+		{"database malformed", map[string]string{"XMPPD_DATABASE_URL": "postgres://u:p@db:port/x"}, "XMPPD_DATABASE_URL: malformed URL"},
+		{"database no host", map[string]string{"XMPPD_DATABASE_URL": "postgres:///x"}, "XMPPD_DATABASE_URL: malformed URL: no host"},
+		{"cert without key", map[string]string{"XMPPD_TLS_CERT_FILE": "c.pem"}, "XMPPD_TLS_KEY_FILE: "},
+		{"key without cert", map[string]string{"XMPPD_TLS_KEY_FILE": "k.pem"}, "XMPPD_TLS_CERT_FILE: "},
+		{"default region unknown", map[string]string{"XMPPD_DEFAULT_REGION": "XX"}, `XMPPD_DEFAULT_REGION: unknown region "XX"`},
+		{"default region name", map[string]string{"XMPPD_DEFAULT_REGION": "Korea"}, `XMPPD_DEFAULT_REGION: unknown region "Korea"`},
+		{"allowed region unknown", map[string]string{"XMPPD_ALLOWED_REGIONS": "KR,ZZ"}, `XMPPD_ALLOWED_REGIONS: unknown region "ZZ"`},
+		{"gateway unknown", map[string]string{"XMPPD_SMS_GATEWAY": "carrier-pigeon"}, `XMPPD_SMS_GATEWAY: unknown gateway "carrier-pigeon"`},
+		{"webhook without url", map[string]string{"XMPPD_SMS_GATEWAY": "webhook"}, "XMPPD_SMS_WEBHOOK_URL: must be set"},
+		{"webhook url malformed", map[string]string{"XMPPD_SMS_GATEWAY": "webhook", "XMPPD_SMS_WEBHOOK_URL": "http://[::1"}, "XMPPD_SMS_WEBHOOK_URL: malformed URL"},
+		{"webhook url scheme", map[string]string{"XMPPD_SMS_GATEWAY": "webhook", "XMPPD_SMS_WEBHOOK_URL": "ftp://x/y"}, "XMPPD_SMS_WEBHOOK_URL: malformed URL"},
+		{"webhook url relative", map[string]string{"XMPPD_SMS_GATEWAY": "webhook", "XMPPD_SMS_WEBHOOK_URL": "hooks/sms"}, "XMPPD_SMS_WEBHOOK_URL: malformed URL"},
+		{"twilio without sid", map[string]string{"XMPPD_SMS_GATEWAY": "twilio", "XMPPD_TWILIO_AUTH_TOKEN": "t", "XMPPD_TWILIO_FROM": "+1"}, "XMPPD_TWILIO_ACCOUNT_SID: must be set"},
+		{"twilio without token", map[string]string{"XMPPD_SMS_GATEWAY": "twilio", "XMPPD_TWILIO_ACCOUNT_SID": "AC", "XMPPD_TWILIO_FROM": "+1"}, "XMPPD_TWILIO_AUTH_TOKEN: must be set"},
+		{"twilio without from", map[string]string{"XMPPD_SMS_GATEWAY": "twilio", "XMPPD_TWILIO_ACCOUNT_SID": "AC", "XMPPD_TWILIO_AUTH_TOKEN": "t"}, "XMPPD_TWILIO_FROM: must be set"},
+		{"twilio base url", map[string]string{"XMPPD_TWILIO_BASE_URL": "api.twilio.com"}, "XMPPD_TWILIO_BASE_URL: malformed URL"},
+		{"ttl unparseable", map[string]string{"XMPPD_UNCLAIMED_ACCOUNT_TTL": "a week"}, `XMPPD_UNCLAIMED_ACCOUNT_TTL: invalid duration "a week"`},
+		{"ttl no unit", map[string]string{"XMPPD_UNCLAIMED_ACCOUNT_TTL": "168"}, `XMPPD_UNCLAIMED_ACCOUNT_TTL: invalid duration "168"`},
+		{"ttl negative", map[string]string{"XMPPD_UNCLAIMED_ACCOUNT_TTL": "-1h"}, "XMPPD_UNCLAIMED_ACCOUNT_TTL: must not be negative"},
+		{"recycle unparseable", map[string]string{"XMPPD_RECYCLE_AFTER": "90d"}, "XMPPD_RECYCLE_AFTER: invalid duration"},
+		{"recycle negative", map[string]string{"XMPPD_RECYCLE_AFTER": "-5m"}, "XMPPD_RECYCLE_AFTER: must not be negative"},
+		{"interval unparseable", map[string]string{"XMPPD_PASSWORD_SMS_INTERVAL": "2 minutes"}, "XMPPD_PASSWORD_SMS_INTERVAL: invalid duration"},
+		{"interval negative", map[string]string{"XMPPD_PASSWORD_SMS_INTERVAL": "-2m"}, "XMPPD_PASSWORD_SMS_INTERVAL: must not be negative"},
+		{"per day unparseable", map[string]string{"XMPPD_PASSWORD_SMS_PER_DAY": "five"}, `XMPPD_PASSWORD_SMS_PER_DAY: invalid number "five"`},
+		{"per day float", map[string]string{"XMPPD_PASSWORD_SMS_PER_DAY": "1.5"}, "XMPPD_PASSWORD_SMS_PER_DAY: invalid number"},
+		{"per day negative", map[string]string{"XMPPD_PASSWORD_SMS_PER_DAY": "-1"}, "XMPPD_PASSWORD_SMS_PER_DAY: must not be negative"},
+		{"per ip unparseable", map[string]string{"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR": "x"}, "XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR: invalid number"},
+		{"per ip negative", map[string]string{"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR": "-3"}, "XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR: must not be negative"},
+		{"window unparseable", map[string]string{"XMPPD_NOTICE_WINDOW": "10"}, "XMPPD_NOTICE_WINDOW: invalid duration"},
+		{"window negative", map[string]string{"XMPPD_NOTICE_WINDOW": "-10m"}, "XMPPD_NOTICE_WINDOW: must not be negative"},
+		{"notices unparseable", map[string]string{"XMPPD_NOTICES_PER_DAY": "ten"}, "XMPPD_NOTICES_PER_DAY: invalid number"},
+		{"notices negative", map[string]string{"XMPPD_NOTICES_PER_DAY": "-10"}, "XMPPD_NOTICES_PER_DAY: must not be negative"},
+		{"new numbers unparseable", map[string]string{"XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY": "20x"}, "XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY: invalid number"},
+		{"new numbers negative", map[string]string{"XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY": "-20"}, "XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY: must not be negative"},
+		{"preview unparseable", map[string]string{"XMPPD_NOTICE_PREVIEW": "maybe"}, `XMPPD_NOTICE_PREVIEW: invalid boolean "maybe"`},
+		{"offline unparseable", map[string]string{"XMPPD_OFFLINE_LIMIT": "1e3"}, "XMPPD_OFFLINE_LIMIT: invalid number"},
+		{"offline negative", map[string]string{"XMPPD_OFFLINE_LIMIT": "-1"}, "XMPPD_OFFLINE_LIMIT: must not be negative"},
+		{"failures unparseable", map[string]string{"XMPPD_LOGIN_FAILURES": "many"}, "XMPPD_LOGIN_FAILURES: invalid number"},
+		{"failures negative", map[string]string{"XMPPD_LOGIN_FAILURES": "-5"}, "XMPPD_LOGIN_FAILURES: must not be negative"},
+		{"secret short", map[string]string{"XMPPD_SECRET_KEY": "abcd"}, "XMPPD_SECRET_KEY: want 64 hex digits"},
+		{"secret long", map[string]string{"XMPPD_SECRET_KEY": strings.Repeat("a", 66)}, "XMPPD_SECRET_KEY: want 64 hex digits"},
+		{"secret not hex", map[string]string{"XMPPD_SECRET_KEY": strings.Repeat("g", 64)}, "XMPPD_SECRET_KEY: want 64 hex digits"},
+		{"secret sign", map[string]string{"XMPPD_SECRET_KEY": "+a" + strings.Repeat("a", 62)}, "XMPPD_SECRET_KEY: want 64 hex digits"},
+		{"admin socket too long", map[string]string{"XMPPD_ADMIN_SOCKET": long}, "XMPPD_ADMIN_SOCKET: path"},
+		{"admin socket default too long", map[string]string{"XMPPD_DATA_DIR": long}, "XMPPD_ADMIN_SOCKET: path"},
+		{"auth timeout unparseable", map[string]string{"XMPPD_AUTH_TIMEOUT": "30"}, "XMPPD_AUTH_TIMEOUT: invalid duration"},
+		{"auth timeout negative", map[string]string{"XMPPD_AUTH_TIMEOUT": "-30s"}, "XMPPD_AUTH_TIMEOUT: must not be negative"},
+		{"auth timeout zero", map[string]string{"XMPPD_AUTH_TIMEOUT": "0s"}, "XMPPD_AUTH_TIMEOUT: must be greater than 0"},
+		{"log level", map[string]string{"XMPPD_LOG_LEVEL": "loud"}, `XMPPD_LOG_LEVEL: unknown level "loud" (want debug, info, warn, error)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := LoadFrom(tt.environ)
+			if err == nil {
+				t.Fatalf("LoadFrom(%v): no error, want %q", tt.environ, tt.want)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, tt.want) {
+				t.Errorf("error %q, want prefix %q", msg, tt.want)
+			}
+			if strings.ContainsAny(msg, "\n\r") {
+				t.Errorf("error %q is not one line", msg)
+			}
+		})
+	}
+}
+
+func TestErrorDoesNotLeakDatabasePassword(t *testing.T) {
+	_, err := LoadFrom(map[string]string{"XMPPD_DATABASE_URL": "postgres://u:hunter2@db:port/x"})
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error %v", err)
+	}
+}
+
+func TestLoadUsesProcessEnvironment(t *testing.T) {
+	t.Setenv("XMPPD_LOG_LEVEL", "loud")
+	if _, err := Load(); err == nil || !strings.HasPrefix(err.Error(), "XMPPD_LOG_LEVEL:") {
+		t.Errorf("Load() error %v", err)
+	}
+	t.Setenv("XMPPD_LOG_LEVEL", "warn")
+	t.Setenv("XMPPD_DOMAIN", "chat.example")
+	c, err := Load()
+	if err != nil || c.Domain != "chat.example" || c.Level() != slog.LevelWarn {
+		t.Errorf("Load() = %+v, %v", c, err)
+	}
+}
+
+func TestLogger(t *testing.T) {
+	for _, tt := range []struct {
+		level      string
+		debug, err bool
+	}{
+		{"debug", true, true},
+		{"info", false, true},
+		{"warn", false, true},
+		{"error", false, true},
+	} {
+		c, err := LoadFrom(map[string]string{"XMPPD_LOG_LEVEL": tt.level})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		log := c.Logger(&buf)
+		log.Debug("d")
+		log.Error("e", "k", "v")
+		out := buf.String()
+		if strings.Contains(out, `"msg":"d"`) != tt.debug {
+			t.Errorf("level %s: debug logged = %v: %q", tt.level, !tt.debug, out)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rec); err != nil {
+			t.Fatalf("level %s: not JSON: %q", tt.level, out)
+		}
+		if rec["msg"] != "e" || rec["k"] != "v" || rec["level"] != "ERROR" {
+			t.Errorf("level %s: record %v", tt.level, rec)
+		}
+	}
+}
