@@ -111,7 +111,12 @@ type Mux struct {
 	offline   OfflineHandler
 	available []AvailableHook
 	features  map[Scope][]string
+	stream    [][]byte
 }
+
+// AddStreamFeature adds an element to the stream features offered after
+// authentication (e.g. the caps element, XEP-0115 §6.3).
+func (m *Mux) AddStreamFeature(el []byte) { m.stream = append(m.stream, el) }
 
 // HandleIQ registers h for iq get/set with the payload name in scope
 // (ScopeServer|ScopeAccount registers both). The namespace is also

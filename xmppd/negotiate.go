@@ -328,7 +328,7 @@ func (c *conn) features() []byte {
 		b = append(b, "</mechanisms>"...)
 	default:
 		b = append(b, `<bind xmlns="`+nsBind+`"/><session xmlns="`+nsSession+`"><optional/></session><ver xmlns="urn:xmpp:features:rosterver"/>`...)
-		for _, f := range c.srv.cfg.Features {
+		for _, f := range c.srv.cfg.Mux.stream {
 			b = append(b, f...)
 		}
 	}

@@ -277,7 +277,21 @@ func (s *Server) bounce(st *Stanza, err error) {
 	if st.Kind == KindPresence && st.ToAbsent {
 		reply.From = jid.JID{}
 	}
-	s.Route(context.Background(), reply)
+	s.reply(reply)
+}
+
+// reply sends a stanza the server generated in answer to st.From. A local
+// requester gets it straight on its stream, past the filters: it asked.
+func (s *Server) reply(r *Stanza) {
+	if r.To.Domainpart() == s.domain.Domainpart() && r.To.Localpart() != "" {
+		if r.To.Resourcepart() != "" {
+			if sess := s.session(r.To); sess != nil {
+				sess.send(r.Bytes())
+			}
+		}
+		return // a bare-JID sender is the server acting for an account; nothing to answer
+	}
+	s.Route(context.Background(), r)
 }
 
 // Route implements Router: RFC 6121 §8 delivery of a stanza whose From is set.
@@ -362,8 +376,7 @@ func (s *Server) serveIQ(ctx context.Context, scope Scope, st *Stanza) {
 		s.bounce(st, err)
 		return
 	}
-	reply := st.Reply("result", result)
-	s.Route(ctx, reply)
+	s.reply(st.Reply("result", result))
 }
 
 // routeMessage delivers a message to a local account (RFC 6121 §8.5).

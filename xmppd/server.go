@@ -29,7 +29,7 @@ type Config struct {
 	SASL     *auth.SASL
 	Parser   *auth.NumberParser
 	Accounts auth.Accounts
-	Mux      *Mux
+	Mux      *Mux // nil: a new one, see Server.Mux
 	Log      *slog.Logger
 	Metrics  *Metrics
 
@@ -42,10 +42,6 @@ type Config struct {
 	MaxPendingPerIP int           // per client IP, default 50
 	QueueSize       int           // per-session write queue in stanzas, default 2048
 	SASLAttempts    int           // failed SASL attempts per connection, default 3
-
-	// Features are extra elements for the post-authentication stream
-	// features (e.g. the caps element).
-	Features [][]byte
 }
 
 // Server is an XMPP server for one domain.
@@ -118,6 +114,10 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	return s, nil
 }
+
+// Mux is where modules register; do it before serving. Modules that need
+// the Router get the Server itself.
+func (s *Server) Mux() *Mux { return s.cfg.Mux }
 
 // Domain is the served domain.
 func (s *Server) Domain() string { return s.domain.String() }
