@@ -74,6 +74,38 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX offline_messages_owner_id ON offline_messages (owner, id)`,
 	}},
+	{2, "account lifecycle and SMS outbox", []string{
+		// touched: the last password SMS or message for an unclaimed
+		// account; the sweeper releases unclaimed accounts touched before
+		// now - XMPPD_UNCLAIMED_ACCOUNT_TTL, through this index.
+		`ALTER TABLE accounts ADD COLUMN touched {{time}}`,
+		`CREATE INDEX accounts_unclaimed_touched ON accounts (state, touched)`,
+		// The durable outbox: one row per SMS (or call) not yet accepted
+		// by the gateway. body is sealed (encrypted with the secret key)
+		// when it carries a password.
+		`CREATE TABLE sms_outbox (
+			id {{key}} PRIMARY KEY,
+			recipient {{key}} NOT NULL,
+			purpose TEXT NOT NULL,
+			voice BOOLEAN NOT NULL,
+			sealed BOOLEAN NOT NULL,
+			body {{bytes}} NOT NULL,
+			created {{time}} NOT NULL,
+			attempts INTEGER NOT NULL,
+			next_attempt {{time}} NOT NULL,
+			last_error TEXT NOT NULL
+		)`,
+		`CREATE INDEX sms_outbox_due ON sms_outbox (next_attempt)`,
+		// What was queued for each number, for the per-number caps; rows
+		// older than two days are pruned.
+		`CREATE TABLE sms_log (
+			seq {{id}},
+			recipient {{key}} NOT NULL,
+			purpose TEXT NOT NULL,
+			queued {{time}} NOT NULL
+		)`,
+		`CREATE INDEX sms_log_recipient ON sms_log (recipient, purpose, queued)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount

@@ -53,6 +53,11 @@ type Filter func(ctx context.Context, s *Stanza, inbound bool) (drop bool, err e
 // to the sender.
 type OfflineHandler func(ctx context.Context, m *Stanza) error
 
+// RemoteHandler takes every stanza addressed to another domain (s2s). It
+// must not block on the network: queue, and answer errors to s.From
+// later through the Router.
+type RemoteHandler func(ctx context.Context, s *Stanza)
+
 // AvailableHook is called when a session becomes available (its initial
 // presence was recorded with SetPresence) with non-negative priority.
 type AvailableHook func(ctx context.Context, full jid.JID)
@@ -112,7 +117,12 @@ type Mux struct {
 	available []AvailableHook
 	features  map[Scope][]string
 	stream    [][]byte
+	remote    RemoteHandler
 }
+
+// HandleRemote sets the handler for stanzas to other domains (federation).
+// Without one they are answered remote-server-not-found.
+func (m *Mux) HandleRemote(h RemoteHandler) { m.remote = h }
 
 // AddStreamFeature adds an element to the stream features offered after
 // authentication (e.g. the caps element, XEP-0115 §6.3).

@@ -404,6 +404,17 @@ func (c *conn) negotiate() (*Session, error) {
 			if sess != nil || err != nil {
 				return sess, err
 			}
+		case !c.authed && ns == NSClient && name == "iq" && isRegister(el):
+			// XEP-0077 in-band registration: accounts are proven by SMS.
+			st, err := stanzaFromElement(el, NSClient)
+			if err != nil {
+				return nil, serr("not-authorized", "authenticate first")
+			}
+			r := st.ErrorReply(stanzaErr("cancel", "not-allowed", "Accounts are not registered here: your phone number is your account. Get a password by SMS at "+c.srv.cfg.RegistrationURL))
+			r.From = jid.JID{}
+			if err := c.write(r.Bytes()); err != nil {
+				return nil, err
+			}
 		case !c.secure:
 			return nil, serr("policy-violation", "STARTTLS is required")
 		case !c.authed:
@@ -412,6 +423,10 @@ func (c *conn) negotiate() (*Session, error) {
 			return nil, serr("not-authorized", "bind a resource first")
 		}
 	}
+}
+
+func isRegister(el element) bool {
+	return el.first.Space == "jabber:iq:register" && el.first.Local == "query"
 }
 
 // restart reads the client's new stream header and sends new features.

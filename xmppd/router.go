@@ -298,6 +298,11 @@ func (s *Server) reply(r *Stanza) {
 func (s *Server) Route(ctx context.Context, st *Stanza) {
 	to := st.To
 	if to.Domainpart() != s.domain.Domainpart() {
+		if h := s.cfg.Mux.remote; h != nil {
+			defer s.recoverHandler("RemoteHandler")
+			h(ctx, st)
+			return
+		}
 		s.bounce(st, stanzaErr("cancel", "remote-server-not-found", "federation is not available"))
 		return
 	}
@@ -327,6 +332,23 @@ func (s *Server) Route(ctx context.Context, st *Stanza) {
 		}
 		s.bounce(st, stanzaErr("cancel", "service-unavailable", ""))
 	}
+}
+
+// RouteInbound routes a stanza that arrived from another server (its From
+// already checked against the peer's authenticated domain): the local
+// address is normalised like a client's, then it is routed.
+func (s *Server) RouteInbound(ctx context.Context, st *Stanza) {
+	s.m.routed(st.Kind)
+	if st.To.Equal(jid.JID{}) {
+		st.To = s.domain
+	}
+	to, err := s.Normalize(st.To)
+	if err != nil {
+		s.bounce(st, err)
+		return
+	}
+	st.To = to
+	s.Route(ctx, st)
 }
 
 // toServer handles stanzas addressed to the domain itself.

@@ -42,6 +42,10 @@ type Config struct {
 	MaxPendingPerIP int           // per client IP, default 50
 	QueueSize       int           // per-session write queue in stanzas, default 2048
 	SASLAttempts    int           // failed SASL attempts per connection, default 3
+
+	// RegistrationURL is where in-band registration attempts are sent
+	// (the web page that texts a password).
+	RegistrationURL string
 }
 
 // Server is an XMPP server for one domain.
@@ -100,6 +104,9 @@ func NewServer(cfg Config) (*Server, error) {
 	defi(&cfg.MaxPendingPerIP, 50)
 	defi(&cfg.QueueSize, 2048)
 	defi(&cfg.SASLAttempts, 3)
+	if cfg.RegistrationURL == "" {
+		cfg.RegistrationURL = "the web page of " + cfg.Domain
+	}
 	s := &Server{
 		cfg:       cfg,
 		domain:    d,
@@ -261,6 +268,27 @@ func (s *Server) Kick(ctx context.Context, number string, condition string) (int
 		sess.closeWith(condition, "")
 	}
 	return len(list), nil
+}
+
+// KickExcept closes the account's sessions other than keep (a full JID),
+// e.g. after a password change made from the keep session.
+func (s *Server) KickExcept(ctx context.Context, number string, keep jid.JID, condition string) (int, error) {
+	n, err := s.cfg.Parser.Parse(number)
+	if err != nil {
+		return 0, err
+	}
+	j, err := auth.CanonicalJID(n, s.domain.String())
+	if err != nil {
+		return 0, err
+	}
+	closed := 0
+	for _, sess := range s.sessionsOf(j.String()) {
+		if !sess.full.Equal(keep) {
+			sess.closeWith(condition, "")
+			closed++
+		}
+	}
+	return closed, nil
 }
 
 func randomID() string {

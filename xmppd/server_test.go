@@ -483,3 +483,21 @@ func TestDirectTLS(t *testing.T) {
 		t.Fatalf("server-generated resource: %q", j)
 	}
 }
+
+// XEP-0077: registering an account in-band is refused with a pointer to
+// the web page; the connection stays usable for logging in.
+func TestInBandRegistrationRefused(t *testing.T) {
+	ts := startServer(t, func(c *xmppd.Config) { c.RegistrationURL = "https://localhost:5280/" })
+	pa := ts.account(t, alice)
+	c := tlsClient(t, ts.directAddr)
+	c.open("localhost")
+	c.next()
+	c.send(`<iq type='get' id='reg1'><query xmlns='jabber:iq:register'/></iq>`)
+	e := c.expect("reg1", func(e elem) bool { return e.attr("id") == "reg1" })
+	if e.attr("type") != "error" || !strings.Contains(e.Inner, "not-allowed") || !strings.Contains(e.Inner, "https://localhost:5280/") {
+		t.Fatalf("got %v", e)
+	}
+	if cond := c.auth(sasl.ScramSha256, alice, pa); cond != "" {
+		t.Fatal(cond)
+	}
+}

@@ -1,0 +1,40 @@
+package sms
+
+import (
+	"context"
+	"time"
+)
+
+// Pending is one SMS (or voice call) in the durable outbox, waiting for the
+// gateway to accept it.
+type Pending struct {
+	ID      string // unique; sent to the gateway, the same on every retry
+	To      string // canonical number, "+8210…"
+	Purpose string // PurposePassword, PurposeNotice, PurposeTest
+	Voice   bool   // a call that reads Body out, for numbers that take no SMS
+	// Body is the text; when Sealed it is encrypted with the secret key
+	// (it carries a password) and only the sending worker opens it.
+	Body        []byte
+	Sealed      bool
+	Created     time.Time
+	Attempts    int
+	NextAttempt time.Time
+	LastError   string
+}
+
+// Outbox is the durable queue of SMS. Implemented by package storage.
+// Enqueueing also records the SMS in a log that CountQueued reads.
+type Outbox interface {
+	// EnqueueSMS adds p (its ID must be unique).
+	EnqueueSMS(ctx context.Context, p Pending) error
+	// DueSMS returns up to limit messages whose NextAttempt is not after
+	// now, oldest NextAttempt first.
+	DueSMS(ctx context.Context, now time.Time, limit int) ([]Pending, error)
+	// DeleteSMS removes a message the gateway accepted (no error when gone).
+	DeleteSMS(ctx context.Context, id string) error
+	// RetrySMS records a failed attempt and when to try again.
+	RetrySMS(ctx context.Context, id string, attempts int, next time.Time, lastErr string) error
+	// QueuedTimes returns when SMS of purpose were queued for to since the
+	// given time, oldest first (for the per-number caps).
+	QueuedTimes(ctx context.Context, to, purpose string, since time.Time) ([]time.Time, error)
+}
