@@ -268,3 +268,5 @@ func AppendError(b []byte, e stanza.Error) []byte {
 func Marshal(v any) ([]byte, error) {
 	return xml.Marshal(v)
 }
+
+func xmlName(space, local string) xml.Name { return xml.Name{Space: space, Local: local} }
