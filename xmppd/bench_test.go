@@ -88,9 +88,11 @@ func newBenchServer(b testing.TB, numbers ...string) *benchServer {
 
 type benchPresence struct{ srv *Server }
 
-func (p benchPresence) OutboundPresence(ctx context.Context, st *Stanza) { p.srv.SetPresence(st.From, st) }
-func (benchPresence) InboundPresence(context.Context, *Stanza)           {}
-func (benchPresence) SessionClosed(context.Context, SessionInfo)         {}
+func (p benchPresence) OutboundPresence(ctx context.Context, st *Stanza) {
+	p.srv.SetPresence(st.From, st)
+}
+func (benchPresence) InboundPresence(context.Context, *Stanza)   {}
+func (benchPresence) SessionClosed(context.Context, SessionInfo) {}
 
 // benchConn is a logged-in raw TLS connection.
 type benchConn struct {

@@ -16,7 +16,7 @@ type pipeConn struct {
 	r io.Reader
 }
 
-func (p pipeConn) Read(b []byte) (int, error)         { return p.r.Read(b) }
+func (p pipeConn) Read(b []byte) (int, error)        { return p.r.Read(b) }
 func (p pipeConn) SetReadDeadline(t time.Time) error { return nil }
 
 const fuzzHeader = `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>`
