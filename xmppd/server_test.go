@@ -10,6 +10,7 @@ import (
 
 	"mellium.im/sasl"
 
+	"dialtone/internal/xmpptest"
 	"dialtone/xmppd"
 )
 
@@ -36,15 +37,15 @@ func TestLoginMechanisms(t *testing.T) {
 		{sasl.ScramSha256, "not-a-number", pass, "not-authorized"}, // not an address at all
 	} {
 		t.Run(tc.mech.Name+"/"+tc.user+"/"+tc.want, func(t *testing.T) {
-			c := dialClient(t, ts.addr)
-			c.open("localhost")
-			c.startTLS()
-			c.expect("features", func(e elem) bool { return e.XMLName.Local == "features" })
-			if got := c.auth(tc.mech, tc.user, tc.pass); got != tc.want {
+			c := xmpptest.Dial(t, ts.addr)
+			c.Open("localhost")
+			c.StartTLS()
+			c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+			if got := c.Auth(tc.mech, tc.user, tc.pass); got != tc.want {
 				t.Fatalf("auth = %q, want %q", got, tc.want)
 			}
 			if tc.want == "" {
-				if j := c.bind("phone"); j != alice+"@localhost/phone" {
+				if j := c.Bind("phone"); j != alice+"@localhost/phone" {
 					t.Fatalf("bound %q", j)
 				}
 			}
@@ -54,20 +55,20 @@ func TestLoginMechanisms(t *testing.T) {
 
 func TestMechanismsAdvertised(t *testing.T) {
 	ts := startServer(t)
-	c := dialClient(t, ts.addr)
-	c.open("localhost")
-	f := c.next()
+	c := xmpptest.Dial(t, ts.addr)
+	c.Open("localhost")
+	f := c.Next()
 	if !strings.Contains(f.Inner, "starttls") || strings.Contains(f.Inner, "mechanism") {
 		t.Fatalf("before TLS the features must offer only STARTTLS: %s", f.Inner)
 	}
-	c.send(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`)
-	c.next()
-	c2 := dialClient(t, ts.directAddr)
+	c.Send(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`)
+	c.Next()
+	c2 := xmpptest.Dial(t, ts.directAddr)
 	_ = c2
 	// after TLS (via the direct TLS port) PLAIN and SCRAM, never -PLUS
-	tc := tlsClient(t, ts.directAddr)
-	tc.open("localhost")
-	f = tc.next()
+	tc := xmpptest.DialTLS(t, ts.directAddr)
+	tc.Open("localhost")
+	f = tc.Next()
 	for _, m := range []string{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"} {
 		if !strings.Contains(f.Inner, ">"+m+"<") {
 			t.Errorf("mechanism %s not offered: %s", m, f.Inner)
@@ -83,36 +84,27 @@ func TestMechanismsAdvertised(t *testing.T) {
 func TestPlusMechanismRefused(t *testing.T) {
 	ts := startServer(t)
 	pass := ts.account(t, alice)
-	c := tlsClient(t, ts.directAddr)
-	c.open("localhost")
-	c.next()
-	c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>cD10bHMtZXhwb3J0ZXIsLG49dXNlcixyPWFiYw==</auth>`)
-	e := c.next()
+	c := xmpptest.DialTLS(t, ts.directAddr)
+	c.Open("localhost")
+	c.Next()
+	c.Send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>cD10bHMtZXhwb3J0ZXIsLG49dXNlcixyPWFiYw==</auth>`)
+	e := c.Next()
 	if e.XMLName.Local != "failure" || !strings.Contains(e.Inner, "invalid-mechanism") {
 		t.Fatalf("got %v", e)
 	}
-	if cond := c.auth(sasl.ScramSha256, alice, pass); cond != "" {
+	if cond := c.Auth(sasl.ScramSha256, alice, pass); cond != "" {
 		t.Fatalf("retry after -PLUS: %s", cond)
 	}
-	login(t, ts, alice, pass, "other") // the server is still up
-}
-
-func tlsClient(t *testing.T, addr string) *client {
-	t.Helper()
-	c := dialClient(t, addr)
-	tc := tlsDial(t, c)
-	c.conn = tc
-	c.br = newReader(tc)
-	return c
+	xmpptest.Login(t, ts.addr, alice, pass, "other") // the server is still up
 }
 
 func TestPlainRequiresTLS(t *testing.T) {
 	ts := startServer(t)
-	c := dialClient(t, ts.addr)
-	c.open("localhost")
-	c.next()
-	c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AHVzZXIAcGFzcw==</auth>`)
-	e := c.next()
+	c := xmpptest.Dial(t, ts.addr)
+	c.Open("localhost")
+	c.Next()
+	c.Send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AHVzZXIAcGFzcw==</auth>`)
+	e := c.Next()
 	if e.XMLName.Local != "failure" || !strings.Contains(e.Inner, "encryption-required") {
 		t.Fatalf("auth before TLS: got %v", e)
 	}
@@ -124,25 +116,25 @@ func TestBindUsesAuthenticatedIdentity(t *testing.T) {
 	ts := startServer(t)
 	pass := ts.account(t, alice)
 	ts.account(t, bob)
-	c := dialClient(t, ts.addr)
-	c.send(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' from='` + bob + `@localhost' version='1.0'>`)
-	c.readHeader()
-	c.startTLS()
-	c.expect("features", func(e elem) bool { return e.XMLName.Local == "features" })
-	if cond := c.auth(sasl.ScramSha256, alice, pass); cond != "" {
+	c := xmpptest.Dial(t, ts.addr)
+	c.Send(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' from='` + bob + `@localhost' version='1.0'>`)
+	c.ReadHeader()
+	c.StartTLS()
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	if cond := c.Auth(sasl.ScramSha256, alice, pass); cond != "" {
 		t.Fatal(cond)
 	}
-	c.send(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' from='` + bob + `@localhost/x' version='1.0'>`)
-	c.readHeader()
-	c.next()
-	c.send(`<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>`)
-	e := c.next()
+	c.Send(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' from='` + bob + `@localhost/x' version='1.0'>`)
+	c.ReadHeader()
+	c.Next()
+	c.Send(`<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>`)
+	e := c.Next()
 	if !strings.Contains(e.Inner, alice+"@localhost/") || strings.Contains(e.Inner, bob) {
 		t.Fatalf("bound to the claimed JID: %v", e)
 	}
 	// and a 'from' naming someone else is a stream error
-	c.send(`<message from='` + bob + `@localhost/x' to='` + alice + `@localhost'><body>spoof</body></message>`)
-	if cond := c.expectStreamError(); cond != "invalid-from" {
+	c.Send(`<message from='` + bob + `@localhost/x' to='` + alice + `@localhost'><body>spoof</body></message>`)
+	if cond := c.ExpectStreamError(); cond != "invalid-from" {
 		t.Fatalf("spoofed from: %s", cond)
 	}
 }
@@ -150,12 +142,12 @@ func TestBindUsesAuthenticatedIdentity(t *testing.T) {
 // MELLIUM.md: a silent client must not hold a connection open.
 func TestNegotiationDeadline(t *testing.T) {
 	ts := startServer(t, func(c *xmppd.Config) { c.AuthTimeout = 300 * time.Millisecond })
-	c := dialClient(t, ts.addr)
+	c := xmpptest.Dial(t, ts.addr)
 	start := time.Now()
 	buf := make([]byte, 1024)
-	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
-		if _, err := c.conn.Read(buf); err != nil {
+		if _, err := c.Conn.Read(buf); err != nil {
 			break
 		}
 	}
@@ -163,9 +155,9 @@ func TestNegotiationDeadline(t *testing.T) {
 		t.Fatalf("silent connection kept for %v", d)
 	}
 	// the same for one that stops half-way through the negotiation
-	c = dialClient(t, ts.addr)
-	c.open("localhost")
-	if cond := c.expectStreamError(); cond != "connection-timeout" {
+	c = xmpptest.Dial(t, ts.addr)
+	c.Open("localhost")
+	if cond := c.ExpectStreamError(); cond != "connection-timeout" {
 		t.Fatalf("stalled negotiation: %s", cond)
 	}
 }
@@ -180,10 +172,10 @@ func TestStreamHeaderChecks(t *testing.T) {
 		{`<!-- hi --><stream:stream>`, "restricted-xml"},
 		{`<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'><<<`, "not-well-formed"},
 	} {
-		c := dialClient(t, ts.addr)
-		c.send(tc.header)
-		c.readHeader()
-		if got := c.expectStreamError(); got != tc.want {
+		c := xmpptest.Dial(t, ts.addr)
+		c.Send(tc.header)
+		c.ReadHeader()
+		if got := c.ExpectStreamError(); got != tc.want {
 			t.Errorf("%s: got %q, want %q", tc.header, got, tc.want)
 		}
 	}
@@ -193,9 +185,9 @@ func TestStreamHeaderChecks(t *testing.T) {
 // no attribute injection (MELLIUM.md).
 func TestHeaderFromNotInjected(t *testing.T) {
 	ts := startServer(t)
-	c := dialClient(t, ts.addr)
-	c.send(`<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' from='a&quot; evil=&quot;1' version='1.0'>`)
-	h := c.readHeader()
+	c := xmpptest.Dial(t, ts.addr)
+	c.Send(`<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' from='a&quot; evil=&quot;1' version='1.0'>`)
+	h := c.ReadHeader()
 	for _, a := range h.Attr {
 		if a.Name.Local == "evil" {
 			t.Fatalf("attribute injected: %v", h.Attr)
@@ -205,11 +197,11 @@ func TestHeaderFromNotInjected(t *testing.T) {
 
 func TestStanzaBeforeAuthRefused(t *testing.T) {
 	ts := startServer(t)
-	c := tlsClient(t, ts.directAddr)
-	c.open("localhost")
-	c.next()
-	c.send(`<message to='` + alice + `@localhost'><body>hi</body></message>`)
-	if cond := c.expectStreamError(); cond != "not-authorized" {
+	c := xmpptest.DialTLS(t, ts.directAddr)
+	c.Open("localhost")
+	c.Next()
+	c.Send(`<message to='` + alice + `@localhost'><body>hi</body></message>`)
+	if cond := c.ExpectStreamError(); cond != "not-authorized" {
 		t.Fatalf("got %s", cond)
 	}
 }
@@ -217,31 +209,31 @@ func TestStanzaBeforeAuthRefused(t *testing.T) {
 func TestMessageRouting(t *testing.T) {
 	ts := startServer(t)
 	pa, pb := ts.account(t, alice), ts.account(t, bob)
-	a := login(t, ts, alice, pa, "phone")
-	b := login(t, ts, bob, pb, "laptop")
-	b.available()
+	a := xmpptest.Login(t, ts.addr, alice, pa, "phone")
+	b := xmpptest.Login(t, ts.addr, bob, pb, "laptop")
+	b.Available()
 
 	// full JID
-	a.send(`<message type='chat' id='m1' to='` + bob + `@localhost/laptop'><body>hello &amp; welcome</body></message>`)
-	m := b.expect("m1", func(e elem) bool { return e.attr("id") == "m1" })
-	if m.attr("from") != alice+"@localhost/phone" || !strings.Contains(m.Inner, "hello &amp; welcome") {
+	a.Send(`<message type='chat' id='m1' to='` + bob + `@localhost/laptop'><body>hello &amp; welcome</body></message>`)
+	m := b.Expect("m1", func(e xmpptest.Elem) bool { return e.Attr("id") == "m1" })
+	if m.Attr("from") != alice+"@localhost/phone" || !strings.Contains(m.Inner, "hello &amp; welcome") {
 		t.Fatalf("got %v", m)
 	}
 	// bare JID in national form: delivered under the canonical JID
-	a.send(`<message type='chat' id='m2' to='010-8765-4321@localhost'><body>national</body></message>`)
-	m = b.expect("m2", func(e elem) bool { return e.attr("id") == "m2" })
-	if m.attr("to") != bob+"@localhost" || m.attr("from") != alice+"@localhost/phone" {
+	a.Send(`<message type='chat' id='m2' to='010-8765-4321@localhost'><body>national</body></message>`)
+	m = b.Expect("m2", func(e xmpptest.Elem) bool { return e.Attr("id") == "m2" })
+	if m.Attr("to") != bob+"@localhost" || m.Attr("from") != alice+"@localhost/phone" {
 		t.Fatalf("got %v", m)
 	}
 	// a 'from' claimed by the client as its own bare JID is replaced by the full JID
-	a.send(`<message from='` + alice + `@localhost' type='chat' id='m3' to='` + bob + `@localhost'><body>x</body></message>`)
-	m = b.expect("m3", func(e elem) bool { return e.attr("id") == "m3" })
-	if m.attr("from") != alice+"@localhost/phone" {
+	a.Send(`<message from='` + alice + `@localhost' type='chat' id='m3' to='` + bob + `@localhost'><body>x</body></message>`)
+	m = b.Expect("m3", func(e xmpptest.Elem) bool { return e.Attr("id") == "m3" })
+	if m.Attr("from") != alice+"@localhost/phone" {
 		t.Fatalf("from not stamped: %v", m)
 	}
 	// payloads with their own namespaces pass unchanged
-	a.send(`<message type='chat' id='m4' to='` + bob + `@localhost'><body>r</body><request xmlns='urn:xmpp:receipts'/><x:y xmlns:x='urn:x'>z</x:y></message>`)
-	m = b.expect("m4", func(e elem) bool { return e.attr("id") == "m4" })
+	a.Send(`<message type='chat' id='m4' to='` + bob + `@localhost'><body>r</body><request xmlns='urn:xmpp:receipts'/><x:y xmlns:x='urn:x'>z</x:y></message>`)
+	m = b.Expect("m4", func(e xmpptest.Elem) bool { return e.Attr("id") == "m4" })
 	if !strings.Contains(m.Inner, `urn:xmpp:receipts`) || !strings.Contains(m.Inner, "urn:x") {
 		t.Fatalf("payload changed: %v", m.Inner)
 	}
@@ -251,7 +243,7 @@ func TestRoutingErrors(t *testing.T) {
 	ts := startServer(t)
 	pa := ts.account(t, alice)
 	ts.account(t, bob)
-	a := login(t, ts, alice, pa, "phone")
+	a := xmpptest.Login(t, ts.addr, alice, pa, "phone")
 	for _, tc := range []struct{ stanza, id, cond string }{
 		{`<message type='chat' id='e1' to='12@localhost'><body>x</body></message>`, "e1", "item-not-found"},
 		{`<message type='chat' id='e2' to='+1900555@localhost'><body>x</body></message>`, "e2", "item-not-found"},
@@ -261,9 +253,9 @@ func TestRoutingErrors(t *testing.T) {
 		{`<iq type='get' id='e6' to='localhost'><query xmlns='urn:unknown'/></iq>`, "e6", "service-unavailable"},
 		{`<message type='chat' id='e7' to='someone@example.org'><body>x</body></message>`, "e7", "remote-server-not-found"},
 	} {
-		a.send(tc.stanza)
-		e := a.expect(tc.id, func(e elem) bool { return e.attr("id") == tc.id })
-		if e.attr("type") != "error" || !strings.Contains(e.Inner, "<"+tc.cond) {
+		a.Send(tc.stanza)
+		e := a.Expect(tc.id, func(e xmpptest.Elem) bool { return e.Attr("id") == tc.id })
+		if e.Attr("type") != "error" || !strings.Contains(e.Inner, "<"+tc.cond) {
 			t.Errorf("%s: got %v, want %s", tc.id, e, tc.cond)
 		}
 	}
@@ -272,36 +264,36 @@ func TestRoutingErrors(t *testing.T) {
 func TestBareJIDDeliveryByPriority(t *testing.T) {
 	ts := startServer(t)
 	pa, pb := ts.account(t, alice), ts.account(t, bob)
-	a := login(t, ts, alice, pa, "a")
-	hi := login(t, ts, bob, pb, "hi")
-	lo := login(t, ts, bob, pb, "lo")
-	neg := login(t, ts, bob, pb, "neg")
-	hi.send(`<presence><priority>5</priority></presence>`)
-	hi.sync()
-	lo.send(`<presence><priority>1</priority></presence>`)
-	lo.sync()
-	neg.send(`<presence><priority>-1</priority></presence>`)
-	neg.sync()
+	a := xmpptest.Login(t, ts.addr, alice, pa, "a")
+	hi := xmpptest.Login(t, ts.addr, bob, pb, "hi")
+	lo := xmpptest.Login(t, ts.addr, bob, pb, "lo")
+	neg := xmpptest.Login(t, ts.addr, bob, pb, "neg")
+	hi.Send(`<presence><priority>5</priority></presence>`)
+	hi.Sync()
+	lo.Send(`<presence><priority>1</priority></presence>`)
+	lo.Sync()
+	neg.Send(`<presence><priority>-1</priority></presence>`)
+	neg.Sync()
 
-	a.send(`<message type='chat' id='c1' to='` + bob + `@localhost'><body>chat</body></message>`)
-	a.send(`<message type='normal' id='n1' to='` + bob + `@localhost'><body>normal</body></message>`)
-	a.sync()
-	hi.expect("c1", func(e elem) bool { return e.attr("id") == "c1" })
-	hi.expect("n1", func(e elem) bool { return e.attr("id") == "n1" })
-	lo.expect("c1", func(e elem) bool { return e.attr("id") == "c1" })
-	lo.sync()
-	neg.sync()
+	a.Send(`<message type='chat' id='c1' to='` + bob + `@localhost'><body>chat</body></message>`)
+	a.Send(`<message type='normal' id='n1' to='` + bob + `@localhost'><body>normal</body></message>`)
+	a.Sync()
+	hi.Expect("c1", func(e xmpptest.Elem) bool { return e.Attr("id") == "c1" })
+	hi.Expect("n1", func(e xmpptest.Elem) bool { return e.Attr("id") == "n1" })
+	lo.Expect("c1", func(e xmpptest.Elem) bool { return e.Attr("id") == "c1" })
+	lo.Sync()
+	neg.Sync()
 	// lo must not have got the normal message, neg nothing at all: the
 	// sync replies came after anything routed before them.
-	for _, c := range []*client{lo, neg} {
-		c.send(`<iq type='get' id='s2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	for _, c := range []*xmpptest.Client{lo, neg} {
+		c.Send(`<iq type='get' id='s2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
 		for {
-			e := c.next()
-			if e.attr("id") == "s2" {
+			e := c.Next()
+			if e.Attr("id") == "s2" {
 				break
 			}
-			if e.attr("id") == "n1" || (c == neg && e.attr("id") == "c1") {
-				t.Fatalf("%s got %v", c.jid, e)
+			if e.Attr("id") == "n1" || (c == neg && e.Attr("id") == "c1") {
+				t.Fatalf("%s got %v", c.JID, e)
 			}
 		}
 	}
@@ -310,9 +302,9 @@ func TestBareJIDDeliveryByPriority(t *testing.T) {
 func TestResourceConflictReplacesOld(t *testing.T) {
 	ts := startServer(t)
 	pa := ts.account(t, alice)
-	old := login(t, ts, alice, pa, "same")
-	login(t, ts, alice, pa, "same")
-	if cond := old.expectStreamError(); cond != "conflict" {
+	old := xmpptest.Login(t, ts.addr, alice, pa, "same")
+	xmpptest.Login(t, ts.addr, alice, pa, "same")
+	if cond := old.ExpectStreamError(); cond != "conflict" {
 		t.Fatalf("old session got %q", cond)
 	}
 }
@@ -320,19 +312,19 @@ func TestResourceConflictReplacesOld(t *testing.T) {
 func TestMalformedXMLClosesStream(t *testing.T) {
 	ts := startServer(t)
 	pa := ts.account(t, alice)
-	a := login(t, ts, alice, pa, "x")
-	a.send(`<message><body>unclosed</message>`)
-	if cond := a.expectStreamError(); cond != "not-well-formed" {
+	a := xmpptest.Login(t, ts.addr, alice, pa, "x")
+	a.Send(`<message><body>unclosed</message>`)
+	if cond := a.ExpectStreamError(); cond != "not-well-formed" {
 		t.Fatalf("got %q", cond)
 	}
-	b := login(t, ts, alice, pa, "y")
-	b.send(`<message><!-- comment --></message>`)
-	if cond := b.expectStreamError(); cond != "restricted-xml" {
+	b := xmpptest.Login(t, ts.addr, alice, pa, "y")
+	b.Send(`<message><!-- comment --></message>`)
+	if cond := b.ExpectStreamError(); cond != "restricted-xml" {
 		t.Fatalf("got %q", cond)
 	}
-	c := login(t, ts, alice, pa, "z")
-	c.send(`<foo/>`)
-	if cond := c.expectStreamError(); cond != "unsupported-stanza-type" {
+	c := xmpptest.Login(t, ts.addr, alice, pa, "z")
+	c.Send(`<foo/>`)
+	if cond := c.ExpectStreamError(); cond != "unsupported-stanza-type" {
 		t.Fatalf("got %q", cond)
 	}
 }
@@ -340,12 +332,12 @@ func TestMalformedXMLClosesStream(t *testing.T) {
 func TestHugeStanzaIsPolicyViolation(t *testing.T) {
 	ts := startServer(t, func(c *xmppd.Config) { c.MaxStanzaSize = 64 << 10 })
 	pa := ts.account(t, alice)
-	a := login(t, ts, alice, pa, "x")
+	a := xmpptest.Login(t, ts.addr, alice, pa, "x")
 	go func() {
 		// the server may close before all of it was written
-		a.conn.Write([]byte(`<message to='` + alice + `@localhost'><body>` + strings.Repeat("A", 200<<10) + `</body></message>`))
+		a.Conn.Write([]byte(`<message to='` + alice + `@localhost'><body>` + strings.Repeat("A", 200<<10) + `</body></message>`))
 	}()
-	if cond := a.expectStreamError(); cond != "policy-violation" {
+	if cond := a.ExpectStreamError(); cond != "policy-violation" {
 		t.Fatalf("got %q", cond)
 	}
 }
@@ -360,23 +352,23 @@ func TestSlowReaderDoesNotBlockOthers(t *testing.T) {
 	}
 	ts := startServer(t, func(c *xmppd.Config) { c.QueueSize = 16; c.WriteTimeout = 2 * time.Second })
 	pa, pb := ts.account(t, alice), ts.account(t, bob)
-	slow := login(t, ts, bob, pb, "slow")
-	slow.conn.(*tls.Conn).NetConn().(*net.TCPConn).SetReadBuffer(4096)
-	slow.available()
-	a := login(t, ts, alice, pa, "fast")
-	a.available()
+	slow := xmpptest.Login(t, ts.addr, bob, pb, "slow")
+	slow.Conn.(*tls.Conn).NetConn().(*net.TCPConn).SetReadBuffer(4096)
+	slow.Available()
+	a := xmpptest.Login(t, ts.addr, alice, pa, "fast")
+	a.Available()
 	bobJID := mustJID(bob + "@localhost")
 	body := strings.Repeat("x", 4000)
 	done := make(chan int)
 	go func() {
 		// headline: nothing comes back to the sender, which does not read here
-		a.conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
+		a.Conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
 		for i := 0; i < 5000; i++ {
 			if i%50 == 0 && len(ts.Sessions(bobJID)) == 0 {
 				done <- i
 				return
 			}
-			if _, err := a.conn.Write([]byte(`<message type='headline' to='` + bob + `@localhost/slow'><body>` + body + `</body></message>`)); err != nil {
+			if _, err := a.Conn.Write([]byte(`<message type='headline' to='` + bob + `@localhost/slow'><body>` + body + `</body></message>`)); err != nil {
 				t.Logf("write %d: %v", i, err)
 				break
 			}
@@ -394,14 +386,14 @@ func TestSlowReaderDoesNotBlockOthers(t *testing.T) {
 	}
 	// the sender's session still works (once the server has read the
 	// backlog still in the socket buffers)
-	a.send(`<iq type='get' id='after' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
-	if e, err := a.tryNext(60 * time.Second); err != nil || e.attr("id") != "after" {
+	a.Send(`<iq type='get' id='after' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	if e, err := a.TryNext(60 * time.Second); err != nil || e.Attr("id") != "after" {
 		t.Fatalf("sender after the flood: %v %v", e, err)
 	}
 	// the slow client finds, after what was queued for it, the reason it was closed
-	slow.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	slow.Conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	for i := 0; ; i++ {
-		e, err := slow.tryNext(10 * time.Second)
+		e, err := slow.TryNext(10 * time.Second)
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			t.Fatalf("slow client still open after %d elements", i)
@@ -441,16 +433,16 @@ func TestUnauthenticatedLimit(t *testing.T) {
 	}
 	conns[0].Close()
 	time.Sleep(100 * time.Millisecond)
-	d := dialClient(t, ts.addr)
-	d.open("localhost") // served again
+	d := xmpptest.Dial(t, ts.addr)
+	d.Open("localhost") // served again
 }
 
 func TestShutdownSendsSystemShutdown(t *testing.T) {
 	ts := startServer(t)
 	pa := ts.account(t, alice)
-	a := login(t, ts, alice, pa, "x")
+	a := xmpptest.Login(t, ts.addr, alice, pa, "x")
 	go ts.Shutdown(t.Context())
-	if cond := a.expectStreamError(); cond != "system-shutdown" {
+	if cond := a.ExpectStreamError(); cond != "system-shutdown" {
 		t.Fatalf("got %q", cond)
 	}
 }
@@ -458,14 +450,14 @@ func TestShutdownSendsSystemShutdown(t *testing.T) {
 func TestServerPingsIdleClient(t *testing.T) {
 	ts := startServer(t, func(c *xmppd.Config) { c.IdleTimeout = 200 * time.Millisecond; c.PingTimeout = 300 * time.Millisecond })
 	pa := ts.account(t, alice)
-	a := login(t, ts, alice, pa, "x")
-	p := a.expect("ping", func(e elem) bool { return strings.Contains(e.Inner, "urn:xmpp:ping") })
-	if p.attr("type") != "get" || p.attr("from") != "localhost" {
+	a := xmpptest.Login(t, ts.addr, alice, pa, "x")
+	p := a.Expect("ping", func(e xmpptest.Elem) bool { return strings.Contains(e.Inner, "urn:xmpp:ping") })
+	if p.Attr("type") != "get" || p.Attr("from") != "localhost" {
 		t.Fatalf("got %v", p)
 	}
-	a.send(`<iq type='result' id='` + p.attr("id") + `' to='localhost'/>`)
+	a.Send(`<iq type='result' id='` + p.Attr("id") + `' to='localhost'/>`)
 	// stays connected while answering; silence after the next ping closes it
-	if cond := a.expectStreamError(); cond != "connection-timeout" {
+	if cond := a.ExpectStreamError(); cond != "connection-timeout" {
 		t.Fatalf("got %q", cond)
 	}
 }
@@ -473,13 +465,13 @@ func TestServerPingsIdleClient(t *testing.T) {
 func TestDirectTLS(t *testing.T) {
 	ts := startServer(t)
 	pa := ts.account(t, alice)
-	c := tlsClient(t, ts.directAddr)
-	c.open("localhost")
-	c.next()
-	if cond := c.auth(sasl.ScramSha1, alice, pa); cond != "" {
+	c := xmpptest.DialTLS(t, ts.directAddr)
+	c.Open("localhost")
+	c.Next()
+	if cond := c.Auth(sasl.ScramSha1, alice, pa); cond != "" {
 		t.Fatal(cond)
 	}
-	if j := c.bind(""); !strings.HasPrefix(j, alice+"@localhost/") || len(j) <= len(alice+"@localhost/") {
+	if j := c.Bind(""); !strings.HasPrefix(j, alice+"@localhost/") || len(j) <= len(alice+"@localhost/") {
 		t.Fatalf("server-generated resource: %q", j)
 	}
 }
@@ -489,15 +481,15 @@ func TestDirectTLS(t *testing.T) {
 func TestInBandRegistrationRefused(t *testing.T) {
 	ts := startServer(t, func(c *xmppd.Config) { c.RegistrationURL = "https://localhost:5280/" })
 	pa := ts.account(t, alice)
-	c := tlsClient(t, ts.directAddr)
-	c.open("localhost")
-	c.next()
-	c.send(`<iq type='get' id='reg1'><query xmlns='jabber:iq:register'/></iq>`)
-	e := c.expect("reg1", func(e elem) bool { return e.attr("id") == "reg1" })
-	if e.attr("type") != "error" || !strings.Contains(e.Inner, "not-allowed") || !strings.Contains(e.Inner, "https://localhost:5280/") {
+	c := xmpptest.DialTLS(t, ts.directAddr)
+	c.Open("localhost")
+	c.Next()
+	c.Send(`<iq type='get' id='reg1'><query xmlns='jabber:iq:register'/></iq>`)
+	e := c.Expect("reg1", func(e xmpptest.Elem) bool { return e.Attr("id") == "reg1" })
+	if e.Attr("type") != "error" || !strings.Contains(e.Inner, "not-allowed") || !strings.Contains(e.Inner, "https://localhost:5280/") {
 		t.Fatalf("got %v", e)
 	}
-	if cond := c.auth(sasl.ScramSha256, alice, pa); cond != "" {
+	if cond := c.Auth(sasl.ScramSha256, alice, pa); cond != "" {
 		t.Fatal(cond)
 	}
 }
