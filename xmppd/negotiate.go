@@ -131,6 +131,16 @@ func (c *conn) abort() {
 	c.raw.SetDeadline(time.Now())
 }
 
+// writeFinal sends the last bytes of an aborted connection, past the
+// abort and briefly: a client that does not read must not hold up the
+// shutdown.
+func (c *conn) writeFinal(b []byte) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	c.nc.Write(b)
+}
+
 // write sends bytes during negotiation.
 func (c *conn) write(parts ...[]byte) error {
 	c.writeMu.Lock()
@@ -151,8 +161,15 @@ func (c *conn) write(parts ...[]byte) error {
 // silently for network errors.
 func (c *conn) fail(err error) {
 	s := c.srv
+	c.writeMu.Lock()
+	aborted := c.dead
+	c.writeMu.Unlock()
 	var se *streamError
 	switch {
+	case aborted:
+		// Shutdown cut the negotiation short: that is what the client is
+		// told, as every stream is (SPEC.md).
+		se = &streamError{"system-shutdown", ""}
 	case errors.As(err, &se):
 	case errors.Is(err, errStanzaTooBig), errors.Is(err, errTooDeep):
 		se = &streamError{"policy-violation", err.Error()}
@@ -173,7 +190,11 @@ func (c *conn) fail(err error) {
 			b = c.header(nil)
 		}
 		b = appendStreamError(b, se.cond, se.text)
-		c.write(b)
+		if aborted {
+			c.writeFinal(b)
+		} else {
+			c.write(b)
+		}
 	} else if !errors.Is(err, io.EOF) {
 		s.log.Debug("connection closed during negotiation", "ip", c.ip, "err", err)
 	}
@@ -598,9 +619,14 @@ func (c *conn) bindOrSession(el element) (*Session, error) {
 		return nil, c.write(st.ErrorReply(stanzaErr("modify", "bad-request", "invalid resource")).Bytes())
 	}
 	sess := newSession(c, full)
+	// Reachable before the client learns its JID: whoever it tells at once
+	// must find it. What is routed to it meanwhile waits in its queue,
+	// which the writer starts on after this result.
+	c.srv.register(sess)
 	result := st.Reply("result", []byte(`<bind xmlns="`+nsBind+`"><jid>`+string(AppendEscaped(nil, full.String()))+`</jid></bind>`))
 	result.From = jid.JID{}
 	if err := c.write(result.Bytes()); err != nil {
+		c.srv.unregister(sess)
 		return nil, err
 	}
 	return sess, nil

@@ -288,6 +288,12 @@ func attr(el xml.StartElement, space, local string) (string, bool) {
 // whose content namespace is ns. It checks the element is a stanza and
 // parses (but does not trust) its addresses.
 func stanzaFromElement(el element, ns string) (*Stanza, error) {
+	return stanzaFrom(el, ns, nil)
+}
+
+// stanzaFrom is stanzaFromElement with a resolver for 'to': a session's
+// cache of already parsed and normalised addresses.
+func stanzaFrom(el element, ns string, resolve func(raw string) addrEntry) (*Stanza, error) {
 	st := &Stanza{Inner: el.inner, Payload: el.first}
 	if el.start.Name.Space != "" {
 		return nil, errUnsupportedStanza
@@ -302,12 +308,22 @@ func stanzaFromElement(el element, ns string) (*Stanza, error) {
 	default:
 		return nil, errUnsupportedStanza
 	}
+	var toErr error
 	for _, a := range el.start.Attr {
 		switch {
+		case a.Name.Space == "" && a.Name.Local == "to" && resolve != nil:
+			e := resolve(a.Value)
+			st.To = e.j
+			if e.err != nil {
+				toErr = e.err
+				continue
+			}
+			st.toStr, st.toBare = e.str, e.bare
 		case a.Name.Space == "" && a.Name.Local == "to":
 			j, err := jid.Parse(a.Value)
 			if err != nil {
-				return st, errBadTo
+				toErr = errBadTo
+				continue
 			}
 			st.To = j
 		case a.Name.Space == "" && a.Name.Local == "from":
@@ -333,7 +349,7 @@ func stanzaFromElement(el element, ns string) (*Stanza, error) {
 			st.Attrs = append(st.Attrs, xml.Attr{Name: xml.Name{Local: a.Name.Space + ":" + a.Name.Local}, Value: a.Value})
 		}
 	}
-	return st, nil
+	return st, toErr
 }
 
 var (
@@ -354,4 +370,41 @@ func (w *wireReader) Read(p []byte) (int, error) {
 	}
 	p[0] = b
 	return 1, nil
+}
+
+// addrEntry is a parsed, normalised 'to' address with its string forms,
+// or the error answering it.
+type addrEntry struct {
+	j         jid.JID
+	str, bare string
+	err       error // errBadTo, or a stanza.Error from normalisation
+}
+
+// addrCache remembers the addresses one session writes to, so that the
+// routing path parses and normalises each only once. It belongs to the
+// session's reader goroutine.
+type addrCache struct {
+	m map[string]addrEntry
+}
+
+const addrCacheSize = 256
+
+func (c *addrCache) resolve(s *Server, raw string) addrEntry {
+	if e, ok := c.m[raw]; ok {
+		return e
+	}
+	var e addrEntry
+	j, err := jid.Parse(raw)
+	if err != nil {
+		e.err = errBadTo
+	} else if n, err := s.Normalize(j); err != nil {
+		e.j, e.err = j, err
+	} else {
+		e.j, e.str, e.bare = n, n.String(), bareString(n)
+	}
+	if c.m == nil || len(c.m) >= addrCacheSize {
+		c.m = make(map[string]addrEntry, 16)
+	}
+	c.m[raw] = e
+	return e
 }

@@ -116,6 +116,16 @@ func (s *Server) Deliver(full jid.JID, st *Stanza) bool {
 	return sess != nil && sess.send(st.Bytes())
 }
 
+// DeliverConfirmed writes st to one local session and calls done once
+// with whether it reached the connection (false also when the session is
+// gone, or closes first). The offline queue removes a message only then.
+func (s *Server) DeliverConfirmed(full jid.JID, st *Stanza, done func(written bool)) {
+	sess := s.session(full)
+	if sess == nil || !sess.enqueue(outItem{b: st.Bytes(), done: done}) {
+		done(false)
+	}
+}
+
 // Sessions implements Router.
 func (s *Server) Sessions(bare jid.JID) []SessionInfo {
 	list := s.sessionsOf(bareString(bare))
@@ -219,17 +229,19 @@ func (s *Server) fromSession(ctx context.Context, sess *Session, st *Stanza) {
 				sess.send(st.Reply("result", nil).Bytes())
 				return
 			}
-			st.To, st.ToAbsent = sess.bare, true
+			st.setTo(sess.bare)
+			st.ToAbsent = true
 		case KindMessage:
-			st.To, st.ToAbsent = sess.bare, true
+			st.setTo(sess.bare)
+			st.ToAbsent = true
 		}
-	} else {
+	} else if st.toStr == "" { // not yet normalised by the session's cache
 		to, err := s.Normalize(st.To)
 		if err != nil {
 			s.bounce(st, err)
 			return
 		}
-		st.To = to
+		st.setTo(to)
 	}
 	if s.filter(ctx, st, false) {
 		return
@@ -340,14 +352,14 @@ func (s *Server) Route(ctx context.Context, st *Stanza) {
 func (s *Server) RouteInbound(ctx context.Context, st *Stanza) {
 	s.m.routed(st.Kind)
 	if st.To.Equal(jid.JID{}) {
-		st.To = s.domain
+		st.setTo(s.domain)
 	}
 	to, err := s.Normalize(st.To)
 	if err != nil {
 		s.bounce(st, err)
 		return
 	}
-	st.To = to
+	st.setTo(to)
 	s.Route(ctx, st)
 }
 
@@ -403,7 +415,7 @@ func (s *Server) serveIQ(ctx context.Context, scope Scope, st *Stanza) {
 
 // routeMessage delivers a message to a local account (RFC 6121 §8.5).
 func (s *Server) routeMessage(ctx context.Context, st *Stanza) {
-	list := s.sessionsOf(bareString(st.To))
+	list := s.sessionsOf(st.toBareString())
 	if res := st.To.Resourcepart(); res != "" {
 		for _, sess := range list {
 			if sess.resource == res {

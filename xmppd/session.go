@@ -33,7 +33,7 @@ type Session struct {
 	number     auth.Number
 	generation int64
 
-	out      chan []byte
+	out      chan outItem
 	kill     chan struct{}
 	killOnce sync.Once
 	cond     string // stream error to send when killed ("" = plain close)
@@ -57,7 +57,7 @@ func newSession(c *conn, full jid.JID) *Session {
 		resource:   full.Resourcepart(),
 		number:     c.number,
 		generation: c.generation,
-		out:        make(chan []byte, c.srv.cfg.QueueSize),
+		out:        make(chan outItem, c.srv.cfg.QueueSize),
 		kill:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -84,16 +84,25 @@ func (sess *Session) available() bool {
 	return sess.presence.Load() != nil && sess.priority.Load() >= 0
 }
 
+// outItem is one queued write; done, when set, learns whether it reached
+// the connection.
+type outItem struct {
+	b    []byte
+	done func(written bool)
+}
+
 // send queues b for the writer. It never blocks: a full queue closes the
 // session.
-func (sess *Session) send(b []byte) bool {
+func (sess *Session) send(b []byte) bool { return sess.enqueue(outItem{b: b}) }
+
+func (sess *Session) enqueue(it outItem) bool {
 	select {
 	case <-sess.kill:
 		return false
 	default:
 	}
 	select {
-	case sess.out <- b:
+	case sess.out <- it:
 		return true
 	default:
 		sess.srv.m.SlowClosed.Inc()
@@ -118,26 +127,42 @@ func (sess *Session) closeWith(cond, text string) {
 
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-// writeLoop is the session's only writer.
+// writeLoop is the session's only writer. It writes whatever has queued up
+// in one system call (one TLS record train), and tells waiting callers
+// whether their bytes reached the connection.
 func (sess *Session) writeLoop() {
 	defer close(sess.done)
 	timeout := sess.srv.cfg.WriteTimeout
+	var dones []func(bool)
+	finish := func(ok bool) {
+		for _, d := range dones {
+			d(ok)
+		}
+		dones = dones[:0]
+	}
+	add := func(buf []byte, it outItem) []byte {
+		if it.done != nil {
+			dones = append(dones, it.done)
+		}
+		return append(buf, it.b...)
+	}
 	for {
 		select {
-		case b := <-sess.out:
+		case it := <-sess.out:
 			bp := writeBufs.Get().(*[]byte)
-			buf := append((*bp)[:0], b...)
+			buf := add((*bp)[:0], it)
 		more:
 			for len(buf) < 64<<10 {
 				select {
-				case b := <-sess.out:
-					buf = append(buf, b...)
+				case it := <-sess.out:
+					buf = add(buf, it)
 				default:
 					break more
 				}
 			}
 			sess.nc.SetWriteDeadline(time.Now().Add(timeout))
 			_, err := sess.nc.Write(buf)
+			finish(err == nil)
 			if cap(buf) <= 256<<10 {
 				*bp = buf[:0]
 				writeBufs.Put(bp)
@@ -145,6 +170,7 @@ func (sess *Session) writeLoop() {
 			if err != nil {
 				sess.closeWith("", "")
 				sess.nc.Close()
+				sess.failQueued()
 				return
 			}
 		case <-sess.kill:
@@ -152,8 +178,8 @@ func (sess *Session) writeLoop() {
 		drain:
 			for {
 				select {
-				case b := <-sess.out:
-					buf = append(buf, b...)
+				case it := <-sess.out:
+					buf = add(buf, it)
 				default:
 					break drain
 				}
@@ -165,13 +191,29 @@ func (sess *Session) writeLoop() {
 				buf = append(buf, "</stream:stream>"...)
 			}
 			sess.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			sess.nc.Write(buf)
+			_, err := sess.nc.Write(buf)
+			finish(err == nil)
 			if tc, ok := sess.nc.(*tls.Conn); ok {
 				tc.CloseWrite()
 			}
 			// Give the reader a moment to see the peer's </stream:stream>,
 			// then make sure it stops.
 			sess.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+			sess.failQueued()
+			return
+		}
+	}
+}
+
+// failQueued tells the callers of items that can no longer be written.
+func (sess *Session) failQueued() {
+	for {
+		select {
+		case it := <-sess.out:
+			if it.done != nil {
+				it.done(false)
+			}
+		default:
 			return
 		}
 	}
@@ -193,7 +235,6 @@ func (sess *Session) ping() bool {
 func (sess *Session) serve() {
 	s := sess.srv
 	c := sess.dec
-	s.register(sess)
 	s.m.Sessions.Inc()
 	go sess.writeLoop()
 	c.wr.deadline = time.Time{}
@@ -240,6 +281,8 @@ func (sess *Session) serve() {
 // readLoop reads stanzas until the stream ends or is killed.
 func (sess *Session) readLoop(ctx context.Context) error {
 	c := sess.dec
+	var cache addrCache
+	resolve := func(raw string) addrEntry { return cache.resolve(sess.srv, raw) }
 	for {
 		select {
 		case <-sess.kill:
@@ -250,7 +293,8 @@ func (sess *Session) readLoop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		st, err := stanzaFromElement(el, NSClient)
+		st, err := stanzaFrom(el, NSClient, resolve)
+		var se stanza.Error
 		switch {
 		case errors.Is(err, errUnsupportedStanza):
 			return serr("unsupported-stanza-type", "")
@@ -263,11 +307,19 @@ func (sess *Session) readLoop(ctx context.Context) error {
 				sess.send(r.Bytes())
 			}
 			continue
+		case errors.As(err, &se):
+			// the address is not a valid number (item-not-found)
+			if !st.From.Equal(jid.JID{}) && !st.From.Equal(sess.full) && !st.From.Equal(sess.bare) {
+				return serr("invalid-from", "'from' must be your own address")
+			}
+			st.From, st.fromStr = sess.full, sess.fullStr
+			sess.srv.bounce(st, se)
+			continue
 		}
 		if !st.From.Equal(jid.JID{}) && !st.From.Equal(sess.full) && !st.From.Equal(sess.bare) {
 			return serr("invalid-from", "'from' must be your own address")
 		}
-		st.From = sess.full
+		st.From, st.fromStr = sess.full, sess.fullStr
 		sess.srv.fromSession(ctx, sess, st)
 	}
 }

@@ -45,6 +45,8 @@ const (
 // once routed: treat them as immutable and copy (Clone) before changing.
 type Stanza struct {
 	Kind Kind
+	// To and From: change them only on a new Stanza or a Clone (a routed
+	// stanza caches their string forms).
 	To   jid.JID // zero when absent
 	From jid.JID // stamped by the server for everything it accepts
 	ID   string
@@ -64,12 +66,41 @@ type Stanza struct {
 	ToAbsent bool
 
 	raw []byte // cached serialisation
+
+	// Cached string forms of To and From (when set they equal
+	// To.String() / From.String()); they spare the hot path from
+	// re-building JID strings.
+	toStr, fromStr, toBare string
+}
+
+// toString returns To as a string, from the cache when possible.
+func (s *Stanza) toString() string {
+	if s.toStr != "" {
+		return s.toStr
+	}
+	return s.To.String()
+}
+
+// toBareString returns the bare form of To as a string.
+func (s *Stanza) toBareString() string {
+	if s.toBare != "" {
+		return s.toBare
+	}
+	return bareString(s.To)
+}
+
+// setTo replaces To and forgets its cached strings.
+func (s *Stanza) setTo(j jid.JID) {
+	s.To, s.toStr, s.toBare = j, "", ""
 }
 
 // Clone returns a copy that may be changed; Inner and Attrs are shared.
 func (s *Stanza) Clone() *Stanza {
 	c := *s
 	c.raw = nil
+	// The copy's To and From may be changed through the exported fields,
+	// so it must not keep string forms that could go stale.
+	c.toStr, c.fromStr, c.toBare = "", "", ""
 	return &c
 }
 
@@ -81,13 +112,17 @@ func (s *Stanza) Bytes() []byte {
 		return s.raw
 	}
 	name := s.Kind.String()
-	b := make([]byte, 0, len(s.Inner)+len(name)*2+96+len(s.To.String())+len(s.From.String()))
+	b := make([]byte, 0, len(s.Inner)+len(name)*2+192)
 	b = append(b, '<')
 	b = append(b, name...)
-	if !s.To.Equal(jid.JID{}) {
+	if s.toStr != "" {
+		b = appendAttr(b, "to", s.toStr)
+	} else if !s.To.Equal(jid.JID{}) {
 		b = appendAttr(b, "to", s.To.String())
 	}
-	if !s.From.Equal(jid.JID{}) {
+	if s.fromStr != "" {
+		b = appendAttr(b, "from", s.fromStr)
+	} else if !s.From.Equal(jid.JID{}) {
 		b = appendAttr(b, "from", s.From.String())
 	}
 	if s.ID != "" {
@@ -222,7 +257,7 @@ func (s *Stanza) TokenReader() xml.TokenReader {
 // to = s.From, from = s.To (none when s.ToAbsent), same id, the given type
 // and children.
 func (s *Stanza) Reply(typ string, inner []byte) *Stanza {
-	r := &Stanza{Kind: s.Kind, To: s.From, ID: s.ID, Type: typ, Inner: inner}
+	r := &Stanza{Kind: s.Kind, To: s.From, ID: s.ID, Type: typ, Inner: inner, toStr: s.fromStr}
 	if !s.ToAbsent {
 		r.From = s.To
 	}
@@ -270,3 +305,8 @@ func Marshal(v any) ([]byte, error) {
 }
 
 func xmlName(space, local string) xml.Name { return xml.Name{Space: space, Local: local} }
+
+// RawStanza wraps bytes that are already a serialised stanza (e.g. one
+// kept in the offline store) so they can be delivered as they are. Only
+// Bytes is meaningful on the result.
+func RawStanza(b []byte) *Stanza { return &Stanza{raw: b} }
