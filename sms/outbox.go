@@ -23,7 +23,7 @@ type Pending struct {
 }
 
 // Outbox is the durable queue of SMS. Implemented by package storage.
-// Enqueueing also records the SMS in a log that CountQueued reads.
+// Enqueueing also records the SMS in a log that QueuedTimes reads.
 type Outbox interface {
 	// EnqueueSMS adds p (its ID must be unique).
 	EnqueueSMS(ctx context.Context, p Pending) error

@@ -1,6 +1,9 @@
-// Package sms sends text messages through a Gateway. The log gateway lives
-// here; later the webhook and Twilio drivers, the notice texts and segment
-// rules, and the durable outbox with retries and throttles join it.
+// Package sms sends text messages through a Gateway (log, webhook, Twilio;
+// NewGateway picks one from the configuration). Messages wait in a durable
+// Outbox, bodies that carry a password sealed (Seal), until a Sender has
+// handed them to the gateway, retrying with backoff. NoticeText and
+// Segments hold the texts and the SMS length rules; Passwords the password
+// requests and their limits.
 package sms
 
 import (

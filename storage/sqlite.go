@@ -3,25 +3,32 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // sqliteFile is the name of the embedded database inside the data dir.
 const sqliteFile = "dialtone.db"
 
-// sqliteParams configure every connection the pool opens. WAL lets readers
-// run beside the one writer; busy_timeout makes a writer wait for the lock
-// instead of failing; _txlock=immediate takes the write lock at BEGIN, so
-// a read-then-write transaction (count, then insert) is never interleaved
-// with another writer. synchronous stays at its default (FULL): a stored
-// message must survive a power cut too.
-const sqliteParams = "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+// sqliteParams configure every connection the pool opens. busy_timeout
+// makes a writer wait for the lock instead of failing; _txlock=immediate
+// takes the write lock at BEGIN, so a read-then-write transaction (count,
+// then insert) is never interleaved with another writer. synchronous stays
+// at its default (FULL): a stored message must survive a power cut too.
+// WAL, which lets readers run beside the one writer, is not set here but
+// once by setWAL: see there.
+const sqliteParams = "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+
+// walTimeout bounds how long Open retries switching a new database to WAL
+// while other processes open it too; as long as busy_timeout.
+const walTimeout = 10 * time.Second
 
 // sqliteTypes are the column types of the migrations in SQLite.
 var sqliteTypes = strings.NewReplacer(
@@ -52,11 +59,42 @@ func openSQLite(ctx context.Context, dataDir string) (backend, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
 	b := &sqliteDB{sqliteConn: sqliteConn{db}, db: db}
-	if err := b.ping(ctx); err != nil {
+	if err := setWAL(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
 	return b, nil
+}
+
+// setWAL puts the database in WAL mode, which is then kept in the file.
+// Switching a new database needs its exclusive lock, and when another
+// process opens it at the same moment SQLite answers SQLITE_BUSY at once,
+// without waiting busy_timeout (it would risk a deadlock). As a pragma of
+// every connection that made Open fail now and then when processes started
+// together; done once here, the loser retries and finds WAL already set.
+func setWAL(ctx context.Context, db *sql.DB) error {
+	ctx, cancel := context.WithTimeout(ctx, walTimeout)
+	defer cancel()
+	wait := time.Millisecond
+	for {
+		var mode string
+		err := db.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode)
+		var se *sqlite.Error
+		switch {
+		case err == nil && strings.EqualFold(mode, "wal"):
+			return nil
+		case err == nil:
+			return fmt.Errorf("journal mode is %q, want wal", mode)
+		case !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY:
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("set WAL mode: %w", err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
 }
 
 // sqlRunner is what *sql.DB and *sql.Tx have in common.
