@@ -31,27 +31,11 @@ func (db *DB) Account(ctx context.Context, n auth.Number) (auth.Account, error) 
 }
 
 // SetCredentials replaces the credentials of n, creating the account
-// unclaimed (generation 1) when absent, and increments its generation.
-// It is one upsert, so concurrent calls for a new number cannot both create:
-// the generation it returns is 1 exactly when this call made the row.
+// unclaimed (generation 1) when absent, and increments its generation; an
+// unclaimed account's touched time becomes now (see upsertCredentials).
+// The generation it returns is 1 exactly when this call made the row.
 func (db *DB) SetCredentials(ctx context.Context, n auth.Number, c auth.Credentials) (created bool, err error) {
-	s1, s256 := c.SHA1, c.SHA256
-	var gen int64
-	err = db.b.queryRow(ctx, `INSERT INTO accounts (number, state, created, generation,
-			sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
-			sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key)
-		VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (number) DO UPDATE SET
-			generation = accounts.generation + 1,
-			sha1_salt = excluded.sha1_salt, sha1_iterations = excluded.sha1_iterations,
-			sha1_stored_key = excluded.sha1_stored_key, sha1_server_key = excluded.sha1_server_key,
-			sha256_salt = excluded.sha256_salt, sha256_iterations = excluded.sha256_iterations,
-			sha256_stored_key = excluded.sha256_stored_key, sha256_server_key = excluded.sha256_server_key
-		RETURNING generation`,
-		[]any{string(n), string(auth.StateUnclaimed), db.stamp(),
-			s1.Salt, s1.Iterations, s1.StoredKey, s1.ServerKey,
-			s256.Salt, s256.Iterations, s256.StoredKey, s256.ServerKey},
-		&gen)
+	gen, err := db.upsertCredentials(ctx, db.b, n, c)
 	if err != nil {
 		return false, fmt.Errorf("storage: set credentials of %s: %w", n, err)
 	}
@@ -86,12 +70,7 @@ func (db *DB) DeleteAccount(ctx context.Context, n auth.Number) error {
 		if gone == 0 {
 			return auth.ErrNotFound
 		}
-		for _, table := range ownedTables {
-			if _, err := q.exec(ctx, `DELETE FROM `+table+` WHERE owner = ?`, string(n)); err != nil {
-				return fmt.Errorf("%s: %w", table, err)
-			}
-		}
-		return nil
+		return deleteOwned(ctx, q, string(n))
 	})
 	if err != nil {
 		return fmt.Errorf("storage: delete account %s: %w", n, err)

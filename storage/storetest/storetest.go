@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 		{"OfflineLimitConcurrent", testOfflineLimitConcurrent},
 		{"OfflineIDsNotReused", testOfflineIDsNotReused},
 	}
+	tests = append(tests, outboxTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -52,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 			tc.fn(t, db)
 		})
 	}
+	runLifecycle(t, open)
 }
 
 // RunReopen checks what only a store that is opened more than once shows:

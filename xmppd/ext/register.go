@@ -1,0 +1,112 @@
+package ext
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"dialtone/auth"
+	"dialtone/xmppd"
+
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+)
+
+// NSRegister is the namespace of in-band registration (XEP-0077).
+const NSRegister = "jabber:iq:register"
+
+// maxPasswordBytes bounds a new password: enough for any passphrase, and
+// the key derivation reads all of it.
+const maxPasswordBytes = 1024
+
+// SetPassword stores password as the new password of n. session is the
+// full JID that asked, which keeps its stream while the account's other
+// sessions are closed.
+type SetPassword func(ctx context.Context, n auth.Number, session jid.JID, password string) error
+
+// Register serves the part of in-band registration (XEP-0077) that a
+// logged-in user has here: changing the password (§3.3) and asking
+// whether the account is registered (§3.1). Accounts are not made in-band
+// (the core refuses that before authentication: the phone number is the
+// account) nor removed (§3.2): that is the operator's.
+type Register struct {
+	r      xmppd.Router
+	parser *auth.NumberParser
+	set    SetPassword
+}
+
+// NewRegister returns the module; parser reads the username of a request,
+// which may be written in any accepted form of the account's number, and
+// set stores the new password.
+func NewRegister(r xmppd.Router, parser *auth.NumberParser, set SetPassword) *Register {
+	return &Register{r: r, parser: parser, set: set}
+}
+
+// Register adds the jabber:iq:register handler for the server and for the
+// sender's own account.
+func (m *Register) Register(mux *xmppd.Mux) {
+	mux.HandleIQ(xmppd.ScopeServer|xmppd.ScopeAccount, name(NSRegister, "query"), m.handle)
+}
+
+// registerQuery is the <query xmlns='jabber:iq:register'/> of a request.
+type registerQuery struct {
+	XMLName  xml.Name  `xml:"jabber:iq:register query"`
+	Username *string   `xml:"username"`
+	Password *string   `xml:"password"`
+	Remove   *struct{} `xml:"remove"`
+}
+
+func (m *Register) handle(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+	// From a local account (not a peer's user), to the server or to the
+	// sender's own account; nobody else's.
+	if iq.From.Domainpart() != m.r.Domain() || iq.From.Localpart() == "" {
+		return nil, errForbidden
+	}
+	if iq.To.Localpart() != "" && !isOwn(iq) {
+		return nil, errForbidden
+	}
+	user := auth.Number(iq.From.Localpart())
+	var q registerQuery
+	if err := iq.DecodePayload(&q); err != nil {
+		return nil, errBadRequest
+	}
+	switch iq.Type {
+	case iqGet:
+		b := []byte(`<query xmlns="` + NSRegister + `"><registered/><username>`)
+		b = xmppd.AppendEscaped(b, string(user))
+		return append(b, "</username></query>"...), nil
+	case iqSet:
+	default:
+		return nil, errBadRequest
+	}
+	if q.Remove != nil {
+		return nil, stanzaErr(stanza.Cancel, stanza.NotAllowed, "Accounts are not removed in-band here; ask the operator.")
+	}
+	if q.Username == nil || q.Password == nil {
+		return nil, stanzaErr(stanza.Modify, stanza.BadRequest, "A password change needs a username and a password.")
+	}
+	if n, err := m.parser.Parse(*q.Username); err != nil || n != user {
+		return nil, stanzaErr(stanza.Auth, stanza.Forbidden, "Only the password of your own account can be changed.")
+	}
+	password := *q.Password
+	switch {
+	case utf8.RuneCountInString(password) < auth.MinPasswordLength:
+		return nil, stanzaErr(stanza.Modify, stanza.NotAcceptable,
+			fmt.Sprintf("The password must have at least %d characters.", auth.MinPasswordLength))
+	case len(password) > maxPasswordBytes:
+		return nil, stanzaErr(stanza.Modify, stanza.NotAcceptable,
+			fmt.Sprintf("The password must not be longer than %d bytes.", maxPasswordBytes))
+	case !utf8.ValidString(password):
+		return nil, stanzaErr(stanza.Modify, stanza.NotAcceptable, "The password is not valid text.")
+	}
+	if err := m.set(ctx, user, iq.From, password); err != nil {
+		var se stanza.Error
+		if errors.As(err, &se) {
+			return nil, se
+		}
+		return nil, fmt.Errorf("change password of %s: %w", user, err)
+	}
+	return nil, nil
+}
