@@ -1,40 +1,138 @@
-// Package web is the server's HTTP side: health and metrics now; the home
-// page, the password API, WebSocket and host-meta join it later.
+// Package web is the server's HTTP side: the home page where people get a
+// password by SMS and manage their account, the password API, health and
+// metrics. WebSocket and host-meta join it later.
 package web
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"dialtone/auth"
 )
 
 // healthTimeout bounds one health check, so that a stuck store makes
 // /healthz answer 503 instead of hanging the prober.
 const healthTimeout = 5 * time.Second
 
-// Options are what the HTTP handler serves.
+// PasswordRequester texts a fresh password to a number (SPEC.md "HTTP",
+// POST /api/v1/password). Implemented by sms.Passwords.
+type PasswordRequester interface {
+	// Request texts a new password to phone, written in any accepted form,
+	// on behalf of the client at ip. Errors match auth.ErrInvalidNumber
+	// (and auth.ErrCannotReceiveSMS) for numbers that are not addresses;
+	// a throttled request returns a *sms.ThrottledError (or any error
+	// that is a Throttled).
+	Request(ctx context.Context, phone, ip string) error
+}
+
+// Throttled is recognised, besides *sms.ThrottledError, as a rate limit's
+// refusal from PasswordRequester.Request; RetryAfterDuration says when
+// asking again can succeed.
+type Throttled interface {
+	error
+	RetryAfterDuration() time.Duration
+}
+
+// AccountSource is the part of the account store the web login needs.
+type AccountSource interface {
+	// Account returns the stored account for n, or auth.ErrNotFound.
+	Account(ctx context.Context, n auth.Number) (auth.Account, error)
+	// RecordLogin marks a successful login at t.
+	RecordLogin(ctx context.Context, n auth.Number, t time.Time) error
+}
+
+// OfflineCounter counts the messages stored for an account.
+type OfflineCounter interface {
+	// CountOffline returns how many messages owner (a canonical number)
+	// has waiting.
+	CountOffline(ctx context.Context, owner string) (int, error)
+}
+
+// ClientPort is one port an XMPP client can connect to.
+type ClientPort struct {
+	Port int
+	// DirectTLS: TLS from the first byte (XEP-0368); otherwise STARTTLS.
+	DirectTLS bool
+}
+
+// ClientInfo is what the account page tells people to type into an XMPP
+// client.
+type ClientInfo struct {
+	// Host is the server's host name; empty means the domain.
+	Host  string
+	Ports []ClientPort
+	// Fingerprint is the SHA-256 fingerprint of a self-signed certificate
+	// (tlscert.Fingerprint); empty when the certificate is signed by a CA.
+	Fingerprint string
+}
+
+// Options are what the HTTP handler serves. Only Health and Gatherer are
+// needed for /healthz and /metrics; without Passwords the API answers 503,
+// and without Parser, Accounts, Passwords and SecretKey the home page says
+// that the service is not configured.
 type Options struct {
 	// Health reports whether the server and its store are up; nil means
 	// always up.
 	Health func(ctx context.Context) error
 	// Gatherer supplies /metrics; nil means prometheus.DefaultGatherer.
 	Gatherer prometheus.Gatherer
+
+	// Domain is the XMPP domain: JIDs are number@Domain.
+	Domain string
+	// Parser reads the numbers people type.
+	Parser *auth.NumberParser
+	// Passwords texts passwords, for the API and the home page.
+	Passwords PasswordRequester
+	// Accounts is where login checks the password.
+	Accounts AccountSource
+	// Lockout counts failed logins per number; the same one XMPP logins
+	// use, so that the web page is no way around it. Nil: no lockout.
+	Lockout *auth.Lockout
+	// Offline counts waiting messages for the account page; nil hides it.
+	Offline OfflineCounter
+	// SetFullName sets the display name (vCard FN) of owner, a canonical
+	// number; nil hides the form.
+	SetFullName func(ctx context.Context, owner, fn string) error
+	// ChangePassword stores new credentials for n and closes the
+	// account's XMPP sessions; nil hides the form.
+	ChangePassword func(ctx context.Context, n auth.Number, c auth.Credentials) error
+	// SecretKey signs session cookies and form tokens (at least 16 bytes;
+	// XMPPD_SECRET_KEY).
+	SecretKey []byte
+	// Client is shown on the account page.
+	Client ClientInfo
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Log receives errors that the visitor only sees as "try again later";
+	// nil discards them.
+	Log *slog.Logger
 }
 
-// New returns the handler for XMPPD_HTTP_ADDR: GET /healthz answers 200
-// "ok" when Health returns nil and 503 with the error otherwise; GET
-// /metrics answers in the Prometheus text format.
+// New returns the handler for XMPPD_HTTP_ADDR: the home page and account
+// pages, POST /api/v1/password, GET /healthz (200 "ok" when Health returns
+// nil and 503 with the error otherwise) and GET /metrics in the Prometheus
+// text format.
 func New(opts Options) http.Handler {
 	g := opts.Gatherer
 	if g == nil {
 		g = prometheus.DefaultGatherer
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", healthz(opts.Health))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.Handle("/api/v1/password", secure(&passwordAPI{opts: opts}))
+	newSite(opts).register(mux)
 	return mux
 }
 
@@ -53,4 +151,19 @@ func healthz(check func(context.Context) error) http.HandlerFunc {
 		}
 		w.Write([]byte("ok"))
 	}
+}
+
+// secure adds the headers every page and API answer carries: nothing is
+// framed, sniffed, cached or leaks its address to other sites, and the
+// pages run no script at all.
+func secure(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", contentSecurityPolicy)
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
+	})
 }
