@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 
 	"dialtone/auth"
 	"dialtone/sms"
+	"dialtone/storage"
 )
 
 // passwordLength of the passwords xmppctl makes.
@@ -104,33 +104,67 @@ func (c *cli) accountReset(ctx context.Context, cmd *command, args []string) err
 	if err != nil {
 		return err
 	}
-	password, err := auth.GeneratePassword(passwordLength)
+	if *print {
+		password, err := setPassword(ctx, db, n)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.stdout, password)
+		return c.kickReset(ctx, n)
+	}
+
+	// The password and its SMS are stored together (sealed, in the
+	// outbox); then the server's worker, or this command, sends it.
+	_, err = db.Account(ctx, n)
+	created := errors.Is(err, auth.ErrNotFound)
+	if err != nil && !created {
+		return err
+	}
+	pw, err := c.passwords(ctx)
 	if err != nil {
 		return err
+	}
+	if _, err := pw.Issue(ctx, n); err != nil {
+		return err
+	}
+	if err := c.kickReset(ctx, n); err != nil {
+		return err
+	}
+	if _, err := c.deliver(ctx, gw); err != nil {
+		return fmt.Errorf("the password of %s was changed, but its SMS was not sent yet: %w", n, err)
+	}
+	what := "new password texted"
+	if created {
+		what = "unclaimed account created, password texted"
+	}
+	fmt.Fprintf(c.stdout, "%s: %s\n", n, what)
+	return nil
+}
+
+// setPassword gives n a new random password that is not texted, making
+// the account unclaimed when there is none, and returns the password.
+func setPassword(ctx context.Context, db *storage.DB, n auth.Number) (string, error) {
+	password, err := auth.GeneratePassword(passwordLength)
+	if err != nil {
+		return "", err
 	}
 	creds, err := auth.NewCredentials(password)
 	if err != nil {
-		return err
+		return "", err
 	}
-	created, err := db.SetCredentials(ctx, n, creds)
+	if _, err := db.SetCredentials(ctx, n, creds); err != nil {
+		return "", err
+	}
+	return password, nil
+}
+
+// kickReset closes the sessions of n after its password changed.
+func (c *cli) kickReset(ctx context.Context, n auth.Number) error {
+	closed, err := c.kick(ctx, n, conditionReset)
 	if err != nil {
-		return err
-	}
-	if *print {
-		fmt.Fprintln(c.stdout, password)
-	} else {
-		if err := c.sendPassword(ctx, gw, n, password); err != nil {
-			return fmt.Errorf("the password of %s was changed but the SMS failed: %w (run reset again)", n, err)
-		}
-		what := "new password texted"
-		if created {
-			what = "unclaimed account created, password texted"
-		}
-		fmt.Fprintf(c.stdout, "%s: %s\n", n, what)
-	}
-	if closed, err := c.kick(ctx, n, conditionReset); err != nil {
 		return fmt.Errorf("the password of %s was changed, but the running server did not close its sessions: %w", n, err)
-	} else if closed > 0 {
+	}
+	if closed > 0 {
 		c.warn("%s: closed %d session(s)", n, closed)
 	}
 	return nil
@@ -199,7 +233,13 @@ func (c *cli) accountImport(ctx context.Context, cmd *command, args []string) er
 	if err != nil {
 		return err
 	}
-	var imported, existing, failed int
+	var pw *sms.Passwords
+	if *notify {
+		if pw, err = c.passwords(ctx); err != nil {
+			return err
+		}
+	}
+	var imported, existing int
 	for _, l := range lines {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("interrupted after %d imported: %w", imported, err)
@@ -212,31 +252,28 @@ func (c *cli) accountImport(ctx context.Context, cmd *command, args []string) er
 		} else if !errors.Is(err, auth.ErrNotFound) {
 			return err
 		}
-		password, err := auth.GeneratePassword(passwordLength)
-		if err != nil {
-			return err
+		if *notify {
+			// The account, its password and the SMS, in one transaction.
+			if _, err := pw.Issue(ctx, l.number); err != nil {
+				return fmt.Errorf("line %d: %w (%d imported before it)", l.line, err, imported)
+			}
+			imported++
+			continue
 		}
-		creds, err := auth.NewCredentials(password)
+		password, err := setPassword(ctx, db, l.number)
 		if err != nil {
-			return err
-		}
-		if _, err := db.SetCredentials(ctx, l.number, creds); err != nil {
 			return fmt.Errorf("line %d: %w (%d imported before it)", l.line, err, imported)
 		}
 		imported++
-		switch {
-		case *print:
+		if *print {
 			fmt.Fprintf(c.stdout, "%s %s\n", l.number, password)
-		case *notify:
-			if err := c.sendPassword(ctx, gw, l.number, password); err != nil {
-				c.warn("line %d: %s was imported but the SMS failed: %v", l.line, l.number, err)
-				failed++
-			}
 		}
 	}
 	c.warn("%d imported, %d already had an account", imported, existing)
-	if failed > 0 {
-		return fmt.Errorf("%d password SMS failed; account reset sends them again", failed)
+	if *notify && imported > 0 {
+		if _, err := c.deliver(ctx, gw); err != nil {
+			return fmt.Errorf("not every password SMS was sent yet: %w", err)
+		}
 	}
 	return nil
 }
@@ -293,7 +330,34 @@ func (c *cli) accountsSweep(ctx context.Context, cmd *command, args []string) er
 	if _, err := c.parse(cmd, cmd.flags(), args, 0); err != nil {
 		return err
 	}
-	return errors.New("accounts sweep: not implemented yet")
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	db, err := c.store(ctx)
+	if err != nil {
+		return err
+	}
+	if cfg.UnclaimedAccountTTL == 0 {
+		c.warn("XMPPD_UNCLAIMED_ACCOUNT_TTL is 0: unclaimed accounts are never released")
+	}
+	s := &auth.Sweeper{
+		Store: db,
+		TTL:   cfg.UnclaimedAccountTTL,
+		Log:   cfg.Logger(c.stderr),
+		// An unclaimed account has sessions only in a race with the sweep.
+		OnRelease: func(ctx context.Context, n auth.Number) {
+			if _, err := c.kick(ctx, n, conditionReset); err != nil {
+				c.warn("%s: released, but the running server did not close its sessions: %v", n, err)
+			}
+		},
+	}
+	released, err := s.SweepOnce(ctx)
+	if err != nil {
+		return fmt.Errorf("%d released before: %w", released, err)
+	}
+	fmt.Fprintf(c.stdout, "%d unclaimed account(s) released\n", released)
+	return nil
 }
 
 func (c *cli) smsTest(ctx context.Context, cmd *command, args []string) error {
@@ -309,17 +373,25 @@ func (c *cli) smsTest(ctx context.Context, cmd *command, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := c.config()
+	cfg, db, _, err := c.outbox(ctx)
 	if err != nil {
 		return err
 	}
-	id := smsID()
-	if err := gw.Send(ctx, sms.SMS{ID: id, To: string(n), Text: sms.TestText(cfg.Domain), Purpose: sms.PurposeTest}); err != nil {
-		return fmt.Errorf("the gateway did not accept the SMS: %w", err)
+	p, err := sms.NewPending(sms.SMS{To: string(n), Text: sms.TestText(cfg.Domain), Purpose: sms.PurposeTest}, time.Now(), nil)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(c.stdout, "%s: test SMS %s accepted by the %s gateway\n", n, id, cfg.SMSGateway)
+	if err := db.EnqueueSMS(ctx, p); err != nil {
+		return err
+	}
+	flushed, err := c.deliver(ctx, gw)
+	if err != nil {
+		return fmt.Errorf("test SMS %s: %w", p.ID, err)
+	}
+	if flushed {
+		fmt.Fprintf(c.stdout, "%s: test SMS %s accepted by the %s gateway\n", n, p.ID, cfg.SMSGateway)
+	} else {
+		fmt.Fprintf(c.stdout, "%s: test SMS %s queued; the running server sends it through the %s gateway\n", n, p.ID, cfg.SMSGateway)
+	}
 	return nil
 }
-
-// smsID returns a fresh unique SMS id.
-func smsID() string { return rand.Text() }

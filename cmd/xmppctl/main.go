@@ -22,6 +22,7 @@ import (
 	"dialtone/auth"
 	"dialtone/internal/admin"
 	"dialtone/internal/config"
+	"dialtone/internal/daemon"
 	"dialtone/sms"
 	"dialtone/storage"
 )
@@ -33,8 +34,12 @@ const (
 	exitUsage = 2
 )
 
-// kickTimeout bounds asking the server to close sessions.
+// kickTimeout bounds asking the server to close sessions or to send.
 const kickTimeout = 15 * time.Second
+
+// flushTimeout bounds sending the queued SMS when no server runs; what is
+// not sent by then stays queued for the server.
+const flushTimeout = 15 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -97,7 +102,13 @@ has no account.`,
 when there is none. The password is texted through XMPPD_SMS_GATEWAY, or
 with --print written alone on one line to stdout and not texted. The old
 password stops working and the running server (if any) closes the
-account's sessions with the stream error not-authorized.`,
+account's sessions with the stream error not-authorized.
+
+The SMS is queued (encrypted) with the new password and sent by the
+running server; when none runs, xmppctl sends it itself, waiting at most
+15 seconds for the gateway. An SMS the gateway did not take stays queued
+(exit 1) and goes out when the server runs. The password limits do not
+apply to xmppctl.`,
 		run: (*cli).accountReset,
 	},
 	{
@@ -131,15 +142,19 @@ is imported, and the exit status is 2. Fix the file and run it again.`,
 	{
 		path: "accounts sweep", synopsis: "accounts sweep",
 		summary: "releases expired unclaimed accounts now",
-		help: `Releases the unclaimed accounts older than XMPPD_UNCLAIMED_ACCOUNT_TTL.
-Not implemented yet: exits 1.`,
+		help: `Releases, with everything stored for them, the unclaimed accounts that
+were last texted a password or sent a message longer ago than
+XMPPD_UNCLAIMED_ACCOUNT_TTL (the server does this by itself at least
+hourly), and prints how many it released.`,
 		run: (*cli).accountsSweep,
 	},
 	{
 		path: "sms test", synopsis: "sms test NUMBER",
 		summary: "sends a test SMS (purpose test) through the configured gateway",
-		help:    `Sends one SMS with purpose test to NUMBER through XMPPD_SMS_GATEWAY.`,
-		run:     (*cli).smsTest,
+		help: `Sends one SMS with purpose test to NUMBER through XMPPD_SMS_GATEWAY: it is
+queued and sent by the running server, or, when none runs, by xmppctl
+itself (exit 1 when the gateway did not accept it).`,
+		run: (*cli).smsTest,
 	},
 }
 
@@ -346,12 +361,74 @@ func (c *cli) gateway() (sms.Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch cfg.SMSGateway {
-	case "log":
-		return sms.LogGateway{Log: cfg.Logger(c.stderr)}, nil
-	default:
-		return nil, fmt.Errorf("the %s SMS gateway (XMPPD_SMS_GATEWAY) is not implemented yet", cfg.SMSGateway)
+	gw, err := daemon.Gateway(cfg, cfg.Logger(c.stderr))
+	if err != nil {
+		return nil, fmt.Errorf("XMPPD_SMS_GATEWAY: %w", err)
 	}
+	return gw, nil
+}
+
+// passwords returns the password service on the store, as the server has
+// it but without limits (Issue), and the secret key it seals with.
+func (c *cli) passwords(ctx context.Context) (*sms.Passwords, error) {
+	cfg, db, key, err := c.outbox(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &sms.Passwords{Domain: cfg.Domain, Store: db, Key: key}, nil
+}
+
+// outbox returns the configuration, the store (which holds the SMS
+// outbox) and the secret key that seals and opens SMS with passwords: the
+// server's, made in the data dir on first use by whichever comes first.
+func (c *cli) outbox(ctx context.Context) (config.Config, *storage.DB, []byte, error) {
+	cfg, err := c.config()
+	if err != nil {
+		return config.Config{}, nil, nil, err
+	}
+	db, err := c.store(ctx)
+	if err != nil {
+		return config.Config{}, nil, nil, err
+	}
+	key, err := daemon.SecretKey(cfg)
+	if err != nil {
+		return config.Config{}, nil, nil, err
+	}
+	return cfg, db, key, nil
+}
+
+// deliver gets what was queued in the outbox on its way: the running
+// server's worker is woken; when no server runs, the queue is sent from
+// here with gw, for at most flushTimeout. It reports whether it was sent
+// from here. An error means some SMS are still queued: the server sends
+// them when it runs.
+func (c *cli) deliver(ctx context.Context, gw sms.Gateway) (flushed bool, err error) {
+	cfg, err := c.config()
+	if err != nil {
+		return false, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, kickTimeout)
+	err = admin.Wake(wctx, cfg.AdminSocket)
+	cancel()
+	if err == nil {
+		return false, nil
+	}
+	if !errors.Is(err, admin.ErrNoServer) {
+		// Queued all the same; the worker finds it on its next pass.
+		c.warn("the running server was not told to send now: %v", err)
+		return false, nil
+	}
+	_, db, key, err := c.outbox(ctx)
+	if err != nil {
+		return false, err
+	}
+	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
+	defer cancel()
+	s := &sms.Sender{Outbox: db, Gateway: gw, Key: key, Log: cfg.Logger(c.stderr)}
+	if err := s.Flush(fctx); err != nil {
+		return true, fmt.Errorf("%w (queued: the server sends it when it runs)", err)
+	}
+	return true, nil
 }
 
 // kick asks the running server to close n's sessions with condition; no
@@ -368,15 +445,6 @@ func (c *cli) kick(ctx context.Context, n auth.Number, condition string) (int, e
 		return 0, nil
 	}
 	return closed, err
-}
-
-// sendPassword texts password to n.
-func (c *cli) sendPassword(ctx context.Context, gw sms.Gateway, n auth.Number, password string) error {
-	cfg, err := c.config()
-	if err != nil {
-		return err
-	}
-	return gw.Send(ctx, sms.SMS{ID: smsID(), To: string(n), Text: sms.PasswordText(cfg.Domain, password), Purpose: sms.PurposePassword})
 }
 
 // warn writes a note on stderr (used for things that do not change the

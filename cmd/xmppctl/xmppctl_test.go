@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -381,17 +383,93 @@ func TestResetTexts(t *testing.T) {
 	}
 }
 
-func TestResetWithUnimplementedGateway(t *testing.T) {
+// webhook is a receiver of the webhook gateway that records what it got.
+type webhook struct {
+	mu   sync.Mutex
+	got  []map[string]string
+	fail bool
+}
+
+func (w *webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	var m map[string]string
+	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+		http.Error(rw, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fail {
+		http.Error(rw, "down", http.StatusServiceUnavailable)
+		return
+	}
+	w.got = append(w.got, m)
+}
+
+func (w *webhook) received() []map[string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]map[string]string(nil), w.got...)
+}
+
+// Without a server, xmppctl sends through the configured gateway itself.
+func TestResetWebhook(t *testing.T) {
 	e := newEnv(t)
+	wh := &webhook{}
+	srv := httptest.NewServer(wh)
+	defer srv.Close()
 	e.vars["XMPPD_SMS_GATEWAY"] = "webhook"
-	e.vars["XMPPD_SMS_WEBHOOK_URL"] = "http://127.0.0.1:1/sms"
+	e.vars["XMPPD_SMS_WEBHOOK_URL"] = srv.URL + "/sms"
+	r := e.must(0, "account", "reset", "+821012345678")
+	if r.stdout != "+821012345678: unclaimed account created, password texted\n" {
+		t.Errorf("stdout %q", r.stdout)
+	}
+	got := wh.received()
+	if len(got) != 1 || got[0]["to"] != "+821012345678" || got[0]["purpose"] != "password" || got[0]["id"] == "" {
+		t.Fatalf("webhook got %v", got)
+	}
+	password := strings.TrimSuffix(strings.TrimPrefix(got[0]["text"], "Your localhost password is "), ". Log in with your phone number.")
+	db := e.store()
+	if a, err := db.Account(context.Background(), "+821012345678"); err != nil || !a.Credentials.VerifyPassword(password) {
+		t.Fatalf("texted password %q does not log in: %v", password, err)
+	}
+	if left, _ := db.CountSMS(context.Background()); left != 0 {
+		t.Errorf("%d SMS left in the outbox", left)
+	}
+
+	e.must(0, "sms", "test", "010-1234-5678")
+	if got := wh.received(); len(got) != 2 || got[1]["purpose"] != "test" {
+		t.Errorf("webhook got %v", got)
+	}
+}
+
+// A gateway that refuses: the new password is in force and its SMS stays
+// queued (for the server), and xmppctl says so with exit 1.
+func TestResetGatewayDown(t *testing.T) {
+	e := newEnv(t)
+	wh := &webhook{fail: true}
+	srv := httptest.NewServer(wh)
+	defer srv.Close()
+	e.vars["XMPPD_SMS_GATEWAY"] = "webhook"
+	e.vars["XMPPD_SMS_WEBHOOK_URL"] = srv.URL + "/sms"
 	r := e.must(1, "account", "reset", "+821012345678")
-	if !strings.Contains(r.stderr, "not implemented yet") {
+	if !strings.Contains(r.stderr, "not sent yet") || !strings.Contains(r.stderr, "queued") {
 		t.Errorf("stderr %q", r.stderr)
 	}
-	e.must(1, "account", "show", "+821012345678") // nothing changed
-	e.must(0, "account", "reset", "+821012345678", "--print")
+	db := e.store()
+	due, err := db.DueSMS(context.Background(), time.Now().Add(time.Hour), 10)
+	if err != nil || len(due) != 1 || !due[0].Sealed || due[0].Attempts != 1 || strings.Contains(string(due[0].Body), "password") {
+		t.Fatalf("outbox %+v %v, want the sealed SMS queued for retry", due, err)
+	}
+	e.must(0, "account", "show", "+821012345678")
 	e.must(1, "sms", "test", "+821012345678")
+}
+
+func TestBadGatewayChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.vars["XMPPD_SMS_GATEWAY"] = "pigeon"
+	e.must(1, "account", "reset", "+821012345678")
+	e.vars["XMPPD_SMS_GATEWAY"] = "log"
+	e.must(1, "account", "show", "+821012345678") // nothing changed
 }
 
 func TestSMSTest(t *testing.T) {
@@ -404,11 +482,29 @@ func TestSMSTest(t *testing.T) {
 	e.must(1, "account", "show", "+821012345678") // a test SMS makes no account
 }
 
-func TestSweepNotImplemented(t *testing.T) {
+func TestSweep(t *testing.T) {
 	e := newEnv(t)
-	r := e.must(1, "accounts", "sweep")
-	if !strings.Contains(r.stderr, "not implemented yet") {
-		t.Errorf("stderr %q", r.stderr)
+	e.must(0, "account", "reset", "+821012345678", "--print")
+	e.must(0, "account", "reset", "+821022223333", "--print")
+	e.must(0, "account", "reset", "+821044445555", "--print")
+	if err := e.store().RecordLogin(context.Background(), "+821022223333", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.must(0, "accounts", "sweep"); r.stdout != "0 unclaimed account(s) released\n" {
+		t.Errorf("sweep with the default TTL: %q", r.stdout)
+	}
+	time.Sleep(10 * time.Millisecond)
+	e.vars["XMPPD_UNCLAIMED_ACCOUNT_TTL"] = "5ms"
+	if r := e.must(0, "accounts", "sweep"); r.stdout != "2 unclaimed account(s) released\n" {
+		t.Errorf("sweep: %q", r.stdout)
+	}
+	if r := e.must(0, "account", "list"); r.stdout != "+821022223333\tactive\n" {
+		t.Errorf("left: %q", r.stdout)
+	}
+	e.vars["XMPPD_UNCLAIMED_ACCOUNT_TTL"] = "0s"
+	r := e.must(0, "accounts", "sweep")
+	if r.stdout != "0 unclaimed account(s) released\n" || !strings.Contains(r.stderr, "never released") {
+		t.Errorf("sweep with TTL 0: %q %q", r.stdout, r.stderr)
 	}
 }
 
@@ -437,6 +533,13 @@ func TestListStates(t *testing.T) {
 type kickRecorder struct {
 	mu    sync.Mutex
 	kicks []string
+	wakes int
+}
+
+func (k *kickRecorder) Wake() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.wakes++
 }
 
 func (k *kickRecorder) Kick(ctx context.Context, number, condition string) (int, error) {
@@ -480,5 +583,26 @@ func TestResetAndDeleteCloseSessions(t *testing.T) {
 	want := []string{"+821012345678 not-authorized", "+821012345678 not-authorized"}
 	if got := k.got(); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("kicks %q, want %q", got, want)
+	}
+
+	// Texted: queued for the server, whose worker is woken; xmppctl does
+	// not send it itself.
+	r = e.must(0, "account", "reset", "010-1234-5678")
+	if r.stdout != "+821012345678: unclaimed account created, password texted\n" || len(smsRecords(t, r.stderr)) != 0 {
+		t.Errorf("reset: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	r = e.must(0, "sms", "test", "010-1234-5678")
+	if !strings.Contains(r.stdout, "queued; the running server sends it") || len(smsRecords(t, r.stderr)) != 0 {
+		t.Errorf("sms test: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	k.mu.Lock()
+	wakes, kicks := k.wakes, len(k.kicks)
+	k.mu.Unlock()
+	if wakes != 2 || kicks != 3 {
+		t.Errorf("server woken %d times, %d kicks; want 2 and 3", wakes, kicks)
+	}
+	due, err := e.store().DueSMS(context.Background(), time.Now(), 10)
+	if err != nil || len(due) != 2 || due[0].Purpose != "password" || !due[0].Sealed || due[1].Purpose != "test" {
+		t.Errorf("outbox %+v %v, want the password and the test SMS", due, err)
 	}
 }

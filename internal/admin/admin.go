@@ -10,6 +10,8 @@
 //	→ {"op":"kick","number":"+821012345678","condition":"not-authorized"}
 //	← {"closed":2}
 //	← {"error":"why it failed"}
+//	→ {"op":"wake"}
+//	← {"closed":0}
 package admin
 
 import (
@@ -38,6 +40,9 @@ type Handler interface {
 	// with the stream error condition (e.g. "not-authorized") and reports
 	// how many it closed; zero sessions is not an error.
 	Kick(ctx context.Context, number string, condition string) (closed int, err error)
+	// Wake nudges the SMS worker: something was queued in the outbox
+	// (by xmppctl, on the store) and should go now, not at its next pass.
+	Wake()
 }
 
 // Limits of the server side. Variables so that tests can shorten them.
@@ -58,7 +63,10 @@ const (
 )
 
 // Operations.
-const opKick = "kick"
+const (
+	opKick = "kick"
+	opWake = "wake"
+)
 
 type request struct {
 	Op        string `json:"op"`
@@ -223,6 +231,9 @@ func handle(ctx context.Context, h Handler, req request, log *slog.Logger) respo
 		}
 		log.Info("admin kick", "number", req.Number, "condition", req.Condition, "closed", n)
 		return response{Closed: n}
+	case opWake:
+		h.Wake()
+		return response{}
 	default:
 		return response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 	}
@@ -237,6 +248,14 @@ func Kick(ctx context.Context, path, number, condition string) (closed int, err 
 		return 0, err
 	}
 	return resp.Closed, nil
+}
+
+// Wake asks the server listening on path to send what waits in the SMS
+// outbox now. When no server runs it returns an error that matches
+// errors.Is(err, ErrNoServer): then nobody sends it but the caller.
+func Wake(ctx context.Context, path string) error {
+	_, err := call(ctx, path, request{Op: opWake})
+	return err
 }
 
 func call(ctx context.Context, path string, req request) (response, error) {

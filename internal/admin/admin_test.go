@@ -23,6 +23,13 @@ type fakeHandler struct {
 	closed int
 	err    error
 	block  chan struct{} // when set, Kick waits for it or ctx
+	wakes  int
+}
+
+func (h *fakeHandler) Wake() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.wakes++
 }
 
 func (h *fakeHandler) Kick(ctx context.Context, number, condition string) (int, error) {
@@ -295,5 +302,27 @@ func TestOverlongRequestClosesConnection(t *testing.T) {
 	}
 	if len(h.kicks) != 0 {
 		t.Errorf("overlong request reached the handler")
+	}
+}
+
+func TestWake(t *testing.T) {
+	path := socketPath(t)
+	h := &fakeHandler{}
+	start(t, path, h)
+	for range 2 {
+		if err := Wake(context.Background(), path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.wakes != 2 || len(h.kicks) != 0 {
+		t.Errorf("handler woken %d times, kicks %v; want 2 and none", h.wakes, h.kicks)
+	}
+}
+
+func TestWakeNoServer(t *testing.T) {
+	if err := Wake(context.Background(), socketPath(t)); !errors.Is(err, ErrNoServer) {
+		t.Errorf("err = %v, want ErrNoServer", err)
 	}
 }

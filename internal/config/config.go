@@ -50,6 +50,21 @@ type Config struct {
 	// S2SAddr is the federation listener; empty disables federation.
 	// Default DefaultS2SAddr.
 	S2SAddr string `env:"XMPPD_S2S_ADDR"`
+	// S2SRoutes maps a remote domain to the host:port of its server,
+	// instead of DNS: "example.org=127.0.0.2:5269,other.test=[::1]:5270".
+	S2SRoutes map[string]string `env:"XMPPD_S2S_ROUTES" envKeyValSeparator:"="`
+	// S2SRequireTLS: false lets a federation link go on without TLS when
+	// the peer offers none.
+	S2SRequireTLS bool `env:"XMPPD_S2S_REQUIRE_TLS" envDefault:"true"`
+	// S2SDialbackSecret keys XEP-0185 dialback; empty: made once and kept
+	// in DataDir.
+	S2SDialbackSecret string `env:"XMPPD_S2S_DIALBACK_SECRET"`
+	// S2SInsecureDomains are peers whose self-signed (unverifiable)
+	// certificates are accepted; they authenticate by dialback.
+	S2SInsecureDomains []string `env:"XMPPD_S2S_INSECURE_DOMAINS"`
+	// S2SIdleTimeout closes a federation link that carried no stanza for
+	// this long.
+	S2SIdleTimeout time.Duration `env:"XMPPD_S2S_IDLE_TIMEOUT" envDefault:"10m"`
 	// HTTPAddr serves the web page, HTTP API, WebSocket, health and metrics.
 	HTTPAddr string `env:"XMPPD_HTTP_ADDR" envDefault:":5280"`
 	// DataDir holds the embedded database and the generated TLS certificate.
@@ -98,6 +113,10 @@ type Config struct {
 	// PasswordRequestsPerIPHour caps password requests from one client IP
 	// in an hour. 0: no limit.
 	PasswordRequestsPerIPHour int `env:"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR" envDefault:"20"`
+	// PasswordRequestsPerPrefixHour caps password SMS in an hour to the
+	// numbers of one range (the number without its last 4 digits), against
+	// SMS pumping through number ranges. 0: no limit.
+	PasswordRequestsPerPrefixHour int `env:"XMPPD_PASSWORD_REQUESTS_PER_PREFIX_HOUR" envDefault:"30"`
 	// NoticeWindow: further messages to an offline receiver within this
 	// window fold into one notice. 0: every message is notified.
 	NoticeWindow time.Duration `env:"XMPPD_NOTICE_WINDOW" envDefault:"10m"`
@@ -198,6 +217,10 @@ func (c *Config) normalize() error {
 		}
 	}
 
+	if err := c.checkS2S(); err != nil {
+		return err
+	}
+
 	if strings.TrimSpace(c.DataDir) == "" {
 		return errors.New("XMPPD_DATA_DIR: must not be empty")
 	}
@@ -244,6 +267,7 @@ func (c *Config) normalize() error {
 		{"XMPPD_PASSWORD_SMS_INTERVAL", c.PasswordSMSInterval, false},
 		{"XMPPD_NOTICE_WINDOW", c.NoticeWindow, false},
 		{"XMPPD_AUTH_TIMEOUT", c.AuthTimeout, true},
+		{"XMPPD_S2S_IDLE_TIMEOUT", c.S2SIdleTimeout, true},
 	}
 	for _, d := range durations {
 		if d.v < 0 {
@@ -259,6 +283,7 @@ func (c *Config) normalize() error {
 	}{
 		{"XMPPD_PASSWORD_SMS_PER_DAY", c.PasswordSMSPerDay},
 		{"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR", c.PasswordRequestsPerIPHour},
+		{"XMPPD_PASSWORD_REQUESTS_PER_PREFIX_HOUR", c.PasswordRequestsPerPrefixHour},
 		{"XMPPD_NOTICES_PER_DAY", c.NoticesPerDay},
 		{"XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY", c.NoticeNewNumbersPerSenderDay},
 		{"XMPPD_OFFLINE_LIMIT", c.OfflineLimit},
@@ -289,6 +314,42 @@ func (c *Config) normalize() error {
 		return fmt.Errorf("XMPPD_LOG_LEVEL: unknown level %q (want debug, info, warn, error)", c.LogLevel)
 	}
 	c.LogLevel = lvl
+	return nil
+}
+
+// checkS2S canonicalises the federation's domain lists and routes.
+func (c *Config) checkS2S() error {
+	routes := make(map[string]string, len(c.S2SRoutes))
+	for d, addr := range c.S2SRoutes {
+		d = strings.ToLower(strings.TrimSpace(d))
+		addr = strings.TrimSpace(addr)
+		if d == "" && addr == "" {
+			continue
+		}
+		if err := checkDomain(d); err != nil {
+			return fmt.Errorf("XMPPD_S2S_ROUTES: %w", err)
+		}
+		if host, _, err := net.SplitHostPort(addr); err != nil || host == "" || checkAddr(addr) != nil {
+			return fmt.Errorf("XMPPD_S2S_ROUTES: invalid address %q for %s (want host:port, e.g. 127.0.0.2:5269 or [::1]:5270)", addr, d)
+		}
+		routes[d] = addr
+	}
+	c.S2SRoutes = nil
+	if len(routes) > 0 {
+		c.S2SRoutes = routes
+	}
+	var insecure []string
+	for _, d := range c.S2SInsecureDomains {
+		d = strings.ToLower(strings.TrimSpace(d))
+		if d == "" {
+			continue
+		}
+		if err := checkDomain(d); err != nil {
+			return fmt.Errorf("XMPPD_S2S_INSECURE_DOMAINS: %w", err)
+		}
+		insecure = append(insecure, d)
+	}
+	c.S2SInsecureDomains = insecure
 	return nil
 }
 

@@ -21,6 +21,8 @@ func TestDefaults(t *testing.T) {
 		C2SAddr:                      ":5222",
 		C2SDirectTLSAddr:             ":5223",
 		S2SAddr:                      ":5269",
+		S2SRequireTLS:                true,
+		S2SIdleTimeout:               10 * time.Minute,
 		HTTPAddr:                     ":5280",
 		DataDir:                      "./data",
 		DefaultRegion:                "US",
@@ -41,6 +43,7 @@ func TestDefaults(t *testing.T) {
 		AuthTimeout:                  30 * time.Second,
 		LogLevel:                     "info",
 	}
+	want.PasswordRequestsPerPrefixHour = 30
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -54,6 +57,11 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_C2S_ADDR":                          "127.0.0.1:15222",
 		"XMPPD_C2S_DIRECT_TLS_ADDR":               "",
 		"XMPPD_S2S_ADDR":                          "",
+		"XMPPD_S2S_ROUTES":                        "Example.ORG=127.0.0.2:5269, other.test=[::1]:5270",
+		"XMPPD_S2S_REQUIRE_TLS":                   "false",
+		"XMPPD_S2S_DIALBACK_SECRET":               "s3cret",
+		"XMPPD_S2S_INSECURE_DOMAINS":              "a.test, B.test,,",
+		"XMPPD_S2S_IDLE_TIMEOUT":                  "90s",
 		"XMPPD_HTTP_ADDR":                         "[::1]:8080",
 		"XMPPD_DATA_DIR":                          "/var/lib/dialtone",
 		"XMPPD_DATABASE_URL":                      "postgres://u:p@db:5432/dialtone?sslmode=disable",
@@ -73,6 +81,7 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_PASSWORD_SMS_INTERVAL":             "0s",
 		"XMPPD_PASSWORD_SMS_PER_DAY":              "0",
 		"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR":     "7",
+		"XMPPD_PASSWORD_REQUESTS_PER_PREFIX_HOUR": "9",
 		"XMPPD_NOTICE_WINDOW":                     "30s",
 		"XMPPD_NOTICES_PER_DAY":                   "3",
 		"XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY": "4",
@@ -93,6 +102,11 @@ func TestEveryVariable(t *testing.T) {
 		C2SAddr:                      "127.0.0.1:15222",
 		C2SDirectTLSAddr:             "",
 		S2SAddr:                      "",
+		S2SRoutes:                    map[string]string{"example.org": "127.0.0.2:5269", "other.test": "[::1]:5270"},
+		S2SRequireTLS:                false,
+		S2SDialbackSecret:            "s3cret",
+		S2SInsecureDomains:           []string{"a.test", "b.test"},
+		S2SIdleTimeout:               90 * time.Second,
 		HTTPAddr:                     "[::1]:8080",
 		DataDir:                      "/var/lib/dialtone",
 		DatabaseURL:                  "postgres://u:p@db:5432/dialtone?sslmode=disable",
@@ -123,6 +137,7 @@ func TestEveryVariable(t *testing.T) {
 		AuthTimeout:                  5 * time.Second,
 		LogLevel:                     "debug",
 	}
+	want.PasswordRequestsPerPrefixHour = 9
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -171,6 +186,13 @@ func TestInvalid(t *testing.T) {
 		{"c2s empty", map[string]string{"XMPPD_C2S_ADDR": " "}, "XMPPD_C2S_ADDR: "},
 		{"direct tls bad port", map[string]string{"XMPPD_C2S_DIRECT_TLS_ADDR": ":70000"}, "XMPPD_C2S_DIRECT_TLS_ADDR: invalid port"},
 		{"s2s bad", map[string]string{"XMPPD_S2S_ADDR": "nope"}, "XMPPD_S2S_ADDR: invalid address"},
+		{"s2s route no port", map[string]string{"XMPPD_S2S_ROUTES": "a.test=127.0.0.2"}, "XMPPD_S2S_ROUTES: invalid address"},
+		{"s2s route no host", map[string]string{"XMPPD_S2S_ROUTES": "a.test=:5269"}, "XMPPD_S2S_ROUTES: invalid address"},
+		{"s2s route bad domain", map[string]string{"XMPPD_S2S_ROUTES": "a@b=127.0.0.2:5269"}, "XMPPD_S2S_ROUTES: "},
+		{"s2s route not a pair", map[string]string{"XMPPD_S2S_ROUTES": "a.test"}, "XMPPD_S2S_ROUTES: "},
+		{"s2s insecure bad domain", map[string]string{"XMPPD_S2S_INSECURE_DOMAINS": "a.test,b:1"}, "XMPPD_S2S_INSECURE_DOMAINS: "},
+		{"s2s require tls", map[string]string{"XMPPD_S2S_REQUIRE_TLS": "maybe"}, `XMPPD_S2S_REQUIRE_TLS: invalid boolean "maybe"`},
+		{"s2s idle zero", map[string]string{"XMPPD_S2S_IDLE_TIMEOUT": "0s"}, "XMPPD_S2S_IDLE_TIMEOUT: must be greater than 0"},
 		{"http named port", map[string]string{"XMPPD_HTTP_ADDR": ":http"}, "XMPPD_HTTP_ADDR: invalid port"},
 		{"data dir blank", map[string]string{"XMPPD_DATA_DIR": "  "}, "XMPPD_DATA_DIR: must not be empty"},
 		{"database scheme", map[string]string{"XMPPD_DATABASE_URL": "mysql://db/x"}, "XMPPD_DATABASE_URL: malformed URL"},
@@ -202,6 +224,7 @@ func TestInvalid(t *testing.T) {
 		{"per day negative", map[string]string{"XMPPD_PASSWORD_SMS_PER_DAY": "-1"}, "XMPPD_PASSWORD_SMS_PER_DAY: must not be negative"},
 		{"per ip unparseable", map[string]string{"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR": "x"}, "XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR: invalid number"},
 		{"per ip negative", map[string]string{"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR": "-3"}, "XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR: must not be negative"},
+		{"per prefix negative", map[string]string{"XMPPD_PASSWORD_REQUESTS_PER_PREFIX_HOUR": "-1"}, "XMPPD_PASSWORD_REQUESTS_PER_PREFIX_HOUR: must not be negative"},
 		{"window unparseable", map[string]string{"XMPPD_NOTICE_WINDOW": "10"}, "XMPPD_NOTICE_WINDOW: invalid duration"},
 		{"window negative", map[string]string{"XMPPD_NOTICE_WINDOW": "-10m"}, "XMPPD_NOTICE_WINDOW: must not be negative"},
 		{"notices unparseable", map[string]string{"XMPPD_NOTICES_PER_DAY": "ten"}, "XMPPD_NOTICES_PER_DAY: invalid number"},

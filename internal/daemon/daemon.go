@@ -16,17 +16,20 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"mellium.im/xmpp/jid"
 
 	"dialtone/auth"
 	"dialtone/internal/admin"
 	"dialtone/internal/config"
 	"dialtone/internal/tlscert"
+	"dialtone/sms"
 	"dialtone/storage"
 	"dialtone/xmppd"
 	"dialtone/xmppd/ext"
@@ -45,8 +48,22 @@ type Daemon struct {
 	Server   *xmppd.Server
 	blocking *ext.Blocking
 	http     *http.Server
+	fed      *xmppd.Federation
 
-	c2s, direct, httpL net.Listener
+	c2s, direct, httpL, s2s net.Listener
+
+	// Passwords texts passwords: the home page and POST /api/v1/password
+	// call its Request.
+	Passwords *sms.Passwords
+	// Lockout counts failed logins per number; the web login shares it.
+	Lockout *auth.Lockout
+	// Sender is the SMS outbox worker; Wake it after queueing an SMS.
+	Sender *sms.Sender
+
+	parser   *auth.NumberParser
+	sweeper  *auth.Sweeper
+	roster   *im.Module
+	register *ext.Register
 }
 
 // New opens the store, builds the server and binds every listener, so that
@@ -79,10 +96,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.Lockout = auth.NewLockout(cfg.LoginFailures)
 	d.Server, err = xmppd.NewServer(xmppd.Config{
 		Domain:   cfg.Domain,
 		TLS:      &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		SASL:     &auth.SASL{Parser: parser, Store: d.DB, Lockout: auth.NewLockout(cfg.LoginFailures), Secret: secret, Domain: cfg.Domain},
+		SASL:     &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain},
 		Parser:   parser,
 		Accounts: d.DB,
 		Log:      log,
@@ -93,7 +111,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	if err != nil {
 		return nil, fmt.Errorf("XMPPD_DOMAIN: %w", err)
 	}
+	if err := d.accountLifecycle(parser, secret, reg); err != nil {
+		return nil, err
+	}
 	d.registerModules()
+	if cfg.S2SAddr != "" {
+		if err := d.federate(reg); err != nil {
+			return nil, err
+		}
+	}
 
 	if d.c2s, err = listen("XMPPD_C2S_ADDR", cfg.C2SAddr); err != nil {
 		return nil, err
@@ -109,23 +135,72 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		}
 	}
 	d.http = &http.Server{
-		Handler:           web.New(web.Options{Health: d.DB.Ping, Gatherer: reg}),
+		Handler:           web.New(d.webOptions(cert, secret, reg)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
 	return d, nil
 }
 
+// webOptions wires the home page and the password API to the real
+// pieces: the password service and the login lockout that XMPP uses too.
+func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus.Registry) web.Options {
+	client := web.ClientInfo{Host: d.cfg.Domain}
+	for _, l := range []struct {
+		which  string
+		direct bool
+	}{{"c2s", false}, {"direct", true}} {
+		if _, port, err := net.SplitHostPort(d.Addr(l.which)); err == nil {
+			if p, err := strconv.Atoi(port); err == nil {
+				client.Ports = append(client.Ports, web.ClientPort{Port: p, DirectTLS: l.direct})
+			}
+		}
+	}
+	if d.cfg.TLSCertFile == "" {
+		client.Fingerprint = tlscert.Fingerprint(cert) // self-signed
+	}
+	return web.Options{
+		Health:      d.DB.Ping,
+		Gatherer:    reg,
+		Domain:      d.cfg.Domain,
+		Parser:      d.parser,
+		Passwords:   d.Passwords,
+		Accounts:    d.DB,
+		Lockout:     d.Lockout,
+		Offline:     d.DB,
+		SetFullName: ext.NewVCard(d.Server, d.DB).SetFullName,
+		ChangePassword: func(ctx context.Context, n auth.Number, c auth.Credentials) error {
+			if _, err := d.DB.SetCredentials(ctx, n, c); err != nil {
+				return err
+			}
+			d.closeSessions(ctx, n)
+			d.log.Info("password changed on the web page", "number", string(n))
+			return nil
+		},
+		SecretKey: secret,
+		Client:    client,
+		Log:       d.log,
+	}
+}
+
 // registerModules plugs the feature modules into the server's Mux; the
 // disco module comes last since it advertises what the others registered.
 func (d *Daemon) registerModules() {
 	srv, mux := d.Server, d.Server.Mux()
-	im.New(d.DB, srv, d.log).Register(mux)
+	d.roster = im.New(d.DB, srv, d.log)
+	d.roster.Register(mux)
+	d.register.Register(mux)
 	ext.NewPing(srv).Register(mux)
 	ext.NewVersion(Version).Register(mux)
 	ext.NewVCard(srv, d.DB).Register(mux)
 	ext.NewPrivate(d.DB).Register(mux)
 	d.blocking = ext.NewBlocking(srv, d.DB)
+	// Blocking and unblocking tell only the contacts that may see the
+	// user's presence (XEP-0191 §3.3, §3.4): those subscribed to it.
+	d.blocking.PresenceAllowed = func(ctx context.Context, user, contact jid.JID) bool {
+		it, err := d.DB.RosterItem(ctx, user.Localpart(), contact.Bare().String())
+		return err == nil && (it.Subscription == im.SubFrom || it.Subscription == im.SubBoth)
+	}
 	d.blocking.Register(mux)
 	disco := ext.NewDisco(mux, srv, "Dialtone")
 	disco.Register(mux)
@@ -141,7 +216,7 @@ func listen(name, addr string) (net.Listener, error) {
 	return l, nil
 }
 
-// Addr returns the bound address of a listener: "c2s", "direct" or "http"
+// Addr returns the bound address of a listener: "c2s", "direct", "http" or "s2s"
 // ("" when disabled).
 func (d *Daemon) Addr(which string) string {
 	var l net.Listener
@@ -152,6 +227,8 @@ func (d *Daemon) Addr(which string) string {
 		l = d.direct
 	case "http":
 		l = d.httpL
+	case "s2s":
+		l = d.s2s
 	}
 	if l == nil {
 		return ""
@@ -164,7 +241,7 @@ func (d *Daemon) Addr(which string) string {
 // closed last.
 func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	serve := func(f func() error) {
 		wg.Add(1)
 		go func() {
@@ -184,7 +261,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	actx, cancelAdmin := context.WithCancel(context.Background())
 	defer cancelAdmin()
 	serve(func() error {
-		err := admin.Serve(actx, d.cfg.AdminSocket, d.Server, d.log)
+		err := admin.Serve(actx, d.cfg.AdminSocket, adminHandler{d.Server, d.Sender}, d.log)
 		if err != nil && actx.Err() == nil {
 			return fmt.Errorf("XMPPD_ADMIN_SOCKET: %w", err)
 		}
@@ -193,11 +270,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bctx, cancelBlocking := context.WithCancel(context.Background())
 	defer cancelBlocking()
 	go d.blocking.Run(bctx)
-	if d.cfg.S2SAddr != "" {
-		d.log.Warn("federation is not implemented yet; XMPPD_S2S_ADDR is not listened on", "addr", d.cfg.S2SAddr)
+	// Stopped with the blocking sweeper, after the sessions, before the store.
+	wg.Go(func() {
+		if err := d.Sender.Run(bctx); err != nil {
+			d.log.Error("SMS worker stopped", "err", err)
+		}
+	})
+	wg.Go(func() { d.sweeper.Run(bctx) })
+	if d.s2s != nil {
+		serve(func() error { return d.fed.Serve(d.s2s) })
 	}
 	d.log.Info("xmppd started", "domain", d.cfg.Domain, "c2s", d.Addr("c2s"), "c2s_direct_tls", d.Addr("direct"),
-		"http", d.Addr("http"), "store", d.DB.Driver(), "version", Version)
+		"http", d.Addr("http"), "s2s", d.Addr("s2s"), "store", d.DB.Driver(), "version", Version)
 
 	var runErr error
 	select {
@@ -209,6 +293,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	d.http.Shutdown(sctx)
+	if d.fed != nil {
+		if err := d.fed.Shutdown(sctx); err != nil {
+			d.log.Error("federation links did not end in time", "err", err)
+		}
+	}
 	if err := d.Server.Shutdown(sctx); err != nil {
 		d.log.Error("sessions did not end in time", "err", err)
 	}
@@ -222,7 +311,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) closeAll() {
-	for _, l := range []net.Listener{d.c2s, d.direct, d.httpL} {
+	for _, l := range []net.Listener{d.c2s, d.direct, d.httpL, d.s2s} {
 		if l != nil {
 			l.Close()
 		}
@@ -263,3 +352,131 @@ func SecretKey(cfg config.Config) ([]byte, error) {
 	}
 	return key, nil
 }
+
+// federate binds the s2s listener and routes stanzas for other domains
+// through the federation.
+func (d *Daemon) federate(reg prometheus.Registerer) error {
+	cfg := d.cfg
+	secret, err := xmppd.LoadDialbackSecret(cfg.S2SDialbackSecret, cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("XMPPD_S2S_DIALBACK_SECRET: %w", err)
+	}
+	d.fed, err = xmppd.NewFederation(d.Server, xmppd.FederationConfig{
+		Routes:          cfg.S2SRoutes,
+		AllowPlaintext:  !cfg.S2SRequireTLS,
+		DialbackSecret:  secret,
+		InsecureDomains: cfg.S2SInsecureDomains,
+		IdleTimeout:     cfg.S2SIdleTimeout,
+		Registerer:      reg,
+	})
+	if err != nil {
+		return fmt.Errorf("XMPPD_S2S_ROUTES: %w", err)
+	}
+	d.Server.Mux().HandleRemote(d.fed.Send)
+	if d.s2s, err = listen("XMPPD_S2S_ADDR", cfg.S2SAddr); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Gateway returns the SMS gateway that cfg configures (XMPPD_SMS_GATEWAY
+// and its variables); the log gateway writes to log.
+func Gateway(cfg config.Config, log *slog.Logger) (sms.Gateway, error) {
+	return sms.NewGateway(sms.GatewayConfigOf(cfg), log)
+}
+
+// conditionAccountReset closes the sessions of an account whose password
+// changed, or that was recycled or released (SPEC.md "xmppctl").
+const conditionAccountReset = "not-authorized"
+
+// accountLifecycle makes the SMS worker, the password service, the
+// unclaimed-account sweeper and the in-band password change (SPEC.md
+// "Accounts").
+func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg prometheus.Registerer) error {
+	cfg := d.cfg
+	gw, err := Gateway(cfg, d.log)
+	if err != nil {
+		return fmt.Errorf("XMPPD_SMS_GATEWAY: %w", err)
+	}
+	d.parser = parser
+	d.Sender = &sms.Sender{Outbox: d.DB, Gateway: gw, Key: secret, Log: d.log, Metrics: sms.NewMetrics(reg)}
+	d.Passwords = &sms.Passwords{
+		Domain:        cfg.Domain,
+		Parser:        parser,
+		Store:         d.DB,
+		Key:           secret,
+		Interval:      cfg.PasswordSMSInterval,
+		PerDay:        cfg.PasswordSMSPerDay,
+		PerIPHour:     cfg.PasswordRequestsPerIPHour,
+		PerPrefixHour: cfg.PasswordRequestsPerPrefixHour,
+		RecycleAfter:  cfg.RecycleAfter,
+		Recycle:       d.recycle,
+		OnIssued:      d.closeSessions,
+		Wake:          d.Sender.Wake,
+		Throttled:     sms.NewThrottledCounter(reg),
+		Log:           d.log,
+	}
+	d.sweeper = &auth.Sweeper{Store: d.DB, TTL: cfg.UnclaimedAccountTTL, OnRelease: d.forget, Log: d.log}
+	d.register = ext.NewRegister(d.Server, parser, d.changePassword)
+	return nil
+}
+
+// recycle starts the account of n afresh for a new owner of the number:
+// its contacts' subscriptions are cancelled, then all it stored removed.
+func (d *Daemon) recycle(ctx context.Context, n auth.Number) error {
+	j, err := auth.CanonicalJID(n, d.cfg.Domain)
+	if err != nil {
+		return err
+	}
+	if err := d.roster.Reset(ctx, j); err != nil {
+		return err
+	}
+	if err := d.DB.WipeAccountData(ctx, n); err != nil {
+		return err
+	}
+	d.blocking.Forget(j)
+	return nil
+}
+
+// closeSessions closes the sessions of n after its password changed.
+func (d *Daemon) closeSessions(ctx context.Context, n auth.Number) {
+	if _, err := d.Server.Kick(ctx, string(n), conditionAccountReset); err != nil {
+		d.log.Error("closing sessions after a new password", "number", string(n), "err", err)
+	}
+}
+
+// forget closes the sessions of a released account (there are some only
+// in a race with the release) and drops what the server cached for it.
+func (d *Daemon) forget(ctx context.Context, n auth.Number) {
+	d.closeSessions(ctx, n)
+	if j, err := auth.CanonicalJID(n, d.cfg.Domain); err == nil {
+		d.blocking.Forget(j)
+	}
+}
+
+// changePassword is the in-band password change (XEP-0077): the new
+// credentials, then the account's other sessions are closed.
+func (d *Daemon) changePassword(ctx context.Context, n auth.Number, session jid.JID, password string) error {
+	creds, err := auth.NewCredentials(password)
+	if err != nil {
+		return err
+	}
+	if _, err := d.DB.SetCredentials(ctx, n, creds); err != nil {
+		return err
+	}
+	if _, err := d.Server.KickExcept(ctx, string(n), session, conditionAccountReset); err != nil {
+		d.log.Error("closing other sessions after a password change", "number", string(n), "err", err)
+	}
+	d.log.Info("password changed in-band", "number", string(n))
+	return nil
+}
+
+// adminHandler serves the admin socket: kicks by the server, wakes by the
+// SMS worker.
+type adminHandler struct {
+	*xmppd.Server
+	sender *sms.Sender
+}
+
+// Wake nudges the SMS worker after xmppctl queued an SMS.
+func (h adminHandler) Wake() { h.sender.Wake() }

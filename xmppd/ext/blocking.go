@@ -346,13 +346,26 @@ func (b *Blocking) Blocked(ctx context.Context, bare, j jid.JID) (bool, error) {
 // get/set and messages are answered with service-unavailable. Outbound to a
 // blocked JID: presence and errors are dropped, anything else is answered
 // with not-acceptable and <blocked xmlns='urn:xmpp:blocking:errors'/>.
+//
+// A stanza from one local account to another is also checked, on its way
+// in, against the sender's blocklist: what the server sends on an
+// account's behalf (its broadcast presence fanned out to each contact,
+// answers to probes) never passed the outbound check with its final
+// address.
 func (b *Blocking) Filter(ctx context.Context, s *xmppd.Stanza, inbound bool) (bool, error) {
-	var owner, peer jid.JID
-	if inbound {
-		owner, peer = s.To.Bare(), s.From
-	} else {
-		owner, peer = s.From.Bare(), s.To
+	if !inbound {
+		return b.filter(ctx, s, s.From.Bare(), s.To, false)
 	}
+	if from := s.From.Bare(); from.Localpart() != "" && from.Domainpart() == b.r.Domain() && !from.Equal(s.To.Bare()) {
+		if drop, err := b.filter(ctx, s, from, s.To, false); drop || err != nil {
+			return drop, err
+		}
+	}
+	return b.filter(ctx, s, s.To.Bare(), s.From, true)
+}
+
+// filter applies owner's blocklist to a stanza exchanged with peer.
+func (b *Blocking) filter(ctx context.Context, s *xmppd.Stanza, owner, peer jid.JID, inbound bool) (bool, error) {
 	// Cheap checks first: this runs for every stanza.
 	if peer.Equal(jid.JID{}) || owner.Equal(owner.Domain()) {
 		return false, nil

@@ -328,6 +328,10 @@ func TestBlockingFilter(t *testing.T) {
 		{name: "out: not blocked", s: msg(aliceFull(), "friend@e.example", "chat")},
 		{name: "out: own server always", s: iqs(aliceFull(), domain, "get")},
 		{name: "other account's list", s: msg(bob+"@"+domain+"/x", "+15550003333@"+domain, "chat"), inbound: true},
+		// what the server sends on alice's behalf to a local account she blocks
+		{name: "in: presence from a local sender that blocks", s: pres(aliceFull(), bob+"@"+domain, ""), inbound: true, drop: true},
+		{name: "in: message from a local sender that blocks", s: msg(aliceFull(), bob+"@"+domain, "chat"), inbound: true, drop: true, errReply: true},
+		{name: "in: local sender that blocks others", s: pres(aliceFull(), "+15550003333@"+domain, ""), inbound: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
