@@ -1,0 +1,223 @@
+package offline
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"dialtone/auth"
+	"dialtone/xmppd"
+)
+
+// Deliverer is what the queue needs from the server: writing a stanza to
+// one session and learning whether it reached the connection.
+type Deliverer interface {
+	Domain() string
+	DeliverConfirmed(full jid.JID, st *xmppd.Stanza, done func(written bool))
+}
+
+// Stored describes a message just stored, for the SMS notice (package sms
+// decides whether and what to text).
+type Stored struct {
+	Owner auth.Number
+	From  jid.JID // the sender's full JID
+	Body  string
+	ID    int64
+}
+
+// StoreHook runs after a message was stored: the notice path. An error
+// that is a stanza.Error goes back to the sender (the message stays
+// stored, e.g. policy-violation: no SMS was sent).
+type StoreHook func(ctx context.Context, m Stored) error
+
+// AccountHook is called for a message to a number that has no account
+// yet; it makes the account (unclaimed) or returns an error answered to
+// the sender. Nil: such messages get service-unavailable.
+type AccountHook func(ctx context.Context, n auth.Number) error
+
+// Queue is the offline-message module (XEP-0160): it stores messages for
+// accounts without an available resource and delivers them, oldest first,
+// when the account sends initial presence, removing each only after it was
+// written to the receiver's stream.
+type Queue struct {
+	Store    Store
+	Accounts interface {
+		Account(ctx context.Context, n auth.Number) (auth.Account, error)
+	}
+	Server     Deliverer
+	Limit      int // per account; <= 0: no limit
+	OnStored   StoreHook
+	OnNewOwner AccountHook
+	Log        *slog.Logger
+	Now        func() time.Time
+}
+
+// Register plugs the queue into the server.
+func (q *Queue) Register(mux *xmppd.Mux) {
+	mux.HandleOffline(q.store)
+	mux.OnAvailable(q.deliver)
+	mux.AddFeature(xmppd.ScopeServer, "msgoffline")
+}
+
+func (q *Queue) now() time.Time {
+	if q.Now != nil {
+		return q.Now()
+	}
+	return time.Now()
+}
+
+func (q *Queue) log() *slog.Logger {
+	if q.Log != nil {
+		return q.Log
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// store is the xmppd.OfflineHandler.
+func (q *Queue) store(ctx context.Context, m *xmppd.Stanza) error {
+	if m.Type != "" && m.Type != "normal" && m.Type != "chat" {
+		return nil // headline, groupchat, error: not stored (SPEC "Offline messages")
+	}
+	body, ok := bodyOf(m.Inner)
+	if !ok {
+		return nil // chat states and receipts alone are not kept
+	}
+	owner := auth.Number(m.To.Localpart())
+	if _, err := q.Accounts.Account(ctx, owner); errors.Is(err, auth.ErrNotFound) {
+		if q.OnNewOwner == nil {
+			return stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable}
+		}
+		if err := q.OnNewOwner(ctx, owner); err != nil {
+			return err
+		}
+	} else if err != nil {
+		q.log().Error("offline: account lookup failed", "owner", owner, "err", err)
+		return stanza.Error{Type: stanza.Wait, Condition: stanza.InternalServerError}
+	}
+	now := q.now().UTC()
+	st := m.Clone()
+	st.Inner = appendDelay(append([]byte(nil), m.Inner...), q.Server.Domain(), now)
+	id, err := q.Store.PushOffline(ctx, Message{Owner: string(owner), From: m.From.String(), Stamp: now, Stanza: st.Bytes()}, q.Limit)
+	if errors.Is(err, ErrFull) {
+		return stanza.Error{Type: stanza.Wait, Condition: stanza.ResourceConstraint,
+			Text: map[string]string{"": "the receiver's offline storage is full"}}
+	}
+	if err != nil {
+		q.log().Error("offline: storing failed", "owner", owner, "err", err)
+		return stanza.Error{Type: stanza.Wait, Condition: stanza.InternalServerError}
+	}
+	if q.OnStored != nil {
+		return q.OnStored(ctx, Stored{Owner: owner, From: m.From, Body: body, ID: id})
+	}
+	return nil
+}
+
+// appendDelay adds the XEP-0203 stamp: from the server, when it was stored.
+func appendDelay(inner []byte, domain string, t time.Time) []byte {
+	inner = append(inner, `<delay xmlns="urn:xmpp:delay" from="`...)
+	inner = xmppd.AppendEscaped(inner, domain)
+	inner = append(inner, `" stamp="`...)
+	inner = t.AppendFormat(inner, "2006-01-02T15:04:05.000Z")
+	return append(inner, `"/>`...)
+}
+
+// bodyOf returns the text of a top-level <body/> child, if there is one.
+func bodyOf(inner []byte) (string, bool) {
+	if !bytes.Contains(inner, []byte("body")) {
+		return "", false
+	}
+	d := xml.NewDecoder(io.MultiReader(bytes.NewReader([]byte(`<m xmlns="jabber:client">`)), bytes.NewReader(inner), bytes.NewReader([]byte(`</m>`))))
+	depth := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return "", false
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if depth == 2 && t.Name.Local == "body" && t.Name.Space == xmppd.NSClient {
+				var s string
+				if err := d.DecodeElement(&s, &t); err != nil {
+					return "", false
+				}
+				return s, true
+			}
+		case xml.EndElement:
+			depth--
+		}
+	}
+}
+
+// batch is how many stored messages are handed over at a time.
+const batch = 100
+
+// deliver is the xmppd.AvailableHook: it writes the stored messages to the
+// session that just became available and removes those that were written.
+func (q *Queue) deliver(ctx context.Context, full jid.JID) {
+	owner := full.Localpart()
+	for round := 0; round < 1000; round++ {
+		msgs, err := q.Store.OfflineMessages(ctx, owner, batch)
+		if err != nil {
+			q.log().Error("offline: loading failed", "owner", owner, "err", err)
+			return
+		}
+		if len(msgs) == 0 {
+			return
+		}
+		var (
+			mu      sync.Mutex
+			written []int64
+			wg      sync.WaitGroup
+		)
+		wg.Add(len(msgs))
+		for _, m := range msgs {
+			id := m.ID
+			q.Server.DeliverConfirmed(full, xmppd.RawStanza(m.Stanza), func(ok bool) {
+				if ok {
+					mu.Lock()
+					written = append(written, id)
+					mu.Unlock()
+				}
+				wg.Done()
+			})
+		}
+		if !waitTimeout(&wg, 2*time.Minute) {
+			q.log().Warn("offline: delivery not confirmed in time", "to", full.String())
+		}
+		mu.Lock()
+		ids := append([]int64(nil), written...)
+		mu.Unlock()
+		if len(ids) > 0 {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			err := q.Store.DeleteOffline(dctx, owner, ids)
+			cancel()
+			if err != nil {
+				q.log().Error("offline: removing delivered messages failed (they will come again)", "owner", owner, "err", err)
+				return
+			}
+		}
+		if len(ids) < len(msgs) {
+			return // the session went away; the rest waits for the next login
+		}
+	}
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	c := make(chan struct{})
+	go func() { wg.Wait(); close(c) }()
+	select {
+	case <-c:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
