@@ -33,7 +33,7 @@ type Session struct {
 	number     auth.Number
 	generation int64
 
-	out      chan outItem
+	out      outQueue
 	kill     chan struct{}
 	killOnce sync.Once
 	cond     string // stream error to send when killed ("" = plain close)
@@ -57,7 +57,7 @@ func newSession(c *conn, full jid.JID) *Session {
 		resource:   full.Resourcepart(),
 		number:     c.number,
 		generation: c.generation,
-		out:        make(chan outItem, c.srv.cfg.QueueSize),
+		out:        outQueue{max: c.srv.cfg.QueueSize, signal: make(chan struct{}, 1)},
 		kill:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -91,25 +91,84 @@ type outItem struct {
 	done func(written bool)
 }
 
+// outQueue is a session's bounded write queue. It holds no memory while
+// the session is idle (a channel of QueueSize slots would cost every idle
+// session tens of KiB), and the writer takes everything queued in one swap.
+type outQueue struct {
+	mu     sync.Mutex
+	items  []outItem
+	spare  []outItem
+	max    int
+	closed bool
+	signal chan struct{} // capacity 1: "there is something"
+}
+
+// push adds it; false when the queue is full or closed.
+func (q *outQueue) push(it outItem) (ok, full bool) {
+	q.mu.Lock()
+	switch {
+	case q.closed:
+		q.mu.Unlock()
+		return false, false
+	case len(q.items) >= q.max:
+		q.mu.Unlock()
+		return false, true
+	}
+	q.items = append(q.items, it)
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+	return true, false
+}
+
+// take returns everything queued (owned by the caller until the next take).
+func (q *outQueue) take() []outItem {
+	q.mu.Lock()
+	items := q.items
+	q.items = q.spare[:0]
+	q.spare = nil
+	q.mu.Unlock()
+	return items
+}
+
+// give hands a slice back for reuse; big ones are dropped, so a burst
+// does not pin memory.
+func (q *outQueue) give(items []outItem) {
+	if cap(items) > 256 {
+		return
+	}
+	clear(items)
+	q.mu.Lock()
+	if q.spare == nil {
+		q.spare = items[:0]
+	}
+	q.mu.Unlock()
+}
+
+// close refuses further items and returns what was still queued.
+func (q *outQueue) close() []outItem {
+	q.mu.Lock()
+	q.closed = true
+	items := q.items
+	q.items = nil
+	q.mu.Unlock()
+	return items
+}
+
 // send queues b for the writer. It never blocks: a full queue closes the
 // session.
 func (sess *Session) send(b []byte) bool { return sess.enqueue(outItem{b: b}) }
 
 func (sess *Session) enqueue(it outItem) bool {
-	select {
-	case <-sess.kill:
-		return false
-	default:
-	}
-	select {
-	case sess.out <- it:
-		return true
-	default:
+	ok, full := sess.out.push(it)
+	if full {
 		sess.srv.m.SlowClosed.Inc()
 		sess.srv.log.Warn("closing a session that does not read", "jid", sess.fullStr)
 		sess.closeWith("policy-violation", "too many stanzas waiting for this client")
-		return false
 	}
+	return ok
 }
 
 // closeWith ends the session with a stream error (cond "" for a plain
@@ -133,88 +192,67 @@ var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return
 func (sess *Session) writeLoop() {
 	defer close(sess.done)
 	timeout := sess.srv.cfg.WriteTimeout
-	var dones []func(bool)
-	finish := func(ok bool) {
-		for _, d := range dones {
-			d(ok)
+	write := func(items []outItem, tail []byte, deadline time.Duration) error {
+		bp := writeBufs.Get().(*[]byte)
+		buf := (*bp)[:0]
+		for _, it := range items {
+			buf = append(buf, it.b...)
 		}
-		dones = dones[:0]
-	}
-	add := func(buf []byte, it outItem) []byte {
-		if it.done != nil {
-			dones = append(dones, it.done)
+		buf = append(buf, tail...)
+		var err error
+		if len(buf) > 0 {
+			sess.nc.SetWriteDeadline(time.Now().Add(deadline))
+			_, err = sess.nc.Write(buf)
 		}
-		return append(buf, it.b...)
+		for _, it := range items {
+			if it.done != nil {
+				it.done(err == nil)
+			}
+		}
+		if cap(buf) <= 256<<10 {
+			*bp = buf[:0]
+			writeBufs.Put(bp)
+		}
+		return err
 	}
 	for {
 		select {
-		case it := <-sess.out:
-			bp := writeBufs.Get().(*[]byte)
-			buf := add((*bp)[:0], it)
-		more:
-			for len(buf) < 64<<10 {
-				select {
-				case it := <-sess.out:
-					buf = add(buf, it)
-				default:
-					break more
-				}
-			}
-			sess.nc.SetWriteDeadline(time.Now().Add(timeout))
-			_, err := sess.nc.Write(buf)
-			finish(err == nil)
-			if cap(buf) <= 256<<10 {
-				*bp = buf[:0]
-				writeBufs.Put(bp)
-			}
+		case <-sess.out.signal:
+			items := sess.out.take()
+			err := write(items, nil, timeout)
+			sess.out.give(items)
 			if err != nil {
 				sess.closeWith("", "")
 				sess.nc.Close()
-				sess.failQueued()
+				failAll(sess.out.close())
 				return
 			}
 		case <-sess.kill:
-			var buf []byte
-		drain:
-			for {
-				select {
-				case it := <-sess.out:
-					buf = add(buf, it)
-				default:
-					break drain
-				}
-			}
+			items := sess.out.close()
+			var tail []byte
 			if sess.cond != "" {
 				sess.srv.m.StreamErrors.WithLabelValues(sess.cond).Inc()
-				buf = appendStreamError(buf, sess.cond, sess.text)
+				tail = appendStreamError(nil, sess.cond, sess.text)
 			} else {
-				buf = append(buf, "</stream:stream>"...)
+				tail = []byte("</stream:stream>")
 			}
-			sess.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			_, err := sess.nc.Write(buf)
-			finish(err == nil)
+			write(items, tail, 5*time.Second)
 			if tc, ok := sess.nc.(*tls.Conn); ok {
 				tc.CloseWrite()
 			}
 			// Give the reader a moment to see the peer's </stream:stream>,
 			// then make sure it stops.
 			sess.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
-			sess.failQueued()
 			return
 		}
 	}
 }
 
-// failQueued tells the callers of items that can no longer be written.
-func (sess *Session) failQueued() {
-	for {
-		select {
-		case it := <-sess.out:
-			if it.done != nil {
-				it.done(false)
-			}
-		default:
-			return
+// failAll tells the callers of items that were never written.
+func failAll(items []outItem) {
+	for _, it := range items {
+		if it.done != nil {
+			it.done(false)
 		}
 	}
 }
