@@ -82,20 +82,27 @@ type server struct {
 }
 
 // hermeticEnv is the caller's environment without XMPPD_* variables, plus vars.
-func hermeticEnv(vars map[string]string) []string {
+// Later maps override earlier ones.
+func hermeticEnv(vars map[string]string, more ...map[string]string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "XMPPD_") {
 			env = append(env, kv)
 		}
 	}
-	for k, v := range vars {
+	all := map[string]string{}
+	for _, m := range append([]map[string]string{vars}, more...) {
+		for k, v := range m {
+			all[k] = v
+		}
+	}
+	for k, v := range all {
 		env = append(env, k+"="+v)
 	}
 	return env
 }
 
-func startServer(t *testing.T, bin, dir string) *server {
+func startServer(t *testing.T, bin, dir string, extra ...map[string]string) *server {
 	t.Helper()
 	// Short data dir path: the admin socket lives in it.
 	dataDir, err := os.MkdirTemp("", "interop")
@@ -120,7 +127,7 @@ func startServer(t *testing.T, bin, dir string) *server {
 		"XMPPD_S2S_ADDR":            "",
 		"XMPPD_DEFAULT_REGION":      "KR",
 		"XMPPD_LOG_LEVEL":           "debug",
-	})
+	}, extra...)
 	logFile, err := os.Create(s.log)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,161 @@
+package interop
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mellium.im/sasl"
+
+	"dialtone/internal/xmpptest"
+)
+
+// smsSink is a webhook SMS receiver (SPEC.md "SMS gateway webhook").
+type smsSink struct {
+	mu   sync.Mutex
+	msgs []map[string]string
+	srv  *httptest.Server
+}
+
+func newSMSSink(t *testing.T) *smsSink {
+	k := &smsSink{}
+	k.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m map[string]string
+		if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		k.mu.Lock()
+		k.msgs = append(k.msgs, m)
+		k.mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(k.srv.Close)
+	return k
+}
+
+var passwordText = regexp.MustCompile(`^Your localhost password is ([A-Za-z0-9]+)\. Log in with your phone number\.$`)
+
+// password waits for the n-th (from 1) password SMS to number and returns the password.
+func (k *smsSink) password(t *testing.T, number string, n int) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		k.mu.Lock()
+		seen := 0
+		for _, m := range k.msgs {
+			if m["to"] == number && m["purpose"] == "password" {
+				seen++
+				if seen == n {
+					k.mu.Unlock()
+					sub := passwordText.FindStringSubmatch(m["text"])
+					if sub == nil {
+						t.Fatalf("password SMS text %q does not match SPEC.md", m["text"])
+					}
+					return sub[1]
+				}
+			}
+		}
+		k.mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no password SMS #%d to %s", n, number)
+	return ""
+}
+
+func requestPassword(t *testing.T, s *server, phone string) (int, http.Header, string) {
+	t.Helper()
+	resp, err := http.Post("http://127.0.0.1:"+s.http+"/api/v1/password", "application/json",
+		strings.NewReader(`{"phone":"`+phone+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// A user who knows only their number gets a password by SMS through the
+// HTTP API and chats from slixmpp; a new password voids the old one.
+func TestNewUserFromHomePage(t *testing.T) {
+	requireSlixmpp(t)
+	dir := t.TempDir()
+	bins := build(t, dir, "xmppd")
+	sink := newSMSSink(t)
+	s := startServer(t, bins["xmppd"], dir, map[string]string{
+		"XMPPD_SMS_GATEWAY":           "webhook",
+		"XMPPD_SMS_WEBHOOK_URL":       sink.srv.URL,
+		"XMPPD_PASSWORD_SMS_INTERVAL": "0s",
+	})
+	const (
+		a = "+821012345678"
+		b = "+821098765432"
+	)
+	for _, phone := range []string{"010-1234-5678", "+82 10-9876-5432", "010-1234-5678"} {
+		code, _, body := requestPassword(t, s, phone)
+		if code != http.StatusAccepted || !strings.Contains(body, `"status":"sent"`) {
+			t.Fatalf("request for %s: %d %s", phone, code, body)
+		}
+	}
+	oldA := sink.password(t, a, 1)
+	newA := sink.password(t, a, 2)
+	passB := sink.password(t, b, 1)
+	if oldA == newA {
+		t.Fatal("a new password request gave the same password")
+	}
+	// The first password stopped working when the second was texted.
+	c := xmpptest.Dial(t, "127.0.0.1:"+s.c2s)
+	c.Open("localhost")
+	c.StartTLS()
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	if cond := c.Auth(sasl.ScramSha256, a, oldA); cond != "not-authorized" {
+		t.Fatalf("login with the voided password: %q", cond)
+	}
+	// Invalid numbers and bad requests get 400.
+	if code, _, body := requestPassword(t, s, "12345"); code != http.StatusBadRequest || !strings.Contains(body, `"error"`) {
+		t.Fatalf("invalid number: %d %s", code, body)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	script := exec.CommandContext(ctx, python, "slixmpp_chat.py",
+		"--host", "127.0.0.1", "--port", s.c2s, "--direct-tls-port", s.tls, "--domain", "localhost",
+		"--a", a, "--a-password", newA, "--b", b, "--b-password", passB, "--timeout", "60")
+	var stdout, stderr bytes.Buffer
+	script.Stdout, script.Stderr = &stdout, &stderr
+	runErr := script.Run()
+	var res chatResult
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || runErr != nil || !res.OK {
+		t.Fatalf("slixmpp chat with SMS passwords failed: %v %v %s\n%s", err, runErr, res.Error, stderr.String())
+	}
+	s.stop(t)
+}
+
+// The password API throttles per number with Retry-After (SPEC.md).
+func TestPasswordThrottle(t *testing.T) {
+	dir := t.TempDir()
+	bins := build(t, dir, "xmppd")
+	sink := newSMSSink(t)
+	s := startServer(t, bins["xmppd"], dir, map[string]string{
+		"XMPPD_SMS_GATEWAY":     "webhook",
+		"XMPPD_SMS_WEBHOOK_URL": sink.srv.URL,
+	})
+	if code, _, _ := requestPassword(t, s, "010-5555-1234"); code != http.StatusAccepted {
+		t.Fatalf("first request: %d", code)
+	}
+	code, h, body := requestPassword(t, s, "+821055551234")
+	if code != http.StatusTooManyRequests || h.Get("Retry-After") == "" || !strings.Contains(body, "too many requests") {
+		t.Fatalf("second request within XMPPD_PASSWORD_SMS_INTERVAL: %d %v %s", code, h, body)
+	}
+	sink.password(t, "+821055551234", 1)
+	s.stop(t)
+}
