@@ -483,6 +483,11 @@ func (c *conn) authenticate(el element) (bool, error) {
 	mech, _ := attr(el.start, "", "mechanism")
 	ctx, cancel := context.WithDeadline(context.Background(), c.wr.deadline)
 	defer cancel()
+	ipKey := auth.Number("ip:" + c.ip)
+	if s.cfg.IPLockout.Locked(ipKey) > 0 {
+		s.m.LoginFailures.Inc()
+		return false, c.saslFailure(&auth.Failure{Condition: "temporary-auth-failure", Text: "too many failed logins from your address; try again later"})
+	}
 	ex, err := s.cfg.SASL.Start(mech, c.secure)
 	if err != nil {
 		return false, c.saslFailure(err)
@@ -494,6 +499,10 @@ func (c *conn) authenticate(el element) (bool, error) {
 	for {
 		challenge, done, err := ex.Next(ctx, resp)
 		if err != nil {
+			var f *auth.Failure
+			if errors.As(err, &f) && f.Condition == "not-authorized" {
+				s.cfg.IPLockout.Fail(ipKey)
+			}
 			return false, c.saslFailure(err)
 		}
 		if done {

@@ -43,6 +43,11 @@ type Config struct {
 	QueueSize       int           // per-session write queue in stanzas, default 2048
 	SASLAttempts    int           // failed SASL attempts per connection, default 3
 
+	// IPLockout counts failed logins per client IP (keyed "ip:ADDR"), so
+	// that one client cannot try password after password across many
+	// numbers; nil: no per-IP limit.
+	IPLockout *auth.Lockout
+
 	// RegistrationURL is where in-band registration attempts are sent
 	// (the web page that texts a password).
 	RegistrationURL string

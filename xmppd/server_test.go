@@ -3,6 +3,7 @@ package xmppd_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"mellium.im/sasl"
 
+	"dialtone/auth"
 	"dialtone/internal/xmpptest"
 	"dialtone/xmppd"
 )
@@ -491,5 +493,24 @@ func TestInBandRegistrationRefused(t *testing.T) {
 	}
 	if cond := c.Auth(sasl.ScramSha256, alice, pa); cond != "" {
 		t.Fatal(cond)
+	}
+}
+
+// Failed logins are also counted per client IP: after the limit even a
+// right password for another number gets temporary-auth-failure.
+func TestLoginFailuresPerIP(t *testing.T) {
+	ts := startServer(t, func(c *xmppd.Config) { c.IPLockout = auth.NewLockout(3); c.SASLAttempts = 10 })
+	pa := ts.account(t, alice)
+	c := xmpptest.DialTLS(t, ts.directAddr)
+	c.Open("localhost")
+	c.Next()
+	for i := 0; i < 3; i++ {
+		// different numbers, so the per-number lockout is not what bites
+		if cond := c.Auth(sasl.ScramSha256, fmt.Sprintf("+8210123400%02d", i), "wrong"); cond != "not-authorized" {
+			t.Fatalf("attempt %d: %q", i, cond)
+		}
+	}
+	if cond := c.Auth(sasl.ScramSha256, alice, pa); cond != "temporary-auth-failure" {
+		t.Fatalf("after 3 failures from one IP: %q", cond)
 	}
 }
