@@ -98,16 +98,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.Lockout = auth.NewLockout(cfg.LoginFailures)
 	d.Server, err = xmppd.NewServer(xmppd.Config{
-		Domain:   cfg.Domain,
-		TLS:      &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		SASL:     &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain},
+		Domain: cfg.Domain,
+		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		SASL:   &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain},
 		// One client IP may fail ten times as often as one number before
 		// it is locked out the same way (1 min, doubling, at most 1 h).
 		IPLockout: auth.NewLockout(10 * cfg.LoginFailures),
-		Parser:   parser,
-		Accounts: d.DB,
-		Log:      log,
-		Metrics:  xmppd.NewMetrics(reg),
+		Parser:    parser,
+		Accounts:  d.DB,
+		Log:       log,
+		Metrics:   xmppd.NewMetrics(reg),
 
 		AuthTimeout: cfg.AuthTimeout,
 	})
