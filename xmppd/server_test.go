@@ -514,3 +514,15 @@ func TestLoginFailuresPerIP(t *testing.T) {
 		t.Fatalf("after 3 failures from one IP: %q", cond)
 	}
 }
+
+// Whitespace between stanzas is a keep-alive (RFC 6120 §4.6.1), not text.
+func TestWhitespaceKeepAlive(t *testing.T) {
+	ts := startServer(t)
+	pa := ts.account(t, alice)
+	a := xmpptest.Login(t, ts.addr, alice, pa, "ka")
+	a.Send(" \n\t ")
+	a.Send("\n")
+	a.Sync()
+	a.Send(" <presence/> \n")
+	a.Sync()
+}
