@@ -8,9 +8,14 @@ import (
 )
 
 // serveDNS answers, on a loopback UDP port, A queries for the names in
-// hosts and _xmpp-server._tcp SRV queries for them (port 5269), NXDOMAIN
-// for anything else; for ejabberd, whose s2s resolver (inet_res) knows only
-// DNS and in this set-up never fell back from SRV to A. It returns the port.
+// hosts and _xmpp-server._tcp SRV queries for them, NXDOMAIN for anything
+// else (_xmpps-server included); it returns the port. It is ejabberd's DNS
+// (testdata/inetrc.tmpl). ejabberd 23.01 looks up only the SRV records
+// with inet_res and resolves their target, or when there is none the
+// domain itself, with net:getaddrinfo, the C library's resolver, which
+// knows nothing of the .test domains. So the SRV answer's target is the
+// address itself, written as a name ("127.0.0.4."), which getaddrinfo
+// takes as a numeric address: port 5269 at that address.
 func serveDNS(t *testing.T, hosts map[string]string) int {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -73,9 +78,9 @@ func dnsAnswer(q []byte, hosts map[string]string) []byte {
 	out = append(out, 0, 0, 0, 0)
 	out = append(out, question...)
 	switch {
-	case answers == 1 && isSRV: // priority 0, weight 0, port 5269, target the domain
+	case answers == 1 && isSRV: // priority 0, weight 0, port 5269, target the address
 		var target []byte
-		for _, l := range strings.Split(srvOf, ".") {
+		for _, l := range strings.Split(hosts[srvOf], ".") {
 			target = append(append(target, byte(len(l))), l...)
 		}
 		target = append(target, 0)

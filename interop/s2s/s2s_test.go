@@ -5,8 +5,8 @@
 // Addresses: dialtone.test on 127.0.0.4, prosody.test on 127.0.0.2,
 // ejabberd.test on 127.0.0.3, every server's s2s on port 5269 of its own
 // address. No DNS is needed: xmppd gets XMPPD_S2S_ROUTES, Prosody a small
-// test module (testdata/mod_dialtone_test_routes.lua), ejabberd an Erlang
-// inetrc with host entries.
+// test module (testdata/mod_dialtone_test_routes.lua), ejabberd SRV
+// answers from a DNS responder of the test's own (dns_test.go).
 package s2s
 
 import (
@@ -206,22 +206,58 @@ func start(t *testing.T, name string, cmd *exec.Cmd, logs ...string) *process {
 	return p
 }
 
-// stop sends SIGTERM to the process (and its group, for wrapper scripts),
-// and kills it after ten seconds.
+// stop sends SIGTERM to the process and its group (wrapper scripts such as
+// ejabberdctl exit at once while the VM they started is still shutting
+// down), waits for the whole group to be gone, and kills what is left after
+// ten seconds.
 func (p *process) stop(t *testing.T) {
+	pgid := p.cmd.Process.Pid
 	select {
 	case <-p.done:
-		return
+		if !groupAlive(pgid) {
+			return
+		}
 	default:
 	}
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	syscall.Kill(-pgid, syscall.SIGTERM)
+	deadline := time.After(10 * time.Second)
 	select {
 	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Logf("%s did not stop on SIGTERM; killing it", p.name)
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
+	case <-deadline:
 	}
+	for groupAlive(pgid) {
+		select {
+		case <-deadline:
+			t.Logf("%s did not stop on SIGTERM; killing it", p.name)
+			syscall.Kill(-pgid, syscall.SIGKILL)
+			<-p.done
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	<-p.done
+}
+
+// groupAlive tells whether a live (not zombie) process is in process group
+// pgid, from /proc.
+func groupAlive(pgid int) bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(b[i+1:]))
+		if len(fields) >= 3 && fields[0] != "Z" && fields[2] == strconv.Itoa(pgid) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *process) dump(t *testing.T) {
