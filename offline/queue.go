@@ -24,24 +24,28 @@ type Deliverer interface {
 	DeliverConfirmed(full jid.JID, st *xmppd.Stanza, done func(written bool))
 }
 
-// Stored describes a message just stored, for the SMS notice (package sms
-// decides whether and what to text).
+// Stored describes a message about to be stored, for the notice path
+// (package sms decides whether and what to text).
 type Stored struct {
 	Owner auth.Number
 	From  jid.JID // the sender's full JID
 	Body  string
-	ID    int64
 }
 
-// StoreHook runs after a message was stored: the notice path. An error
-// that is a stanza.Error goes back to the sender (the message stays
-// stored, e.g. policy-violation: no SMS was sent).
-type StoreHook func(ctx context.Context, m Stored) error
+// Kept is what a KeepFunc reports.
+type Kept struct {
+	ID int64
+	// Warning, when not nil, is a stanza.Error sent back to the sender
+	// although the message was stored (e.g. policy-violation: no SMS was
+	// sent).
+	Warning error
+}
 
-// AccountHook is called for a message to a number that has no account
-// yet; it makes the account (unclaimed) or returns an error answered to
-// the sender. Nil: such messages get service-unavailable.
-type AccountHook func(ctx context.Context, n auth.Number) error
+// KeepFunc stores m (ErrFull when its owner has limit messages; limit <= 0:
+// no limit) and, in the same transaction, what its arrival causes: the
+// notice SMS, the account that a message to a latent number makes
+// unclaimed. A crash leaves both or neither.
+type KeepFunc func(ctx context.Context, m Message, s Stored, limit int) (Kept, error)
 
 // Queue is the offline-message module (XEP-0160): it stores messages for
 // accounts without an available resource and delivers them, oldest first,
@@ -52,12 +56,15 @@ type Queue struct {
 	Accounts interface {
 		Account(ctx context.Context, n auth.Number) (auth.Account, error)
 	}
-	Server     Deliverer
-	Limit      int // per account; <= 0: no limit
-	OnStored   StoreHook
-	OnNewOwner AccountHook
-	Log        *slog.Logger
-	Now        func() time.Time
+	Server Deliverer
+	Limit  int // per account; <= 0: no limit
+	// Keep, when set, stores each message with its notice, and takes
+	// messages to latent numbers (Accounts is then not asked). Nil:
+	// Store.PushOffline alone, and a message to a number without an
+	// account gets service-unavailable.
+	Keep KeepFunc
+	Log  *slog.Logger
+	Now  func() time.Time
 }
 
 // Register plugs the queue into the server.
@@ -91,21 +98,25 @@ func (q *Queue) store(ctx context.Context, m *xmppd.Stanza) error {
 		return nil // chat states and receipts alone are not kept
 	}
 	owner := auth.Number(m.To.Localpart())
-	if _, err := q.Accounts.Account(ctx, owner); errors.Is(err, auth.ErrNotFound) {
-		if q.OnNewOwner == nil {
+	if q.Keep == nil {
+		if _, err := q.Accounts.Account(ctx, owner); errors.Is(err, auth.ErrNotFound) {
 			return stanza.Error{Type: stanza.Cancel, Condition: stanza.ServiceUnavailable}
+		} else if err != nil {
+			q.log().Error("offline: account lookup failed", "owner", owner, "err", err)
+			return stanza.Error{Type: stanza.Wait, Condition: stanza.InternalServerError}
 		}
-		if err := q.OnNewOwner(ctx, owner); err != nil {
-			return err
-		}
-	} else if err != nil {
-		q.log().Error("offline: account lookup failed", "owner", owner, "err", err)
-		return stanza.Error{Type: stanza.Wait, Condition: stanza.InternalServerError}
 	}
 	now := q.now().UTC()
 	st := m.Clone()
 	st.Inner = appendDelay(append([]byte(nil), m.Inner...), q.Server.Domain(), now)
-	id, err := q.Store.PushOffline(ctx, Message{Owner: string(owner), From: m.From.String(), Stamp: now, Stanza: st.Bytes()}, q.Limit)
+	msg := Message{Owner: string(owner), From: m.From.String(), Stamp: now, Stanza: st.Bytes()}
+	var kept Kept
+	var err error
+	if q.Keep != nil {
+		kept, err = q.Keep(ctx, msg, Stored{Owner: owner, From: m.From, Body: body}, q.Limit)
+	} else {
+		kept.ID, err = q.Store.PushOffline(ctx, msg, q.Limit)
+	}
 	if errors.Is(err, ErrFull) {
 		return stanza.Error{Type: stanza.Wait, Condition: stanza.ResourceConstraint,
 			Text: map[string]string{"": "the receiver's offline storage is full"}}
@@ -114,10 +125,7 @@ func (q *Queue) store(ctx context.Context, m *xmppd.Stanza) error {
 		q.log().Error("offline: storing failed", "owner", owner, "err", err)
 		return stanza.Error{Type: stanza.Wait, Condition: stanza.InternalServerError}
 	}
-	if q.OnStored != nil {
-		return q.OnStored(ctx, Stored{Owner: owner, From: m.From, Body: body, ID: id})
-	}
-	return nil
+	return kept.Warning
 }
 
 // appendDelay adds the XEP-0203 stamp: from the server, when it was stored.

@@ -106,12 +106,40 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX sms_log_recipient ON sms_log (recipient, purpose, queued)`,
 	}},
+	{3, "message notices", []string{
+		// password_noticed: when a notice carried a fresh password to this
+		// unclaimed account; later notices to it carry none.
+		`ALTER TABLE accounts ADD COLUMN password_noticed {{time}}`,
+		// One open notice window per receiver: the messages stored since
+		// its notice, folded into one notice when it closes. sender is the
+		// one sender of the counted messages, '' when several wrote.
+		`CREATE TABLE notice_windows (
+			owner {{key}} PRIMARY KEY,
+			opened {{time}} NOT NULL,
+			closes {{time}} NOT NULL,
+			messages INTEGER NOT NULL,
+			sender TEXT NOT NULL
+		)`,
+		// The scheduler takes the windows due, earliest first.
+		`CREATE INDEX notice_windows_closes ON notice_windows (closes)`,
+		// The never-claimed numbers each sender (a local number, or a
+		// remote domain) caused notices to, for
+		// XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY; rows older than a day
+		// are pruned.
+		`CREATE TABLE notice_new_numbers (
+			sender {{key}} NOT NULL,
+			number {{key}} NOT NULL,
+			noticed {{time}} NOT NULL,
+			PRIMARY KEY (sender, number)
+		)`,
+		`CREATE INDEX notice_new_numbers_noticed ON notice_new_numbers (noticed)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
 // removes besides the account row. A migration that adds such a table adds
 // it here too.
-var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "blocklist", "offline_messages"}
+var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "blocklist", "offline_messages", "notice_windows"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {

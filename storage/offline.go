@@ -14,32 +14,40 @@ import (
 // pushes never exceed the limit, and ids of one owner increase in the order
 // the messages were stored. A zero Stamp is set to now.
 func (db *DB) PushOffline(ctx context.Context, m offline.Message, limit int) (id int64, err error) {
+	err = db.b.inTx(ctx, func(q querier) (err error) {
+		id, err = db.pushOffline(ctx, q, m, limit)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("storage: store offline message for %s: %w", m.Owner, err)
+	}
+	return id, nil
+}
+
+// pushOffline is PushOffline in q, which must be a transaction (the
+// per-owner lock lasts until it commits).
+func (db *DB) pushOffline(ctx context.Context, q querier, m offline.Message, limit int) (id int64, err error) {
 	if m.Stamp.IsZero() {
 		m.Stamp = db.stamp()
 	}
 	if m.Stanza == nil {
 		m.Stanza = []byte{} // NULL is not a stanza
 	}
-	err = db.b.inTx(ctx, func(q querier) error {
-		if err := db.b.lock(ctx, q, "dialtone offline "+m.Owner); err != nil {
-			return err
-		}
-		if limit > 0 {
-			n, err := countOffline(ctx, q, m.Owner)
-			if err != nil {
-				return err
-			}
-			if n >= limit {
-				return offline.ErrFull
-			}
-		}
-		return q.queryRow(ctx, `INSERT INTO offline_messages (owner, sender, stamp, stanza)
-			VALUES (?, ?, ?, ?) RETURNING id`, []any{m.Owner, m.From, m.Stamp, m.Stanza}, &id)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("storage: store offline message for %s: %w", m.Owner, err)
+	if err := db.b.lock(ctx, q, "dialtone offline "+m.Owner); err != nil {
+		return 0, err
 	}
-	return id, nil
+	if limit > 0 {
+		n, err := countOffline(ctx, q, m.Owner)
+		if err != nil {
+			return 0, err
+		}
+		if n >= limit {
+			return 0, offline.ErrFull
+		}
+	}
+	err = q.queryRow(ctx, `INSERT INTO offline_messages (owner, sender, stamp, stanza)
+		VALUES (?, ?, ?, ?) RETURNING id`, []any{m.Owner, m.From, m.Stamp, m.Stanza}, &id)
+	return id, err
 }
 
 // OfflineMessages returns up to max (<= 0: all) of owner's messages, oldest

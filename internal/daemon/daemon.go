@@ -24,11 +24,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
 
 	"dialtone/auth"
 	"dialtone/internal/admin"
 	"dialtone/internal/config"
 	"dialtone/internal/tlscert"
+	"dialtone/offline"
 	"dialtone/sms"
 	"dialtone/storage"
 	"dialtone/xmppd"
@@ -59,6 +61,12 @@ type Daemon struct {
 	Lockout *auth.Lockout
 	// Sender is the SMS outbox worker; Wake it after queueing an SMS.
 	Sender *sms.Sender
+	// Notices texts receivers that messages wait for them; its Run
+	// closes the notice windows.
+	Notices *sms.Notices
+	// Offline stores messages for accounts without an available
+	// resource (XEP-0160) and delivers them at the next login.
+	Offline *offline.Queue
 
 	parser   *auth.NumberParser
 	sweeper  *auth.Sweeper
@@ -117,6 +125,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	if err := d.accountLifecycle(parser, secret, reg); err != nil {
 		return nil, err
 	}
+	d.offlineMessages(parser, secret)
 	d.registerModules()
 	if cfg.S2SAddr != "" {
 		if err := d.federate(reg); err != nil {
@@ -205,6 +214,10 @@ func (d *Daemon) registerModules() {
 		return err == nil && (it.Subscription == im.SubFrom || it.Subscription == im.SubBoth)
 	}
 	d.blocking.Register(mux)
+	d.Offline.Register(mux)
+	mux.OnAvailable(func(ctx context.Context, full jid.JID) {
+		d.Notices.CameOnline(ctx, auth.Number(full.Localpart()))
+	})
 	disco := ext.NewDisco(mux, srv, "Dialtone")
 	disco.Register(mux)
 	mux.AddStreamFeature(disco.CapsElement())
@@ -280,6 +293,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { d.sweeper.Run(bctx) })
+	wg.Go(func() { d.Notices.Run(bctx) })
 	if d.s2s != nil {
 		serve(func() error { return d.fed.Serve(d.s2s) })
 	}
@@ -483,3 +497,65 @@ type adminHandler struct {
 
 // Wake nudges the SMS worker after xmppctl queued an SMS.
 func (h adminHandler) Wake() { h.sender.Wake() }
+
+// offlineMessages makes the offline queue and the notices that text its
+// receivers (SPEC.md "Offline messages", "SMS texts").
+func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
+	cfg := d.cfg
+	_, voice := d.Sender.Gateway.(sms.VoiceGateway)
+	d.Notices = &sms.Notices{
+		Domain:                 cfg.Domain,
+		Store:                  d.DB,
+		Parser:                 parser,
+		Voice:                  voice,
+		Key:                    secret,
+		Preview:                cfg.NoticePreview,
+		Window:                 cfg.NoticeWindow,
+		PerDay:                 cfg.NoticesPerDay,
+		NewNumbersPerSenderDay: cfg.NoticeNewNumbersPerSenderDay,
+		IsOnline: func(n auth.Number) bool {
+			j, err := auth.CanonicalJID(n, cfg.Domain)
+			return err == nil && len(d.Server.Sessions(j)) > 0
+		},
+		Wake: d.Sender.Wake,
+		Log:  d.log,
+	}
+	d.Offline = &offline.Queue{
+		Store:    d.DB,
+		Accounts: d.DB,
+		Server:   d.Server,
+		Limit:    cfg.OfflineLimit,
+		Keep:     d.keepOffline,
+		Log:      d.log,
+	}
+}
+
+// keepOffline stores a message for an offline receiver together with its
+// notice (one transaction), and tells the sender when no SMS went out.
+func (d *Daemon) keepOffline(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
+	in := sms.Incoming{To: s.Owner, Body: s.Body}
+	if s.From.Domainpart() == d.cfg.Domain && s.From.Localpart() != "" {
+		in.Sender, in.Counter = s.From.Localpart(), s.From.Localpart()
+	} else {
+		// A remote sender: the cap counts its whole domain.
+		in.Sender, in.Counter = s.From.Bare().String(), s.From.Domainpart()
+	}
+	var kept offline.Kept
+	res, err := d.Notices.Notify(ctx, in, func(ctx context.Context, plan sms.NoticePlan) (err error) {
+		kept.ID, err = d.DB.StoreOffline(ctx, m, limit, plan)
+		return err
+	})
+	if err != nil {
+		return kept, err
+	}
+	to := string(s.Owner)
+	switch {
+	case errors.Is(res.Refused, sms.ErrNewNumbersCap):
+		kept.Warning = stanza.Error{Type: stanza.Cancel, Condition: stanza.PolicyViolation, Text: map[string]string{
+			"": "The message is stored for " + to + ", but no SMS was sent to tell them: you reached today's limit of new numbers notified. It will be delivered when they log in."}}
+	case errors.Is(res.Refused, sms.ErrNoSMS):
+		kept.Warning = stanza.Error{Type: stanza.Cancel, Condition: stanza.RecipientUnavailable, Text: map[string]string{
+			"": "The message is stored for " + to + ", but no SMS was sent to tell them: the number is a landline, which cannot receive SMS. It will be delivered when they log in."}}
+	}
+	return kept, nil
+}

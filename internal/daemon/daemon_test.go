@@ -1212,10 +1212,22 @@ func testBlocking(t *testing.T, s *daemonUnderTest) {
 func testRoutingErrors(t *testing.T, s *daemonUnderTest) {
 	alice, bob := s.newUser(t), s.newUser(t)
 	a := s.login(t, alice, "x")
+	// An offline account and a latent number get the message stored
+	// (SPEC.md "Offline messages"): nothing comes back.
+	latent := s.newNumber()
+	for _, to := range []string{bob.bare(), latent + "@" + domain} {
+		id := nextID("m")
+		a.Send(`<message type='chat' id='` + id + `' to='` + to + `'><body>x</body></message>`)
+		if e, ok := find(drain(a), func(e xmpptest.Elem) bool { return e.Attr("id") == id }); ok {
+			t.Errorf("message to %s came back: %v", to, e)
+		}
+	}
+	for _, n := range []string{bob.num, latent} {
+		if c, err := s.d.DB.CountOffline(context.Background(), n); err != nil || c != 1 {
+			t.Errorf("%s: %d stored (%v), want 1", n, c, err)
+		}
+	}
 	for _, tc := range []struct{ name, to, cond string }{
-		// offline storage comes later: until then the sender learns it failed
-		{"offline account", bob.bare(), "service-unavailable"},
-		{"latent number", s.newNumber() + "@" + domain, "service-unavailable"},
 		{"invalid number", "+82123@" + domain, "item-not-found"},
 		{"not a number", "12@" + domain, "item-not-found"},
 	} {

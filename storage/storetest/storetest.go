@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 		{"OfflineIDsNotReused", testOfflineIDsNotReused},
 	}
 	tests = append(tests, outboxTests...)
+	tests = append(tests, noticeTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

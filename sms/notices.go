@@ -1,0 +1,526 @@
+package sms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"dialtone/auth"
+)
+
+// NoticeWindow is the open notice window of one receiver: its notice went
+// out at Opened; the messages stored for it since are counted and, when
+// the window closes, folded into one notice (SPEC.md "SMS texts").
+type NoticeWindow struct {
+	To     string    // the receiver's canonical number
+	Opened time.Time // when the notice that opened it was queued
+	Closes time.Time // Opened + XMPPD_NOTICE_WINDOW
+	Count  int       // messages stored since, for the folded notice
+	// Sender is the one sender of the counted messages; empty when Count
+	// is 0 or several people wrote.
+	Sender string
+}
+
+// Receiver is what the notices need to know of a receiver's account.
+type Receiver struct {
+	Exists  bool // false: a latent number, which a message makes unclaimed
+	Claimed bool // it has logged in once (active)
+	// PasswordNoticed: a notice already carried a password to this
+	// unclaimed account, so later ones carry none.
+	PasswordNoticed bool
+}
+
+// NoticeStore is what Notices needs from the store. Implemented by package
+// storage.
+type NoticeStore interface {
+	// NoticeReceiver returns the receiver's account as the notices see it
+	// (Exists false, no error, for a number without an account).
+	NoticeReceiver(ctx context.Context, n auth.Number) (Receiver, error)
+	// NoticeWindow returns the open window of to, or auth.ErrNotFound.
+	NoticeWindow(ctx context.Context, to string) (NoticeWindow, error)
+	// DueNoticeWindows returns up to limit windows that close at or before
+	// now, the earliest first (through an index on the closing time).
+	DueNoticeWindows(ctx context.Context, now time.Time, limit int) ([]NoticeWindow, error)
+	// CloseNoticeWindow removes w (if it is still the window opened at
+	// w.Opened) and, in the same transaction, queues p when not nil. It
+	// reports whether w was still there.
+	CloseNoticeWindow(ctx context.Context, w NoticeWindow, p *Pending) (bool, error)
+	// DropNoticeWindow removes the window of to, if any.
+	DropNoticeWindow(ctx context.Context, to string) error
+	// QueuedTimes returns when SMS of purpose were queued for to since
+	// the given time, oldest first.
+	QueuedTimes(ctx context.Context, to, purpose string, since time.Time) ([]time.Time, error)
+	// NoticedNumbers returns the distinct never-claimed numbers that
+	// sender caused notices to after since.
+	NoticedNumbers(ctx context.Context, sender string, since time.Time) ([]string, error)
+	// PruneNoticedNumbers forgets what was noticed before before.
+	PruneNoticedNumbers(ctx context.Context, before time.Time) error
+}
+
+// ErrStale is returned by a NoticeWrite when the receiver's account
+// changed since the plan was made (made by someone else, or claimed);
+// Notices then plans again.
+var ErrStale = errors.New("sms: receiver changed since the notice was planned")
+
+// Why a stored message got no notice, for its sender (Result.Refused).
+var (
+	// ErrNewNumbersCap: the sender (or its domain) reached
+	// XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY.
+	ErrNewNumbersCap = errors.New("too many new numbers notified for this sender today")
+	// ErrNoSMS: the receiver's number is a fixed line and the gateway
+	// makes no calls.
+	ErrNoSMS = errors.New("the number is a landline and cannot receive SMS")
+)
+
+// NoticePlan is what storing one message for an offline receiver writes
+// besides the message, in the message's transaction (a crash leaves both
+// or neither).
+type NoticePlan struct {
+	To auth.Number
+	// At is now: the unclaimed account's touched time moves to it (the
+	// TTL counts from the last message), and what is queued is stamped so.
+	At time.Time
+	// Create: the receiver has no account; make it unclaimed with
+	// Credentials. The store returns ErrStale if it exists by now.
+	Create bool
+	// Credentials, without Create, replace those of the unclaimed account
+	// (its first notice carries the new password); the store returns
+	// ErrStale when the account is no longer unclaimed.
+	Credentials *auth.Credentials
+	// PasswordNoticed marks the account as having had a password notice.
+	PasswordNoticed bool
+	// SMS are the notices to queue (a folded notice of an overdue window,
+	// then this message's).
+	SMS []Pending
+	// Window, when set, becomes the receiver's window (opened or counted).
+	Window *NoticeWindow
+	// DropWindow removes the receiver's window (an overdue one closed here).
+	DropWindow bool
+	// CountFor, when set, is the sender key (XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY)
+	// whose never-claimed numbers the receiver now counts among.
+	CountFor string
+}
+
+// NoticeWrite stores the message together with plan in one transaction.
+type NoticeWrite func(ctx context.Context, plan NoticePlan) error
+
+// Incoming is a message about to be stored for an offline receiver.
+type Incoming struct {
+	To auth.Number
+	// Sender is who the notice names: a local sender's canonical number,
+	// else the sender's bare address.
+	Sender string
+	// Counter is whom the new-numbers cap counts: a local sender's
+	// number, or the remote domain the message came from.
+	Counter string
+	// Body is the message text, for the preview.
+	Body string
+}
+
+// NoticeResult tells what storing a message did about notices.
+type NoticeResult struct {
+	Notified bool // a notice was queued for this message
+	Counted  bool // the message was counted in the open window
+	// Refused, when not nil, is ErrNewNumbersCap or ErrNoSMS: the sender
+	// should learn that no notice went out.
+	Refused error
+}
+
+// Notices texts receivers that messages wait for them (SPEC.md "SMS
+// texts"): the first message to an offline receiver at once, further ones
+// folded when the window closes, within the caps. Set the fields before
+// first use; a zero limit or window means none. Run closes the windows.
+type Notices struct {
+	Domain string
+	Store  NoticeStore
+	// Parser tells fixed lines (no SMS; a call when Voice); nil: none are.
+	Parser *auth.NumberParser
+	// Voice: the gateway can call (a VoiceGateway), so landlines get the
+	// notice read out.
+	Voice bool
+	// Key seals a notice that carries a password.
+	Key []byte
+	// Preview quotes the message in the notice (XMPPD_NOTICE_PREVIEW).
+	Preview bool
+	// Window: further messages within it fold into one notice
+	// (XMPPD_NOTICE_WINDOW); 0: every message is notified.
+	Window time.Duration
+	// PerDay caps notices to one number in 24 hours (XMPPD_NOTICES_PER_DAY).
+	PerDay int
+	// NewNumbersPerSenderDay caps the distinct never-claimed numbers one
+	// sender causes notices to in 24 hours.
+	NewNumbersPerSenderDay int
+	// PasswordLength of the passwords; 0: DefaultPasswordLength.
+	PasswordLength int
+	// IsOnline reports whether the receiver has a session: then it gets no
+	// notice. Nil: never.
+	IsOnline func(n auth.Number) bool
+	// Wake nudges the SMS worker after a notice was queued; nil: nothing.
+	Wake func()
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+	// Log: nil means slog.Default().
+	Log *slog.Logger
+
+	once    sync.Once
+	seed    maphash.Seed
+	stripes [64]sync.Mutex
+	wake    chan struct{}
+}
+
+func (n *Notices) init() {
+	n.once.Do(func() {
+		n.seed = maphash.MakeSeed()
+		n.wake = make(chan struct{}, 1)
+	})
+}
+
+func (n *Notices) now() time.Time {
+	if n.Now != nil {
+		return n.Now()
+	}
+	return time.Now()
+}
+
+func (n *Notices) log() *slog.Logger {
+	if n.Log != nil {
+		return n.Log
+	}
+	return slog.Default()
+}
+
+// lock takes the stripes of the given keys, in stripe order, and returns
+// the unlock. Decisions about one receiver, and about one sender's cap,
+// are made and written under it.
+func (n *Notices) lock(keys ...string) func() {
+	idx := make([]int, 0, len(keys))
+	for _, k := range keys {
+		if k == "" {
+			continue
+		}
+		i := int(maphash.String(n.seed, k) % uint64(len(n.stripes)))
+		if !slices.Contains(idx, i) {
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		n.stripes[i].Lock()
+	}
+	return func() {
+		for _, i := range slices.Backward(idx) {
+			n.stripes[i].Unlock()
+		}
+	}
+}
+
+// Notify decides what storing in means for notices and has write store
+// the message with that plan in one transaction. The message is stored
+// whatever the result (unless write fails): a refused notice is reported
+// in NoticeResult.Refused, not as an error.
+func (n *Notices) Notify(ctx context.Context, in Incoming, write NoticeWrite) (NoticeResult, error) {
+	n.init()
+	unlock := n.lock("to "+string(in.To), "from "+in.Counter)
+	defer unlock()
+	for attempt := 0; ; attempt++ {
+		plan, res, err := n.plan(ctx, in, n.now())
+		if err != nil {
+			return NoticeResult{}, err
+		}
+		err = write(ctx, plan)
+		if errors.Is(err, ErrStale) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return NoticeResult{}, err
+		}
+		if len(plan.SMS) > 0 && n.Wake != nil {
+			n.Wake()
+		}
+		if plan.Window != nil && plan.Window.Count == 0 {
+			n.poke() // a new window: the scheduler may sleep past its closing
+		}
+		return res, nil
+	}
+}
+
+// plan makes the plan for in at now.
+func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticePlan, NoticeResult, error) {
+	p := NoticePlan{To: in.To, At: now}
+	var res NoticeResult
+	rc, err := n.Store.NoticeReceiver(ctx, in.To)
+	if err != nil {
+		return p, res, fmt.Errorf("sms: notice to %s: %w", in.To, err)
+	}
+	password := ""
+	if !rc.Exists {
+		// The message makes the account unclaimed on the spot, with a
+		// password that its first notice carries (if one goes out).
+		p.Create = true
+		if password, p.Credentials, err = n.newPassword(); err != nil {
+			return p, res, err
+		}
+	}
+	if n.IsOnline != nil && n.IsOnline(in.To) {
+		return p, res, nil // never a notice to a receiver who is online
+	}
+	sentToday := -1 // notices in the last 24 hours, read when needed
+	w, err := n.Store.NoticeWindow(ctx, string(in.To))
+	open := err == nil
+	if err != nil && !errors.Is(err, auth.ErrNotFound) {
+		return p, res, fmt.Errorf("sms: notice window of %s: %w", in.To, err)
+	}
+	if open && !now.Before(w.Closes) {
+		// Overdue (the scheduler has not come to it): close it here, as
+		// the scheduler would, before this message opens a new one.
+		if sentToday, err = n.sentToday(ctx, in.To, now); err != nil {
+			return p, res, err
+		}
+		if f := n.folded(w, now, sentToday); f != nil {
+			p.SMS = append(p.SMS, *f)
+			sentToday++
+		}
+		p.DropWindow, open = true, false
+	}
+	voice := n.Parser != nil && n.Parser.IsFixedLine(in.To)
+	if voice && !n.Voice {
+		res.Refused = ErrNoSMS
+		return p, res, nil
+	}
+	if !rc.Claimed && n.NewNumbersPerSenderDay > 0 && in.Counter != "" {
+		nums, err := n.Store.NoticedNumbers(ctx, in.Counter, now.Add(-day))
+		if err != nil {
+			return p, res, fmt.Errorf("sms: numbers noticed for %s: %w", in.Counter, err)
+		}
+		if !slices.Contains(nums, string(in.To)) && len(nums) >= n.NewNumbersPerSenderDay {
+			res.Refused = ErrNewNumbersCap
+			return p, res, nil
+		}
+	}
+	if open {
+		switch {
+		case w.Count == 0:
+			w.Sender = in.Sender
+		case w.Sender != in.Sender:
+			w.Sender = "" // several people wrote
+		}
+		w.Count++
+		p.Window, p.DropWindow, res.Counted = &w, false, true
+		if !rc.Claimed {
+			p.CountFor = in.Counter
+		}
+		return p, res, nil
+	}
+	if sentToday < 0 {
+		if sentToday, err = n.sentToday(ctx, in.To, now); err != nil {
+			return p, res, err
+		}
+	}
+	if n.PerDay > 0 && sentToday >= n.PerDay {
+		return p, res, nil // capped: no notice, and no window to fold into
+	}
+	if !rc.Claimed && !rc.PasswordNoticed {
+		if password == "" {
+			if password, p.Credentials, err = n.newPassword(); err != nil {
+				return p, res, err
+			}
+		}
+		p.PasswordNoticed = true
+	} else {
+		password = ""
+	}
+	text := NoticeText(Notice{Domain: n.Domain, Sender: in.Sender, Body: in.Body, Preview: n.Preview, Password: password})
+	var key []byte
+	if password != "" {
+		key = n.Key
+	}
+	pend, err := NewPending(SMS{To: string(in.To), Text: text, Purpose: PurposeNotice}, now, key)
+	if err != nil {
+		return p, res, err
+	}
+	pend.Voice = voice
+	p.SMS = append(p.SMS, pend)
+	res.Notified = true
+	if n.Window > 0 {
+		p.Window = &NoticeWindow{To: string(in.To), Opened: now, Closes: now.Add(n.Window)}
+		p.DropWindow = false
+	}
+	if !rc.Claimed {
+		p.CountFor = in.Counter
+	}
+	return p, res, nil
+}
+
+// newPassword makes a password and its credentials.
+func (n *Notices) newPassword() (string, *auth.Credentials, error) {
+	length := n.PasswordLength
+	if length == 0 {
+		length = DefaultPasswordLength
+	}
+	password, err := auth.GeneratePassword(length)
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := auth.NewCredentials(password)
+	if err != nil {
+		return "", nil, err
+	}
+	return password, &c, nil
+}
+
+// sentToday counts the notices queued for to in the 24 hours before now.
+func (n *Notices) sentToday(ctx context.Context, to auth.Number, now time.Time) (int, error) {
+	if n.PerDay <= 0 {
+		return 0, nil
+	}
+	times, err := n.Store.QueuedTimes(ctx, string(to), PurposeNotice, now.Add(-day))
+	if err != nil {
+		return 0, fmt.Errorf("sms: notices sent to %s: %w", to, err)
+	}
+	return len(times), nil
+}
+
+// folded is the notice that closing w sends, or nil: none were counted,
+// the number takes neither SMS nor call, or the daily cap is reached.
+func (n *Notices) folded(w NoticeWindow, now time.Time, sentToday int) *Pending {
+	if w.Count == 0 {
+		return nil
+	}
+	voice := n.Parser != nil && n.Parser.IsFixedLine(auth.Number(w.To))
+	if voice && !n.Voice || n.PerDay > 0 && sentToday >= n.PerDay {
+		return nil
+	}
+	text := NoticeText(Notice{Domain: n.Domain, Sender: w.Sender, Folded: true, Count: w.Count})
+	p, _ := NewPending(SMS{To: w.To, Text: text, Purpose: PurposeNotice}, now, nil) // unsealed: cannot fail
+	p.Voice = voice
+	return &p
+}
+
+// CameOnline is called when the receiver comes online: the messages are
+// being delivered, so its window closes without a folded notice.
+func (n *Notices) CameOnline(ctx context.Context, to auth.Number) {
+	n.init()
+	unlock := n.lock("to " + string(to))
+	defer unlock()
+	if err := n.Store.DropNoticeWindow(ctx, string(to)); err != nil {
+		n.log().LogAttrs(ctx, slog.LevelError, "notice window", slog.String("to", string(to)), slog.String("error", err.Error()))
+	}
+}
+
+// CloseDue closes the windows due at now, queueing their folded notices,
+// and returns when the next one closes (zero: none open).
+func (n *Notices) CloseDue(ctx context.Context) (next time.Time, err error) {
+	n.init()
+	for {
+		now := n.now()
+		due, err := n.Store.DueNoticeWindows(ctx, now, closeBatch)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("sms: due notice windows: %w", err)
+		}
+		for _, w := range due {
+			if err := n.close(ctx, w, now); err != nil {
+				return time.Time{}, err
+			}
+		}
+		if len(due) < closeBatch {
+			break
+		}
+	}
+	first, err := n.Store.DueNoticeWindows(ctx, farFuture, 1)
+	if err != nil || len(first) == 0 {
+		return time.Time{}, err
+	}
+	return first[0].Closes, nil
+}
+
+// farFuture is "any time" for the next window.
+var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+const (
+	// closeBatch bounds the windows taken from the store at once.
+	closeBatch = 100
+	// maxNoticeWait is the longest the scheduler sleeps without looking.
+	maxNoticeWait = time.Minute
+)
+
+// close closes w if it is still open and due: a folded notice unless none
+// were counted or the receiver is online.
+func (n *Notices) close(ctx context.Context, w NoticeWindow, now time.Time) error {
+	unlock := n.lock("to " + w.To)
+	defer unlock()
+	cur, err := n.Store.NoticeWindow(ctx, w.To)
+	if errors.Is(err, auth.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sms: notice window of %s: %w", w.To, err)
+	}
+	if !cur.Opened.Equal(w.Opened) || now.Before(cur.Closes) {
+		return nil
+	}
+	var p *Pending
+	if cur.Count > 0 && (n.IsOnline == nil || !n.IsOnline(auth.Number(cur.To))) {
+		sent, err := n.sentToday(ctx, auth.Number(cur.To), now)
+		if err != nil {
+			return err
+		}
+		p = n.folded(cur, now, sent)
+	}
+	if _, err := n.Store.CloseNoticeWindow(ctx, cur, p); err != nil {
+		return fmt.Errorf("sms: close notice window of %s: %w", cur.To, err)
+	}
+	if p != nil && n.Wake != nil {
+		n.Wake()
+	}
+	return nil
+}
+
+// poke wakes Run, e.g. after a window opened. It never blocks.
+func (n *Notices) poke() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run closes the windows as they come due, and prunes what the new-numbers
+// cap no longer needs, until ctx is done.
+func (n *Notices) Run(ctx context.Context) {
+	n.init()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var pruned time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-n.wake:
+		}
+		wait := maxNoticeWait
+		next, err := n.CloseDue(ctx)
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return
+			}
+			n.log().LogAttrs(ctx, slog.LevelError, "notice windows", slog.String("error", err.Error()))
+			wait = FirstRetry
+		case !next.IsZero():
+			wait = min(max(next.Sub(n.now()), 0), maxNoticeWait)
+		}
+		if now := n.now(); now.Sub(pruned) >= pruneEvery {
+			if err := n.Store.PruneNoticedNumbers(ctx, now.Add(-day)); err == nil {
+				pruned = now
+			} else if ctx.Err() == nil {
+				n.log().LogAttrs(ctx, slog.LevelError, "notice numbers prune", slog.String("error", err.Error()))
+			}
+		}
+		timer.Reset(wait)
+	}
+}

@@ -1,0 +1,234 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"dialtone/auth"
+	"dialtone/offline"
+	"dialtone/sms"
+)
+
+var _ sms.NoticeStore = (*DB)(nil)
+
+// StoreOffline stores m as PushOffline does (ErrFull at limit) and, in the
+// same transaction, what plan says its arrival causes: the account of a
+// latent number made unclaimed, a password replaced, the unclaimed
+// account's touched time moved to plan.At, the notices queued with their
+// log rows, the receiver's notice window set or removed, and the receiver
+// counted against the sender's new-numbers cap. A crash leaves all of it
+// or none. sms.ErrStale when the account changed since plan was made.
+func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limit int, plan sms.NoticePlan) (id int64, err error) {
+	at := plan.At
+	if at.IsZero() {
+		at = m.Stamp
+	}
+	if at.IsZero() {
+		at = db.stamp()
+	}
+	n := string(plan.To)
+	if n == "" {
+		n = m.Owner
+	}
+	err = db.b.inTx(ctx, func(q querier) error {
+		var err error
+		if id, err = db.pushOffline(ctx, q, m, limit); err != nil {
+			return err
+		}
+		if err := applyAccount(ctx, q, n, at, plan); err != nil {
+			return err
+		}
+		for _, p := range plan.SMS {
+			if err := enqueueSMS(ctx, q, p); err != nil {
+				return err
+			}
+		}
+		if plan.DropWindow {
+			if _, err := q.exec(ctx, `DELETE FROM notice_windows WHERE owner = ?`, n); err != nil {
+				return err
+			}
+		}
+		if w := plan.Window; w != nil {
+			if _, err := q.exec(ctx, `INSERT INTO notice_windows (owner, opened, closes, messages, sender)
+				VALUES (?, ?, ?, ?, ?)
+				ON CONFLICT (owner) DO UPDATE SET opened = excluded.opened, closes = excluded.closes,
+					messages = excluded.messages, sender = excluded.sender`,
+				n, w.Opened, w.Closes, w.Count, w.Sender); err != nil {
+				return err
+			}
+		}
+		if plan.CountFor != "" {
+			if _, err := q.exec(ctx, `INSERT INTO notice_new_numbers (sender, number, noticed) VALUES (?, ?, ?)
+				ON CONFLICT (sender, number) DO UPDATE SET noticed = excluded.noticed`,
+				plan.CountFor, n, at); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("storage: store offline message for %s: %w", m.Owner, err)
+	}
+	return id, nil
+}
+
+// applyAccount does plan's part on the accounts table, in q.
+func applyAccount(ctx context.Context, q querier, n string, at time.Time, plan sms.NoticePlan) error {
+	unclaimed := string(auth.StateUnclaimed)
+	var noticed any // NULL: no password notice
+	if plan.PasswordNoticed {
+		noticed = at
+	}
+	switch {
+	case plan.Create:
+		if plan.Credentials == nil {
+			return errors.New("a new account without credentials")
+		}
+		s1, s256 := plan.Credentials.SHA1, plan.Credentials.SHA256
+		made, err := q.exec(ctx, `INSERT INTO accounts (number, state, created, touched, generation, password_noticed,
+				sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
+				sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key)
+			VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (number) DO NOTHING`,
+			n, unclaimed, at, at, noticed,
+			s1.Salt, s1.Iterations, s1.StoredKey, s1.ServerKey,
+			s256.Salt, s256.Iterations, s256.StoredKey, s256.ServerKey)
+		if err != nil {
+			return err
+		}
+		if made == 0 {
+			return sms.ErrStale
+		}
+		return nil
+	case plan.Credentials != nil:
+		s1, s256 := plan.Credentials.SHA1, plan.Credentials.SHA256
+		set, err := q.exec(ctx, `UPDATE accounts SET generation = generation + 1, touched = ?,
+				sha1_salt = ?, sha1_iterations = ?, sha1_stored_key = ?, sha1_server_key = ?,
+				sha256_salt = ?, sha256_iterations = ?, sha256_stored_key = ?, sha256_server_key = ?
+			WHERE number = ? AND state = ?`,
+			at, s1.Salt, s1.Iterations, s1.StoredKey, s1.ServerKey,
+			s256.Salt, s256.Iterations, s256.StoredKey, s256.ServerKey,
+			n, unclaimed)
+		if err != nil {
+			return err
+		}
+		if set == 0 {
+			return sms.ErrStale
+		}
+	}
+	if plan.PasswordNoticed {
+		if _, err := q.exec(ctx, `UPDATE accounts SET password_noticed = ? WHERE number = ?`, at, n); err != nil {
+			return err
+		}
+	}
+	// Each stored message moves the unclaimed account's TTL clock.
+	_, err := q.exec(ctx, `UPDATE accounts SET touched = ?
+		WHERE number = ? AND state = ? AND (touched IS NULL OR touched < ?)`, at, n, unclaimed, at)
+	return err
+}
+
+// NoticeReceiver returns the account of n as the notices see it.
+func (db *DB) NoticeReceiver(ctx context.Context, n auth.Number) (sms.Receiver, error) {
+	var state string
+	var noticed time.Time
+	err := db.b.queryRow(ctx, `SELECT state, password_noticed FROM accounts WHERE number = ?`,
+		[]any{string(n)}, &state, timeCol{&noticed})
+	if errors.Is(err, auth.ErrNotFound) {
+		return sms.Receiver{}, nil
+	}
+	if err != nil {
+		return sms.Receiver{}, fmt.Errorf("storage: notice receiver %s: %w", n, err)
+	}
+	return sms.Receiver{Exists: true, Claimed: state != string(auth.StateUnclaimed), PasswordNoticed: !noticed.IsZero()}, nil
+}
+
+const windowColumns = `owner, opened, closes, messages, sender`
+
+func scanWindow(r interface{ Scan(...any) error }, w *sms.NoticeWindow) error {
+	return r.Scan(&w.To, timeCol{&w.Opened}, timeCol{&w.Closes}, &w.Count, &w.Sender)
+}
+
+// NoticeWindow returns the open notice window of to, or auth.ErrNotFound.
+func (db *DB) NoticeWindow(ctx context.Context, to string) (sms.NoticeWindow, error) {
+	var w sms.NoticeWindow
+	err := db.b.queryRow(ctx, `SELECT `+windowColumns+` FROM notice_windows WHERE owner = ?`, []any{to},
+		&w.To, timeCol{&w.Opened}, timeCol{&w.Closes}, &w.Count, &w.Sender)
+	if err != nil {
+		return sms.NoticeWindow{}, fmt.Errorf("storage: notice window of %s: %w", to, err)
+	}
+	return w, nil
+}
+
+// DueNoticeWindows returns up to limit windows closing at or before now,
+// the earliest first, through the index on closes.
+func (db *DB) DueNoticeWindows(ctx context.Context, now time.Time, limit int) ([]sms.NoticeWindow, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	r, err := db.b.query(ctx, `SELECT `+windowColumns+` FROM notice_windows
+		WHERE closes <= ? ORDER BY closes, owner LIMIT ?`, now, limit)
+	ws, err := collect(r, err, func(r rows) (w sms.NoticeWindow, err error) {
+		err = scanWindow(r, &w)
+		return w, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: due notice windows: %w", err)
+	}
+	return ws, nil
+}
+
+// CloseNoticeWindow removes w if it is still the window opened at
+// w.Opened and, in the same transaction, queues p (when not nil).
+func (db *DB) CloseNoticeWindow(ctx context.Context, w sms.NoticeWindow, p *sms.Pending) (closed bool, err error) {
+	err = db.b.inTx(ctx, func(q querier) error {
+		gone, err := q.exec(ctx, `DELETE FROM notice_windows WHERE owner = ? AND opened = ?`, w.To, w.Opened)
+		if err != nil || gone == 0 {
+			return err
+		}
+		closed = true
+		if p == nil {
+			return nil
+		}
+		return enqueueSMS(ctx, q, *p)
+	})
+	if err != nil {
+		return false, fmt.Errorf("storage: close notice window of %s: %w", w.To, err)
+	}
+	return closed, nil
+}
+
+// DropNoticeWindow removes the notice window of to, if any.
+func (db *DB) DropNoticeWindow(ctx context.Context, to string) error {
+	if _, err := db.b.exec(ctx, `DELETE FROM notice_windows WHERE owner = ?`, to); err != nil {
+		return fmt.Errorf("storage: drop notice window of %s: %w", to, err)
+	}
+	return nil
+}
+
+// NoticedNumbers returns the numbers sender caused notices to after since,
+// in byte order.
+func (db *DB) NoticedNumbers(ctx context.Context, sender string, since time.Time) ([]string, error) {
+	if since.IsZero() {
+		since = time.Unix(0, 0) // a zero time is bound as NULL
+	}
+	r, err := db.b.query(ctx, `SELECT number FROM notice_new_numbers WHERE sender = ? AND noticed > ? ORDER BY number`,
+		sender, since)
+	nums, err := collect(r, err, func(r rows) (n string, err error) {
+		err = r.Scan(&n)
+		return n, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: numbers noticed for %s: %w", sender, err)
+	}
+	return nums, nil
+}
+
+// PruneNoticedNumbers forgets the numbers noticed before before.
+func (db *DB) PruneNoticedNumbers(ctx context.Context, before time.Time) error {
+	if _, err := db.b.exec(ctx, `DELETE FROM notice_new_numbers WHERE noticed < ?`, before); err != nil {
+		return fmt.Errorf("storage: prune noticed numbers: %w", err)
+	}
+	return nil
+}

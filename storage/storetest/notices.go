@@ -1,0 +1,279 @@
+package storetest
+
+import (
+	"errors"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"dialtone/auth"
+	"dialtone/offline"
+	"dialtone/sms"
+	"dialtone/storage"
+)
+
+// noticeTests are the contract of the message notices (sms.NoticeStore
+// and StoreOffline, schema migration 3); Run runs them.
+var noticeTests = []struct {
+	name string
+	fn   func(t *testing.T, db *storage.DB)
+}{
+	{"StoreOfflineWithNotice", testStoreOfflineWithNotice},
+	{"StoreOfflineStale", testStoreOfflineStale},
+	{"StoreOfflineFullWritesNothing", testStoreOfflineFull},
+	{"StoreOfflineTouches", testStoreOfflineTouches},
+	{"NoticeWindows", testNoticeWindows},
+	{"NoticedNumbers", testNoticedNumbers},
+}
+
+// noticeT0 is a fixed time with microseconds, not in UTC.
+var noticeT0 = time.Date(2031, 5, 6, 7, 8, 9, 123456000, time.FixedZone("KST", 9*3600))
+
+func offlineMsg(owner, body string, at time.Time) offline.Message {
+	return offline.Message{Owner: owner, From: "+15550009999@example.org/x", Stamp: at,
+		Stanza: []byte("<message><body>" + body + "</body></message>")}
+}
+
+func sameWindow(got, want sms.NoticeWindow) bool {
+	return got.To == want.To && got.Count == want.Count && got.Sender == want.Sender &&
+		got.Opened.Equal(want.Opened) && got.Opened.Location() == time.UTC &&
+		got.Closes.Equal(want.Closes) && got.Closes.Location() == time.UTC
+}
+
+// A message to a latent number: the account, the message, the notice with
+// its log row, the window and the sender's count, all written.
+func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const n = auth.Number("+15550003001")
+	r, err := db.NoticeReceiver(ctx, n)
+	must(t, err)
+	if r.Exists {
+		t.Fatalf("receiver of a latent number %+v", r)
+	}
+	c := creds(3)
+	note := queuedSMS("n1", string(n), noticeT0)
+	note.Sealed, note.Body = true, []byte{0, 1, 2, 255}
+	w := sms.NoticeWindow{To: string(n), Opened: noticeT0, Closes: noticeT0.Add(10 * time.Minute)}
+	id, err := db.StoreOffline(ctx, offlineMsg(string(n), "hi", noticeT0), 0, sms.NoticePlan{
+		To: n, At: noticeT0, Create: true, Credentials: &c, PasswordNoticed: true,
+		SMS: []sms.Pending{note}, Window: &w, CountFor: "+15550009999"})
+	must(t, err)
+	a, err := db.Account(ctx, n)
+	must(t, err)
+	if a.State != auth.StateUnclaimed || a.Generation != 1 || !reflect.DeepEqual(a.Credentials, c) || !a.Created.Equal(noticeT0) {
+		t.Errorf("account %+v", a)
+	}
+	r, err = db.NoticeReceiver(ctx, n)
+	must(t, err)
+	if r != (sms.Receiver{Exists: true, PasswordNoticed: true}) {
+		t.Errorf("receiver %+v", r)
+	}
+	msgs, err := db.OfflineMessages(ctx, string(n), 0)
+	must(t, err)
+	if len(msgs) != 1 || msgs[0].ID != id || string(msgs[0].Stanza) != "<message><body>hi</body></message>" {
+		t.Errorf("stored %+v", msgs)
+	}
+	due, err := db.DueSMS(ctx, noticeT0, 10)
+	must(t, err)
+	if len(due) != 1 || !samePending(due[0], note) {
+		t.Errorf("queued %+v, want %+v", due, note)
+	}
+	times, err := db.QueuedTimes(ctx, string(n), sms.PurposeNotice, time.Time{})
+	must(t, err)
+	if len(times) != 1 {
+		t.Errorf("log %v", times)
+	}
+	got, err := db.NoticeWindow(ctx, string(n))
+	must(t, err)
+	if !sameWindow(got, w) {
+		t.Errorf("window %+v, want %+v", got, w)
+	}
+	nums, err := db.NoticedNumbers(ctx, "+15550009999", noticeT0.Add(-time.Hour))
+	must(t, err)
+	if !slices.Equal(nums, []string{string(n)}) {
+		t.Errorf("noticed numbers %v", nums)
+	}
+
+	// counted in the window: it is replaced, no account change
+	w.Count, w.Sender = 1, "+15550009999"
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "again", noticeT0.Add(time.Minute)), 0,
+		sms.NoticePlan{To: n, At: noticeT0.Add(time.Minute), Window: &w})
+	must(t, err)
+	got, err = db.NoticeWindow(ctx, string(n))
+	must(t, err)
+	if !sameWindow(got, w) {
+		t.Errorf("counted window %+v, want %+v", got, w)
+	}
+	// a password for the unclaimed account replaces its credentials
+	c2 := creds(4)
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "3", noticeT0.Add(2*time.Minute)), 0,
+		sms.NoticePlan{To: n, At: noticeT0.Add(2 * time.Minute), Credentials: &c2, PasswordNoticed: true, DropWindow: true})
+	must(t, err)
+	a, err = db.Account(ctx, n)
+	must(t, err)
+	if a.Generation != 2 || !reflect.DeepEqual(a.Credentials, c2) {
+		t.Errorf("account after a new password %+v", a)
+	}
+	_, err = db.NoticeWindow(ctx, string(n))
+	wantNotFound(t, "dropped window", err)
+	if c, err := db.CountOffline(ctx, string(n)); err != nil || c != 3 {
+		t.Errorf("%d stored (%v), want 3", c, err)
+	}
+}
+
+// A plan made for an account that changed meanwhile writes nothing.
+func testStoreOfflineStale(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const n = auth.Number("+15550003002")
+	c := creds(5)
+	_, err := db.SetCredentials(ctx, n, c)
+	must(t, err)
+	// made meanwhile
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), 0, sms.NoticePlan{To: n, At: noticeT0,
+		Create: true, Credentials: &c, SMS: []sms.Pending{queuedSMS("s1", string(n), noticeT0)}})
+	if !errors.Is(err, sms.ErrStale) {
+		t.Errorf("create over an account: %v, want ErrStale", err)
+	}
+	// claimed meanwhile: its password is not replaced
+	must(t, db.RecordLogin(ctx, n, noticeT0))
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), 0, sms.NoticePlan{To: n, At: noticeT0,
+		Credentials: &c, PasswordNoticed: true, SMS: []sms.Pending{queuedSMS("s2", string(n), noticeT0)}})
+	if !errors.Is(err, sms.ErrStale) {
+		t.Errorf("new password for an active account: %v, want ErrStale", err)
+	}
+	if c, err := db.CountOffline(ctx, string(n)); err != nil || c != 0 {
+		t.Errorf("%d stored (%v) by stale plans", c, err)
+	}
+	if due, err := db.DueSMS(ctx, noticeT0, 10); err != nil || len(due) != 0 {
+		t.Errorf("queued %v (%v) by stale plans", due, err)
+	}
+	if a, err := db.Account(ctx, n); err != nil || a.Generation != 1 {
+		t.Errorf("account %+v %v", a, err)
+	}
+}
+
+// A full store refuses the message and writes nothing of its plan.
+func testStoreOfflineFull(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const n = auth.Number("+15550003003")
+	c := creds(6)
+	plan := func(id string) sms.NoticePlan {
+		return sms.NoticePlan{To: n, At: noticeT0, SMS: []sms.Pending{queuedSMS(id, string(n), noticeT0)}, CountFor: "s"}
+	}
+	p := plan("f1")
+	p.Create, p.Credentials = true, &c
+	_, err := db.StoreOffline(ctx, offlineMsg(string(n), "1", noticeT0), 1, p)
+	must(t, err)
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "2", noticeT0), 1, plan("f2"))
+	if !errors.Is(err, offline.ErrFull) {
+		t.Fatalf("over the limit: %v, want ErrFull", err)
+	}
+	due, err := db.DueSMS(ctx, noticeT0, 10)
+	must(t, err)
+	if !slices.Equal(pendingIDs(due), []string{"f1"}) {
+		t.Errorf("queued %v, want only f1", pendingIDs(due))
+	}
+}
+
+// Each stored message moves an unclaimed account's TTL clock; the release
+// takes the account with its messages and window.
+func testStoreOfflineTouches(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const n = auth.Number("+15550003004")
+	c := creds(7)
+	_, err := db.StoreOffline(ctx, offlineMsg(string(n), "1", noticeT0), 0,
+		sms.NoticePlan{To: n, At: noticeT0, Create: true, Credentials: &c})
+	must(t, err)
+	later := noticeT0.Add(time.Hour)
+	w := sms.NoticeWindow{To: string(n), Opened: later, Closes: later.Add(time.Minute)}
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "2", later), 0, sms.NoticePlan{To: n, At: later, Window: &w})
+	must(t, err)
+	if got := released(t, db, later.Add(-time.Second), 0); len(got) != 0 {
+		t.Fatalf("released %v though touched at %v", got, later)
+	}
+	if got := released(t, db, later.Add(time.Second), 0); !slices.Equal(got, []auth.Number{n}) {
+		t.Fatalf("released %v, want %s", got, n)
+	}
+	if c, err := db.CountOffline(ctx, string(n)); err != nil || c != 0 {
+		t.Errorf("%d messages (%v) left of a released account", c, err)
+	}
+	_, err = db.NoticeWindow(ctx, string(n))
+	wantNotFound(t, "window of a released account", err)
+}
+
+// Windows come due in closing order; closing is conditional on the window
+// being the same one and queues its notice with it.
+func testNoticeWindows(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	open := func(n string, opened time.Time, closes time.Duration) sms.NoticeWindow {
+		w := sms.NoticeWindow{To: n, Opened: opened, Closes: opened.Add(closes), Count: 2, Sender: "+1555"}
+		_, err := db.StoreOffline(ctx, offlineMsg(n, "x", opened), 0, sms.NoticePlan{To: auth.Number(n), At: opened, Window: &w})
+		must(t, err)
+		return w
+	}
+	a := open("+15550003011", noticeT0, 3*time.Minute)
+	b := open("+15550003012", noticeT0, time.Minute)
+	c := open("+15550003013", noticeT0, 10*time.Minute)
+	due, err := db.DueNoticeWindows(ctx, noticeT0.Add(3*time.Minute), 10)
+	must(t, err)
+	if len(due) != 2 || !sameWindow(due[0], b) || !sameWindow(due[1], a) {
+		t.Fatalf("due %+v, want b then a", due)
+	}
+	if first, err := db.DueNoticeWindows(ctx, noticeT0.Add(time.Hour), 1); err != nil || len(first) != 1 || !sameWindow(first[0], b) {
+		t.Fatalf("first window %+v %v", first, err)
+	}
+	// a window that is no longer the one read is not closed
+	stale := b
+	stale.Opened = stale.Opened.Add(-time.Second)
+	fold := queuedSMS("fold-b", b.To, noticeT0)
+	if closed, err := db.CloseNoticeWindow(ctx, stale, &fold); err != nil || closed {
+		t.Fatalf("closed a stale window: %v %v", closed, err)
+	}
+	if closed, err := db.CloseNoticeWindow(ctx, b, &fold); err != nil || !closed {
+		t.Fatalf("close: %v %v", closed, err)
+	}
+	if closed, err := db.CloseNoticeWindow(ctx, a, nil); err != nil || !closed {
+		t.Fatalf("close without notice: %v %v", closed, err)
+	}
+	due, err = db.DueNoticeWindows(ctx, noticeT0.Add(time.Hour), 10)
+	must(t, err)
+	if len(due) != 1 || !sameWindow(due[0], c) {
+		t.Fatalf("left %+v, want c", due)
+	}
+	if q, err := db.DueSMS(ctx, noticeT0, 10); err != nil || !slices.Equal(pendingIDs(q), []string{"fold-b"}) {
+		t.Errorf("queued %v %v, want the one fold", pendingIDs(q), err)
+	}
+	must(t, db.DropNoticeWindow(ctx, c.To))
+	must(t, db.DropNoticeWindow(ctx, c.To)) // no error when gone
+	_, err = db.NoticeWindow(ctx, c.To)
+	wantNotFound(t, "dropped window", err)
+}
+
+// The numbers a sender caused notices to, counted since a time, refreshed
+// by a new notice, and pruned.
+func testNoticedNumbers(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	count := func(sender, n string, at time.Time) {
+		_, err := db.StoreOffline(ctx, offlineMsg(n, "x", at), 0, sms.NoticePlan{To: auth.Number(n), At: at, CountFor: sender})
+		must(t, err)
+	}
+	count("alice", "+15550003022", noticeT0)
+	count("alice", "+15550003021", noticeT0.Add(time.Hour))
+	count("bob", "+15550003023", noticeT0)
+	count("alice", "+15550003022", noticeT0.Add(2*time.Hour)) // again: refreshed
+	nums, err := db.NoticedNumbers(ctx, "alice", noticeT0.Add(time.Minute))
+	must(t, err)
+	if !slices.Equal(nums, []string{"+15550003021", "+15550003022"}) {
+		t.Errorf("alice %v", nums)
+	}
+	must(t, db.PruneNoticedNumbers(ctx, noticeT0.Add(90*time.Minute)))
+	nums, err = db.NoticedNumbers(ctx, "alice", time.Time{})
+	must(t, err)
+	if !slices.Equal(nums, []string{"+15550003022"}) {
+		t.Errorf("alice after prune %v", nums)
+	}
+	if nums, err := db.NoticedNumbers(ctx, "bob", time.Time{}); err != nil || len(nums) != 0 {
+		t.Errorf("bob after prune %v %v", nums, err)
+	}
+}
