@@ -78,9 +78,10 @@ type Daemon struct {
 // a bad address or an unreachable database stops the start at once.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, err error) {
 	d = &Daemon{cfg: cfg, log: log}
+	built := d // d is nil by the time a failed start returns
 	defer func() {
 		if err != nil {
-			d.closeAll()
+			built.closeAll()
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {

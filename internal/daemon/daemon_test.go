@@ -9,6 +9,8 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -1372,4 +1374,43 @@ func testShutdownRestart(t *testing.T, s *daemonUnderTest) {
 	a.Available()
 	b = s.online(t, bob, "laptop")
 	a.Expect("bob after the restart", isPresence("", b.JID))
+}
+
+// A start that fails half-way (here: the C2S address is taken) returns an
+// error naming the variable, closes what it had opened, and does not panic.
+func TestNewFailsCleanly(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	cfg, err := config.LoadFrom(map[string]string{
+		"XMPPD_DATA_DIR":            dir,
+		"XMPPD_C2S_ADDR":            busy.Addr().String(),
+		"XMPPD_C2S_DIRECT_TLS_ADDR": "127.0.0.1:0",
+		"XMPPD_HTTP_ADDR":           "127.0.0.1:0",
+		"XMPPD_S2S_ADDR":            "",
+		"XMPPD_ADMIN_SOCKET":        filepath.Join(dir, "admin.sock"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || d != nil || !strings.HasPrefix(err.Error(), "XMPPD_C2S_ADDR:") {
+		t.Fatalf("New with a taken address: %v, %v", d, err)
+	}
+	// the store was closed: a second start on the same data dir works
+	cfg.C2SAddr = "127.0.0.1:0"
+	d, err = daemon.New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
