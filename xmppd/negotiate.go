@@ -37,6 +37,9 @@ type conn struct {
 	nc     net.Conn // raw, or the TLS connection over it
 	ip     string
 	direct bool
+	// websocket: XMPP over WebSocket (RFC 7395), where there is no
+	// STARTTLS; secure says whether the HTTP request came over TLS.
+	websocket bool
 
 	wr  *wireReader
 	dec *xml.Decoder
@@ -337,7 +340,7 @@ func validLang(s string) bool {
 func (c *conn) features() []byte {
 	b := []byte("<stream:features>")
 	switch {
-	case !c.secure:
+	case !c.secure && !c.websocket:
 		b = append(b, `<starttls xmlns="`+nsTLS+`"><required/></starttls>`...)
 	case !c.authed:
 		b = append(b, `<mechanisms xmlns="`+nsSASL+`">`...)
@@ -389,6 +392,9 @@ func (c *conn) negotiate() (*Session, error) {
 		name := el.start.Name.Local
 		switch {
 		case ns == nsTLS && name == "starttls":
+			if c.websocket {
+				return nil, serr("policy-violation", "no STARTTLS over WebSocket")
+			}
 			if c.secure {
 				return nil, serr("policy-violation", "TLS is already in place")
 			}
@@ -399,7 +405,7 @@ func (c *conn) negotiate() (*Session, error) {
 				return nil, err
 			}
 		case ns == nsSASL && name == "auth":
-			if !c.secure {
+			if !c.secure && !c.websocket {
 				c.write([]byte(`<failure xmlns="` + nsSASL + `"><encryption-required/></failure>`))
 				return nil, serr("policy-violation", "STARTTLS is required before authentication")
 			}
@@ -436,7 +442,7 @@ func (c *conn) negotiate() (*Session, error) {
 			if err := c.write(r.Bytes()); err != nil {
 				return nil, err
 			}
-		case !c.secure:
+		case !c.secure && !c.websocket:
 			return nil, serr("policy-violation", "STARTTLS is required")
 		case !c.authed:
 			return nil, serr("not-authorized", "authenticate first")

@@ -193,6 +193,7 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		SecretKey: secret,
 		Client:    client,
 		Log:       d.log,
+		WebSocket: d.Server.ServeWebSocket,
 	}
 }
 
@@ -535,11 +536,15 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 // notice (one transaction), and tells the sender when no SMS went out.
 func (d *Daemon) keepOffline(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
 	in := sms.Incoming{To: s.Owner, Body: s.Body}
+	capped := "you reached today's limit of new numbers notified"
 	if s.From.Domainpart() == d.cfg.Domain && s.From.Localpart() != "" {
 		in.Sender, in.Counter = s.From.Localpart(), s.From.Localpart()
 	} else {
-		// A remote sender: the cap counts its whole domain.
+		// A remote sender: the cap counts its whole domain. The notice
+		// names it by its bare JID: it has no number, and the domain
+		// shows that it is not one of this server's numbers.
 		in.Sender, in.Counter = s.From.Bare().String(), s.From.Domainpart()
+		capped = "senders from " + s.From.Domainpart() + " reached today's limit of new numbers notified"
 	}
 	var kept offline.Kept
 	res, err := d.Notices.Notify(ctx, in, func(ctx context.Context, plan sms.NoticePlan) (err error) {
@@ -553,7 +558,7 @@ func (d *Daemon) keepOffline(ctx context.Context, m offline.Message, s offline.S
 	switch {
 	case errors.Is(res.Refused, sms.ErrNewNumbersCap):
 		kept.Warning = stanza.Error{Type: stanza.Cancel, Condition: stanza.PolicyViolation, Text: map[string]string{
-			"": "The message is stored for " + to + ", but no SMS was sent to tell them: you reached today's limit of new numbers notified. It will be delivered when they log in."}}
+			"": "The message is stored for " + to + ", but no SMS was sent to tell them: " + capped + ". It will be delivered when they log in."}}
 	case errors.Is(res.Refused, sms.ErrNoSMS):
 		kept.Warning = stanza.Error{Type: stanza.Cancel, Condition: stanza.RecipientUnavailable, Text: map[string]string{
 			"": "The message is stored for " + to + ", but no SMS was sent to tell them: the number is a landline, which cannot receive SMS. It will be delivered when they log in."}}

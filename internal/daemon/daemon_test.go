@@ -94,6 +94,7 @@ func TestDaemon(t *testing.T) {
 			t.Run("blocking", func(t *testing.T) { testBlocking(t, s) })
 			t.Run("routing_errors", func(t *testing.T) { testRoutingErrors(t, s) })
 			t.Run("http", func(t *testing.T) { testHTTP(t, s) })
+			t.Run("websocket", func(t *testing.T) { testWebSocket(t, s) })
 			t.Run("shutdown_restart", func(t *testing.T) { testShutdownRestart(t, s) })
 			t.Logf("%s: all in %v", b.name, time.Since(start).Round(time.Millisecond))
 		})

@@ -1,6 +1,6 @@
 // Package web is the server's HTTP side: the home page where people get a
 // password by SMS and manage their account, the password API, health and
-// metrics. WebSocket and host-meta join it later.
+// metrics, XMPP over WebSocket and its XEP-0156 discovery (host-meta).
 package web
 
 import (
@@ -111,6 +111,11 @@ type Options struct {
 	// Log receives errors that the visitor only sees as "try again later";
 	// nil discards them.
 	Log *slog.Logger
+	// WebSocket serves XMPP over WebSocket (RFC 7395) at
+	// GET /xmpp-websocket (xmppd.Server.ServeWebSocket), advertised by
+	// GET /.well-known/host-meta and host-meta.json; nil serves none of
+	// them.
+	WebSocket http.HandlerFunc
 }
 
 // New returns the handler for XMPPD_HTTP_ADDR: the home page and account
@@ -132,6 +137,11 @@ func New(opts Options) http.Handler {
 	mux.HandleFunc("GET /healthz", healthz(opts.Health))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.Handle("/api/v1/password", secure(&passwordAPI{opts: opts}))
+	if opts.WebSocket != nil {
+		mux.HandleFunc("GET "+webSocketPath, opts.WebSocket)
+		mux.HandleFunc("GET /.well-known/host-meta", hostMeta(false))
+		mux.HandleFunc("GET /.well-known/host-meta.json", hostMeta(true))
+	}
 	newSite(opts).register(mux)
 	return mux
 }
