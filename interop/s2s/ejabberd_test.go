@@ -122,7 +122,8 @@ func TestS2SEjabberd(t *testing.T) {
 				{jid: names[i][0] + "@" + ejabberdDomain, password: users[names[i][0]], host: ejabberdIP, port: e.c2s},
 				{jid: names[i][1] + "@" + ejabberdDomain, password: users[names[i][1]], host: ejabberdIP, port: e.c2s},
 			}
-			exercise(t, x, xmppctl, peer, ph, [2]string{"+8210222200" + strconv.Itoa(i) + "1", "+8210222200" + strconv.Itoa(i) + "2"})
+			exercise(t, x, xmppctl, peer, ph, [2]string{"+8210222200" + strconv.Itoa(i) + "1", "+8210222200" + strconv.Itoa(i) + "2"},
+				[2]string{"010-4444-0" + strconv.Itoa(i) + "01", "010-4444-0" + strconv.Itoa(i) + "02"})
 			x.stop(t)
 		})
 	}

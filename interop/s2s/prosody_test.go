@@ -69,7 +69,8 @@ func TestS2SProsody(t *testing.T) {
 				{jid: "alice@" + prosodyDomain, password: users["alice"], host: prosodyIP, port: c2s},
 				{jid: "bob@" + prosodyDomain, password: users["bob"], host: prosodyIP, port: c2s},
 			}
-			exercise(t, x, xmppctl, peer, ph, [2]string{"+8210111100" + strconv.Itoa(i) + "1", "+8210111100" + strconv.Itoa(i) + "2"})
+			exercise(t, x, xmppctl, peer, ph, [2]string{"+8210111100" + strconv.Itoa(i) + "1", "+8210111100" + strconv.Itoa(i) + "2"},
+				[2]string{"010-3333-0" + strconv.Itoa(i) + "01", "010-3333-0" + strconv.Itoa(i) + "02"})
 		})
 	}
 }

@@ -301,6 +301,7 @@ type xmppd struct {
 	env  []string
 	c2s  int
 	http int
+	sms  *smsReceiver // the webhook SMS gateway
 }
 
 type route struct {
@@ -316,7 +317,7 @@ func startXmppd(t *testing.T, bin, dir string, p *pki, trusted bool) *xmppd {
 	t.Helper()
 	dataDir := filepath.Join(dir, "xmppd")
 	os.MkdirAll(dataDir, 0o700)
-	x := &xmppd{c2s: freePort(t, dialtoneIP), http: freePort(t, dialtoneIP)}
+	x := &xmppd{c2s: freePort(t, dialtoneIP), http: freePort(t, dialtoneIP), sms: newSMSReceiver(t)}
 	vars := map[string]string{
 		"XMPPD_DOMAIN":              dialtoneDomain,
 		"XMPPD_DATA_DIR":            dataDir,
@@ -327,6 +328,12 @@ func startXmppd(t *testing.T, bin, dir string, p *pki, trusted bool) *xmppd {
 		"XMPPD_S2S_ROUTES":          prosodyDomain + "=" + prosodyIP + ":5269," + ejabberdDomain + "=" + ejabberdIP + ":5269",
 		"XMPPD_DEFAULT_REGION":      "KR",
 		"XMPPD_LOG_LEVEL":           "debug",
+		// Notices of offline messages go to the test's receiver; one
+		// remote domain may have new numbers texted once a day
+		// (offline_test.go).
+		"XMPPD_SMS_GATEWAY":                       "webhook",
+		"XMPPD_SMS_WEBHOOK_URL":                   x.sms.URL,
+		"XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY": "1",
 	}
 	if trusted {
 		cert, key := p.issue(t, dialtoneDomain)
@@ -473,9 +480,10 @@ func shortTempDir(t *testing.T) string {
 	return dir
 }
 
-// exercise runs both directions between Dialtone and a peer and checks
-// how xmppd authenticated.
-func exercise(t *testing.T, x *xmppd, xmppctl string, peer []user, ph phase, numbers [2]string) {
+// exercise runs both directions between Dialtone and a peer, checks how
+// xmppd authenticated, then has the peer's users write to offline numbers
+// here (latent: two never-used numbers in national form).
+func exercise(t *testing.T, x *xmppd, xmppctl string, peer []user, ph phase, numbers, latent [2]string) {
 	t.Helper()
 	d := []user{
 		{jid: numbers[0] + "@" + dialtoneDomain, host: dialtoneIP, port: x.c2s},
@@ -508,4 +516,6 @@ func exercise(t *testing.T, x *xmppd, xmppctl string, peer []user, ph phase, num
 	if !ph.bidi && in == 0 {
 		t.Errorf("%s: the peer never authenticated to xmppd", ph.name)
 	}
+	// d[0] has logged in (active) and is offline now.
+	offlineFromPeer(t, x, xmppctl, peer, d[0], latent)
 }
