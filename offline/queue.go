@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -169,7 +168,9 @@ func bodyOf(inner []byte) (string, bool) {
 const batch = 100
 
 // deliver is the xmppd.AvailableHook: it writes the stored messages to the
-// session that just became available and removes those that were written.
+// session that just became available and removes each as soon as the
+// session's writer reports it written, so that a crash can bring back only
+// what was being written at that moment.
 func (q *Queue) deliver(ctx context.Context, full jid.JID) {
 	owner := full.Localpart()
 	for round := 0; round < 1000; round++ {
@@ -181,30 +182,49 @@ func (q *Queue) deliver(ctx context.Context, full jid.JID) {
 		if len(msgs) == 0 {
 			return
 		}
-		var (
-			mu      sync.Mutex
-			written []int64
-			wg      sync.WaitGroup
-		)
-		wg.Add(len(msgs))
+		type result struct {
+			id int64
+			ok bool
+		}
+		// Buffered for all: the writer goroutine never waits on us.
+		results := make(chan result, len(msgs))
 		for _, m := range msgs {
 			id := m.ID
 			q.Server.DeliverConfirmed(full, xmppd.RawStanza(m.Stanza), func(ok bool) {
-				if ok {
-					mu.Lock()
-					written = append(written, id)
-					mu.Unlock()
-				}
-				wg.Done()
+				results <- result{id, ok}
 			})
 		}
-		if !waitTimeout(&wg, 2*time.Minute) {
-			q.log().Warn("offline: delivery not confirmed in time", "to", full.String())
-		}
-		mu.Lock()
-		ids := append([]int64(nil), written...)
-		mu.Unlock()
-		if len(ids) > 0 {
+		written, answered := 0, 0
+		timeout := time.After(2 * time.Minute)
+		for answered < len(msgs) {
+			var ids []int64
+			select {
+			case r := <-results:
+				answered++
+				if r.ok {
+					ids = append(ids, r.id)
+				}
+			case <-timeout:
+				q.log().Warn("offline: delivery not confirmed in time", "to", full.String())
+				return
+			}
+			// take whatever else was confirmed by the same write
+		more:
+			for {
+				select {
+				case r := <-results:
+					answered++
+					if r.ok {
+						ids = append(ids, r.id)
+					}
+				default:
+					break more
+				}
+			}
+			if len(ids) == 0 {
+				continue
+			}
+			written += len(ids)
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			err := q.Store.DeleteOffline(dctx, owner, ids)
 			cancel()
@@ -213,19 +233,8 @@ func (q *Queue) deliver(ctx context.Context, full jid.JID) {
 				return
 			}
 		}
-		if len(ids) < len(msgs) {
+		if written < len(msgs) {
 			return // the session went away; the rest waits for the next login
 		}
-	}
-}
-
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
-	c := make(chan struct{})
-	go func() { wg.Wait(); close(c) }()
-	select {
-	case <-c:
-		return true
-	case <-time.After(d):
-		return false
 	}
 }

@@ -219,7 +219,22 @@ func (sess *Session) writeLoop() {
 		select {
 		case <-sess.out.signal:
 			items := sess.out.take()
-			err := write(items, nil, timeout)
+			// At most about 64 KiB per write, so that confirmations (the
+			// offline queue removes a message once written) follow the
+			// bytes closely.
+			var err error
+			for rest := items; len(rest) > 0 && err == nil; {
+				n, size := 0, 0
+				for n < len(rest) && (n == 0 || size+len(rest[n].b) <= 64<<10) {
+					size += len(rest[n].b)
+					n++
+				}
+				err = write(rest[:n], nil, timeout)
+				rest = rest[n:]
+				if err != nil {
+					failAll(rest)
+				}
+			}
 			sess.out.give(items)
 			if err != nil {
 				sess.closeWith("", "")
