@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"html"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,6 +88,8 @@ func TestBrowserNewUserToSlixmpp(t *testing.T) {
 		wd.Type("#name", u.name)
 		wd.Submit("#save-name")
 		expect(who+": name saved", wd.Text("#notice"), "display name is saved")
+		// the form shows the name it saved, read back from the vCard
+		expect(who+": name shown", wd.Source(), `value="`+html.EscapeString(u.name)+`"`)
 		wd.Screenshot(fmt.Sprintf("user%d-name-saved", i+1))
 
 		wd.Submit("#logout")

@@ -159,6 +159,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 // pieces: the password service and the login lockout that XMPP uses too.
 func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus.Registry) web.Options {
 	client := web.ClientInfo{Host: d.cfg.Domain}
+	vcard := ext.NewVCard(d.Server, d.DB)
 	for _, l := range []struct {
 		which  string
 		direct bool
@@ -181,7 +182,8 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		Accounts:    d.DB,
 		Lockout:     d.Lockout,
 		Offline:     d.DB,
-		SetFullName: ext.NewVCard(d.Server, d.DB).SetFullName,
+		SetFullName: vcard.SetFullName,
+		FullName:    vcard.FullName,
 		ChangePassword: func(ctx context.Context, n auth.Number, c auth.Credentials) error {
 			if _, err := d.DB.SetCredentials(ctx, n, c); err != nil {
 				return err

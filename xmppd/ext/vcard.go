@@ -93,6 +93,22 @@ func (v *VCard) load(ctx context.Context, owner string) ([]byte, error) {
 	return b, nil
 }
 
+// FullName returns the FN (formatted name) of owner's vCard, "" when it
+// has none (for the account page).
+func (v *VCard) FullName(ctx context.Context, owner string) (string, error) {
+	b, err := v.load(ctx, owner)
+	if err != nil {
+		return "", err
+	}
+	var card struct {
+		FN string `xml:"vcard-temp FN"`
+	}
+	if err := xml.Unmarshal(b, &card); err != nil {
+		return "", fmt.Errorf("stored vCard of %s: %w", owner, err)
+	}
+	return card.FN, nil
+}
+
 // SetFullName sets the FN (formatted name) of owner's vCard, keeping the
 // rest of it; an empty fn removes FN. owner is the account's number, as
 // the store keys it.

@@ -384,6 +384,16 @@ func (s *site) accountPage(ctx context.Context, w http.ResponseWriter, r *http.R
 	if j, err := auth.CanonicalJID(n, s.opts.Domain); err == nil {
 		v.JID = j.String()
 	}
+	if s.opts.FullName != nil && v.CanName {
+		ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		name, err := s.opts.FullName(ctx, string(n))
+		cancel()
+		if err != nil {
+			s.opts.Log.Error("account page: reading the display name", "number", n, "err", err)
+		} else {
+			v.Name = name
+		}
+	}
 	if s.opts.Offline != nil {
 		v.CountShown = true
 		ctx, cancel := context.WithTimeout(ctx, storeTimeout)

@@ -98,6 +98,9 @@ type Options struct {
 	// SetFullName sets the display name (vCard FN) of owner, a canonical
 	// number; nil hides the form.
 	SetFullName func(ctx context.Context, owner, fn string) error
+	// FullName reads the display name back, to show it in the form; nil:
+	// the field starts empty.
+	FullName func(ctx context.Context, owner string) (string, error)
 	// ChangePassword stores new credentials for n and closes the
 	// account's XMPP sessions; nil hides the form.
 	ChangePassword func(ctx context.Context, n auth.Number, c auth.Credentials) error
