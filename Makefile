@@ -11,7 +11,7 @@ TESTFLAGS ?= -count=1 -timeout 20m
 FUZZTIME  ?= 15s
 BENCHTIME ?= 1s
 
-.PHONY: all build run test fuzz bench clean
+.PHONY: all build run test fuzz bench loadtest clean
 
 all: build
 
@@ -41,6 +41,28 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+# A short load run (cmd/xmppload) against a throwaway xmppd on loopback:
+# accounts, logins, routing as fast as possible, then at 1,000 msgs/s.
+# Not part of make test. LOAD_PORT..LOAD_PORT+2 must be free.
+LOAD_PORT     ?= 15222
+LOAD_CLIENTS  ?= 100
+LOAD_DURATION ?= 5s
+
+loadtest: build
+	$(GO) build -o $(BIN)/xmppload ./cmd/xmppload
+	@set -e; dir=$$(mktemp -d); \
+	export XMPPD_DATA_DIR=$$dir XMPPD_C2S_ADDR=127.0.0.1:$(LOAD_PORT) \
+		XMPPD_C2S_DIRECT_TLS_ADDR=127.0.0.1:$$(($(LOAD_PORT)+1)) XMPPD_HTTP_ADDR=127.0.0.1:$$(($(LOAD_PORT)+2)) \
+		XMPPD_S2S_ADDR= XMPPD_LOGIN_FAILURES=1000000 XMPPD_LOG_LEVEL=warn; \
+	$(BIN)/xmppd 2>$$dir/xmppd.log & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; rm -rf $$dir' EXIT; \
+	i=0; while [ ! -S $$dir/admin.sock ] && [ $$i -lt 100 ]; do sleep 0.1; i=$$((i+1)); done; \
+	L="--addr 127.0.0.1:$(LOAD_PORT) --pid $$pid --label dialtone"; \
+	$(BIN)/xmppload $$L --dialtone-xmppctl $(BIN)/xmppctl --save-accounts $$dir/accounts \
+		--scenario login --clients $(LOAD_CLIENTS); \
+	$(BIN)/xmppload $$L --accounts $$dir/accounts --scenario route --clients $(LOAD_CLIENTS) --duration $(LOAD_DURATION); \
+	$(BIN)/xmppload $$L --accounts $$dir/accounts --scenario route --clients $(LOAD_CLIENTS) --duration $(LOAD_DURATION) --rate 1000
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,247 @@
+// Command xmppload is a load generator for any XMPP server on loopback: it
+// logs in real clients (TCP, STARTTLS or direct TLS, SASL SCRAM-SHA-256,
+// SCRAM-SHA-1 or PLAIN, resource binding, presence) and measures login
+// rate, message routing (every message counted end to end by its id,
+// latency from a timestamp in its body) and the memory an idle session
+// costs the server. It prints one JSON line on stdout and a table on
+// stderr. See README.md "Measuring".
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Hard caps: every run is bounded in size and time.
+const (
+	maxClients     = 20000
+	maxDuration    = 5 * time.Minute
+	maxConcurrency = 1000
+	maxSize        = 64 << 10
+	maxRate        = 1_000_000
+	maxWindow      = 100_000
+	loginTimeout   = 30 * time.Second
+	// maxRun bounds a whole run: logins, the scenario, draining, closing.
+	maxRun = 15 * time.Minute
+)
+
+type config struct {
+	addr        string
+	domain      string
+	tls         string // starttls or direct
+	mech        string
+	accounts    string
+	pattern     string
+	password    string
+	start       int
+	xmppctl     string
+	saveAccts   string
+	clients     int
+	concurrency int
+	scenario    string
+	duration    time.Duration
+	rate        float64
+	size        int
+	window      int
+	drain       time.Duration
+	pid         int
+	label       string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("xmppload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:5222", "server host:port (loopback only: 127.0.0.0/8 or ::1)")
+	fs.StringVar(&c.domain, "domain", "localhost", "XMPP domain (stream 'to' and TLS server name)")
+	fs.StringVar(&c.tls, "tls", "starttls", "starttls, or direct (TLS from the first byte, XEP-0368); any certificate is accepted")
+	fs.StringVar(&c.mech, "mech", "SCRAM-SHA-256", "SASL mechanism: SCRAM-SHA-256, SCRAM-SHA-1 or PLAIN")
+	fs.StringVar(&c.accounts, "accounts", "", `file of "jid password" lines`)
+	fs.StringVar(&c.pattern, "pattern", "+8210%08d@localhost", "accounts made in advance: JID pattern with one %d verb (used without --accounts)")
+	fs.StringVar(&c.password, "password", "", "password of every --pattern account")
+	fs.IntVar(&c.start, "start", 55000000, "first number of --pattern")
+	fs.StringVar(&c.xmppctl, "dialtone-xmppctl", "", "path of Dialtone's xmppctl: make the --pattern accounts with `account reset NUMBER --print` (same XMPPD_* environment as the server)")
+	fs.StringVar(&c.saveAccts, "save-accounts", "", "write the accounts used to this file (for --accounts later)")
+	fs.IntVar(&c.clients, "clients", 100, fmt.Sprintf("clients (route: an even number, in pairs; max %d)", maxClients))
+	fs.IntVar(&c.concurrency, "concurrency", 32, "logins in progress at once (Dialtone allows 50 unauthenticated connections per IP)")
+	fs.StringVar(&c.scenario, "scenario", "route", "login, route or idle")
+	fs.DurationVar(&c.duration, "duration", 20*time.Second, "route: sending time; idle: holding time (max 5m)")
+	fs.Float64Var(&c.rate, "rate", 0, "route: total messages/s over all senders; 0: as fast as possible (within --window)")
+	fs.IntVar(&c.size, "size", 100, "route: body bytes")
+	fs.IntVar(&c.window, "window", 128, "route: most messages of one sender not yet received by its peer")
+	fs.DurationVar(&c.drain, "drain", 5*time.Second, "route: how long to wait for messages in flight after sending stops")
+	fs.IntVar(&c.pid, "pid", 0, "server PID: report its (and its descendants') RSS and CPU time from /proc")
+	fs.StringVar(&c.label, "label", "", "name of the server, copied into the JSON")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return c, c.check()
+}
+
+func (c *config) check() error {
+	switch {
+	case c.scenario != "login" && c.scenario != "route" && c.scenario != "idle":
+		return fmt.Errorf("--scenario %q: want login, route or idle", c.scenario)
+	case c.tls != "starttls" && c.tls != "direct":
+		return fmt.Errorf("--tls %q: want starttls or direct", c.tls)
+	case c.clients < 1 || c.clients > maxClients:
+		return fmt.Errorf("--clients %d: want 1..%d", c.clients, maxClients)
+	case c.scenario == "route" && c.clients%2 != 0:
+		return fmt.Errorf("--clients %d: route pairs the clients, want an even number", c.clients)
+	case c.concurrency < 1 || c.concurrency > maxConcurrency:
+		return fmt.Errorf("--concurrency %d: want 1..%d", c.concurrency, maxConcurrency)
+	case c.duration <= 0 || c.duration > maxDuration:
+		return fmt.Errorf("--duration %s: want more than 0 and at most %s", c.duration, maxDuration)
+	case c.drain < 0 || c.drain > time.Minute:
+		return fmt.Errorf("--drain %s: want 0..1m", c.drain)
+	case c.rate < 0 || c.rate > maxRate:
+		return fmt.Errorf("--rate %g: want 0..%d", c.rate, maxRate)
+	case c.size < 32 || c.size > maxSize:
+		return fmt.Errorf("--size %d: want 32..%d (the body carries a timestamp)", c.size, maxSize)
+	case c.window < 1 || c.window > maxWindow:
+		return fmt.Errorf("--window %d: want 1..%d", c.window, maxWindow)
+	case c.accounts == "" && c.password == "" && c.xmppctl == "":
+		return errors.New("give --accounts FILE, or --pattern with --password, or --dialtone-xmppctl PATH")
+	case c.accounts != "" && c.xmppctl != "":
+		return errors.New("--accounts and --dialtone-xmppctl exclude each other")
+	}
+	if _, err := mechanism(c.mech); err != nil {
+		return err
+	}
+	return nil
+}
+
+// isLoopback reports whether ip is in 127.0.0.0/8 or is ::1.
+func isLoopback(ip net.IP) bool {
+	if v4 := ip.To4(); v4 != nil {
+		return v4[0] == 127
+	}
+	return ip.Equal(net.IPv6loopback)
+}
+
+// resolveLoopback resolves host:port and refuses it unless every address
+// the name has is loopback. It returns the address to dial.
+func resolveLoopback(ctx context.Context, hostport string, lookup func(context.Context, string) ([]net.IPAddr, error)) (string, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", fmt.Errorf("--addr %q: %w", hostport, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return "", fmt.Errorf("--addr %q: bad port", hostport)
+	}
+	var ips []net.IP
+	if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil {
+		ips = []net.IP{ip}
+	} else {
+		addrs, err := lookup(ctx, host)
+		if err != nil {
+			return "", fmt.Errorf("--addr %q: %w", hostport, err)
+		}
+		for _, a := range addrs {
+			ips = append(ips, a.IP)
+		}
+	}
+	if len(ips) == 0 {
+		return "", fmt.Errorf("--addr %q: no address", hostport)
+	}
+	for _, ip := range ips {
+		if !isLoopback(ip) {
+			return "", fmt.Errorf("--addr %q: %s is not a loopback address; xmppload only loads servers on 127.0.0.0/8 or ::1", hostport, ip)
+		}
+	}
+	return net.JoinHostPort(ips[0].String(), port), nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "xmppload:", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, maxRun)
+	defer cancel()
+	addr, err := resolveLoopback(ctx, c.addr, net.DefaultResolver.LookupIPAddr)
+	if err != nil {
+		fmt.Fprintln(stderr, "xmppload:", err)
+		return 2
+	}
+	accs, err := loadAccounts(ctx, &c, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "xmppload:", err)
+		return 1
+	}
+	d := &dialer{addr: addr, domain: c.domain, direct: c.tls == "direct", mech: strings.ToUpper(c.mech)}
+	var res *result
+	switch c.scenario {
+	case "login":
+		res, err = runLogin(ctx, &c, d, accs)
+	case "route":
+		res, err = runRoute(ctx, &c, d, accs, stderr)
+	case "idle":
+		res, err = runIdle(ctx, &c, d, accs, stderr)
+	}
+	if res != nil {
+		res.print(stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "xmppload:", err)
+		return 1
+	}
+	return 0
+}
+
+func loadAccounts(ctx context.Context, c *config, log io.Writer) ([]account, error) {
+	var accs []account
+	var err error
+	if c.accounts != "" {
+		f, err := os.Open(c.accounts)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if accs, err = parseAccounts(f, c.clients); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.accounts, err)
+		}
+	} else {
+		if accs, err = patternAccounts(c.pattern, c.password, c.start, c.clients); err != nil {
+			return nil, err
+		}
+		if c.xmppctl != "" {
+			if err := xmppctlAccounts(ctx, c.xmppctl, accs, log); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(accs) < c.clients {
+		return nil, fmt.Errorf("%d accounts for %d clients", len(accs), c.clients)
+	}
+	if c.saveAccts != "" {
+		if err := writeAccounts(c.saveAccts, accs); err != nil {
+			return nil, err
+		}
+	}
+	return accs, nil
+}
