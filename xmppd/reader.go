@@ -52,7 +52,7 @@ type wireReader struct {
 }
 
 func newWireReader(conn net.Conn, max int) *wireReader {
-	return &wireReader{conn: conn, br: bufio.NewReaderSize(readFunc(conn.Read), 4096), max: max}
+	return &wireReader{conn: conn, br: bufio.NewReaderSize(readFunc(conn.Read), 1024), max: max}
 }
 
 // readFunc adapts a Read method to io.Reader without re-wrapping conn's type.
