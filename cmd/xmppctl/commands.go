@@ -15,8 +15,6 @@ import (
 	"dialtone/storage"
 )
 
-// passwordLength of the passwords xmppctl makes.
-const passwordLength = 12
 
 // conditionReset is the stream error that closes the sessions of a reset or
 // deleted account (SPEC.md "xmppctl").
@@ -105,7 +103,11 @@ func (c *cli) accountReset(ctx context.Context, cmd *command, args []string) err
 		return err
 	}
 	if *print {
-		password, err := setPassword(ctx, db, n)
+		cfg, err := c.config()
+		if err != nil {
+			return err
+		}
+		password, err := setPassword(ctx, db, n, cfg.PasswordLength)
 		if err != nil {
 			return err
 		}
@@ -143,8 +145,8 @@ func (c *cli) accountReset(ctx context.Context, cmd *command, args []string) err
 
 // setPassword gives n a new random password that is not texted, making
 // the account unclaimed when there is none, and returns the password.
-func setPassword(ctx context.Context, db *storage.DB, n auth.Number) (string, error) {
-	password, err := auth.GeneratePassword(passwordLength)
+func setPassword(ctx context.Context, db *storage.DB, n auth.Number, length int) (string, error) {
+	password, err := auth.GeneratePassword(length)
 	if err != nil {
 		return "", err
 	}
@@ -260,7 +262,11 @@ func (c *cli) accountImport(ctx context.Context, cmd *command, args []string) er
 			imported++
 			continue
 		}
-		password, err := setPassword(ctx, db, l.number)
+		cfg, err := c.config()
+		if err != nil {
+			return err
+		}
+		password, err := setPassword(ctx, db, l.number, cfg.PasswordLength)
 		if err != nil {
 			return fmt.Errorf("line %d: %w (%d imported before it)", l.line, err, imported)
 		}

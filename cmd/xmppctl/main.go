@@ -375,7 +375,7 @@ func (c *cli) passwords(ctx context.Context) (*sms.Passwords, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sms.Passwords{Domain: cfg.Domain, Store: db, Key: key}, nil
+	return &sms.Passwords{Domain: cfg.Domain, Store: db, Key: key, Length: cfg.PasswordLength}, nil
 }
 
 // outbox returns the configuration, the store (which holds the SMS

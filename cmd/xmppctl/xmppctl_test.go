@@ -606,3 +606,13 @@ func TestResetAndDeleteCloseSessions(t *testing.T) {
 		t.Errorf("outbox %+v %v, want the password and the test SMS", due, err)
 	}
 }
+
+// XMPPD_PASSWORD_LENGTH sets the length of the passwords xmppctl makes.
+func TestPasswordLength(t *testing.T) {
+	e := newEnv(t)
+	e.vars["XMPPD_PASSWORD_LENGTH"] = "21"
+	r := e.must(0, "account", "reset", "+821012345678", "--print")
+	if got := len(strings.TrimSpace(r.stdout)); got != 21 {
+		t.Fatalf("password %q has %d characters, want 21", r.stdout, got)
+	}
+}

@@ -130,6 +130,9 @@ type Config struct {
 	NoticePreview bool `env:"XMPPD_NOTICE_PREVIEW" envDefault:"true"`
 	// OfflineLimit is the number of stored messages per account. 0: no limit.
 	OfflineLimit int `env:"XMPPD_OFFLINE_LIMIT" envDefault:"1000"`
+	// PasswordLength is the length of the random passwords the server
+	// makes (at least 10: SPEC "Accounts").
+	PasswordLength int `env:"XMPPD_PASSWORD_LENGTH" envDefault:"12"`
 	// LoginFailures is the number of failed logins before a number is
 	// locked. 0: never locked.
 	LoginFailures int `env:"XMPPD_LOGIN_FAILURES" envDefault:"5"`
@@ -293,6 +296,9 @@ func (c *Config) normalize() error {
 		if l.v < 0 {
 			return fmt.Errorf("%s: must not be negative (got %d)", l.name, l.v)
 		}
+	}
+	if c.PasswordLength < 10 || c.PasswordLength > 128 {
+		return fmt.Errorf("XMPPD_PASSWORD_LENGTH: must be between 10 and 128 (got %d)", c.PasswordLength)
 	}
 
 	if c.SecretKey != "" {

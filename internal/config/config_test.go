@@ -44,6 +44,7 @@ func TestDefaults(t *testing.T) {
 		LogLevel:                     "info",
 	}
 	want.PasswordRequestsPerPrefixHour = 30
+	want.PasswordLength = 12
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -82,6 +83,7 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_PASSWORD_SMS_PER_DAY":              "0",
 		"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR":     "7",
 		"XMPPD_PASSWORD_REQUESTS_PER_PREFIX_HOUR": "9",
+		"XMPPD_PASSWORD_LENGTH":                   "16",
 		"XMPPD_NOTICE_WINDOW":                     "30s",
 		"XMPPD_NOTICES_PER_DAY":                   "3",
 		"XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY": "4",
@@ -138,6 +140,7 @@ func TestEveryVariable(t *testing.T) {
 		LogLevel:                     "debug",
 	}
 	want.PasswordRequestsPerPrefixHour = 9
+	want.PasswordLength = 16
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -313,6 +316,29 @@ func TestLogger(t *testing.T) {
 		}
 		if rec["msg"] != "e" || rec["k"] != "v" || rec["level"] != "ERROR" {
 			t.Errorf("level %s: record %v", tt.level, rec)
+		}
+	}
+}
+
+func TestPasswordLength(t *testing.T) {
+	for _, tc := range []struct {
+		v    string
+		want int
+		err  bool
+	}{{"", 12, false}, {"10", 10, false}, {"32", 32, false}, {"9", 0, true}, {"200", 0, true}, {"x", 0, true}} {
+		env := map[string]string{}
+		if tc.v != "" {
+			env["XMPPD_PASSWORD_LENGTH"] = tc.v
+		}
+		c, err := LoadFrom(env)
+		if tc.err {
+			if err == nil || !strings.HasPrefix(err.Error(), "XMPPD_PASSWORD_LENGTH") {
+				t.Errorf("%q: err %v", tc.v, err)
+			}
+			continue
+		}
+		if err != nil || c.PasswordLength != tc.want {
+			t.Errorf("%q: %d %v", tc.v, c.PasswordLength, err)
 		}
 	}
 }

@@ -423,6 +423,7 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 	d.Sender = &sms.Sender{Outbox: d.DB, Gateway: gw, Key: secret, Log: d.log, Metrics: sms.NewMetrics(reg)}
 	d.Passwords = &sms.Passwords{
 		Domain:        cfg.Domain,
+		Length:        cfg.PasswordLength,
 		Parser:        parser,
 		Store:         d.DB,
 		Key:           secret,
@@ -509,6 +510,7 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 	_, voice := d.Sender.Gateway.(sms.VoiceGateway)
 	d.Notices = &sms.Notices{
 		Domain:                 cfg.Domain,
+		PasswordLength:         cfg.PasswordLength,
 		Store:                  d.DB,
 		Parser:                 parser,
 		Voice:                  voice,
