@@ -15,7 +15,6 @@ import (
 	"dialtone/storage"
 )
 
-
 // conditionReset is the stream error that closes the sessions of a reset or
 // deleted account (SPEC.md "xmppctl").
 const conditionReset = "not-authorized"
