@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,6 +64,7 @@ func (s *Server) register(sess *Session) {
 }
 
 func (s *Server) unregister(sess *Session) {
+	s.setCarbons(sess, false)
 	sh := s.shardOf(sess.bareStr)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -243,8 +245,15 @@ func (s *Server) fromSession(ctx context.Context, sess *Session, st *Stanza) {
 		}
 		st.setTo(to)
 	}
+	if s.isCarbonsIQ(sess, st) {
+		s.carbonsIQ(sess, st)
+		return
+	}
 	if s.filter(ctx, st, false) {
 		return
+	}
+	if st.Kind == KindMessage {
+		s.carbonsSent(sess, st)
 	}
 	if st.Kind == KindPresence {
 		if h := s.cfg.Mux.presence; h != nil {
@@ -417,9 +426,10 @@ func (s *Server) serveIQ(ctx context.Context, scope Scope, st *Stanza) {
 func (s *Server) routeMessage(ctx context.Context, st *Stanza) {
 	list := s.sessionsOf(st.toBareString())
 	if res := st.To.Resourcepart(); res != "" {
-		for _, sess := range list {
-			if sess.resource == res {
-				sess.send(st.Bytes())
+		for _, to := range list {
+			if to.resource == res {
+				to.send(st.Bytes())
+				s.carbonsReceived(st, list, func(sess *Session) bool { return sess == to })
 				return
 			}
 		}
@@ -452,6 +462,9 @@ func (s *Server) routeMessage(ctx context.Context, st *Stanza) {
 		return
 	}
 	b := st.Bytes()
+	// The delivered set is decided once: priorities may change meanwhile,
+	// and carbons go exactly to the enabled sessions not in it.
+	var got []*Session
 	for _, sess := range list {
 		if !sess.available() {
 			continue
@@ -462,7 +475,11 @@ func (s *Server) routeMessage(ctx context.Context, st *Stanza) {
 			continue
 		}
 		sess.send(b)
+		if s.carbonsOn.Load() != 0 {
+			got = append(got, sess)
+		}
 	}
+	s.carbonsReceived(st, list, func(sess *Session) bool { return slices.Contains(got, sess) })
 }
 
 // offline handles a message to a local account with no available resource.

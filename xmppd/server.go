@@ -61,6 +61,8 @@ type Server struct {
 	m      *Metrics
 	shards [numShards]shard
 
+	carbonsOn atomic.Int64 // sessions with carbons enabled (carbons.go)
+
 	pending   atomic.Int64
 	pendingMu sync.Mutex
 	pendingIP map[string]int
@@ -84,6 +86,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Mux == nil {
 		cfg.Mux = &Mux{}
 	}
+	cfg.Mux.AddFeature(ScopeServer, NSCarbons) // answered by the core (carbons.go)
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -43,6 +43,7 @@ type Session struct {
 	presence   atomic.Pointer[Stanza]
 	priority   atomic.Int32
 	interested atomic.Bool
+	carbons    atomic.Bool // XEP-0280 enabled; change with Server.setCarbons
 	pingSeq    atomic.Uint64
 }
 

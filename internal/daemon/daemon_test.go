@@ -900,7 +900,7 @@ func testDiscoCaps(t *testing.T, s *daemonUnderTest) {
 	if len(d.Identities) != 1 || d.Identities[0].Category != "server" || d.Identities[0].Type != "im" {
 		t.Errorf("server identities %+v", d.Identities)
 	}
-	for _, f := range []string{nsRoster, nsVCard, nsBlocking, nsPing, nsVersion, nsDiscoInf, "http://jabber.org/protocol/disco#items"} {
+	for _, f := range []string{nsRoster, nsVCard, nsBlocking, nsPing, nsVersion, nsDiscoInf, "http://jabber.org/protocol/disco#items", "urn:xmpp:carbons:2"} {
 		if !d.has(f) {
 			t.Errorf("server disco#info lacks %s: %+v", f, d.Features)
 		}
