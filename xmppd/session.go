@@ -38,7 +38,8 @@ type Session struct {
 	killOnce sync.Once
 	cond     string // stream error to send when killed ("" = plain close)
 	text     string
-	done     chan struct{} // writer finished
+	done     chan struct{} // the final write (stream end) finished
+	wmu      sync.Mutex    // held by whichever goroutine writes to nc
 
 	presence   atomic.Pointer[Stanza]
 	priority   atomic.Int32
@@ -58,7 +59,7 @@ func newSession(c *conn, full jid.JID) *Session {
 		resource:   full.Resourcepart(),
 		number:     c.number,
 		generation: c.generation,
-		out:        outQueue{max: c.srv.cfg.QueueSize, signal: make(chan struct{}, 1)},
+		out:        outQueue{max: c.srv.cfg.QueueSize},
 		kill:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -94,14 +95,22 @@ type outItem struct {
 
 // outQueue is a session's bounded write queue. It holds no memory while
 // the session is idle (a channel of QueueSize slots would cost every idle
-// session tens of KiB), and the writer takes everything queued in one swap.
+// session tens of KiB), and no goroutine either: a writer goroutine runs
+// only while there is something to write, and takes everything queued in
+// one swap. Its stack was, with the reader's, most of an idle session's
+// memory.
 type outQueue struct {
-	mu     sync.Mutex
-	items  []outItem
-	spare  []outItem
-	max    int
-	closed bool
-	signal chan struct{} // capacity 1: "there is something"
+	mu        sync.Mutex
+	items     []outItem
+	spare     []outItem
+	max       int
+	closed    bool
+	ready     bool   // writers may run (after the bind result was written)
+	writing   bool   // a writer goroutine is running or about to
+	killed    bool   // the session is closing
+	finishing bool   // the final writer was started
+	write     func() // starts a writer goroutine
+	finish    func() // starts the final writer
 }
 
 // push adds it; false when the queue is full or closed.
@@ -116,21 +125,67 @@ func (q *outQueue) push(it outItem) (ok, full bool) {
 		return false, true
 	}
 	q.items = append(q.items, it)
+	start := q.ready && !q.writing && !q.killed
+	if start {
+		q.writing = true
+	}
 	q.mu.Unlock()
-	select {
-	case q.signal <- struct{}{}:
-	default:
+	if start {
+		q.write()
 	}
 	return true, false
 }
 
-// take returns everything queued (owned by the caller until the next take).
+// open lets writers run from now on, starting them for anything queued
+// meanwhile (and the final writer if the session was closed meanwhile).
+func (q *outQueue) open(write, finish func()) {
+	q.mu.Lock()
+	q.ready, q.write, q.finish = true, write, finish
+	startWrite := len(q.items) > 0 && !q.writing && !q.killed
+	if startWrite {
+		q.writing = true
+	}
+	startFinish := q.killed && !q.finishing
+	if startFinish {
+		q.finishing = true
+	}
+	q.mu.Unlock()
+	if startWrite {
+		write()
+	}
+	if startFinish {
+		finish()
+	}
+}
+
+// kill marks the session closing and starts the final writer once writers
+// may run.
+func (q *outQueue) kill() {
+	q.mu.Lock()
+	q.killed = true
+	start := q.ready && !q.finishing
+	if start {
+		q.finishing = true
+	}
+	finish := q.finish
+	q.mu.Unlock()
+	if start {
+		finish()
+	}
+}
+
+// take returns everything queued (owned by the caller until the next
+// take); nil when there is nothing, and then the calling writer must end.
 func (q *outQueue) take() []outItem {
 	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 || q.killed {
+		q.writing = false
+		return nil
+	}
 	items := q.items
 	q.items = q.spare[:0]
 	q.spare = nil
-	q.mu.Unlock()
 	return items
 }
 
@@ -182,86 +237,96 @@ func (sess *Session) closeWith(cond, text string) {
 		// stream that is going away (messages fall back to other
 		// resources or offline storage).
 		sess.srv.unregister(sess)
+		sess.out.kill()
 	})
 }
 
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-// writeLoop is the session's only writer. It writes whatever has queued up
-// in one system call (one TLS record train), and tells waiting callers
-// whether their bytes reached the connection.
-func (sess *Session) writeLoop() {
-	defer close(sess.done)
-	timeout := sess.srv.cfg.WriteTimeout
-	write := func(items []outItem, tail []byte, deadline time.Duration) error {
-		bp := writeBufs.Get().(*[]byte)
-		buf := (*bp)[:0]
-		for _, it := range items {
-			buf = append(buf, it.b...)
-		}
-		buf = append(buf, tail...)
-		var err error
-		if len(buf) > 0 {
-			sess.nc.SetWriteDeadline(time.Now().Add(deadline))
-			_, err = sess.nc.Write(buf)
-		}
-		for _, it := range items {
-			if it.done != nil {
-				it.done(err == nil)
-			}
-		}
-		if cap(buf) <= 256<<10 {
-			*bp = buf[:0]
-			writeBufs.Put(bp)
-		}
-		return err
+// write writes items (and tail) to the connection in one call and tells
+// waiting callers whether their bytes reached it. Hold wmu.
+func (sess *Session) write(items []outItem, tail []byte, deadline time.Duration) error {
+	bp := writeBufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	for _, it := range items {
+		buf = append(buf, it.b...)
 	}
+	buf = append(buf, tail...)
+	var err error
+	if len(buf) > 0 {
+		sess.nc.SetWriteDeadline(time.Now().Add(deadline))
+		_, err = sess.nc.Write(buf)
+	}
+	for _, it := range items {
+		if it.done != nil {
+			it.done(err == nil)
+		}
+	}
+	if cap(buf) <= 256<<10 {
+		*bp = buf[:0]
+		writeBufs.Put(bp)
+	}
+	return err
+}
+
+// writeBurst runs while the queue has something: it writes whatever has
+// queued up, at most about 64 KiB per call so that confirmations (the
+// offline queue removes a message once written) follow the bytes closely,
+// and ends when the queue is empty or the session closes (the final
+// writer then takes the rest).
+func (sess *Session) writeBurst() {
+	sess.wmu.Lock()
+	defer sess.wmu.Unlock()
+	timeout := sess.srv.cfg.WriteTimeout
 	for {
-		select {
-		case <-sess.out.signal:
-			items := sess.out.take()
-			// At most about 64 KiB per write, so that confirmations (the
-			// offline queue removes a message once written) follow the
-			// bytes closely.
-			var err error
-			for rest := items; len(rest) > 0 && err == nil; {
-				n, size := 0, 0
-				for n < len(rest) && (n == 0 || size+len(rest[n].b) <= 64<<10) {
-					size += len(rest[n].b)
-					n++
-				}
-				err = write(rest[:n], nil, timeout)
-				rest = rest[n:]
-				if err != nil {
-					failAll(rest)
-				}
+		items := sess.out.take()
+		if items == nil {
+			return
+		}
+		var err error
+		for rest := items; len(rest) > 0 && err == nil; {
+			n, size := 0, 0
+			for n < len(rest) && (n == 0 || size+len(rest[n].b) <= 64<<10) {
+				size += len(rest[n].b)
+				n++
 			}
-			sess.out.give(items)
+			err = sess.write(rest[:n], nil, timeout)
+			rest = rest[n:]
 			if err != nil {
-				sess.closeWith("", "")
-				sess.nc.Close()
-				failAll(sess.out.close())
-				return
+				failAll(rest)
 			}
-		case <-sess.kill:
-			items := sess.out.close()
-			var tail []byte
-			if sess.cond != "" {
-				sess.srv.m.StreamErrors.WithLabelValues(sess.cond).Inc()
-				tail = appendStreamError(nil, sess.cond, sess.text)
-			} else {
-				tail = []byte("</stream:stream>")
-			}
-			write(items, tail, 5*time.Second)
-			if tc, ok := sess.nc.(*tls.Conn); ok {
-				tc.CloseWrite()
-			}
-			// Give the reader a moment to see the peer's </stream:stream>,
-			// then make sure it stops.
-			sess.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		}
+		sess.out.give(items)
+		if err != nil {
+			sess.nc.Close()
+			failAll(sess.out.close())
+			sess.closeWith("", "")
 			return
 		}
 	}
+}
+
+// finishWrites writes what is still queued and the end of the stream (the
+// stream error, if any), then lets the reader stop.
+func (sess *Session) finishWrites() {
+	defer close(sess.done)
+	sess.wmu.Lock()
+	defer sess.wmu.Unlock()
+	items := sess.out.close()
+	var tail []byte
+	if sess.cond != "" {
+		sess.srv.m.StreamErrors.WithLabelValues(sess.cond).Inc()
+		tail = appendStreamError(nil, sess.cond, sess.text)
+	} else {
+		tail = []byte("</stream:stream>")
+	}
+	sess.write(items, tail, 5*time.Second)
+	if tc, ok := sess.nc.(*tls.Conn); ok {
+		tc.CloseWrite()
+	}
+	// Give the reader a moment to see the peer's </stream:stream>, then
+	// make sure it stops.
+	sess.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
 }
 
 // failAll tells the callers of items that were never written.
@@ -290,7 +355,7 @@ func (sess *Session) serve() {
 	s := sess.srv
 	c := sess.dec
 	s.m.Sessions.Inc()
-	go sess.writeLoop()
+	sess.out.open(func() { go sess.writeBurst() }, func() { go sess.finishWrites() })
 	c.wr.deadline = time.Time{}
 	c.wr.idle = s.cfg.IdleTimeout
 	c.wr.grace = s.cfg.PingTimeout
@@ -342,6 +407,13 @@ func (sess *Session) readLoop(ctx context.Context) error {
 		case <-sess.kill:
 			return nil
 		default:
+		}
+		// Wait for input here, shallow, rather than deep inside the XML
+		// decoder: an idle session's stack then stays small.
+		if c.wr.br.Buffered() == 0 {
+			if err := c.wr.fill(); err != nil {
+				return err
+			}
 		}
 		el, err := readElement(c.dec, c.wr)
 		if err != nil {
