@@ -123,6 +123,29 @@ func (w *wireReader) fill() error {
 	}
 }
 
+// skipSpace waits for input and drops whitespace (keep-alives) before the
+// next top-level element. Only call it between elements: the bytes it
+// drops never reach the decoder.
+func (w *wireReader) skipSpace() error {
+	for {
+		if w.br.Buffered() == 0 {
+			if err := w.fill(); err != nil {
+				return err
+			}
+		}
+		b, err := w.br.Peek(1)
+		if err != nil {
+			return err
+		}
+		switch b[0] {
+		case ' ', '\t', '\r', '\n':
+			w.br.ReadByte()
+		default:
+			return nil
+		}
+	}
+}
+
 // startCapture begins recording raw bytes at the decoder's position.
 func (w *wireReader) startCapture(dec *xml.Decoder) {
 	w.buf = w.buf[:0]

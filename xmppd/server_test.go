@@ -525,4 +525,10 @@ func TestWhitespaceKeepAlive(t *testing.T) {
 	a.Sync()
 	a.Send(" <presence/> \n")
 	a.Sync()
+	// a stanza right after keep-alives keeps its exact children
+	a.Send("\n \n<message type='chat' id='w1' to='" + alice + "@localhost'><body>after  keep-alives</body></message>")
+	m := a.Expect("w1", func(e xmpptest.Elem) bool { return e.Attr("id") == "w1" })
+	if m.Inner != "<body>after  keep-alives</body>" {
+		t.Fatalf("message after keep-alives: %q", m.Inner)
+	}
 }

@@ -409,11 +409,12 @@ func (sess *Session) readLoop(ctx context.Context) error {
 		default:
 		}
 		// Wait for input here, shallow, rather than deep inside the XML
-		// decoder: an idle session's stack then stays small.
-		if c.wr.br.Buffered() == 0 {
-			if err := c.wr.fill(); err != nil {
-				return err
-			}
+		// decoder: an idle session's stack then stays small. Whitespace
+		// keep-alives between stanzas are skipped here for the same reason
+		// (the decoder holds no look-ahead byte between stanzas, and these
+		// bytes bypass its offset and the capture alike).
+		if err := c.wr.skipSpace(); err != nil {
+			return err
 		}
 		el, err := readElement(c.dec, c.wr)
 		if err != nil {
