@@ -9,64 +9,26 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"dialtone/internal/testbin"
 )
 
-// python is Debian's interpreter, the one that python3-slixmpp installs
-// into; a pyenv python3 earlier on PATH would not have it.
-const python = "/usr/bin/python3"
+// The shared helpers of the tests that run the built programs.
+const python = testbin.Python
 
-// requireSlixmpp skips the test when slixmpp is missing, except in CI
-// (CI=true), where a missing client is a broken set-up and fails.
-func requireSlixmpp(t *testing.T) {
-	t.Helper()
-	out, err := exec.Command(python, "-c", "import slixmpp; print(slixmpp.__version__)").CombinedOutput()
-	if err == nil {
-		t.Logf("slixmpp %s", strings.TrimSpace(string(out)))
-		return
-	}
-	msg := fmt.Sprintf("%s cannot import slixmpp (%v: %s); install the Debian package python3-slixmpp", python, err, strings.TrimSpace(string(out)))
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip("!!! SKIPPED, NOT PASSED: " + msg)
-}
-
-// build compiles the named commands of this module into dir.
-func build(t *testing.T, dir string, cmds ...string) map[string]string {
-	t.Helper()
-	bins := map[string]string{}
-	for _, c := range cmds {
-		bin := filepath.Join(dir, c)
-		out, err := exec.Command("go", "build", "-o", bin, "dialtone/cmd/"+c).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go build cmd/%s: %v\n%s", c, err, out)
-		}
-		bins[c] = bin
-	}
-	return bins
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
+var (
+	requireSlixmpp = testbin.RequireSlixmpp
+	build          = testbin.Build
+	freePort       = testbin.FreePort
+)
 
 // server is a running xmppd.
 type server struct {

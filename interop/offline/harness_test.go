@@ -7,7 +7,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"dialtone/internal/testbin"
 	"dialtone/internal/xmpptest"
 	"dialtone/sms"
 	"dialtone/storage"
@@ -37,27 +37,11 @@ const (
 
 // build compiles cmd/xmppd and cmd/xmppctl into dir.
 func build(t *testing.T, dir string) (xmppd, xmppctl string) {
-	t.Helper()
-	for _, c := range []string{"xmppd", "xmppctl"} {
-		bin := filepath.Join(dir, c)
-		out, err := exec.Command("go", "build", "-o", bin, "dialtone/cmd/"+c).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go build cmd/%s: %v\n%s", c, err, out)
-		}
-	}
-	return filepath.Join(dir, "xmppd"), filepath.Join(dir, "xmppctl")
+	bins := testbin.Build(t, dir, "xmppd", "xmppctl")
+	return bins["xmppd"], bins["xmppctl"]
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
+var freePort = testbin.FreePort
 
 // ---------------------------------------------------------------------
 // The SMS receiver: the webhook gateway's other end.

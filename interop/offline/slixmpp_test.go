@@ -6,34 +6,18 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"dialtone/internal/testbin"
 	"dialtone/internal/xmpptest"
 )
 
-// python is Debian's interpreter, the one that python3-slixmpp installs
-// into; a pyenv python3 earlier on PATH would not have it.
-const python = "/usr/bin/python3"
+const python = testbin.Python
 
-// requireSlixmpp skips the test when slixmpp is missing, except in CI
-// (CI=true), where a missing client is a broken set-up and fails.
-func requireSlixmpp(t *testing.T) {
-	t.Helper()
-	out, err := exec.Command(python, "-c", "import slixmpp; print(slixmpp.__version__)").CombinedOutput()
-	if err == nil {
-		t.Logf("slixmpp %s", strings.TrimSpace(string(out)))
-		return
-	}
-	msg := fmt.Sprintf("%s cannot import slixmpp (%v: %s); install the Debian package python3-slixmpp", python, err, strings.TrimSpace(string(out)))
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip("!!! SKIPPED, NOT PASSED: " + msg)
-}
+var requireSlixmpp = testbin.RequireSlixmpp
 
 // receiveResult is what slixmpp_receive.py prints.
 type receiveResult struct {

@@ -33,6 +33,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"dialtone/internal/testbin"
 )
 
 const (
@@ -451,14 +453,8 @@ var phases = []phase{
 }
 
 func build(t *testing.T, dir string) (xmppdBin, xmppctlBin string) {
-	t.Helper()
-	for _, c := range []string{"xmppd", "xmppctl"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "dialtone/cmd/"+c).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go build cmd/%s: %v\n%s", c, err, out)
-		}
-	}
-	return filepath.Join(dir, "xmppd"), filepath.Join(dir, "xmppctl")
+	bins := testbin.Build(t, dir, "xmppd", "xmppctl")
+	return bins["xmppd"], bins["xmppctl"]
 }
 
 // shortTempDir is a temporary directory with a short path (Unix sockets
