@@ -19,12 +19,18 @@ import (
 // deleted account (SPEC.md "xmppctl").
 const conditionReset = "not-authorized"
 
-func (c *cli) accountShow(ctx context.Context, cmd *command, args []string) error {
+// oneNumber reads the arguments of a command that takes one NUMBER and
+// no flags of its own.
+func (c *cli) oneNumber(cmd *command, args []string) (auth.Number, error) {
 	pos, err := c.parse(cmd, cmd.flags(), args, 1)
 	if err != nil {
-		return err
+		return "", err
 	}
-	n, err := c.number(cmd, pos[0])
+	return c.number(cmd, pos[0])
+}
+
+func (c *cli) accountShow(ctx context.Context, cmd *command, args []string) error {
+	n, err := c.oneNumber(cmd, args)
 	if err != nil {
 		return err
 	}
@@ -172,11 +178,7 @@ func (c *cli) kickReset(ctx context.Context, n auth.Number) error {
 }
 
 func (c *cli) accountDelete(ctx context.Context, cmd *command, args []string) error {
-	pos, err := c.parse(cmd, cmd.flags(), args, 1)
-	if err != nil {
-		return err
-	}
-	n, err := c.number(cmd, pos[0])
+	n, err := c.oneNumber(cmd, args)
 	if err != nil {
 		return err
 	}
@@ -366,11 +368,7 @@ func (c *cli) accountsSweep(ctx context.Context, cmd *command, args []string) er
 }
 
 func (c *cli) smsTest(ctx context.Context, cmd *command, args []string) error {
-	pos, err := c.parse(cmd, cmd.flags(), args, 1)
-	if err != nil {
-		return err
-	}
-	n, err := c.number(cmd, pos[0])
+	n, err := c.oneNumber(cmd, args)
 	if err != nil {
 		return err
 	}
