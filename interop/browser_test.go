@@ -37,7 +37,7 @@ func TestBrowserNewUserToSlixmpp(t *testing.T) {
 	sink := newSMSSink(t)
 	s := startServer(t, bins["xmppd"], dir, map[string]string{
 		"XMPPD_SMS_GATEWAY":           "webhook",
-		"XMPPD_SMS_WEBHOOK_URL":       sink.srv.URL,
+		"XMPPD_SMS_WEBHOOK_URL":       sink.URL,
 		"XMPPD_PASSWORD_SMS_INTERVAL": "0s",
 	})
 	wd := webdriver.StartT(t, webdriver.Options{Timeout: 30 * time.Second}, "interop")

@@ -6,42 +6,22 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"mellium.im/sasl"
 
+	"dialtone/internal/testbin"
 	"dialtone/internal/xmpptest"
 )
 
-// smsSink is a webhook SMS receiver (SPEC.md "SMS gateway webhook").
-type smsSink struct {
-	mu   sync.Mutex
-	msgs []map[string]string
-	srv  *httptest.Server
-}
+// smsSink is the webhook SMS receiver (SPEC.md "SMS gateway webhook").
+type smsSink struct{ *testbin.SMSReceiver }
 
-func newSMSSink(t *testing.T) *smsSink {
-	k := &smsSink{}
-	k.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var m map[string]string
-		if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
-			http.Error(w, err.Error(), 400)
-			return
-		}
-		k.mu.Lock()
-		k.msgs = append(k.msgs, m)
-		k.mu.Unlock()
-		w.WriteHeader(http.StatusOK)
-	}))
-	t.Cleanup(k.srv.Close)
-	return k
-}
+func newSMSSink(t *testing.T) *smsSink { return &smsSink{testbin.NewSMSReceiver(t)} }
 
 var passwordText = regexp.MustCompile(`^Your localhost password is ([A-Za-z0-9]+)\. Log in with your phone number\.$`)
 
@@ -50,22 +30,19 @@ func (k *smsSink) password(t *testing.T, number string, n int) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		k.mu.Lock()
 		seen := 0
-		for _, m := range k.msgs {
-			if m["to"] == number && m["purpose"] == "password" {
-				seen++
-				if seen == n {
-					k.mu.Unlock()
-					sub := passwordText.FindStringSubmatch(m["text"])
-					if sub == nil {
-						t.Fatalf("password SMS text %q does not match SPEC.md", m["text"])
-					}
-					return sub[1]
+		for _, m := range k.To(number) {
+			if m.Purpose != "password" {
+				continue
+			}
+			if seen++; seen == n {
+				sub := passwordText.FindStringSubmatch(m.Text)
+				if sub == nil {
+					t.Fatalf("password SMS text %q does not match SPEC.md", m.Text)
 				}
+				return sub[1]
 			}
 		}
-		k.mu.Unlock()
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("no password SMS #%d to %s", n, number)
@@ -93,7 +70,7 @@ func TestNewUserFromHomePage(t *testing.T) {
 	sink := newSMSSink(t)
 	s := startServer(t, bins["xmppd"], dir, map[string]string{
 		"XMPPD_SMS_GATEWAY":           "webhook",
-		"XMPPD_SMS_WEBHOOK_URL":       sink.srv.URL,
+		"XMPPD_SMS_WEBHOOK_URL":       sink.URL,
 		"XMPPD_PASSWORD_SMS_INTERVAL": "0s",
 	})
 	const (
@@ -147,7 +124,7 @@ func TestPasswordThrottle(t *testing.T) {
 	sink := newSMSSink(t)
 	s := startServer(t, bins["xmppd"], dir, map[string]string{
 		"XMPPD_SMS_GATEWAY":     "webhook",
-		"XMPPD_SMS_WEBHOOK_URL": sink.srv.URL,
+		"XMPPD_SMS_WEBHOOK_URL": sink.URL,
 	})
 	if code, _, _ := requestPassword(t, s, "010-5555-1234"); code != http.StatusAccepted {
 		t.Fatalf("first request: %d", code)

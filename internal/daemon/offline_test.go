@@ -2,114 +2,27 @@ package daemon_test
 
 import (
 	"context"
-	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"dialtone/auth"
+	"dialtone/internal/testbin"
 	"dialtone/internal/xmpptest"
 )
 
-// smsReceiver is a local SMS gateway: the webhook receiver (JSON bodies)
-// or Twilio's API (form posts to Messages.json and Calls.json). It records
-// what it got.
-type smsReceiver struct {
-	*httptest.Server
-	mu   sync.Mutex
-	got  []receivedSMS
-	more chan struct{} // signalled on each new one
-}
+// The SMS gateway the tests point the daemon at.
+type (
+	smsReceiver = testbin.SMSReceiver
+	receivedSMS = testbin.ReceivedSMS
+)
 
-// receivedSMS is one SMS or call as the gateway received it.
-type receivedSMS struct {
-	ID, To, Text, Purpose string
-	Call                  bool   // a Twilio call
-	Twiml                 string // the call's TwiML
-}
-
-func newSMSReceiver(t *testing.T) *smsReceiver {
-	r := &smsReceiver{more: make(chan struct{}, 1)}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		var m receivedSMS
-		switch {
-		case strings.HasSuffix(req.URL.Path, "/Messages.json"), strings.HasSuffix(req.URL.Path, "/Calls.json"):
-			form, err := url.ParseQuery(string(body))
-			if err != nil {
-				http.Error(w, "bad form", http.StatusBadRequest)
-				return
-			}
-			m = receivedSMS{To: form.Get("To"), Text: form.Get("Body"), Twiml: form.Get("Twiml"),
-				Call: strings.HasSuffix(req.URL.Path, "/Calls.json")}
-		default:
-			if err := json.Unmarshal(body, &m); err != nil {
-				http.Error(w, "bad json", http.StatusBadRequest)
-				return
-			}
-		}
-		r.mu.Lock()
-		r.got = append(r.got, m)
-		r.mu.Unlock()
-		select {
-		case r.more <- struct{}{}:
-		default:
-		}
-		w.WriteHeader(http.StatusAccepted)
-		io.WriteString(w, `{"sid":"SM1"}`)
-	}))
-	t.Cleanup(r.Close)
-	return r
-}
-
-// to returns what was received for the number so far.
-func (r *smsReceiver) to(num string) []receivedSMS {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []receivedSMS
-	for _, m := range r.got {
-		if m.To == num {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// wait waits up to d for the n-th SMS (from 1) to num and returns it.
-func (r *smsReceiver) wait(t *testing.T, num string, n int, d time.Duration) receivedSMS {
-	t.Helper()
-	deadline := time.After(d)
-	for {
-		if got := r.to(num); len(got) >= n {
-			return got[n-1]
-		}
-		select {
-		case <-r.more:
-		case <-time.After(50 * time.Millisecond):
-		case <-deadline:
-			t.Fatalf("SMS %d to %s did not arrive within %v; got %+v", n, num, d, r.to(num))
-		}
-	}
-}
-
-// none checks that num gets no more than n SMS during d.
-func (r *smsReceiver) none(t *testing.T, num string, n int, d time.Duration) {
-	t.Helper()
-	time.Sleep(d)
-	if got := r.to(num); len(got) > n {
-		t.Errorf("%s: want %d SMS, got %+v", num, n, got)
-	}
-}
+var newSMSReceiver = testbin.NewSMSReceiver
 
 // noticeEnv is the daemon configuration of the notice tests: the webhook
 // gateway at rcv, short windows and small caps.
@@ -290,7 +203,7 @@ func testLatentNumber(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	if err != nil || acct.State != auth.StateUnclaimed {
 		t.Fatalf("account of %s after a message: %+v %v, want unclaimed", latent, acct, err)
 	}
-	m := rcv.wait(t, latent, 1, noticeTimeout)
+	m := rcv.Wait(t, latent, 1, noticeTimeout)
 	got := passwordNotice.FindStringSubmatch(m.Text)
 	if got == nil || got[1] != alice.num || got[2] != "hello there" || m.Purpose != "notice" || m.ID == "" {
 		t.Fatalf("first notice to a new account: %+v", m)
@@ -316,7 +229,7 @@ func testLatentNumber(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	}
 	waitFor(t, "the delivered messages to be removed", func() bool { return stored(t, s, latent) == 0 })
 	// came online within the window: no folded notice for the two counted
-	rcv.none(t, latent, 1, window+time.Second)
+	rcv.None(t, latent, 1, window+time.Second)
 	acct, _ = s.d.DB.Account(context.Background(), auth.Number(latent))
 	if acct.State != auth.StateActive {
 		t.Errorf("state after login %s", acct.State)
@@ -330,38 +243,38 @@ func testFolded(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	a, c := s.login(t, alice, "x"), s.login(t, carol, "x")
 	to := bob.bare()
 	send(t, a, to, "one")
-	m := rcv.wait(t, bob.num, 1, noticeTimeout)
+	m := rcv.Wait(t, bob.num, 1, noticeTimeout)
 	if want := `New message from ` + alice.num + ` on localhost: "one".`; m.Text != want || m.Purpose != "notice" {
 		t.Errorf("notice %+v, want %q", m, want)
 	}
 	send(t, a, to, "two")
-	if got := rcv.to(bob.num); len(got) != 1 {
+	if got := rcv.To(bob.num); len(got) != 1 {
 		t.Errorf("a message within the window was notified at once: %+v", got)
 	}
-	m = rcv.wait(t, bob.num, 2, window+noticeTimeout)
+	m = rcv.Wait(t, bob.num, 2, window+noticeTimeout)
 	if want := `1 new message from ` + alice.num + ` on localhost.`; m.Text != want {
 		t.Errorf("folded notice %q, want %q", m.Text, want)
 	}
 	// the window closed: the next message is notified at once
 	send(t, c, to, "three")
-	m = rcv.wait(t, bob.num, 3, noticeTimeout)
+	m = rcv.Wait(t, bob.num, 3, noticeTimeout)
 	if want := `New message from ` + carol.num + ` on localhost: "three".`; m.Text != want {
 		t.Errorf("notice after the window %q, want %q", m.Text, want)
 	}
 	send(t, a, to, "four")
 	send(t, c, to, "five")
-	m = rcv.wait(t, bob.num, 4, window+noticeTimeout)
+	m = rcv.Wait(t, bob.num, 4, window+noticeTimeout)
 	if want := `2 new messages on localhost.`; m.Text != want {
 		t.Errorf("folded notice of two senders %q, want %q", m.Text, want)
 	}
 	// four notices today: XMPPD_NOTICES_PER_DAY=4 stops the fifth
 	send(t, a, to, "six")
-	rcv.none(t, bob.num, 4, time.Second)
+	rcv.None(t, bob.num, 4, time.Second)
 	if n := stored(t, s, bob.num); n != 6 {
 		t.Errorf("%d stored, want 6", n)
 	}
 	ids := map[string]bool{}
-	for _, m := range rcv.to(bob.num) {
+	for _, m := range rcv.To(bob.num) {
 		if ids[m.ID] {
 			t.Errorf("two notices with id %s", m.ID)
 		}
@@ -379,7 +292,7 @@ func testOnlineReceiver(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	if n := stored(t, s, bob.num); n != 1 {
 		t.Fatalf("%d stored for a receiver without available resource, want 1", n)
 	}
-	rcv.none(t, bob.num, 0, time.Second)
+	rcv.None(t, bob.num, 0, time.Second)
 	msgs := comeOnline(t, b)
 	if len(msgs) != 1 || msgs[0].Body != "while connected" || msgs[0].DelayFrom != domain {
 		t.Errorf("delivered %+v", msgs)
@@ -393,7 +306,7 @@ func testOnlineReceiver(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	if n := stored(t, s, bob.num); n != 0 {
 		t.Errorf("%d stored after delivery", n)
 	}
-	rcv.none(t, bob.num, 0, 0)
+	rcv.None(t, bob.num, 0, 0)
 }
 
 // A sender can cause notices to two never-claimed numbers a day here; the
@@ -417,13 +330,13 @@ func testNewNumbersCap(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	if acct, err := s.d.DB.Account(context.Background(), auth.Number(n3)); err != nil || acct.State != auth.StateUnclaimed {
 		t.Errorf("account over the cap %+v %v, want unclaimed", acct, err)
 	}
-	rcv.wait(t, n1, 1, noticeTimeout)
-	rcv.wait(t, n2, 1, noticeTimeout)
-	rcv.none(t, n3, 0, time.Second)
+	rcv.Wait(t, n1, 1, noticeTimeout)
+	rcv.Wait(t, n2, 1, noticeTimeout)
+	rcv.None(t, n3, 0, time.Second)
 	// active receivers are not new numbers: no cap
 	bob := s.activeUser(t)
 	send(t, d, bob.bare(), "to an old friend")
-	rcv.wait(t, bob.num, 1, noticeTimeout)
+	rcv.Wait(t, bob.num, 1, noticeTimeout)
 }
 
 // A full store answers resource-constraint; nothing is dropped silently.
@@ -458,7 +371,7 @@ func testNotStored(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	if n := stored(t, s, bob.num); n != 0 {
 		t.Errorf("%d stored, want none", n)
 	}
-	rcv.none(t, bob.num, 0, 500*time.Millisecond)
+	rcv.None(t, bob.num, 0, 500*time.Millisecond)
 }
 
 // Receipts (XEP-0184) and chat states (XEP-0085) pass through to an
@@ -498,7 +411,7 @@ func testLandline(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	if n := stored(t, s, landline); n != 1 {
 		t.Errorf("%d stored for the landline, want 1", n)
 	}
-	rcv.none(t, landline, 0, time.Second)
+	rcv.None(t, landline, 0, time.Second)
 }
 
 // landlineNumber is a Seoul fixed line nobody used yet.
@@ -530,7 +443,7 @@ func TestOfflineVoice(t *testing.T) {
 
 			landline := landlineNumber(s)
 			send(t, a, landline+"@"+domain, "ring ring")
-			call := rcv.wait(t, landline, 1, noticeTimeout)
+			call := rcv.Wait(t, landline, 1, noticeTimeout)
 			re := regexp.MustCompile(`^<Response><Say>New message from ` + regexp.QuoteMeta(alice.num) +
 				` on localhost\. Log in with your phone number and password [A-Za-z0-9]+\.</Say></Response>$`)
 			if !call.Call || !re.MatchString(call.Twiml) {
@@ -539,7 +452,7 @@ func TestOfflineVoice(t *testing.T) {
 
 			mobile := s.newNumber()
 			send(t, a, mobile+"@"+domain, "secret words")
-			m := rcv.wait(t, mobile, 1, noticeTimeout)
+			m := rcv.Wait(t, mobile, 1, noticeTimeout)
 			re = regexp.MustCompile(`^New message from ` + regexp.QuoteMeta(alice.num) +
 				` on localhost\. Log in with your phone number and password [A-Za-z0-9]+\.$`)
 			if m.Call || !re.MatchString(m.Text) || strings.Contains(m.Text, "secret") {

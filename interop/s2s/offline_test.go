@@ -4,78 +4,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"dialtone/internal/testbin"
 )
 
-// smsReceiver is the webhook SMS gateway of xmppd (SPEC.md "SMS gateway
-// webhook"): it records every SMS it is sent.
-type smsReceiver struct {
-	*httptest.Server
-	mu  sync.Mutex
-	got []receivedSMS
-}
+// The webhook SMS gateway of xmppd (SPEC.md "SMS gateway webhook").
+type smsReceiver = testbin.SMSReceiver
 
-type receivedSMS struct {
-	ID      string `json:"id"`
-	To      string `json:"to"`
-	Text    string `json:"text"`
-	Purpose string `json:"purpose"`
-}
-
-func newSMSReceiver(t *testing.T) *smsReceiver {
-	t.Helper()
-	r := &smsReceiver{}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		var m receivedSMS
-		body, _ := io.ReadAll(req.Body)
-		if err := json.Unmarshal(body, &m); err != nil {
-			http.Error(w, "bad json", http.StatusBadRequest)
-			return
-		}
-		r.mu.Lock()
-		r.got = append(r.got, m)
-		r.mu.Unlock()
-		w.WriteHeader(http.StatusAccepted)
-	}))
-	t.Cleanup(r.Close)
-	return r
-}
-
-// to returns the SMS received for the number so far.
-func (r *smsReceiver) to(num string) []receivedSMS {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []receivedSMS
-	for _, m := range r.got {
-		if m.To == num {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// wait waits up to d for an SMS to num and returns the first.
-func (r *smsReceiver) wait(t *testing.T, num string, d time.Duration) receivedSMS {
-	t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
-		if got := r.to(num); len(got) > 0 {
-			return got[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no SMS to %s within %v", num, d)
-		}
-	}
-}
+var newSMSReceiver = testbin.NewSMSReceiver
 
 // noticeTimeout: SPEC.md, the first message is notified within 10 seconds.
 const noticeTimeout = 10 * time.Second
@@ -241,11 +184,11 @@ func offlineFromPeer(t *testing.T, x *xmppd, xmppctl string, peer []user, active
 	if len(sent) != 2 || len(errs) != 0 {
 		t.Fatalf("messages to offline numbers: sent %+v, errors back %+v, want none", sent, errs)
 	}
-	m := x.sms.wait(t, activeNum, noticeTimeout)
+	m := x.sms.Wait(t, activeNum, 1, noticeTimeout)
 	if want := `New message from ` + bare(peer[0].jid) + ` on ` + dialtoneDomain + `: "` + bodyActive + `".`; m.Text != want || m.Purpose != "notice" {
 		t.Errorf("notice to the offline account %s: %+v, want text %q", activeNum, m, want)
 	}
-	m = x.sms.wait(t, newNum, noticeTimeout)
+	m = x.sms.Wait(t, newNum, 1, noticeTimeout)
 	re := regexp.MustCompile(`^New message from ` + regexp.QuoteMeta(bare(peer[0].jid)) + ` on ` + regexp.QuoteMeta(dialtoneDomain) +
 		`: "` + regexp.QuoteMeta(bodyLatent) + `"\. Log in with your phone number and password ([A-Za-z0-9]{10,})\.$`)
 	pw := re.FindStringSubmatch(m.Text)
@@ -266,11 +209,11 @@ func offlineFromPeer(t *testing.T, x *xmppd, xmppctl string, peer []user, active
 	}
 	x.waitAccount(t, xmppctl, latent[1], map[string]string{"state": "unclaimed", "stored_messages": "1"})
 	time.Sleep(time.Second) // an SMS would have been queued with the message
-	if got := x.sms.to(cappedNum); len(got) != 0 {
+	if got := x.sms.To(cappedNum); len(got) != 0 {
 		t.Errorf("SMS to the number over the domain's cap: %+v", got)
 	}
 	for _, n := range []string{activeNum, newNum} {
-		if got := x.sms.to(n); len(got) != 1 {
+		if got := x.sms.To(n); len(got) != 1 {
 			t.Errorf("%d SMS to %s, want 1: %+v", len(got), n, got)
 		}
 	}
@@ -297,7 +240,7 @@ func offlineFromPeer(t *testing.T, x *xmppd, xmppctl string, peer []user, active
 	x.waitAccount(t, xmppctl, newNum, map[string]string{"state": "active", "stored_messages": "0"})
 	if !t.Failed() {
 		t.Logf("offline messages from %s: stored, texted to %s and %s, capped for %s with policy-violation, delivered on login with delay stamps; notices: %q, %q",
-			peerDomain(peer[0]), activeNum, newNum, cappedNum, x.sms.to(activeNum)[0].Text, pwRedacted(x.sms.to(newNum)[0].Text, pw[1]))
+			peerDomain(peer[0]), activeNum, newNum, cappedNum, x.sms.To(activeNum)[0].Text, pwRedacted(x.sms.To(newNum)[0].Text, pw[1]))
 	}
 }
 
