@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -145,6 +146,41 @@ type Config struct {
 	AuthTimeout time.Duration `env:"XMPPD_AUTH_TIMEOUT" envDefault:"30s"`
 	// LogLevel is "debug", "info", "warn" or "error" (lower case).
 	LogLevel string `env:"XMPPD_LOG_LEVEL" envDefault:"info"`
+
+	// Limits on what clients send (SPEC.md "Limits on what clients send").
+
+	// C2SRate is the bytes per second one client session may send (token
+	// bucket with a burst of ten seconds' worth). 0: no limit.
+	C2SRate int `env:"XMPPD_C2S_RATE" envDefault:"65536"`
+	// S2SRate is the bytes per second one federation link may send. 0: no limit.
+	S2SRate int `env:"XMPPD_S2S_RATE" envDefault:"262144"`
+	// StoreTimeout is the deadline of one store call made for a stanza.
+	StoreTimeout time.Duration `env:"XMPPD_STORE_TIMEOUT" envDefault:"5s"`
+	// DatabaseMaxConns is the PostgreSQL pool size.
+	DatabaseMaxConns int `env:"XMPPD_DATABASE_MAX_CONNS" envDefault:"16"`
+	// SessionsPerAccount bounds the bound resources of one account. 0: no limit.
+	SessionsPerAccount int `env:"XMPPD_SESSIONS_PER_ACCOUNT" envDefault:"10"`
+	// RosterMax is the number of roster items per account. 0: no limit.
+	RosterMax int `env:"XMPPD_ROSTER_MAX" envDefault:"5000"`
+	// NewNumbersPerSenderDay caps the distinct never-logged-in numbers one
+	// sender may leave messages for in 24 hours. 0: no limit.
+	NewNumbersPerSenderDay int `env:"XMPPD_NEW_NUMBERS_PER_SENDER_DAY" envDefault:"50"`
+	// OfflineBytes caps the bytes of stored messages per account. 0: no limit.
+	OfflineBytes int `env:"XMPPD_OFFLINE_BYTES" envDefault:"10485760"`
+	// MetricsAllow lists the networks that may read /metrics.
+	MetricsAllow []netip.Prefix `env:"-"`
+	// MetricsAllowRaw is XMPPD_METRICS_ALLOW as written; Load parses it
+	// into MetricsAllow.
+	MetricsAllowRaw []string `env:"XMPPD_METRICS_ALLOW" envDefault:"127.0.0.0/8,::1/128"`
+	// PublicURL is the base URL clients reach the HTTP listener at
+	// (behind a proxy: its https URL), without a trailing slash. Default
+	// http://DOMAIN:PORT from HTTPAddr.
+	PublicURL string `env:"XMPPD_PUBLIC_URL"`
+	// TrustedProxies are the networks whose X-Forwarded-For and
+	// X-Forwarded-Proto are believed.
+	TrustedProxies []netip.Prefix `env:"-"`
+	// TrustedProxiesRaw is XMPPD_TRUSTED_PROXIES as written.
+	TrustedProxiesRaw []string `env:"XMPPD_TRUSTED_PROXIES"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -271,6 +307,7 @@ func (c *Config) normalize() error {
 		{"XMPPD_NOTICE_WINDOW", c.NoticeWindow, false},
 		{"XMPPD_AUTH_TIMEOUT", c.AuthTimeout, true},
 		{"XMPPD_S2S_IDLE_TIMEOUT", c.S2SIdleTimeout, true},
+		{"XMPPD_STORE_TIMEOUT", c.StoreTimeout, true},
 	}
 	for _, d := range durations {
 		if d.v < 0 {
@@ -291,11 +328,29 @@ func (c *Config) normalize() error {
 		{"XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY", c.NoticeNewNumbersPerSenderDay},
 		{"XMPPD_OFFLINE_LIMIT", c.OfflineLimit},
 		{"XMPPD_LOGIN_FAILURES", c.LoginFailures},
+		{"XMPPD_C2S_RATE", c.C2SRate},
+		{"XMPPD_S2S_RATE", c.S2SRate},
+		{"XMPPD_SESSIONS_PER_ACCOUNT", c.SessionsPerAccount},
+		{"XMPPD_ROSTER_MAX", c.RosterMax},
+		{"XMPPD_NEW_NUMBERS_PER_SENDER_DAY", c.NewNumbersPerSenderDay},
+		{"XMPPD_OFFLINE_BYTES", c.OfflineBytes},
 	}
 	for _, l := range limits {
 		if l.v < 0 {
 			return fmt.Errorf("%s: must not be negative (got %d)", l.name, l.v)
 		}
+	}
+	if c.DatabaseMaxConns < 1 {
+		return fmt.Errorf("XMPPD_DATABASE_MAX_CONNS: must be at least 1 (got %d)", c.DatabaseMaxConns)
+	}
+	if c.MetricsAllow, err = checkPrefixes(c.MetricsAllowRaw); err != nil {
+		return fmt.Errorf("XMPPD_METRICS_ALLOW: %w", err)
+	}
+	if c.TrustedProxies, err = checkPrefixes(c.TrustedProxiesRaw); err != nil {
+		return fmt.Errorf("XMPPD_TRUSTED_PROXIES: %w", err)
+	}
+	if err := c.checkPublicURL(); err != nil {
+		return fmt.Errorf("XMPPD_PUBLIC_URL: %w", err)
 	}
 	if c.PasswordLength < 10 || c.PasswordLength > 128 {
 		return fmt.Errorf("XMPPD_PASSWORD_LENGTH: must be between 10 and 128 (got %d)", c.PasswordLength)
@@ -499,6 +554,54 @@ func checkURL(s string, schemes ...string) error {
 	if u.Host == "" && u.Query().Get("host") == "" {
 		return errors.New("malformed URL: no host")
 	}
+	return nil
+}
+
+// checkPrefixes parses a comma list of CIDRs (a bare address means just
+// that address).
+func checkPrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an address or CIDR (want e.g. 10.0.0.0/8, ::1/128)", s)
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR (want e.g. 10.0.0.0/8, ::1/128)", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// checkPublicURL validates XMPPD_PUBLIC_URL, or makes the default from the
+// domain and the HTTP port, and drops a trailing slash.
+func (c *Config) checkPublicURL() error {
+	if c.PublicURL == "" {
+		port := "5280"
+		if _, p, err := net.SplitHostPort(c.HTTPAddr); err == nil && p != "" && p != "0" {
+			port = p
+		}
+		c.PublicURL = "http://" + net.JoinHostPort(c.Domain, port)
+		return nil
+	}
+	if err := checkURL(c.PublicURL, "http", "https"); err != nil {
+		return err
+	}
+	u, _ := url.Parse(c.PublicURL)
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return errors.New("want a base URL such as https://chat.example.org (no user, query or fragment)")
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	return nil
 }
 
