@@ -204,7 +204,7 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 func (d *Daemon) registerModules() {
 	srv, mux := d.Server, d.Server.Mux()
 	d.roster = im.New(d.DB, srv, d.log)
-	d.roster.Register(mux)
+	d.roster.MaxItems = d.cfg.RosterMax
 	d.register.Register(mux)
 	ext.NewPing(srv).Register(mux)
 	ext.NewVersion(Version).Register(mux)
@@ -218,6 +218,9 @@ func (d *Daemon) registerModules() {
 		return err == nil && (it.Subscription == im.SubFrom || it.Subscription == im.SubBoth)
 	}
 	d.blocking.Register(mux)
+	// Requests stored before their sender was blocked are not delivered.
+	d.roster.Blocked = d.blocking.Blocked
+	d.roster.Register(mux)
 	d.Offline.Register(mux)
 	mux.OnAvailable(func(ctx context.Context, full jid.JID) {
 		d.Notices.CameOnline(ctx, auth.Number(full.Localpart()))
