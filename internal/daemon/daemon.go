@@ -128,10 +128,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	}
 	d.offlineMessages(parser, secret)
 	d.registerModules()
-	if cfg.S2SAddr != "" {
-		if err := d.federate(reg); err != nil {
-			return nil, err
-		}
+	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
+	// links to other servers are still opened (SPEC.md).
+	if err := d.federate(reg); err != nil {
+		return nil, err
 	}
 
 	if d.c2s, err = listen("XMPPD_C2S_ADDR", cfg.C2SAddr); err != nil {
@@ -377,8 +377,8 @@ func SecretKey(cfg config.Config) ([]byte, error) {
 	return key, nil
 }
 
-// federate binds the s2s listener and routes stanzas for other domains
-// through the federation.
+// federate routes stanzas for other domains through the federation and
+// binds the s2s listener, unless XMPPD_S2S_ADDR is empty.
 func (d *Daemon) federate(reg prometheus.Registerer) error {
 	cfg := d.cfg
 	secret, err := xmppd.LoadDialbackSecret(cfg.S2SDialbackSecret, cfg.DataDir)
@@ -397,6 +397,9 @@ func (d *Daemon) federate(reg prometheus.Registerer) error {
 		return fmt.Errorf("XMPPD_S2S_ROUTES: %w", err)
 	}
 	d.Server.Mux().HandleRemote(d.fed.Send)
+	if cfg.S2SAddr == "" {
+		return nil
+	}
 	if d.s2s, err = listen("XMPPD_S2S_ADDR", cfg.S2SAddr); err != nil {
 		return err
 	}
