@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -158,6 +157,9 @@ type TwilioGateway struct {
 	From string
 	// BaseURL is the API root; empty means DefaultTwilioBaseURL.
 	BaseURL string
+	// Voice is the text-to-speech voice of calls; empty means
+	// DefaultTwilioVoice.
+	Voice string
 	// Client makes the requests; nil means a client with SendTimeout.
 	Client *http.Client
 }
@@ -177,18 +179,16 @@ func (g *TwilioGateway) Send(ctx context.Context, m SMS) error {
 
 // Call creates a Call resource that reads m.Text out: POST
 // {BaseURL}/2010-04-01/Accounts/{AccountSID}/Calls.json with To, From and
-// Twiml <Response><Say>TEXT</Say></Response>.
+// the Twiml of VoiceTwiML (the password spelled, the text read twice).
 func (g *TwilioGateway) Call(ctx context.Context, m SMS) error {
 	if isMessagingService(g.From) {
 		return errors.New("sms: twilio: a messaging service cannot make calls; XMPPD_TWILIO_FROM must be a number")
 	}
-	var twiml strings.Builder
-	twiml.WriteString("<Response><Say>")
-	if err := xml.EscapeText(&twiml, []byte(m.Text)); err != nil {
-		return fmt.Errorf("sms: twilio: %w", err)
+	voice := g.Voice
+	if voice == "" {
+		voice = DefaultTwilioVoice
 	}
-	twiml.WriteString("</Say></Response>")
-	return g.create(ctx, "Calls", url.Values{"To": {m.To}, "From": {g.From}, "Twiml": {twiml.String()}})
+	return g.create(ctx, "Calls", url.Values{"To": {m.To}, "From": {g.From}, "Twiml": {VoiceTwiML(m.Text, voice)}})
 }
 
 // isMessagingService tells a messaging service SID from a number.

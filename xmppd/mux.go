@@ -14,11 +14,13 @@ type Scope uint8
 const (
 	// ScopeServer: iq addressed to the server's domain.
 	ScopeServer Scope = 1 << iota
-	// ScopeAccount: iq addressed to the bare JID of a local account, or
+	// ScopeAccount: iq addressed to the bare JID of a local number, or
 	// with no 'to' (then To is set to the sender's bare JID and ToAbsent
-	// is true). Handlers that change data must check that To is the
-	// sender's own account (iq.To.Equal(iq.From.Bare())) and answer
-	// forbidden otherwise.
+	// is true). The number may have no account: handlers must answer
+	// another user the same way for a latent number as for an account
+	// (SPEC.md: whether a number has an account is not visible). Handlers
+	// that change data must check that To is the sender's own account
+	// (iq.To.Equal(iq.From.Bare())) and answer forbidden otherwise.
 	ScopeAccount
 )
 

@@ -397,13 +397,11 @@ func (s *Server) serveIQ(ctx context.Context, scope Scope, st *Stanza) {
 		s.bounce(st, stanzaErr("cancel", "service-unavailable", ""))
 		return
 	}
-	if scope == ScopeAccount && !st.To.Equal(st.From.Bare()) {
-		ok, err := s.IsLocal(ctx, st.To)
-		if err != nil || !ok {
-			s.bounce(st, stanzaErr("cancel", "service-unavailable", ""))
-			return
-		}
-	}
+	// ScopeAccount handlers get iqs for every valid number of the domain
+	// (Normalize refused the others), with or without an account: whether
+	// a number has an account must not be visible to other users (SPEC.md
+	// "Limits on what clients send"), so there is no account check here and
+	// each handler answers a latent number as it answers an account.
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	result, err := func() (res []byte, err error) {

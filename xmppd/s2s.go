@@ -438,9 +438,10 @@ func (f *Federation) resolve(ctx context.Context, domain string) ([]s2sTarget, e
 }
 
 // dial opens a stream to domain, secured as the policy requires, and
-// returns it after the features that follow TLS. Connection failures on
-// every address are remote-server-not-found; anything later is
-// remote-server-timeout.
+// returns it after the features that follow TLS. A server that cannot be
+// reached (no address connects, in time or at all) is
+// remote-server-not-found; a link that fails later, the TLS and
+// certificate rules included, is remote-server-timeout (SPEC.md).
 func (f *Federation) dial(ctx context.Context, domain string) (*s2sStream, *s2sFeatures, error) {
 	targets, err := f.resolve(ctx, domain)
 	if err != nil {
@@ -481,7 +482,8 @@ func (f *Federation) dial(ctx context.Context, domain string) (*s2sStream, *s2sF
 	if lastErr == nil {
 		lastErr = errors.New("no address")
 	}
-	if !reached && ctx.Err() == nil {
+	if !reached {
+		// Not resolved, refused or no answer in time: cannot be reached.
 		return nil, nil, &s2sFailure{"remote-server-not-found", lastErr}
 	}
 	return nil, nil, &s2sFailure{"remote-server-timeout", lastErr}

@@ -152,7 +152,7 @@ func (s *s2sStream) writeLoop() {
 				return
 			}
 		case <-tick.C:
-			if s.isAuthed() && time.Since(time.Unix(0, s.active.Load())) > idle {
+			if s.isUp() && time.Since(time.Unix(0, s.active.Load())) > idle {
 				s.f.log.Debug("closing an idle link", "peer", s.peer, "direction", s.direction())
 				s.closeWith("", "")
 			}
@@ -715,6 +715,9 @@ func (s *s2sStream) readLoop() error {
 			return err
 		}
 		ns, name := s.elementNS(el), el.start.Name.Local
+		if err := s.checkTLSUsed(ns, name); err != nil {
+			return err
+		}
 		switch {
 		case ns == NSServer && (name == "message" || name == "presence" || name == "iq"):
 			if err := s.stanza(el); err != nil {

@@ -432,6 +432,7 @@ type rawPeer struct {
 	conn net.Conn
 	dec  *xml.Decoder
 	last xml.StartElement // the element expect returned
+	id   string           // the id of the server's last stream header
 }
 
 func dialRawPeer(t *testing.T, addr, from, to string, cert tls.Certificate) *rawPeer {
@@ -462,6 +463,7 @@ func (p *rawPeer) open(from, to string) {
 	for {
 		tok := p.token()
 		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "stream" {
+			p.id = attrOf(se, "id")
 			return
 		}
 	}

@@ -48,7 +48,8 @@ type Config struct {
 	// C2SDirectTLSAddr is where clients connect with TLS from the first
 	// byte (XEP-0368); empty disables it. Default DefaultC2SDirectTLSAddr.
 	C2SDirectTLSAddr string `env:"XMPPD_C2S_DIRECT_TLS_ADDR"`
-	// S2SAddr is the federation listener; empty disables federation.
+	// S2SAddr is the federation listener; empty: no incoming links (links
+	// to other servers are still opened).
 	// Default DefaultS2SAddr.
 	S2SAddr string `env:"XMPPD_S2S_ADDR"`
 	// S2SRoutes maps a remote domain to the host:port of its server,

@@ -128,10 +128,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	}
 	d.offlineMessages(parser, secret)
 	d.registerModules()
-	if cfg.S2SAddr != "" {
-		if err := d.federate(reg); err != nil {
-			return nil, err
-		}
+	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
+	// links to other servers are still opened (SPEC.md).
+	if err := d.federate(reg); err != nil {
+		return nil, err
 	}
 
 	if d.c2s, err = listen("XMPPD_C2S_ADDR", cfg.C2SAddr); err != nil {
@@ -204,7 +204,7 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 func (d *Daemon) registerModules() {
 	srv, mux := d.Server, d.Server.Mux()
 	d.roster = im.New(d.DB, srv, d.log)
-	d.roster.Register(mux)
+	d.roster.MaxItems = d.cfg.RosterMax
 	d.register.Register(mux)
 	ext.NewPing(srv).Register(mux)
 	ext.NewVersion(Version).Register(mux)
@@ -218,6 +218,9 @@ func (d *Daemon) registerModules() {
 		return err == nil && (it.Subscription == im.SubFrom || it.Subscription == im.SubBoth)
 	}
 	d.blocking.Register(mux)
+	// Requests stored before their sender was blocked are not delivered.
+	d.roster.Blocked = d.blocking.Blocked
+	d.roster.Register(mux)
 	d.Offline.Register(mux)
 	mux.OnAvailable(func(ctx context.Context, full jid.JID) {
 		d.Notices.CameOnline(ctx, auth.Number(full.Localpart()))
@@ -374,8 +377,8 @@ func SecretKey(cfg config.Config) ([]byte, error) {
 	return key, nil
 }
 
-// federate binds the s2s listener and routes stanzas for other domains
-// through the federation.
+// federate routes stanzas for other domains through the federation and
+// binds the s2s listener, unless XMPPD_S2S_ADDR is empty.
 func (d *Daemon) federate(reg prometheus.Registerer) error {
 	cfg := d.cfg
 	secret, err := xmppd.LoadDialbackSecret(cfg.S2SDialbackSecret, cfg.DataDir)
@@ -394,6 +397,9 @@ func (d *Daemon) federate(reg prometheus.Registerer) error {
 		return fmt.Errorf("XMPPD_S2S_ROUTES: %w", err)
 	}
 	d.Server.Mux().HandleRemote(d.fed.Send)
+	if cfg.S2SAddr == "" {
+		return nil
+	}
 	if d.s2s, err = listen("XMPPD_S2S_ADDR", cfg.S2SAddr); err != nil {
 		return err
 	}

@@ -926,9 +926,11 @@ func testDiscoCaps(t *testing.T, s *daemonUnderTest) {
 			}
 		}
 	}
-	// a number without account is nobody
-	r, _ := iq(c, "get", s.newNumber()+"@"+domain, `<query xmlns='`+nsDiscoInf+`'/>`)
-	wantError(t, r, "cancel", "service-unavailable")
+	// a number without account answers like one with (SPEC.md: whether a
+	// number has an account is not visible to other users)
+	if d := discoOf(t, c, s.newNumber()+"@"+domain, ""); len(d.Identities) != 1 || d.Identities[0].Category != "account" {
+		t.Errorf("a number without account: identities %+v", d.Identities)
+	}
 }
 
 func testVersionPing(t *testing.T, s *daemonUnderTest) {
@@ -973,9 +975,10 @@ func testVersionPing(t *testing.T, s *daemonUnderTest) {
 	if r := a.Expect("pong", func(e xmpptest.Elem) bool { return e.Attr("id") == "pf" }); r.Attr("type") != "result" || r.Attr("from") != b.JID {
 		t.Errorf("pong %v", r)
 	}
-	// a number without account, and a resource that is not there
+	// a number without account answers like an account (SPEC.md); a
+	// resource that is not there is nobody
 	r, _ = iq(a, "get", s.newNumber()+"@"+domain, `<ping xmlns='urn:xmpp:ping'/>`)
-	wantError(t, r, "cancel", "service-unavailable")
+	mustResult(t, r)
 	r, _ = iq(a, "get", bob.bare()+"/nowhere", `<ping xmlns='urn:xmpp:ping'/>`)
 	wantError(t, r, "cancel", "service-unavailable")
 }

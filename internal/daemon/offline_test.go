@@ -444,19 +444,24 @@ func TestOfflineVoice(t *testing.T) {
 			landline := landlineNumber(s)
 			send(t, a, landline+"@"+domain, "ring ring")
 			call := rcv.Wait(t, landline, 1, noticeTimeout)
-			re := regexp.MustCompile(`^<Response><Say>New message from ` + regexp.QuoteMeta(alice.num) +
-				` on localhost\. Log in with your phone number and password [A-Za-z0-9]+\.</Say></Response>$`)
-			if !call.Call || !re.MatchString(call.Twiml) {
+			// The text read twice, the password spelled (sms.VoiceTwiML).
+			say := `<Say voice="Polly.Joanna" language="en-US">New message from ` + regexp.QuoteMeta(alice.num) +
+				` on localhost\. Log in with your phone number and password <break time="700ms"/>` +
+				`((<break time="400ms"/>)?(capital )?<say-as interpret-as="characters">[A-Za-z0-9]</say-as>){10,}` +
+				`<break time="700ms"/>\.</Say>`
+			re := regexp.MustCompile(`^<Response><Pause length="1"/>(` + say + `)<Pause length="2"/>(` + say + `)</Response>$`)
+			m := re.FindStringSubmatch(call.Twiml)
+			if !call.Call || m == nil || m[1] != m[5] { // groups 1 and 5: the two readings
 				t.Errorf("call to a landline: %+v", call)
 			}
 
 			mobile := s.newNumber()
 			send(t, a, mobile+"@"+domain, "secret words")
-			m := rcv.Wait(t, mobile, 1, noticeTimeout)
+			sms := rcv.Wait(t, mobile, 1, noticeTimeout)
 			re = regexp.MustCompile(`^New message from ` + regexp.QuoteMeta(alice.num) +
 				` on localhost\. Log in with your phone number and password [A-Za-z0-9]+\.$`)
-			if m.Call || !re.MatchString(m.Text) || strings.Contains(m.Text, "secret") {
-				t.Errorf("SMS without preview: %+v", m)
+			if sms.Call || !re.MatchString(sms.Text) || strings.Contains(sms.Text, "secret") {
+				t.Errorf("SMS without preview: %+v", sms)
 			}
 
 			// Both accounts were made by the messages; touched by the last

@@ -314,8 +314,8 @@ type route struct {
 // startXmppd starts Dialtone. trusted: it trusts the test CA and presents
 // a certificate from it (SASL EXTERNAL both ways); otherwise it presents
 // its own self-signed certificate and accepts the peers' only as insecure
-// domains (dialback both ways).
-func startXmppd(t *testing.T, bin, dir string, p *pki, trusted bool) *xmppd {
+// domains (dialback both ways). extra holds more variables, "NAME=value".
+func startXmppd(t *testing.T, bin, dir string, p *pki, trusted bool, extra ...string) *xmppd {
 	t.Helper()
 	dataDir := filepath.Join(dir, "xmppd")
 	os.MkdirAll(dataDir, 0o700)
@@ -354,6 +354,7 @@ func startXmppd(t *testing.T, bin, dir string, p *pki, trusted bool) *xmppd {
 	for k, v := range vars {
 		x.env = append(x.env, k+"="+v)
 	}
+	x.env = append(x.env, extra...)
 	cmd := exec.Command(bin)
 	cmd.Env = x.env
 	x.process = start(t, "xmppd", cmd, filepath.Join(dir, "xmppd.log"))

@@ -12,7 +12,7 @@ import (
 )
 
 // Disco answers service discovery (XEP-0030) for the server and, on their
-// behalf, for local accounts: disco#info with the features the modules
+// behalf, for local numbers (accounts or not): disco#info with the features the modules
 // registered on the Mux, disco#items with an empty list. It also computes
 // the server's entity capabilities (XEP-0115).
 type Disco struct {
@@ -152,12 +152,12 @@ func (d *Disco) serverInfoIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, error
 	return query(disco.NSInfo, node, d.serverInfo), nil
 }
 
-func (d *Disco) accountInfoIQ(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+// accountInfoIQ answers disco#info on a bare JID of the local domain with
+// the same identity and features for every valid number, whether an
+// account exists or not (SPEC.md: that is not visible to other users).
+func (d *Disco) accountInfoIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, error) {
 	node, err := discoNode(iq)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkLocal(ctx, d.r, iq, errItemNotFound); err != nil {
 		return nil, err
 	}
 	if node != "" {
@@ -178,12 +178,11 @@ func (d *Disco) serverItemsIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, erro
 	return query(disco.NSItems, "", nil), nil
 }
 
-func (d *Disco) accountItemsIQ(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+// accountItemsIQ answers disco#items on a bare JID: an empty list, the
+// same for every valid number.
+func (d *Disco) accountItemsIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, error) {
 	node, err := discoNode(iq)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkLocal(ctx, d.r, iq, errItemNotFound); err != nil {
 		return nil, err
 	}
 	if node != "" {

@@ -106,7 +106,10 @@ func TestDiscoInfo(t *testing.T) {
 		{name: "other local account", to: "+15550001111@" + domain, inner: `<query xmlns="http://jabber.org/protocol/disco#info"/>`,
 			identity: "account/registered/",
 			features: []string{"http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items", "urn:xmpp:blocking", "urn:xmpp:ping"}},
-		{name: "unknown account", to: "+15559999999@" + domain, inner: `<query xmlns="http://jabber.org/protocol/disco#info"/>`, cond: stanza.ItemNotFound},
+		// A number without an account answers like one with (SPEC.md).
+		{name: "number without account", to: "+15559999999@" + domain, inner: `<query xmlns="http://jabber.org/protocol/disco#info"/>`,
+			identity: "account/registered/",
+			features: []string{"http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items", "urn:xmpp:blocking", "urn:xmpp:ping"}},
 		{name: "account node", to: "", inner: `<query xmlns="http://jabber.org/protocol/disco#info" node="` + CapsNode + `#` + ver + `"/>`, cond: stanza.ItemNotFound},
 	}
 	for _, tt := range tests {
@@ -162,7 +165,7 @@ func TestDiscoItems(t *testing.T) {
 		{name: "server", server: true, to: domain},
 		{name: "server node", server: true, to: domain, node: "x", cond: stanza.ItemNotFound},
 		{name: "own account", to: ""},
-		{name: "unknown account", to: "+15559999999@" + domain, cond: stanza.ItemNotFound},
+		{name: "number without account", to: "+15559999999@" + domain},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,15 +12,12 @@
 package ext
 
 import (
-	"context"
 	"encoding/xml"
 	"errors"
-	"fmt"
 
 	"dialtone/auth"
 	"dialtone/xmppd"
 
-	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 )
 
@@ -57,31 +54,6 @@ var (
 // isOwn reports whether iq is addressed to the sender's own account.
 func isOwn(iq *xmppd.Stanza) bool {
 	return iq.To.Equal(iq.From.Bare())
-}
-
-// isAccount reports whether j is a bare JID with a localpart.
-func isAccount(j jid.JID) bool {
-	return j.Localpart() != "" && j.Resourcepart() == ""
-}
-
-// checkLocal answers whether the account addressed by iq.To may be spoken
-// for: the sender's own account always is; another one only when it is a
-// stored account here. The error is notLocal when it is not.
-func checkLocal(ctx context.Context, r xmppd.Router, iq *xmppd.Stanza, notLocal stanza.Error) error {
-	if isOwn(iq) {
-		return nil
-	}
-	if !isAccount(iq.To) {
-		return notLocal
-	}
-	ok, err := r.IsLocal(ctx, iq.To)
-	if err != nil {
-		return fmt.Errorf("is %s local: %w", iq.To, err)
-	}
-	if !ok {
-		return notLocal
-	}
-	return nil
 }
 
 // notFound reports whether err is a store's not-found.

@@ -18,8 +18,9 @@ const NSVCard = "vcard-temp"
 // vcardKey is the PrivateStore key of the vCard.
 const vcardKey = NSVCard
 
-// VCard serves vcard-temp (XEP-0054): anyone may get a local account's
-// vCard; only the account itself may set it. The vCard is kept as the XML
+// VCard serves vcard-temp (XEP-0054): anyone may get the vCard of a
+// local number (empty when none is stored, account or not); only the
+// account itself may set it. The vCard is kept as the XML
 // the client sent, re-serialised (so it is well-formed on its own whatever
 // prefixes the client used) and bounded in size.
 type VCard struct {
@@ -54,9 +55,10 @@ var emptyVCard = emptyElement(name(NSVCard, "vCard"))
 func (v *VCard) handle(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
 	switch iq.Type {
 	case iqGet:
-		if err := checkLocal(ctx, v.r, iq, errItemNotFound); err != nil {
-			return nil, err
-		}
+		// Every valid number has a vCard to others, empty unless its owner
+		// stored one: a latent number's reads exactly like an account's
+		// without one (SPEC.md: whether a number has an account is not
+		// visible to other users).
 		return v.load(ctx, iq.To.Localpart())
 	case iqSet:
 		if !isOwn(iq) {

@@ -39,7 +39,8 @@ type fakeStore struct {
 	mu      sync.Mutex
 	items   map[string]map[string]Item
 	version map[string]int64
-	fail    error // returned by every call when set
+	fail    error    // returned by every call when set
+	calls   []string // "Method owner" of every call, in order
 }
 
 func newFakeStore() *fakeStore {
@@ -54,6 +55,7 @@ func cloneItem(it Item) Item {
 func (s *fakeStore) Roster(ctx context.Context, owner string) ([]Item, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.calls = append(s.calls, "Roster "+owner)
 	if s.fail != nil {
 		return nil, 0, s.fail
 	}
@@ -67,6 +69,7 @@ func (s *fakeStore) Roster(ctx context.Context, owner string) ([]Item, int64, er
 func (s *fakeStore) RosterItem(ctx context.Context, owner, contact string) (Item, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.calls = append(s.calls, "RosterItem "+owner)
 	if s.fail != nil {
 		return Item{}, s.fail
 	}
@@ -80,6 +83,7 @@ func (s *fakeStore) RosterItem(ctx context.Context, owner, contact string) (Item
 func (s *fakeStore) PutRosterItem(ctx context.Context, owner string, it Item) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.calls = append(s.calls, "write "+owner)
 	if s.fail != nil {
 		return 0, s.fail
 	}
@@ -94,12 +98,35 @@ func (s *fakeStore) PutRosterItem(ctx context.Context, owner string, it Item) (i
 func (s *fakeStore) DeleteRosterItem(ctx context.Context, owner, contact string) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.calls = append(s.calls, "write "+owner)
 	if s.fail != nil {
 		return 0, s.fail
+	}
+	if _, ok := s.items[owner][contact]; !ok {
+		return s.version[owner], nil // like storage: nothing changes
 	}
 	delete(s.items[owner], contact)
 	s.version[owner]++
 	return s.version[owner], nil
+}
+
+func (s *fakeStore) RosterCount(ctx context.Context, owner string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "RosterCount "+owner)
+	if s.fail != nil {
+		return 0, s.fail
+	}
+	return len(s.items[owner]), nil
+}
+
+// takeCalls returns the calls recorded since the last takeCalls.
+func (s *fakeStore) takeCalls() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.calls
+	s.calls = nil
+	return c
 }
 
 // item returns a stored item and whether it exists.

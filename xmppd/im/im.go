@@ -61,6 +61,15 @@ type Module struct {
 	r     xmppd.Router
 	log   *slog.Logger
 
+	// MaxItems bounds the items stored per account (XMPPD_ROSTER_MAX),
+	// those kept only for a pending inbound request included; zero means
+	// no limit. Set it before Register.
+	MaxItems int
+	// Blocked, when set, reports whether user blocks contact (XEP-0191);
+	// subscription requests stored before the block are then not
+	// delivered. Set it before Register.
+	Blocked func(ctx context.Context, user, contact jid.JID) (bool, error)
+
 	// accounts serialises read-modify-write of one account's roster items.
 	accounts keyedMutex
 	// directed maps a session's full JID (string) to the *directedSet of

@@ -139,14 +139,33 @@ func (m *Module) available(ctx context.Context, p *xmppd.Stanza) {
 			}
 		}
 	}
-	// Subscription requests that waited for an available resource (§3.1.3).
+	// Subscription requests that waited for an available resource (§3.1.3),
+	// except those of contacts the user blocked meanwhile (XEP-0191 §3.3:
+	// nothing from a blocked entity is delivered). They stay stored, so an
+	// unblocked contact's request comes at a later login.
 	for _, it := range items {
 		if it.PendingIn {
-			if from, ok := parseContact(it.Contact); ok {
+			if from, ok := parseContact(it.Contact); ok && !m.blocked(ctx, user, from) {
 				m.r.Deliver(full, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeSubscribe, From: from, To: user})
 			}
 		}
 	}
+}
+
+// blocked reports whether user blocks contact; when that cannot be known
+// it says yes, like the blocking filter, which fails closed too.
+func (m *Module) blocked(ctx context.Context, user, contact jid.JID) bool {
+	if m.Blocked == nil {
+		return false
+	}
+	sctx, cancel := storeCtx(ctx)
+	defer cancel()
+	b, err := m.Blocked(sctx, user, contact)
+	if err != nil {
+		m.log.Error("blocklist lookup", "user", user.String(), "contact", contact.String(), "err", err)
+		return true
+	}
+	return b
 }
 
 // unavailable handles broadcast unavailable presence from a session (§4.5.2).
@@ -199,10 +218,13 @@ func (m *Module) unavailableBroadcast(ctx context.Context, full jid.JID, p *xmpp
 // inboundProbe answers a probe (§4.3.2): a subscriber gets the presence of
 // every available resource (or unavailable from the bare JID); anyone else
 // gets 'unsubscribed', which repairs a subscription its server believes in.
+// A latent number has no subscribers, so it answers 'unsubscribed' by the
+// same path as an account (§4.3.2 wants that for a missing account too),
+// without asking whether the account exists.
 func (m *Module) inboundProbe(ctx context.Context, p *xmppd.Stanza) {
 	user := p.To.Bare()
 	prober := p.From.Bare()
-	if prober.Equal(jid.JID{}) || !m.accountExists(ctx, user, p) {
+	if prober.Equal(jid.JID{}) {
 		return
 	}
 	subscribed := prober.Equal(user)

@@ -129,6 +129,9 @@ func (m *Module) rosterSet(ctx context.Context, iq *xmppd.Stanza, q *rosterQuery
 		it.Groups = ri.Groups
 		it.InRoster = true
 	})
+	if errors.Is(err, errRosterFull) {
+		return m.rosterFull()
+	}
 	if err != nil {
 		m.log.Error("roster set", "user", user.String(), "contact", contact.String(), "err", err)
 		return internalError()

@@ -42,4 +42,7 @@ type Store interface {
 	// DeleteRosterItem removes the item (no error when absent) and returns
 	// the new version.
 	DeleteRosterItem(ctx context.Context, owner, contact string) (version int64, err error)
+	// RosterCount returns the number of items stored for owner, those kept
+	// only for a pending inbound request (InRoster false) included.
+	RosterCount(ctx context.Context, owner string) (int, error)
 }

@@ -10,6 +10,7 @@ import (
 	"dialtone/xmppd"
 
 	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
 )
 
 // The transitions of RFC 6121 Appendix A on the server-side state of one
@@ -164,11 +165,49 @@ type change struct {
 // pushNeeded reports whether the change is visible to the user's clients.
 func (c change) pushNeeded() bool { return c.changed && !sameView(c.old, c.new) }
 
+// errRosterFull means that a change would add an item to a roster that
+// already holds MaxItems.
+var errRosterFull = errors.New("im: the roster is full")
+
+// rosterFull is the error a client gets for one item more than MaxItems
+// (SPEC.md "Limits on what clients send").
+func (m *Module) rosterFull() stanza.Error {
+	return stanza.Error{Type: stanza.Cancel, Condition: stanza.NotAllowed, Text: map[string]string{
+		"": fmt.Sprintf("policy-violation: a roster holds at most %d items", m.MaxItems)}}
+}
+
 // update reads the item of contact in user's roster (a new "none" item
 // when there is none), lets fn change it, and stores the result: deleted
-// when it holds nothing and is not in the roster. The account lock is held
-// only around the store calls.
+// when it holds nothing and is not in the roster. A new item beyond
+// MaxItems is errRosterFull. The account lock is held only around the
+// store calls.
 func (m *Module) update(ctx context.Context, user, contact jid.JID, fn func(*Item)) (change, error) {
+	return m.updateItem(ctx, user, contact, ownChange, fn)
+}
+
+// updateMode says on whose behalf updateItem runs.
+type updateMode int
+
+const (
+	// ownChange: the user changes its own roster.
+	ownChange updateMode = iota
+	// fromOther: a stanza from another user changes it. Its cost must not
+	// tell the sender whether the addressee has an account or what its
+	// roster holds (SPEC.md: whether a number has an account is not
+	// visible to other users), so the store is asked the same things
+	// whatever the outcome: the item, the count, and one write.
+	fromOther
+	// fromOtherLatent: as fromOther, for a number without an account:
+	// nothing is stored and no change is reported, and the write is one
+	// that stores nothing.
+	fromOtherLatent
+)
+
+// noContact is a contact no roster holds (contacts are JIDs): deleting it
+// is a write transaction that changes nothing.
+const noContact = ""
+
+func (m *Module) updateItem(ctx context.Context, user, contact jid.JID, mode updateMode, fn func(*Item)) (change, error) {
 	owner := user.Localpart()
 	key := contact.String()
 	unlock := m.accounts.lock(owner)
@@ -193,13 +232,34 @@ func (m *Module) update(ctx context.Context, user, contact jid.JID, fn func(*Ite
 	c.old.Groups = slices.Clone(it.Groups)
 	fn(&it)
 	c.new = it
-	if sameState(c.old, c.new) {
+
+	write := !sameState(c.old, c.new)
+	remove := write && !it.InRoster && empty(it)
+	if remove && !c.existed {
+		write = false // nothing to delete
+	}
+	grows := write && !remove && !c.existed
+	uniform := mode != ownChange
+	full := false
+	if grows || uniform {
+		if full, err = m.isFull(sctx, owner); err != nil {
+			return c, err
+		}
+	}
+	refused := grows && full
+	if !write || refused || mode == fromOtherLatent {
+		if uniform {
+			if _, err := m.store.DeleteRosterItem(sctx, owner, noContact); err != nil {
+				return c, fmt.Errorf("im: roster of %s: %w", owner, err)
+			}
+		}
+		c.new = c.old
+		if refused {
+			return c, errRosterFull
+		}
 		return c, nil
 	}
-	if !it.InRoster && empty(it) {
-		if !c.existed {
-			return c, nil
-		}
+	if remove {
 		c.version, err = m.store.DeleteRosterItem(sctx, owner, key)
 		if err != nil {
 			return c, fmt.Errorf("im: delete roster item %s of %s: %w", key, owner, err)
@@ -213,6 +273,18 @@ func (m *Module) update(ctx context.Context, user, contact jid.JID, fn func(*Ite
 	}
 	c.changed = true
 	return c, nil
+}
+
+// isFull reports whether owner's roster holds MaxItems items or more.
+func (m *Module) isFull(ctx context.Context, owner string) (bool, error) {
+	if m.MaxItems <= 0 {
+		return false, nil
+	}
+	n, err := m.store.RosterCount(ctx, owner)
+	if err != nil {
+		return false, fmt.Errorf("im: count roster items of %s: %w", owner, err)
+	}
+	return n >= m.MaxItems, nil
 }
 
 // pushChange sends a roster push for c when the user's clients would see it.
@@ -284,6 +356,10 @@ func (m *Module) outboundSubscription(ctx context.Context, p *xmppd.Stanza) {
 			it.Approved = false
 		})
 	}
+	if errors.Is(err, errRosterFull) {
+		m.presenceError(p, m.rosterFull())
+		return
+	}
 	if err != nil {
 		m.log.Error("outbound subscription", "type", p.Type, "from", p.From.String(), "to", contact.String(), "err", err)
 		m.presenceError(p, internalError())
@@ -307,24 +383,37 @@ func (m *Module) outboundSubscription(ctx context.Context, p *xmppd.Stanza) {
 // inboundSubscription handles subscription stanzas addressed to a local
 // account (RFC 6121 §3.1.3, §3.1.6, §3.2.3, §3.3.3; Appendix A.3). A
 // stanza that changes nothing is not delivered.
+//
+// A latent number (no account) stores nothing and answers nothing: a
+// request to it stays pending for the sender (RFC 6121 §3.1.3 lets the
+// server keep it so), exactly as one to an account whose owner has not
+// answered, so that the sender cannot tell the two apart (SPEC.md).
 func (m *Module) inboundSubscription(ctx context.Context, p *xmppd.Stanza) {
 	user := p.To.Bare()
 	contact := p.From.Bare()
 	if contact.Equal(jid.JID{}) || contact.Equal(user) {
 		return
 	}
-	if !m.accountExists(ctx, user, p) {
+	exists, err := m.hasAccount(ctx, user)
+	if err != nil {
+		m.log.Error("account lookup", "user", user.String(), "err", err)
 		return
+	}
+	mode := fromOther
+	if !exists {
+		mode = fromOtherLatent
+	}
+	update := func(fn func(*Item)) (change, error) {
+		return m.updateItem(ctx, user, contact, mode, fn)
 	}
 	var (
 		c       change
-		err     error
 		auto    bool // answer 'subscribed' on the user's behalf
 		deliver bool
 	)
 	switch p.Type {
 	case typeSubscribe:
-		c, err = m.update(ctx, user, contact, func(it *Item) {
+		c, err = update(func(it *Item) {
 			switch {
 			case hasFrom(*it):
 				auto = true
@@ -341,14 +430,20 @@ func (m *Module) inboundSubscription(ctx context.Context, p *xmppd.Stanza) {
 		})
 		deliver = !auto && c.changed
 	case typeSubscribed:
-		c, err = m.update(ctx, user, contact, func(it *Item) { *it = inSubscribed(*it) })
+		c, err = update(func(it *Item) { *it = inSubscribed(*it) })
 		deliver = c.changed
 	case typeUnsubscribe:
-		c, err = m.update(ctx, user, contact, func(it *Item) { *it = inUnsubscribe(*it) })
+		c, err = update(func(it *Item) { *it = inUnsubscribe(*it) })
 		deliver = c.changed
 	case typeUnsubscribed:
-		c, err = m.update(ctx, user, contact, func(it *Item) { *it = inUnsubscribed(*it) })
+		c, err = update(func(it *Item) { *it = inUnsubscribed(*it) })
 		deliver = c.changed
+	}
+	if errors.Is(err, errRosterFull) {
+		// Kept silent like any unanswered request: an answer would tell
+		// the sender that the number has an account.
+		m.log.Debug("subscription request to a full roster dropped", "from", contact.String(), "to", user.String())
+		return
 	}
 	if err != nil {
 		m.log.Error("inbound subscription", "type", p.Type, "from", p.From.String(), "to", user.String(), "err", err)
@@ -402,21 +497,11 @@ func (m *Module) sendUnavailableOf(ctx context.Context, user, to jid.JID) {
 // isNotFound reports whether a store error means "no such item".
 func isNotFound(err error) bool { return errors.Is(err, auth.ErrNotFound) }
 
-// accountExists reports whether the addressee of an inbound subscription
-// stanza or probe has an account. The core hands over presence for every
-// address of the local domain, latent numbers included; for those nothing
-// is stored, and a request or probe is answered with 'unsubscribed'
-// (RFC 6121 §8.5.1), other stanzas are ignored.
-func (m *Module) accountExists(ctx context.Context, user jid.JID, p *xmppd.Stanza) bool {
+// hasAccount reports whether user is an account here (unclaimed or
+// active) rather than a latent number. The core hands over presence for
+// every valid number of the local domain.
+func (m *Module) hasAccount(ctx context.Context, user jid.JID) (bool, error) {
 	sctx, cancel := storeCtx(ctx)
-	ok, err := m.r.IsLocal(sctx, user)
-	cancel()
-	if err != nil {
-		m.log.Error("account lookup", "user", user.String(), "err", err)
-		return false
-	}
-	if !ok && (p.Type == typeSubscribe || p.Type == typeProbe) {
-		m.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeUnsubscribed, From: user, To: p.From.Bare()})
-	}
-	return ok
+	defer cancel()
+	return m.r.IsLocal(sctx, user)
 }

@@ -1,6 +1,7 @@
 package im
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -397,30 +398,113 @@ func TestRemoteSubscription(t *testing.T) {
 	}
 }
 
-// TestLatentNumber: a request to a valid number without an account is
-// refused with 'unsubscribed', and nothing is stored for that number.
-func TestLatentNumber(t *testing.T) {
-	e := newEnv(t)
-	a := full(alice, "phone")
-	e.login(a)
-	e.r.reset()
+// idAttr matches the id of a stanza the server made (a roster push).
+var idAttr = regexp.MustCompile(` id="[^"]*"`)
+
+// answersTo returns what reached the sender alice from the exchange:
+// every stanza delivered to her sessions or routed to her addresses, as
+// bytes with the other party's address replaced by "X" (the one thing
+// that must differ).
+func (e *env) answersTo(other jid.JID) []string {
+	e.r.mu.Lock()
+	defer e.r.mu.Unlock()
+	var out []string
+	for _, list := range [][]sent{e.r.delivered, e.r.routed} {
+		for _, d := range list {
+			if !d.to.Bare().Equal(alice) {
+				continue
+			}
+			b := string(d.s.Clone().Bytes())
+			b = strings.ReplaceAll(b, other.String(), "X")
+			b = idAttr.ReplaceAllString(b, "")
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// ownerCalls keeps the store calls made for owner, with the owner cut off.
+func ownerCalls(calls []string, owner jid.JID) []string {
+	var out []string
+	for _, c := range calls {
+		if m, ok := strings.CutSuffix(c, " "+owner.Localpart()); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestLatentNumberIndistinguishable: subscription stanzas and probes to a
+// latent number (no account), an unclaimed account (no session) and an
+// active one (online) give the sender byte for byte the same answers, the
+// sender's roster the same state, and make the same store calls for the
+// receiver, a write included (SPEC.md "Limits on what clients send": whether
+// a number has an account is not visible to other users). Nothing is
+// stored for the latent number.
+func TestLatentNumberIndistinguishable(t *testing.T) {
 	latent := jid.MustParse("+821099999999@" + domain)
-	e.send(typeSubscribe, a, latent, "")
-	if got := e.state(alice, latent); got != "none" {
-		t.Errorf("alice's item: %s", got)
+	targets := []struct {
+		name string
+		to   jid.JID
+	}{{"latent", latent}, {"unclaimed", carol}, {"active", bob}}
+	type outcome struct {
+		answers, calls []string
+		state          string
 	}
-	if got := e.presences(a); !slices.Equal(got, []string{"unsubscribed " + latent.String()}) {
-		t.Errorf("alice's presences: %v", got)
+	steps := []struct {
+		name string
+		run  func(e *env, a, to jid.JID)
+	}{
+		{"subscribe", func(e *env, a, to jid.JID) { e.send(typeSubscribe, a, to, "") }},
+		{"subscribe again", func(e *env, a, to jid.JID) { e.send(typeSubscribe, a, to, "") }},
+		{"probe", func(e *env, a, to jid.JID) {
+			e.m.InboundPresence(t.Context(), presence(typeProbe, alice, to, ""))
+		}},
+		{"unsubscribe", func(e *env, a, to jid.JID) { e.send(typeUnsubscribe, a, to, "") }},
+		{"subscribed", func(e *env, a, to jid.JID) { e.send(typeSubscribed, a, to, "") }},
+		{"unsubscribed", func(e *env, a, to jid.JID) { e.send(typeUnsubscribed, a, to, "") }},
 	}
-	if p := e.pushes(a); len(p) != 2 || p[1].Items[0].Ask != "" || p[1].Items[0].Subscription != "none" {
-		t.Errorf("pushes: %+v", p)
+	got := map[string][]outcome{}
+	for _, tg := range targets {
+		e := newEnv(t)
+		e.m.MaxItems = 100
+		a := full(alice, "phone")
+		e.login(a)
+		e.login(full(bob, "desk"))
+		for _, st := range steps {
+			e.r.reset()
+			e.store.takeCalls()
+			st.run(e, a, tg.to)
+			got[tg.name] = append(got[tg.name], outcome{
+				answers: e.answersTo(tg.to),
+				calls:   ownerCalls(e.store.takeCalls(), tg.to),
+				state:   e.state(alice, tg.to),
+			})
+		}
+		if tg.to.Equal(latent) {
+			if items, _, _ := e.store.Roster(t.Context(), latent.Localpart()); len(items) != 0 {
+				t.Errorf("stored for a latent number: %+v", items)
+			}
+		}
 	}
-	if items, _, _ := e.store.Roster(t.Context(), latent.Localpart()); len(items) != 0 {
-		t.Errorf("stored for a latent number: %+v", items)
+	for i, st := range steps {
+		want := got["active"][i]
+		for _, name := range []string{"latent", "unclaimed"} {
+			o := got[name][i]
+			if !slices.Equal(o.answers, want.answers) || o.state != want.state {
+				t.Errorf("%s to the %s number: answers %q, alice's item %s;\nto the active one: %q, %s",
+					st.name, name, o.answers, o.state, want.answers, want.state)
+			}
+			if !slices.Equal(o.calls, want.calls) {
+				t.Errorf("%s to the %s number: store calls %q, for the active one %q", st.name, name, o.calls, want.calls)
+			}
+		}
 	}
-	e.r.reset()
-	e.m.InboundPresence(t.Context(), presence(typeProbe, alice, latent, ""))
-	if got := e.routedPresences(alice); !slices.Equal(got, []string{"unsubscribed " + latent.String()}) {
-		t.Errorf("probe answer: %v", got)
+	// The first request is kept pending, and the store was written for it.
+	if first := got["latent"][0]; first.state != "none+out" || !slices.Contains(first.calls, "write") {
+		t.Errorf("subscribe to a latent number: alice's item %s, store calls %q", first.state, first.calls)
+	}
+	if probe := got["latent"][2]; !slices.Contains(probe.answers, `<presence to="`+alice.String()+`" from="X" type="unsubscribed"/>`) {
+		t.Errorf("probe answer %q", probe.answers)
 	}
 }
