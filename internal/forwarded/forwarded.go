@@ -1,0 +1,142 @@
+// Package forwarded works out who sent an HTTP request, and whether it
+// reached the server over https, when reverse proxies may stand in
+// between (SPEC.md, XMPPD_TRUSTED_PROXIES). X-Forwarded-For and
+// X-Forwarded-Proto are believed only from a direct peer in the trusted
+// networks: anyone else can write them.
+package forwarded
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// Client is what is known of the client behind one request.
+type Client struct {
+	// IP is the client's address as text, the key of per-IP limits: the
+	// direct peer, or the rightmost X-Forwarded-For address that is not
+	// a trusted proxy when the peer is one.
+	IP string
+	// HTTPS reports that the client's connection is encrypted: TLS to
+	// this server, or "X-Forwarded-Proto: https" from a trusted proxy.
+	HTTPS bool
+}
+
+// Resolve works out the client of r, believing the forwarding headers of
+// peers in trusted.
+func Resolve(r *http.Request, trusted []netip.Prefix) Client {
+	c := Client{IP: peerIP(r.RemoteAddr), HTTPS: r.TLS != nil}
+	peer, err := netip.ParseAddr(c.IP)
+	if err != nil || !contains(trusted, peer) {
+		return c
+	}
+	if proto := last(r.Header.Values("X-Forwarded-Proto")); strings.EqualFold(proto, "https") {
+		c.HTTPS = true
+	}
+	// Walk from the nearest hop outwards: each trusted proxy appended the
+	// address it saw, so the first one that is not a trusted proxy is the
+	// client. What lies further left was written by the client itself.
+	hops := list(r.Header.Values("X-Forwarded-For"))
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, ok := parseHop(hops[i])
+		if !ok {
+			// A trusted proxy wrote something that is no address: stay
+			// with the last hop that is known.
+			break
+		}
+		c.IP = a.String()
+		if !contains(trusted, a) {
+			break
+		}
+	}
+	return c
+}
+
+type contextKey struct{}
+
+// Handler resolves the client of every request (Resolve with trusted)
+// before h serves it; ClientOf reads the answer back.
+func Handler(trusted []netip.Prefix, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := Resolve(r, trusted)
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), contextKey{}, c)))
+	})
+}
+
+// ClientOf returns the client of r as Handler resolved it. A request that
+// did not pass through Handler believes no proxy: its client is its peer.
+func ClientOf(r *http.Request) Client {
+	if c, ok := r.Context().Value(contextKey{}).(Client); ok {
+		return c
+	}
+	return Resolve(r, nil)
+}
+
+// Allowed reports whether ip (a Client.IP) lies in one of the networks.
+func Allowed(ip string, networks []netip.Prefix) bool {
+	a, err := netip.ParseAddr(ip)
+	return err == nil && contains(networks, a.Unmap())
+}
+
+// peerIP is the address part of a RemoteAddr ("host:port"), unmapped
+// from IPv6 so that one IPv4 client has one key; RemoteAddr itself when
+// it has no port.
+func peerIP(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().WithZone("").String()
+	}
+	return host
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, possibly with a
+// port ("192.0.2.1:4711", "[2001:db8::1]:4711") as some proxies write it.
+func parseHop(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().WithZone(""), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap().WithZone(""), true
+	}
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		if a, err := netip.ParseAddr(s[1 : len(s)-1]); err == nil {
+			return a.Unmap().WithZone(""), true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// list splits the values of a header that may repeat and hold comma
+// lists into its elements, in order.
+func list(values []string) []string {
+	var out []string
+	for _, v := range values {
+		out = append(out, strings.Split(v, ",")...)
+	}
+	return out
+}
+
+// last is the rightmost element of a comma-list header: the one the
+// nearest proxy wrote.
+func last(values []string) string {
+	l := list(values)
+	if len(l) == 0 {
+		return ""
+	}
+	return strings.TrimSpace(l[len(l)-1])
+}
+
+func contains(networks []netip.Prefix, a netip.Addr) bool {
+	for _, p := range networks {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
