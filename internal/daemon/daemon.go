@@ -59,6 +59,8 @@ type Daemon struct {
 	Passwords *sms.Passwords
 	// Lockout counts failed logins per number; the web login shares it.
 	Lockout *auth.Lockout
+	// ipLockout counts failed logins per client IP, XMPP and web alike.
+	ipLockout *auth.Lockout
 	// Sender is the SMS outbox worker; Wake it after queueing an SMS.
 	Sender *sms.Sender
 	// Notices texts receivers that messages wait for them; its Run
@@ -106,13 +108,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.Lockout = auth.NewLockout(cfg.LoginFailures)
+	// One client IP may fail ten times as often as one number before
+	// it is locked out the same way (1 min, doubling, at most 1 h).
+	d.ipLockout = auth.NewLockout(10 * cfg.LoginFailures)
 	d.Server, err = xmppd.NewServer(xmppd.Config{
 		Domain: cfg.Domain,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		SASL:   &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain},
-		// One client IP may fail ten times as often as one number before
-		// it is locked out the same way (1 min, doubling, at most 1 h).
-		IPLockout: auth.NewLockout(10 * cfg.LoginFailures),
+		// Shared with the web login (webOptions): failures on either
+		// side count towards one lock.
+		IPLockout: d.ipLockout,
 		Parser:    parser,
 		Accounts:  d.DB,
 		Log:       log,
@@ -156,7 +161,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 }
 
 // webOptions wires the home page and the password API to the real
-// pieces: the password service and the login lockout that XMPP uses too.
+// pieces: the password service and the login lockouts (per number and per
+// client IP) that XMPP uses too.
 func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus.Registry) web.Options {
 	client := web.ClientInfo{Host: d.cfg.Domain}
 	vcard := ext.NewVCard(d.Server, d.DB)
@@ -174,16 +180,20 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		client.Fingerprint = tlscert.Fingerprint(cert) // self-signed
 	}
 	return web.Options{
-		Health:      d.DB.Ping,
-		Gatherer:    reg,
-		Domain:      d.cfg.Domain,
-		Parser:      d.parser,
-		Passwords:   d.Passwords,
-		Accounts:    d.DB,
-		Lockout:     d.Lockout,
-		Offline:     d.DB,
-		SetFullName: vcard.SetFullName,
-		FullName:    vcard.FullName,
+		Health:         d.DB.Ping,
+		Gatherer:       reg,
+		MetricsAllow:   d.cfg.MetricsAllow,
+		PublicURL:      d.cfg.PublicURL,
+		TrustedProxies: d.cfg.TrustedProxies,
+		Domain:         d.cfg.Domain,
+		Parser:         d.parser,
+		Passwords:      d.Passwords,
+		Accounts:       d.DB,
+		Lockout:        d.Lockout,
+		IPLockout:      d.ipLockout,
+		Offline:        d.DB,
+		SetFullName:    vcard.SetFullName,
+		FullName:       vcard.FullName,
 		ChangePassword: func(ctx context.Context, n auth.Number, c auth.Credentials) error {
 			if _, err := d.DB.SetCredentials(ctx, n, c); err != nil {
 				return err
