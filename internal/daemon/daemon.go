@@ -29,6 +29,7 @@ import (
 	"dialtone/auth"
 	"dialtone/internal/admin"
 	"dialtone/internal/config"
+	"dialtone/internal/datadir"
 	"dialtone/internal/tlscert"
 	"dialtone/offline"
 	"dialtone/sms"
@@ -86,7 +87,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 			built.closeAll()
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	if err := datadir.Make(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("XMPPD_DATA_DIR: %w", err)
 	}
 	cert, err := tlscert.Load(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.DataDir, cfg.Domain)
@@ -363,23 +364,20 @@ func SecretKey(cfg config.Config) ([]byte, error) {
 		return key, nil
 	}
 	path := filepath.Join(cfg.DataDir, "secret.key")
-	if b, err := os.ReadFile(path); err == nil {
-		key, err := hex.DecodeString(strings.TrimSpace(string(b)))
-		if err != nil || len(key) != 32 {
-			return nil, fmt.Errorf("%s: not 64 hex digits; remove it to make a new key", path)
-		}
-		return key, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key = make([]byte, 32)
+		rand.Read(key)
+		// Once: when xmppd and xmppctl both make one, the first wins and
+		// both use it.
+		b, err = datadir.WriteOnce(path, []byte(hex.EncodeToString(key)+"\n"))
+	}
+	if err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
-	key = make([]byte, 32)
-	rand.Read(key)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("secret key: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return nil, fmt.Errorf("secret key: %w", err)
+	key, err = hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("%s: not 64 hex digits; remove it to make a new key", path)
 	}
 	return key, nil
 }
