@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,9 +31,11 @@ func get(t *testing.T, srv *httptest.Server, path string) (int, http.Header, str
 
 func TestHealthz(t *testing.T) {
 	var health error
+	var log lockedBuffer
 	srv := httptest.NewServer(New(Options{
 		Health:   func(ctx context.Context) error { return health },
 		Gatherer: prometheus.NewRegistry(),
+		Log:      slog.New(slog.NewTextHandler(&log, nil)),
 	}))
 	defer srv.Close()
 
@@ -45,6 +49,9 @@ func TestHealthz(t *testing.T) {
 	code, _, body = get(t, srv, "/healthz")
 	if code != 503 || body != "unavailable" {
 		t.Errorf("unhealthy: %d %q, want 503 \"unavailable\"", code, body)
+	}
+	if !strings.Contains(log.String(), "password authentication failed") {
+		t.Errorf("the reason is not in the log: %q", log.String())
 	}
 
 	resp, err := srv.Client().Post(srv.URL+"/healthz", "text/plain", nil)
@@ -104,4 +111,22 @@ func TestUnknownPath(t *testing.T) {
 	if code, _, _ := get(t, srv, "/nope"); code != 404 {
 		t.Errorf("%d", code)
 	}
+}
+
+// lockedBuffer is a log sink that handlers on other goroutines write to.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
