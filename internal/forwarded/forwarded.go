@@ -32,25 +32,22 @@ func Resolve(r *http.Request, trusted []netip.Prefix) Client {
 	if err != nil || !contains(trusted, peer) {
 		return c
 	}
-	if proto := last(r.Header.Values("X-Forwarded-Proto")); strings.EqualFold(proto, "https") {
+	if strings.EqualFold(rightmost(r.Header.Values("X-Forwarded-Proto")), "https") {
 		c.HTTPS = true
 	}
 	// Walk from the nearest hop outwards: each trusted proxy appended the
 	// address it saw, so the first one that is not a trusted proxy is the
 	// client. What lies further left was written by the client itself.
-	hops := list(r.Header.Values("X-Forwarded-For"))
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, ok := parseHop(hops[i])
+	fromRight(r.Header.Values("X-Forwarded-For"), func(hop string) bool {
+		a, ok := parseHop(hop)
 		if !ok {
 			// A trusted proxy wrote something that is no address: stay
 			// with the last hop that is known.
-			break
+			return false
 		}
 		c.IP = a.String()
-		if !contains(trusted, a) {
-			break
-		}
-	}
+		return contains(trusted, a)
+	})
 	return c
 }
 
@@ -112,24 +109,35 @@ func parseHop(s string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// list splits the values of a header that may repeat and hold comma
-// lists into its elements, in order.
-func list(values []string) []string {
-	var out []string
-	for _, v := range values {
-		out = append(out, strings.Split(v, ",")...)
+// fromRight calls more with each element of a header that may repeat and
+// hold comma lists, from the rightmost leftwards, while it returns true.
+// Nothing is split beyond what is looked at: a long header costs no more
+// than the hops walked.
+func fromRight(values []string, more func(string) bool) {
+	for i := len(values) - 1; i >= 0; i-- {
+		v := values[i]
+		for {
+			comma := strings.LastIndexByte(v, ',')
+			if !more(v[comma+1:]) {
+				return
+			}
+			if comma < 0 {
+				break
+			}
+			v = v[:comma]
+		}
 	}
-	return out
 }
 
-// last is the rightmost element of a comma-list header: the one the
+// rightmost is the last element of a comma-list header: the one the
 // nearest proxy wrote.
-func last(values []string) string {
-	l := list(values)
-	if len(l) == 0 {
-		return ""
-	}
-	return strings.TrimSpace(l[len(l)-1])
+func rightmost(values []string) string {
+	var last string
+	fromRight(values, func(s string) bool {
+		last = strings.TrimSpace(s)
+		return false
+	})
+	return last
 }
 
 func contains(networks []netip.Prefix, a netip.Addr) bool {

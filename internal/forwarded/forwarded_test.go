@@ -119,3 +119,29 @@ func TestAllowed(t *testing.T) {
 		t.Error("no networks allowed someone")
 	}
 }
+
+// FuzzResolve: any forwarding headers, from a trusted or an untrusted
+// peer: no panic, an untrusted peer is never believed, and the client IP
+// is the peer's or an address.
+func FuzzResolve(f *testing.F) {
+	f.Add("203.0.113.9, 198.51.100.7, 10.0.0.2", "https", true)
+	f.Add("[2001:db8::1]:80,,garbage", "http, https", true)
+	f.Add("10.0.0.3", "HTTPS", false)
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	f.Fuzz(func(t *testing.T, xff, proto string, fromProxy bool) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = "192.0.2.1:4711"
+		if fromProxy {
+			r.RemoteAddr = "10.0.0.1:4711"
+		}
+		r.Header.Set("X-Forwarded-For", xff)
+		r.Header.Set("X-Forwarded-Proto", proto)
+		c := Resolve(r, trusted)
+		if !fromProxy && (c.IP != "192.0.2.1" || c.HTTPS) {
+			t.Fatalf("an untrusted peer was believed: %+v", c)
+		}
+		if _, err := netip.ParseAddr(c.IP); err != nil {
+			t.Fatalf("client IP %q is no address", c.IP)
+		}
+	})
+}
