@@ -5,13 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"dialtone/internal/datadir"
 )
 
 // sqliteFile is the name of the embedded database inside the data dir.
@@ -43,7 +44,7 @@ func openSQLite(ctx context.Context, dataDir string) (backend, error) {
 	if dataDir == "" {
 		return nil, fmt.Errorf("storage: no data dir for the embedded SQLite database")
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	if err := datadir.Make(dataDir); err != nil {
 		return nil, fmt.Errorf("storage: data dir: %w", err)
 	}
 	path, err := filepath.Abs(filepath.Join(dataDir, sqliteFile))
@@ -53,6 +54,17 @@ func openSQLite(ctx context.Context, dataDir string) (backend, error) {
 	// The driver reads everything after the first "?" as its parameters.
 	if strings.Contains(path, "?") {
 		return nil, fmt.Errorf("storage: data dir %q: a path with \"?\" is not supported by the SQLite driver", dataDir)
+	}
+	// SQLite would make the database 0644 (less the umask), and gives its
+	// -wal, -shm and -journal files the database's mode: made 0600 first,
+	// they all are. Those of earlier versions are narrowed.
+	if err := datadir.Create(path); err != nil {
+		return nil, fmt.Errorf("storage: create %s: %w", path, err)
+	}
+	for _, side := range []string{"-wal", "-shm", "-journal"} {
+		if err := datadir.Restrict(path + side); err != nil {
+			return nil, fmt.Errorf("storage: %w", err)
+		}
 	}
 	db, err := sql.Open("sqlite", path+sqliteParams)
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"dialtone/internal/forwarded"
 )
 
 // XMPP over WebSocket (RFC 7395). The core speaks a byte stream; wsConn
@@ -31,7 +33,8 @@ const WebSocketProtocol = "xmpp"
 // (subprotocol "xmpp" required: 426 without an upgrade, 400 without the
 // subprotocol) and runs the client's stream until it ends. There is no
 // STARTTLS: the stream is as secure as the HTTP connection, so PLAIN is
-// offered only when the request came over TLS. The limits are those of
+// offered only when the request came over TLS (here or at a trusted
+// proxy, see package forwarded). The limits are those of
 // c2s connections.
 func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
 	if !headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Connection", "upgrade") {
@@ -70,7 +73,7 @@ func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	s.m.Connections.WithLabelValues("websocket").Inc()
 	wc := newWSConn(ws, r, s.cfg.MaxStanzaSize)
-	c := &conn{srv: s, raw: wc, nc: wc, ip: ip, websocket: true, secure: r.TLS != nil}
+	c := &conn{srv: s, raw: wc, nc: wc, ip: ip, websocket: true, secure: forwarded.ClientOf(r).HTTPS}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -97,15 +100,9 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// requestIP is the address of the HTTP connection's peer (X-Forwarded-For
-// is not trusted, as on the rest of the web side).
-func requestIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+// requestIP is the client's address: the peer's, or what a trusted proxy
+// forwarded (XMPPD_TRUSTED_PROXIES, resolved by the web handler).
+func requestIP(r *http.Request) string { return forwarded.ClientOf(r).IP }
 
 // wsAddr is a net.Addr for the HTTP connection's ends.
 type wsAddr string

@@ -29,6 +29,7 @@ import (
 	"dialtone/auth"
 	"dialtone/internal/admin"
 	"dialtone/internal/config"
+	"dialtone/internal/datadir"
 	"dialtone/internal/tlscert"
 	"dialtone/offline"
 	"dialtone/sms"
@@ -59,6 +60,8 @@ type Daemon struct {
 	Passwords *sms.Passwords
 	// Lockout counts failed logins per number; the web login shares it.
 	Lockout *auth.Lockout
+	// ipLockout counts failed logins per client IP, XMPP and web alike.
+	ipLockout *auth.Lockout
 	// Sender is the SMS outbox worker; Wake it after queueing an SMS.
 	Sender *sms.Sender
 	// Notices texts receivers that messages wait for them; its Run
@@ -84,7 +87,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 			built.closeAll()
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	if err := datadir.Make(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("XMPPD_DATA_DIR: %w", err)
 	}
 	cert, err := tlscert.Load(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.DataDir, cfg.Domain)
@@ -106,13 +109,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.Lockout = auth.NewLockout(cfg.LoginFailures)
+	// One client IP may fail ten times as often as one number before
+	// it is locked out the same way (1 min, doubling, at most 1 h).
+	d.ipLockout = auth.NewLockout(10 * cfg.LoginFailures)
 	d.Server, err = xmppd.NewServer(xmppd.Config{
 		Domain: cfg.Domain,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		SASL:   &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain},
-		// One client IP may fail ten times as often as one number before
-		// it is locked out the same way (1 min, doubling, at most 1 h).
-		IPLockout: auth.NewLockout(10 * cfg.LoginFailures),
+		// Shared with the web login (webOptions): failures on either
+		// side count towards one lock.
+		IPLockout: d.ipLockout,
 		Parser:    parser,
 		Accounts:  d.DB,
 		Log:       log,
@@ -156,7 +162,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 }
 
 // webOptions wires the home page and the password API to the real
-// pieces: the password service and the login lockout that XMPP uses too.
+// pieces: the password service and the login lockouts (per number and per
+// client IP) that XMPP uses too.
 func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus.Registry) web.Options {
 	client := web.ClientInfo{Host: d.cfg.Domain}
 	vcard := ext.NewVCard(d.Server, d.DB)
@@ -174,16 +181,20 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		client.Fingerprint = tlscert.Fingerprint(cert) // self-signed
 	}
 	return web.Options{
-		Health:      d.DB.Ping,
-		Gatherer:    reg,
-		Domain:      d.cfg.Domain,
-		Parser:      d.parser,
-		Passwords:   d.Passwords,
-		Accounts:    d.DB,
-		Lockout:     d.Lockout,
-		Offline:     d.DB,
-		SetFullName: vcard.SetFullName,
-		FullName:    vcard.FullName,
+		Health:         d.DB.Ping,
+		Gatherer:       reg,
+		MetricsAllow:   d.cfg.MetricsAllow,
+		PublicURL:      d.cfg.PublicURL,
+		TrustedProxies: d.cfg.TrustedProxies,
+		Domain:         d.cfg.Domain,
+		Parser:         d.parser,
+		Passwords:      d.Passwords,
+		Accounts:       d.DB,
+		Lockout:        d.Lockout,
+		IPLockout:      d.ipLockout,
+		Offline:        d.DB,
+		SetFullName:    vcard.SetFullName,
+		FullName:       vcard.FullName,
 		ChangePassword: func(ctx context.Context, n auth.Number, c auth.Credentials) error {
 			if _, err := d.DB.SetCredentials(ctx, n, c); err != nil {
 				return err
@@ -356,23 +367,20 @@ func SecretKey(cfg config.Config) ([]byte, error) {
 		return key, nil
 	}
 	path := filepath.Join(cfg.DataDir, "secret.key")
-	if b, err := os.ReadFile(path); err == nil {
-		key, err := hex.DecodeString(strings.TrimSpace(string(b)))
-		if err != nil || len(key) != 32 {
-			return nil, fmt.Errorf("%s: not 64 hex digits; remove it to make a new key", path)
-		}
-		return key, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key = make([]byte, 32)
+		rand.Read(key)
+		// Once: when xmppd and xmppctl both make one, the first wins and
+		// both use it.
+		b, err = datadir.WriteOnce(path, []byte(hex.EncodeToString(key)+"\n"))
+	}
+	if err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
-	key = make([]byte, 32)
-	rand.Read(key)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("secret key: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return nil, fmt.Errorf("secret key: %w", err)
+	key, err = hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("%s: not 64 hex digits; remove it to make a new key", path)
 	}
 	return key, nil
 }

@@ -28,6 +28,7 @@ import (
 	"dialtone/internal/config"
 	"dialtone/internal/daemon"
 	"dialtone/internal/pgtest"
+	"dialtone/internal/testbin"
 	"dialtone/internal/xmpptest"
 )
 
@@ -67,13 +68,17 @@ func TestDaemon(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			start := time.Now()
+			// A port known in advance, so that the public URL (which
+			// host-meta advertises) is where the listener is.
+			httpAddr := "127.0.0.1:" + testbin.FreePort(t)
 			env := map[string]string{
 				"XMPPD_DOMAIN":              domain,
 				"XMPPD_DATA_DIR":            t.TempDir(),
 				"XMPPD_DATABASE_URL":        b.url(t),
 				"XMPPD_C2S_ADDR":            "127.0.0.1:0",
 				"XMPPD_C2S_DIRECT_TLS_ADDR": "127.0.0.1:0",
-				"XMPPD_HTTP_ADDR":           "127.0.0.1:0",
+				"XMPPD_HTTP_ADDR":           httpAddr,
+				"XMPPD_PUBLIC_URL":          "http://" + httpAddr,
 				"XMPPD_S2S_ADDR":            "",
 				"XMPPD_DEFAULT_REGION":      "KR",
 				"XMPPD_LOG_LEVEL":           "debug",

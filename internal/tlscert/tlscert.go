@@ -20,10 +20,11 @@ import (
 	"io/fs"
 	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"dialtone/internal/datadir"
 )
 
 // File names of the generated certificate and key inside the data dir.
@@ -64,6 +65,12 @@ func Load(certFile, keyFile, dataDir, domain string) (tls.Certificate, error) {
 	switch {
 	case err == nil:
 		if usable(cert, domain, time.Now()) {
+			// Earlier versions wrote cert.pem 0644.
+			for _, p := range []string{certPath, keyPath} {
+				if err := datadir.Restrict(p); err != nil {
+					return tls.Certificate{}, fmt.Errorf("tlscert: %w", err)
+				}
+			}
 			return cert, nil
 		}
 	case errors.Is(err, fs.ErrNotExist):
@@ -77,15 +84,13 @@ func Load(certFile, keyFile, dataDir, domain string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	// Key first: a cert.pem without its key.pem is never left behind.
+	// Both 0600, as every file in the data dir (SPEC.md "Accounts").
+	if err := datadir.WriteFile(keyPath, keyPEM); err != nil {
 		return tls.Certificate{}, fmt.Errorf("tlscert: %w", err)
 	}
-	// Key first: a cert.pem without its key.pem is never left behind.
-	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
-		return tls.Certificate{}, err
-	}
-	if err := writeFile(certPath, certPEM, 0o644); err != nil {
-		return tls.Certificate{}, err
+	if err := datadir.WriteFile(certPath, certPEM); err != nil {
+		return tls.Certificate{}, fmt.Errorf("tlscert: %w", err)
 	}
 	cert, err = tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
@@ -149,40 +154,6 @@ func Generate(domain string, now time.Time) (certPEM, keyPEM []byte, err error) 
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	return certPEM, keyPEM, nil
-}
-
-// writeFile writes data to path atomically (temporary file, then rename)
-// with the given mode, so that a crash never leaves half a key.
-func writeFile(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("tlscert: %w", err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("tlscert: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("tlscert: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("tlscert: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("tlscert: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("tlscert: %w", err)
-	}
-	ok = true
-	return nil
 }
 
 // Fingerprint returns the SHA-256 fingerprint of cert's leaf certificate

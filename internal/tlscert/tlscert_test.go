@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -184,4 +185,39 @@ func TestFingerprint(t *testing.T) {
 	if Fingerprint(tls.Certificate{}) != "" {
 		t.Error("empty certificate has a fingerprint")
 	}
+}
+
+// TestFileModes: the generated certificate is 0600 like every file of the
+// data dir, under any umask and in an existing data dir others may enter;
+// one that an earlier version wrote 0644 is narrowed when it is reused.
+// Not parallel: the umask is the process's.
+func TestFileModes(t *testing.T) {
+	old := syscall.Umask(0)
+	t.Cleanup(func() { syscall.Umask(old) })
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	check := func(when string) {
+		t.Helper()
+		for _, name := range []string{CertFileName, KeyFileName} {
+			st, err := os.Stat(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != 0o600 {
+				t.Errorf("%s: %s mode %v, want 0600", when, name, st.Mode().Perm())
+			}
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+			t.Errorf("%s: the data dir holds %d entries, want cert.pem and key.pem only", when, len(entries))
+		}
+	}
+	if _, err := Load("", "", dir, "chat.example"); err != nil {
+		t.Fatal(err)
+	}
+	check("generated")
+	os.Chmod(filepath.Join(dir, CertFileName), 0o644)
+	if _, err := Load("", "", dir, "chat.example"); err != nil {
+		t.Fatal(err)
+	}
+	check("reused")
 }

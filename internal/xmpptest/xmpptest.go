@@ -71,7 +71,18 @@ type Client struct {
 // closed when the test ends.
 func Dial(t testing.TB, addr string) *Client {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	return DialFrom(t, "", addr)
+}
+
+// DialFrom is Dial from the local address local ("127.0.0.2": another
+// client IP on loopback; "" any).
+func DialFrom(t testing.TB, local, addr string) *Client {
+	t.Helper()
+	d := net.Dialer{Timeout: Timeout}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

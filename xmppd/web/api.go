@@ -6,12 +6,12 @@ import (
 	"io"
 	"math"
 	"mime"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
 
 	"dialtone/auth"
+	"dialtone/internal/forwarded"
 	"dialtone/sms"
 )
 
@@ -81,7 +81,7 @@ func (a *passwordAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, "error", apiMissingPhone)
 		return
 	}
-	err = a.opts.Passwords.Request(r.Context(), *req.Phone, clientIP(r))
+	err = a.opts.Passwords.Request(r.Context(), *req.Phone, forwarded.ClientOf(r).IP)
 	if retry, ok := throttled(err); ok {
 		w.Header().Set("Retry-After", strconv.Itoa(retry))
 		writeJSON(w, http.StatusTooManyRequests, "error", apiTooMany)
@@ -127,14 +127,4 @@ func writeJSON(w http.ResponseWriter, code int, key, value string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	w.Write(append(b, '\n'))
-}
-
-// clientIP is the address of the connection's peer: what a client says in
-// X-Forwarded-For is not trusted, since anyone can write it.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

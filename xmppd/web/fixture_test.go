@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -169,6 +170,7 @@ type fixture struct {
 	store     *fakeStore
 	passwords *fakePasswords
 	lockout   *auth.Lockout
+	ipLockout *auth.Lockout
 	clock     *fakeClock
 	parser    *auth.NumberParser
 
@@ -185,9 +187,19 @@ const (
 	testSecret     = "0123456789abcdef0123456789abcdef"
 	testFingerprt  = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"
 	testLockFailed = 3
+	// testIPLockFailed is the per-IP limit: above the per-number one, so
+	// that failures spread over numbers are what reaches it.
+	testIPLockFailed = 5
 )
 
 func newFixture(t *testing.T, tlsServer bool) *fixture {
+	t.Helper()
+	return newFixtureWith(t, tlsServer, nil)
+}
+
+// newFixtureWith is newFixture with Options changed by edit before the
+// handler is made.
+func newFixtureWith(t *testing.T, tlsServer bool, edit func(*Options)) *fixture {
 	t.Helper()
 	parser, err := auth.NewNumberParser("KR", nil)
 	if err != nil {
@@ -202,12 +214,15 @@ func newFixture(t *testing.T, tlsServer bool) *fixture {
 	f.passwords = &fakePasswords{parser: parser, store: f.store, sms: map[auth.Number]string{}}
 	f.lockout = auth.NewLockout(testLockFailed)
 	f.lockout.Now = f.clock.Now
-	h := New(Options{
+	f.ipLockout = auth.NewLockout(testIPLockFailed)
+	f.ipLockout.Now = f.clock.Now
+	opts := Options{
 		Domain:    testDomain,
 		Parser:    parser,
 		Passwords: f.passwords,
 		Accounts:  f.store,
 		Lockout:   f.lockout,
+		IPLockout: f.ipLockout,
 		Offline:   fakeOffline{n: 3},
 		SetFullName: func(ctx context.Context, owner, fn string) error {
 			f.mu.Lock()
@@ -232,7 +247,11 @@ func newFixture(t *testing.T, tlsServer bool) *fixture {
 			Fingerprint: testFingerprt,
 		},
 		Now: f.clock.Now,
-	})
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	h := New(opts)
 	if tlsServer {
 		f.srv = httptest.NewTLSServer(h)
 	} else {
@@ -248,6 +267,9 @@ type browser struct {
 	t      *testing.T
 	f      *fixture
 	client *http.Client
+	// header is added to every request (X-Forwarded-For, as a proxy
+	// would write it).
+	header http.Header
 }
 
 func (f *fixture) browser(t *testing.T) *browser {
@@ -258,7 +280,25 @@ func (f *fixture) browser(t *testing.T) *browser {
 	c := *f.srv.Client() // a copy: each browser has its own jar
 	c.Jar = jar
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &browser{t: t, f: f, client: &c}
+	return &browser{t: t, f: f, client: &c, header: http.Header{}}
+}
+
+// browserFrom is a browser whose connections come from the loopback
+// address local (127.0.0.2, ...), another client IP.
+func (f *fixture) browserFrom(t *testing.T, local string) *browser {
+	b := f.browser(t)
+	b.client.Transport = transportFrom(t, f.srv, local)
+	return b
+}
+
+// transportFrom is srv's client transport with connections from local.
+func transportFrom(t *testing.T, srv *httptest.Server, local string) *http.Transport {
+	t.Helper()
+	tr := srv.Client().Transport.(*http.Transport).Clone()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 10 * time.Second}
+	tr.DialContext = d.DialContext
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
 }
 
 type answer struct {
@@ -269,6 +309,9 @@ type answer struct {
 
 func (b *browser) do(req *http.Request) answer {
 	b.t.Helper()
+	for k, v := range b.header {
+		req.Header[k] = v
+	}
 	resp, err := b.client.Do(req)
 	if err != nil {
 		b.t.Fatal(err)

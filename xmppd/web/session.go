@@ -115,8 +115,9 @@ func (k keys) checkForm(r *http.Request, who auth.Number) bool {
 }
 
 // formCookieValue returns the visitor's form cookie, setting a new one
-// when there is none.
-func formCookieValue(w http.ResponseWriter, r *http.Request, now time.Time) string {
+// when there is none. secure marks a cookie the browser must keep to
+// https (site.secure).
+func formCookieValue(w http.ResponseWriter, r *http.Request, now time.Time, secure bool) string {
 	if c, err := r.Cookie(formCookie); err == nil && len(c.Value) >= 16 && len(c.Value) <= 64 {
 		return c.Value
 	}
@@ -125,21 +126,21 @@ func formCookieValue(w http.ResponseWriter, r *http.Request, now time.Time) stri
 	v := b64.EncodeToString(b)
 	http.SetCookie(w, &http.Cookie{
 		Name: formCookie, Value: v, Path: "/", Expires: now.Add(formCookieTTL),
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
+		HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode,
 	})
 	return v
 }
 
-func setSessionCookie(w http.ResponseWriter, r *http.Request, value string, expires time.Time) {
+func setSessionCookie(w http.ResponseWriter, value string, expires time.Time, secure bool) {
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: value, Path: "/", Expires: expires,
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
+		HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode,
 	})
 }
 
-func clearSessionCookie(w http.ResponseWriter, r *http.Request) {
+func clearSessionCookie(w http.ResponseWriter, secure bool) {
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
+		HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode,
 	})
 }

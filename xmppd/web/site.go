@@ -19,6 +19,7 @@ import (
 	"github.com/nyaruka/phonenumbers"
 
 	"dialtone/auth"
+	"dialtone/internal/forwarded"
 )
 
 var (
@@ -77,15 +78,20 @@ type site struct {
 	opts  Options
 	keys  keys
 	ready bool
+	// publicHTTPS: XMPPD_PUBLIC_URL is https, so every cookie is Secure,
+	// even on a request that reached this listener in the clear from
+	// the proxy in front of it.
+	publicHTTPS bool
 	// decoy is checked against when a number has no account, so that an
 	// unknown number costs the same PBKDF2 work as a wrong password.
 	decoy auth.Credentials
 }
 
-func newSite(opts Options) *site {
+func newSite(opts Options, publicHTTPS bool) *site {
 	s := &site{
-		opts:  opts,
-		ready: opts.Parser != nil && opts.Accounts != nil && opts.Passwords != nil && len(opts.SecretKey) >= minSecretKey,
+		opts:        opts,
+		ready:       opts.Parser != nil && opts.Accounts != nil && opts.Passwords != nil && len(opts.SecretKey) >= minSecretKey,
+		publicHTTPS: publicHTTPS,
 	}
 	if s.ready {
 		s.keys = deriveKeys(opts.SecretKey)
@@ -98,6 +104,12 @@ func newSite(opts Options) *site {
 		s.decoy = decoy
 	}
 	return s
+}
+
+// secure reports whether r's cookies must be Secure: the site is public
+// over https, or this client came over https.
+func (s *site) secure(r *http.Request) bool {
+	return s.publicHTTPS || forwarded.ClientOf(r).HTTPS
 }
 
 func (s *site) register(mux *http.ServeMux) {
@@ -190,7 +202,7 @@ func (s *site) render(w http.ResponseWriter, code int, name string, p *page) {
 
 // homePage returns the home page's data with a fresh form token.
 func (s *site) homePage(w http.ResponseWriter, r *http.Request) *page {
-	return &page{Title: "Home", CSRF: s.keys.formToken(formCookieValue(w, r, s.opts.Now()), "")}
+	return &page{Title: "Home", CSRF: s.keys.formToken(formCookieValue(w, r, s.opts.Now(), s.secure(r)), "")}
 }
 
 func (s *site) home(w http.ResponseWriter, r *http.Request) {
@@ -207,7 +219,7 @@ func (s *site) home(w http.ResponseWriter, r *http.Request) {
 
 // expired answers a post whose form token does not match.
 func (s *site) expired(w http.ResponseWriter, r *http.Request) {
-	formCookieValue(w, r, s.opts.Now())
+	formCookieValue(w, r, s.opts.Now(), s.secure(r))
 	s.render(w, http.StatusForbidden, "message", &page{Title: "Please try again", Message: msgExpiredForm, Failed: true})
 }
 
@@ -238,9 +250,16 @@ func (s *site) login(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, msgNoPassword)
 		return
 	}
-	if d := s.opts.Lockout.Locked(n); d > 0 {
+	ipKey := ipLockoutKey(forwarded.ClientOf(r).IP)
+	locked := func(d time.Duration, whose string) bool {
+		if d <= 0 {
+			return false
+		}
 		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
-		fail(http.StatusTooManyRequests, "Too many failed logins for this number. Try again in "+humanDuration(d)+".")
+		fail(http.StatusTooManyRequests, "Too many failed logins "+whose+". Try again in "+humanDuration(d)+".")
+		return true
+	}
+	if locked(s.opts.IPLockout.Locked(ipKey), "from your address") || locked(s.opts.Lockout.Locked(n), "for this number") {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
@@ -258,9 +277,12 @@ func (s *site) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if !creds.VerifyPassword(password) || !known {
 		s.opts.Lockout.Fail(n)
+		s.opts.IPLockout.Fail(ipKey)
 		fail(http.StatusUnauthorized, msgWrongLogin)
 		return
 	}
+	// The address's count is not reset: one account's right password
+	// must not buy more guesses at others (as on XMPP).
 	s.opts.Lockout.Succeed(n)
 	if err := s.opts.Accounts.RecordLogin(ctx, n, s.opts.Now()); err != nil {
 		s.opts.Log.Warn("web login: recording the login", "number", n, "err", err)
@@ -271,7 +293,7 @@ func (s *site) login(w http.ResponseWriter, r *http.Request) {
 
 func (s *site) startSession(w http.ResponseWriter, r *http.Request, n auth.Number, gen int64) {
 	exp := s.opts.Now().Add(sessionTTL).Truncate(time.Second)
-	setSessionCookie(w, r, s.keys.encode(session{number: n, generation: gen, expires: exp}), exp)
+	setSessionCookie(w, s.keys.encode(session{number: n, generation: gen, expires: exp}), exp, s.secure(r))
 }
 
 func (s *site) requestPassword(w http.ResponseWriter, r *http.Request) {
@@ -299,7 +321,7 @@ func (s *site) requestPassword(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
 		defer cancel()
-		err = s.opts.Passwords.Request(ctx, phone, clientIP(r))
+		err = s.opts.Passwords.Request(ctx, phone, forwarded.ClientOf(r).IP)
 	}
 	if secs, ok := throttled(err); ok {
 		w.Header().Set("Retry-After", fmt.Sprint(secs))
@@ -353,7 +375,7 @@ func (s *site) loggedIn(w http.ResponseWriter, r *http.Request) (session, bool) 
 		return session{}, false
 	}
 	if !ok {
-		clearSessionCookie(w, r)
+		clearSessionCookie(w, s.secure(r))
 		if r.Method == http.MethodPost {
 			s.expired(w, r)
 		} else {
@@ -407,7 +429,7 @@ func (s *site) accountPage(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	return &page{
 		Title:   "Your account",
-		CSRF:    s.keys.formToken(formCookieValue(w, r, s.opts.Now()), n),
+		CSRF:    s.keys.formToken(formCookieValue(w, r, s.opts.Now(), s.secure(r)), n),
 		Account: v,
 	}
 }
@@ -506,7 +528,7 @@ func (s *site) changePassword(w http.ResponseWriter, r *http.Request) {
 	acct, err := s.opts.Accounts.Account(ctx, sess.number)
 	if err != nil {
 		s.opts.Log.Error("account page: reading the account after a password change", "number", sess.number, "err", err)
-		clearSessionCookie(w, r)
+		clearSessionCookie(w, s.secure(r))
 		s.render(w, http.StatusOK, "message", &page{Title: "Password changed", Message: "Your password is changed. Please log in again."})
 		return
 	}
@@ -520,9 +542,13 @@ func (s *site) logout(w http.ResponseWriter, r *http.Request) {
 		s.expired(w, r)
 		return
 	}
-	clearSessionCookie(w, r)
+	clearSessionCookie(w, s.secure(r))
 	http.Redirect(w, r, "/?bye=1", http.StatusSeeOther)
 }
+
+// ipLockoutKey is the key of a client IP in Options.IPLockout, the one
+// xmppd counts its SASL failures under.
+func ipLockoutKey(ip string) auth.Number { return auth.Number("ip:" + ip) }
 
 // numberMessage is the friendly text for a number Parse refused.
 func numberMessage(err error) string {

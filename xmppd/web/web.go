@@ -7,12 +7,15 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"dialtone/auth"
+	"dialtone/internal/forwarded"
 )
 
 // healthTimeout bounds one health check, so that a stuck store makes
@@ -71,8 +74,9 @@ type ClientInfo struct {
 	Fingerprint string
 }
 
-// Options are what the HTTP handler serves. Only Health and Gatherer are
-// needed for /healthz and /metrics; without Passwords the API answers 503,
+// Options are what the HTTP handler serves. Only Health, Gatherer and
+// MetricsAllow are needed for /healthz and /metrics; without Passwords
+// the API answers 503,
 // and without Parser, Accounts, Passwords and SecretKey the home page says
 // that the service is not configured.
 type Options struct {
@@ -81,6 +85,18 @@ type Options struct {
 	Health func(ctx context.Context) error
 	// Gatherer supplies /metrics; nil means prometheus.DefaultGatherer.
 	Gatherer prometheus.Gatherer
+	// MetricsAllow are the networks whose clients may read /metrics
+	// (XMPPD_METRICS_ALLOW); others get 404. None: nobody may.
+	MetricsAllow []netip.Prefix
+
+	// PublicURL is the base URL clients reach this handler at
+	// (XMPPD_PUBLIC_URL): host-meta links to its /xmpp-websocket, and an
+	// https one makes cookies Secure. Empty: no host-meta.
+	PublicURL string
+	// TrustedProxies are the networks whose X-Forwarded-For and
+	// X-Forwarded-Proto are believed (XMPPD_TRUSTED_PROXIES); see package
+	// forwarded. Every per-IP limit counts the client IP they give.
+	TrustedProxies []netip.Prefix
 
 	// Domain is the XMPP domain: JIDs are number@Domain.
 	Domain string
@@ -93,6 +109,10 @@ type Options struct {
 	// Lockout counts failed logins per number; the same one XMPP logins
 	// use, so that the web page is no way around it. Nil: no lockout.
 	Lockout *auth.Lockout
+	// IPLockout counts failed logins per client IP, keyed "ip:ADDR"; the
+	// same one XMPP logins use (xmppd.Config.IPLockout), so that failures
+	// on either side lock both. Nil: no per-IP lockout.
+	IPLockout *auth.Lockout
 	// Offline counts waiting messages for the account page; nil hides it.
 	Offline OfflineCounter
 	// SetFullName sets the display name (vCard FN) of owner, a canonical
@@ -123,7 +143,7 @@ type Options struct {
 
 // New returns the handler for XMPPD_HTTP_ADDR: the home page and account
 // pages, POST /api/v1/password, GET /healthz (200 "ok" when Health returns
-// nil and 503 with the error otherwise) and GET /metrics in the Prometheus
+// nil and 503 "unavailable" otherwise) and GET /metrics in the Prometheus
 // text format.
 func New(opts Options) http.Handler {
 	g := opts.Gatherer
@@ -136,20 +156,25 @@ func New(opts Options) http.Handler {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	public, _ := url.Parse(opts.PublicURL)
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", healthz(opts.Health))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", healthz(opts.Health, opts.Log))
+	mux.Handle("GET /metrics", allowOnly(opts.MetricsAllow, promhttp.HandlerFor(g, promhttp.HandlerOpts{})))
 	mux.Handle("/api/v1/password", secure(&passwordAPI{opts: opts}))
 	if opts.WebSocket != nil {
 		mux.HandleFunc("GET "+webSocketPath, opts.WebSocket)
-		mux.HandleFunc("GET /.well-known/host-meta", hostMeta(false))
-		mux.HandleFunc("GET /.well-known/host-meta.json", hostMeta(true))
+		if public != nil && public.Host != "" {
+			mux.HandleFunc("GET /.well-known/host-meta", hostMeta(public, len(opts.TrustedProxies) > 0, false))
+			mux.HandleFunc("GET /.well-known/host-meta.json", hostMeta(public, len(opts.TrustedProxies) > 0, true))
+		}
 	}
-	newSite(opts).register(mux)
-	return mux
+	newSite(opts, public != nil && public.Scheme == "https").register(mux)
+	return forwarded.Handler(opts.TrustedProxies, mux)
 }
 
-func healthz(check func(context.Context) error) http.HandlerFunc {
+// healthz answers "ok" or "unavailable" and nothing else: why the store
+// is down (host names, SQL errors) is for the log, not for whoever asks.
+func healthz(check func(context.Context) error, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
@@ -157,13 +182,26 @@ func healthz(check func(context.Context) error) http.HandlerFunc {
 			ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 			defer cancel()
 			if err := check(ctx); err != nil {
+				log.Warn("health check failed", "err", err)
 				w.WriteHeader(http.StatusServiceUnavailable)
-				w.Write([]byte("unavailable: " + err.Error() + "\n"))
+				w.Write([]byte("unavailable"))
 				return
 			}
 		}
 		w.Write([]byte("ok"))
 	}
+}
+
+// allowOnly serves h to clients in networks and 404 to the others, as if
+// there were nothing here.
+func allowOnly(networks []netip.Prefix, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !forwarded.Allowed(forwarded.ClientOf(r).IP, networks) {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // secure adds the headers every page and API answer carries: nothing is

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,9 +31,11 @@ func get(t *testing.T, srv *httptest.Server, path string) (int, http.Header, str
 
 func TestHealthz(t *testing.T) {
 	var health error
+	var log lockedBuffer
 	srv := httptest.NewServer(New(Options{
 		Health:   func(ctx context.Context) error { return health },
 		Gatherer: prometheus.NewRegistry(),
+		Log:      slog.New(slog.NewTextHandler(&log, nil)),
 	}))
 	defer srv.Close()
 
@@ -38,10 +43,15 @@ func TestHealthz(t *testing.T) {
 	if code != 200 || body != "ok" {
 		t.Errorf("healthy: %d %q", code, body)
 	}
-	health = errors.New("database is locked")
+	// Why the store is down is for the log only: an error can name
+	// hosts, users and SQL.
+	health = errors.New("dial tcp db.internal:5432: password authentication failed for user dialtone")
 	code, _, body = get(t, srv, "/healthz")
-	if code != 503 || !strings.Contains(body, "database is locked") {
-		t.Errorf("unhealthy: %d %q", code, body)
+	if code != 503 || body != "unavailable" {
+		t.Errorf("unhealthy: %d %q, want 503 \"unavailable\"", code, body)
+	}
+	if !strings.Contains(log.String(), "password authentication failed") {
+		t.Errorf("the reason is not in the log: %q", log.String())
 	}
 
 	resp, err := srv.Client().Post(srv.URL+"/healthz", "text/plain", nil)
@@ -80,7 +90,7 @@ func TestMetrics(t *testing.T) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "dialtone_test_total", Help: "A test counter."})
 	reg.MustRegister(c)
 	c.Add(3)
-	srv := httptest.NewServer(New(Options{Gatherer: reg}))
+	srv := httptest.NewServer(New(Options{Gatherer: reg, MetricsAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}))
 	defer srv.Close()
 
 	code, h, body := get(t, srv, "/metrics")
@@ -101,4 +111,22 @@ func TestUnknownPath(t *testing.T) {
 	if code, _, _ := get(t, srv, "/nope"); code != 404 {
 		t.Errorf("%d", code)
 	}
+}
+
+// lockedBuffer is a log sink that handlers on other goroutines write to.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
