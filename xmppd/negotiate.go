@@ -50,7 +50,7 @@ type conn struct {
 	authed     bool
 	headerSent bool
 	lang       string
-	released   bool
+	slot       *pendingSlot // its place among the unauthenticated connections
 
 	writeMu sync.Mutex // only for abort racing the negotiation
 	dead    bool
@@ -84,7 +84,9 @@ func (c *conn) run() {
 	}()
 	c.wr = newWireReader(c.nc, s.cfg.MaxStanzaSize)
 	c.wr.deadline = time.Now().Add(s.cfg.AuthTimeout)
-	c.raw.SetWriteDeadline(c.wr.deadline)
+	// Reads and writes alike, before any handshake: a client that sends
+	// nothing, or half a ClientHello, must not outlive the deadline.
+	c.raw.SetDeadline(c.wr.deadline)
 	if c.direct {
 		tc := tls.Server(c.raw, c.tlsConfig())
 		if err := tc.Handshake(); err != nil {
@@ -119,11 +121,13 @@ func (c *conn) tlsConfig() *tls.Config {
 	return cfg
 }
 
-func (c *conn) releasePending() {
-	if !c.released {
-		c.released = true
-		c.srv.release(c.ip)
-	}
+func (c *conn) releasePending() { c.slot.release() }
+
+// evict ends a connection whose place among the unauthenticated ones was
+// given to another (pendingTable); it must not block.
+func (c *conn) evict() {
+	c.srv.log.Debug("unauthenticated connection evicted for a newcomer", "ip", c.ip)
+	c.raw.Close()
 }
 
 // abort ends a connection that is still negotiating (server shutdown).
@@ -473,6 +477,7 @@ func (c *conn) startTLS() error {
 		return serr("policy-violation", "data after starttls")
 	}
 	tc := tls.Server(c.raw, c.tlsConfig())
+	c.raw.SetDeadline(c.wr.deadline)
 	if err := tc.Handshake(); err != nil {
 		return err
 	}

@@ -181,15 +181,17 @@ func (f *Federation) Serve(l net.Listener) error {
 		delay = 0
 		counter.Inc()
 		ip := remoteIP(nc)
-		if !f.srv.admit(ip) {
+		slot := f.srv.pending.admit(ip, func() { nc.Close() })
+		if slot == nil {
 			f.log.Warn("too many unauthenticated connections", "ip", ip)
 			nc.Close()
 			continue
 		}
 		s := f.newStream(nc, false)
-		s.ip = ip
+		s.ip, s.slot = ip, slot
 		if !f.track(s) {
-			f.srv.release(ip)
+			slot.release()
+			s.closeWith("", "") // ends its writer
 			nc.Close()
 			return net.ErrClosed
 		}

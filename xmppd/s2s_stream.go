@@ -36,10 +36,10 @@ type s2sStream struct {
 	secure   bool
 	certOK   bool // the peer's certificate is valid for peer (outgoing) / for its header 'from' (incoming)
 	certs    []*x509.Certificate
-	bidi     bool // XEP-0288 negotiated
-	sasl     bool // authenticated with SASL EXTERNAL (no more SASL)
-	released bool // out of the unauthenticated count
-	up       bool // counted in the links gauge
+	bidi     bool         // XEP-0288 negotiated
+	sasl     bool         // authenticated with SASL EXTERNAL (no more SASL)
+	slot     *pendingSlot // incoming, until authenticated: its place among the unauthenticated connections
+	up       bool         // counted in the links gauge
 
 	negDeadline time.Time // incoming: the end of the time to authenticate
 
@@ -226,15 +226,11 @@ func (s *s2sStream) established(method string) {
 	s.mu.Lock()
 	already := s.up
 	s.up = true
-	release := !s.released && !s.outgoing
-	s.released = true
 	s.mu.Unlock()
 	if !already {
 		s.f.m.links.WithLabelValues(s.direction()).Inc()
 	}
-	if release {
-		s.f.srv.release(s.ip)
-	}
+	s.slot.release()
 }
 
 // fail ends a stream whose negotiation or reading failed, with the stream
@@ -278,15 +274,11 @@ func (s *s2sStream) finish() {
 	s.mu.Lock()
 	up := s.up
 	s.up = false
-	release := !s.released && !s.outgoing
-	s.released = true
 	s.mu.Unlock()
 	if up {
 		s.f.m.links.WithLabelValues(s.direction()).Dec()
 	}
-	if release {
-		s.f.srv.release(s.ip)
-	}
+	s.slot.release()
 	s.f.untrack(s)
 }
 
@@ -525,7 +517,7 @@ func (s *s2sStream) clientHandshake(direct bool) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	tc := tls.Client(s.raw, s.f.clientTLS(s.peer, direct))
-	s.raw.SetWriteDeadline(s.wr.deadline)
+	s.raw.SetDeadline(s.wr.deadline)
 	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
