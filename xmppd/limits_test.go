@@ -1,14 +1,19 @@
 package xmppd_test
 
 import (
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"mellium.im/sasl"
+	"mellium.im/xmpp/jid"
 
 	"dialtone/internal/xmpptest"
 	"dialtone/xmppd"
@@ -147,8 +152,101 @@ func waitUntil(t *testing.T, what string, f func() bool) {
 	}
 }
 
-func gaugeValue(g prometheus.Gauge) float64 {
+// gaugeValue reads a gauge (a GaugeFunc too) or a counter.
+func gaugeValue(g prometheus.Metric) float64 {
 	var m dto.Metric
 	g.Write(&m)
+	if m.Counter != nil {
+		return m.GetCounter().GetValue()
+	}
 	return m.GetGauge().GetValue()
+}
+
+// A session that stops reading, fed 200 KB messages by its account's
+// other resource, is closed with policy-violation once about 1 MiB waits
+// for it; its queue never holds more than that plus one stanza.
+func TestNonReadingSessionBoundedInBytes(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := xmppd.NewMetrics(reg)
+	ts := startServer(t, func(c *xmppd.Config) { c.Metrics = m })
+	pa := ts.account(t, alice)
+	slow := xmpptest.Login(t, ts.addr, alice, pa, "slow")
+	slow.Conn.(*tls.Conn).NetConn().(*net.TCPConn).SetReadBuffer(4096)
+	slow.Available()
+	fast := xmpptest.Login(t, ts.addr, alice, pa, "fast")
+	slowJID := mustJID(alice + "@localhost/slow")
+	body := strings.Repeat("x", 200_000)
+	const most = 150 // 30 MB: far more than the kernel's buffers hold
+	sent, closed := 0, false
+	for ; sent < most && !closed; sent++ {
+		// headline: nothing comes back to the sender, which does not read
+		fast.Send(fmt.Sprintf(`<message type='headline' id='m%d' to='%s'><body>%s</body></message>`, sent, slowJID, body))
+		if sent%5 == 4 {
+			fast.Sync()
+			closed = !hasSession(ts, slowJID)
+		}
+	}
+	if !closed {
+		t.Fatalf("the session that does not read is still open after %d messages of 200 KB", sent)
+	}
+	const bound = 1<<20 + 200_000 + 1024 // 1 MiB, one stanza, its envelope
+	peak := gaugeValue(m.WriteQueuePeak)
+	t.Logf("closed after %d messages; the queue held at most %.0f bytes", sent, peak)
+	if peak > bound || peak < 1<<20 {
+		t.Errorf("the write queue held at most %.0f bytes, want 1 MiB to %d", peak, bound)
+	}
+	if n := gaugeValue(m.SlowClosed); n != 1 {
+		t.Errorf("xmppd_slow_sessions_closed_total = %v, want 1", n)
+	}
+	// The sender goes on.
+	fast.Sync()
+}
+
+// An account binds at most SessionsPerAccount resources: one more gets
+// resource-constraint, and a rebind of a bound resource replaces it.
+func TestSessionsPerAccount(t *testing.T) {
+	ts := startServer(t, func(c *xmppd.Config) { c.SessionsPerAccount = 10 })
+	pa := ts.account(t, alice)
+	var first *xmpptest.Client
+	for i := range 10 {
+		c := xmpptest.Login(t, ts.addr, alice, pa, fmt.Sprintf("r%d", i))
+		if i == 0 {
+			first = c
+		}
+	}
+	c := xmpptest.Dial(t, ts.addr)
+	c.Open("localhost")
+	c.StartTLS()
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	if cond := c.Auth(sasl.ScramSha256, alice, pa); cond != "" {
+		t.Fatal(cond)
+	}
+	c.Open("localhost")
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	c.Send(`<iq type='set' id='b11'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r10</resource></bind></iq>`)
+	e := c.Expect("the bind answer", func(e xmpptest.Elem) bool { return e.Attr("id") == "b11" })
+	if e.Attr("type") != "error" || !strings.Contains(e.Inner, "<resource-constraint") || !strings.Contains(e.Inner, `type="wait"`) {
+		t.Fatalf("the 11th bind got %v, want a resource-constraint error of type wait", e)
+	}
+	if n := len(ts.Sessions(mustJID(alice + "@localhost"))); n != 10 {
+		t.Fatalf("%d sessions bound, want 10", n)
+	}
+	// The same resource again replaces the bound one.
+	c.Send(`<iq type='set' id='b0'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r0</resource></bind></iq>`)
+	if e := c.Expect("the rebind answer", func(e xmpptest.Elem) bool { return e.Attr("id") == "b0" }); e.Attr("type") != "result" {
+		t.Fatalf("rebinding r0 got %v", e)
+	}
+	if cond := first.ExpectStreamError(); cond != "conflict" {
+		t.Fatalf("the replaced session got %q", cond)
+	}
+}
+
+// hasSession reports whether full is bound.
+func hasSession(ts *testServer, full jid.JID) bool {
+	for _, s := range ts.Sessions(full.Bare()) {
+		if s.JID.Equal(full) {
+			return true
+		}
+	}
+	return false
 }

@@ -642,7 +642,11 @@ func (c *conn) bindOrSession(el element) (*Session, error) {
 	// Reachable before the client learns its JID: whoever it tells at once
 	// must find it. What is routed to it meanwhile waits in its queue,
 	// which the writer starts on after this result.
-	c.srv.register(sess)
+	if !c.srv.register(sess) {
+		// RFC 6120 §7.6.2.1; the client may close another resource and
+		// try again within the negotiation's time.
+		return nil, c.write(st.ErrorReply(stanzaErr("wait", "resource-constraint", "too many resources bound for this account")).Bytes())
+	}
 	result := st.Reply("result", []byte(`<bind xmlns="`+nsBind+`"><jid>`+string(AppendEscaped(nil, full.String()))+`</jid></bind>`))
 	result.From = jid.JID{}
 	if err := c.write(result.Bytes()); err != nil {

@@ -42,8 +42,10 @@ func (s *Server) sessionsOf(bare string) []*Session {
 }
 
 // register adds a bound session; an older session with the same full JID
-// is closed with conflict (RFC 6120 §7.7.2.2).
-func (s *Server) register(sess *Session) {
+// is closed with conflict (RFC 6120 §7.7.2.2). False, and nothing
+// changed, when the account already has SessionsPerAccount other
+// resources.
+func (s *Server) register(sess *Session) bool {
 	sh := s.shardOf(sess.bareStr)
 	sh.mu.Lock()
 	old := sh.accounts[sess.bareStr]
@@ -56,11 +58,16 @@ func (s *Server) register(sess *Session) {
 		}
 		list = append(list, o)
 	}
+	if limit := s.cfg.SessionsPerAccount; limit > 0 && len(list) >= limit {
+		sh.mu.Unlock()
+		return false
+	}
 	sh.accounts[sess.bareStr] = append(list, sess)
 	sh.mu.Unlock()
 	if replaced != nil {
 		replaced.closeWith("conflict", "replaced by a new connection with the same resource")
 	}
+	return true
 }
 
 func (s *Server) unregister(sess *Session) {

@@ -46,6 +46,14 @@ type FederationConfig struct {
 	// QueueSize is how many stanzas per domain wait while its link comes
 	// up; default 1000.
 	QueueSize int
+	// QueueBytes bounds in bytes both what waits for a domain's link to
+	// come up and what waits on a link for the peer to read; default
+	// 1 MiB. A link over it is closed with policy-violation.
+	QueueBytes int
+	// Rate is the bytes per second one link may send us, with a burst of
+	// ten seconds' worth; beyond it its reads wait (XMPPD_S2S_RATE).
+	// 0: no limit.
+	Rate int
 	// ConnectTimeout bounds resolving, connecting and negotiating a link;
 	// stanzas still waiting then go back to their senders. Default 30s.
 	ConnectTimeout time.Duration
@@ -93,6 +101,7 @@ type remote struct {
 	domain    string
 	out       *s2sStream // the authenticated stream stanzas to domain go on
 	queue     []*Stanza  // waiting for the link
+	queued    int        // bytes in queue
 	dialing   bool
 	failUntil time.Time
 	failCond  string
@@ -118,6 +127,9 @@ func NewFederation(srv *Server, cfg FederationConfig) (*Federation, error) {
 	cfg.Routes = routes
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 1000
+	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = 1 << 20
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 30 * time.Second
@@ -243,7 +255,7 @@ func (f *Federation) Shutdown(ctx context.Context) error {
 	var waiting []*Stanza
 	for _, r := range f.remotes {
 		waiting = append(waiting, r.queue...)
-		r.queue = nil
+		r.queue, r.queued = nil, 0
 	}
 	f.mu.Unlock()
 	f.cancel()
@@ -293,12 +305,13 @@ func (f *Federation) Send(ctx context.Context, st *Stanza) {
 		f.bounce(st, cond, "")
 		return
 	}
-	if len(r.queue) >= f.cfg.QueueSize {
+	if len(r.queue) >= f.cfg.QueueSize || r.queued >= f.cfg.QueueBytes {
 		f.mu.Unlock()
 		f.bounce(st, "resource-constraint", "too many stanzas waiting for "+domain)
 		return
 	}
 	r.queue = append(r.queue, st)
+	r.queued += len(st.Bytes())
 	if !r.dialing {
 		r.dialing = true
 		f.wg.Add(1)
@@ -321,7 +334,7 @@ func (f *Federation) connect(r *remote) {
 		cond := s2sCondition(err)
 		r.failUntil, r.failCond = time.Now().Add(f.cfg.RetryAfter), cond
 		waiting := r.queue
-		r.queue = nil
+		r.queue, r.queued = nil, 0
 		f.mu.Unlock()
 		f.log.Warn("no link to remote domain", "domain", r.domain, "err", err, "after", time.Since(start).Round(time.Millisecond), "bounced", len(waiting))
 		for _, st := range waiting {
@@ -338,7 +351,7 @@ func (f *Federation) connect(r *remote) {
 			f.m.stanzasOut.Inc()
 		}
 	}
-	r.queue = nil
+	r.queue, r.queued = nil, 0
 	f.mu.Unlock()
 	if out != s {
 		// A bidirectional link from the peer came up meanwhile.

@@ -48,6 +48,7 @@ type s2sStream struct {
 
 	wmu      sync.Mutex
 	out      chan []byte
+	queued   atomic.Int64 // bytes sent to out and not yet written
 	kill     chan struct{}
 	killOnce sync.Once
 	cond     string
@@ -94,22 +95,27 @@ func (s *s2sStream) write(parts ...[]byte) error {
 }
 
 // send queues b for the writer and never blocks: a peer that cannot keep
-// up loses the link.
+// up (more than QueueSize stanzas or QueueBytes bytes waiting) loses the
+// link.
 func (s *s2sStream) send(b []byte) bool {
 	select {
 	case <-s.kill:
 		return false
 	default:
 	}
-	select {
-	case s.out <- b:
-		s.active.Store(time.Now().UnixNano())
-		return true
-	default:
-		s.f.log.Warn("closing a link that does not read", "peer", s.peer, "direction", s.direction())
-		s.closeWith("policy-violation", "too many stanzas waiting")
-		return false
+	if s.queued.Load() < int64(s.f.cfg.QueueBytes) {
+		s.queued.Add(int64(len(b)))
+		select {
+		case s.out <- b:
+			s.active.Store(time.Now().UnixNano())
+			return true
+		default:
+			s.queued.Add(-int64(len(b)))
+		}
 	}
+	s.f.log.Warn("closing a link that does not read", "peer", s.peer, "direction", s.direction())
+	s.closeWith("policy-violation", "too much waiting for a peer that does not read")
+	return false
 }
 
 // closeWith ends the stream with a stream error (cond "" for a plain
@@ -151,6 +157,7 @@ func (s *s2sStream) writeLoop() {
 				s.raw.Close()
 				return
 			}
+			s.queued.Add(-int64(len(buf)))
 		case <-tick.C:
 			if s.isAuthed() && time.Since(time.Unix(0, s.active.Load())) > idle {
 				s.f.log.Debug("closing an idle link", "peer", s.peer, "direction", s.direction())

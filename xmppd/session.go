@@ -18,9 +18,9 @@ import (
 )
 
 // Session is a bound client stream. Its reader runs on the connection's
-// goroutine; one writer goroutine drains a bounded queue, so a client that
-// does not read can never block anyone else: when its queue is full it is
-// closed.
+// goroutine; one writer goroutine drains a queue bounded in stanzas and in
+// bytes, so a client that does not read can never block anyone else nor
+// hold much memory: when its queue is full it is closed.
 type Session struct {
 	srv        *Server
 	nc         net.Conn
@@ -59,7 +59,7 @@ func newSession(c *conn, full jid.JID) *Session {
 		resource:   full.Resourcepart(),
 		number:     c.number,
 		generation: c.generation,
-		out:        outQueue{max: c.srv.cfg.QueueSize},
+		out:        outQueue{max: c.srv.cfg.QueueSize, maxBytes: c.srv.cfg.QueueBytes, peak: &c.srv.m.queuePeak},
 		kill:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -104,6 +104,9 @@ type outQueue struct {
 	items     []outItem
 	spare     []outItem
 	max       int
+	bytes     int // queued and not yet written, those being written included
+	maxBytes  int
+	peak      *atomic.Int64 // the most bytes any queue held (a metric)
 	closed    bool
 	ready     bool   // writers may run (after the bind result was written)
 	writing   bool   // a writer goroutine is running or about to
@@ -120,11 +123,18 @@ func (q *outQueue) push(it outItem) (ok, full bool) {
 	case q.closed:
 		q.mu.Unlock()
 		return false, false
-	case len(q.items) >= q.max:
+	case len(q.items) >= q.max, q.bytes >= q.maxBytes:
+		// Bytes are checked before adding: a queue holds at most
+		// maxBytes plus one stanza.
 		q.mu.Unlock()
 		return false, true
 	}
 	q.items = append(q.items, it)
+	q.bytes += len(it.b)
+	if n := int64(q.bytes); n > q.peak.Load() {
+		for p := q.peak.Load(); n > p && !q.peak.CompareAndSwap(p, n); p = q.peak.Load() {
+		}
+	}
 	start := q.ready && !q.writing && !q.killed
 	if start {
 		q.writing = true
@@ -189,6 +199,13 @@ func (q *outQueue) take() []outItem {
 	return items
 }
 
+// wrote takes n written bytes off the count.
+func (q *outQueue) wrote(n int) {
+	q.mu.Lock()
+	q.bytes -= n
+	q.mu.Unlock()
+}
+
 // give hands a slice back for reuse; big ones are dropped, so a burst
 // does not pin memory.
 func (q *outQueue) give(items []outItem) {
@@ -222,7 +239,7 @@ func (sess *Session) enqueue(it outItem) bool {
 	if full {
 		sess.srv.m.SlowClosed.Inc()
 		sess.srv.log.Warn("closing a session that does not read", "jid", sess.fullStr)
-		sess.closeWith("policy-violation", "too many stanzas waiting for this client")
+		sess.closeWith("policy-violation", "too much waiting for this client, which does not read")
 	}
 	return ok
 }
@@ -294,6 +311,8 @@ func (sess *Session) writeBurst() {
 			rest = rest[n:]
 			if err != nil {
 				failAll(rest)
+			} else {
+				sess.out.wrote(size)
 			}
 		}
 		sess.out.give(items)
