@@ -250,3 +250,75 @@ func hasSession(ts *testServer, full jid.JID) bool {
 	}
 	return false
 }
+
+// A client sending faster than C2SRate is slowed down to it once its
+// burst (ten seconds' worth) is spent, as the server's own count of its
+// bytes shows, and loses nothing: every message arrives, and its stream
+// stays open.
+func TestSenderOverRateIsSlowed(t *testing.T) {
+	const rate = 32 << 10
+	ts := startServer(t, func(c *xmppd.Config) { c.C2SRate = rate })
+	pa, pb := ts.account(t, alice), ts.account(t, bob)
+	fast := xmpptest.Login(t, ts.addr, alice, pa, "fast")
+	fastJID := mustJID(alice + "@localhost/fast")
+	recv := xmpptest.Login(t, ts.addr, bob, pb, "recv")
+	recv.Available()
+	body := strings.Repeat("y", 4<<10)
+	const total = 112 // 448 KiB: the burst (320 KiB) and 128 KiB more
+	sendDone := make(chan error, 1)
+	go func() {
+		var buf []byte
+		for i := range total {
+			buf = fmt.Appendf(buf, `<message type='chat' id='r%d' to='%s@localhost/recv'><body>%s</body></message>`, i, bob, body)
+		}
+		fast.Conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
+		_, err := fast.Conn.Write(buf)
+		sendDone <- err
+	}()
+
+	// Over a window after the burst, the bytes counted per second of
+	// wall time stay near the rate.
+	counted := func() int64 { return ts.RateCounted(fastJID) }
+	base := counted()
+	waitFor := func(n int64) time.Time {
+		deadline := time.Now().Add(30 * time.Second)
+		for counted() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("the server counted %d bytes from the sender, waited for %d", counted(), n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return time.Now()
+	}
+	from := base + rateBurst(rate) + 16<<10
+	to := from + 96<<10
+	t0 := waitFor(from)
+	c0 := counted()
+	t1 := waitFor(to)
+	c1 := counted()
+	got := float64(c1-c0) / t1.Sub(t0).Seconds()
+	t.Logf("after the burst: %.0f bytes/s over %v (rate %d)", got, t1.Sub(t0).Round(time.Millisecond), rate)
+	if got > 1.5*rate || got < 0.5*rate {
+		t.Errorf("read %.0f bytes/s after the burst, want about %d", got, rate)
+	}
+
+	seen := map[string]bool{}
+	for len(seen) < total {
+		e, err := recv.TryNext(20 * time.Second)
+		if err != nil {
+			t.Fatalf("the receiver got %d of %d messages: %v", len(seen), total, err)
+		}
+		if e.XMLName.Local == "message" {
+			if e.Attr("type") == "error" || seen[e.Attr("id")] {
+				t.Fatalf("the receiver got %v", e)
+			}
+			seen[e.Attr("id")] = true
+		}
+	}
+	if err := <-sendDone; err != nil {
+		t.Fatalf("sending: %v", err)
+	}
+	fast.Sync() // still open, nothing came back but the answer
+}
+
+func rateBurst(rate int64) int64 { return 10 * rate }

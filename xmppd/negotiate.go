@@ -83,6 +83,7 @@ func (c *conn) run() {
 		}
 	}()
 	c.wr = newWireReader(c.nc, s.cfg.MaxStanzaSize)
+	c.wr.rate = newByteRate(s.cfg.C2SRate, s.m.RateWaited)
 	c.wr.deadline = time.Now().Add(s.cfg.AuthTimeout)
 	// Reads and writes alike, before any handshake: a client that sends
 	// nothing, or half a ClientHello, must not outlive the deadline.

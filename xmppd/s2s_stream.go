@@ -69,6 +69,7 @@ func (f *Federation) newStream(nc net.Conn, outgoing bool) *s2sStream {
 		kill:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	s.wr.rate = newByteRate(f.cfg.Rate, f.srv.m.RateWaited)
 	s.active.Store(time.Now().UnixNano())
 	go s.writeLoop()
 	return s

@@ -118,7 +118,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		Log:       log,
 		Metrics:   xmppd.NewMetrics(reg),
 
-		AuthTimeout: cfg.AuthTimeout,
+		AuthTimeout:        cfg.AuthTimeout,
+		C2SRate:            cfg.C2SRate,
+		SessionsPerAccount: cfg.SessionsPerAccount,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("XMPPD_DOMAIN: %w", err)
@@ -289,8 +291,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	bctx, cancelBlocking := context.WithCancel(context.Background())
 	defer cancelBlocking()
-	go d.blocking.Run(bctx)
-	// Stopped with the blocking sweeper, after the sessions, before the store.
+	// Stopped after the sessions, before the store.
+	wg.Go(func() { d.blocking.Run(bctx) })
 	wg.Go(func() {
 		if err := d.Sender.Run(bctx); err != nil {
 			d.log.Error("SMS worker stopped", "err", err)
@@ -388,6 +390,7 @@ func (d *Daemon) federate(reg prometheus.Registerer) error {
 		DialbackSecret:  secret,
 		InsecureDomains: cfg.S2SInsecureDomains,
 		IdleTimeout:     cfg.S2SIdleTimeout,
+		Rate:            cfg.S2SRate,
 		Registerer:      reg,
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -95,6 +96,7 @@ func TestDaemon(t *testing.T) {
 			t.Run("routing_errors", func(t *testing.T) { testRoutingErrors(t, s) })
 			t.Run("http", func(t *testing.T) { testHTTP(t, s) })
 			t.Run("websocket", func(t *testing.T) { testWebSocket(t, s) })
+			t.Run("sessions_per_account", func(t *testing.T) { testSessionsPerAccount(t, s) })
 			t.Run("shutdown_restart", func(t *testing.T) { testShutdownRestart(t, s) })
 			t.Logf("%s: all in %v", b.name, time.Since(start).Round(time.Millisecond))
 		})
@@ -1338,6 +1340,11 @@ func testShutdownRestart(t *testing.T, s *daemonUnderTest) {
 		t.Fatal("Run did not return")
 	}
 	t.Logf("shutdown took %v", time.Since(began).Round(time.Millisecond))
+	// Every goroutine Run started was stopped and waited for: the
+	// blocking sweeper too, which used to be left running.
+	if stacks := allStacks(); strings.Contains(stacks, "(*Blocking).Run") {
+		t.Errorf("the blocking sweeper still runs after Run returned:\n%s", stacks)
+	}
 
 	// the same data dir (and database) again
 	s.restart(t)
@@ -1414,4 +1421,31 @@ func TestNewFailsCleanly(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// allStacks is the stack of every goroutine.
+func allStacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// testSessionsPerAccount: XMPPD_SESSIONS_PER_ACCOUNT (default 10) bound
+// resources, and one more gets resource-constraint at bind.
+func testSessionsPerAccount(t *testing.T, s *daemonUnderTest) {
+	u := s.newUser(t)
+	for i := range 10 {
+		s.login(t, u, fmt.Sprintf("r%d", i))
+	}
+	c := xmpptest.Dial(t, s.c2s())
+	c.Open(domain)
+	c.StartTLS()
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	if cond := c.Auth(sasl.ScramSha256, u.num, u.pass); cond != "" {
+		t.Fatal(cond)
+	}
+	c.Open(domain)
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	c.Send(`<iq type='set' id='b11'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r10</resource></bind></iq>`)
+	e := c.Expect("the bind answer", func(e xmpptest.Elem) bool { return e.Attr("id") == "b11" })
+	wantError(t, e, "wait", "resource-constraint")
 }
