@@ -125,16 +125,6 @@ func (s *Server) Deliver(full jid.JID, st *Stanza) bool {
 	return sess != nil && sess.send(st.Bytes())
 }
 
-// DeliverConfirmed writes st to one local session and calls done once
-// with whether it reached the connection (false also when the session is
-// gone, or closes first). The offline queue removes a message only then.
-func (s *Server) DeliverConfirmed(full jid.JID, st *Stanza, done func(written bool)) {
-	sess := s.session(full)
-	if sess == nil || !sess.enqueue(outItem{b: st.Bytes(), done: done}) {
-		done(false)
-	}
-}
-
 // Sessions implements Router.
 func (s *Server) Sessions(bare jid.JID) []SessionInfo {
 	list := s.sessionsOf(bareString(bare))

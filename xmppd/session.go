@@ -46,6 +46,7 @@ type Session struct {
 	interested atomic.Bool
 	carbons    atomic.Bool // XEP-0280 enabled; change with Server.setCarbons
 	pingSeq    atomic.Uint64
+	queries    atomic.Pointer[sessionQueries] // QuerySession (query.go)
 }
 
 func newSession(c *conn, full jid.JID) *Session {
@@ -86,11 +87,9 @@ func (sess *Session) available() bool {
 	return sess.presence.Load() != nil && sess.priority.Load() >= 0
 }
 
-// outItem is one queued write; done, when set, learns whether it reached
-// the connection.
+// outItem is one queued write.
 type outItem struct {
-	b    []byte
-	done func(written bool)
+	b []byte
 }
 
 // outQueue is a session's bounded write queue. It holds no memory while
@@ -260,8 +259,7 @@ func (sess *Session) closeWith(cond, text string) {
 
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-// write writes items (and tail) to the connection in one call and tells
-// waiting callers whether their bytes reached it. Hold wmu.
+// write writes items (and tail) to the connection in one call. Hold wmu.
 func (sess *Session) write(items []outItem, tail []byte, deadline time.Duration) error {
 	bp := writeBufs.Get().(*[]byte)
 	buf := (*bp)[:0]
@@ -274,11 +272,6 @@ func (sess *Session) write(items []outItem, tail []byte, deadline time.Duration)
 		sess.nc.SetWriteDeadline(time.Now().Add(deadline))
 		_, err = sess.nc.Write(buf)
 	}
-	for _, it := range items {
-		if it.done != nil {
-			it.done(err == nil)
-		}
-	}
 	if cap(buf) <= 256<<10 {
 		*bp = buf[:0]
 		writeBufs.Put(bp)
@@ -287,10 +280,9 @@ func (sess *Session) write(items []outItem, tail []byte, deadline time.Duration)
 }
 
 // writeBurst runs while the queue has something: it writes whatever has
-// queued up, at most about 64 KiB per call so that confirmations (the
-// offline queue removes a message once written) follow the bytes closely,
-// and ends when the queue is empty or the session closes (the final
-// writer then takes the rest).
+// queued up, at most about 64 KiB per call so that the queue's byte count
+// follows what the connection took, and ends when the queue is empty or
+// the session closes (the final writer then takes the rest).
 func (sess *Session) writeBurst() {
 	sess.wmu.Lock()
 	defer sess.wmu.Unlock()
@@ -307,18 +299,15 @@ func (sess *Session) writeBurst() {
 				size += len(rest[n].b)
 				n++
 			}
-			err = sess.write(rest[:n], nil, timeout)
-			rest = rest[n:]
-			if err != nil {
-				failAll(rest)
-			} else {
+			if err = sess.write(rest[:n], nil, timeout); err == nil {
 				sess.out.wrote(size)
 			}
+			rest = rest[n:]
 		}
 		sess.out.give(items)
 		if err != nil {
 			sess.nc.Close()
-			failAll(sess.out.close())
+			sess.out.close()
 			sess.closeWith("", "")
 			return
 		}
@@ -346,15 +335,6 @@ func (sess *Session) finishWrites() {
 	// Give the reader a moment to see the peer's </stream:stream>, then
 	// make sure it stops.
 	sess.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
-}
-
-// failAll tells the callers of items that were never written.
-func failAll(items []outItem) {
-	for _, it := range items {
-		if it.done != nil {
-			it.done(false)
-		}
-	}
 }
 
 // ping asks an idle client whether it is still there (XEP-0199).
@@ -466,6 +446,9 @@ func (sess *Session) readLoop(ctx context.Context) error {
 			return serr("invalid-from", "'from' must be your own address")
 		}
 		st.From, st.fromStr = sess.full, sess.fullStr
+		if st.Kind == KindIQ && sess.answered(st) {
+			continue
+		}
 		sess.srv.fromSession(ctx, sess, st)
 	}
 }

@@ -324,6 +324,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Server.Shutdown(sctx); err != nil {
 		d.log.Error("sessions did not end in time", "err", err)
 	}
+	d.Offline.Close() // its deliveries end with their sessions
 	cancelAdmin()
 	cancelBlocking()
 	wg.Wait()
