@@ -11,3 +11,10 @@ func (s *Server) RateCounted(full jid.JID) int64 {
 	}
 	return sess.dec.wr.rate.counted.Load()
 }
+
+// RemoteDomains is how many remote domains the federation keeps state for.
+func (f *Federation) RemoteDomains() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.remotes)
+}

@@ -90,6 +90,8 @@ type Federation struct {
 
 	mu        sync.Mutex
 	remotes   map[string]*remote
+	pruneAt   int       // prune remotes when a new one would make this many
+	prunedAt  time.Time // or when the last pruning is older than RetryAfter
 	streams   map[*s2sStream]struct{}
 	listeners map[net.Listener]struct{}
 	closing   bool
@@ -152,6 +154,7 @@ func NewFederation(srv *Server, cfg FederationConfig) (*Federation, error) {
 		insecure:   map[string]bool{},
 		secretHash: sha256.Sum256(cfg.DialbackSecret),
 		remotes:    map[string]*remote{},
+		pruneAt:    64,
 		streams:    map[*s2sStream]struct{}{},
 		listeners:  map[net.Listener]struct{}{},
 		lookupSRV:  cfg.Resolver.LookupSRV,
@@ -288,6 +291,9 @@ func (f *Federation) Send(ctx context.Context, st *Stanza) {
 	}
 	r := f.remotes[domain]
 	if r == nil {
+		if now := time.Now(); len(f.remotes) >= f.pruneAt || now.Sub(f.prunedAt) >= f.cfg.RetryAfter {
+			f.pruneLocked(now)
+		}
 		r = &remote{domain: domain}
 		f.remotes[domain] = r
 	}
@@ -357,6 +363,21 @@ func (f *Federation) connect(r *remote) {
 		// A bidirectional link from the peer came up meanwhile.
 		s.closeWith("", "")
 	}
+}
+
+// pruneLocked forgets the remote domains with nothing going on: no link,
+// nothing waiting, no dial, no failure still answered from memory. Every
+// domain ever written to would stay otherwise. Send runs it for a new
+// domain when the table has doubled since the last time or RetryAfter
+// has passed, so that its cost per new domain stays small. Hold f.mu.
+func (f *Federation) pruneLocked(now time.Time) {
+	f.prunedAt = now
+	for d, r := range f.remotes {
+		if r.out == nil && len(r.queue) == 0 && !r.dialing && !now.Before(r.failUntil) {
+			delete(f.remotes, d)
+		}
+	}
+	f.pruneAt = max(64, 2*len(f.remotes))
 }
 
 // setSender makes s the stream that stanzas to domain go on, unless one

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -595,4 +596,44 @@ func attrOf(se xml.StartElement, name string) string {
 		}
 	}
 	return ""
+}
+
+// The federation forgets remote domains it has nothing going on with:
+// writing once to many domains does not grow its table for ever.
+func TestS2SRemotesPruned(t *testing.T) {
+	dead := listen(t)
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	const n, more = 100, 50
+	routes := map[string]string{}
+	for i := range n + more {
+		routes[fmt.Sprintf("d%d.test", i)] = deadAddr
+	}
+	a := startFedServer(t, "a.test", listen(t), fedOpts{cert: selfSigned(t, "a.test"), fed: xmppd.FederationConfig{
+		Routes: routes, RetryAfter: 20 * time.Millisecond,
+	}})
+	alice := a.login(t, "+821012345678", "phone")
+	for i := range n {
+		alice.Send(fmt.Sprintf(`<message type='chat' id='d%d' to='x@d%d.test'><body>hi</body></message>`, i, i))
+	}
+	for i := range n {
+		if e := alice.Next(); e.Attr("type") != "error" {
+			t.Fatalf("answer %d: %v, want an error", i, e)
+		}
+	}
+	// Once their failures are older than RetryAfter, a domain more prunes
+	// them; polled with more domains, a few milliseconds apart (the last
+	// few of which are kept while their failures are fresh).
+	for i := n; ; i++ {
+		if i == n+more {
+			t.Fatalf("the federation keeps %d remote domains after writing once to %d, all failed", a.fed.RemoteDomains(), i)
+		}
+		id := fmt.Sprintf("d%d", i)
+		alice.Send(`<message type='chat' id='` + id + `' to='x@` + id + `.test'><body>hi</body></message>`)
+		alice.Expect("the error", func(e xmpptest.Elem) bool { return e.Attr("id") == id })
+		if a.fed.RemoteDomains() < 20 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
