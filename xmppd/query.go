@@ -19,12 +19,12 @@ var (
 const maxQueries = 16
 
 // sessionQueries are the iqs the server sent a session and awaits the
-// answer of, by id. A session has them only once it was queried, so an
-// idle one pays a pointer for them.
+// answer of, by id. They are kept in Server.queries only while one
+// waits, so idle sessions pay nothing for them.
 type sessionQueries struct {
 	mu      sync.Mutex
-	seq     uint64
 	waiting map[string]chan *Stanza
+	gone    bool // out of Server.queries: take a new one
 }
 
 // QuerySession sends the session full an iq of type typ ("get" or "set")
@@ -42,18 +42,24 @@ func (s *Server) QuerySession(ctx context.Context, full jid.JID, typ string, pay
 }
 
 func (sess *Session) query(ctx context.Context, typ string, payload []byte) (*Stanza, error) {
-	q := sess.queries.Load()
-	if q == nil {
-		sess.queries.CompareAndSwap(nil, &sessionQueries{})
-		q = sess.queries.Load()
+	queries := &sess.srv.queries
+	var q *sessionQueries
+	for {
+		v, _ := queries.LoadOrStore(sess, &sessionQueries{})
+		q = v.(*sessionQueries)
+		q.mu.Lock()
+		if !q.gone {
+			break
+		}
+		q.mu.Unlock() // forgotten meanwhile; the next one is stored anew
 	}
-	q.mu.Lock()
 	if len(q.waiting) >= maxQueries {
 		q.mu.Unlock()
 		return nil, ErrTooManyQueries
 	}
-	q.seq++
-	id := "dt-q" + strconv.FormatUint(q.seq, 10)
+	// Unique for the session's whole life (the counter of its pings): a
+	// late answer to an abandoned query never answers a new one.
+	id := "dt-q" + strconv.FormatUint(sess.pingSeq.Add(1), 10)
 	answer := make(chan *Stanza, 1)
 	if q.waiting == nil {
 		q.waiting = make(map[string]chan *Stanza, 1)
@@ -63,7 +69,10 @@ func (sess *Session) query(ctx context.Context, typ string, payload []byte) (*St
 	defer func() {
 		q.mu.Lock()
 		if delete(q.waiting, id); len(q.waiting) == 0 {
-			q.waiting = nil
+			// Forgotten while locked: a query starting now finds it
+			// gone and stores its own.
+			queries.CompareAndDelete(sess, q)
+			q.gone = true
 		}
 		q.mu.Unlock()
 	}()
@@ -98,10 +107,11 @@ func (sess *Session) answered(st *Stanza) bool {
 	if !st.To.Equal(jid.JID{}) && !st.To.Equal(sess.srv.domain) {
 		return false
 	}
-	q := sess.queries.Load()
-	if q == nil {
+	v, ok := sess.srv.queries.Load(sess)
+	if !ok {
 		return false
 	}
+	q := v.(*sessionQueries)
 	q.mu.Lock()
 	answer, ok := q.waiting[st.ID]
 	if ok {

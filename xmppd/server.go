@@ -70,6 +70,7 @@ type Server struct {
 	shards [numShards]shard
 
 	carbonsOn atomic.Int64 // sessions with carbons enabled (carbons.go)
+	queries   sync.Map     // *Session → *sessionQueries, while one waits (query.go)
 
 	pending *pendingTable
 

@@ -46,7 +46,6 @@ type Session struct {
 	interested atomic.Bool
 	carbons    atomic.Bool // XEP-0280 enabled; change with Server.setCarbons
 	pingSeq    atomic.Uint64
-	queries    atomic.Pointer[sessionQueries] // QuerySession (query.go)
 }
 
 func newSession(c *conn, full jid.JID) *Session {
@@ -60,7 +59,7 @@ func newSession(c *conn, full jid.JID) *Session {
 		resource:   full.Resourcepart(),
 		number:     c.number,
 		generation: c.generation,
-		out:        outQueue{max: c.srv.cfg.QueueSize, maxBytes: c.srv.cfg.QueueBytes, peak: &c.srv.m.queuePeak},
+		out:        outQueue{max: c.srv.cfg.QueueSize},
 		kill:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -104,8 +103,6 @@ type outQueue struct {
 	spare     []outItem
 	max       int
 	bytes     int // queued and not yet written, those being written included
-	maxBytes  int
-	peak      *atomic.Int64 // the most bytes any queue held (a metric)
 	closed    bool
 	ready     bool   // writers may run (after the bind result was written)
 	writing   bool   // a writer goroutine is running or about to
@@ -115,14 +112,16 @@ type outQueue struct {
 	finish    func() // starts the final writer
 }
 
-// push adds it; false when the queue is full or closed.
-func (q *outQueue) push(it outItem) (ok, full bool) {
+// push adds it; false when the queue is full (QueueSize stanzas, or
+// maxBytes) or closed. peak learns the most bytes held. (Both are
+// arguments, not fields, to keep idle sessions small.)
+func (q *outQueue) push(it outItem, maxBytes int, peak *atomic.Int64) (ok, full bool) {
 	q.mu.Lock()
 	switch {
 	case q.closed:
 		q.mu.Unlock()
 		return false, false
-	case len(q.items) >= q.max, q.bytes >= q.maxBytes:
+	case len(q.items) >= q.max, q.bytes >= maxBytes:
 		// Bytes are checked before adding: a queue holds at most
 		// maxBytes plus one stanza.
 		q.mu.Unlock()
@@ -130,8 +129,8 @@ func (q *outQueue) push(it outItem) (ok, full bool) {
 	}
 	q.items = append(q.items, it)
 	q.bytes += len(it.b)
-	if n := int64(q.bytes); n > q.peak.Load() {
-		for p := q.peak.Load(); n > p && !q.peak.CompareAndSwap(p, n); p = q.peak.Load() {
+	if n := int64(q.bytes); n > peak.Load() {
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 		}
 	}
 	start := q.ready && !q.writing && !q.killed
@@ -234,7 +233,7 @@ func (q *outQueue) close() []outItem {
 func (sess *Session) send(b []byte) bool { return sess.enqueue(outItem{b: b}) }
 
 func (sess *Session) enqueue(it outItem) bool {
-	ok, full := sess.out.push(it)
+	ok, full := sess.out.push(it, sess.srv.cfg.QueueBytes, &sess.srv.m.queuePeak)
 	if full {
 		sess.srv.m.SlowClosed.Inc()
 		sess.srv.log.Warn("closing a session that does not read", "jid", sess.fullStr)
