@@ -174,27 +174,7 @@ func TestNonReadingSessionBoundedInBytes(t *testing.T) {
 	slow.Conn.(*tls.Conn).NetConn().(*net.TCPConn).SetReadBuffer(4096)
 	slow.Available()
 	fast := xmpptest.Login(t, ts.addr, alice, pa, "fast")
-	slowJID := mustJID(alice + "@localhost/slow")
-	body := strings.Repeat("x", 200_000)
-	const most = 150 // 30 MB: far more than the kernel's buffers hold
-	sent, closed := 0, false
-	for ; sent < most && !closed; sent++ {
-		// headline: nothing comes back to the sender, which does not read
-		fast.Send(fmt.Sprintf(`<message type='headline' id='m%d' to='%s'><body>%s</body></message>`, sent, slowJID, body))
-		if sent%5 == 4 {
-			fast.Sync()
-			closed = !hasSession(ts, slowJID)
-		}
-	}
-	if !closed {
-		t.Fatalf("the session that does not read is still open after %d messages of 200 KB", sent)
-	}
-	const bound = 1<<20 + 200_000 + 1024 // 1 MiB, one stanza, its envelope
-	peak := gaugeValue(m.WriteQueuePeak)
-	t.Logf("closed after %d messages; the queue held at most %.0f bytes", sent, peak)
-	if peak > bound || peak < 1<<20 {
-		t.Errorf("the write queue held at most %.0f bytes, want 1 MiB to %d", peak, bound)
-	}
+	feedUntilClosed(t, ts, m, fast, mustJID(alice+"@localhost/slow"))
 	if n := gaugeValue(m.SlowClosed); n != 1 {
 		t.Errorf("xmppd_slow_sessions_closed_total = %v, want 1", n)
 	}
@@ -322,3 +302,42 @@ func TestSenderOverRateIsSlowed(t *testing.T) {
 }
 
 func rateBurst(rate int64) int64 { return 10 * rate }
+
+// The same bound holds for a WebSocket session that stops reading.
+func TestNonReadingWebSocketBoundedInBytes(t *testing.T) {
+	m := xmppd.NewMetrics(nil)
+	ts := startServer(t, func(c *xmppd.Config) { c.Metrics = m })
+	pa := ts.account(t, alice)
+	url, hc := startWS(t, ts, false)
+	slow := dialWS(t, url, hc)
+	slow.login(alice, pa, "slow")
+	fast := xmpptest.Login(t, ts.addr, alice, pa, "fast")
+	feedUntilClosed(t, ts, m, fast, mustJID(slow.JID))
+}
+
+// feedUntilClosed sends slow messages of 200 KB from fast until the server
+// closes slow, which does not read, and checks that its write queue held
+// 1 MiB and at most one stanza more.
+func feedUntilClosed(t *testing.T, ts *testServer, m *xmppd.Metrics, fast *xmpptest.Client, slow jid.JID) {
+	t.Helper()
+	body := strings.Repeat("x", 200_000)
+	const most = 150 // 30 MB: far more than the kernel's buffers hold
+	sent, closed := 0, false
+	for ; sent < most && !closed; sent++ {
+		// headline: nothing comes back to the sender, which does not read
+		fast.Send(fmt.Sprintf(`<message type='headline' id='m%d' to='%s'><body>%s</body></message>`, sent, slow, body))
+		if sent%5 == 4 {
+			fast.Sync()
+			closed = !hasSession(ts, slow)
+		}
+	}
+	if !closed {
+		t.Fatalf("the session that does not read is still open after %d messages of 200 KB", sent)
+	}
+	const bound = 1<<20 + 200_000 + 1024 // 1 MiB, one stanza, its envelope
+	peak := gaugeValue(m.WriteQueuePeak)
+	t.Logf("closed after %d messages; the queue held at most %.0f bytes", sent, peak)
+	if peak > bound || peak < 1<<20 {
+		t.Errorf("the write queue held at most %.0f bytes, want 1 MiB to %d", peak, bound)
+	}
+}

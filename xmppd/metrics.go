@@ -16,8 +16,9 @@ type Metrics struct {
 	Stanzas       *prometheus.CounterVec // routed stanzas by kind
 	StreamErrors  *prometheus.CounterVec // stream errors sent by condition
 	SlowClosed    prometheus.Counter     // sessions closed because they could not keep up
-	// WriteQueuePeak is the most bytes one session's write queue held
-	// since the start: how close sessions come to the limit.
+	// WriteQueuePeak is the most bytes one session's or federation
+	// link's write queue held since the start: how close they come to
+	// the limit.
 	WriteQueuePeak prometheus.GaugeFunc
 	// RateWaited is the time readers waited because their connection
 	// sent faster than its rate (XMPPD_C2S_RATE, XMPPD_S2S_RATE).
@@ -57,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	m.WriteQueuePeak = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "xmppd_write_queue_peak_bytes", Help: "The most bytes one session's write queue held since the start.",
+		Name: "xmppd_write_queue_peak_bytes", Help: "The most bytes one session's or federation link's write queue held since the start.",
 	}, func() float64 { return float64(m.queuePeak.Load()) })
 	m.RateWaited = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "xmppd_rate_limited_seconds_total", Help: "Time connections' reads waited because they sent faster than their rate.",

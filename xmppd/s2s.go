@@ -352,13 +352,22 @@ func (f *Federation) connect(r *remote) {
 		r.out = s
 	}
 	out := r.out
+	var unsent []*Stanza
 	for _, st := range r.queue {
 		if out.send(st.Bytes()) {
 			f.m.stanzasOut.Inc()
+		} else {
+			unsent = append(unsent, st)
 		}
+	}
+	if len(unsent) > 0 {
+		r.out = nil
 	}
 	r.queue, r.queued = nil, 0
 	f.mu.Unlock()
+	for _, st := range unsent {
+		f.bounce(st, "resource-constraint", "the link to "+r.domain+" does not keep up")
+	}
 	if out != s {
 		// A bidirectional link from the peer came up meanwhile.
 		s.closeWith("", "")

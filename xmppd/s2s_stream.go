@@ -105,7 +105,7 @@ func (s *s2sStream) send(b []byte) bool {
 	default:
 	}
 	if s.queued.Load() < int64(s.f.cfg.QueueBytes) {
-		s.queued.Add(int64(len(b)))
+		notePeak(&s.f.srv.m.queuePeak, s.queued.Add(int64(len(b))))
 		select {
 		case s.out <- b:
 			s.active.Store(time.Now().UnixNano())
@@ -114,25 +114,39 @@ func (s *s2sStream) send(b []byte) bool {
 			s.queued.Add(-int64(len(b)))
 		}
 	}
-	s.f.log.Warn("closing a link that does not read", "peer", s.peer, "direction", s.direction())
-	s.closeWith("policy-violation", "too much waiting for a peer that does not read")
+	if s.stop("policy-violation", "too much waiting for a peer that does not read") {
+		s.f.log.Warn("closing a link that does not read", "peer", s.peer, "direction", s.direction())
+	}
 	return false
 }
 
 // closeWith ends the stream with a stream error (cond "" for a plain
-// close) after what is queued.
+// close) after what is queued, and stops routing to it. Not with f.mu
+// held: use stop.
 func (s *s2sStream) closeWith(cond, text string) {
+	if !s.stop(cond, text) {
+		return
+	}
+	s.f.mu.Lock()
+	for _, r := range s.f.remotes {
+		if r.out == s {
+			r.out = nil
+		}
+	}
+	s.f.mu.Unlock()
+}
+
+// stop is closeWith for callers that may hold f.mu (send, called by
+// Federation.Send under it): stanzas routed to the stream meanwhile fail
+// to send, and their senders stop using it. True the first time.
+func (s *s2sStream) stop(cond, text string) bool {
+	first := false
 	s.killOnce.Do(func() {
+		first = true
 		s.cond, s.text = cond, text
 		close(s.kill)
-		s.f.mu.Lock()
-		for _, r := range s.f.remotes {
-			if r.out == s {
-				r.out = nil
-			}
-		}
-		s.f.mu.Unlock()
 	})
+	return first
 }
 
 func (s *s2sStream) writeLoop() {

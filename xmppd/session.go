@@ -129,10 +129,7 @@ func (q *outQueue) push(it outItem, maxBytes int, peak *atomic.Int64) (ok, full 
 	}
 	q.items = append(q.items, it)
 	q.bytes += len(it.b)
-	if n := int64(q.bytes); n > peak.Load() {
-		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-		}
-	}
+	notePeak(peak, int64(q.bytes))
 	start := q.ready && !q.writing && !q.killed
 	if start {
 		q.writing = true
@@ -142,6 +139,13 @@ func (q *outQueue) push(it outItem, maxBytes int, peak *atomic.Int64) (ok, full 
 		q.write()
 	}
 	return true, false
+}
+
+// notePeak raises peak to n if n is more. The common case, no new peak,
+// only reads it.
+func notePeak(peak *atomic.Int64, n int64) {
+	for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+	}
 }
 
 // open lets writers run from now on, starting them for anything queued
