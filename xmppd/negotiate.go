@@ -428,6 +428,9 @@ func (c *conn) negotiate() (*Session, error) {
 				}
 				continue
 			}
+			// Authenticated: no longer counted, nor evicted for a newcomer
+			// (the negotiation's deadline still bounds binding).
+			c.releasePending()
 			if err := c.restart(); err != nil {
 				return nil, err
 			}

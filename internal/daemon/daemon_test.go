@@ -1449,3 +1449,40 @@ func testSessionsPerAccount(t *testing.T, s *daemonUnderTest) {
 	e := c.Expect("the bind answer", func(e xmpptest.Elem) bool { return e.Attr("id") == "b11" })
 	wantError(t, e, "wait", "resource-constraint")
 }
+
+// TestC2SRate: XMPPD_C2S_RATE reaches the sessions. A client that sends
+// more than its burst (ten seconds' worth) waits, as the server's metric
+// of reads held back shows, and loses nothing.
+func TestC2SRate(t *testing.T) {
+	s := startDaemon(t, noticeEnv(t, "", map[string]string{"XMPPD_C2S_RATE": "4096"}))
+	alice, bob := s.newUser(t), s.newUser(t)
+	a := s.login(t, alice, "x")
+	b := s.online(t, bob, "y")
+	body := strings.Repeat("r", 1000)
+	const n = 48 // 48 KB: 8 KB over the burst of 40 KB, two seconds' wait
+	var msgs strings.Builder
+	for i := range n {
+		fmt.Fprintf(&msgs, `<message type='chat' id='rate%d' to='%s'><body>%s</body></message>`, i, bob.bare(), body)
+	}
+	a.Send(msgs.String())
+	for i := range n {
+		e, err := b.TryNext(20 * time.Second)
+		if err != nil || e.Attr("id") != fmt.Sprint("rate", i) {
+			t.Fatalf("message %d: %v %v", i, e, err)
+		}
+	}
+	a.Sync() // still open
+	resp, err := http.Get("http://" + s.d.Addr("http") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^xmppd_rate_limited_seconds_total (\S+)$`).FindSubmatch(metrics)
+	if m == nil {
+		t.Fatal("/metrics has no xmppd_rate_limited_seconds_total")
+	}
+	if v, _ := strconv.ParseFloat(string(m[1]), 64); v < 1 {
+		t.Errorf("reads waited %v s in all, want the 2 s that 8 KB over the burst at 4096 bytes/s take", v)
+	}
+}
