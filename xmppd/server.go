@@ -72,11 +72,7 @@ type Server struct {
 	carbonsOn atomic.Int64 // sessions with carbons enabled (carbons.go)
 	queries   sync.Map     // *Session → *sessionQueries, while one waits (query.go)
 
-	pending *pendingTable
-
-	// queuePeak is the most bytes any session's write queue held (tests
-	// read it to check the bound).
-	queuePeak atomic.Int64
+	pending *pendingTable // unauthenticated connections (pending.go)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
