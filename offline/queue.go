@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -17,10 +18,12 @@ import (
 )
 
 // Deliverer is what the queue needs from the server: writing a stanza to
-// one session and learning whether it reached the connection.
+// one session, and asking that session an iq whose answer proves that it
+// took everything written to it before (xmppd.Server.QuerySession).
 type Deliverer interface {
 	Domain() string
-	DeliverConfirmed(full jid.JID, st *xmppd.Stanza, done func(written bool))
+	Deliver(full jid.JID, st *xmppd.Stanza) bool
+	QuerySession(ctx context.Context, full jid.JID, typ string, payload []byte) (*xmppd.Stanza, error)
 }
 
 // Stored describes a message about to be stored, for the notice path
@@ -48,8 +51,9 @@ type KeepFunc func(ctx context.Context, m Message, s Stored, limit int) (Kept, e
 
 // Queue is the offline-message module (XEP-0160): it stores messages for
 // accounts without an available resource and delivers them, oldest first,
-// when the account sends initial presence, removing each only after it was
-// written to the receiver's stream.
+// when the account sends initial presence, removing them only once the
+// receiving client has shown it processed them (see deliver). Close it
+// before the store.
 type Queue struct {
 	Store    Store
 	Accounts interface {
@@ -64,6 +68,16 @@ type Queue struct {
 	Keep KeepFunc
 	Log  *slog.Logger
 	Now  func() time.Time
+	// AckTimeout is how long a client may take to answer the ping that
+	// follows a batch; then the delivery stops and what it did not
+	// confirm is delivered again at the next login. Default 2 minutes.
+	AckTimeout time.Duration
+
+	mu      sync.Mutex
+	closed  bool
+	ctx     context.Context // of the deliveries; cancelled by Close
+	cancel  context.CancelFunc
+	running sync.WaitGroup
 }
 
 // Register plugs the queue into the server.
@@ -164,77 +178,135 @@ func bodyOf(inner []byte) (string, bool) {
 	}
 }
 
-// batch is how many stored messages are handed over at a time.
-const batch = 100
+// batch is how many stored messages are loaded at a time, and
+// chunkBytes how many bytes of them are handed to a session before its
+// client must answer: far below the bound of its write queue (1 MiB),
+// whatever else it receives meanwhile.
+const (
+	batch      = 100
+	chunkBytes = 256 << 10
+)
 
-// deliver is the xmppd.AvailableHook: it writes the stored messages to the
-// session that just became available and removes each as soon as the
-// session's writer reports it written, so that a crash can bring back only
-// what was being written at that moment.
+var pingPayload = []byte(`<ping xmlns="urn:xmpp:ping"/>`)
+
+// deliver is the xmppd.AvailableHook. It hands the stored messages to the
+// session that just became available, a chunk at a time, each followed
+// by a ping (XEP-0199) from the server, and removes a chunk from the store
+// only once the client answered that ping: streams are ordered, so the
+// answer proves the client processed every message before it (a result
+// or an error alike). A client that crashes or drops the stream first
+// gets them again at its next login; duplicates are possible, loss is
+// not. The first chunk is queued here, right after the presence; the rest
+// goes on in a goroutine of the queue, since the answers come through the
+// session's reader, which is running this hook.
 func (q *Queue) deliver(ctx context.Context, full jid.JID) {
 	owner := full.Localpart()
-	for round := 0; round < 1000; round++ {
-		msgs, err := q.Store.OfflineMessages(ctx, owner, batch)
-		if err != nil {
-			q.log().Error("offline: loading failed", "owner", owner, "err", err)
-			return
-		}
-		if len(msgs) == 0 {
-			return
-		}
-		type result struct {
-			id int64
-			ok bool
-		}
-		// Buffered for all: the writer goroutine never waits on us.
-		results := make(chan result, len(msgs))
-		for _, m := range msgs {
-			id := m.ID
-			q.Server.DeliverConfirmed(full, xmppd.RawStanza(m.Stanza), func(ok bool) {
-				results <- result{id, ok}
-			})
-		}
-		written, answered := 0, 0
-		timeout := time.After(2 * time.Minute)
-		for answered < len(msgs) {
-			var ids []int64
-			select {
-			case r := <-results:
-				answered++
-				if r.ok {
-					ids = append(ids, r.id)
-				}
-			case <-timeout:
-				q.log().Warn("offline: delivery not confirmed in time", "to", full.String())
-				return
-			}
-			// take whatever else was confirmed by the same write
-		more:
-			for {
-				select {
-				case r := <-results:
-					answered++
-					if r.ok {
-						ids = append(ids, r.id)
-					}
-				default:
-					break more
-				}
-			}
-			if len(ids) == 0 {
-				continue
-			}
-			written += len(ids)
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			err := q.Store.DeleteOffline(dctx, owner, ids)
-			cancel()
-			if err != nil {
-				q.log().Error("offline: removing delivered messages failed (they will come again)", "owner", owner, "err", err)
-				return
-			}
-		}
-		if written < len(msgs) {
-			return // the session went away; the rest waits for the next login
-		}
+	msgs, err := q.Store.OfflineMessages(ctx, owner, batch)
+	if err != nil {
+		q.log().Error("offline: loading failed", "owner", owner, "err", err)
+		return
 	}
+	if len(msgs) == 0 {
+		return
+	}
+	ids, ok := q.handOver(full, msgs)
+	if !ok {
+		return
+	}
+	q.start(func(ctx context.Context) { q.confirm(ctx, full, ids, msgs[len(ids):]) })
+}
+
+// handOver writes messages to the session, at most chunkBytes of them
+// (one at least), and returns the ids written; false when the session
+// is gone.
+func (q *Queue) handOver(full jid.JID, msgs []Message) ([]int64, bool) {
+	var ids []int64
+	size := 0
+	for _, m := range msgs {
+		if len(ids) > 0 && size+len(m.Stanza) > chunkBytes {
+			break
+		}
+		if !q.Server.Deliver(full, xmppd.RawStanza(m.Stanza)) {
+			return nil, false
+		}
+		ids = append(ids, m.ID)
+		size += len(m.Stanza)
+	}
+	return ids, true
+}
+
+// confirm waits for the client's answer to the ping after the chunk ids,
+// removes the chunk, and hands over the next (from rest, then from the
+// store) until none is left, the session ends or the queue is closed.
+func (q *Queue) confirm(ctx context.Context, full jid.JID, ids []int64, rest []Message) {
+	owner := full.Localpart()
+	timeout := q.AckTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	for round := 0; round < 100_000; round++ {
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		_, err := q.Server.QuerySession(actx, full, "get", pingPayload)
+		cancel()
+		if err != nil {
+			q.log().Info("offline: delivery not confirmed by the client; what it did not confirm comes again at its next login",
+				"to", full.String(), "unconfirmed", len(ids), "err", err)
+			return
+		}
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = q.Store.DeleteOffline(dctx, owner, ids)
+		cancel()
+		if err != nil {
+			q.log().Error("offline: removing delivered messages failed (they will come again)", "owner", owner, "err", err)
+			return
+		}
+		if len(rest) == 0 {
+			if rest, err = q.Store.OfflineMessages(ctx, owner, batch); err != nil {
+				q.log().Error("offline: loading failed", "owner", owner, "err", err)
+				return
+			}
+			if len(rest) == 0 {
+				return
+			}
+		}
+		var ok bool
+		if ids, ok = q.handOver(full, rest); !ok {
+			return
+		}
+		rest = rest[len(ids):]
+	}
+}
+
+// start runs f in a goroutine that Close stops and waits for; false
+// (nothing run) once the queue is closed.
+func (q *Queue) start(f func(ctx context.Context)) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return false
+	}
+	if q.ctx == nil {
+		q.ctx, q.cancel = context.WithCancel(context.Background())
+	}
+	q.running.Add(1)
+	ctx := q.ctx
+	go func() {
+		defer q.running.Done()
+		f(ctx)
+	}()
+	return true
+}
+
+// Close stops the deliveries under way (what they did not confirm stays
+// stored) and waits for them. Call it after the server's Shutdown and
+// before closing the store.
+func (q *Queue) Close() {
+	q.mu.Lock()
+	q.closed = true
+	cancel := q.cancel
+	q.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	q.running.Wait()
 }

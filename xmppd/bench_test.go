@@ -70,7 +70,10 @@ func newBenchServer(b testing.TB, numbers ...string) *benchServer {
 	srv, err := NewServer(Config{
 		Domain: "localhost", TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
 		SASL: &auth.SASL{Parser: parser, Store: accounts}, Parser: parser, Accounts: accounts,
-		MaxPending: 100000, MaxPendingPerIP: 100000, QueueSize: 1 << 14,
+		MaxPending: 100000, MaxPendingPerIP: 100000,
+		// The sender writes without waiting for the receiver, whose queue
+		// must take the backlog (in stanzas and in bytes).
+		QueueSize: 1 << 14, QueueBytes: 1 << 24,
 	})
 	if err != nil {
 		b.Fatal(err)

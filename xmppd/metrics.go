@@ -1,6 +1,10 @@
 package xmppd
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the server's Prometheus metrics.
 type Metrics struct {
@@ -12,6 +16,15 @@ type Metrics struct {
 	Stanzas       *prometheus.CounterVec // routed stanzas by kind
 	StreamErrors  *prometheus.CounterVec // stream errors sent by condition
 	SlowClosed    prometheus.Counter     // sessions closed because they could not keep up
+	// WriteQueuePeak is the most bytes one session's or federation
+	// link's write queue held since the start: how close they come to
+	// the limit.
+	WriteQueuePeak prometheus.GaugeFunc
+	// RateWaited is the time readers waited because their connection
+	// sent faster than its rate (XMPPD_C2S_RATE, XMPPD_S2S_RATE).
+	RateWaited prometheus.Counter
+
+	queuePeak atomic.Int64
 
 	messages, presences, iqs prometheus.Counter
 }
@@ -44,11 +57,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "xmppd_slow_sessions_closed_total", Help: "Sessions closed because their write queue overflowed.",
 		}),
 	}
+	m.WriteQueuePeak = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "xmppd_write_queue_peak_bytes", Help: "The most bytes one session's or federation link's write queue held since the start.",
+	}, func() float64 { return float64(m.queuePeak.Load()) })
+	m.RateWaited = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "xmppd_rate_limited_seconds_total", Help: "Time connections' reads waited because they sent faster than their rate.",
+	})
 	m.messages = m.Stanzas.WithLabelValues("message")
 	m.presences = m.Stanzas.WithLabelValues("presence")
 	m.iqs = m.Stanzas.WithLabelValues("iq")
 	if reg != nil {
-		reg.MustRegister(m.Connections, m.Sessions, m.Pending, m.Logins, m.LoginFailures, m.Stanzas, m.StreamErrors, m.SlowClosed)
+		reg.MustRegister(m.Connections, m.Sessions, m.Pending, m.Logins, m.LoginFailures, m.Stanzas, m.StreamErrors, m.SlowClosed, m.WriteQueuePeak, m.RateWaited)
 	}
 	return m
 }

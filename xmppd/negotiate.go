@@ -50,7 +50,7 @@ type conn struct {
 	authed     bool
 	headerSent bool
 	lang       string
-	released   bool
+	slot       *pendingSlot // its place among the unauthenticated connections
 
 	writeMu sync.Mutex // only for abort racing the negotiation
 	dead    bool
@@ -83,8 +83,11 @@ func (c *conn) run() {
 		}
 	}()
 	c.wr = newWireReader(c.nc, s.cfg.MaxStanzaSize)
+	c.wr.rate = newByteRate(s.cfg.C2SRate, s.m.RateWaited)
 	c.wr.deadline = time.Now().Add(s.cfg.AuthTimeout)
-	c.raw.SetWriteDeadline(c.wr.deadline)
+	// Reads and writes alike, before any handshake: a client that sends
+	// nothing, or half a ClientHello, must not outlive the deadline.
+	c.raw.SetDeadline(c.wr.deadline)
 	if c.direct {
 		tc := tls.Server(c.raw, c.tlsConfig())
 		if err := tc.Handshake(); err != nil {
@@ -119,11 +122,13 @@ func (c *conn) tlsConfig() *tls.Config {
 	return cfg
 }
 
-func (c *conn) releasePending() {
-	if !c.released {
-		c.released = true
-		c.srv.release(c.ip)
-	}
+func (c *conn) releasePending() { c.slot.release() }
+
+// evict ends a connection whose place among the unauthenticated ones was
+// given to another (pendingTable); it must not block.
+func (c *conn) evict() {
+	c.srv.log.Debug("unauthenticated connection evicted for a newcomer", "ip", c.ip)
+	c.raw.Close()
 }
 
 // abort ends a connection that is still negotiating (server shutdown).
@@ -423,6 +428,9 @@ func (c *conn) negotiate() (*Session, error) {
 				}
 				continue
 			}
+			// Authenticated: no longer counted, nor evicted for a newcomer
+			// (the negotiation's deadline still bounds binding).
+			c.releasePending()
 			if err := c.restart(); err != nil {
 				return nil, err
 			}
@@ -473,6 +481,7 @@ func (c *conn) startTLS() error {
 		return serr("policy-violation", "data after starttls")
 	}
 	tc := tls.Server(c.raw, c.tlsConfig())
+	c.raw.SetDeadline(c.wr.deadline)
 	if err := tc.Handshake(); err != nil {
 		return err
 	}
@@ -637,7 +646,11 @@ func (c *conn) bindOrSession(el element) (*Session, error) {
 	// Reachable before the client learns its JID: whoever it tells at once
 	// must find it. What is routed to it meanwhile waits in its queue,
 	// which the writer starts on after this result.
-	c.srv.register(sess)
+	if !c.srv.register(sess) {
+		// RFC 6120 §7.6.2.1; the client may close another resource and
+		// try again within the negotiation's time.
+		return nil, c.write(st.ErrorReply(stanzaErr("wait", "resource-constraint", "too many resources bound for this account")).Bytes())
+	}
 	result := st.Reply("result", []byte(`<bind xmlns="`+nsBind+`"><jid>`+string(AppendEscaped(nil, full.String()))+`</jid></bind>`))
 	result.From = jid.JID{}
 	if err := c.write(result.Bytes()); err != nil {

@@ -49,6 +49,8 @@ type wireReader struct {
 	grace    time.Duration
 	onIdle   func() bool
 	pinged   bool
+
+	rate *byteRate // what the peer may send (rate.go); nil: no limit
 }
 
 func newWireReader(conn net.Conn, max int) *wireReader {
@@ -107,6 +109,7 @@ func (w *wireReader) fill() error {
 		_, err := w.br.Peek(1)
 		if err == nil {
 			w.pinged = false
+			w.rate.take(w.br.Buffered())
 			return nil
 		}
 		var ne net.Error

@@ -42,8 +42,10 @@ func (s *Server) sessionsOf(bare string) []*Session {
 }
 
 // register adds a bound session; an older session with the same full JID
-// is closed with conflict (RFC 6120 §7.7.2.2).
-func (s *Server) register(sess *Session) {
+// is closed with conflict (RFC 6120 §7.7.2.2). False, and nothing
+// changed, when the account already has SessionsPerAccount other
+// resources.
+func (s *Server) register(sess *Session) bool {
 	sh := s.shardOf(sess.bareStr)
 	sh.mu.Lock()
 	old := sh.accounts[sess.bareStr]
@@ -56,11 +58,16 @@ func (s *Server) register(sess *Session) {
 		}
 		list = append(list, o)
 	}
+	if limit := s.cfg.SessionsPerAccount; limit > 0 && len(list) >= limit {
+		sh.mu.Unlock()
+		return false
+	}
 	sh.accounts[sess.bareStr] = append(list, sess)
 	sh.mu.Unlock()
 	if replaced != nil {
 		replaced.closeWith("conflict", "replaced by a new connection with the same resource")
 	}
+	return true
 }
 
 func (s *Server) unregister(sess *Session) {
@@ -116,16 +123,6 @@ func bareString(j jid.JID) string {
 func (s *Server) Deliver(full jid.JID, st *Stanza) bool {
 	sess := s.session(full)
 	return sess != nil && sess.send(st.Bytes())
-}
-
-// DeliverConfirmed writes st to one local session and calls done once
-// with whether it reached the connection (false also when the session is
-// gone, or closes first). The offline queue removes a message only then.
-func (s *Server) DeliverConfirmed(full jid.JID, st *Stanza, done func(written bool)) {
-	sess := s.session(full)
-	if sess == nil || !sess.enqueue(outItem{b: st.Bytes(), done: done}) {
-		done(false)
-	}
 }
 
 // Sessions implements Router.

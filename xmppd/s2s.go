@@ -46,6 +46,14 @@ type FederationConfig struct {
 	// QueueSize is how many stanzas per domain wait while its link comes
 	// up; default 1000.
 	QueueSize int
+	// QueueBytes bounds in bytes both what waits for a domain's link to
+	// come up and what waits on a link for the peer to read; default
+	// 1 MiB. A link over it is closed with policy-violation.
+	QueueBytes int
+	// Rate is the bytes per second one link may send us, with a burst of
+	// ten seconds' worth; beyond it its reads wait (XMPPD_S2S_RATE).
+	// 0: no limit.
+	Rate int
 	// ConnectTimeout bounds resolving, connecting and negotiating a link;
 	// stanzas still waiting then go back to their senders. Default 30s.
 	ConnectTimeout time.Duration
@@ -82,6 +90,8 @@ type Federation struct {
 
 	mu        sync.Mutex
 	remotes   map[string]*remote
+	pruneAt   int       // prune remotes when a new one would make this many
+	prunedAt  time.Time // or when the last pruning is older than RetryAfter
 	streams   map[*s2sStream]struct{}
 	listeners map[net.Listener]struct{}
 	closing   bool
@@ -93,6 +103,7 @@ type remote struct {
 	domain    string
 	out       *s2sStream // the authenticated stream stanzas to domain go on
 	queue     []*Stanza  // waiting for the link
+	queued    int        // bytes in queue
 	dialing   bool
 	failUntil time.Time
 	failCond  string
@@ -119,6 +130,9 @@ func NewFederation(srv *Server, cfg FederationConfig) (*Federation, error) {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 1000
 	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = 1 << 20
+	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 30 * time.Second
 	}
@@ -140,6 +154,7 @@ func NewFederation(srv *Server, cfg FederationConfig) (*Federation, error) {
 		insecure:   map[string]bool{},
 		secretHash: sha256.Sum256(cfg.DialbackSecret),
 		remotes:    map[string]*remote{},
+		pruneAt:    64,
 		streams:    map[*s2sStream]struct{}{},
 		listeners:  map[net.Listener]struct{}{},
 		lookupSRV:  cfg.Resolver.LookupSRV,
@@ -181,15 +196,17 @@ func (f *Federation) Serve(l net.Listener) error {
 		delay = 0
 		counter.Inc()
 		ip := remoteIP(nc)
-		if !f.srv.admit(ip) {
+		slot := f.srv.pending.admit(ip, func() { nc.Close() })
+		if slot == nil {
 			f.log.Warn("too many unauthenticated connections", "ip", ip)
 			nc.Close()
 			continue
 		}
 		s := f.newStream(nc, false)
-		s.ip = ip
+		s.ip, s.slot = ip, slot
 		if !f.track(s) {
-			f.srv.release(ip)
+			slot.release()
+			s.closeWith("", "") // ends its writer
 			nc.Close()
 			return net.ErrClosed
 		}
@@ -241,7 +258,7 @@ func (f *Federation) Shutdown(ctx context.Context) error {
 	var waiting []*Stanza
 	for _, r := range f.remotes {
 		waiting = append(waiting, r.queue...)
-		r.queue = nil
+		r.queue, r.queued = nil, 0
 	}
 	f.mu.Unlock()
 	f.cancel()
@@ -274,6 +291,9 @@ func (f *Federation) Send(ctx context.Context, st *Stanza) {
 	}
 	r := f.remotes[domain]
 	if r == nil {
+		if now := time.Now(); len(f.remotes) >= f.pruneAt || now.Sub(f.prunedAt) >= f.cfg.RetryAfter {
+			f.pruneLocked(now)
+		}
 		r = &remote{domain: domain}
 		f.remotes[domain] = r
 	}
@@ -291,12 +311,13 @@ func (f *Federation) Send(ctx context.Context, st *Stanza) {
 		f.bounce(st, cond, "")
 		return
 	}
-	if len(r.queue) >= f.cfg.QueueSize {
+	if len(r.queue) >= f.cfg.QueueSize || r.queued >= f.cfg.QueueBytes {
 		f.mu.Unlock()
 		f.bounce(st, "resource-constraint", "too many stanzas waiting for "+domain)
 		return
 	}
 	r.queue = append(r.queue, st)
+	r.queued += len(st.Bytes())
 	if !r.dialing {
 		r.dialing = true
 		f.wg.Add(1)
@@ -319,7 +340,7 @@ func (f *Federation) connect(r *remote) {
 		cond := s2sCondition(err)
 		r.failUntil, r.failCond = time.Now().Add(f.cfg.RetryAfter), cond
 		waiting := r.queue
-		r.queue = nil
+		r.queue, r.queued = nil, 0
 		f.mu.Unlock()
 		f.log.Warn("no link to remote domain", "domain", r.domain, "err", err, "after", time.Since(start).Round(time.Millisecond), "bounced", len(waiting))
 		for _, st := range waiting {
@@ -331,17 +352,41 @@ func (f *Federation) connect(r *remote) {
 		r.out = s
 	}
 	out := r.out
+	var unsent []*Stanza
 	for _, st := range r.queue {
 		if out.send(st.Bytes()) {
 			f.m.stanzasOut.Inc()
+		} else {
+			unsent = append(unsent, st)
 		}
 	}
-	r.queue = nil
+	if len(unsent) > 0 {
+		r.out = nil
+	}
+	r.queue, r.queued = nil, 0
 	f.mu.Unlock()
+	for _, st := range unsent {
+		f.bounce(st, "resource-constraint", "the link to "+r.domain+" does not keep up")
+	}
 	if out != s {
 		// A bidirectional link from the peer came up meanwhile.
 		s.closeWith("", "")
 	}
+}
+
+// pruneLocked forgets the remote domains with nothing going on: no link,
+// nothing waiting, no dial, no failure still answered from memory. Every
+// domain ever written to would stay otherwise. Send runs it for a new
+// domain when the table has doubled since the last time or RetryAfter
+// has passed, so that its cost per new domain stays small. Hold f.mu.
+func (f *Federation) pruneLocked(now time.Time) {
+	f.prunedAt = now
+	for d, r := range f.remotes {
+		if r.out == nil && len(r.queue) == 0 && !r.dialing && !now.Before(r.failUntil) {
+			delete(f.remotes, d)
+		}
+	}
+	f.pruneAt = max(64, 2*len(f.remotes))
 }
 
 // setSender makes s the stream that stanzas to domain go on, unless one

@@ -36,10 +36,10 @@ type s2sStream struct {
 	secure   bool
 	certOK   bool // the peer's certificate is valid for peer (outgoing) / for its header 'from' (incoming)
 	certs    []*x509.Certificate
-	bidi     bool // XEP-0288 negotiated
-	sasl     bool // authenticated with SASL EXTERNAL (no more SASL)
-	released bool // out of the unauthenticated count
-	up       bool // counted in the links gauge
+	bidi     bool         // XEP-0288 negotiated
+	sasl     bool         // authenticated with SASL EXTERNAL (no more SASL)
+	slot     *pendingSlot // incoming, until authenticated: its place among the unauthenticated connections
+	up       bool         // counted in the links gauge
 
 	negDeadline time.Time // incoming: the end of the time to authenticate
 
@@ -48,6 +48,7 @@ type s2sStream struct {
 
 	wmu      sync.Mutex
 	out      chan []byte
+	queued   atomic.Int64 // bytes sent to out and not yet written
 	kill     chan struct{}
 	killOnce sync.Once
 	cond     string
@@ -68,6 +69,7 @@ func (f *Federation) newStream(nc net.Conn, outgoing bool) *s2sStream {
 		kill:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	s.wr.rate = newByteRate(f.cfg.Rate, f.srv.m.RateWaited)
 	s.active.Store(time.Now().UnixNano())
 	go s.writeLoop()
 	return s
@@ -94,38 +96,57 @@ func (s *s2sStream) write(parts ...[]byte) error {
 }
 
 // send queues b for the writer and never blocks: a peer that cannot keep
-// up loses the link.
+// up (more than QueueSize stanzas or QueueBytes bytes waiting) loses the
+// link.
 func (s *s2sStream) send(b []byte) bool {
 	select {
 	case <-s.kill:
 		return false
 	default:
 	}
-	select {
-	case s.out <- b:
-		s.active.Store(time.Now().UnixNano())
-		return true
-	default:
-		s.f.log.Warn("closing a link that does not read", "peer", s.peer, "direction", s.direction())
-		s.closeWith("policy-violation", "too many stanzas waiting")
-		return false
+	if s.queued.Load() < int64(s.f.cfg.QueueBytes) {
+		notePeak(&s.f.srv.m.queuePeak, s.queued.Add(int64(len(b))))
+		select {
+		case s.out <- b:
+			s.active.Store(time.Now().UnixNano())
+			return true
+		default:
+			s.queued.Add(-int64(len(b)))
+		}
 	}
+	if s.stop("policy-violation", "too much waiting for a peer that does not read") {
+		s.f.log.Warn("closing a link that does not read", "peer", s.peer, "direction", s.direction())
+	}
+	return false
 }
 
 // closeWith ends the stream with a stream error (cond "" for a plain
-// close) after what is queued.
+// close) after what is queued, and stops routing to it. Not with f.mu
+// held: use stop.
 func (s *s2sStream) closeWith(cond, text string) {
+	if !s.stop(cond, text) {
+		return
+	}
+	s.f.mu.Lock()
+	for _, r := range s.f.remotes {
+		if r.out == s {
+			r.out = nil
+		}
+	}
+	s.f.mu.Unlock()
+}
+
+// stop is closeWith for callers that may hold f.mu (send, called by
+// Federation.Send under it): stanzas routed to the stream meanwhile fail
+// to send, and their senders stop using it. True the first time.
+func (s *s2sStream) stop(cond, text string) bool {
+	first := false
 	s.killOnce.Do(func() {
+		first = true
 		s.cond, s.text = cond, text
 		close(s.kill)
-		s.f.mu.Lock()
-		for _, r := range s.f.remotes {
-			if r.out == s {
-				r.out = nil
-			}
-		}
-		s.f.mu.Unlock()
 	})
+	return first
 }
 
 func (s *s2sStream) writeLoop() {
@@ -151,6 +172,7 @@ func (s *s2sStream) writeLoop() {
 				s.raw.Close()
 				return
 			}
+			s.queued.Add(-int64(len(buf)))
 		case <-tick.C:
 			if s.isUp() && time.Since(time.Unix(0, s.active.Load())) > idle {
 				s.f.log.Debug("closing an idle link", "peer", s.peer, "direction", s.direction())
@@ -226,15 +248,11 @@ func (s *s2sStream) established(method string) {
 	s.mu.Lock()
 	already := s.up
 	s.up = true
-	release := !s.released && !s.outgoing
-	s.released = true
 	s.mu.Unlock()
 	if !already {
 		s.f.m.links.WithLabelValues(s.direction()).Inc()
 	}
-	if release {
-		s.f.srv.release(s.ip)
-	}
+	s.slot.release()
 }
 
 // fail ends a stream whose negotiation or reading failed, with the stream
@@ -278,15 +296,11 @@ func (s *s2sStream) finish() {
 	s.mu.Lock()
 	up := s.up
 	s.up = false
-	release := !s.released && !s.outgoing
-	s.released = true
 	s.mu.Unlock()
 	if up {
 		s.f.m.links.WithLabelValues(s.direction()).Dec()
 	}
-	if release {
-		s.f.srv.release(s.ip)
-	}
+	s.slot.release()
 	s.f.untrack(s)
 }
 
@@ -525,7 +539,7 @@ func (s *s2sStream) clientHandshake(direct bool) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	tc := tls.Client(s.raw, s.f.clientTLS(s.peer, direct))
-	s.raw.SetWriteDeadline(s.wr.deadline)
+	s.raw.SetDeadline(s.wr.deadline)
 	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -111,8 +112,9 @@ type fedServer struct {
 }
 
 type fedOpts struct {
-	cert tls.Certificate
-	fed  xmppd.FederationConfig
+	cert    tls.Certificate
+	fed     xmppd.FederationConfig
+	metrics *xmppd.Metrics // nil: the server's own
 }
 
 // startFedServer starts a server for domain whose s2s listener is l.
@@ -136,6 +138,7 @@ func startFedServer(t *testing.T, domain string, l net.Listener, o fedOpts) *fed
 		Accounts: accounts,
 		Mux:      mux,
 		Log:      testLog(domain),
+		Metrics:  o.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -597,4 +600,94 @@ func attrOf(se xml.StartElement, name string) string {
 		}
 	}
 	return ""
+}
+
+// The federation forgets remote domains it has nothing going on with:
+// writing once to many domains does not grow its table for ever.
+func TestS2SRemotesPruned(t *testing.T) {
+	dead := listen(t)
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	const n, more = 100, 50
+	routes := map[string]string{}
+	for i := range n + more {
+		routes[fmt.Sprintf("d%d.test", i)] = deadAddr
+	}
+	a := startFedServer(t, "a.test", listen(t), fedOpts{cert: selfSigned(t, "a.test"), fed: xmppd.FederationConfig{
+		Routes: routes, RetryAfter: 20 * time.Millisecond,
+	}})
+	alice := a.login(t, "+821012345678", "phone")
+	for i := range n {
+		alice.Send(fmt.Sprintf(`<message type='chat' id='d%d' to='x@d%d.test'><body>hi</body></message>`, i, i))
+	}
+	for i := range n {
+		if e := alice.Next(); e.Attr("type") != "error" {
+			t.Fatalf("answer %d: %v, want an error", i, e)
+		}
+	}
+	// Once their failures are older than RetryAfter, a domain more prunes
+	// them; polled with more domains, a few milliseconds apart (the last
+	// few of which are kept while their failures are fresh).
+	for i := n; ; i++ {
+		if i == n+more {
+			t.Fatalf("the federation keeps %d remote domains after writing once to %d, all failed", a.fed.RemoteDomains(), i)
+		}
+		id := fmt.Sprintf("d%d", i)
+		alice.Send(`<message type='chat' id='` + id + `' to='x@` + id + `.test'><body>hi</body></message>`)
+		alice.Expect("the error", func(e xmpptest.Elem) bool { return e.Attr("id") == id })
+		if a.fed.RemoteDomains() < 20 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A peer that stops reading its link loses it once about 1 MiB waits for
+// it (policy-violation); the link's queue never holds more than that and
+// one stanza, and what follows for the domain goes another way (here: a
+// new link that cannot be made, answered with an error).
+func TestS2SNonReadingPeerBoundedInBytes(t *testing.T) {
+	ca := newTestCA(t)
+	dead := listen(t)
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	m := xmppd.NewMetrics(nil)
+	a := startFedServer(t, "a.test", listen(t), fedOpts{cert: ca.leaf(t, "a.test"), metrics: m, fed: xmppd.FederationConfig{
+		RootCAs: ca.pool,
+		Routes:  map[string]string{"evil.test": deadAddr},
+	}})
+	alice := a.login(t, "+821012345678", "phone")
+	// evil.test opens a bidirectional link, authenticates, and never reads.
+	p := dialRawPeer(t, a.s2s, "evil.test", "a.test", ca.leaf(t, "evil.test"))
+	p.expect("features")
+	p.conn.(*tls.Conn).NetConn().(*net.TCPConn).SetReadBuffer(4096)
+	p.send(`<bidi xmlns='urn:xmpp:bidi'/><auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>` + base64.StdEncoding.EncodeToString([]byte("evil.test")) + `</auth>`)
+	p.expect("success")
+	p.open("evil.test", "a.test")
+	p.expect("features")
+	p.send(`<message from='eve@evil.test' to='+821012345678@a.test' type='chat'><body>ready</body></message>`)
+	alice.Expect("ready", func(e xmpptest.Elem) bool { return strings.Contains(e.Inner, "ready") })
+
+	body := strings.Repeat("z", 200_000)
+	const most = 150
+	for i := 0; ; i++ {
+		if i == most {
+			t.Fatalf("%d messages of 200 KB to a peer that does not read, and its link still takes them", most)
+		}
+		id := fmt.Sprintf("z%d", i)
+		alice.Send(`<message type='chat' id='` + id + `' to='eve@evil.test'><body>` + body + `</body></message>`)
+		alice.Send(`<iq type='get' id='s` + id + `' to='a.test'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		e := alice.Expect("an answer", func(e xmpptest.Elem) bool { return e.Attr("id") == id || e.Attr("id") == "s"+id })
+		if e.Attr("id") == id { // the link is gone: a new one cannot be made
+			if !strings.Contains(e.Inner, "remote-server-not-found") {
+				t.Fatalf("after the link closed: %v", e)
+			}
+			t.Logf("the link closed after %d messages", i)
+			break
+		}
+	}
+	peak := gaugeValue(m.WriteQueuePeak)
+	if peak > 1<<20+200_000+1024 || peak < 1<<20 {
+		t.Errorf("the link's queue held at most %.0f bytes, want 1 MiB to 1 MiB and one stanza", peak)
+	}
 }

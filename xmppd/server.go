@@ -38,10 +38,18 @@ type Config struct {
 	PingTimeout     time.Duration // silence after the ping before closing, default 30s
 	WriteTimeout    time.Duration // one flush to a client, default 30s
 	MaxStanzaSize   int           // default DefaultMaxStanzaSize
-	MaxPending      int           // unauthenticated connections at once, default 1000
-	MaxPendingPerIP int           // per client IP, default 50
+	MaxPending      int           // unauthenticated connections at once, default 1000 (see pendingTable)
+	MaxPendingPerIP int           // per IPv4 address or IPv6 /64, default 50
 	QueueSize       int           // per-session write queue in stanzas, default 2048
+	QueueBytes      int           // per-session write queue in bytes, default 1 MiB
 	SASLAttempts    int           // failed SASL attempts per connection, default 3
+
+	// SessionsPerAccount bounds the bound resources of one account (one
+	// more gets resource-constraint at bind); 0: no limit.
+	SessionsPerAccount int
+	// C2SRate is the bytes per second one client connection may send, with
+	// a burst of ten seconds' worth; beyond it its reads wait. 0: no limit.
+	C2SRate int
 
 	// IPLockout counts failed logins per client IP (keyed "ip:ADDR"), so
 	// that one client cannot try password after password across many
@@ -62,10 +70,9 @@ type Server struct {
 	shards [numShards]shard
 
 	carbonsOn atomic.Int64 // sessions with carbons enabled (carbons.go)
+	queries   sync.Map     // *Session → *sessionQueries, while one waits (query.go)
 
-	pending   atomic.Int64
-	pendingMu sync.Mutex
-	pendingIP map[string]int
+	pending *pendingTable // unauthenticated connections (pending.go)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -111,6 +118,7 @@ func NewServer(cfg Config) (*Server, error) {
 	defi(&cfg.MaxPending, 1000)
 	defi(&cfg.MaxPendingPerIP, 50)
 	defi(&cfg.QueueSize, 2048)
+	defi(&cfg.QueueBytes, 1<<20)
 	defi(&cfg.SASLAttempts, 3)
 	if cfg.RegistrationURL == "" {
 		cfg.RegistrationURL = "the web page of " + cfg.Domain
@@ -120,10 +128,10 @@ func NewServer(cfg Config) (*Server, error) {
 		domain:    d,
 		log:       cfg.Log,
 		m:         cfg.Metrics,
-		pendingIP: make(map[string]int),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 	}
+	s.pending = newPendingTable(cfg.MaxPending, cfg.MaxPendingPerIP, s.m.Pending)
 	for i := range s.shards {
 		s.shards[i].accounts = make(map[string][]*Session)
 	}
@@ -175,16 +183,16 @@ func (s *Server) serve(l net.Listener, direct bool) error {
 		delay = 0
 		counter.Inc()
 		ip := remoteIP(nc)
-		if !s.admit(ip) {
+		c := &conn{srv: s, raw: nc, nc: nc, ip: ip, direct: direct}
+		if c.slot = s.pending.admit(ip, c.evict); c.slot == nil {
 			s.log.Warn("too many unauthenticated connections", "ip", ip)
 			nc.Close()
 			continue
 		}
-		c := &conn{srv: s, raw: nc, nc: nc, ip: ip, direct: direct}
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
-			s.release(ip)
+			c.slot.release()
 			nc.Close()
 			return net.ErrClosed
 		}
@@ -193,30 +201,6 @@ func (s *Server) serve(l net.Listener, direct bool) error {
 		s.mu.Unlock()
 		go c.run()
 	}
-}
-
-// admit counts a new unauthenticated connection, refusing it over the limits.
-func (s *Server) admit(ip string) bool {
-	s.pendingMu.Lock()
-	defer s.pendingMu.Unlock()
-	if s.pending.Load() >= int64(s.cfg.MaxPending) || s.pendingIP[ip] >= s.cfg.MaxPendingPerIP {
-		return false
-	}
-	s.pending.Add(1)
-	s.pendingIP[ip]++
-	s.m.Pending.Inc()
-	return true
-}
-
-// release ends the unauthenticated count of a connection.
-func (s *Server) release(ip string) {
-	s.pendingMu.Lock()
-	defer s.pendingMu.Unlock()
-	s.pending.Add(-1)
-	if s.pendingIP[ip]--; s.pendingIP[ip] <= 0 {
-		delete(s.pendingIP, ip)
-	}
-	s.m.Pending.Dec()
 }
 
 func remoteIP(c net.Conn) string {

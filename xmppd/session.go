@@ -18,9 +18,9 @@ import (
 )
 
 // Session is a bound client stream. Its reader runs on the connection's
-// goroutine; one writer goroutine drains a bounded queue, so a client that
-// does not read can never block anyone else: when its queue is full it is
-// closed.
+// goroutine; one writer goroutine drains a queue bounded in stanzas and in
+// bytes, so a client that does not read can never block anyone else nor
+// hold much memory: when its queue is full it is closed.
 type Session struct {
 	srv        *Server
 	nc         net.Conn
@@ -86,11 +86,9 @@ func (sess *Session) available() bool {
 	return sess.presence.Load() != nil && sess.priority.Load() >= 0
 }
 
-// outItem is one queued write; done, when set, learns whether it reached
-// the connection.
+// outItem is one queued write.
 type outItem struct {
-	b    []byte
-	done func(written bool)
+	b []byte
 }
 
 // outQueue is a session's bounded write queue. It holds no memory while
@@ -104,6 +102,7 @@ type outQueue struct {
 	items     []outItem
 	spare     []outItem
 	max       int
+	bytes     int // queued and not yet written, those being written included
 	closed    bool
 	ready     bool   // writers may run (after the bind result was written)
 	writing   bool   // a writer goroutine is running or about to
@@ -113,18 +112,24 @@ type outQueue struct {
 	finish    func() // starts the final writer
 }
 
-// push adds it; false when the queue is full or closed.
-func (q *outQueue) push(it outItem) (ok, full bool) {
+// push adds it; false when the queue is full (QueueSize stanzas, or
+// maxBytes) or closed. peak learns the most bytes held. (Both are
+// arguments, not fields, to keep idle sessions small.)
+func (q *outQueue) push(it outItem, maxBytes int, peak *atomic.Int64) (ok, full bool) {
 	q.mu.Lock()
 	switch {
 	case q.closed:
 		q.mu.Unlock()
 		return false, false
-	case len(q.items) >= q.max:
+	case len(q.items) >= q.max, q.bytes >= maxBytes:
+		// Bytes are checked before adding: a queue holds at most
+		// maxBytes plus one stanza.
 		q.mu.Unlock()
 		return false, true
 	}
 	q.items = append(q.items, it)
+	q.bytes += len(it.b)
+	notePeak(peak, int64(q.bytes))
 	start := q.ready && !q.writing && !q.killed
 	if start {
 		q.writing = true
@@ -134,6 +139,13 @@ func (q *outQueue) push(it outItem) (ok, full bool) {
 		q.write()
 	}
 	return true, false
+}
+
+// notePeak raises peak to n if n is more. The common case, no new peak,
+// only reads it.
+func notePeak(peak *atomic.Int64, n int64) {
+	for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+	}
 }
 
 // open lets writers run from now on, starting them for anything queued
@@ -189,6 +201,13 @@ func (q *outQueue) take() []outItem {
 	return items
 }
 
+// wrote takes n written bytes off the count.
+func (q *outQueue) wrote(n int) {
+	q.mu.Lock()
+	q.bytes -= n
+	q.mu.Unlock()
+}
+
 // give hands a slice back for reuse; big ones are dropped, so a burst
 // does not pin memory.
 func (q *outQueue) give(items []outItem) {
@@ -218,11 +237,11 @@ func (q *outQueue) close() []outItem {
 func (sess *Session) send(b []byte) bool { return sess.enqueue(outItem{b: b}) }
 
 func (sess *Session) enqueue(it outItem) bool {
-	ok, full := sess.out.push(it)
+	ok, full := sess.out.push(it, sess.srv.cfg.QueueBytes, &sess.srv.m.queuePeak)
 	if full {
 		sess.srv.m.SlowClosed.Inc()
 		sess.srv.log.Warn("closing a session that does not read", "jid", sess.fullStr)
-		sess.closeWith("policy-violation", "too many stanzas waiting for this client")
+		sess.closeWith("policy-violation", "too much waiting for this client, which does not read")
 	}
 	return ok
 }
@@ -243,8 +262,7 @@ func (sess *Session) closeWith(cond, text string) {
 
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-// write writes items (and tail) to the connection in one call and tells
-// waiting callers whether their bytes reached it. Hold wmu.
+// write writes items (and tail) to the connection in one call. Hold wmu.
 func (sess *Session) write(items []outItem, tail []byte, deadline time.Duration) error {
 	bp := writeBufs.Get().(*[]byte)
 	buf := (*bp)[:0]
@@ -257,11 +275,6 @@ func (sess *Session) write(items []outItem, tail []byte, deadline time.Duration)
 		sess.nc.SetWriteDeadline(time.Now().Add(deadline))
 		_, err = sess.nc.Write(buf)
 	}
-	for _, it := range items {
-		if it.done != nil {
-			it.done(err == nil)
-		}
-	}
 	if cap(buf) <= 256<<10 {
 		*bp = buf[:0]
 		writeBufs.Put(bp)
@@ -270,10 +283,9 @@ func (sess *Session) write(items []outItem, tail []byte, deadline time.Duration)
 }
 
 // writeBurst runs while the queue has something: it writes whatever has
-// queued up, at most about 64 KiB per call so that confirmations (the
-// offline queue removes a message once written) follow the bytes closely,
-// and ends when the queue is empty or the session closes (the final
-// writer then takes the rest).
+// queued up, at most about 64 KiB per call so that the queue's byte count
+// follows what the connection took, and ends when the queue is empty or
+// the session closes (the final writer then takes the rest).
 func (sess *Session) writeBurst() {
 	sess.wmu.Lock()
 	defer sess.wmu.Unlock()
@@ -290,16 +302,15 @@ func (sess *Session) writeBurst() {
 				size += len(rest[n].b)
 				n++
 			}
-			err = sess.write(rest[:n], nil, timeout)
-			rest = rest[n:]
-			if err != nil {
-				failAll(rest)
+			if err = sess.write(rest[:n], nil, timeout); err == nil {
+				sess.out.wrote(size)
 			}
+			rest = rest[n:]
 		}
 		sess.out.give(items)
 		if err != nil {
 			sess.nc.Close()
-			failAll(sess.out.close())
+			sess.out.close()
 			sess.closeWith("", "")
 			return
 		}
@@ -327,15 +338,6 @@ func (sess *Session) finishWrites() {
 	// Give the reader a moment to see the peer's </stream:stream>, then
 	// make sure it stops.
 	sess.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
-}
-
-// failAll tells the callers of items that were never written.
-func failAll(items []outItem) {
-	for _, it := range items {
-		if it.done != nil {
-			it.done(false)
-		}
-	}
 }
 
 // ping asks an idle client whether it is still there (XEP-0199).
@@ -447,6 +449,9 @@ func (sess *Session) readLoop(ctx context.Context) error {
 			return serr("invalid-from", "'from' must be your own address")
 		}
 		st.From, st.fromStr = sess.full, sess.fullStr
+		if st.Kind == KindIQ && sess.answered(st) {
+			continue
+		}
 		sess.srv.fromSession(ctx, sess, st)
 	}
 }

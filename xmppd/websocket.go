@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -55,7 +56,19 @@ func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if !s.admit(ip) {
+	c := &conn{srv: s, ip: ip, websocket: true, secure: forwarded.ClientOf(r).HTTPS}
+	// Evicted during the upgrade, the connection is closed as soon as it
+	// exists (the HTTP server's timeouts bound the upgrade itself).
+	var (
+		evicted  atomic.Bool
+		upgraded atomic.Pointer[wsConn]
+	)
+	if c.slot = s.pending.admit(ip, func() {
+		evicted.Store(true)
+		if wc := upgraded.Load(); wc != nil {
+			wc.closeNow()
+		}
+	}); c.slot == nil {
 		s.log.Warn("too many unauthenticated connections", "ip", ip)
 		http.Error(w, "too many connections", http.StatusServiceUnavailable)
 		return
@@ -67,18 +80,21 @@ func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
 		OriginPatterns: []string{"*"},
 	})
 	if err != nil {
-		s.release(ip)
+		c.slot.release()
 		s.log.Debug("WebSocket upgrade failed", "ip", ip, "err", err)
 		return
 	}
 	s.m.Connections.WithLabelValues("websocket").Inc()
 	wc := newWSConn(ws, r, s.cfg.MaxStanzaSize)
-	c := &conn{srv: s, raw: wc, nc: wc, ip: ip, websocket: true, secure: forwarded.ClientOf(r).HTTPS}
+	c.raw, c.nc = wc, wc
+	if upgraded.Store(wc); evicted.Load() {
+		wc.closeNow()
+	}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		s.release(ip)
-		ws.Close(websocket.StatusGoingAway, "shutting down")
+		c.slot.release()
+		wc.closeNow()
 		return
 	}
 	s.conns[c] = struct{}{}
@@ -342,6 +358,15 @@ func (c *wsConn) Close() error {
 		err = c.ws.Close(websocket.StatusNormalClosure, "")
 	})
 	return err
+}
+
+// closeNow drops the WebSocket without the closing handshake (an evicted
+// connection); it never blocks.
+func (c *wsConn) closeNow() {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		c.ws.CloseNow()
+	})
 }
 
 func (c *wsConn) LocalAddr() net.Addr  { return c.local }

@@ -124,7 +124,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		Log:       log,
 		Metrics:   xmppd.NewMetrics(reg),
 
-		AuthTimeout: cfg.AuthTimeout,
+		AuthTimeout:        cfg.AuthTimeout,
+		C2SRate:            cfg.C2SRate,
+		SessionsPerAccount: cfg.SessionsPerAccount,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("XMPPD_DOMAIN: %w", err)
@@ -303,8 +305,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	bctx, cancelBlocking := context.WithCancel(context.Background())
 	defer cancelBlocking()
-	go d.blocking.Run(bctx)
-	// Stopped with the blocking sweeper, after the sessions, before the store.
+	// Stopped after the sessions, before the store.
+	wg.Go(func() { d.blocking.Run(bctx) })
 	wg.Go(func() {
 		if err := d.Sender.Run(bctx); err != nil {
 			d.log.Error("SMS worker stopped", "err", err)
@@ -336,6 +338,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Server.Shutdown(sctx); err != nil {
 		d.log.Error("sessions did not end in time", "err", err)
 	}
+	d.Offline.Close() // its deliveries end with their sessions
 	cancelAdmin()
 	cancelBlocking()
 	wg.Wait()
@@ -399,6 +402,7 @@ func (d *Daemon) federate(reg prometheus.Registerer) error {
 		DialbackSecret:  secret,
 		InsecureDomains: cfg.S2SInsecureDomains,
 		IdleTimeout:     cfg.S2SIdleTimeout,
+		Rate:            cfg.S2SRate,
 		Registerer:      reg,
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -100,6 +101,7 @@ func TestDaemon(t *testing.T) {
 			t.Run("routing_errors", func(t *testing.T) { testRoutingErrors(t, s) })
 			t.Run("http", func(t *testing.T) { testHTTP(t, s) })
 			t.Run("websocket", func(t *testing.T) { testWebSocket(t, s) })
+			t.Run("sessions_per_account", func(t *testing.T) { testSessionsPerAccount(t, s) })
 			t.Run("shutdown_restart", func(t *testing.T) { testShutdownRestart(t, s) })
 			t.Logf("%s: all in %v", b.name, time.Since(start).Round(time.Millisecond))
 		})
@@ -1346,6 +1348,11 @@ func testShutdownRestart(t *testing.T, s *daemonUnderTest) {
 		t.Fatal("Run did not return")
 	}
 	t.Logf("shutdown took %v", time.Since(began).Round(time.Millisecond))
+	// Every goroutine Run started was stopped and waited for: the
+	// blocking sweeper too, which used to be left running.
+	if stacks := allStacks(); strings.Contains(stacks, "(*Blocking).Run") {
+		t.Errorf("the blocking sweeper still runs after Run returned:\n%s", stacks)
+	}
 
 	// the same data dir (and database) again
 	s.restart(t)
@@ -1421,5 +1428,69 @@ func TestNewFailsCleanly(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// allStacks is the stack of every goroutine.
+func allStacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// testSessionsPerAccount: XMPPD_SESSIONS_PER_ACCOUNT (default 10) bound
+// resources, and one more gets resource-constraint at bind.
+func testSessionsPerAccount(t *testing.T, s *daemonUnderTest) {
+	u := s.newUser(t)
+	for i := range 10 {
+		s.login(t, u, fmt.Sprintf("r%d", i))
+	}
+	c := xmpptest.Dial(t, s.c2s())
+	c.Open(domain)
+	c.StartTLS()
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	if cond := c.Auth(sasl.ScramSha256, u.num, u.pass); cond != "" {
+		t.Fatal(cond)
+	}
+	c.Open(domain)
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	c.Send(`<iq type='set' id='b11'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r10</resource></bind></iq>`)
+	e := c.Expect("the bind answer", func(e xmpptest.Elem) bool { return e.Attr("id") == "b11" })
+	wantError(t, e, "wait", "resource-constraint")
+}
+
+// TestC2SRate: XMPPD_C2S_RATE reaches the sessions. A client that sends
+// more than its burst (ten seconds' worth) waits, as the server's metric
+// of reads held back shows, and loses nothing.
+func TestC2SRate(t *testing.T) {
+	s := startDaemon(t, noticeEnv(t, "", map[string]string{"XMPPD_C2S_RATE": "4096"}))
+	alice, bob := s.newUser(t), s.newUser(t)
+	a := s.login(t, alice, "x")
+	b := s.online(t, bob, "y")
+	body := strings.Repeat("r", 1000)
+	const n = 48 // 48 KB: 8 KB over the burst of 40 KB, two seconds' wait
+	var msgs strings.Builder
+	for i := range n {
+		fmt.Fprintf(&msgs, `<message type='chat' id='rate%d' to='%s'><body>%s</body></message>`, i, bob.bare(), body)
+	}
+	a.Send(msgs.String())
+	for i := range n {
+		e, err := b.TryNext(20 * time.Second)
+		if err != nil || e.Attr("id") != fmt.Sprint("rate", i) {
+			t.Fatalf("message %d: %v %v", i, e, err)
+		}
+	}
+	a.Sync() // still open
+	resp, err := http.Get("http://" + s.d.Addr("http") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^xmppd_rate_limited_seconds_total (\S+)$`).FindSubmatch(metrics)
+	if m == nil {
+		t.Fatal("/metrics has no xmppd_rate_limited_seconds_total")
+	}
+	if v, _ := strconv.ParseFloat(string(m[1]), 64); v < 1 {
+		t.Errorf("reads waited %v s in all, want the 2 s that 8 KB over the burst at 4096 bytes/s take", v)
 	}
 }

@@ -75,6 +75,7 @@ func TestOfflineNotices(t *testing.T) {
 			t.Run("not_stored", func(t *testing.T) { testNotStored(t, s, rcv) })
 			t.Run("pass_through", func(t *testing.T) { testPassThrough(t, s) })
 			t.Run("landline", func(t *testing.T) { testLandline(t, s, rcv) })
+			t.Run("removed_when_processed", func(t *testing.T) { testRemovedWhenProcessed(t, s) })
 		})
 	}
 }
@@ -158,17 +159,37 @@ func delayedOf(t *testing.T, e xmpptest.Elem) delayed {
 }
 
 // comeOnline sends initial presence from c and returns the messages that
-// were delivered to it before the answer to a ping.
+// were delivered to it before the answer to a ping. It answers the ping
+// that follows stored messages, as a client does (offline.Queue removes
+// them only then).
 func comeOnline(t *testing.T, c *xmpptest.Client) []delayed {
 	t.Helper()
 	c.Send(`<presence/>`)
 	var out []delayed
+	pinged := false
 	for _, e := range drain(c) {
-		if e.XMLName.Local == "message" {
+		switch {
+		case e.XMLName.Local == "message":
 			out = append(out, delayedOf(t, e))
+		case isServerPing(e):
+			answerPing(c, e)
+			pinged = true
 		}
 	}
+	if len(out) > 0 && !pinged {
+		// it follows the messages, and may come after drain's answer
+		answerPing(c, c.Expect("the server's ping after the stored messages", isServerPing))
+	}
 	return out
+}
+
+// isServerPing reports whether e is a ping from the server (XEP-0199).
+func isServerPing(e xmpptest.Elem) bool {
+	return e.XMLName.Local == "iq" && e.Attr("type") == "get" && e.Attr("from") == domain && strings.Contains(e.Inner, nsPing)
+}
+
+func answerPing(c *xmpptest.Client, ping xmpptest.Elem) {
+	c.Send(`<iq type='result' id='` + ping.Attr("id") + `' to='` + domain + `'/>`)
 }
 
 func bodies(ds []delayed) []string {
@@ -303,9 +324,7 @@ func testOnlineReceiver(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	if d := delayedOf(t, e); d.Body != "live" || d.StampString != "" {
 		t.Errorf("live message %+v", d)
 	}
-	if n := stored(t, s, bob.num); n != 0 {
-		t.Errorf("%d stored after delivery", n)
-	}
+	waitFor(t, "the delivered message to be removed", func() bool { return stored(t, s, bob.num) == 0 })
 	rcv.None(t, bob.num, 0, 0)
 }
 
@@ -499,5 +518,74 @@ func waitForLong(t *testing.T, d time.Duration, what string, f func() bool) {
 			t.Fatalf("waited %v in vain for %s", d, what)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stored messages are removed only once the client showed it processed
+// them, by answering the server's ping that follows them: one that gets
+// them but disconnects without answering gets them all again at its next
+// login; one that answers gets them once. Among them are messages big
+// enough that they come in several chunks, each confirmed on its own.
+func testRemovedWhenProcessed(t *testing.T, s *daemonUnderTest) {
+	alice, bob := s.newUser(t), s.activeUser(t)
+	a := s.login(t, alice, "x")
+	big := strings.Repeat("b", 100_000)
+	want := []string{"one", "two", "three " + big, "four " + big, "five " + big, "six"}
+	for _, b := range want {
+		send(t, a, bob.bare(), b)
+	}
+	if n := stored(t, s, bob.num); n != len(want) {
+		t.Fatalf("%d stored, want %d", n, len(want))
+	}
+	bobJID, _ := auth.CanonicalJID(auth.Number(bob.num), domain)
+	gone := func() bool { return len(s.d.Server.Sessions(bobJID)) == 0 }
+
+	// Gets the first chunk and its ping, answers nothing, goes away.
+	b := s.login(t, bob, "crashy")
+	b.Send(`<presence/>`)
+	var got []string
+	ping := b.Expect("the server's ping after the first chunk", func(e xmpptest.Elem) bool {
+		if e.XMLName.Local == "message" {
+			got = append(got, delayedOf(t, e).Body)
+		}
+		return isServerPing(e)
+	})
+	if len(got) == 0 || len(got) >= len(want) || fmt.Sprint(got) != fmt.Sprint(want[:len(got)]) {
+		t.Fatalf("before the first ping: %d messages %.40q, want the first few of %d, in order", len(got), got, len(want))
+	}
+	t.Logf("the first chunk: %d messages, then the ping %s", len(got), ping.Attr("id"))
+	b.Conn.Close()
+	waitFor(t, "bob's session to end", gone)
+	if n := stored(t, s, bob.num); n != len(want) {
+		t.Fatalf("%d stored after a session that never answered, want all %d", n, len(want))
+	}
+
+	// Next login: everything again, answered chunk by chunk.
+	b = s.login(t, bob, "careful")
+	b.Send(`<presence/>`)
+	got = nil
+	for len(got) < len(want) {
+		e := b.Next()
+		switch {
+		case e.XMLName.Local == "message":
+			got = append(got, delayedOf(t, e).Body)
+		case isServerPing(e):
+			answerPing(b, e)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("the second login got %.40q, want all %d in order", got, len(want))
+	}
+	// the last chunk's ping, answered, removes the rest
+	answerPing(b, b.Expect("the ping after the last chunk", isServerPing))
+	waitFor(t, "the confirmed messages to be removed", func() bool { return stored(t, s, bob.num) == 0 })
+	b.Send(`</stream:stream>`)
+	b.Conn.Close()
+	waitFor(t, "bob's session to end", gone)
+
+	// And a third login gets nothing.
+	b = s.login(t, bob, "again")
+	if msgs := comeOnline(t, b); len(msgs) != 0 {
+		t.Fatalf("after confirming, the next login got %d messages again", len(msgs))
 	}
 }
