@@ -49,6 +49,12 @@ type Account struct {
 	Created     time.Time
 	LastLogin   time.Time // zero when it never logged in
 	Credentials Credentials
+	// Pending holds the keys of a password texted on request and not yet
+	// used to log in (SPEC.md "HTTP"): until it is, Credentials keep
+	// working. Its keys share the salts and iteration counts of
+	// Credentials, so that one SCRAM exchange, whose salt is sent before
+	// the client proves anything, can check both. Zero when none.
+	Pending Credentials
 	// Generation grows by one with every new password, so that sessions
 	// that authenticated with an older password can be told apart.
 	Generation int64
@@ -63,8 +69,9 @@ type Accounts interface {
 	// Account returns the stored account for n, or ErrNotFound.
 	Account(ctx context.Context, n Number) (Account, error)
 	// SetCredentials replaces the credentials of n, creating the account in
-	// state unclaimed when it does not exist, and increments its Generation.
-	// It reports whether the account was created.
+	// state unclaimed when it does not exist, drops its pending password,
+	// and increments its Generation. It reports whether the account was
+	// created.
 	SetCredentials(ctx context.Context, n Number, c Credentials) (created bool, err error)
 	// RecordLogin marks a successful login at t: the state becomes active
 	// and LastLogin is set. ErrNotFound if there is no account.

@@ -66,6 +66,14 @@ type CredentialSource interface {
 	Account(ctx context.Context, n Number) (Account, error)
 }
 
+// PromoteFunc makes the pending password of n, whose keys are pending
+// (Account.Pending), its current one, because it was just used to log in
+// (SPEC.md "HTTP"): from then on only it works, and the sessions that
+// logged in with an older password are to be closed. It returns the
+// account's Generation from then on. ErrNotFound: those keys are neither
+// pending nor current any more (a newer password replaced them).
+type PromoteFunc func(ctx context.Context, n Number, pending Credentials) (generation int64, err error)
+
 // SASL is the server side of SASL authentication (RFC 4422) for XMPP,
 // working only from stored SCRAM keys: SCRAM-SHA-256, SCRAM-SHA-1 (RFC 5802,
 // RFC 7677) and PLAIN (RFC 4616) on TLS. Unknown users fail exactly like
@@ -82,6 +90,9 @@ type SASL struct {
 	// Domain, when set, lets a client give its authorization identity as
 	// the bare JID number@Domain (RFC 6120 §6.3.8); empty refuses JID forms.
 	Domain string
+	// Promote is called when a login used the account's pending password;
+	// nil: pending passwords do not log in.
+	Promote PromoteFunc
 
 	// Test hooks; nil in production.
 	newNonce  func() (string, error)
@@ -174,7 +185,9 @@ type Exchange struct {
 
 	// SCRAM state between client-first and client-final.
 	keys            ScramKeys
-	known           bool // keys are a stored account's, not fake
+	known           bool        // keys are a stored account's, not fake
+	pendingKeys     ScramKeys   // of the pending password, same salt as keys; zero: none
+	pending         Credentials // the pending password's credentials, for Promote
 	gen             int64
 	gs2Header       string
 	clientFirstBare string
@@ -223,7 +236,7 @@ func (e *Exchange) Next(ctx context.Context, response []byte) (challenge []byte,
 			return nil, false, e.fail(ConditionMalformedRequest, "empty response", nil)
 		}
 	case stateAwaitFinal:
-		return e.scramFinal(response)
+		return e.scramFinal(ctx, response)
 	default:
 		return nil, false, &Failure{Condition: ConditionMalformedRequest, Text: exchangeOverText}
 	}
@@ -378,16 +391,26 @@ func (e *Exchange) plain(ctx context.Context, msg []byte) ([]byte, bool, error) 
 	if f != nil {
 		return nil, false, f
 	}
-	creds := acct.Credentials
-	known := ok && usableKeys(creds.SHA256, sha256.Size)
+	known := ok && usableKeys(acct.Credentials.SHA256, sha256.Size)
+	checked := acct
 	if !known {
 		// Do the same PBKDF2 work as for a stored account.
-		creds = Credentials{SHA256: e.fakeKeys(sha256.Size)}
+		checked = Account{Credentials: Credentials{SHA256: e.fakeKeys(sha256.Size)}}
 	}
-	if !creds.VerifyPassword(string(parts[2])) || !known {
+	if e.s.Promote == nil {
+		checked.Pending = Credentials{}
+	}
+	match := checked.MatchPassword(string(parts[2]))
+	if match == NoMatch || !known {
 		return nil, false, e.failCounted(ConditionNotAuthorized, notAuthorizedText)
 	}
 	e.gen = acct.Generation
+	if match == PendingPassword {
+		e.pending = acct.Pending
+		if f := e.promote(ctx); f != nil {
+			return nil, false, f
+		}
+	}
 	e.succeed()
 	return nil, true, nil
 }
@@ -419,6 +442,15 @@ func (e *Exchange) scramFirst(ctx context.Context, msg []byte) ([]byte, bool, er
 		}
 		e.known = usableKeys(e.keys, size)
 		e.gen = acct.Generation
+		pending := acct.Pending.SHA256
+		if e.mech == MechanismSCRAMSHA1 {
+			pending = acct.Pending.SHA1
+		}
+		// The salt is sent before the client proves anything, so only a
+		// pending password salted alike can be checked in this exchange.
+		if e.known && e.s.Promote != nil && usableKeys(pending, size) && sameDerivation(pending, e.keys) {
+			e.pendingKeys, e.pending = pending, acct.Pending
+		}
 	}
 	if !e.known {
 		e.keys = e.fakeKeys(size)
@@ -516,7 +548,7 @@ func (e *Exchange) parseClientFirst(msg []byte) (clientFirst, *Failure) {
 
 // scramFinal handles client-final-message and answers server-final-message
 // (RFC 5802 §5.1, §7).
-func (e *Exchange) scramFinal(msg []byte) ([]byte, bool, error) {
+func (e *Exchange) scramFinal(ctx context.Context, msg []byte) ([]byte, bool, error) {
 	if len(msg) > maxSASLMessage {
 		return nil, false, e.failCounted(ConditionMalformedRequest, malformedText)
 	}
@@ -557,17 +589,52 @@ func (e *Exchange) scramFinal(msg []byte) ([]byte, bool, error) {
 	withoutProof := s[:len(s)-len(last)-1]
 	authMessage := []byte(e.clientFirstBare + "," + e.serverFirst + "," + withoutProof)
 
-	// ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage); the proof
-	// is right when H(ClientKey) is the StoredKey.
-	clientKey := hmacSum(e.h, e.keys.StoredKey, authMessage)
-	subtle.XORBytes(clientKey, clientKey, proof)
-	match := subtle.ConstantTimeCompare(storedKey(e.h, clientKey), e.keys.StoredKey) == 1
-	if !match || !e.known {
+	keys := e.keys
+	current := e.proves(e.keys, authMessage, proof)
+	// Both checks always run, so that the time taken does not tell
+	// whether a password was requested for the number.
+	other := e.pendingKeys
+	if other.StoredKey == nil {
+		other = e.keys
+	}
+	pending := e.proves(other, authMessage, proof) && e.pendingKeys.StoredKey != nil
+	if !current && !pending || !e.known {
 		return nil, false, e.failCounted(ConditionNotAuthorized, notAuthorizedText)
 	}
-	serverSignature := hmacSum(e.h, e.keys.ServerKey, authMessage)
+	if !current {
+		keys = e.pendingKeys
+		if f := e.promote(ctx); f != nil {
+			return nil, false, f
+		}
+	}
+	serverSignature := hmacSum(e.h, keys.ServerKey, authMessage)
 	e.succeed()
 	return []byte("v=" + base64.StdEncoding.EncodeToString(serverSignature)), true, nil
+}
+
+// proves reports whether proof is the client proof of the password whose
+// keys are k: ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage), and
+// H(ClientKey) must be the StoredKey.
+func (e *Exchange) proves(k ScramKeys, authMessage, proof []byte) bool {
+	clientKey := hmacSum(e.h, k.StoredKey, authMessage)
+	subtle.XORBytes(clientKey, clientKey, proof)
+	return subtle.ConstantTimeCompare(storedKey(e.h, clientKey), k.StoredKey) == 1
+}
+
+// promote makes the pending password that just proved itself the current
+// one, and the exchange takes the generation that follows; a password
+// replaced meanwhile fails like a wrong one.
+func (e *Exchange) promote(ctx context.Context) *Failure {
+	gen, err := e.s.Promote(ctx, e.user, e.pending)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return e.failCounted(ConditionNotAuthorized, notAuthorizedText)
+	case err != nil:
+		return e.fail(ConditionTemporaryAuthFailure, unavailableText,
+			fmt.Errorf("auth: making the pending password of %s current: %w", e.user, err))
+	}
+	e.gen = gen
+	return nil
 }
 
 // decodeSaslname undoes the RFC 5802 escaping of ',' (=2C) and '=' (=3D);

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -735,5 +736,68 @@ func TestSASLBindingAndNonceChecked(t *testing.T) {
 				t.Errorf("%s %q: %v, want %s", mech, final, err, tt.cond)
 			}
 		}
+	}
+}
+
+const pendingPassword = "Pd3nd1ngPw"
+
+// TestSASLPendingPassword: until the pending password logs in, the current
+// one keeps working; its first login makes it current through Promote,
+// whose generation the exchange then reports (SPEC.md "HTTP").
+func TestSASLPendingPassword(t *testing.T) {
+	for _, mech := range allMechs {
+		t.Run(mech.Name, func(t *testing.T) {
+			f := newSASLFixture(t, 5)
+			a := f.store.accounts[testUser]
+			var err error
+			if a.Pending, err = NewCredentialsLike(pendingPassword, a.Credentials); err != nil {
+				t.Fatal(err)
+			}
+			f.store.accounts[testUser] = a
+			var promoted []Credentials
+			promote := func(_ context.Context, n Number, c Credentials) (int64, error) {
+				if n != testUser {
+					t.Errorf("promoted %s", n)
+				}
+				promoted = append(promoted, c)
+				return 4, nil
+			}
+
+			// Without Promote, the pending password does not log in.
+			if _, fail := login(t, f.sasl, mech, true, true, string(testUser), pendingPassword, ""); fail == nil || fail.Condition != ConditionNotAuthorized {
+				t.Fatalf("pending password without Promote: %v, want not-authorized", fail)
+			}
+			f.sasl.Promote = promote
+			ex, fail := login(t, f.sasl, mech, true, true, string(testUser), testPassword, "")
+			if fail != nil || ex.Generation() != 3 || len(promoted) != 0 {
+				t.Fatalf("current password: %v, generation %d, promoted %d", fail, ex.Generation(), len(promoted))
+			}
+			ex, fail = login(t, f.sasl, mech, true, true, string(testUser), pendingPassword, "")
+			if fail != nil || ex.Generation() != 4 || ex.Number() != testUser {
+				t.Fatalf("pending password: %v, generation %d", fail, ex.Generation())
+			}
+			if len(promoted) != 1 || !reflect.DeepEqual(promoted[0], a.Pending) {
+				t.Fatalf("promoted %+v, want the pending credentials", promoted)
+			}
+
+			// Replaced meanwhile: a failed login, counted.
+			f.sasl.Promote = func(context.Context, Number, Credentials) (int64, error) { return 0, ErrNotFound }
+			if _, fail := login(t, f.sasl, mech, true, true, string(testUser), pendingPassword, ""); fail == nil || fail.Condition != ConditionNotAuthorized {
+				t.Fatalf("a replaced pending password: %v, want not-authorized", fail)
+			}
+			if f.sasl.Lockout.Locked(testUser) != 0 {
+				t.Fatal("locked after one failure")
+			}
+			// The store failing: try again later.
+			f.sasl.Promote = func(context.Context, Number, Credentials) (int64, error) { return 0, errors.New("db down") }
+			if _, fail := login(t, f.sasl, mech, true, true, string(testUser), pendingPassword, ""); fail == nil || fail.Condition != ConditionTemporaryAuthFailure {
+				t.Fatalf("promotion failing: %v, want temporary-auth-failure", fail)
+			}
+			// Wrong passwords still fail.
+			f.sasl.Promote = promote
+			if _, fail := login(t, f.sasl, mech, true, true, string(testUser), "wrong", ""); fail == nil || fail.Condition != ConditionNotAuthorized {
+				t.Fatalf("wrong password: %v", fail)
+			}
+		})
 	}
 }

@@ -1,12 +1,14 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash"
 )
@@ -46,16 +48,66 @@ func NewCredentials(password string) (Credentials, error) {
 	return c, nil
 }
 
+// NewCredentialsLike derives the keys of password with the salts and
+// iteration counts of like, which must be Usable: the keys of a pending
+// password (Account.Pending) of the account whose credentials are like.
+func NewCredentialsLike(password string, like Credentials) (Credentials, error) {
+	if !like.Usable() {
+		return Credentials{}, errors.New("auth: no usable credentials to derive a pending password alike")
+	}
+	return Credentials{
+		SHA1:   deriveKeys(sha1.New, []byte(password), like.SHA1.Salt, like.SHA1.Iterations),
+		SHA256: deriveKeys(sha256.New, []byte(password), like.SHA256.Salt, like.SHA256.Iterations),
+	}, nil
+}
+
+// Usable reports whether c has keys for every SCRAM mechanism offered.
+func (c Credentials) Usable() bool {
+	return usableKeys(c.SHA1, sha1.Size) && usableKeys(c.SHA256, sha256.Size)
+}
+
 // VerifyPassword reports whether password matches the SHA-256 keys, for
 // SASL PLAIN. The comparison is constant-time.
 func (c Credentials) VerifyPassword(password string) bool {
-	k := c.SHA256
-	if !usableKeys(k, sha256.Size) {
-		return false
+	return Account{Credentials: c}.MatchPassword(password) == CurrentPassword
+}
+
+// PasswordMatch says which of an account's passwords a password is.
+type PasswordMatch int
+
+// The answers of MatchPassword.
+const (
+	NoMatch         PasswordMatch = iota
+	CurrentPassword               // Account.Credentials
+	PendingPassword               // Account.Pending, not yet used
+)
+
+// MatchPassword tells whether password is the account's current password,
+// its pending one, or neither, by the SHA-256 keys (SASL PLAIN, the web
+// login). A pending password counts only with the salt and iteration
+// count of the current one, as the store keeps it, so that one key
+// derivation serves both; the comparisons are constant-time.
+func (a Account) MatchPassword(password string) PasswordMatch {
+	cur, pending := a.Credentials.SHA256, a.Pending.SHA256
+	if !usableKeys(cur, sha256.Size) {
+		return NoMatch
 	}
-	salted := hi(sha256.New, []byte(password), k.Salt, k.Iterations)
+	salted := hi(sha256.New, []byte(password), cur.Salt, cur.Iterations)
 	stored := storedKey(sha256.New, hmacSum(sha256.New, salted, clientKeyLabel))
-	return subtle.ConstantTimeCompare(stored, k.StoredKey) == 1
+	switch {
+	case subtle.ConstantTimeCompare(stored, cur.StoredKey) == 1:
+		return CurrentPassword
+	case sameDerivation(pending, cur) && usableKeys(pending, sha256.Size) &&
+		subtle.ConstantTimeCompare(stored, pending.StoredKey) == 1:
+		return PendingPassword
+	}
+	return NoMatch
+}
+
+// sameDerivation reports whether a and b were derived with the same salt
+// and iteration count, so that one salted password checks both.
+func sameDerivation(a, b ScramKeys) bool {
+	return a.Iterations == b.Iterations && bytes.Equal(a.Salt, b.Salt)
 }
 
 // usableKeys reports whether k can take part in an exchange at all.

@@ -97,3 +97,43 @@ func TestDeriveKeysRFC7677(t *testing.T) {
 		t.Errorf("server signature %s", got)
 	}
 }
+
+// A pending password is derived with the salts and iteration counts of the
+// current one, and MatchPassword tells the two apart.
+func TestMatchPasswordPending(t *testing.T) {
+	cur, err := NewCredentials("current1234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, err := NewCredentialsLike("pending1234", cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []struct{ a, b ScramKeys }{{cur.SHA1, pending.SHA1}, {cur.SHA256, pending.SHA256}} {
+		if !sameDerivation(k.a, k.b) || bytes.Equal(k.a.StoredKey, k.b.StoredKey) {
+			t.Fatalf("pending keys %+v not derived alike from %+v", k.b, k.a)
+		}
+	}
+	if !pending.Usable() || !cur.Usable() || (Credentials{}).Usable() {
+		t.Fatal("Usable")
+	}
+	a := Account{Credentials: cur, Pending: pending}
+	for pw, want := range map[string]PasswordMatch{
+		"current1234": CurrentPassword, "pending1234": PendingPassword, "other": NoMatch, "": NoMatch,
+	} {
+		if got := a.MatchPassword(pw); got != want {
+			t.Errorf("MatchPassword(%q) = %v, want %v", pw, got, want)
+		}
+	}
+	if (Account{Credentials: cur}).MatchPassword("pending1234") != NoMatch {
+		t.Error("a pending password matched an account without one")
+	}
+	// Salted otherwise, a pending password is never checked.
+	fresh, _ := NewCredentials("pending1234")
+	if (Account{Credentials: cur, Pending: fresh}).MatchPassword("pending1234") != NoMatch {
+		t.Error("a pending password with its own salt matched")
+	}
+	if _, err := NewCredentialsLike("x", Credentials{}); err == nil {
+		t.Error("NewCredentialsLike of unusable credentials")
+	}
+}

@@ -39,7 +39,8 @@ type Kept struct {
 	ID int64
 	// Warning, when not nil, is a stanza.Error sent back to the sender
 	// although the message was stored (e.g. policy-violation: no SMS was
-	// sent).
+	// sent), or, with ID 0, instead of storing it (policy-violation: the
+	// sender wrote to too many new numbers today).
 	Warning error
 }
 

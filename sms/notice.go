@@ -23,6 +23,10 @@ type Notice struct {
 	// unclaimed account: it carries the account's new password, and may
 	// take two segments.
 	Password string
+	// LoginHint, without Password, makes this the first notice to an
+	// unclaimed account whose password was handed out already: it says
+	// how to log in, without a password.
+	LoginHint bool
 	// Folded makes the notice count Count messages instead of quoting one.
 	Folded bool
 	// Count is the number of messages of a folded notice (at least 1).
@@ -50,8 +54,11 @@ const previewScan = 2 * gsm7Single
 // dropped, since the preview is quoted on one line.
 func NoticeText(n Notice) string {
 	tail := "."
-	if n.Password != "" {
+	switch {
+	case n.Password != "":
 		tail = ". Log in with your phone number and password " + n.Password + "."
+	case n.LoginHint:
+		tail = ". Log in with your phone number and password."
 	}
 	if n.Folded {
 		count := max(n.Count, 1)

@@ -30,9 +30,13 @@ type NoticeWindow struct {
 type Receiver struct {
 	Exists  bool // false: a latent number, which a message makes unclaimed
 	Claimed bool // it has logged in once (active)
-	// PasswordNoticed: a notice already carried a password to this
-	// unclaimed account, so later ones carry none.
-	PasswordNoticed bool
+	// FirstNoticed: the first notice to this unclaimed account went out
+	// (with a password, or saying how to log in); later ones are plain.
+	FirstNoticed bool
+	// PasswordDelivered: a password of the account was given to someone
+	// (texted, printed by xmppctl), so no notice replaces it (SPEC.md
+	// "SMS texts").
+	PasswordDelivered bool
 }
 
 // NoticeStore is what Notices needs from the store. Implemented by package
@@ -58,7 +62,9 @@ type NoticeStore interface {
 	// NoticedNumbers returns the distinct never-claimed numbers that
 	// sender caused notices to after since.
 	NoticedNumbers(ctx context.Context, sender string, since time.Time) ([]string, error)
-	// PruneNoticedNumbers forgets what was noticed before before.
+	// PruneNoticedNumbers forgets what the new-numbers caps (of notices,
+	// NoticePlan.CountFor, and of stored messages, NoticePlan.NewNumber)
+	// counted before before.
 	PruneNoticedNumbers(ctx context.Context, before time.Time) error
 }
 
@@ -77,6 +83,22 @@ var (
 	ErrNoSMS = errors.New("the number is a landline and cannot receive SMS")
 )
 
+// ErrTooManyNewNumbers is returned by a NoticeWrite (and so by Notify)
+// that did not store the message: its sender (or domain) left messages for
+// XMPPD_NEW_NUMBERS_PER_SENDER_DAY other never-logged-in numbers already.
+var ErrTooManyNewNumbers = errors.New("sms: too many never-used numbers written to by this sender today")
+
+// NewNumberCap is XMPPD_NEW_NUMBERS_PER_SENDER_DAY as the store applies
+// it to one message for a number that has never logged in.
+type NewNumberCap struct {
+	// Sender is whom the cap counts (Incoming.Counter).
+	Sender string
+	// Limit is how many other such numbers Sender may have left messages
+	// for since Since; the store counts and refuses in one transaction.
+	Limit int
+	Since time.Time
+}
+
 // NoticePlan is what storing one message for an offline receiver writes
 // besides the message, in the message's transaction (a crash leaves both
 // or neither).
@@ -89,11 +111,15 @@ type NoticePlan struct {
 	// Credentials. The store returns ErrStale if it exists by now.
 	Create bool
 	// Credentials, without Create, replace those of the unclaimed account
-	// (its first notice carries the new password); the store returns
-	// ErrStale when the account is no longer unclaimed.
+	// (its first notice carries the new password) and drop any pending
+	// one; the store returns ErrStale when the account is no longer
+	// unclaimed.
 	Credentials *auth.Credentials
-	// PasswordNoticed marks the account as having had a password notice.
-	PasswordNoticed bool
+	// FirstNotice marks the account as having had its first notice.
+	FirstNotice bool
+	// PasswordDelivered marks the account's password as delivered: this
+	// notice carries it.
+	PasswordDelivered bool
 	// SMS are the notices to queue (a folded notice of an overdue window,
 	// then this message's).
 	SMS []Pending
@@ -104,6 +130,10 @@ type NoticePlan struct {
 	// CountFor, when set, is the sender key (XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY)
 	// whose never-claimed numbers the receiver now counts among.
 	CountFor string
+	// NewNumber, when set, is the cap on the numbers that have never
+	// logged in that the sender leaves messages for: the store counts the
+	// receiver, or refuses with ErrTooManyNewNumbers and writes nothing.
+	NewNumber *NewNumberCap
 }
 
 // NoticeWrite stores the message together with plan in one transaction.
@@ -115,8 +145,8 @@ type Incoming struct {
 	// Sender is who the notice names: a local sender's canonical number,
 	// else the sender's bare address.
 	Sender string
-	// Counter is whom the new-numbers cap counts: a local sender's
-	// number, or the remote domain the message came from.
+	// Counter is whom the new-numbers caps count: a local sender's
+	// number, or the registrable domain of the remote sender.
 	Counter string
 	// Body is the message text, for the preview.
 	Body string
@@ -155,6 +185,11 @@ type Notices struct {
 	// NewNumbersPerSenderDay caps the distinct never-claimed numbers one
 	// sender causes notices to in 24 hours.
 	NewNumbersPerSenderDay int
+	// StoredNewNumbersPerSenderDay caps the distinct never-logged-in
+	// numbers one sender leaves messages for in 24 hours: beyond it
+	// messages are not stored (XMPPD_NEW_NUMBERS_PER_SENDER_DAY; 0: no
+	// limit).
+	StoredNewNumbersPerSenderDay int
 	// PasswordLength of the passwords; 0: DefaultPasswordLength.
 	PasswordLength int
 	// IsOnline reports whether the receiver has a session: then it gets no
@@ -221,8 +256,9 @@ func (n *Notices) lock(keys ...string) func() {
 
 // Notify decides what storing in means for notices and has write store
 // the message with that plan in one transaction. The message is stored
-// whatever the result (unless write fails): a refused notice is reported
-// in NoticeResult.Refused, not as an error.
+// whatever the result (unless write fails, ErrTooManyNewNumbers
+// included): a refused notice is reported in NoticeResult.Refused, not as
+// an error.
 func (n *Notices) Notify(ctx context.Context, in Incoming, write NoticeWrite) (NoticeResult, error) {
 	n.init()
 	unlock := n.lock("to "+string(in.To), "from "+in.Counter)
@@ -256,6 +292,9 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 	rc, err := n.Store.NoticeReceiver(ctx, in.To)
 	if err != nil {
 		return p, res, fmt.Errorf("sms: notice to %s: %w", in.To, err)
+	}
+	if !rc.Claimed && n.StoredNewNumbersPerSenderDay > 0 && in.Counter != "" {
+		p.NewNumber = &NewNumberCap{Sender: in.Counter, Limit: n.StoredNewNumbersPerSenderDay, Since: now.Add(-day)}
 	}
 	password := ""
 	if !rc.Exists {
@@ -324,17 +363,25 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 	if n.PerDay > 0 && sentToday >= n.PerDay {
 		return p, res, nil // capped: no notice, and no window to fold into
 	}
-	if !rc.Claimed && !rc.PasswordNoticed {
+	loginHint := false
+	switch {
+	case rc.Claimed || rc.FirstNoticed:
+		password = "" // plain
+	case rc.PasswordDelivered:
+		// Someone has the password already (texted, printed by xmppctl):
+		// replacing it would lock them out.
+		password, loginHint = "", true
+		p.FirstNotice = true
+	default:
 		if password == "" {
 			if password, p.Credentials, err = n.newPassword(); err != nil {
 				return p, res, err
 			}
 		}
-		p.PasswordNoticed = true
-	} else {
-		password = ""
+		p.FirstNotice, p.PasswordDelivered = true, true
 	}
-	text := NoticeText(Notice{Domain: n.Domain, Sender: in.Sender, Body: in.Body, Preview: n.Preview, Password: password})
+	text := NoticeText(Notice{Domain: n.Domain, Sender: in.Sender, Body: in.Body, Preview: n.Preview,
+		Password: password, LoginHint: loginHint})
 	var key []byte
 	if password != "" {
 		key = n.Key

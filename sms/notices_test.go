@@ -21,12 +21,14 @@ type memNoticeStore struct {
 	outbox   []Pending
 	log      map[string][]time.Time // notices queued per number
 	noticed  map[string]map[string]time.Time
+	written  map[string]map[string]time.Time // NoticePlan.NewNumber
 	messages map[auth.Number]int
 }
 
 func newMemNoticeStore() *memNoticeStore {
 	return &memNoticeStore{accounts: map[auth.Number]*Receiver{}, windows: map[string]NoticeWindow{},
-		log: map[string][]time.Time{}, noticed: map[string]map[string]time.Time{}, messages: map[auth.Number]int{}}
+		log: map[string][]time.Time{}, noticed: map[string]map[string]time.Time{},
+		written: map[string]map[string]time.Time{}, messages: map[auth.Number]int{}}
 }
 
 func (s *memNoticeStore) NoticeReceiver(_ context.Context, n auth.Number) (Receiver, error) {
@@ -117,6 +119,21 @@ func (s *memNoticeStore) PruneNoticedNumbers(context.Context, time.Time) error {
 func (s *memNoticeStore) write(_ context.Context, p NoticePlan) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if c := p.NewNumber; c != nil {
+		others := 0
+		for n, t := range s.written[c.Sender] {
+			if n != string(p.To) && t.After(c.Since) {
+				others++
+			}
+		}
+		if c.Limit > 0 && others >= c.Limit {
+			return ErrTooManyNewNumbers
+		}
+		if s.written[c.Sender] == nil {
+			s.written[c.Sender] = map[string]time.Time{}
+		}
+		s.written[c.Sender][string(p.To)] = p.At
+	}
 	r, ok := s.accounts[p.To]
 	switch {
 	case p.Create:
@@ -128,9 +145,8 @@ func (s *memNoticeStore) write(_ context.Context, p NoticePlan) error {
 	case p.Credentials != nil && (!ok || r.Claimed):
 		return ErrStale
 	}
-	if p.PasswordNoticed {
-		r.PasswordNoticed = true
-	}
+	r.FirstNoticed = r.FirstNoticed || p.FirstNotice
+	r.PasswordDelivered = r.PasswordDelivered || p.PasswordDelivered
 	s.messages[p.To]++
 	for _, m := range p.SMS {
 		s.enqueue(m)
@@ -248,7 +264,7 @@ func TestNoticeFirstMessageToLatentNumber(t *testing.T) {
 	if p := e.store.outbox[0]; !p.Sealed || p.Purpose != PurposeNotice || p.Voice {
 		t.Errorf("the password notice %+v: want sealed, purpose notice", p)
 	}
-	if r := e.store.accounts[bob]; r == nil || r.Claimed || !r.PasswordNoticed {
+	if r := e.store.accounts[bob]; r == nil || r.Claimed || !r.FirstNoticed || !r.PasswordDelivered {
 		t.Errorf("account %+v", r)
 	}
 	if e.wakes != 1 {
@@ -494,5 +510,75 @@ func TestNoticesRunClosesWindows(t *testing.T) {
 			t.Fatalf("Run did not close the window: %q", e.store.texts(t, string(bob)))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A password handed out already (texted, printed by xmppctl) is never
+// replaced: the first notice says how to log in instead, without one, and
+// later ones are plain (SPEC.md "SMS texts").
+func TestNoticeKeepsDeliveredPassword(t *testing.T) {
+	for _, preview := range []bool{true, false} {
+		e := newNoticeEnv(t)
+		e.store.accounts[bob] = &Receiver{Exists: true, PasswordDelivered: true}
+		e.n.Window, e.n.Preview = 0, preview
+		var plans []NoticePlan
+		write := func(ctx context.Context, p NoticePlan) error {
+			plans = append(plans, p)
+			return e.store.write(ctx, p)
+		}
+		for range 2 {
+			if _, err := e.n.Notify(context.Background(), Incoming{To: bob, Sender: alice, Counter: alice, Body: "hi"}, write); err != nil {
+				t.Fatal(err)
+			}
+		}
+		first := `New message from +821011110000 on example.org: "hi". Log in with your phone number and password.`
+		later := `New message from +821011110000 on example.org: "hi".`
+		if !preview {
+			first = `New message from +821011110000 on example.org. Log in with your phone number and password.`
+			later = `New message from +821011110000 on example.org.`
+		}
+		wantTexts(t, e.store.texts(t, string(bob)), first, later)
+		for i, p := range plans {
+			if p.Credentials != nil || p.PasswordDelivered || p.FirstNotice != (i == 0) {
+				t.Errorf("plan %d %+v: want no credentials, first notice marked only once", i, p)
+			}
+		}
+		if e.store.outbox[0].Sealed {
+			t.Error("a notice without a password is sealed")
+		}
+	}
+}
+
+// XMPPD_NEW_NUMBERS_PER_SENDER_DAY: a sender leaves messages for at most
+// so many never-logged-in numbers a day; beyond, nothing is stored (the
+// store refuses the plan), and numbers over the notice cap count too.
+func TestNoticeStoredNewNumbersCap(t *testing.T) {
+	e := newNoticeEnv(t)
+	e.n.NewNumbersPerSenderDay, e.n.StoredNewNumbersPerSenderDay = 1, 2
+	n1, n2, n3 := auth.Number("+821040000001"), auth.Number("+821040000002"), auth.Number("+821040000003")
+	if res := e.send(t, alice, n1, "x"); !res.Notified {
+		t.Fatalf("first new number %+v", res)
+	}
+	if res := e.send(t, alice, n2, "x"); !errors.Is(res.Refused, ErrNewNumbersCap) || e.store.messages[n2] != 1 {
+		t.Fatalf("second new number, over the notice cap: %+v", res)
+	}
+	_, err := e.n.Notify(context.Background(), Incoming{To: n3, Sender: alice, Counter: alice, Body: "x"}, e.store.write)
+	if !errors.Is(err, ErrTooManyNewNumbers) {
+		t.Fatalf("third new number: %v, want ErrTooManyNewNumbers", err)
+	}
+	if e.store.messages[n3] != 0 || e.store.accounts[n3] != nil || len(e.store.texts(t, string(n3))) != 0 {
+		t.Fatal("something was written for the number over the cap")
+	}
+	e.send(t, alice, n1, "again") // not a new number
+	e.active(bob)                 // has logged in: no new number
+	if res := e.send(t, alice, bob, "x"); !res.Notified {
+		t.Errorf("active receiver %+v", res)
+	}
+	if res := e.send(t, "+821055550000", n3, "x"); !res.Notified {
+		t.Errorf("another sender %+v", res)
+	}
+	e.clock.add(day + time.Second)
+	if _, err := e.n.Notify(context.Background(), Incoming{To: "+821040000004", Sender: alice, Counter: alice, Body: "x"}, e.store.write); err != nil {
+		t.Errorf("a day later: %v", err)
 	}
 }

@@ -25,19 +25,26 @@ type PasswordStore interface {
 	// Account returns the stored account for n, or auth.ErrNotFound.
 	Account(ctx context.Context, n auth.Number) (auth.Account, error)
 	// IssuePassword does in one transaction: set the credentials of n
-	// (creating the account unclaimed when absent; generation+1), set
-	// its touched time to now when it is unclaimed, and enqueue p with its
-	// log row. It reports whether the account was created.
+	// (creating the account unclaimed when absent; generation+1; any
+	// pending password dropped), mark its password delivered, set its
+	// touched time to now when it is unclaimed, and enqueue p with its log
+	// row. It reports whether the account was created.
 	IssuePassword(ctx context.Context, n auth.Number, c auth.Credentials, p Pending) (created bool, err error)
+	// IssuePendingPassword does in one transaction, if n is still at
+	// generation (else ErrStale): make pending its pending password (the
+	// current one stays), mark its password delivered, set its touched
+	// time to now when it is unclaimed, and enqueue p with its log row.
+	IssuePendingPassword(ctx context.Context, n auth.Number, generation int64, pending auth.Credentials, p Pending) error
 	// QueuedTimes returns when SMS of purpose were queued for to since
 	// the given time, oldest first.
 	QueuedTimes(ctx context.Context, to, purpose string, since time.Time) ([]time.Time, error)
 }
 
 // Passwords texts passwords (SPEC.md "Accounts", "HTTP"): Request for the
-// API and the home page, with the limits; Issue for xmppctl, without them.
-// Set the fields before first use; a zero limit is no limit. It is safe for
-// concurrent use.
+// API and the home page, with the limits, as a pending password that does
+// not lock the owner out; Issue for xmppctl, without them, replacing the
+// password at once. Set the fields before first use; a zero limit is no
+// limit. It is safe for concurrent use.
 type Passwords struct {
 	Domain string             // the XMPP domain, named in the SMS
 	Parser *auth.NumberParser // reads the number of a Request
@@ -57,8 +64,9 @@ type Passwords struct {
 	// Recycle starts an account afresh for a new owner of the number: the
 	// contacts' subscriptions cancelled, everything stored removed.
 	Recycle func(ctx context.Context, n auth.Number) error
-	// OnIssued is called after a new password was stored (the daemon
-	// closes the account's sessions); nil: nothing.
+	// OnIssued is called after a new password replaced the account's
+	// password at once (the daemon closes the account's sessions); not
+	// for a pending one. Nil: nothing.
 	OnIssued func(ctx context.Context, n auth.Number)
 	// Wake nudges the sending worker after an SMS was queued; nil: nothing.
 	Wake func()
@@ -101,8 +109,11 @@ func (p *Passwords) log() *slog.Logger {
 }
 
 // Request texts a fresh password to the number phone (any accepted form),
-// asked for from the client address ip, and makes the previous one invalid.
-// An invalid number is an error that matches auth.ErrInvalidNumber (and
+// asked for from the client address ip. The password of an existing
+// account stays valid until the fresh one first logs in (SPEC.md "HTTP"):
+// the fresh one is pending, and replaces any pending before it. A new
+// account, or one recycled, gets the fresh password at once. An invalid
+// number is an error that matches auth.ErrInvalidNumber (and
 // auth.ErrCannotReceiveSMS for numbers that take no SMS); a request over a
 // limit is a *ThrottledError. Every request for a valid number counts
 // towards the per-IP limit, whatever becomes of it (except that a request
@@ -136,15 +147,40 @@ func (p *Passwords) Request(ctx context.Context, phone, ip string) error {
 	if ok, wait := p.prefixes.take(prefix, now); !ok {
 		return p.refuse(ctx, n, ip, ReasonPerPrefix, wait)
 	}
-	if err := p.recycle(ctx, n, now); err != nil {
-		p.prefixes.undo(prefix, now)
-		return err
-	}
-	if _, err := p.issue(ctx, n, now); err != nil {
+	if err := p.request(ctx, n, now); err != nil {
 		p.prefixes.undo(prefix, now)
 		return err
 	}
 	return nil
+}
+
+// request gives n its fresh password, past the limits: pending beside the
+// current one of an account, unless the account was just recycled.
+func (p *Passwords) request(ctx context.Context, n auth.Number, now time.Time) error {
+	for attempt := 0; ; attempt++ {
+		a, err := p.Store.Account(ctx, n)
+		found := err == nil
+		if err != nil && !errors.Is(err, auth.ErrNotFound) {
+			return fmt.Errorf("sms: account %s: %w", n, err)
+		}
+		if found && p.recyclable(a, now) {
+			if err := p.Recycle(ctx, n); err != nil {
+				return fmt.Errorf("sms: recycling %s: %w", n, err)
+			}
+			p.log().LogAttrs(ctx, slog.LevelInfo, "account recycled for a password request",
+				slog.String("number", string(n)), slog.Time("last_login", a.LastLogin), slog.Time("created", a.Created))
+			found = false // starts afresh: the new password replaces the old at once
+		}
+		if !found || !a.Credentials.Usable() {
+			_, err := p.issue(ctx, n, now)
+			return err
+		}
+		err = p.issuePending(ctx, a, now)
+		if errors.Is(err, ErrStale) && attempt < 3 {
+			continue // the password changed meanwhile: derive alike the new one
+		}
+		return err
+	}
 }
 
 // Issue gives n a fresh password and queues the SMS that texts it, without
@@ -155,30 +191,13 @@ func (p *Passwords) Issue(ctx context.Context, n auth.Number) (password string, 
 }
 
 func (p *Passwords) issue(ctx context.Context, n auth.Number, now time.Time) (string, error) {
-	length := p.Length
-	if length == 0 {
-		length = DefaultPasswordLength
-	}
-	password, err := auth.GeneratePassword(length)
+	password, m, err := p.newPassword(n, now)
 	if err != nil {
 		return "", err
 	}
 	creds, err := auth.NewCredentials(password)
 	if err != nil {
 		return "", err
-	}
-	body, err := Seal(p.Key, []byte(PasswordText(p.Domain, password)))
-	if err != nil {
-		return "", err
-	}
-	m := Pending{
-		ID:          rand.Text(),
-		To:          string(n),
-		Purpose:     PurposePassword,
-		Body:        body,
-		Sealed:      true,
-		Created:     now,
-		NextAttempt: now,
 	}
 	if _, err := p.Store.IssuePassword(ctx, n, creds, m); err != nil {
 		return "", fmt.Errorf("sms: new password for %s: %w", n, err)
@@ -192,32 +211,63 @@ func (p *Passwords) issue(ctx context.Context, n auth.Number, now time.Time) (st
 	return password, nil
 }
 
-// recycle starts n's account afresh when its owner has been away for
-// RecycleAfter: the number may have a new owner (SPEC.md "Accounts").
-func (p *Passwords) recycle(ctx context.Context, n auth.Number, now time.Time) error {
-	if p.RecycleAfter <= 0 || p.Recycle == nil {
-		return nil
-	}
-	a, err := p.Store.Account(ctx, n)
-	if errors.Is(err, auth.ErrNotFound) {
-		return nil
-	}
+// issuePending texts a.Number a fresh password, pending beside the current
+// one; ErrStale when a's credentials changed meanwhile.
+func (p *Passwords) issuePending(ctx context.Context, a auth.Account, now time.Time) error {
+	password, m, err := p.newPassword(a.Number, now)
 	if err != nil {
-		return fmt.Errorf("sms: account %s: %w", n, err)
+		return err
+	}
+	pending, err := auth.NewCredentialsLike(password, a.Credentials)
+	if err != nil {
+		return err
+	}
+	if err := p.Store.IssuePendingPassword(ctx, a.Number, a.Generation, pending, m); err != nil {
+		return fmt.Errorf("sms: new password for %s: %w", a.Number, err)
+	}
+	if p.Wake != nil {
+		p.Wake()
+	}
+	return nil
+}
+
+// newPassword makes a password for n and its SMS, sealed.
+func (p *Passwords) newPassword(n auth.Number, now time.Time) (string, Pending, error) {
+	length := p.Length
+	if length == 0 {
+		length = DefaultPasswordLength
+	}
+	password, err := auth.GeneratePassword(length)
+	if err != nil {
+		return "", Pending{}, err
+	}
+	body, err := Seal(p.Key, []byte(PasswordText(p.Domain, password)))
+	if err != nil {
+		return "", Pending{}, err
+	}
+	return password, Pending{
+		ID:          rand.Text(),
+		To:          string(n),
+		Purpose:     PurposePassword,
+		Body:        body,
+		Sealed:      true,
+		Created:     now,
+		NextAttempt: now,
+	}, nil
+}
+
+// recyclable reports whether a is to start afresh: its owner has been away
+// for RecycleAfter, and the number may have a new owner (SPEC.md
+// "Accounts").
+func (p *Passwords) recyclable(a auth.Account, now time.Time) bool {
+	if p.RecycleAfter <= 0 || p.Recycle == nil {
+		return false
 	}
 	last := a.LastLogin
 	if last.IsZero() {
 		last = a.Created
 	}
-	if now.Sub(last) <= p.RecycleAfter {
-		return nil
-	}
-	if err := p.Recycle(ctx, n); err != nil {
-		return fmt.Errorf("sms: recycling %s: %w", n, err)
-	}
-	p.log().LogAttrs(ctx, slog.LevelInfo, "account recycled for a password request",
-		slog.String("number", string(n)), slog.Time("last_login", a.LastLogin), slog.Time("created", a.Created))
-	return nil
+	return now.Sub(last) > p.RecycleAfter
 }
 
 // refuse counts and logs a refusal and returns its error.

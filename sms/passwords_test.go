@@ -50,11 +50,27 @@ func (s *memPasswordStore) IssuePassword(_ context.Context, n auth.Number, c aut
 	if !ok {
 		a = auth.Account{Number: n, State: auth.StateUnclaimed, Created: p.Created}
 	}
-	a.Credentials = c
+	a.Credentials, a.Pending = c, auth.Credentials{}
 	a.Generation++
 	s.accounts[n] = a
 	s.outbox = append(s.outbox, p)
 	return !ok, nil
+}
+
+func (s *memPasswordStore) IssuePendingPassword(_ context.Context, n auth.Number, gen int64, c auth.Credentials, p Pending) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return s.fail
+	}
+	a, ok := s.accounts[n]
+	if !ok || a.Generation != gen {
+		return ErrStale
+	}
+	a.Pending = c
+	s.accounts[n] = a
+	s.outbox = append(s.outbox, p)
+	return nil
 }
 
 func (s *memPasswordStore) QueuedTimes(_ context.Context, to, purpose string, since time.Time) ([]time.Time, error) {
@@ -174,6 +190,45 @@ func TestRequestIssues(t *testing.T) {
 	if bytes.Contains(m.Body, []byte("password is")) {
 		t.Fatal("the SMS is stored in the clear")
 	}
+	first := textedPassword(t, m)
+	a, _ := e.store.Account(ctx, "+821012345678")
+	if !a.Credentials.VerifyPassword(first) || a.State != auth.StateUnclaimed {
+		t.Fatalf("the texted password does not log in to %+v", a)
+	}
+	if len(e.issued) != 1 || e.issued[0] != "+821012345678" || e.wakes != 1 || len(e.recycled) != 0 {
+		t.Fatalf("hooks: issued %v, wakes %d, recycled %v", e.issued, e.wakes, e.recycled)
+	}
+
+	// A second, after the interval: a fresh password, pending beside the
+	// first until it logs in; no session is closed.
+	e.clock.add(2 * time.Minute)
+	if err := e.p.Request(ctx, "+82 10-1234-5678", "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	second := textedPassword(t, e.store.sent()[1])
+	a, _ = e.store.Account(ctx, "+821012345678")
+	if a.MatchPassword(first) != auth.CurrentPassword || a.MatchPassword(second) != auth.PendingPassword || a.Generation != 1 {
+		t.Fatalf("after a second request: generation %d, first %v, second %v", a.Generation, a.MatchPassword(first), a.MatchPassword(second))
+	}
+	if len(e.issued) != 1 || e.wakes != 2 {
+		t.Fatalf("hooks after a pending password: issued %v, wakes %d", e.issued, e.wakes)
+	}
+	// A third replaces the second as the pending one.
+	e.clock.add(2 * time.Minute)
+	if err := e.p.Request(ctx, "+821012345678", "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	third := textedPassword(t, e.store.sent()[2])
+	a, _ = e.store.Account(ctx, "+821012345678")
+	if a.MatchPassword(first) != auth.CurrentPassword || a.MatchPassword(second) != auth.NoMatch ||
+		a.MatchPassword(third) != auth.PendingPassword {
+		t.Fatalf("after a third request: first %v, second %v, third %v", a.MatchPassword(first), a.MatchPassword(second), a.MatchPassword(third))
+	}
+}
+
+// textedPassword is the password in the password SMS m.
+func textedPassword(t *testing.T, m Pending) string {
+	t.Helper()
 	plain, err := Open(testKey, m.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -182,23 +237,47 @@ func TestRequestIssues(t *testing.T) {
 	if sub == nil {
 		t.Fatalf("SMS text %q", plain)
 	}
-	a, _ := e.store.Account(ctx, "+821012345678")
-	if !a.Credentials.VerifyPassword(sub[1]) || a.State != auth.StateUnclaimed {
-		t.Fatalf("the texted password does not log in to %+v", a)
-	}
-	if len(e.issued) != 1 || e.issued[0] != "+821012345678" || e.wakes != 1 || len(e.recycled) != 0 {
-		t.Fatalf("hooks: issued %v, wakes %d, recycled %v", e.issued, e.wakes, e.recycled)
-	}
+	return sub[1]
+}
 
-	// A second, after the interval: a fresh password, the old one invalid.
-	e.clock.add(2 * time.Minute)
-	if err := e.p.Request(ctx, "+82 10-1234-5678", "192.0.2.1"); err != nil {
+// A request for an account whose password changed between the read and
+// the write derives the pending password alike the new credentials.
+func TestRequestPendingStale(t *testing.T) {
+	e := newPasswordEnv(t)
+	ctx := context.Background()
+	const n = auth.Number("+821012345678")
+	old, _ := auth.NewCredentials("oldpassword1")
+	e.store.accounts[n] = auth.Account{Number: n, State: auth.StateActive, Created: t0, LastLogin: t0, Credentials: old, Generation: 1}
+	replaced, _ := auth.NewCredentials("newpassword1")
+	e.p.Store = &staleOnce{memPasswordStore: e.store, replace: replaced}
+	if err := e.p.Request(ctx, string(n), "192.0.2.1"); err != nil {
 		t.Fatal(err)
 	}
-	a, _ = e.store.Account(ctx, "+821012345678")
-	if a.Credentials.VerifyPassword(sub[1]) || a.Generation != 2 {
-		t.Fatalf("after a second request: generation %d, old password valid %v", a.Generation, a.Credentials.VerifyPassword(sub[1]))
+	a, _ := e.store.Account(ctx, n)
+	texted := textedPassword(t, e.store.sent()[0])
+	if a.MatchPassword("newpassword1") != auth.CurrentPassword || a.MatchPassword(texted) != auth.PendingPassword {
+		t.Fatalf("after a stale try: new %v, texted %v", a.MatchPassword("newpassword1"), a.MatchPassword(texted))
 	}
+}
+
+// staleOnce replaces the credentials (an xmppctl reset, say) just before
+// the first pending password is stored.
+type staleOnce struct {
+	*memPasswordStore
+	replace auth.Credentials
+	done    bool
+}
+
+func (s *staleOnce) IssuePendingPassword(ctx context.Context, n auth.Number, gen int64, c auth.Credentials, p Pending) error {
+	if !s.done {
+		s.done = true
+		s.mu.Lock()
+		a := s.accounts[n]
+		a.Credentials, a.Generation = s.replace, a.Generation+1
+		s.accounts[n] = a
+		s.mu.Unlock()
+	}
+	return s.memPasswordStore.IssuePendingPassword(ctx, n, gen, c, p)
 }
 
 func TestRequestInvalidNumber(t *testing.T) {
@@ -365,6 +444,10 @@ func TestRequestConcurrent(t *testing.T) {
 
 func TestRequestRecycles(t *testing.T) {
 	ctx := context.Background()
+	oldCreds, err := auth.NewCredentials("oldpassword1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	const n = auth.Number("+821012345678")
 	for _, tc := range []struct {
 		name    string
@@ -381,6 +464,7 @@ func TestRequestRecycles(t *testing.T) {
 			e := newPasswordEnv(t)
 			if tc.account != nil {
 				tc.account.Number = n
+				tc.account.Credentials = oldCreds
 				e.store.accounts[n] = *tc.account
 			}
 			if err := e.p.Request(ctx, string(n), "192.0.2.1"); err != nil {
@@ -388,6 +472,15 @@ func TestRequestRecycles(t *testing.T) {
 			}
 			if got := len(e.recycled) == 1; got != tc.recycle {
 				t.Fatalf("recycled %v, want %v", e.recycled, tc.recycle)
+			}
+			// A new or recycled account gets the password at once (and its
+			// sessions close); an existing one gets it pending.
+			a, _ := e.store.Account(ctx, n)
+			texted := textedPassword(t, e.store.sent()[0])
+			atOnce := tc.account == nil || tc.recycle
+			if atOnce && (a.MatchPassword(texted) != auth.CurrentPassword || len(e.issued) != 1) ||
+				!atOnce && (a.MatchPassword(texted) != auth.PendingPassword || a.MatchPassword("oldpassword1") != auth.CurrentPassword || len(e.issued) != 0) {
+				t.Fatalf("texted password %v, issued %v; want at once %v", a.MatchPassword(texted), e.issued, atOnce)
 			}
 		})
 	}

@@ -2,44 +2,120 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"dialtone/auth"
 )
 
-// accountColumns is the column list that scanAccount reads, in its order.
+// accountColumns is the column list that accountRow scans, in its order.
 const accountColumns = `number, state, created, last_login, generation,
 	sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
-	sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key`
+	sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key,
+	pending_sha1_stored_key, pending_sha1_server_key, pending_sha256_stored_key, pending_sha256_server_key`
 
-func accountDest(a *auth.Account) []any {
+// accountRow is one scanned row of accountColumns.
+type accountRow struct {
+	a auth.Account
+	// The pending keys; their salts and iteration counts are the current ones.
+	pending1Stored, pending1Server, pending256Stored, pending256Server []byte
+}
+
+func (r *accountRow) dest() []any {
+	a := &r.a
 	s1, s256 := &a.Credentials.SHA1, &a.Credentials.SHA256
 	return []any{&a.Number, &a.State, timeCol{&a.Created}, timeCol{&a.LastLogin}, &a.Generation,
 		&s1.Salt, &s1.Iterations, &s1.StoredKey, &s1.ServerKey,
-		&s256.Salt, &s256.Iterations, &s256.StoredKey, &s256.ServerKey}
+		&s256.Salt, &s256.Iterations, &s256.StoredKey, &s256.ServerKey,
+		&r.pending1Stored, &r.pending1Server, &r.pending256Stored, &r.pending256Server}
+}
+
+// account returns the scanned account, with its pending password, if any.
+func (r *accountRow) account() auth.Account {
+	a := r.a
+	if r.pending256Stored != nil {
+		c := a.Credentials
+		a.Pending = auth.Credentials{
+			SHA1: auth.ScramKeys{Salt: c.SHA1.Salt, Iterations: c.SHA1.Iterations,
+				StoredKey: r.pending1Stored, ServerKey: r.pending1Server},
+			SHA256: auth.ScramKeys{Salt: c.SHA256.Salt, Iterations: c.SHA256.Iterations,
+				StoredKey: r.pending256Stored, ServerKey: r.pending256Server},
+		}
+	}
+	return a
 }
 
 // Account returns the stored account for n, or auth.ErrNotFound.
 func (db *DB) Account(ctx context.Context, n auth.Number) (auth.Account, error) {
-	var a auth.Account
-	err := db.b.queryRow(ctx, `SELECT `+accountColumns+` FROM accounts WHERE number = ?`, []any{string(n)}, accountDest(&a)...)
+	var r accountRow
+	err := db.b.queryRow(ctx, `SELECT `+accountColumns+` FROM accounts WHERE number = ?`, []any{string(n)}, r.dest()...)
 	if err != nil {
 		return auth.Account{}, fmt.Errorf("storage: account %s: %w", n, err)
 	}
-	return a, nil
+	return r.account(), nil
 }
 
 // SetCredentials replaces the credentials of n, creating the account
-// unclaimed (generation 1) when absent, and increments its generation; an
-// unclaimed account's touched time becomes now (see upsertCredentials).
-// The generation it returns is 1 exactly when this call made the row.
+// unclaimed (generation 1) when absent, drops its pending password and
+// increments its generation; an unclaimed account's touched time becomes
+// now (see upsertCredentials). The generation it returns is 1 exactly when
+// this call made the row. The password is not marked delivered: a notice
+// may still replace it while the account is unclaimed.
 func (db *DB) SetCredentials(ctx context.Context, n auth.Number, c auth.Credentials) (created bool, err error) {
-	gen, err := db.upsertCredentials(ctx, db.b, n, c)
+	return db.setCredentials(ctx, n, c, false)
+}
+
+// SetDeliveredCredentials is SetCredentials for a password that is handed
+// to someone (xmppctl --print): the account's password is marked
+// delivered, so that no notice replaces it (SPEC.md "SMS texts").
+func (db *DB) SetDeliveredCredentials(ctx context.Context, n auth.Number, c auth.Credentials) (created bool, err error) {
+	return db.setCredentials(ctx, n, c, true)
+}
+
+func (db *DB) setCredentials(ctx context.Context, n auth.Number, c auth.Credentials, delivered bool) (bool, error) {
+	gen, err := db.upsertCredentials(ctx, db.b, n, c, delivered)
 	if err != nil {
 		return false, fmt.Errorf("storage: set credentials of %s: %w", n, err)
 	}
 	return gen == 1, nil
+}
+
+// PromotePending makes the pending password of n, if its keys are still
+// those of pending, the current one, dropping it as pending, and moves the
+// generation on: the first login with a requested password (SPEC.md
+// "HTTP"). When pending is already current (a concurrent login promoted
+// it) the generation is returned as it is, with promoted false.
+// auth.ErrNotFound when pending is neither (replaced by a newer password)
+// or there is no account.
+func (db *DB) PromotePending(ctx context.Context, n auth.Number, pending auth.Credentials) (gen int64, promoted bool, err error) {
+	s1, s256 := pending.SHA1, pending.SHA256
+	err = db.b.inTx(ctx, func(q querier) error {
+		err := q.queryRow(ctx, `UPDATE accounts SET generation = generation + 1,
+				sha1_stored_key = pending_sha1_stored_key, sha1_server_key = pending_sha1_server_key,
+				sha256_stored_key = pending_sha256_stored_key, sha256_server_key = pending_sha256_server_key,
+				pending_sha1_stored_key = NULL, pending_sha1_server_key = NULL,
+				pending_sha256_stored_key = NULL, pending_sha256_server_key = NULL
+			WHERE number = ? AND pending_sha1_stored_key = ? AND pending_sha1_server_key = ?
+				AND pending_sha256_stored_key = ? AND pending_sha256_server_key = ?
+			RETURNING generation`,
+			[]any{string(n), s1.StoredKey, s1.ServerKey, s256.StoredKey, s256.ServerKey}, &gen)
+		if err == nil {
+			promoted = true
+			return nil
+		}
+		if !errors.Is(err, auth.ErrNotFound) {
+			return err
+		}
+		return q.queryRow(ctx, `SELECT generation FROM accounts
+			WHERE number = ? AND sha1_stored_key = ? AND sha1_server_key = ?
+				AND sha256_stored_key = ? AND sha256_server_key = ?`,
+			[]any{string(n), s1.StoredKey, s1.ServerKey, s256.StoredKey, s256.ServerKey}, &gen)
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("storage: make the pending password of %s current: %w", n, err)
+	}
+	return gen, promoted, nil
 }
 
 // RecordLogin marks a successful login at t: state active, LastLogin t.
@@ -82,9 +158,10 @@ func (db *DB) DeleteAccount(ctx context.Context, n auth.Number) error {
 func (db *DB) ListAccounts(ctx context.Context, state auth.State) ([]auth.Account, error) {
 	r, err := db.b.query(ctx, `SELECT `+accountColumns+` FROM accounts
 		WHERE ? = '' OR state = ? ORDER BY number`, string(state), string(state))
-	list, err := collect(r, err, func(r rows) (a auth.Account, err error) {
-		err = r.Scan(accountDest(&a)...)
-		return a, err
+	list, err := collect(r, err, func(r rows) (auth.Account, error) {
+		var row accountRow
+		err := r.Scan(row.dest()...)
+		return row.account(), err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: list accounts: %w", err)

@@ -17,26 +17,34 @@ const DefaultReleaseBatch = 1000
 var _ sms.PasswordStore = (*DB)(nil)
 
 // upsertCredentials sets the credentials of n in q, creating the account
-// unclaimed (generation 1) when absent, and returns the new generation.
-// An unclaimed account's touched time becomes now: a password was just
-// given out, and the unclaimed-account TTL counts from it. It is one
+// unclaimed (generation 1) when absent, drops its pending password, and
+// returns the new generation. An unclaimed account's touched time becomes
+// now: a password was just given out, and the unclaimed-account TTL counts
+// from it. delivered marks the password as given to someone. It is one
 // upsert, so concurrent calls for a new number cannot both create.
-func (db *DB) upsertCredentials(ctx context.Context, q querier, n auth.Number, c auth.Credentials) (gen int64, err error) {
+func (db *DB) upsertCredentials(ctx context.Context, q querier, n auth.Number, c auth.Credentials, delivered bool) (gen int64, err error) {
 	s1, s256 := c.SHA1, c.SHA256
 	now := db.stamp()
-	err = q.queryRow(ctx, `INSERT INTO accounts (number, state, created, touched, generation,
+	var deliveredAt any // NULL: not delivered
+	if delivered {
+		deliveredAt = now
+	}
+	err = q.queryRow(ctx, `INSERT INTO accounts (number, state, created, touched, generation, password_delivered,
 			sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
 			sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key)
-		VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (number) DO UPDATE SET
 			generation = accounts.generation + 1,
 			touched = CASE WHEN accounts.state = excluded.state THEN excluded.touched ELSE accounts.touched END,
+			password_delivered = COALESCE(accounts.password_delivered, excluded.password_delivered),
 			sha1_salt = excluded.sha1_salt, sha1_iterations = excluded.sha1_iterations,
 			sha1_stored_key = excluded.sha1_stored_key, sha1_server_key = excluded.sha1_server_key,
 			sha256_salt = excluded.sha256_salt, sha256_iterations = excluded.sha256_iterations,
-			sha256_stored_key = excluded.sha256_stored_key, sha256_server_key = excluded.sha256_server_key
+			sha256_stored_key = excluded.sha256_stored_key, sha256_server_key = excluded.sha256_server_key,
+			pending_sha1_stored_key = NULL, pending_sha1_server_key = NULL,
+			pending_sha256_stored_key = NULL, pending_sha256_server_key = NULL
 		RETURNING generation`,
-		[]any{string(n), string(auth.StateUnclaimed), now, now,
+		[]any{string(n), string(auth.StateUnclaimed), now, now, deliveredAt,
 			s1.Salt, s1.Iterations, s1.StoredKey, s1.ServerKey,
 			s256.Salt, s256.Iterations, s256.StoredKey, s256.ServerKey},
 		&gen)
@@ -44,14 +52,15 @@ func (db *DB) upsertCredentials(ctx context.Context, q querier, n auth.Number, c
 }
 
 // IssuePassword sets the credentials of n (creating the account unclaimed
-// when absent, generation+1, touched now when unclaimed) and queues the
-// SMS p that texts the password, with its log row, in one transaction:
-// a password is never valid without its SMS on the way, nor the SMS
-// queued for a password that was not stored.
+// when absent, generation+1, touched now when unclaimed, the pending
+// password dropped), marks the password delivered, and queues the SMS p
+// that texts it, with its log row, in one transaction: a password is never
+// valid without its SMS on the way, nor the SMS queued for a password that
+// was not stored.
 func (db *DB) IssuePassword(ctx context.Context, n auth.Number, c auth.Credentials, p sms.Pending) (created bool, err error) {
 	var gen int64
 	err = db.b.inTx(ctx, func(q querier) error {
-		if gen, err = db.upsertCredentials(ctx, q, n, c); err != nil {
+		if gen, err = db.upsertCredentials(ctx, q, n, c, true); err != nil {
 			return err
 		}
 		return enqueueSMS(ctx, q, p)
@@ -60,6 +69,39 @@ func (db *DB) IssuePassword(ctx context.Context, n auth.Number, c auth.Credentia
 		return false, fmt.Errorf("storage: issue password of %s: %w", n, err)
 	}
 	return gen == 1, nil
+}
+
+// IssuePendingPassword makes pending (derived alike the current
+// credentials) the pending password of n, replacing any pending one,
+// while n is still at generation: the current password keeps working
+// until pending logs in. In the same transaction the password is marked
+// delivered, an unclaimed account's touched time moves to now, and p, the
+// SMS that texts it, is queued with its log row. sms.ErrStale when the
+// account is gone or its credentials changed since generation.
+func (db *DB) IssuePendingPassword(ctx context.Context, n auth.Number, generation int64, pending auth.Credentials, p sms.Pending) error {
+	s1, s256 := pending.SHA1, pending.SHA256
+	now := db.stamp()
+	err := db.b.inTx(ctx, func(q querier) error {
+		set, err := q.exec(ctx, `UPDATE accounts SET
+				pending_sha1_stored_key = ?, pending_sha1_server_key = ?,
+				pending_sha256_stored_key = ?, pending_sha256_server_key = ?,
+				password_delivered = COALESCE(password_delivered, ?),
+				touched = CASE WHEN state = ? THEN ? ELSE touched END
+			WHERE number = ? AND generation = ?`,
+			s1.StoredKey, s1.ServerKey, s256.StoredKey, s256.ServerKey,
+			now, string(auth.StateUnclaimed), now, string(n), generation)
+		if err != nil {
+			return err
+		}
+		if set == 0 {
+			return sms.ErrStale
+		}
+		return enqueueSMS(ctx, q, p)
+	})
+	if err != nil {
+		return fmt.Errorf("storage: pending password of %s: %w", n, err)
+	}
+	return nil
 }
 
 // TouchAccount moves the touched time of n, when it is unclaimed, forward

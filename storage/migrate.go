@@ -134,6 +134,34 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX notice_new_numbers_noticed ON notice_new_numbers (noticed)`,
 	}},
+	{4, "delivered and pending passwords, new numbers per sender", []string{
+		// password_delivered: when a password of the account was first
+		// given to anyone (texted, printed by xmppctl); from then on no
+		// notice replaces it. Accounts from before are taken as
+		// delivered, since a printed password left no trace. From here
+		// on password_noticed is when the first notice went out, with a
+		// password or, the password delivered already, without.
+		`ALTER TABLE accounts ADD COLUMN password_delivered {{time}}`,
+		`UPDATE accounts SET password_delivered = COALESCE(password_noticed, touched, created)`,
+		// The keys of a password texted on request that has not logged
+		// in yet; salts and iteration counts are those of the current
+		// keys. NULL: none pending.
+		`ALTER TABLE accounts ADD COLUMN pending_sha1_stored_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN pending_sha1_server_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN pending_sha256_stored_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN pending_sha256_server_key {{bytes}}`,
+		// The never-logged-in numbers each sender (a local number, or a
+		// remote registrable domain) left messages for, for
+		// XMPPD_NEW_NUMBERS_PER_SENDER_DAY; rows older than a day are
+		// pruned.
+		`CREATE TABLE stored_new_numbers (
+			sender {{key}} NOT NULL,
+			number {{key}} NOT NULL,
+			stored {{time}} NOT NULL,
+			PRIMARY KEY (sender, number)
+		)`,
+		`CREATE INDEX stored_new_numbers_stored ON stored_new_numbers (stored)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
@@ -152,7 +180,11 @@ type Migration struct {
 // failed step leaves the schema as it was. Two processes opening at once
 // are serialised by a lock (SQLite: the immediate transaction), and the
 // second finds the steps recorded.
-func (db *DB) migrate(ctx context.Context) error {
+func (db *DB) migrate(ctx context.Context) error { return db.migrateSteps(ctx, migrations) }
+
+// migrateSteps is migrate with the given history (tests upgrade from an
+// older schema with a prefix of migrations).
+func (db *DB) migrateSteps(ctx context.Context, migrations []migration) error {
 	err := db.b.inTx(ctx, func(q querier) error {
 		if err := db.b.lock(ctx, q, "dialtone schema_migrations"); err != nil {
 			return err

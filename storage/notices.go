@@ -13,14 +13,17 @@ import (
 
 var _ sms.NoticeStore = (*DB)(nil)
 
-// StoreOffline stores m as PushOffline does (ErrFull at limit) and, in the
-// same transaction, what plan says its arrival causes: the account of a
-// latent number made unclaimed, a password replaced, the unclaimed
-// account's touched time moved to plan.At, the notices queued with their
-// log rows, the receiver's notice window set or removed, and the receiver
-// counted against the sender's new-numbers cap. A crash leaves all of it
-// or none. sms.ErrStale when the account changed since plan was made.
-func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limit int, plan sms.NoticePlan) (id int64, err error) {
+// StoreOffline stores m as PushOffline does (offline.ErrFull at either of
+// limits) and, in the same transaction, what plan says its arrival
+// causes: the receiver counted against the sender's cap of new numbers
+// written to (sms.ErrTooManyNewNumbers over it), the account of a latent
+// number made unclaimed, a password replaced, the unclaimed account's
+// touched time moved to plan.At, the notices queued with their log rows,
+// the receiver's notice window set or removed, and the receiver counted
+// against the sender's cap of new numbers notified. A crash, or a
+// refusal, leaves all of it or none. sms.ErrStale when the account changed
+// since plan was made.
+func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limits OfflineLimits, plan sms.NoticePlan) (id int64, err error) {
 	at := plan.At
 	if at.IsZero() {
 		at = m.Stamp
@@ -33,8 +36,13 @@ func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limit int, pl
 		n = m.Owner
 	}
 	err = db.b.inTx(ctx, func(q querier) error {
+		if c := plan.NewNumber; c != nil {
+			if err := db.countNewNumber(ctx, q, n, at, *c); err != nil {
+				return err
+			}
+		}
 		var err error
-		if id, err = db.pushOffline(ctx, q, m, limit); err != nil {
+		if id, err = db.pushOffline(ctx, q, m, limits); err != nil {
 			return err
 		}
 		if err := applyAccount(ctx, q, n, at, plan); err != nil {
@@ -74,12 +82,43 @@ func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limit int, pl
 	return id, nil
 }
 
+// countNewNumber counts n, which has never logged in, among the numbers
+// c.Sender left messages for, unless c.Sender already has c.Limit others
+// since c.Since: then sms.ErrTooManyNewNumbers. Under a lock per sender,
+// so that concurrent messages cannot pass the cap together; it is taken
+// before the owner's (pushOffline), always in that order.
+func (db *DB) countNewNumber(ctx context.Context, q querier, n string, at time.Time, c sms.NewNumberCap) error {
+	if err := db.b.lock(ctx, q, "dialtone new numbers "+c.Sender); err != nil {
+		return err
+	}
+	if c.Limit > 0 {
+		since := c.Since
+		if since.IsZero() {
+			since = time.Unix(0, 0) // a zero time is bound as NULL
+		}
+		var others int
+		if err := q.queryRow(ctx, `SELECT COUNT(*) FROM stored_new_numbers WHERE sender = ? AND stored > ? AND number <> ?`,
+			[]any{c.Sender, since, n}, &others); err != nil {
+			return err
+		}
+		if others >= c.Limit {
+			return sms.ErrTooManyNewNumbers
+		}
+	}
+	_, err := q.exec(ctx, `INSERT INTO stored_new_numbers (sender, number, stored) VALUES (?, ?, ?)
+		ON CONFLICT (sender, number) DO UPDATE SET stored = excluded.stored`, c.Sender, n, at)
+	return err
+}
+
 // applyAccount does plan's part on the accounts table, in q.
 func applyAccount(ctx context.Context, q querier, n string, at time.Time, plan sms.NoticePlan) error {
 	unclaimed := string(auth.StateUnclaimed)
-	var noticed any // NULL: no password notice
-	if plan.PasswordNoticed {
+	var noticed, delivered any // NULL: not yet
+	if plan.FirstNotice {
 		noticed = at
+	}
+	if plan.PasswordDelivered {
+		delivered = at
 	}
 	switch {
 	case plan.Create:
@@ -87,12 +126,13 @@ func applyAccount(ctx context.Context, q querier, n string, at time.Time, plan s
 			return errors.New("a new account without credentials")
 		}
 		s1, s256 := plan.Credentials.SHA1, plan.Credentials.SHA256
-		made, err := q.exec(ctx, `INSERT INTO accounts (number, state, created, touched, generation, password_noticed,
+		made, err := q.exec(ctx, `INSERT INTO accounts (number, state, created, touched, generation,
+				password_noticed, password_delivered,
 				sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
 				sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key)
-			VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (number) DO NOTHING`,
-			n, unclaimed, at, at, noticed,
+			n, unclaimed, at, at, noticed, delivered,
 			s1.Salt, s1.Iterations, s1.StoredKey, s1.ServerKey,
 			s256.Salt, s256.Iterations, s256.StoredKey, s256.ServerKey)
 		if err != nil {
@@ -106,7 +146,9 @@ func applyAccount(ctx context.Context, q querier, n string, at time.Time, plan s
 		s1, s256 := plan.Credentials.SHA1, plan.Credentials.SHA256
 		set, err := q.exec(ctx, `UPDATE accounts SET generation = generation + 1, touched = ?,
 				sha1_salt = ?, sha1_iterations = ?, sha1_stored_key = ?, sha1_server_key = ?,
-				sha256_salt = ?, sha256_iterations = ?, sha256_stored_key = ?, sha256_server_key = ?
+				sha256_salt = ?, sha256_iterations = ?, sha256_stored_key = ?, sha256_server_key = ?,
+				pending_sha1_stored_key = NULL, pending_sha1_server_key = NULL,
+				pending_sha256_stored_key = NULL, pending_sha256_server_key = NULL
 			WHERE number = ? AND state = ?`,
 			at, s1.Salt, s1.Iterations, s1.StoredKey, s1.ServerKey,
 			s256.Salt, s256.Iterations, s256.StoredKey, s256.ServerKey,
@@ -118,8 +160,9 @@ func applyAccount(ctx context.Context, q querier, n string, at time.Time, plan s
 			return sms.ErrStale
 		}
 	}
-	if plan.PasswordNoticed {
-		if _, err := q.exec(ctx, `UPDATE accounts SET password_noticed = ? WHERE number = ?`, at, n); err != nil {
+	if plan.FirstNotice || plan.PasswordDelivered {
+		if _, err := q.exec(ctx, `UPDATE accounts SET password_noticed = COALESCE(password_noticed, ?),
+				password_delivered = COALESCE(password_delivered, ?) WHERE number = ?`, noticed, delivered, n); err != nil {
 			return err
 		}
 	}
@@ -132,16 +175,17 @@ func applyAccount(ctx context.Context, q querier, n string, at time.Time, plan s
 // NoticeReceiver returns the account of n as the notices see it.
 func (db *DB) NoticeReceiver(ctx context.Context, n auth.Number) (sms.Receiver, error) {
 	var state string
-	var noticed time.Time
-	err := db.b.queryRow(ctx, `SELECT state, password_noticed FROM accounts WHERE number = ?`,
-		[]any{string(n)}, &state, timeCol{&noticed})
+	var noticed, delivered time.Time
+	err := db.b.queryRow(ctx, `SELECT state, password_noticed, password_delivered FROM accounts WHERE number = ?`,
+		[]any{string(n)}, &state, timeCol{&noticed}, timeCol{&delivered})
 	if errors.Is(err, auth.ErrNotFound) {
 		return sms.Receiver{}, nil
 	}
 	if err != nil {
 		return sms.Receiver{}, fmt.Errorf("storage: notice receiver %s: %w", n, err)
 	}
-	return sms.Receiver{Exists: true, Claimed: state != string(auth.StateUnclaimed), PasswordNoticed: !noticed.IsZero()}, nil
+	return sms.Receiver{Exists: true, Claimed: state != string(auth.StateUnclaimed),
+		FirstNoticed: !noticed.IsZero(), PasswordDelivered: !delivered.IsZero()}, nil
 }
 
 const windowColumns = `owner, opened, closes, messages, sender`
@@ -225,10 +269,16 @@ func (db *DB) NoticedNumbers(ctx context.Context, sender string, since time.Time
 	return nums, nil
 }
 
-// PruneNoticedNumbers forgets the numbers noticed before before.
+// PruneNoticedNumbers forgets the numbers noticed, and the new numbers
+// written to, before before.
 func (db *DB) PruneNoticedNumbers(ctx context.Context, before time.Time) error {
-	if _, err := db.b.exec(ctx, `DELETE FROM notice_new_numbers WHERE noticed < ?`, before); err != nil {
-		return fmt.Errorf("storage: prune noticed numbers: %w", err)
+	for _, stmt := range []string{
+		`DELETE FROM notice_new_numbers WHERE noticed < ?`,
+		`DELETE FROM stored_new_numbers WHERE stored < ?`,
+	} {
+		if _, err := db.b.exec(ctx, stmt, before); err != nil {
+			return fmt.Errorf("storage: prune noticed numbers: %w", err)
+		}
 	}
 	return nil
 }

@@ -8,6 +8,12 @@ import (
 	"dialtone/offline"
 )
 
+// OfflineLimits bound what one account holds of stored messages.
+type OfflineLimits struct {
+	Messages int // XMPPD_OFFLINE_LIMIT; <= 0: no limit
+	Bytes    int // XMPPD_OFFLINE_BYTES, of stored stanzas; <= 0: no limit
+}
+
 // PushOffline stores m unless its owner already has limit messages
 // (limit <= 0: no limit), and returns the id it was given. Counting and
 // inserting happen under a per-owner lock in one transaction, so concurrent
@@ -15,7 +21,7 @@ import (
 // the messages were stored. A zero Stamp is set to now.
 func (db *DB) PushOffline(ctx context.Context, m offline.Message, limit int) (id int64, err error) {
 	err = db.b.inTx(ctx, func(q querier) (err error) {
-		id, err = db.pushOffline(ctx, q, m, limit)
+		id, err = db.pushOffline(ctx, q, m, OfflineLimits{Messages: limit})
 		return err
 	})
 	if err != nil {
@@ -25,8 +31,9 @@ func (db *DB) PushOffline(ctx context.Context, m offline.Message, limit int) (id
 }
 
 // pushOffline is PushOffline in q, which must be a transaction (the
-// per-owner lock lasts until it commits).
-func (db *DB) pushOffline(ctx context.Context, q querier, m offline.Message, limit int) (id int64, err error) {
+// per-owner lock lasts until it commits), with limits on the number and
+// the bytes of the owner's messages.
+func (db *DB) pushOffline(ctx context.Context, q querier, m offline.Message, limits OfflineLimits) (id int64, err error) {
 	if m.Stamp.IsZero() {
 		m.Stamp = db.stamp()
 	}
@@ -36,12 +43,14 @@ func (db *DB) pushOffline(ctx context.Context, q querier, m offline.Message, lim
 	if err := db.b.lock(ctx, q, "dialtone offline "+m.Owner); err != nil {
 		return 0, err
 	}
-	if limit > 0 {
-		n, err := countOffline(ctx, q, m.Owner)
-		if err != nil {
+	if limits.Messages > 0 || limits.Bytes > 0 {
+		var n, size int64
+		if err := q.queryRow(ctx, `SELECT COUNT(*), COALESCE(SUM(LENGTH(stanza)), 0) FROM offline_messages WHERE owner = ?`,
+			[]any{m.Owner}, &n, &size); err != nil {
 			return 0, err
 		}
-		if n >= limit {
+		if limits.Messages > 0 && n >= int64(limits.Messages) ||
+			limits.Bytes > 0 && size+int64(len(m.Stanza)) > int64(limits.Bytes) {
 			return 0, offline.ErrFull
 		}
 	}

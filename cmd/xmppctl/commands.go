@@ -112,7 +112,7 @@ func (c *cli) accountReset(ctx context.Context, cmd *command, args []string) err
 		if err != nil {
 			return err
 		}
-		password, err := setPassword(ctx, db, n, cfg.PasswordLength)
+		password, err := setPassword(ctx, db, n, cfg.PasswordLength, true)
 		if err != nil {
 			return err
 		}
@@ -150,7 +150,10 @@ func (c *cli) accountReset(ctx context.Context, cmd *command, args []string) err
 
 // setPassword gives n a new random password that is not texted, making
 // the account unclaimed when there is none, and returns the password.
-func setPassword(ctx context.Context, db *storage.DB, n auth.Number, length int) (string, error) {
+// printed marks it as handed out (--print), so that no notice replaces it
+// (SPEC.md "SMS texts"); otherwise nobody knows it, and the first notice
+// brings a new one.
+func setPassword(ctx context.Context, db *storage.DB, n auth.Number, length int, printed bool) (string, error) {
 	password, err := auth.GeneratePassword(length)
 	if err != nil {
 		return "", err
@@ -159,7 +162,11 @@ func setPassword(ctx context.Context, db *storage.DB, n auth.Number, length int)
 	if err != nil {
 		return "", err
 	}
-	if _, err := db.SetCredentials(ctx, n, creds); err != nil {
+	set := db.SetCredentials
+	if printed {
+		set = db.SetDeliveredCredentials
+	}
+	if _, err := set(ctx, n, creds); err != nil {
 		return "", err
 	}
 	return password, nil
@@ -267,7 +274,7 @@ func (c *cli) accountImport(ctx context.Context, cmd *command, args []string) er
 		if err != nil {
 			return err
 		}
-		password, err := setPassword(ctx, db, l.number, cfg.PasswordLength)
+		password, err := setPassword(ctx, db, l.number, cfg.PasswordLength, *print)
 		if err != nil {
 			return fmt.Errorf("line %d: %w (%d imported before it)", l.line, err, imported)
 		}

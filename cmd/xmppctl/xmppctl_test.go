@@ -311,6 +311,27 @@ func TestImportPrint(t *testing.T) {
 	}
 }
 
+// A printed password was handed to someone: it is marked delivered, so
+// that no notice replaces it; one made by a plain import is not, so the
+// first notice brings the owner a password (SPEC.md "SMS texts").
+func TestPrintedPasswordsAreDelivered(t *testing.T) {
+	e := newEnv(t)
+	e.must(0, "account", "reset", "+821012345678", "--print")
+	if r := e.run("+821022223333\n", "account", "import", "-", "--print"); r.code != 0 {
+		t.Fatalf("import --print: %d %s", r.code, r.stderr)
+	}
+	if r := e.run("+821044445555\n", "account", "import", "-"); r.code != 0 {
+		t.Fatalf("import: %d %s", r.code, r.stderr)
+	}
+	db := e.store()
+	for n, want := range map[auth.Number]bool{"+821012345678": true, "+821022223333": true, "+821044445555": false} {
+		r, err := db.NoticeReceiver(context.Background(), n)
+		if err != nil || !r.Exists || r.PasswordDelivered != want {
+			t.Errorf("%s: %+v %v, want delivered %v", n, r, err, want)
+		}
+	}
+}
+
 func TestImportInvalidLines(t *testing.T) {
 	e := newEnv(t)
 	file := filepath.Join(e.dir, "numbers.txt")

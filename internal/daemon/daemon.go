@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/net/publicsuffix"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
@@ -115,7 +117,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	d.Server, err = xmppd.NewServer(xmppd.Config{
 		Domain: cfg.Domain,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		SASL:   &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain},
+		SASL:   &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain, Promote: d.promotePending},
 		// Shared with the web login (webOptions): failures on either
 		// side count towards one lock.
 		IPLockout: d.ipLockout,
@@ -205,10 +207,11 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 			d.log.Info("password changed on the web page", "number", string(n))
 			return nil
 		},
-		SecretKey: secret,
-		Client:    client,
-		Log:       d.log,
-		WebSocket: d.Server.ServeWebSocket,
+		PromotePending: d.promotePending,
+		SecretKey:      secret,
+		Client:         client,
+		Log:            d.log,
+		WebSocket:      d.Server.ServeWebSocket,
 	}
 }
 
@@ -485,6 +488,22 @@ func (d *Daemon) closeSessions(ctx context.Context, n auth.Number) {
 	}
 }
 
+// promotePending makes n's requested password current at its first login
+// (SPEC.md "HTTP": until then the older one works too) and closes the
+// sessions that logged in with an older one. The login that used it binds
+// its session only after this, so it stays.
+func (d *Daemon) promotePending(ctx context.Context, n auth.Number, pending auth.Credentials) (int64, error) {
+	gen, promoted, err := d.DB.PromotePending(ctx, n, pending)
+	if err != nil {
+		return 0, err
+	}
+	if promoted {
+		d.closeSessions(ctx, n)
+		d.log.Info("a requested password logged in: the older one no longer works", "number", string(n))
+	}
+	return gen, nil
+}
+
 // forget closes the sessions of a released account (there are some only
 // in a race with the release) and drops what the server cached for it.
 func (d *Daemon) forget(ctx context.Context, n auth.Number) {
@@ -537,6 +556,8 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		Window:                 cfg.NoticeWindow,
 		PerDay:                 cfg.NoticesPerDay,
 		NewNumbersPerSenderDay: cfg.NoticeNewNumbersPerSenderDay,
+		// Beyond this one nothing is stored (SPEC.md "SMS texts").
+		StoredNewNumbersPerSenderDay: cfg.NewNumbersPerSenderDay,
 		IsOnline: func(n auth.Number) bool {
 			j, err := auth.CanonicalJID(n, cfg.Domain)
 			return err == nil && len(d.Server.Sessions(j)) > 0
@@ -555,35 +576,60 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 }
 
 // keepOffline stores a message for an offline receiver together with its
-// notice (one transaction), and tells the sender when no SMS went out.
+// notice (one transaction), and tells the sender when no SMS went out, or
+// when the message was not stored because the sender wrote to too many
+// numbers that have never logged in.
 func (d *Daemon) keepOffline(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
 	in := sms.Incoming{To: s.Owner, Body: s.Body}
-	capped := "you reached today's limit of new numbers notified"
+	who := "you"
 	if s.From.Domainpart() == d.cfg.Domain && s.From.Localpart() != "" {
 		in.Sender, in.Counter = s.From.Localpart(), s.From.Localpart()
 	} else {
-		// A remote sender: the cap counts its whole domain. The notice
-		// names it by its bare JID: it has no number, and the domain
-		// shows that it is not one of this server's numbers.
-		in.Sender, in.Counter = s.From.Bare().String(), s.From.Domainpart()
-		capped = "senders from " + s.From.Domainpart() + " reached today's limit of new numbers notified"
+		// A remote sender: the caps count its whole registrable domain.
+		// The notice names it by its bare JID: it has no number, and the
+		// domain shows that it is not one of this server's numbers.
+		domain := registrableDomain(s.From.Domainpart())
+		in.Sender, in.Counter = s.From.Bare().String(), domain
+		who = "senders from " + domain
 	}
+	limits := storage.OfflineLimits{Messages: limit, Bytes: d.cfg.OfflineBytes}
 	var kept offline.Kept
 	res, err := d.Notices.Notify(ctx, in, func(ctx context.Context, plan sms.NoticePlan) (err error) {
-		kept.ID, err = d.DB.StoreOffline(ctx, m, limit, plan)
+		kept.ID, err = d.DB.StoreOffline(ctx, m, limits, plan)
 		return err
 	})
+	to := string(s.Owner)
+	if errors.Is(err, sms.ErrTooManyNewNumbers) {
+		// Not stored, so the queue sends this back instead of storing.
+		return offline.Kept{Warning: stanza.Error{Type: stanza.Cancel, Condition: stanza.PolicyViolation, Text: map[string]string{
+			"": "The message was not stored for " + to + ": " + who + " reached today's limit of new numbers written to (numbers that have not logged in here yet)."}}}, nil
+	}
 	if err != nil {
 		return kept, err
 	}
-	to := string(s.Owner)
 	switch {
 	case errors.Is(res.Refused, sms.ErrNewNumbersCap):
 		kept.Warning = stanza.Error{Type: stanza.Cancel, Condition: stanza.PolicyViolation, Text: map[string]string{
-			"": "The message is stored for " + to + ", but no SMS was sent to tell them: " + capped + ". It will be delivered when they log in."}}
+			"": "The message is stored for " + to + ", but no SMS was sent to tell them: " + who + " reached today's limit of new numbers notified. It will be delivered when they log in."}}
 	case errors.Is(res.Refused, sms.ErrNoSMS):
 		kept.Warning = stanza.Error{Type: stanza.Cancel, Condition: stanza.RecipientUnavailable, Text: map[string]string{
 			"": "The message is stored for " + to + ", but no SMS was sent to tell them: the number is a landline, which cannot receive SMS. It will be delivered when they log in."}}
 	}
 	return kept, nil
+}
+
+// registrableDomain is whom the caps on senders count for a sender on
+// another server: its registrable domain by the public suffix list, so
+// that the subdomains of one domain (a wildcard DNS entry makes any
+// number of them) share the caps. A domain without one (an IP literal, a
+// single label, a public suffix itself) counts as itself.
+func registrableDomain(domain string) string {
+	d := strings.TrimSuffix(strings.ToLower(domain), ".")
+	if _, err := netip.ParseAddr(strings.Trim(d, "[]")); err == nil {
+		return d
+	}
+	if r, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil {
+		return r
+	}
+	return d
 }

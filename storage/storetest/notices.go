@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"testing"
@@ -25,6 +26,9 @@ var noticeTests = []struct {
 	{"StoreOfflineTouches", testStoreOfflineTouches},
 	{"NoticeWindows", testNoticeWindows},
 	{"NoticedNumbers", testNoticedNumbers},
+	{"StoreOfflineNewNumbersCap", testStoreOfflineNewNumbers},
+	{"StoreOfflineNewNumbersConcurrent", testStoreOfflineNewNumbersConcurrent},
+	{"StoreOfflineBytes", testStoreOfflineBytes},
 }
 
 // noticeT0 is a fixed time with microseconds, not in UTC.
@@ -55,8 +59,8 @@ func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
 	note := queuedSMS("n1", string(n), noticeT0)
 	note.Sealed, note.Body = true, []byte{0, 1, 2, 255}
 	w := sms.NoticeWindow{To: string(n), Opened: noticeT0, Closes: noticeT0.Add(10 * time.Minute)}
-	id, err := db.StoreOffline(ctx, offlineMsg(string(n), "hi", noticeT0), 0, sms.NoticePlan{
-		To: n, At: noticeT0, Create: true, Credentials: &c, PasswordNoticed: true,
+	id, err := db.StoreOffline(ctx, offlineMsg(string(n), "hi", noticeT0), storage.OfflineLimits{}, sms.NoticePlan{
+		To: n, At: noticeT0, Create: true, Credentials: &c, FirstNotice: true, PasswordDelivered: true,
 		SMS: []sms.Pending{note}, Window: &w, CountFor: "+15550009999"})
 	must(t, err)
 	a, err := db.Account(ctx, n)
@@ -66,7 +70,7 @@ func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
 	}
 	r, err = db.NoticeReceiver(ctx, n)
 	must(t, err)
-	if r != (sms.Receiver{Exists: true, PasswordNoticed: true}) {
+	if r != (sms.Receiver{Exists: true, FirstNoticed: true, PasswordDelivered: true}) {
 		t.Errorf("receiver %+v", r)
 	}
 	msgs, err := db.OfflineMessages(ctx, string(n), 0)
@@ -97,7 +101,7 @@ func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
 
 	// counted in the window: it is replaced, no account change
 	w.Count, w.Sender = 1, "+15550009999"
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "again", noticeT0.Add(time.Minute)), 0,
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "again", noticeT0.Add(time.Minute)), storage.OfflineLimits{},
 		sms.NoticePlan{To: n, At: noticeT0.Add(time.Minute), Window: &w})
 	must(t, err)
 	got, err = db.NoticeWindow(ctx, string(n))
@@ -107,8 +111,8 @@ func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
 	}
 	// a password for the unclaimed account replaces its credentials
 	c2 := creds(4)
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "3", noticeT0.Add(2*time.Minute)), 0,
-		sms.NoticePlan{To: n, At: noticeT0.Add(2 * time.Minute), Credentials: &c2, PasswordNoticed: true, DropWindow: true})
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "3", noticeT0.Add(2*time.Minute)), storage.OfflineLimits{},
+		sms.NoticePlan{To: n, At: noticeT0.Add(2 * time.Minute), Credentials: &c2, FirstNotice: true, PasswordDelivered: true, DropWindow: true})
 	must(t, err)
 	a, err = db.Account(ctx, n)
 	must(t, err)
@@ -130,15 +134,15 @@ func testStoreOfflineStale(t *testing.T, db *storage.DB) {
 	_, err := db.SetCredentials(ctx, n, c)
 	must(t, err)
 	// made meanwhile
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), 0, sms.NoticePlan{To: n, At: noticeT0,
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), storage.OfflineLimits{}, sms.NoticePlan{To: n, At: noticeT0,
 		Create: true, Credentials: &c, SMS: []sms.Pending{queuedSMS("s1", string(n), noticeT0)}})
 	if !errors.Is(err, sms.ErrStale) {
 		t.Errorf("create over an account: %v, want ErrStale", err)
 	}
 	// claimed meanwhile: its password is not replaced
 	must(t, db.RecordLogin(ctx, n, noticeT0))
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), 0, sms.NoticePlan{To: n, At: noticeT0,
-		Credentials: &c, PasswordNoticed: true, SMS: []sms.Pending{queuedSMS("s2", string(n), noticeT0)}})
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), storage.OfflineLimits{}, sms.NoticePlan{To: n, At: noticeT0,
+		Credentials: &c, FirstNotice: true, PasswordDelivered: true, SMS: []sms.Pending{queuedSMS("s2", string(n), noticeT0)}})
 	if !errors.Is(err, sms.ErrStale) {
 		t.Errorf("new password for an active account: %v, want ErrStale", err)
 	}
@@ -163,9 +167,9 @@ func testStoreOfflineFull(t *testing.T, db *storage.DB) {
 	}
 	p := plan("f1")
 	p.Create, p.Credentials = true, &c
-	_, err := db.StoreOffline(ctx, offlineMsg(string(n), "1", noticeT0), 1, p)
+	_, err := db.StoreOffline(ctx, offlineMsg(string(n), "1", noticeT0), storage.OfflineLimits{Messages: 1}, p)
 	must(t, err)
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "2", noticeT0), 1, plan("f2"))
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "2", noticeT0), storage.OfflineLimits{Messages: 1}, plan("f2"))
 	if !errors.Is(err, offline.ErrFull) {
 		t.Fatalf("over the limit: %v, want ErrFull", err)
 	}
@@ -182,12 +186,12 @@ func testStoreOfflineTouches(t *testing.T, db *storage.DB) {
 	ctx := t.Context()
 	const n = auth.Number("+15550003004")
 	c := creds(7)
-	_, err := db.StoreOffline(ctx, offlineMsg(string(n), "1", noticeT0), 0,
+	_, err := db.StoreOffline(ctx, offlineMsg(string(n), "1", noticeT0), storage.OfflineLimits{},
 		sms.NoticePlan{To: n, At: noticeT0, Create: true, Credentials: &c})
 	must(t, err)
 	later := noticeT0.Add(time.Hour)
 	w := sms.NoticeWindow{To: string(n), Opened: later, Closes: later.Add(time.Minute)}
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "2", later), 0, sms.NoticePlan{To: n, At: later, Window: &w})
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "2", later), storage.OfflineLimits{}, sms.NoticePlan{To: n, At: later, Window: &w})
 	must(t, err)
 	if got := released(t, db, later.Add(-time.Second), 0); len(got) != 0 {
 		t.Fatalf("released %v though touched at %v", got, later)
@@ -208,7 +212,7 @@ func testNoticeWindows(t *testing.T, db *storage.DB) {
 	ctx := t.Context()
 	open := func(n string, opened time.Time, closes time.Duration) sms.NoticeWindow {
 		w := sms.NoticeWindow{To: n, Opened: opened, Closes: opened.Add(closes), Count: 2, Sender: "+1555"}
-		_, err := db.StoreOffline(ctx, offlineMsg(n, "x", opened), 0, sms.NoticePlan{To: auth.Number(n), At: opened, Window: &w})
+		_, err := db.StoreOffline(ctx, offlineMsg(n, "x", opened), storage.OfflineLimits{}, sms.NoticePlan{To: auth.Number(n), At: opened, Window: &w})
 		must(t, err)
 		return w
 	}
@@ -255,7 +259,7 @@ func testNoticeWindows(t *testing.T, db *storage.DB) {
 func testNoticedNumbers(t *testing.T, db *storage.DB) {
 	ctx := t.Context()
 	count := func(sender, n string, at time.Time) {
-		_, err := db.StoreOffline(ctx, offlineMsg(n, "x", at), 0, sms.NoticePlan{To: auth.Number(n), At: at, CountFor: sender})
+		_, err := db.StoreOffline(ctx, offlineMsg(n, "x", at), storage.OfflineLimits{}, sms.NoticePlan{To: auth.Number(n), At: at, CountFor: sender})
 		must(t, err)
 	}
 	count("alice", "+15550003022", noticeT0)
@@ -275,5 +279,126 @@ func testNoticedNumbers(t *testing.T, db *storage.DB) {
 	}
 	if nums, err := db.NoticedNumbers(ctx, "bob", time.Time{}); err != nil || len(nums) != 0 {
 		t.Errorf("bob after prune %v %v", nums, err)
+	}
+}
+
+// XMPPD_NEW_NUMBERS_PER_SENDER_DAY in the store: a sender's message to one
+// more never-logged-in number than the cap allows is refused with nothing
+// written; numbers counted before, other senders and older counts do not
+// stop it; the counts are pruned.
+func testStoreOfflineNewNumbers(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	write := func(sender string, n auth.Number, at time.Time, id string) error {
+		c := creds(8)
+		_, err := db.StoreOffline(ctx, offlineMsg(string(n), "x", at), storage.OfflineLimits{}, sms.NoticePlan{
+			To: n, At: at, Create: true, Credentials: &c, SMS: []sms.Pending{queuedSMS(id, string(n), at)},
+			NewNumber: &sms.NewNumberCap{Sender: sender, Limit: 2, Since: at.Add(-24 * time.Hour)}})
+		if errors.Is(err, sms.ErrStale) { // made by an earlier message: store without creating
+			_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", at), storage.OfflineLimits{}, sms.NoticePlan{
+				To: n, At: at, NewNumber: &sms.NewNumberCap{Sender: sender, Limit: 2, Since: at.Add(-24 * time.Hour)}})
+		}
+		return err
+	}
+	n1, n2, n3 := auth.Number("+15550003031"), auth.Number("+15550003032"), auth.Number("+15550003033")
+	must(t, write("alice", n1, noticeT0, "a1"))
+	must(t, write("alice", n2, noticeT0.Add(time.Hour), "a2"))
+	must(t, write("alice", n1, noticeT0.Add(2*time.Hour), "a3")) // counted already
+	if err := write("alice", n3, noticeT0.Add(2*time.Hour), "a4"); !errors.Is(err, sms.ErrTooManyNewNumbers) {
+		t.Fatalf("a third new number: %v, want ErrTooManyNewNumbers", err)
+	}
+	if c, err := db.CountOffline(ctx, string(n3)); err != nil || c != 0 {
+		t.Errorf("%d stored (%v) over the cap", c, err)
+	}
+	_, err := db.Account(ctx, n3)
+	wantNotFound(t, "account over the cap", err)
+	if due, err := db.DueSMS(ctx, noticeT0.Add(time.Hour), 10); err != nil || slices.Contains(pendingIDs(due), "a4") {
+		t.Errorf("queued over the cap: %v %v", pendingIDs(due), err)
+	}
+	must(t, write("bob", n3, noticeT0.Add(2*time.Hour), "b1")) // another sender
+	// n1 was counted at +2h, n2 at +1h: 24 hours after n2, one slot is free.
+	if err := write("alice", "+15550003034", noticeT0.Add(25*time.Hour-time.Second), "a5"); !errors.Is(err, sms.ErrTooManyNewNumbers) {
+		t.Fatalf("before n2's count ran out: %v", err)
+	}
+	must(t, write("alice", "+15550003034", noticeT0.Add(25*time.Hour+time.Second), "a6"))
+
+	// Pruning forgets the old counts (n2 at +1h); the kept ones still count.
+	must(t, db.PruneNoticedNumbers(ctx, noticeT0.Add(90*time.Minute)))
+	at := noticeT0.Add(3 * time.Hour)
+	c := creds(9)
+	_, err = db.StoreOffline(ctx, offlineMsg("+15550003035", "x", at), storage.OfflineLimits{}, sms.NoticePlan{
+		To: "+15550003035", At: at, Create: true, Credentials: &c,
+		NewNumber: &sms.NewNumberCap{Sender: "alice", Limit: 2, Since: time.Time{}}})
+	if !errors.Is(err, sms.ErrTooManyNewNumbers) {
+		t.Fatalf("after the prune, n1 and +15550003034 still count: %v", err)
+	}
+	_, err = db.StoreOffline(ctx, offlineMsg("+15550003035", "x", at), storage.OfflineLimits{}, sms.NoticePlan{
+		To: "+15550003035", At: at, Create: true, Credentials: &c,
+		NewNumber: &sms.NewNumberCap{Sender: "alice", Limit: 3, Since: time.Time{}}})
+	must(t, err)
+}
+
+// Concurrent messages of one sender to new numbers never pass the cap
+// together.
+func testStoreOfflineNewNumbersConcurrent(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	errs := make(chan error, 10)
+	for i := range 10 {
+		go func() {
+			n := auth.Number(fmt.Sprintf("+155500031%02d", i))
+			c := creds(byte(i))
+			_, err := db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), storage.OfflineLimits{}, sms.NoticePlan{
+				To: n, At: noticeT0, Create: true, Credentials: &c,
+				NewNumber: &sms.NewNumberCap{Sender: "carol", Limit: 3, Since: noticeT0.Add(-time.Hour)}})
+			errs <- err
+		}()
+	}
+	stored := 0
+	for range 10 {
+		err := <-errs
+		switch {
+		case err == nil:
+			stored++
+		case !errors.Is(err, sms.ErrTooManyNewNumbers):
+			t.Error(err)
+		}
+	}
+	if stored != 3 {
+		t.Fatalf("%d of 10 concurrent messages to new numbers stored, want 3", stored)
+	}
+}
+
+// XMPPD_OFFLINE_BYTES: a message that would take the owner's stored
+// stanzas over the limit is refused with ErrFull and writes nothing.
+func testStoreOfflineBytes(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const n = auth.Number("+15550003041")
+	msg := offlineMsg(string(n), "0123456789", noticeT0)
+	size := len(msg.Stanza)
+	limits := storage.OfflineLimits{Bytes: 3 * size}
+	for range 3 {
+		_, err := db.StoreOffline(ctx, msg, limits, sms.NoticePlan{To: n, At: noticeT0})
+		must(t, err)
+	}
+	_, err := db.StoreOffline(ctx, offlineMsg(string(n), "", noticeT0), limits,
+		sms.NoticePlan{To: n, At: noticeT0, SMS: []sms.Pending{queuedSMS("over", string(n), noticeT0)}})
+	if !errors.Is(err, offline.ErrFull) {
+		t.Fatalf("over the byte limit: %v, want ErrFull", err)
+	}
+	if due, err := db.DueSMS(ctx, noticeT0, 10); err != nil || len(due) != 0 {
+		t.Errorf("queued %v %v by a refused message", pendingIDs(due), err)
+	}
+	// Another owner has its own bytes; room made by delivery is room again.
+	_, err = db.StoreOffline(ctx, offlineMsg("+15550003042", "0123456789", noticeT0), limits, sms.NoticePlan{To: "+15550003042", At: noticeT0})
+	must(t, err)
+	msgs, err := db.OfflineMessages(ctx, string(n), 1)
+	must(t, err)
+	must(t, db.DeleteOffline(ctx, string(n), []int64{msgs[0].ID}))
+	_, err = db.StoreOffline(ctx, msg, limits, sms.NoticePlan{To: n, At: noticeT0})
+	must(t, err)
+	// Both limits apply.
+	_, err = db.StoreOffline(ctx, offlineMsg("+15550003042", "x", noticeT0), storage.OfflineLimits{Messages: 1, Bytes: 1 << 20},
+		sms.NoticePlan{To: "+15550003042", At: noticeT0})
+	if !errors.Is(err, offline.ErrFull) {
+		t.Fatalf("over the message limit: %v, want ErrFull", err)
 	}
 }

@@ -271,11 +271,28 @@ func (s *site) login(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
-	creds := acct.Credentials
+	checked := acct
 	if !known {
-		creds = s.decoy
+		checked = auth.Account{Credentials: s.decoy}
 	}
-	if !creds.VerifyPassword(password) || !known {
+	if s.opts.PromotePending == nil {
+		checked.Pending = auth.Credentials{}
+	}
+	match := checked.MatchPassword(password)
+	gen := acct.Generation
+	if match == auth.PendingPassword {
+		// A requested password's first login makes it the only one.
+		gen, err = s.opts.PromotePending(ctx, n, acct.Pending)
+		if err != nil && !errors.Is(err, auth.ErrNotFound) {
+			s.opts.Log.Error("web login: making the requested password current", "number", n, "err", err)
+			fail(http.StatusServiceUnavailable, msgUnavailable)
+			return
+		}
+		if err != nil {
+			match = auth.NoMatch // replaced meanwhile by a newer one
+		}
+	}
+	if match == auth.NoMatch || !known {
 		s.opts.Lockout.Fail(n)
 		s.opts.IPLockout.Fail(ipKey)
 		fail(http.StatusUnauthorized, msgWrongLogin)
@@ -287,7 +304,7 @@ func (s *site) login(w http.ResponseWriter, r *http.Request) {
 	if err := s.opts.Accounts.RecordLogin(ctx, n, s.opts.Now()); err != nil {
 		s.opts.Log.Warn("web login: recording the login", "number", n, "err", err)
 	}
-	s.startSession(w, r, n, acct.Generation)
+	s.startSession(w, r, n, gen)
 	http.Redirect(w, r, "/account", http.StatusSeeOther)
 }
 

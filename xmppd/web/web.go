@@ -106,6 +106,10 @@ type Options struct {
 	Passwords PasswordRequester
 	// Accounts is where login checks the password.
 	Accounts AccountSource
+	// PromotePending makes a pending password (one requested, not yet
+	// used) current when it logs in (SPEC.md "HTTP"); nil: pending
+	// passwords do not log in here.
+	PromotePending auth.PromoteFunc
 	// Lockout counts failed logins per number; the same one XMPP logins
 	// use, so that the web page is no way around it. Nil: no lockout.
 	Lockout *auth.Lockout
