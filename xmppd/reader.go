@@ -2,6 +2,7 @@ package xmppd
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/xml"
 	"errors"
 	"io"
@@ -49,6 +50,9 @@ type wireReader struct {
 	grace    time.Duration
 	onIdle   func() bool
 	pinged   bool
+
+	// ns is the namespace context of the stream being read.
+	ns nsScope
 }
 
 func newWireReader(conn net.Conn, max int) *wireReader {
@@ -169,41 +173,118 @@ func (w *wireReader) stopCapture(dec *xml.Decoder, base int64) []byte {
 // element is one top-level element read from a stream.
 type element struct {
 	start xml.StartElement // raw names: Space is the prefix
+	name  xml.Name         // start's name, namespace resolved
 	inner []byte           // raw children (nil when empty)
 	first xml.Name         // first child, namespace resolved
+	// carry are the declarations of the stream header that the element
+	// uses: written on its start tag, they keep it namespace-well-formed
+	// in any stream it is forwarded to.
+	carry []xml.Attr
 }
 
-// readElement reads the next top-level element after the stream header.
-// It returns io.EOF when the peer closed the stream with </stream:stream>.
-// Whitespace between elements (keep-alives) is skipped.
+// readStreamHeader starts reading a stream (a new decoder for each
+// restart): an optional XML declaration, white space, and the stream
+// header, whose declarations become the namespace context of the stream's
+// elements. It returns the header for the caller to check what it says.
+func readStreamHeader(w *wireReader) (*xml.Decoder, xml.StartElement, error) {
+	dec := xml.NewDecoder(w)
+	dec.Strict = true
+	dec.CharsetReader = refuseCharset
+	w.count = 0
+	w.off = 0 // offsets are the decoder's
+	declared := false
+	for {
+		w.startCapture(dec)
+		base := dec.InputOffset()
+		tok, err := dec.RawToken()
+		raw := w.stopCapture(dec, base)
+		if err != nil {
+			// encoding/xml refuses some declarations with errors that say
+			// nothing to a program: ask our own check why.
+			if !isSyntaxError(err) && bytes.HasPrefix(raw, []byte("<?xml")) && bytes.HasSuffix(raw, []byte("?>")) {
+				if derr := checkXMLDecl(raw); derr != nil {
+					return dec, xml.StartElement{}, derr
+				}
+			}
+			return dec, xml.StartElement{}, err
+		}
+		switch t := tok.(type) {
+		case xml.ProcInst:
+			if t.Target != "xml" {
+				return dec, xml.StartElement{}, errRestrictedXML
+			}
+			if declared {
+				return dec, xml.StartElement{}, errNotWellFormed("a second XML declaration")
+			}
+			declared = true
+			if err := checkXMLDecl(raw); err != nil {
+				return dec, xml.StartElement{}, err
+			}
+		case xml.CharData:
+			if !isSpace(t) {
+				return dec, xml.StartElement{}, errNotWellFormed("text before the stream header")
+			}
+		case xml.StartElement:
+			if err := checkTagSyntax(raw); err != nil {
+				return dec, t, err
+			}
+			return dec, t, w.ns.setHeader(t)
+		default:
+			return dec, xml.StartElement{}, errRestrictedXML
+		}
+	}
+}
+
+// readElement reads the next top-level element after the stream header
+// and checks it is namespace-well-formed in the stream's context. It
+// returns io.EOF when the peer closed the stream (the end tag of its
+// header). Whitespace between elements (keep-alives) is skipped.
 func readElement(dec *xml.Decoder, w *wireReader) (element, error) {
 	var el element
+	ns := &w.ns
+	ns.reset()
+	// The capture starts before the start tag, whose raw bytes are checked
+	// too; base is the decoder offset of the capture's first byte.
+	var base int64
 	for {
 		w.count = 0
+		w.startCapture(dec)
+		base = dec.InputOffset()
 		tok, err := dec.RawToken()
 		if err != nil {
+			w.rec = false
 			return el, err
 		}
 		switch t := tok.(type) {
 		case xml.CharData:
 			if !isSpace(t) {
+				w.rec = false
 				return el, errNotWellFormed("text outside a stanza")
 			}
 			continue
 		case xml.EndElement:
+			w.rec = false
+			if t.Name != ns.end {
+				return el, errNotWellFormed("end tag </" + qname(t.Name) + "> outside any element")
+			}
 			return el, io.EOF // the end of the stream element
 		case xml.StartElement:
 			el.start = t.Copy()
 		default:
+			w.rec = false
 			return el, errRestrictedXML
 		}
 		break
 	}
-	base := dec.InputOffset()
-	w.startCapture(dec)
-	stack := make([]xml.Name, 1, 8)
-	stack[0] = el.start.Name
-	for len(stack) > 0 {
+	tagEnd := dec.InputOffset() - base
+	name, err := checkStart(w, ns, el.start, 0, tagEnd)
+	if err != nil {
+		w.rec = false
+		return el, err
+	}
+	el.name = name
+	for ns.depth() > 0 {
+		from := dec.InputOffset() - base
 		tok, err := dec.RawToken()
 		if err != nil {
 			w.rec = false
@@ -211,59 +292,61 @@ func readElement(dec *xml.Decoder, w *wireReader) (element, error) {
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
-			if len(stack) == 1 && el.first.Local == "" {
-				el.first = resolveName(t, el.start)
-			}
-			if len(stack) >= maxDepth {
+			if ns.depth() >= maxDepth {
 				w.rec = false
 				return el, errTooDeep
 			}
-			stack = append(stack, t.Name)
-		case xml.EndElement:
-			if t.Name != stack[len(stack)-1] {
+			name, err := checkStart(w, ns, t, from, dec.InputOffset()-base)
+			if err != nil {
 				w.rec = false
-				return el, errNotWellFormed("element <" + qname(stack[len(stack)-1]) + "> closed by </" + qname(t.Name) + ">")
+				return el, err
 			}
-			stack = stack[:len(stack)-1]
+			if ns.depth() == 2 && el.first.Local == "" {
+				el.first = name
+			}
+		case xml.EndElement:
+			if !ns.endElement(t.Name) {
+				w.rec = false
+				return el, errNotWellFormed("element closed by </" + qname(t.Name) + ">")
+			}
 		case xml.CharData:
+			// Text (not a CDATA section): its references were decoded,
+			// surrogates silently; check them on the raw bytes.
+			if raw := w.buf[from : dec.InputOffset()-base]; !bytes.HasPrefix(raw, []byte("<![CDATA[")) {
+				if err := checkCharRefs(raw); err != nil {
+					w.rec = false
+					return el, err
+				}
+			}
 		default:
 			w.rec = false
 			return el, errRestrictedXML
 		}
 	}
 	raw := w.stopCapture(dec, base)
-	// raw ends with the element's end tag, unless it was self-closing.
-	if i := lastIndexByte(raw, '<'); i >= 0 {
-		el.inner = raw[:i]
+	// raw is the start tag, then the children and the end tag unless it
+	// was self-closing.
+	if int64(len(raw)) > tagEnd {
+		if i := lastIndexByte(raw, '<'); int64(i) > tagEnd {
+			el.inner = append([]byte(nil), raw[tagEnd:i]...)
+		}
 	}
-	if len(el.inner) == 0 {
-		el.inner = nil
-	} else {
-		el.inner = append([]byte(nil), el.inner...)
+	if len(ns.carry) > 0 {
+		el.carry = append([]xml.Attr(nil), ns.carry...)
 	}
 	return el, nil
 }
 
-// resolveName returns the namespace-resolved name of a raw child element,
-// looking for its prefix's (or the default) declaration on the child itself
-// and then on its parent.
-func resolveName(child, parent xml.StartElement) xml.Name {
-	want := "xmlns"
-	if child.Name.Space != "" {
-		want = child.Name.Space
+// checkStart checks a start tag, whose raw bytes are w.buf[from:to], and
+// opens its namespace scope.
+func checkStart(w *wireReader, ns *nsScope, t xml.StartElement, from, to int64) (xml.Name, error) {
+	if from < 0 || to > int64(len(w.buf)) || from > to {
+		return xml.Name{}, errNotWellFormed("lost track of the input")
 	}
-	for _, el := range []xml.StartElement{child, parent} {
-		for _, a := range el.Attr {
-			if (want == "xmlns" && a.Name.Space == "" && a.Name.Local == "xmlns") ||
-				(want != "xmlns" && a.Name.Space == "xmlns" && a.Name.Local == want) {
-				return xml.Name{Space: a.Value, Local: child.Name.Local}
-			}
-		}
+	if err := checkTagSyntax(w.buf[from:to]); err != nil {
+		return xml.Name{}, err
 	}
-	if want == "xmlns" {
-		return xml.Name{Space: NSClient, Local: child.Name.Local}
-	}
-	return xml.Name{Space: want, Local: child.Name.Local}
+	return ns.start(t)
 }
 
 func qname(n xml.Name) string {
@@ -317,7 +400,7 @@ func stanzaFromElement(el element, ns string) (*Stanza, error) {
 // stanzaFrom is stanzaFromElement with a resolver for 'to': a session's
 // cache of already parsed and normalised addresses.
 func stanzaFrom(el element, ns string, resolve func(raw string) addrEntry) (*Stanza, error) {
-	st := &Stanza{Inner: el.inner, Payload: el.first}
+	st := &Stanza{Inner: el.inner, Payload: el.first, Attrs: el.carry}
 	if el.start.Name.Space != "" {
 		return nil, errUnsupportedStanza
 	}
