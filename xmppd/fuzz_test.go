@@ -173,3 +173,27 @@ func FuzzWellFormed(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkReadMessage measures the reader alone on the message of
+// BenchmarkRouteMessage: read, checked and parsed into a Stanza.
+func BenchmarkReadMessage(b *testing.B) {
+	msg := []byte(`<message type='chat' to='+821033334444@localhost/b'><body>Hello, this is a message of about a hundred bytes on the wire.</body></message>`)
+	data := append([]byte(fuzzHeader), bytes.Repeat(msg, b.N)...)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	w := newWireReader(pipeConn{r: bytes.NewReader(data)}, 1<<16)
+	dec, _, err := readStreamHeader(w)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range b.N {
+		el, err := readElement(dec, w)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := stanzaFromElement(el, NSClient); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -31,6 +31,7 @@ var notWellFormedStanzas = map[string]string{
 	"colon first":                      `<message to='%s'><:x/></message>`,
 	"colon last":                       `<message to='%s'><x: xmlns:x='urn:x'/></message>`,
 	"local part starts with a digit":   `<message to='%s'><p:1x xmlns:p='urn:p'/></message>`,
+	"local part starts with a mark":    "<message to='%s'><p:\u0301x xmlns:p='urn:p'/></message>",
 	"namespace name with a space":      `<message to='%s'><x xmlns='urn: x'/></message>`,
 	"namespace name with a brace":      `<message to='%s'><x xmlns='urn:}x'/></message>`,
 	"namespace name not ASCII":         `<message to='%s'><x xmlns='urn:é'/></message>`,
@@ -41,7 +42,8 @@ var notWellFormedStanzas = map[string]string{
 	"reference to U+FFFE":              `<message to='%s'><body>&#xFFFE;</body></message>`,
 	"reference beyond Unicode":         `<message to='%s'><body>&#x110000;</body></message>`,
 	"raw control character":            "<message to='%s'><body>\x01</body></message>",
-	"raw U+FFFF":                       "<message to='%s'><body>\uFFFF</body></message>",
+	"raw U+FFFE":                       "<message to='%s'><body>\uFFFE</body></message>",
+	"raw U+FFFF":                       "<message to='%s'><x xmlns='urn:x' a='\uFFFF'/></message>",
 	"no space between attributes":      `<message to='%s'><x xmlns='urn:x' a='1'b='2'/></message>`,
 	"stray end tag":                    `</message>%.0s`,
 }
@@ -84,6 +86,7 @@ func TestWellFormedAccepted(t *testing.T) {
 		{fuzzHeader + `<message xml:lang='en'><x xmlns='urn:x' xml:lang='ko'/></message>`, `<message xml:lang="en"><x xmlns='urn:x' xml:lang='ko'/></message>`},
 		{fuzzHeader + `<message><x xmlns:xml='http://www.w3.org/XML/1998/namespace' xmlns='urn:x'/></message>`, ``},
 		{fuzzHeader + `<message><x xmlns='urn:x'><y xmlns=''/></x></message>`, ``},
+		{fuzzHeader + `<message><p:éa xmlns:p='urn:p' p:ñ='1'/></message>`, ``},
 		{fuzzHeader + `<message><x xmlns:p='urn:p' p:a='1' a='1'><p:y/></x><p:z xmlns:p='urn:q'/></message>`, ``},
 		{fuzzHeader + `<message><body>&#x1F600; &#55295; &#xE000; &#xFFFD; <![CDATA[&#xD800;]]></body></message>`, ``},
 		{fuzzHeader + `<message><x xmlns='http://jabber.org/protocol/disco#info' a = '1'	b="2"
