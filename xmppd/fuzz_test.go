@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -194,6 +196,41 @@ func BenchmarkReadMessage(b *testing.B) {
 		}
 		if _, err := stanzaFromElement(el, NSClient); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// chunkReader returns at most n bytes a call, n cycling from 1 to 13, so
+// that the read buffer is refilled everywhere inside tokens.
+type chunkReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	c.n = c.n%13 + 1
+	return c.r.Read(p[:min(len(p), c.n)])
+}
+
+// The raw capture copies the read buffer in runs: it must be exact
+// whatever the refills, and across buffers bigger than the read buffer.
+func TestCaptureAcrossRefills(t *testing.T) {
+	inner := `<body>` + strings.Repeat(`a &lt; b &#x1F600; `, 300) + `</body><x:y xmlns:x='urn:x' x:a="1"><![CDATA[<&>]]></x:y>`
+	stream := fuzzHeader + ` <message to='b@localhost' id='1'>` + inner + `</message>  <presence/><message>` + inner + `</message>`
+	for _, r := range []io.Reader{strings.NewReader(stream), iotest.OneByteReader(strings.NewReader(stream)), &chunkReader{r: strings.NewReader(stream)}} {
+		w := newWireReader(pipeConn{r: r}, 1<<16)
+		dec, _, err := readStreamHeader(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []string{inner, "", inner} {
+			el, err := readElement(dec, w)
+			if err != nil {
+				t.Fatalf("%T: element %d: %v", r, i, err)
+			}
+			if string(el.inner) != want {
+				t.Fatalf("%T: element %d: inner\n%q\nwant\n%q", r, i, el.inner, want)
+			}
 		}
 	}
 }

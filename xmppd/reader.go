@@ -42,6 +42,13 @@ type wireReader struct {
 	count int // bytes since the last top-level element ended
 	max   int
 
+	// The recording copies br's buffer in runs, not byte by byte: seg is
+	// the part of it not yet copied to buf, from offset segOff on; lost
+	// is set when the recording cannot be trusted.
+	seg    []byte
+	segOff int64
+	lost   bool
+
 	// Deadlines: fixed (negotiation) or idle (after bind). On the first idle
 	// expiry onIdle is called (to send a ping) and reading goes on for
 	// grace; the second expiry ends the stream.
@@ -73,8 +80,15 @@ func (w *wireReader) reset(conn net.Conn) {
 // ReadByte implements io.ByteReader for encoding/xml.
 func (w *wireReader) ReadByte() (byte, error) {
 	if w.br.Buffered() == 0 {
+		if w.rec {
+			w.sync() // br's buffer is about to be overwritten
+		}
 		if err := w.fill(); err != nil {
 			return 0, err
+		}
+		if w.rec {
+			w.seg, _ = w.br.Peek(w.br.Buffered())
+			w.segOff = w.off
 		}
 	}
 	b, err := w.br.ReadByte()
@@ -86,9 +100,6 @@ func (w *wireReader) ReadByte() (byte, error) {
 	w.count++
 	if w.count > w.max {
 		return 0, errStanzaTooBig
-	}
-	if w.rec {
-		w.buf = append(w.buf, b)
 	}
 	return b, nil
 }
@@ -151,23 +162,57 @@ func (w *wireReader) skipSpace() error {
 }
 
 // startCapture begins recording raw bytes at the decoder's position.
+// Recording copies from the read buffer in runs (when the decoder's bytes
+// are needed, and before the buffer is refilled), not byte by byte.
 func (w *wireReader) startCapture(dec *xml.Decoder) {
 	w.buf = w.buf[:0]
+	w.lost = false
 	if w.off > dec.InputOffset() { // the decoder holds back one byte
 		w.buf = append(w.buf, w.last)
 	}
 	w.rec = true
+	w.seg, _ = w.br.Peek(w.br.Buffered())
+	w.segOff = w.off
+}
+
+// sync appends to buf the bytes of seg the decoder has read since.
+func (w *wireReader) sync() {
+	n := w.off - w.segOff
+	if n < 0 || n > int64(len(w.seg)) {
+		// Only ReadByte takes bytes from br while recording, and it syncs
+		// before a refill: this cannot happen, but never forward a guess.
+		w.lost = true
+		n = 0
+	}
+	w.buf = append(w.buf, w.seg[:n]...)
+	w.seg = w.seg[n:]
+	w.segOff = w.off
+}
+
+// captured returns the bytes recorded so far: the decoder's bytes from
+// startCapture on, and maybe its look-ahead byte.
+func (w *wireReader) captured() ([]byte, error) {
+	w.sync()
+	if w.lost {
+		return nil, errNotWellFormed("lost track of the input")
+	}
+	return w.buf, nil
 }
 
 // stopCapture ends recording and returns the bytes consumed by the decoder
 // since startCapture, not including its look-ahead byte.
-func (w *wireReader) stopCapture(dec *xml.Decoder, base int64) []byte {
+func (w *wireReader) stopCapture(dec *xml.Decoder, base int64) ([]byte, error) {
+	buf, err := w.captured()
 	w.rec = false
+	w.seg = nil
 	n := dec.InputOffset() - base
-	if n < 0 || int(n) > len(w.buf) {
-		return nil
+	if err == nil && (n < 0 || n > int64(len(buf))) {
+		err = errNotWellFormed("lost track of the input")
 	}
-	return w.buf[:n]
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
 }
 
 // element is one top-level element read from a stream.
@@ -197,7 +242,10 @@ func readStreamHeader(w *wireReader) (*xml.Decoder, xml.StartElement, error) {
 		w.startCapture(dec)
 		base := dec.InputOffset()
 		tok, err := dec.RawToken()
-		raw := w.stopCapture(dec, base)
+		raw, rerr := w.stopCapture(dec, base)
+		if err == nil {
+			err = rerr
+		}
 		if err != nil {
 			// encoding/xml refuses some declarations with errors that say
 			// nothing to a program: ask our own check why.
@@ -225,7 +273,7 @@ func readStreamHeader(w *wireReader) (*xml.Decoder, xml.StartElement, error) {
 				return dec, xml.StartElement{}, errNotWellFormed("text before the stream header")
 			}
 		case xml.StartElement:
-			if err := checkTagSyntax(raw); err != nil {
+			if err := checkTagSyntax(raw, t); err != nil {
 				return dec, t, err
 			}
 			return dec, t, w.ns.setHeader(t)
@@ -277,7 +325,7 @@ func readElement(dec *xml.Decoder, w *wireReader) (element, error) {
 		break
 	}
 	tagEnd := dec.InputOffset() - base
-	name, err := checkStart(w, ns, el.start, 0, tagEnd)
+	name, err := checkStart(w, ns, el.start, 0, tagEnd, true)
 	if err != nil {
 		w.rec = false
 		return el, err
@@ -296,7 +344,7 @@ func readElement(dec *xml.Decoder, w *wireReader) (element, error) {
 				w.rec = false
 				return el, errTooDeep
 			}
-			name, err := checkStart(w, ns, t, from, dec.InputOffset()-base)
+			name, err := checkStart(w, ns, t, from, dec.InputOffset()-base, ns.depth() == 1 && el.first.Local == "")
 			if err != nil {
 				w.rec = false
 				return el, err
@@ -310,10 +358,15 @@ func readElement(dec *xml.Decoder, w *wireReader) (element, error) {
 				return el, errNotWellFormed("element closed by </" + qname(t.Name) + ">")
 			}
 		case xml.CharData:
-			// Text (not a CDATA section): its references were decoded,
-			// surrogates silently; check them on the raw bytes.
-			if raw := w.buf[from : dec.InputOffset()-base]; !bytes.HasPrefix(raw, []byte("<![CDATA[")) {
-				if err := checkCharRefs(raw); err != nil {
+			// encoding/xml decodes a reference to a surrogate into
+			// U+FFFD: only then are the raw bytes (unless a CDATA
+			// section) worth a look.
+			if bytes.Contains(t, []byte("\uFFFD")) {
+				raw, err := rawToken(w, from, dec.InputOffset()-base)
+				if err == nil && !bytes.HasPrefix(raw, []byte("<![CDATA[")) {
+					err = checkCharRefs(raw)
+				}
+				if err != nil {
 					w.rec = false
 					return el, err
 				}
@@ -323,7 +376,10 @@ func readElement(dec *xml.Decoder, w *wireReader) (element, error) {
 			return el, errRestrictedXML
 		}
 	}
-	raw := w.stopCapture(dec, base)
+	raw, err := w.stopCapture(dec, base)
+	if err != nil {
+		return el, err
+	}
 	// raw is the start tag, then the children and the end tag unless it
 	// was self-closing.
 	if int64(len(raw)) > tagEnd {
@@ -337,16 +393,29 @@ func readElement(dec *xml.Decoder, w *wireReader) (element, error) {
 	return el, nil
 }
 
-// checkStart checks a start tag, whose raw bytes are w.buf[from:to], and
-// opens its namespace scope.
-func checkStart(w *wireReader, ns *nsScope, t xml.StartElement, from, to int64) (xml.Name, error) {
-	if from < 0 || to > int64(len(w.buf)) || from > to {
-		return xml.Name{}, errNotWellFormed("lost track of the input")
-	}
-	if err := checkTagSyntax(w.buf[from:to]); err != nil {
+// checkStart checks a start tag, the captured bytes from:to, and opens
+// its namespace scope. Its resolved name is returned when asked for.
+func checkStart(w *wireReader, ns *nsScope, t xml.StartElement, from, to int64, resolve bool) (xml.Name, error) {
+	tag, err := rawToken(w, from, to)
+	if err != nil {
 		return xml.Name{}, err
 	}
-	return ns.start(t)
+	if err := checkTagSyntax(tag, t); err != nil {
+		return xml.Name{}, err
+	}
+	return ns.start(t, resolve)
+}
+
+// rawToken returns the captured bytes from:to.
+func rawToken(w *wireReader, from, to int64) ([]byte, error) {
+	buf, err := w.captured()
+	if err != nil {
+		return nil, err
+	}
+	if from < 0 || to > int64(len(buf)) || from > to {
+		return nil, errNotWellFormed("lost track of the input")
+	}
+	return buf[from:to], nil
 }
 
 func qname(n xml.Name) string {

@@ -36,7 +36,7 @@ const (
 // default namespace (uri "" then means none).
 type nsBinding struct {
 	prefix, uri string
-	shadows     int  // index of the binding of the same prefix it hides, or -1 (kept only while index is in use)
+	shadows     int  // index of the binding of the same prefix it hides, or -1 (kept for the default namespace, and for all while index is in use)
 	carried     bool // a header declaration already on the carry list
 }
 
@@ -45,6 +45,7 @@ type nsBinding struct {
 // top-level element being read. It belongs to the stream's reader.
 type nsScope struct {
 	binds  []nsBinding
+	def    int      // index of the innermost default namespace binding, or -1
 	header int      // binds[:header] come from the stream header
 	end    xml.Name // the stream header's raw name: only its end tag ends the stream
 
@@ -75,11 +76,12 @@ const linearLookup = 16
 // them the context of the stream's elements.
 func (s *nsScope) setHeader(t xml.StartElement) error {
 	s.binds = s.binds[:0]
+	s.def = -1
 	s.index = nil
 	s.header = 0
 	s.open = s.open[:0]
 	s.carry = s.carry[:0]
-	if _, err := s.start(t); err != nil {
+	if _, err := s.start(t, false); err != nil {
 		return err
 	}
 	s.open = s.open[:0]
@@ -105,10 +107,16 @@ func (s *nsScope) reset() {
 // start checks a start tag in the current context, opens its scope and
 // returns its namespace-resolved name. Header declarations that its names
 // use are added to the carry list.
-func (s *nsScope) start(t xml.StartElement) (xml.Name, error) {
+func (s *nsScope) start(t xml.StartElement, resolve bool) (xml.Name, error) {
 	s.open = append(s.open, openElement{name: t.Name, mark: len(s.binds)})
 	if err := checkQName(t.Name); err != nil {
 		return xml.Name{}, err
+	}
+	if ok, err := startPlain(t); ok {
+		if err != nil || !resolve {
+			return xml.Name{}, err
+		}
+		return xml.Name{Space: s.uriAt(s.def), Local: t.Name.Local}, nil
 	}
 	for _, a := range t.Attr {
 		if err := checkQName(a.Name); err != nil {
@@ -166,6 +174,30 @@ func (s *nsScope) start(t xml.StartElement) (xml.Name, error) {
 	return xml.Name{Space: space, Local: t.Name.Local}, nil
 }
 
+// startPlain checks the common element (almost every one): no prefix, no
+// declaration, few attributes, none of them prefixed. It reports false,
+// with no error, for any other.
+func startPlain(t xml.StartElement) (bool, error) {
+	if t.Name.Space != "" || len(t.Attr) > linearLookup {
+		return false, nil
+	}
+	for i := range t.Attr {
+		a := &t.Attr[i].Name
+		if a.Space != "" || a.Local == "xmlns" {
+			return false, nil
+		}
+		if err := checkQName(*a); err != nil {
+			return true, err
+		}
+		for j := range i {
+			if t.Attr[j].Name.Local == a.Local {
+				return true, errNotWellFormed("duplicate attribute " + a.Local + " on <" + t.Name.Local + ">")
+			}
+		}
+	}
+	return true, nil
+}
+
 // endElement closes the innermost open element. It returns false when
 // name does not match its start tag.
 func (s *nsScope) endElement(name xml.Name) bool {
@@ -210,6 +242,9 @@ func (s *nsScope) resolve(prefix string, element bool) (string, error) {
 
 // find returns the index of prefix's innermost binding, or -1.
 func (s *nsScope) find(prefix string) int {
+	if prefix == "" {
+		return s.def
+	}
 	if len(s.binds) <= linearLookup {
 		for i := len(s.binds) - 1; i >= 0; i-- {
 			if s.binds[i].prefix == prefix {
@@ -237,7 +272,14 @@ func (s *nsScope) indexed(prefix string) int {
 
 func (s *nsScope) push(prefix, uri string) {
 	b := nsBinding{prefix: prefix, uri: uri, shadows: -1}
-	if s.index != nil {
+	switch {
+	case prefix == "":
+		b.shadows = s.def
+		s.def = len(s.binds)
+		if s.index != nil {
+			s.index[prefix] = len(s.binds)
+		}
+	case s.index != nil:
 		b.shadows = s.indexed(prefix)
 		s.index[prefix] = len(s.binds)
 	}
@@ -246,6 +288,9 @@ func (s *nsScope) push(prefix, uri string) {
 
 // pop drops the bindings from n on.
 func (s *nsScope) pop(n int) {
+	for s.def >= n {
+		s.def = s.binds[s.def].shadows
+	}
 	if s.index != nil {
 		if n <= linearLookup {
 			s.index = nil
@@ -289,14 +334,17 @@ func duplicateKey(keys []attrKey) (attrKey, bool) {
 // lets the colon open or end it, and the part after it start with a
 // character only allowed inside names.
 func checkQName(n xml.Name) error {
-	if strings.IndexByte(n.Local, ':') >= 0 {
-		return errNotWellFormed("not a qualified name: " + n.Local)
-	}
-	if n.Space == "" {
+	// encoding/xml leaves a colon in the local part only when it opens or
+	// ends the name.
+	if l := n.Local; n.Space == "" && l != "" && l[0] != ':' && l[len(l)-1] != ':' {
 		return nil
 	}
-	if n.Local == "" {
-		return errNotWellFormed("not a qualified name: " + n.Space + ":")
+	return checkPrefixedName(n)
+}
+
+func checkPrefixedName(n xml.Name) error {
+	if n.Local == "" || n.Space == "" {
+		return errNotWellFormed("not a qualified name: " + n.Space + ":" + n.Local)
 	}
 	c := n.Local[0]
 	switch {
@@ -322,29 +370,54 @@ func isNameStart(s string) bool {
 	return err == nil && r != utf8.RuneError
 }
 
-// checkTagSyntax checks the raw bytes of a start tag (encoding/xml
-// accepted) for what encoding/xml lets through: attributes not separated
-// by white space, and character references to surrogates.
-func checkTagSyntax(tag []byte) error {
-	var quote byte
-	for i := 0; i < len(tag); i++ {
-		c := tag[i]
-		switch {
-		case quote == 0 && (c == '"' || c == '\''):
-			quote = c
-		case c == quote:
-			quote = 0
-			if i+1 < len(tag) {
-				switch tag[i+1] {
-				case ' ', '\t', '\r', '\n', '/', '>':
-				default:
-					return errNotWellFormed("no white space between attributes")
-				}
-			}
+// checkTagSyntax checks the raw bytes of a start tag that encoding/xml
+// parsed into t for what it lets through: attributes not separated by
+// white space, and character references to surrogates. encoding/xml gives
+// the attributes in order, so the walk knows where each name ends and
+// only searches for the end of each value.
+func checkTagSyntax(tag []byte, t xml.StartElement) error {
+	i := 1 + qnameLen(t.Name)
+	for k := range t.Attr {
+		// (encoding/xml sees to the white space after the element name.)
+		if i >= len(tag) || k > 0 && !isSpaceByte(tag[i]) {
+			return errNotWellFormed("no white space between attributes")
 		}
+		i = skipSpace(tag, i) + qnameLen(t.Attr[k].Name)
+		i = skipSpace(tag, i)
+		if i >= len(tag) || tag[i] != '=' {
+			return errNotWellFormed("lost track of a start tag")
+		}
+		i = skipSpace(tag, i+1)
+		if i >= len(tag) {
+			return errNotWellFormed("lost track of a start tag")
+		}
+		end := bytes.IndexByte(tag[i+1:], tag[i])
+		if end < 0 {
+			return errNotWellFormed("lost track of a start tag")
+		}
+		i += end + 2
+	}
+	if len(t.Attr) == 0 {
+		return nil // no values: no references
 	}
 	return checkCharRefs(tag)
 }
+
+func qnameLen(n xml.Name) int {
+	if n.Space == "" {
+		return len(n.Local)
+	}
+	return len(n.Space) + 1 + len(n.Local)
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpaceByte(b[i]) {
+		i++
+	}
+	return i
+}
+
+func isSpaceByte(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
 // checkCharRefs checks every character reference in raw text (not a CDATA
 // section) or a start tag refers to a character XML allows. encoding/xml

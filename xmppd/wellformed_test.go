@@ -176,7 +176,7 @@ func TestScopeIndex(t *testing.T) {
 		for i := 0; i < len(decl); i += 2 {
 			el.Attr = append(el.Attr, xml.Attr{Name: xml.Name{Space: "xmlns", Local: decl[i]}, Value: decl[i+1]})
 		}
-		name, err := scope.start(el)
+		name, err := scope.start(el, true)
 		if err != nil {
 			t.Fatalf("<%s:e %v>: %v", prefix, decl, err)
 		}
@@ -219,7 +219,7 @@ func TestScopeIndex(t *testing.T) {
 		if got := start("h1"); got != "urn:h1" {
 			t.Fatalf("h1 after the element = %q", got)
 		}
-		if _, err := scope.start(xml.StartElement{Name: xml.Name{Space: "p3", Local: "e"}}); err == nil {
+		if _, err := scope.start(xml.StartElement{Name: xml.Name{Space: "p3", Local: "e"}}, true); err == nil {
 			t.Fatal("p3 resolved out of its scope")
 		}
 		scope.reset()
