@@ -18,3 +18,7 @@ func (f *Federation) RemoteDomains() int {
 	defer f.mu.Unlock()
 	return len(f.remotes)
 }
+
+// NotWellFormedStanzas are shared with the socket tests (package
+// xmppd_test): format strings taking the receiver's address.
+var NotWellFormedStanzas = notWellFormedStanzas

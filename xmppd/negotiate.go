@@ -257,32 +257,13 @@ func (c *conn) header(to *jid.JID) []byte {
 // readHeader reads and checks the client's stream header (RFC 6120 §4.7)
 // and answers with ours. A new decoder starts with every stream restart.
 func (c *conn) readHeader() error {
-	c.dec = xml.NewDecoder(c.wr)
-	c.dec.Strict = true
-	c.wr.count = 0
-	c.wr.off = 0 // offsets are the decoder's
-	for {
-		tok, err := c.dec.RawToken()
-		if err != nil {
-			return err
-		}
-		switch t := tok.(type) {
-		case xml.ProcInst:
-			if t.Target != "xml" {
-				return errRestrictedXML
-			}
-			continue
-		case xml.CharData:
-			if !isSpace(t) {
-				return serr("not-well-formed", "text before the stream header")
-			}
-			continue
-		case xml.StartElement:
-			return c.checkHeader(t)
-		default:
-			return errRestrictedXML
-		}
+	c.headerSent = false // a new stream gets a new header, even to carry an error
+	dec, t, err := readStreamHeader(c.wr)
+	c.dec = dec
+	if err != nil {
+		return err
 	}
+	return c.checkHeader(t)
 }
 
 func (c *conn) checkHeader(t xml.StartElement) error {
@@ -291,12 +272,6 @@ func (c *conn) checkHeader(t xml.StartElement) error {
 		errc string
 		text string
 	)
-	prefix := t.Name.Space
-	streamNS, _ := attr(t, "xmlns", prefix)
-	if prefix == "" {
-		streamNS, _ = attr(t, "", "xmlns")
-	}
-	defaultNS, _ := attr(t, "", "xmlns")
 	if lang, ok := attr(t, "xml", "lang"); ok && validLang(lang) {
 		c.lang = lang
 	}
@@ -308,13 +283,13 @@ func (c *conn) checkHeader(t xml.StartElement) error {
 	to, hasTo := attr(t, "", "to")
 	version, _ := attr(t, "", "version")
 	switch {
-	case t.Name.Local != "stream" || streamNS != nsStream:
+	case t.Name.Local != "stream" || c.wr.ns.headerNS() != nsStream:
 		errc, text = "invalid-namespace", "expected a stream in "+nsStream
-	case prefix != "" && defaultNS != NSClient:
+	case c.wr.ns.defaultNS() != NSClient:
 		errc, text = "invalid-namespace", "expected content namespace jabber:client"
 	case hasTo && !c.servesDomain(to):
 		errc, text = "host-unknown", "this server does not serve that domain"
-	case !strings.HasPrefix(version, "1."):
+	case !supportedVersion(version):
 		errc, text = "unsupported-version", "XMPP 1.0 streams only"
 	}
 	c.write(c.header(from))
@@ -364,19 +339,8 @@ func (c *conn) features() []byte {
 	return append(b, "</stream:features>"...)
 }
 
-// elementNS returns the namespace of a raw top-level element.
-func elementNS(el element) string {
-	if el.start.Name.Space != "" {
-		if ns, ok := attr(el.start, "xmlns", el.start.Name.Space); ok {
-			return ns
-		}
-		return el.start.Name.Space
-	}
-	if ns, ok := attr(el.start, "", "xmlns"); ok {
-		return ns
-	}
-	return NSClient
-}
+// elementNS returns the namespace of a top-level element.
+func elementNS(el element) string { return el.name.Space }
 
 // negotiate runs STARTTLS, SASL and resource binding, and returns the bound
 // session.

@@ -2,6 +2,7 @@ package xmppd
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/xml"
 	"errors"
 	"io"
@@ -41,6 +42,13 @@ type wireReader struct {
 	count int // bytes since the last top-level element ended
 	max   int
 
+	// The recording copies br's buffer in runs, not byte by byte: seg is
+	// the part of it not yet copied to buf, from offset segOff on; lost
+	// is set when the recording cannot be trusted.
+	seg    []byte
+	segOff int64
+	lost   bool
+
 	// Deadlines: fixed (negotiation) or idle (after bind). On the first idle
 	// expiry onIdle is called (to send a ping) and reading goes on for
 	// grace; the second expiry ends the stream.
@@ -51,6 +59,8 @@ type wireReader struct {
 	pinged   bool
 
 	rate *byteRate // what the peer may send (rate.go); nil: no limit
+	// ns is the namespace context of the stream being read.
+	ns nsScope
 }
 
 func newWireReader(conn net.Conn, max int) *wireReader {
@@ -71,8 +81,15 @@ func (w *wireReader) reset(conn net.Conn) {
 // ReadByte implements io.ByteReader for encoding/xml.
 func (w *wireReader) ReadByte() (byte, error) {
 	if w.br.Buffered() == 0 {
+		if w.rec {
+			w.sync() // br's buffer is about to be overwritten
+		}
 		if err := w.fill(); err != nil {
 			return 0, err
+		}
+		if w.rec {
+			w.seg, _ = w.br.Peek(w.br.Buffered())
+			w.segOff = w.off
 		}
 	}
 	b, err := w.br.ReadByte()
@@ -84,9 +101,6 @@ func (w *wireReader) ReadByte() (byte, error) {
 	w.count++
 	if w.count > w.max {
 		return 0, errStanzaTooBig
-	}
-	if w.rec {
-		w.buf = append(w.buf, b)
 	}
 	return b, nil
 }
@@ -150,63 +164,177 @@ func (w *wireReader) skipSpace() error {
 }
 
 // startCapture begins recording raw bytes at the decoder's position.
+// Recording copies from the read buffer in runs (when the decoder's bytes
+// are needed, and before the buffer is refilled), not byte by byte.
 func (w *wireReader) startCapture(dec *xml.Decoder) {
 	w.buf = w.buf[:0]
+	w.lost = false
 	if w.off > dec.InputOffset() { // the decoder holds back one byte
 		w.buf = append(w.buf, w.last)
 	}
 	w.rec = true
+	w.seg, _ = w.br.Peek(w.br.Buffered())
+	w.segOff = w.off
+}
+
+// sync appends to buf the bytes of seg the decoder has read since.
+func (w *wireReader) sync() {
+	n := w.off - w.segOff
+	if n < 0 || n > int64(len(w.seg)) {
+		// Only ReadByte takes bytes from br while recording, and it syncs
+		// before a refill: this cannot happen, but never forward a guess.
+		w.lost = true
+		n = 0
+	}
+	w.buf = append(w.buf, w.seg[:n]...)
+	w.seg = w.seg[n:]
+	w.segOff = w.off
+}
+
+// captured returns the bytes recorded so far: the decoder's bytes from
+// startCapture on, and maybe its look-ahead byte.
+func (w *wireReader) captured() ([]byte, error) {
+	w.sync()
+	if w.lost {
+		return nil, errNotWellFormed("lost track of the input")
+	}
+	return w.buf, nil
 }
 
 // stopCapture ends recording and returns the bytes consumed by the decoder
 // since startCapture, not including its look-ahead byte.
-func (w *wireReader) stopCapture(dec *xml.Decoder, base int64) []byte {
+func (w *wireReader) stopCapture(dec *xml.Decoder, base int64) ([]byte, error) {
+	buf, err := w.captured()
 	w.rec = false
+	w.seg = nil
 	n := dec.InputOffset() - base
-	if n < 0 || int(n) > len(w.buf) {
-		return nil
+	if err == nil && (n < 0 || n > int64(len(buf))) {
+		err = errNotWellFormed("lost track of the input")
 	}
-	return w.buf[:n]
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
 }
 
 // element is one top-level element read from a stream.
 type element struct {
 	start xml.StartElement // raw names: Space is the prefix
+	name  xml.Name         // start's name, namespace resolved
 	inner []byte           // raw children (nil when empty)
 	first xml.Name         // first child, namespace resolved
+	// carry are the declarations of the stream header that the element
+	// uses: written on its start tag, they keep it namespace-well-formed
+	// in any stream it is forwarded to.
+	carry []xml.Attr
 }
 
-// readElement reads the next top-level element after the stream header.
-// It returns io.EOF when the peer closed the stream with </stream:stream>.
-// Whitespace between elements (keep-alives) is skipped.
+// readStreamHeader starts reading a stream (a new decoder for each
+// restart): an optional XML declaration, white space, and the stream
+// header, whose declarations become the namespace context of the stream's
+// elements. It returns the header for the caller to check what it says.
+func readStreamHeader(w *wireReader) (*xml.Decoder, xml.StartElement, error) {
+	dec := xml.NewDecoder(w)
+	dec.Strict = true
+	dec.CharsetReader = refuseCharset
+	w.count = 0
+	w.off = 0 // offsets are the decoder's
+	declared := false
+	for {
+		w.startCapture(dec)
+		base := dec.InputOffset()
+		tok, err := dec.RawToken()
+		raw, rerr := w.stopCapture(dec, base)
+		if err == nil {
+			err = rerr
+		}
+		if err != nil {
+			// encoding/xml refuses some declarations with errors that say
+			// nothing to a program: ask our own check why.
+			if !isSyntaxError(err) && bytes.HasPrefix(raw, []byte("<?xml")) && bytes.HasSuffix(raw, []byte("?>")) {
+				if derr := checkXMLDecl(raw); derr != nil {
+					return dec, xml.StartElement{}, derr
+				}
+			}
+			return dec, xml.StartElement{}, err
+		}
+		switch t := tok.(type) {
+		case xml.ProcInst:
+			if t.Target != "xml" {
+				return dec, xml.StartElement{}, errRestrictedXML
+			}
+			if declared {
+				return dec, xml.StartElement{}, errNotWellFormed("a second XML declaration")
+			}
+			declared = true
+			if err := checkXMLDecl(raw); err != nil {
+				return dec, xml.StartElement{}, err
+			}
+		case xml.CharData:
+			if !isSpace(t) {
+				return dec, xml.StartElement{}, errNotWellFormed("text before the stream header")
+			}
+		case xml.StartElement:
+			if err := checkTagSyntax(raw, t); err != nil {
+				return dec, t, err
+			}
+			return dec, t, w.ns.setHeader(t)
+		default:
+			return dec, xml.StartElement{}, errRestrictedXML
+		}
+	}
+}
+
+// readElement reads the next top-level element after the stream header
+// and checks it is namespace-well-formed in the stream's context. It
+// returns io.EOF when the peer closed the stream (the end tag of its
+// header). Whitespace between elements (keep-alives) is skipped.
 func readElement(dec *xml.Decoder, w *wireReader) (element, error) {
 	var el element
+	ns := &w.ns
+	ns.reset()
+	// The capture starts before the start tag, whose raw bytes are checked
+	// too; base is the decoder offset of the capture's first byte.
+	var base int64
 	for {
 		w.count = 0
+		w.startCapture(dec)
+		base = dec.InputOffset()
 		tok, err := dec.RawToken()
 		if err != nil {
+			w.rec = false
 			return el, err
 		}
 		switch t := tok.(type) {
 		case xml.CharData:
 			if !isSpace(t) {
+				w.rec = false
 				return el, errNotWellFormed("text outside a stanza")
 			}
 			continue
 		case xml.EndElement:
+			w.rec = false
+			if t.Name != ns.end {
+				return el, errNotWellFormed("end tag </" + qname(t.Name) + "> outside any element")
+			}
 			return el, io.EOF // the end of the stream element
 		case xml.StartElement:
 			el.start = t.Copy()
 		default:
+			w.rec = false
 			return el, errRestrictedXML
 		}
 		break
 	}
-	base := dec.InputOffset()
-	w.startCapture(dec)
-	stack := make([]xml.Name, 1, 8)
-	stack[0] = el.start.Name
-	for len(stack) > 0 {
+	tagEnd := dec.InputOffset() - base
+	name, err := checkStart(w, ns, el.start, 0, tagEnd, true)
+	if err != nil {
+		w.rec = false
+		return el, err
+	}
+	el.name = name
+	for ns.depth() > 0 {
+		from := dec.InputOffset() - base
 		tok, err := dec.RawToken()
 		if err != nil {
 			w.rec = false
@@ -214,59 +342,82 @@ func readElement(dec *xml.Decoder, w *wireReader) (element, error) {
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
-			if len(stack) == 1 && el.first.Local == "" {
-				el.first = resolveName(t, el.start)
-			}
-			if len(stack) >= maxDepth {
+			if ns.depth() >= maxDepth {
 				w.rec = false
 				return el, errTooDeep
 			}
-			stack = append(stack, t.Name)
-		case xml.EndElement:
-			if t.Name != stack[len(stack)-1] {
+			name, err := checkStart(w, ns, t, from, dec.InputOffset()-base, ns.depth() == 1 && el.first.Local == "")
+			if err != nil {
 				w.rec = false
-				return el, errNotWellFormed("element <" + qname(stack[len(stack)-1]) + "> closed by </" + qname(t.Name) + ">")
+				return el, err
 			}
-			stack = stack[:len(stack)-1]
+			if ns.depth() == 2 && el.first.Local == "" {
+				el.first = name
+			}
+		case xml.EndElement:
+			if !ns.endElement(t.Name) {
+				w.rec = false
+				return el, errNotWellFormed("element closed by </" + qname(t.Name) + ">")
+			}
 		case xml.CharData:
+			// encoding/xml decodes a reference to a surrogate into
+			// U+FFFD: only then are the raw bytes (unless a CDATA
+			// section) worth a look.
+			if bytes.Contains(t, []byte("\uFFFD")) {
+				raw, err := rawToken(w, from, dec.InputOffset()-base)
+				if err == nil && !bytes.HasPrefix(raw, []byte("<![CDATA[")) {
+					err = checkCharRefs(raw)
+				}
+				if err != nil {
+					w.rec = false
+					return el, err
+				}
+			}
 		default:
 			w.rec = false
 			return el, errRestrictedXML
 		}
 	}
-	raw := w.stopCapture(dec, base)
-	// raw ends with the element's end tag, unless it was self-closing.
-	if i := lastIndexByte(raw, '<'); i >= 0 {
-		el.inner = raw[:i]
+	raw, err := w.stopCapture(dec, base)
+	if err != nil {
+		return el, err
 	}
-	if len(el.inner) == 0 {
-		el.inner = nil
-	} else {
-		el.inner = append([]byte(nil), el.inner...)
+	// raw is the start tag, then the children and the end tag unless it
+	// was self-closing.
+	if int64(len(raw)) > tagEnd {
+		if i := lastIndexByte(raw, '<'); int64(i) > tagEnd {
+			el.inner = append([]byte(nil), raw[tagEnd:i]...)
+		}
+	}
+	if len(ns.carry) > 0 {
+		el.carry = append([]xml.Attr(nil), ns.carry...)
 	}
 	return el, nil
 }
 
-// resolveName returns the namespace-resolved name of a raw child element,
-// looking for its prefix's (or the default) declaration on the child itself
-// and then on its parent.
-func resolveName(child, parent xml.StartElement) xml.Name {
-	want := "xmlns"
-	if child.Name.Space != "" {
-		want = child.Name.Space
+// checkStart checks a start tag, the captured bytes from:to, and opens
+// its namespace scope. Its resolved name is returned when asked for.
+func checkStart(w *wireReader, ns *nsScope, t xml.StartElement, from, to int64, resolve bool) (xml.Name, error) {
+	tag, err := rawToken(w, from, to)
+	if err != nil {
+		return xml.Name{}, err
 	}
-	for _, el := range []xml.StartElement{child, parent} {
-		for _, a := range el.Attr {
-			if (want == "xmlns" && a.Name.Space == "" && a.Name.Local == "xmlns") ||
-				(want != "xmlns" && a.Name.Space == "xmlns" && a.Name.Local == want) {
-				return xml.Name{Space: a.Value, Local: child.Name.Local}
-			}
-		}
+	if err := checkTagSyntax(tag, t); err != nil {
+		return xml.Name{}, err
 	}
-	if want == "xmlns" {
-		return xml.Name{Space: NSClient, Local: child.Name.Local}
+	return ns.start(t, resolve)
+}
+
+// rawToken returns the captured bytes from:to.
+func rawToken(w *wireReader, from, to int64) ([]byte, error) {
+	buf, err := w.captured()
+	if err != nil {
+		return nil, err
 	}
-	return xml.Name{Space: want, Local: child.Name.Local}
+	if from < 0 || to > int64(len(buf)) || from > to {
+		return nil, errNotWellFormed("lost track of the input")
+	}
+	return buf[from:to], nil
 }
 
 func qname(n xml.Name) string {
@@ -320,7 +471,7 @@ func stanzaFromElement(el element, ns string) (*Stanza, error) {
 // stanzaFrom is stanzaFromElement with a resolver for 'to': a session's
 // cache of already parsed and normalised addresses.
 func stanzaFrom(el element, ns string, resolve func(raw string) addrEntry) (*Stanza, error) {
-	st := &Stanza{Inner: el.inner, Payload: el.first}
+	st := &Stanza{Inner: el.inner, Payload: el.first, Attrs: el.carry}
 	if el.start.Name.Space != "" {
 		return nil, errUnsupportedStanza
 	}

@@ -30,9 +30,8 @@ type s2sStream struct {
 	nc       net.Conn // raw or TLS over it; swapped under wmu
 	wr       *wireReader
 	dec      *xml.Decoder
-	prefixes map[string]string // the peer's stream header declarations: prefix → namespace ("" default)
-	id       string            // stream id: ours on incoming streams, the peer's on outgoing ones
-	peer     string            // outgoing: the domain dialed; incoming: the header's 'from' (may be "")
+	id       string // stream id: ours on incoming streams, the peer's on outgoing ones
+	peer     string // outgoing: the domain dialed; incoming: the header's 'from' (may be "")
 	secure   bool
 	certOK   bool // the peer's certificate is valid for peer (outgoing) / for its header 'from' (incoming)
 	certs    []*x509.Certificate
@@ -324,49 +323,22 @@ func (s *s2sStream) header() []byte {
 // readHeader reads the peer's stream header with a new decoder and checks
 // it; incoming streams learn the peer's claimed domain from it.
 func (s *s2sStream) readHeader() error {
-	s.dec = xml.NewDecoder(s.wr)
-	s.dec.Strict = true
-	s.wr.count = 0
-	s.wr.off = 0
-	for {
-		tok, err := s.dec.RawToken()
-		if err != nil {
-			return err
-		}
-		switch t := tok.(type) {
-		case xml.ProcInst:
-			if t.Target != "xml" {
-				return errRestrictedXML
-			}
-		case xml.CharData:
-			if !isSpace(t) {
-				return serr("not-well-formed", "text before the stream header")
-			}
-		case xml.StartElement:
-			return s.checkHeader(t)
-		default:
-			return errRestrictedXML
-		}
+	dec, t, err := readStreamHeader(s.wr)
+	s.dec = dec
+	if err != nil {
+		return err
 	}
+	return s.checkHeader(t)
 }
 
 func (s *s2sStream) checkHeader(t xml.StartElement) error {
-	s.prefixes = map[string]string{}
-	for _, a := range t.Attr {
-		switch {
-		case a.Name.Space == "" && a.Name.Local == "xmlns":
-			s.prefixes[""] = a.Value
-		case a.Name.Space == "xmlns":
-			s.prefixes[a.Name.Local] = a.Value
-		}
-	}
 	version, _ := attr(t, "", "version")
 	switch {
-	case t.Name.Local != "stream" || s.prefixes[t.Name.Space] != nsStream:
+	case t.Name.Local != "stream" || s.wr.ns.headerNS() != nsStream:
 		return serr("invalid-namespace", "expected a stream in "+nsStream)
-	case s.prefixes[""] != NSServer:
+	case s.wr.ns.defaultNS() != NSServer:
 		return serr("invalid-namespace", "expected content namespace jabber:server")
-	case !strings.HasPrefix(version, "1."):
+	case !supportedVersion(version):
 		return serr("unsupported-version", "XMPP 1.0 streams only")
 	}
 	if s.outgoing {
@@ -395,24 +367,6 @@ func (s *s2sStream) checkHeader(t xml.StartElement) error {
 	return nil
 }
 
-// elementNS returns the namespace of a top-level element of this stream.
-func (s *s2sStream) elementNS(el element) string {
-	p := el.start.Name.Space
-	if p != "" {
-		if ns, ok := attr(el.start, "xmlns", p); ok {
-			return ns
-		}
-		if ns, ok := s.prefixes[p]; ok {
-			return ns
-		}
-		return p
-	}
-	if ns, ok := attr(el.start, "", "xmlns"); ok {
-		return ns
-	}
-	return s.prefixes[""]
-}
-
 // s2sFeatures is what the peer offers in <stream:features/>.
 type s2sFeatures struct {
 	StartTLS   *struct{} `xml:"urn:ietf:params:xml:ns:xmpp-tls starttls"`
@@ -439,13 +393,13 @@ func (s *s2sStream) readFeatures() (*s2sFeatures, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.elementNS(el) != nsStream || el.start.Name.Local != "features" {
-		if s.elementNS(el) == nsStream && el.start.Name.Local == "error" {
+	if elementNS(el) != nsStream || el.start.Name.Local != "features" {
+		if elementNS(el) == nsStream && el.start.Name.Local == "error" {
 			return nil, s.peerError(el)
 		}
 		return nil, serr("invalid-xml", "expected stream features")
 	}
-	return parseFeatures(s.wrap(el.inner))
+	return parseFeatures(wrapChildren(el))
 }
 
 func parseFeatures(b []byte) (*s2sFeatures, error) {
@@ -456,19 +410,27 @@ func parseFeatures(b []byte) (*s2sFeatures, error) {
 	return &ft, nil
 }
 
-// wrap puts raw children into an element that declares the stream's
-// namespaces, so that they decode on their own.
-func (s *s2sStream) wrap(inner []byte) []byte {
+// wrapChildren puts the raw children of a top-level element into an
+// element that declares the namespaces in force for them (the stream's
+// content namespace, the element's own declarations, the header's it
+// uses), so that they decode on their own.
+func wrapChildren(el element) []byte {
 	b := []byte("<x")
-	for p, ns := range s.prefixes {
-		if p == "" {
-			b = appendAttr(b, "xmlns", ns)
-		} else {
-			b = appendAttr(b, "xmlns:"+p, ns)
+	if _, ok := attr(el.start, "", "xmlns"); !ok {
+		b = appendAttr(b, "xmlns", NSServer)
+	}
+	for _, attrs := range [][]xml.Attr{el.carry, el.start.Attr} {
+		for _, a := range attrs {
+			switch {
+			case a.Name.Space == "" && a.Name.Local == "xmlns":
+				b = appendAttr(b, "xmlns", a.Value)
+			case a.Name.Space == "xmlns":
+				b = appendAttr(b, "xmlns:"+a.Name.Local, a.Value)
+			}
 		}
 	}
 	b = append(b, '>')
-	b = append(b, inner...)
+	b = append(b, el.inner...)
 	return append(b, "</x>"...)
 }
 
@@ -478,7 +440,7 @@ func (s *s2sStream) peerError(el element) error {
 		Children []struct{ XMLName xml.Name } `xml:",any"`
 		Text     string                       `xml:"urn:ietf:params:xml:ns:xmpp-streams text"`
 	}
-	xml.Unmarshal(s.wrap(el.inner), &e)
+	xml.Unmarshal(wrapChildren(el), &e)
 	cond := ""
 	for _, c := range e.Children {
 		if c.XMLName.Space == nsStreams && c.XMLName.Local != "text" {
@@ -524,7 +486,7 @@ func (s *s2sStream) negotiateOut(ctx context.Context, direct bool) (*s2sFeatures
 		if err != nil {
 			return nil, err
 		}
-		if s.elementNS(el) != nsTLS || el.start.Name.Local != "proceed" {
+		if elementNS(el) != nsTLS || el.start.Name.Local != "proceed" {
 			return nil, fmt.Errorf("STARTTLS refused (%s)", el.start.Name.Local)
 		}
 		if err := s.clientHandshake(false); err != nil {
@@ -579,7 +541,7 @@ func (s *s2sStream) authenticateOut(ctx context.Context, ft *s2sFeatures) (strin
 			return "", err
 		}
 		switch {
-		case s.elementNS(el) == nsSASL && el.start.Name.Local == "success":
+		case elementNS(el) == nsSASL && el.start.Name.Local == "success":
 			if err := s.write(s.header()); err != nil {
 				return "", err
 			}
@@ -588,10 +550,10 @@ func (s *s2sStream) authenticateOut(ctx context.Context, ft *s2sFeatures) (strin
 			}
 			s.finishOut()
 			return "external", nil
-		case s.elementNS(el) == nsSASL && el.start.Name.Local == "failure":
+		case elementNS(el) == nsSASL && el.start.Name.Local == "failure":
 			f.m.auth.WithLabelValues("out", "external", "failed").Inc()
 			f.log.Info("SASL EXTERNAL refused; trying dialback", "peer", s.peer, "failure", string(el.inner))
-		case s.elementNS(el) == nsStream && el.start.Name.Local == "error":
+		case elementNS(el) == nsStream && el.start.Name.Local == "error":
 			return "", s.peerError(el)
 		default:
 			return "", serr("invalid-xml", "expected a SASL answer")
@@ -609,7 +571,7 @@ func (s *s2sStream) authenticateOut(ctx context.Context, ft *s2sFeatures) (strin
 		if err != nil {
 			return "", err
 		}
-		ns, name := s.elementNS(el), el.start.Name.Local
+		ns, name := elementNS(el), el.start.Name.Local
 		switch {
 		case ns == nsDialback && name == "result":
 			from, _ := attr(el.start, "", "from")
@@ -728,7 +690,7 @@ func (s *s2sStream) readLoop() error {
 		if err != nil {
 			return err
 		}
-		ns, name := s.elementNS(el), el.start.Name.Local
+		ns, name := elementNS(el), el.start.Name.Local
 		if err := s.checkTLSUsed(ns, name); err != nil {
 			return err
 		}
@@ -976,7 +938,7 @@ func (f *Federation) verifyKey(ctx context.Context, originating, id, key string)
 		if err != nil {
 			return false, err
 		}
-		ns, name := s.elementNS(el), el.start.Name.Local
+		ns, name := elementNS(el), el.start.Name.Local
 		if ns == nsStream && name == "error" {
 			return false, s.peerError(el)
 		}

@@ -217,20 +217,37 @@ func (c *wsConn) readFrames() {
 func wsTranslateIn(b []byte) ([]byte, error) {
 	dec := xml.NewDecoder(bytes.NewReader(b))
 	dec.Strict = true
+	dec.CharsetReader = refuseCharset
 	var (
 		stack []xml.Name
 		first *xml.StartElement
 		count int
 	)
 	for {
+		off := dec.InputOffset()
 		tok, err := dec.RawToken()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
+			// encoding/xml refuses some XML declarations with errors that
+			// say nothing to a program: ask our own check why.
+			if decl := b[off:]; !isSyntaxError(err) && bytes.HasPrefix(decl, []byte("<?xml")) {
+				if end := bytes.Index(decl, []byte("?>")); end > 0 {
+					if derr := checkXMLDecl(decl[:end+2]); derr != nil {
+						return nil, derr
+					}
+				}
+			}
 			return nil, err
 		}
 		switch t := tok.(type) {
+		case xml.ProcInst:
+			if t.Target == "xml" {
+				if err := checkXMLDecl(b[off:dec.InputOffset()]); err != nil {
+					return nil, err
+				}
+			}
 		case xml.StartElement:
 			if len(stack) == 0 {
 				count++
@@ -263,7 +280,15 @@ func wsTranslateIn(b []byte) ([]byte, error) {
 	case "open":
 		h := make([]byte, 0, 256)
 		h = append(h, `<stream:stream xmlns="`+NSClient+`" xmlns:stream="`+nsStream+`"`...)
-		return append(appendPlainAttrs(h, first.Attr), '>'), nil
+		h = appendPlainAttrs(h, first.Attr)
+		// The header keeps the other prefixes <open/> declares: its
+		// attributes may use them.
+		for _, a := range first.Attr {
+			if a.Name.Space == "xmlns" && a.Name.Local != "stream" {
+				h = appendAttr(h, "xmlns:"+a.Name.Local, a.Value)
+			}
+		}
+		return append(h, '>'), nil
 	case "close":
 		return []byte("</stream:stream>"), nil
 	}

@@ -62,6 +62,9 @@ type Client struct {
 	Conn   net.Conn
 	Domain string // the server's domain, "localhost" by default
 	JID    string // the bound full JID, once Bind succeeded
+	// HeaderAttrs are more attributes (namespace declarations, say) for
+	// every stream header Open sends.
+	HeaderAttrs string
 
 	br  *bufio.Reader
 	dec *xml.Decoder
@@ -127,7 +130,7 @@ func (c *Client) Send(s string) {
 // Open sends a stream header to the domain to and reads the server's header.
 func (c *Client) Open(to string) {
 	c.T.Helper()
-	c.Send(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='` + to + `' version='1.0'>`)
+	c.Send(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' ` + c.HeaderAttrs + ` to='` + to + `' version='1.0'>`)
 	c.ReadHeader()
 }
 
@@ -314,14 +317,21 @@ func (c *Client) Bind(res string) string {
 func Login(t testing.TB, addr, user, pass, res string) *Client {
 	t.Helper()
 	c := Dial(t, addr)
+	c.Login(user, pass, res)
+	return c
+}
+
+// Login runs the whole negotiation on a new connection (Dial): STARTTLS,
+// SCRAM-SHA-256 and binding res.
+func (c *Client) Login(user, pass, res string) {
+	c.T.Helper()
 	c.Open(c.Domain)
 	c.StartTLS()
 	c.Expect("features", func(e Elem) bool { return e.XMLName.Local == "features" })
 	if cond := c.Auth(sasl.ScramSha256, user, pass); cond != "" {
-		t.Fatalf("login %s: %s", user, cond)
+		c.T.Fatalf("login %s: %s", user, cond)
 	}
 	c.Bind(res)
-	return c
 }
 
 // Available sends initial presence and waits until the server has taken it
