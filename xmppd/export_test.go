@@ -6,10 +6,10 @@ import "mellium.im/xmpp/jid"
 // (C2SRate) counted them; -1 when it is not bound or has no rate.
 func (s *Server) RateCounted(full jid.JID) int64 {
 	sess := s.session(full)
-	if sess == nil || sess.dec.wr.rate == nil {
+	if sess == nil || sess.dec.rate == nil {
 		return -1
 	}
-	return sess.dec.wr.rate.counted.Load()
+	return sess.dec.rate.counted.Load()
 }
 
 // RemoteDomains is how many remote domains the federation keeps state for.
@@ -18,7 +18,3 @@ func (f *Federation) RemoteDomains() int {
 	defer f.mu.Unlock()
 	return len(f.remotes)
 }
-
-// NotWellFormedStanzas are shared with the socket tests (package
-// xmppd_test): format strings taking the receiver's address.
-var NotWellFormedStanzas = notWellFormedStanzas

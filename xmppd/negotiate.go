@@ -16,6 +16,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"dialtone/auth"
+	"dialtone/xmppd/wire"
 )
 
 // Namespaces used during negotiation.
@@ -41,8 +42,8 @@ type conn struct {
 	// STARTTLS; secure says whether the HTTP request came over TLS.
 	websocket bool
 
-	wr  *wireReader
-	dec *xml.Decoder
+	wr   *wire.Reader
+	rate *byteRate // what the client may send (rate.go); nil: no limit
 
 	secure     bool
 	number     auth.Number
@@ -55,16 +56,6 @@ type conn struct {
 	writeMu sync.Mutex // only for abort racing the negotiation
 	dead    bool
 }
-
-// streamError is a stream-level error condition (RFC 6120 §4.9.3).
-type streamError struct {
-	cond string
-	text string
-}
-
-func (e *streamError) Error() string { return "stream error " + e.cond + ": " + e.text }
-
-func serr(cond, text string) error { return &streamError{cond, text} }
 
 // run negotiates the stream and, once a resource is bound, serves the session.
 func (c *conn) run() {
@@ -82,12 +73,14 @@ func (c *conn) run() {
 			c.nc.Close()
 		}
 	}()
-	c.wr = newWireReader(c.nc, s.cfg.MaxStanzaSize)
-	c.wr.rate = newByteRate(s.cfg.C2SRate, s.m.RateWaited)
-	c.wr.deadline = time.Now().Add(s.cfg.AuthTimeout)
+	c.wr = wire.NewReader(c.nc, s.cfg.MaxStanzaSize)
+	if c.rate = newByteRate(s.cfg.C2SRate, s.m.RateWaited); c.rate != nil {
+		c.wr.SetLimiter(c.rate)
+	}
+	c.wr.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
 	// Reads and writes alike, before any handshake: a client that sends
 	// nothing, or half a ClientHello, must not outlive the deadline.
-	c.raw.SetDeadline(c.wr.deadline)
+	c.raw.SetDeadline(c.wr.Deadline())
 	if c.direct {
 		tc := tls.Server(c.raw, c.tlsConfig())
 		if err := tc.Handshake(); err != nil {
@@ -96,7 +89,7 @@ func (c *conn) run() {
 			return
 		}
 		c.nc = tc
-		c.wr.reset(tc)
+		c.wr.Reset(tc)
 		c.secure = true
 	}
 	sess, err := c.negotiate()
@@ -173,22 +166,12 @@ func (c *conn) fail(err error) {
 	aborted := c.dead
 	c.writeMu.Unlock()
 	var se *streamError
-	switch {
-	case aborted:
+	if aborted {
 		// Shutdown cut the negotiation short: that is what the client is
 		// told, as every stream is (SPEC.md).
 		se = &streamError{"system-shutdown", ""}
-	case errors.As(err, &se):
-	case errors.Is(err, errStanzaTooBig), errors.Is(err, errTooDeep):
-		se = &streamError{"policy-violation", err.Error()}
-	case errors.Is(err, errRestrictedXML):
-		se = &streamError{"restricted-xml", ""}
-	case errors.Is(err, errIdle):
-		se = &streamError{"connection-timeout", "negotiation took too long"}
-	case isSyntaxError(err):
-		se = &streamError{"not-well-formed", ""}
-	case errors.Is(err, errUnsupportedStanza):
-		se = &streamError{"unsupported-stanza-type", ""}
+	} else if cond, text := conditionOf(err); cond != "" {
+		se = &streamError{cond, text}
 	}
 	if se != nil {
 		s.m.StreamErrors.WithLabelValues(se.cond).Inc()
@@ -210,25 +193,6 @@ func (c *conn) fail(err error) {
 		tc.CloseWrite()
 	}
 	c.nc.Close()
-}
-
-func isSyntaxError(err error) bool {
-	var se *xml.SyntaxError
-	var nw notWellFormed
-	return errors.As(err, &se) || errors.As(err, &nw) || errors.Is(err, io.ErrUnexpectedEOF)
-}
-
-// appendStreamError appends a stream error and the end of the stream.
-func appendStreamError(b []byte, cond, text string) []byte {
-	b = append(b, "<stream:error><"...)
-	b = append(b, cond...)
-	b = append(b, ` xmlns="`+nsStreams+`"/>`...)
-	if text != "" {
-		b = append(b, `<text xmlns="`+nsStreams+`">`...)
-		b = AppendEscaped(b, text)
-		b = append(b, "</text>"...)
-	}
-	return append(b, "</stream:error></stream:stream>"...)
 }
 
 // header returns our stream header; to is the peer's validated 'from'.
@@ -258,8 +222,7 @@ func (c *conn) header(to *jid.JID) []byte {
 // and answers with ours. A new decoder starts with every stream restart.
 func (c *conn) readHeader() error {
 	c.headerSent = false // a new stream gets a new header, even to carry an error
-	dec, t, err := readStreamHeader(c.wr)
-	c.dec = dec
+	t, err := c.wr.ReadHeader()
 	if err != nil {
 		return err
 	}
@@ -272,20 +235,20 @@ func (c *conn) checkHeader(t xml.StartElement) error {
 		errc string
 		text string
 	)
-	if lang, ok := attr(t, "xml", "lang"); ok && validLang(lang) {
+	if lang, ok := wire.Attr(t, "xml", "lang"); ok && validLang(lang) {
 		c.lang = lang
 	}
-	if f, ok := attr(t, "", "from"); ok {
+	if f, ok := wire.Attr(t, "", "from"); ok {
 		if j, err := jid.Parse(f); err == nil {
 			from = &j
 		}
 	}
-	to, hasTo := attr(t, "", "to")
-	version, _ := attr(t, "", "version")
+	to, hasTo := wire.Attr(t, "", "to")
+	version, _ := wire.Attr(t, "", "version")
 	switch {
-	case t.Name.Local != "stream" || c.wr.ns.headerNS() != nsStream:
+	case t.Name.Local != "stream" || c.wr.HeaderNS() != nsStream:
 		errc, text = "invalid-namespace", "expected a stream in "+nsStream
-	case c.wr.ns.defaultNS() != NSClient:
+	case c.wr.DefaultNS() != NSClient:
 		errc, text = "invalid-namespace", "expected content namespace jabber:client"
 	case hasTo && !c.servesDomain(to):
 		errc, text = "host-unknown", "this server does not serve that domain"
@@ -302,6 +265,24 @@ func (c *conn) checkHeader(t xml.StartElement) error {
 func (c *conn) servesDomain(to string) bool {
 	j, err := jid.Parse(to)
 	return err == nil && j.Equal(c.srv.domain)
+}
+
+// supportedVersion reports whether a stream header's version is one this
+// server speaks: 1.0, or a higher one, which it answers with 1.0 (RFC 6120
+// §4.7.5). The version is "major.minor", two non-negative integers; none
+// at all means a pre-1.0 stream.
+func supportedVersion(v string) bool {
+	major, minor, ok := strings.Cut(v, ".")
+	return ok && isDigits(major) && isDigits(minor) && strings.TrimLeft(major, "0") != ""
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func validLang(s string) bool {
@@ -340,7 +321,7 @@ func (c *conn) features() []byte {
 }
 
 // elementNS returns the namespace of a top-level element.
-func elementNS(el element) string { return el.name.Space }
+func elementNS(el wire.Element) string { return el.Name.Space }
 
 // negotiate runs STARTTLS, SASL and resource binding, and returns the bound
 // session.
@@ -353,12 +334,12 @@ func (c *conn) negotiate() (*Session, error) {
 	}
 	failures := 0
 	for {
-		el, err := readElement(c.dec, c.wr)
+		el, err := c.wr.ReadElement()
 		if err != nil {
 			return nil, err
 		}
 		ns := elementNS(el)
-		name := el.start.Name.Local
+		name := el.Start.Name.Local
 		switch {
 		case ns == nsTLS && name == "starttls":
 			if c.websocket {
@@ -424,8 +405,8 @@ func (c *conn) negotiate() (*Session, error) {
 	}
 }
 
-func isRegister(el element) bool {
-	return el.first.Space == "jabber:iq:register" && el.first.Local == "query"
+func isRegister(el wire.Element) bool {
+	return el.First.Space == "jabber:iq:register" && el.First.Local == "query"
 }
 
 // restart reads the client's new stream header and sends new features.
@@ -440,27 +421,27 @@ func (c *conn) startTLS() error {
 	if err := c.write([]byte(`<proceed xmlns="` + nsTLS + `"/>`)); err != nil {
 		return err
 	}
-	if c.wr.br.Buffered() > 0 {
+	if c.wr.Buffered() > 0 {
 		// Bytes sent before TLS was in place would be trusted by nobody.
 		return serr("policy-violation", "data after starttls")
 	}
 	tc := tls.Server(c.raw, c.tlsConfig())
-	c.raw.SetDeadline(c.wr.deadline)
+	c.raw.SetDeadline(c.wr.Deadline())
 	if err := tc.Handshake(); err != nil {
 		return err
 	}
 	c.nc = tc
-	c.wr.reset(tc)
+	c.wr.Reset(tc)
 	c.secure = true
 	return nil
 }
 
 // authenticate runs one SASL exchange; false means it failed (the failure
 // was sent and the client may try again).
-func (c *conn) authenticate(el element) (bool, error) {
+func (c *conn) authenticate(el wire.Element) (bool, error) {
 	s := c.srv
-	mech, _ := attr(el.start, "", "mechanism")
-	ctx, cancel := context.WithDeadline(context.Background(), c.wr.deadline)
+	mech, _ := wire.Attr(el.Start, "", "mechanism")
+	ctx, cancel := context.WithDeadline(context.Background(), c.wr.Deadline())
 	defer cancel()
 	ipKey := auth.Number("ip:" + c.ip)
 	if s.cfg.IPLockout.Locked(ipKey) > 0 {
@@ -471,7 +452,7 @@ func (c *conn) authenticate(el element) (bool, error) {
 	if err != nil {
 		return false, c.saslFailure(err)
 	}
-	resp, err := saslData(el.inner, true)
+	resp, err := saslData(el.Inner, true)
 	if err != nil {
 		return false, c.saslFailure(&auth.Failure{Condition: "incorrect-encoding"})
 	}
@@ -498,16 +479,16 @@ func (c *conn) authenticate(el element) (bool, error) {
 		if err := c.write(saslElement("challenge", challenge)); err != nil {
 			return false, err
 		}
-		next, err := readElement(c.dec, c.wr)
+		next, err := c.wr.ReadElement()
 		if err != nil {
 			return false, err
 		}
 		if elementNS(next) != nsSASL {
 			return false, serr("policy-violation", "expected a SASL response")
 		}
-		switch next.start.Name.Local {
+		switch next.Start.Name.Local {
 		case "response":
-			if resp, err = saslData(next.inner, false); err != nil {
+			if resp, err = saslData(next.Inner, false); err != nil {
 				return false, c.saslFailure(&auth.Failure{Condition: "incorrect-encoding"})
 			}
 		case "abort":
@@ -580,7 +561,7 @@ func saslElement(name string, data []byte) []byte {
 
 // bindOrSession handles an iq after authentication and before binding:
 // resource binding (RFC 6120 §7), or the legacy session establishment.
-func (c *conn) bindOrSession(el element) (*Session, error) {
+func (c *conn) bindOrSession(el wire.Element) (*Session, error) {
 	st, err := stanzaFromElement(el, NSClient)
 	if err != nil {
 		return nil, serr("not-authorized", "bind a resource first")

@@ -46,10 +46,10 @@ func newByteRate(rate int, waited prometheus.Counter) *byteRate {
 	return r
 }
 
-// take charges n bytes just read and waits while the bucket is in debt.
+// Take charges n bytes just read and waits while the bucket is in debt.
 // One read is at most the reader's buffer, so one wait is short (16 ms at
 // 64 KiB/s): a closing session is never held up for long.
-func (r *byteRate) take(n int) {
+func (r *byteRate) Take(n int) {
 	if r == nil {
 		return
 	}

@@ -20,12 +20,12 @@ func TestByteRate(t *testing.T) {
 	r.sleep = func(d time.Duration) { waited += d; clock = clock.Add(d) }
 	r.tokens, r.last = r.burst, clock
 	for range 10 {
-		r.take(1000) // the burst
+		r.Take(1000) // the burst
 	}
 	if waited != 0 {
 		t.Fatalf("waited %v within the burst", waited)
 	}
-	r.take(500)
+	r.Take(500)
 	if waited != 500*time.Millisecond {
 		t.Fatalf("waited %v for 500 bytes past the burst at 1000/s, want 500ms", waited)
 	}
@@ -33,9 +33,9 @@ func TestByteRate(t *testing.T) {
 	clock = clock.Add(20 * time.Second)
 	waited = 0
 	for range 10 {
-		r.take(1000)
+		r.Take(1000)
 	}
-	r.take(1000)
+	r.Take(1000)
 	if waited != time.Second {
 		t.Fatalf("after a long pause, waited %v for a burst and 1000 bytes, want 1s", waited)
 	}

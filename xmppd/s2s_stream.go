@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"dialtone/xmppd/wire"
 	"encoding/base64"
 	"encoding/xml"
 	"errors"
@@ -28,8 +29,7 @@ type s2sStream struct {
 	ip       string
 	raw      net.Conn // TCP
 	nc       net.Conn // raw or TLS over it; swapped under wmu
-	wr       *wireReader
-	dec      *xml.Decoder
+	wr       *wire.Reader
 	id       string // stream id: ours on incoming streams, the peer's on outgoing ones
 	peer     string // outgoing: the domain dialed; incoming: the header's 'from' (may be "")
 	secure   bool
@@ -62,13 +62,15 @@ func (f *Federation) newStream(nc net.Conn, outgoing bool) *s2sStream {
 		outgoing: outgoing,
 		raw:      nc,
 		nc:       nc,
-		wr:       newWireReader(nc, f.srv.cfg.MaxStanzaSize),
+		wr:       wire.NewReader(nc, f.srv.cfg.MaxStanzaSize),
 		authed:   map[string]bool{},
 		out:      make(chan []byte, f.srv.cfg.QueueSize),
 		kill:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	s.wr.rate = newByteRate(f.cfg.Rate, f.srv.m.RateWaited)
+	if r := newByteRate(f.cfg.Rate, f.srv.m.RateWaited); r != nil {
+		s.wr.SetLimiter(r)
+	}
 	s.active.Store(time.Now().UnixNano())
 	go s.writeLoop()
 	return s
@@ -257,26 +259,9 @@ func (s *s2sStream) established(method string) {
 // fail ends a stream whose negotiation or reading failed, with the stream
 // error the failure calls for, and waits for it to close.
 func (s *s2sStream) fail(err error) {
-	var se *streamError
-	cond, text := "", ""
-	switch {
-	case errors.As(err, &se):
-		cond, text = se.cond, se.text
-	case errors.Is(err, errStanzaTooBig), errors.Is(err, errTooDeep):
-		cond, text = "policy-violation", err.Error()
-	case errors.Is(err, errRestrictedXML):
-		cond = "restricted-xml"
-	case errors.Is(err, errIdle):
-		cond, text = "connection-timeout", "too slow"
-	case isSyntaxError(err):
-		cond = "not-well-formed"
-	case errors.Is(err, errUnsupportedStanza):
-		cond = "unsupported-stanza-type"
-	case errors.Is(err, errPeerStreamError), errors.Is(err, io.EOF):
-	default:
-		if !errors.Is(err, net.ErrClosed) {
-			s.f.log.Debug("link failed", "peer", s.peer, "direction", s.direction(), "err", err)
-		}
+	cond, text := conditionOf(err)
+	if cond == "" && err != nil && !errors.Is(err, errPeerStreamError) && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		s.f.log.Debug("link failed", "peer", s.peer, "direction", s.direction(), "err", err)
 	}
 	if cond != "" {
 		s.f.log.Debug("closing link with a stream error", "peer", s.peer, "direction", s.direction(), "condition", cond, "text", text)
@@ -323,8 +308,7 @@ func (s *s2sStream) header() []byte {
 // readHeader reads the peer's stream header with a new decoder and checks
 // it; incoming streams learn the peer's claimed domain from it.
 func (s *s2sStream) readHeader() error {
-	dec, t, err := readStreamHeader(s.wr)
-	s.dec = dec
+	t, err := s.wr.ReadHeader()
 	if err != nil {
 		return err
 	}
@@ -332,29 +316,29 @@ func (s *s2sStream) readHeader() error {
 }
 
 func (s *s2sStream) checkHeader(t xml.StartElement) error {
-	version, _ := attr(t, "", "version")
+	version, _ := wire.Attr(t, "", "version")
 	switch {
-	case t.Name.Local != "stream" || s.wr.ns.headerNS() != nsStream:
+	case t.Name.Local != "stream" || s.wr.HeaderNS() != nsStream:
 		return serr("invalid-namespace", "expected a stream in "+nsStream)
-	case s.wr.ns.defaultNS() != NSServer:
+	case s.wr.DefaultNS() != NSServer:
 		return serr("invalid-namespace", "expected content namespace jabber:server")
 	case !supportedVersion(version):
 		return serr("unsupported-version", "XMPP 1.0 streams only")
 	}
 	if s.outgoing {
-		id, _ := attr(t, "", "id")
+		id, _ := wire.Attr(t, "", "id")
 		if id == "" {
 			return serr("invalid-id", "no stream id")
 		}
 		s.id = id
 		return nil
 	}
-	if to, ok := attr(t, "", "to"); ok {
+	if to, ok := wire.Attr(t, "", "to"); ok {
 		if j, err := jid.Parse(to); err != nil || !j.Equal(s.f.srv.domain) {
 			return serr("host-unknown", "this server does not serve that domain")
 		}
 	}
-	if from, ok := attr(t, "", "from"); ok {
+	if from, ok := wire.Attr(t, "", "from"); ok {
 		j, err := jid.Parse(from)
 		if err != nil || j.Localpart() != "" || j.Resourcepart() != "" {
 			return serr("invalid-from", "not a domain")
@@ -389,12 +373,12 @@ func (s *s2sStream) readFeatures() (*s2sFeatures, error) {
 	if err := s.readHeader(); err != nil {
 		return nil, err
 	}
-	el, err := readElement(s.dec, s.wr)
+	el, err := s.wr.ReadElement()
 	if err != nil {
 		return nil, err
 	}
-	if elementNS(el) != nsStream || el.start.Name.Local != "features" {
-		if elementNS(el) == nsStream && el.start.Name.Local == "error" {
+	if elementNS(el) != nsStream || el.Start.Name.Local != "features" {
+		if elementNS(el) == nsStream && el.Start.Name.Local == "error" {
 			return nil, s.peerError(el)
 		}
 		return nil, serr("invalid-xml", "expected stream features")
@@ -414,12 +398,12 @@ func parseFeatures(b []byte) (*s2sFeatures, error) {
 // element that declares the namespaces in force for them (the stream's
 // content namespace, the element's own declarations, the header's it
 // uses), so that they decode on their own.
-func wrapChildren(el element) []byte {
+func wrapChildren(el wire.Element) []byte {
 	b := []byte("<x")
-	if _, ok := attr(el.start, "", "xmlns"); !ok {
+	if _, ok := wire.Attr(el.Start, "", "xmlns"); !ok {
 		b = appendAttr(b, "xmlns", NSServer)
 	}
-	for _, attrs := range [][]xml.Attr{el.carry, el.start.Attr} {
+	for _, attrs := range [][]xml.Attr{el.Carry, el.Start.Attr} {
 		for _, a := range attrs {
 			switch {
 			case a.Name.Space == "" && a.Name.Local == "xmlns":
@@ -430,12 +414,12 @@ func wrapChildren(el element) []byte {
 		}
 	}
 	b = append(b, '>')
-	b = append(b, el.inner...)
+	b = append(b, el.Inner...)
 	return append(b, "</x>"...)
 }
 
 // peerError logs a stream error the peer sent and returns errPeerStreamError.
-func (s *s2sStream) peerError(el element) error {
+func (s *s2sStream) peerError(el wire.Element) error {
 	var e struct {
 		Children []struct{ XMLName xml.Name } `xml:",any"`
 		Text     string                       `xml:"urn:ietf:params:xml:ns:xmpp-streams text"`
@@ -454,7 +438,7 @@ func (s *s2sStream) peerError(el element) error {
 // negotiateOut runs the initiating side up to the features after TLS.
 func (s *s2sStream) negotiateOut(ctx context.Context, direct bool) (*s2sFeatures, error) {
 	dl, _ := ctx.Deadline()
-	s.wr.deadline = dl
+	s.wr.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { s.raw.SetDeadline(time.Now()) })
 	defer stop()
 	if direct {
@@ -482,12 +466,12 @@ func (s *s2sStream) negotiateOut(ctx context.Context, direct bool) (*s2sFeatures
 		if err := s.write([]byte(`<starttls xmlns="` + nsTLS + `"/>`)); err != nil {
 			return nil, err
 		}
-		el, err := readElement(s.dec, s.wr)
+		el, err := s.wr.ReadElement()
 		if err != nil {
 			return nil, err
 		}
-		if elementNS(el) != nsTLS || el.start.Name.Local != "proceed" {
-			return nil, fmt.Errorf("STARTTLS refused (%s)", el.start.Name.Local)
+		if elementNS(el) != nsTLS || el.Start.Name.Local != "proceed" {
+			return nil, fmt.Errorf("STARTTLS refused (%s)", el.Start.Name.Local)
 		}
 		if err := s.clientHandshake(false); err != nil {
 			return nil, err
@@ -501,7 +485,7 @@ func (s *s2sStream) clientHandshake(direct bool) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	tc := tls.Client(s.raw, s.f.clientTLS(s.peer, direct))
-	s.raw.SetDeadline(s.wr.deadline)
+	s.raw.SetDeadline(s.wr.Deadline())
 	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
@@ -512,7 +496,7 @@ func (s *s2sStream) clientHandshake(direct bool) error {
 		return fmt.Errorf("the certificate of %s is not valid for it (list it in XMPPD_S2S_INSECURE_DOMAINS to accept it)", s.peer)
 	}
 	s.nc = tc
-	s.wr.reset(tc)
+	s.wr.Reset(tc)
 	s.secure = true
 	return nil
 }
@@ -521,7 +505,7 @@ func (s *s2sStream) clientHandshake(direct bool) error {
 // offered (the peer found our certificate valid), dialback otherwise.
 func (s *s2sStream) authenticateOut(ctx context.Context, ft *s2sFeatures) (string, error) {
 	dl, _ := ctx.Deadline()
-	s.wr.deadline = dl
+	s.wr.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { s.raw.SetDeadline(time.Now()) })
 	defer stop()
 	f := s.f
@@ -536,12 +520,12 @@ func (s *s2sStream) authenticateOut(ctx context.Context, ft *s2sFeatures) (strin
 		if err := s.write([]byte(auth)); err != nil {
 			return "", err
 		}
-		el, err := readElement(s.dec, s.wr)
+		el, err := s.wr.ReadElement()
 		if err != nil {
 			return "", err
 		}
 		switch {
-		case elementNS(el) == nsSASL && el.start.Name.Local == "success":
+		case elementNS(el) == nsSASL && el.Start.Name.Local == "success":
 			if err := s.write(s.header()); err != nil {
 				return "", err
 			}
@@ -550,10 +534,10 @@ func (s *s2sStream) authenticateOut(ctx context.Context, ft *s2sFeatures) (strin
 			}
 			s.finishOut()
 			return "external", nil
-		case elementNS(el) == nsSASL && el.start.Name.Local == "failure":
+		case elementNS(el) == nsSASL && el.Start.Name.Local == "failure":
 			f.m.auth.WithLabelValues("out", "external", "failed").Inc()
-			f.log.Info("SASL EXTERNAL refused; trying dialback", "peer", s.peer, "failure", string(el.inner))
-		case elementNS(el) == nsStream && el.start.Name.Local == "error":
+			f.log.Info("SASL EXTERNAL refused; trying dialback", "peer", s.peer, "failure", string(el.Inner))
+		case elementNS(el) == nsStream && el.Start.Name.Local == "error":
 			return "", s.peerError(el)
 		default:
 			return "", serr("invalid-xml", "expected a SASL answer")
@@ -567,15 +551,15 @@ func (s *s2sStream) authenticateOut(ctx context.Context, ft *s2sFeatures) (strin
 		return "", err
 	}
 	for {
-		el, err := readElement(s.dec, s.wr)
+		el, err := s.wr.ReadElement()
 		if err != nil {
 			return "", err
 		}
-		ns, name := elementNS(el), el.start.Name.Local
+		ns, name := elementNS(el), el.Start.Name.Local
 		switch {
 		case ns == nsDialback && name == "result":
-			from, _ := attr(el.start, "", "from")
-			typ, _ := attr(el.start, "", "type")
+			from, _ := wire.Attr(el.Start, "", "from")
+			typ, _ := wire.Attr(el.Start, "", "type")
 			if from != s.peer {
 				continue
 			}
@@ -584,7 +568,7 @@ func (s *s2sStream) authenticateOut(ctx context.Context, ft *s2sFeatures) (strin
 				return "dialback", nil
 			}
 			f.m.auth.WithLabelValues("out", "dialback", "failed").Inc()
-			return "", fmt.Errorf("dialback: %s answered %q %s", s.peer, typ, el.inner)
+			return "", fmt.Errorf("dialback: %s answered %q %s", s.peer, typ, el.Inner)
 		case ns == nsDialback && name == "verify":
 			s.answerVerify(el)
 		case ns == nsStream && name == "error":
@@ -598,7 +582,7 @@ func (s *s2sStream) authenticateOut(ctx context.Context, ft *s2sFeatures) (strin
 // finishOut marks an outgoing stream authenticated: stanzas from the peer
 // are accepted on it only with XEP-0288.
 func (s *s2sStream) finishOut() {
-	s.wr.deadline = time.Time{}
+	s.wr.SetDeadline(time.Time{})
 	if s.bidi {
 		s.mu.Lock()
 		s.authed[s.peer] = true
@@ -642,9 +626,8 @@ func (s *s2sStream) runIncoming() {
 func (s *s2sStream) acceptHeader() error {
 	err := s.readHeader()
 	if err != nil {
-		var se *streamError
-		if errors.As(err, &se) {
-			s.write(s.header())
+		if cond, _ := conditionOf(err); cond != "" {
+			s.write(s.header()) // the stream error goes in a stream
 		}
 		return err
 	}
@@ -686,11 +669,11 @@ func (s *s2sStream) readLoop() error {
 			return nil
 		default:
 		}
-		el, err := readElement(s.dec, s.wr)
+		el, err := s.wr.ReadElement()
 		if err != nil {
 			return err
 		}
-		ns, name := elementNS(el), el.start.Name.Local
+		ns, name := elementNS(el), el.Start.Name.Local
 		if err := s.checkTLSUsed(ns, name); err != nil {
 			return err
 		}
@@ -737,7 +720,7 @@ func (s *s2sStream) readLoop() error {
 
 // stanza checks a stanza's addresses against what the peer authenticated
 // and routes it.
-func (s *s2sStream) stanza(el element) error {
+func (s *s2sStream) stanza(el wire.Element) error {
 	f := s.f
 	st, err := stanzaFromElement(el, NSServer)
 	switch {
@@ -778,7 +761,7 @@ func (s *s2sStream) startTLS() error {
 	if _, err := s.nc.Write([]byte(`<proceed xmlns="` + nsTLS + `"/>`)); err != nil {
 		return err
 	}
-	if s.wr.br.Buffered() > 0 {
+	if s.wr.Buffered() > 0 {
 		return serr("policy-violation", "data after starttls")
 	}
 	tc := tls.Server(s.raw, s.f.serverTLS())
@@ -789,14 +772,14 @@ func (s *s2sStream) startTLS() error {
 	s.raw.SetDeadline(time.Time{})
 	s.certs = tc.ConnectionState().PeerCertificates
 	s.nc = tc
-	s.wr.reset(tc)
+	s.wr.Reset(tc)
 	s.secure = true
 	return nil
 }
 
 // external runs SASL EXTERNAL (XEP-0178) on an incoming stream: the peer
 // is who its certificate says, if that is the domain it claims.
-func (s *s2sStream) external(el element) (bool, error) {
+func (s *s2sStream) external(el wire.Element) (bool, error) {
 	f := s.f
 	fail := func(cond string) (bool, error) {
 		f.m.auth.WithLabelValues("in", "external", "failed").Inc()
@@ -809,10 +792,10 @@ func (s *s2sStream) external(el element) (bool, error) {
 	if s.sasl {
 		return false, serr("policy-violation", "already authenticated")
 	}
-	if mech, _ := attr(el.start, "", "mechanism"); mech != "EXTERNAL" {
+	if mech, _ := wire.Attr(el.Start, "", "mechanism"); mech != "EXTERNAL" {
 		return fail("invalid-mechanism")
 	}
-	data, err := saslData(el.inner, true)
+	data, err := saslData(el.Inner, true)
 	if err != nil {
 		return fail("incorrect-encoding")
 	}
@@ -840,11 +823,11 @@ func (s *s2sStream) external(el element) (bool, error) {
 // receiveResult handles <db:result/> on an incoming stream (XEP-0220 §2.2):
 // the peer claims a domain; the claim is checked with that domain's
 // authoritative server (or its certificate), and the answer sent back.
-func (s *s2sStream) receiveResult(el element) error {
+func (s *s2sStream) receiveResult(el wire.Element) error {
 	f := s.f
-	from, _ := attr(el.start, "", "from")
-	to, _ := attr(el.start, "", "to")
-	key := string(bytes.TrimSpace(el.inner))
+	from, _ := wire.Attr(el.Start, "", "from")
+	to, _ := wire.Attr(el.Start, "", "to")
+	key := string(bytes.TrimSpace(el.Inner))
 	if !s.secure && !f.cfg.AllowPlaintext {
 		return serr("policy-violation", "STARTTLS is required before dialback")
 	}
@@ -897,15 +880,15 @@ func (s *s2sStream) receiveResult(el element) error {
 
 // answerVerify answers <db:verify/> as the authoritative server: is this
 // the key we made for that stream?
-func (s *s2sStream) answerVerify(el element) {
+func (s *s2sStream) answerVerify(el wire.Element) {
 	f := s.f
-	from, _ := attr(el.start, "", "from")
-	to, _ := attr(el.start, "", "to")
-	id, _ := attr(el.start, "", "id")
-	if typ, _ := attr(el.start, "", "type"); typ != "" {
+	from, _ := wire.Attr(el.Start, "", "from")
+	to, _ := wire.Attr(el.Start, "", "to")
+	id, _ := wire.Attr(el.Start, "", "id")
+	if typ, _ := wire.Attr(el.Start, "", "type"); typ != "" {
 		return // an answer, for a verification we did not ask on this stream
 	}
-	key := string(bytes.TrimSpace(el.inner))
+	key := string(bytes.TrimSpace(el.Inner))
 	typ := "invalid"
 	if to == f.domain && from != "" && id != "" && f.checkDialbackKey(key, from, f.domain, id) {
 		typ = "valid"
@@ -926,7 +909,7 @@ func (f *Federation) verifyKey(ctx context.Context, originating, id, key string)
 		s.finish()
 	}()
 	dl, _ := ctx.Deadline()
-	s.wr.deadline = dl
+	s.wr.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { s.raw.SetDeadline(time.Now()) })
 	defer stop()
 	req := `<db:verify from="` + string(AppendEscaped(nil, f.domain)) + `" to="` + string(AppendEscaped(nil, originating)) + `" id="` + string(AppendEscaped(nil, id)) + `">` + string(AppendEscaped(nil, key)) + `</db:verify>`
@@ -934,21 +917,21 @@ func (f *Federation) verifyKey(ctx context.Context, originating, id, key string)
 		return false, err
 	}
 	for {
-		el, err := readElement(s.dec, s.wr)
+		el, err := s.wr.ReadElement()
 		if err != nil {
 			return false, err
 		}
-		ns, name := elementNS(el), el.start.Name.Local
+		ns, name := elementNS(el), el.Start.Name.Local
 		if ns == nsStream && name == "error" {
 			return false, s.peerError(el)
 		}
 		if ns != nsDialback || name != "verify" {
 			continue
 		}
-		if gotID, _ := attr(el.start, "", "id"); gotID != id {
+		if gotID, _ := wire.Attr(el.Start, "", "id"); gotID != id {
 			continue
 		}
-		typ, _ := attr(el.start, "", "type")
+		typ, _ := wire.Attr(el.Start, "", "type")
 		return typ == "valid", nil
 	}
 }

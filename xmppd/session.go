@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -358,29 +357,11 @@ func (sess *Session) serve() {
 	c := sess.dec
 	s.m.Sessions.Inc()
 	sess.out.open(func() { go sess.writeBurst() }, func() { go sess.finishWrites() })
-	c.wr.deadline = time.Time{}
-	c.wr.idle = s.cfg.IdleTimeout
-	c.wr.grace = s.cfg.PingTimeout
-	c.wr.onIdle = sess.ping
+	c.wr.SetIdle(s.cfg.IdleTimeout, s.cfg.PingTimeout, sess.ping)
 	ctx := context.Background()
 	err := sess.readLoop(ctx)
-	var se *streamError
-	switch {
-	case err == nil, errors.Is(err, io.EOF):
-		sess.closeWith("", "")
-	case errors.As(err, &se):
-		sess.closeWith(se.cond, se.text)
-	case errors.Is(err, errStanzaTooBig), errors.Is(err, errTooDeep):
-		sess.closeWith("policy-violation", err.Error())
-	case errors.Is(err, errRestrictedXML):
-		sess.closeWith("restricted-xml", "")
-	case errors.Is(err, errIdle):
-		sess.closeWith("connection-timeout", "")
-	case isSyntaxError(err):
-		sess.closeWith("not-well-formed", "")
-	default:
-		sess.closeWith("", "") // the network went away
-	}
+	// No condition: the stream ended, or the network went away.
+	sess.closeWith(conditionOf(err))
 	select {
 	case <-sess.done:
 	case <-time.After(s.cfg.WriteTimeout + 5*time.Second):
@@ -410,15 +391,7 @@ func (sess *Session) readLoop(ctx context.Context) error {
 			return nil
 		default:
 		}
-		// Wait for input here, shallow, rather than deep inside the XML
-		// decoder: an idle session's stack then stays small. Whitespace
-		// keep-alives between stanzas are skipped here for the same reason
-		// (the decoder holds no look-ahead byte between stanzas, and these
-		// bytes bypass its offset and the capture alike).
-		if err := c.wr.skipSpace(); err != nil {
-			return err
-		}
-		el, err := readElement(c.dec, c.wr)
+		el, err := c.wr.ReadElement()
 		if err != nil {
 			return err
 		}

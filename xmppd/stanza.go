@@ -2,7 +2,9 @@ package xmppd
 
 import (
 	"bytes"
+	"dialtone/xmppd/wire"
 	"encoding/xml"
+	"errors"
 	"strconv"
 
 	"mellium.im/xmpp/jid"
@@ -176,37 +178,8 @@ func appendAttr(b []byte, name, value string) []byte {
 }
 
 // AppendEscaped appends s escaped for use in XML text or a double-quoted
-// attribute value.
-func AppendEscaped(b []byte, s string) []byte {
-	last := 0
-	for i := 0; i < len(s); i++ {
-		var esc string
-		switch s[i] {
-		case '&':
-			esc = "&amp;"
-		case '<':
-			esc = "&lt;"
-		case '>':
-			esc = "&gt;"
-		case '"':
-			esc = "&quot;"
-		case '\'':
-			esc = "&apos;"
-		case '\n':
-			esc = "&#xA;"
-		case '\r':
-			esc = "&#xD;"
-		case '\t':
-			esc = "&#x9;"
-		default:
-			continue
-		}
-		b = append(b, s[last:i]...)
-		b = append(b, esc...)
-		last = i + 1
-	}
-	return append(b, s[last:]...)
-}
+// attribute value (see wire.AppendEscaped).
+func AppendEscaped(b []byte, s string) []byte { return wire.AppendEscaped(b, s) }
 
 // Decode decodes the whole stanza into v with encoding/xml (for the few
 // stanzas the server itself handles; routing never needs it). The stanza
@@ -310,3 +283,117 @@ func xmlName(space, local string) xml.Name { return xml.Name{Space: space, Local
 // kept in the offline store) so they can be delivered as they are. Only
 // Bytes is meaningful on the result.
 func RawStanza(b []byte) *Stanza { return &Stanza{raw: b} }
+
+// DefaultMaxStanzaSize is the largest stanza accepted by default.
+const DefaultMaxStanzaSize = wire.DefaultMaxStanzaSize
+
+// stanzaFromElement builds a Stanza from a top-level wire.Element of a stream
+// whose content namespace is ns. It checks the element is a stanza and
+// parses (but does not trust) its addresses.
+func stanzaFromElement(el wire.Element, ns string) (*Stanza, error) {
+	return stanzaFrom(el, ns, nil)
+}
+
+// stanzaFrom is stanzaFromElement with a resolver for 'to': a session's
+// cache of already parsed and normalised addresses.
+func stanzaFrom(el wire.Element, ns string, resolve func(raw string) addrEntry) (*Stanza, error) {
+	st := &Stanza{Inner: el.Inner, Payload: el.First, Attrs: el.Carry}
+	if el.Start.Name.Space != "" {
+		return nil, errUnsupportedStanza
+	}
+	switch el.Start.Name.Local {
+	case "message":
+		st.Kind = KindMessage
+	case "presence":
+		st.Kind = KindPresence
+	case "iq":
+		st.Kind = KindIQ
+	default:
+		return nil, errUnsupportedStanza
+	}
+	var toErr error
+	for _, a := range el.Start.Attr {
+		switch {
+		case a.Name.Space == "" && a.Name.Local == "to" && resolve != nil:
+			e := resolve(a.Value)
+			st.To = e.j
+			if e.err != nil {
+				toErr = e.err
+				continue
+			}
+			st.toStr, st.toBare = e.str, e.bare
+		case a.Name.Space == "" && a.Name.Local == "to":
+			j, err := jid.Parse(a.Value)
+			if err != nil {
+				toErr = errBadTo
+				continue
+			}
+			st.To = j
+		case a.Name.Space == "" && a.Name.Local == "from":
+			j, err := jid.Parse(a.Value)
+			if err != nil {
+				return st, errBadFrom
+			}
+			st.From = j
+		case a.Name.Space == "" && a.Name.Local == "id":
+			st.ID = a.Value
+		case a.Name.Space == "" && a.Name.Local == "type":
+			st.Type = a.Value
+		case a.Name.Space == "xml" && a.Name.Local == "lang":
+			st.Lang = a.Value
+		case a.Name.Space == "" && a.Name.Local == "xmlns":
+			if a.Value != ns {
+				return nil, errUnsupportedStanza
+			}
+		case a.Name.Space == "" || a.Name.Space == "xmlns":
+			st.Attrs = append(st.Attrs, a)
+		default:
+			// keep prefixed attributes verbatim (their declaration is kept too)
+			st.Attrs = append(st.Attrs, xml.Attr{Name: xml.Name{Local: a.Name.Space + ":" + a.Name.Local}, Value: a.Value})
+		}
+	}
+	return st, toErr
+}
+
+var (
+	errUnsupportedStanza = errors.New("unsupported stanza type")
+	errBadTo             = errors.New("malformed 'to'")
+	errBadFrom           = errors.New("malformed 'from'")
+)
+
+// addrEntry is a parsed, normalised 'to' address with its string forms,
+// or the error answering it.
+type addrEntry struct {
+	j         jid.JID
+	str, bare string
+	err       error // errBadTo, or a stanza.Error from normalisation
+}
+
+// addrCache remembers the addresses one session writes to, so that the
+// routing path parses and normalises each only once. It belongs to the
+// session's reader goroutine.
+type addrCache struct {
+	m map[string]addrEntry
+}
+
+const addrCacheSize = 256
+
+func (c *addrCache) resolve(s *Server, raw string) addrEntry {
+	if e, ok := c.m[raw]; ok {
+		return e
+	}
+	var e addrEntry
+	j, err := jid.Parse(raw)
+	if err != nil {
+		e.err = errBadTo
+	} else if n, err := s.Normalize(j); err != nil {
+		e.j, e.err = j, err
+	} else {
+		e.j, e.str, e.bare = n, n.String(), bareString(n)
+	}
+	if c.m == nil || len(c.m) >= addrCacheSize {
+		c.m = make(map[string]addrEntry, 16)
+	}
+	c.m[raw] = e
+	return e
+}

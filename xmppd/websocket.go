@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"dialtone/internal/forwarded"
+	"dialtone/xmppd/wire"
 )
 
 // XMPP over WebSocket (RFC 7395). The core speaks a byte stream; wsConn
@@ -195,9 +196,9 @@ func (c *wsConn) readFrames() {
 				err = io.EOF
 			}
 		case len(b) > c.max:
-			err = errStanzaTooBig
+			err = wire.ErrStanzaTooBig
 		case typ != websocket.MessageText:
-			err = errNotWellFormed("binary WebSocket frame")
+			err = wire.NotWellFormedError("binary WebSocket frame")
 		default:
 			b, err = wsTranslateIn(b)
 		}
@@ -215,9 +216,7 @@ func (c *wsConn) readFrames() {
 // wsTranslateIn checks that a frame holds complete, well-formed elements
 // and turns RFC 7395's <open/> and <close/> into a stream header and end.
 func wsTranslateIn(b []byte) ([]byte, error) {
-	dec := xml.NewDecoder(bytes.NewReader(b))
-	dec.Strict = true
-	dec.CharsetReader = refuseCharset
+	dec := wire.NewDecoder(bytes.NewReader(b))
 	var (
 		stack []xml.Name
 		first *xml.StartElement
@@ -232,9 +231,9 @@ func wsTranslateIn(b []byte) ([]byte, error) {
 		if err != nil {
 			// encoding/xml refuses some XML declarations with errors that
 			// say nothing to a program: ask our own check why.
-			if decl := b[off:]; !isSyntaxError(err) && bytes.HasPrefix(decl, []byte("<?xml")) {
+			if decl := b[off:]; !wire.IsNotWellFormed(err) && bytes.HasPrefix(decl, []byte("<?xml")) {
 				if end := bytes.Index(decl, []byte("?>")); end > 0 {
-					if derr := checkXMLDecl(decl[:end+2]); derr != nil {
+					if derr := wire.CheckXMLDecl(decl[:end+2]); derr != nil {
 						return nil, derr
 					}
 				}
@@ -244,7 +243,7 @@ func wsTranslateIn(b []byte) ([]byte, error) {
 		switch t := tok.(type) {
 		case xml.ProcInst:
 			if t.Target == "xml" {
-				if err := checkXMLDecl(b[off:dec.InputOffset()]); err != nil {
+				if err := wire.CheckXMLDecl(b[off:dec.InputOffset()]); err != nil {
 					return nil, err
 				}
 			}
@@ -256,24 +255,24 @@ func wsTranslateIn(b []byte) ([]byte, error) {
 					first = &s
 				}
 			}
-			if len(stack) >= maxDepth {
-				return nil, errTooDeep
+			if len(stack) >= wire.MaxDepth {
+				return nil, wire.ErrTooDeep
 			}
 			stack = append(stack, t.Name)
 		case xml.EndElement:
 			if len(stack) == 0 || stack[len(stack)-1] != t.Name {
-				return nil, errNotWellFormed("unbalanced element in a WebSocket frame")
+				return nil, wire.NotWellFormedError("unbalanced element in a WebSocket frame")
 			}
 			stack = stack[:len(stack)-1]
 		}
 	}
 	if len(stack) > 0 {
-		return nil, errNotWellFormed("incomplete element in a WebSocket frame")
+		return nil, wire.NotWellFormedError("incomplete element in a WebSocket frame")
 	}
 	if first == nil || count != 1 || first.Name.Space != "" {
 		return b, nil
 	}
-	if ns, _ := attr(*first, "", "xmlns"); ns != NSFraming {
+	if ns, _ := wire.Attr(*first, "", "xmlns"); ns != NSFraming {
 		return b, nil
 	}
 	switch first.Name.Local {

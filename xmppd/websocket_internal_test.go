@@ -1,6 +1,7 @@
 package xmppd
 
 import (
+	"dialtone/xmppd/wire"
 	"strings"
 	"testing"
 )
@@ -55,7 +56,7 @@ func TestWSTranslateIn(t *testing.T) {
 	} {
 		got, err := wsTranslateIn([]byte(tc.in))
 		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) || !isSyntaxError(err) {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !wire.IsNotWellFormed(err) {
 				t.Errorf("%s: got %q, %v; want %s", tc.in, got, err, tc.err)
 			}
 			continue

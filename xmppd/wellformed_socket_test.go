@@ -14,6 +14,7 @@ import (
 
 	"dialtone/internal/xmpptest"
 	"dialtone/xmppd"
+	"dialtone/xmppd/internal/wellformedtest"
 )
 
 // offlineRecorder is an offline store that keeps what it is given.
@@ -70,7 +71,7 @@ func TestNotWellFormedNeverForwarded(t *testing.T) {
 	ts.account(t, carol)
 	b := xmpptest.Login(t, ts.addr, bob, pb, "laptop")
 	b.Available()
-	for i, name := range sortedNames(xmppd.NotWellFormedStanzas) {
+	for i, name := range sortedNames(wellformedtest.NotWellFormed) {
 		for _, to := range []string{bob + "@localhost/laptop", carol + "@localhost"} {
 			var a *xmpptest.Client
 			if i%2 == 0 {
@@ -78,7 +79,7 @@ func TestNotWellFormedNeverForwarded(t *testing.T) {
 			} else {
 				a = loginDirectTLS(t, ts, alice, pa, "tls", "")
 			}
-			a.Send(fmt.Sprintf(xmppd.NotWellFormedStanzas[name], to))
+			a.Send(fmt.Sprintf(wellformedtest.NotWellFormed[name], to))
 			if cond := a.ExpectStreamError(); cond != "not-well-formed" {
 				t.Errorf("%s to %s: stream error %q, want not-well-formed", name, to, cond)
 			}
@@ -222,11 +223,11 @@ func TestS2SNotWellFormedNeverForwarded(t *testing.T) {
 		t.Fatal("no stream header")
 		return xml.StartElement{}
 	}
-	for _, name := range sortedNames(xmppd.NotWellFormedStanzas) {
+	for _, name := range sortedNames(wellformedtest.NotWellFormed) {
 		p := peer()
 		p.open("evil.test", "a.test")
 		p.expect("features")
-		s := fmt.Sprintf(xmppd.NotWellFormedStanzas[name], "+821012345678@a.test")
+		s := fmt.Sprintf(wellformedtest.NotWellFormed[name], "+821012345678@a.test")
 		p.send(strings.Replace(s, "<message ", "<message from='eve@evil.test' ", 1))
 		if inner := p.expect("error"); !strings.Contains(inner, "not-well-formed") {
 			t.Errorf("%s: stream error %s", name, inner)
@@ -274,10 +275,10 @@ func TestWebSocketNotWellFormedNeverForwarded(t *testing.T) {
 	b := xmpptest.Login(t, ts.addr, bob, pb, "laptop")
 	b.Available()
 	url, hc := startWS(t, ts, true)
-	for _, name := range sortedNames(xmppd.NotWellFormedStanzas) {
+	for _, name := range sortedNames(wellformedtest.NotWellFormed) {
 		c := dialWS(t, url, hc)
 		c.login(alice, pa, "web")
-		c.send(fmt.Sprintf(xmppd.NotWellFormedStanzas[name], bob+"@localhost/laptop"))
+		c.send(fmt.Sprintf(wellformedtest.NotWellFormed[name], bob+"@localhost/laptop"))
 		if cond := c.streamError(); cond != "not-well-formed" {
 			t.Errorf("%s: stream error %q", name, cond)
 		}

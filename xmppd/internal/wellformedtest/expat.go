@@ -1,4 +1,7 @@
-package xmppd
+// Package wellformedtest helps the tests that check the server accepts and
+// forwards only namespace-well-formed XML: an independent parser to judge
+// (Python's expat, as XMPP clients use it) and stanzas that must be refused.
+package wellformedtest
 
 import (
 	"bufio"
@@ -47,9 +50,9 @@ while True:
     out.flush()
 `
 
-// expatCheck returns nil when expat parses doc with namespaces, else its
+// Expat returns nil when expat parses doc with namespaces, else its
 // complaint. The test is skipped when there is no python with expat.
-func expatCheck(t testing.TB, doc []byte) error {
+func Expat(t testing.TB, doc []byte) error {
 	t.Helper()
 	expat.once.Do(func() {
 		cmd := exec.Command(testbin.Python, "-c", expatScript)
@@ -88,27 +91,4 @@ func expatCheck(t testing.TB, doc []byte) error {
 		return nil
 	}
 	return fmt.Errorf("expat: %s", strings.TrimPrefix(line, "error: "))
-}
-
-// Receivers' stream headers, as the server writes them.
-const (
-	c2sReceiverHeader = `<?xml version='1.0'?><stream:stream xmlns="jabber:client" xmlns:stream="http://etherx.jabber.org/streams" id="x" from="localhost" version="1.0" xml:lang="en">`
-	s2sReceiverHeader = `<?xml version='1.0'?><stream:stream xmlns="jabber:server" xmlns:stream="http://etherx.jabber.org/streams" xmlns:db="jabber:server:dialback" from="localhost" version="1.0" xml:lang="en">`
-)
-
-// checkForwardable fails the test unless a stanza the reader accepted is
-// namespace-well-formed everywhere the server may write it: in a c2s
-// stream, an s2s stream, and alone in a WebSocket frame.
-func checkForwardable(t testing.TB, st *Stanza, from []byte) {
-	t.Helper()
-	b := st.Bytes()
-	for _, doc := range []string{
-		c2sReceiverHeader + string(b) + `</stream:stream>`,
-		s2sReceiverHeader + string(b) + `</stream:stream>`,
-		string(wsFrameElement(b)),
-	} {
-		if err := expatCheck(t, []byte(doc)); err != nil {
-			t.Fatalf("the reader accepted %q and forwards\n%s\nwhich is not well-formed: %v", from, doc, err)
-		}
-	}
 }

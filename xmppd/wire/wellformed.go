@@ -1,9 +1,8 @@
-package xmppd
+package wire
 
 import (
 	"bytes"
 	"encoding/xml"
-	"errors"
 	"io"
 	"strconv"
 	"strings"
@@ -169,7 +168,7 @@ func (s *nsScope) start(t xml.StartElement, resolve bool) (xml.Name, error) {
 	}
 	s.keys = keys
 	if dup, ok := duplicateKey(keys); ok {
-		return xml.Name{}, errNotWellFormed("duplicate attribute " + dup.local + " on <" + qname(t.Name) + ">")
+		return xml.Name{}, errNotWellFormed("duplicate attribute " + dup.local + " on <" + QName(t.Name) + ">")
 	}
 	return xml.Name{Space: space, Local: t.Name.Local}, nil
 }
@@ -382,12 +381,12 @@ func checkTagSyntax(tag []byte, t xml.StartElement) error {
 		if i >= len(tag) || k > 0 && !isSpaceByte(tag[i]) {
 			return errNotWellFormed("no white space between attributes")
 		}
-		i = skipSpace(tag, i) + qnameLen(t.Attr[k].Name)
-		i = skipSpace(tag, i)
+		i = skipSpaceAt(tag, i) + qnameLen(t.Attr[k].Name)
+		i = skipSpaceAt(tag, i)
 		if i >= len(tag) || tag[i] != '=' {
 			return errNotWellFormed("lost track of a start tag")
 		}
-		i = skipSpace(tag, i+1)
+		i = skipSpaceAt(tag, i+1)
 		if i >= len(tag) {
 			return errNotWellFormed("lost track of a start tag")
 		}
@@ -410,7 +409,7 @@ func qnameLen(n xml.Name) int {
 	return len(n.Space) + 1 + len(n.Local)
 }
 
-func skipSpace(b []byte, i int) int {
+func skipSpaceAt(b []byte, i int) int {
 	for i < len(b) && isSpaceByte(b[i]) {
 		i++
 	}
@@ -487,17 +486,15 @@ func isXMLChar(r rune) bool {
 		r >= 0x10000 && r <= 0x10FFFF
 }
 
-// errUnsupportedEncoding refuses every encoding but UTF-8 when encoding/xml
-// asks for one.
-var errUnsupportedEncoding = errors.New("unsupported encoding")
+// refuseCharset refuses every encoding but UTF-8 when encoding/xml asks
+// for one.
+func refuseCharset(string, io.Reader) (io.Reader, error) { return nil, ErrUnsupportedEncoding }
 
-func refuseCharset(string, io.Reader) (io.Reader, error) { return nil, errUnsupportedEncoding }
-
-// checkXMLDecl checks an XML declaration, "<?xml" to "?>" (XML 1.0 §2.8):
+// CheckXMLDecl checks an XML declaration, "<?xml" to "?>" (XML 1.0 §2.8):
 // version 1.0, encoding UTF-8 if any, standalone yes or no, in that order.
 // Another version is unsupported-version, another encoding
 // unsupported-encoding (RFC 6120 §11.6), anything else not well-formed.
-func checkXMLDecl(decl []byte) error {
+func CheckXMLDecl(decl []byte) error {
 	s, ok := strings.CutPrefix(string(decl), "<?xml")
 	if !ok {
 		return errNotWellFormed("not an XML declaration")
@@ -535,7 +532,7 @@ func checkXMLDecl(decl []byte) error {
 		return errNotWellFormed("no version in the XML declaration")
 	}
 	if attrs[0].value != "1.0" {
-		return serr("unsupported-version", "XML 1.0 only")
+		return ErrUnsupportedVersion
 	}
 	attrs = attrs[1:]
 	if len(attrs) > 0 && attrs[0].name == "encoding" {
@@ -543,7 +540,7 @@ func checkXMLDecl(decl []byte) error {
 			return errNotWellFormed("malformed encoding name")
 		}
 		if !strings.EqualFold(attrs[0].value, "UTF-8") {
-			return serr("unsupported-encoding", "UTF-8 only")
+			return ErrUnsupportedEncoding
 		}
 		attrs = attrs[1:]
 	}
@@ -564,24 +561,6 @@ func isEncName(s string) bool {
 		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z':
 		case i > 0 && (c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'):
 		default:
-			return false
-		}
-	}
-	return s != ""
-}
-
-// supportedVersion reports whether a stream header's version is one this
-// server speaks: 1.0, or a higher one, which it answers with 1.0 (RFC 6120
-// §4.7.5). The version is "major.minor", two non-negative integers; none
-// at all means a pre-1.0 stream.
-func supportedVersion(v string) bool {
-	major, minor, ok := strings.Cut(v, ".")
-	return ok && isDigits(major) && isDigits(minor) && strings.TrimLeft(major, "0") != ""
-}
-
-func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
 			return false
 		}
 	}
