@@ -14,7 +14,8 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"dialtone/auth"
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 )
 
 // Deliverer is what the queue needs from the server: writing a stanza to
@@ -22,8 +23,8 @@ import (
 // took everything written to it before (xmppd.Server.QuerySession).
 type Deliverer interface {
 	Domain() string
-	Deliver(full jid.JID, st *xmppd.Stanza) bool
-	QuerySession(ctx context.Context, full jid.JID, typ string, payload []byte) (*xmppd.Stanza, error)
+	Deliver(full jid.JID, st *router.Stanza) bool
+	QuerySession(ctx context.Context, full jid.JID, typ string, payload []byte) (*router.Stanza, error)
 }
 
 // Stored describes a message about to be stored, for the notice path
@@ -81,11 +82,19 @@ type Queue struct {
 	running sync.WaitGroup
 }
 
-// Register plugs the queue into the server.
-func (q *Queue) Register(mux *xmppd.Mux) {
-	mux.HandleOffline(q.store)
-	mux.OnAvailable(q.deliver)
-	mux.AddFeature(xmppd.ScopeServer, "msgoffline")
+// Register plugs the queue into the server: it takes the messages no
+// session took, delivers them when a session becomes available, and
+// advertises msgoffline.
+func (q *Queue) Register(h *router.Hooks) error {
+	h.Hook(router.Undelivered, router.Messages, 0, func(ctx context.Context, ev *router.Event) error {
+		if err := q.store(ctx, ev.Stanza); err != nil {
+			return err
+		}
+		return router.ErrHandled
+	})
+	h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) { q.deliver(ctx, s.JID()) })
+	h.AddFeature(router.ScopeServer, "msgoffline")
+	return nil
 }
 
 func (q *Queue) now() time.Time {
@@ -102,8 +111,9 @@ func (q *Queue) log() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// store is the xmppd.OfflineHandler.
-func (q *Queue) store(ctx context.Context, m *xmppd.Stanza) error {
+// store keeps a message no session took; nil means it was stored or
+// dropped on purpose, a stanza.Error goes back to the sender.
+func (q *Queue) store(ctx context.Context, m *router.Stanza) error {
 	if m.Type != "" && m.Type != "normal" && m.Type != "chat" {
 		return nil // headline, groupchat, error: not stored (SPEC "Offline messages")
 	}
@@ -145,7 +155,7 @@ func (q *Queue) store(ctx context.Context, m *xmppd.Stanza) error {
 // appendDelay adds the XEP-0203 stamp: from the server, when it was stored.
 func appendDelay(inner []byte, domain string, t time.Time) []byte {
 	inner = append(inner, `<delay xmlns="urn:xmpp:delay" from="`...)
-	inner = xmppd.AppendEscaped(inner, domain)
+	inner = wire.AppendEscaped(inner, domain)
 	inner = append(inner, `" stamp="`...)
 	inner = t.AppendFormat(inner, "2006-01-02T15:04:05.000Z")
 	return append(inner, `"/>`...)
@@ -166,7 +176,7 @@ func bodyOf(inner []byte) (string, bool) {
 		switch t := tok.(type) {
 		case xml.StartElement:
 			depth++
-			if depth == 2 && t.Name.Local == "body" && t.Name.Space == xmppd.NSClient {
+			if depth == 2 && t.Name.Local == "body" && t.Name.Space == router.NSClient {
 				var s string
 				if err := d.DecodeElement(&s, &t); err != nil {
 					return "", false
@@ -190,7 +200,7 @@ const (
 
 var pingPayload = []byte(`<ping xmlns="urn:xmpp:ping"/>`)
 
-// deliver is the xmppd.AvailableHook. It hands the stored messages to the
+// deliver runs when a session becomes available. It hands the stored messages to the
 // session that just became available, a chunk at a time, each followed
 // by a ping (XEP-0199) from the server, and removes a chunk from the store
 // only once the client answered that ping: streams are ordered, so the
@@ -227,7 +237,7 @@ func (q *Queue) handOver(full jid.JID, msgs []Message) ([]int64, bool) {
 		if len(ids) > 0 && size+len(m.Stanza) > chunkBytes {
 			break
 		}
-		if !q.Server.Deliver(full, xmppd.RawStanza(m.Stanza)) {
+		if !q.Server.Deliver(full, router.RawStanza(m.Stanza)) {
 			return nil, false
 		}
 		ids = append(ids, m.ID)

@@ -5,8 +5,12 @@ import "mellium.im/xmpp/jid"
 // RateCounted is how many bytes the session full has sent, as its rate
 // (C2SRate) counted them; -1 when it is not bound or has no rate.
 func (s *Server) RateCounted(full jid.JID) int64 {
-	sess := s.session(full)
-	if sess == nil || sess.dec.rate == nil {
+	rs := s.router.Session(full)
+	if rs == nil {
+		return -1
+	}
+	sess, ok := rs.Sink().(*session)
+	if !ok || sess.dec.rate == nil {
 		return -1
 	}
 	return sess.dec.rate.counted.Load()

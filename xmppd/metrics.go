@@ -1,6 +1,7 @@
 package xmppd
 
 import (
+	"dialtone/xmppd/router"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,13 +73,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) routed(k Kind) {
+func (m *Metrics) routed(k router.Kind) {
 	switch k {
-	case KindMessage:
+	case router.KindMessage:
 		m.messages.Inc()
-	case KindPresence:
+	case router.KindPresence:
 		m.presences.Inc()
-	case KindIQ:
+	case router.KindIQ:
 		m.iqs.Inc()
 	}
 }

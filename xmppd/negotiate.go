@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"dialtone/auth"
+	"dialtone/xmppd/router"
 	"dialtone/xmppd/wire"
 )
 
@@ -28,10 +30,17 @@ const (
 	nsSession = "urn:ietf:params:xml:ns:xmpp-session"
 	nsStreams = "urn:ietf:params:xml:ns:xmpp-streams"
 	nsStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
+	nsPing    = "urn:xmpp:ping"
 )
 
-// conn is a client connection from accept until it is bound (then a
-// Session takes over) or closed.
+// NSClient and NSServer are the content namespaces of c2s and s2s streams.
+const (
+	NSClient = router.NSClient
+	NSServer = router.NSServer
+)
+
+// conn is a client connection from accept until it is bound (then its
+// session takes over) or closed.
 type conn struct {
 	srv    *Server
 	raw    net.Conn // the TCP connection
@@ -49,6 +58,7 @@ type conn struct {
 	number     auth.Number
 	generation int64
 	authed     bool
+	sess       *session // from authentication on
 	headerSent bool
 	lang       string
 	slot       *pendingSlot // its place among the unauthenticated connections
@@ -95,6 +105,9 @@ func (c *conn) run() {
 	sess, err := c.negotiate()
 	if err != nil {
 		c.fail(err)
+		if c.sess != nil {
+			s.router.Closed(c.sess.rs) // authenticated, never bound
+		}
 		return
 	}
 	c.releasePending()
@@ -311,13 +324,21 @@ func (c *conn) features() []byte {
 			b = append(b, "</mechanism>"...)
 		}
 		b = append(b, "</mechanisms>"...)
+		b = append(b, c.srv.router.Hooks().Features(router.PreAuth, c.info())...)
 	default:
-		b = append(b, `<bind xmlns="`+nsBind+`"/><session xmlns="`+nsSession+`"><optional/></session><ver xmlns="urn:xmpp:features:rosterver"/>`...)
-		for _, f := range c.srv.cfg.Mux.stream {
-			b = append(b, f...)
-		}
+		b = append(b, `<bind xmlns="`+nsBind+`"/><session xmlns="`+nsSession+`"><optional/></session>`...)
+		b = append(b, c.srv.router.Hooks().Features(router.PostAuth, c.info())...)
 	}
 	return append(b, "</stream:features>"...)
+}
+
+// info describes the stream to the modules.
+func (c *conn) info() router.ConnInfo {
+	ci := router.ConnInfo{Secure: c.secure, WebSocket: c.websocket}
+	if c.sess != nil {
+		ci.Session = c.sess.rs
+	}
+	return ci
 }
 
 // elementNS returns the namespace of a top-level element.
@@ -325,7 +346,7 @@ func elementNS(el wire.Element) string { return el.Name.Space }
 
 // negotiate runs STARTTLS, SASL and resource binding, and returns the bound
 // session.
-func (c *conn) negotiate() (*Session, error) {
+func (c *conn) negotiate() (*session, error) {
 	if err := c.readHeader(); err != nil {
 		return nil, err
 	}
@@ -384,9 +405,19 @@ func (c *conn) negotiate() (*Session, error) {
 			if sess != nil || err != nil {
 				return sess, err
 			}
+		case c.authed && c.srv.router.Hooks().Nonza(router.PostAuth, ns) != nil:
+			reply, err := c.srv.router.Hooks().Nonza(router.PostAuth, ns)(c.sess.rs.Context(), c.info(), el)
+			if err != nil {
+				return nil, err
+			}
+			if len(reply) > 0 {
+				if err := c.write(reply); err != nil {
+					return nil, err
+				}
+			}
 		case !c.authed && ns == NSClient && name == "iq" && isRegister(el):
 			// XEP-0077 in-band registration: accounts are proven by SMS.
-			st, err := stanzaFromElement(el, NSClient)
+			st, err := router.Parse(el, NSClient, nil)
 			if err != nil {
 				return nil, serr("not-authorized", "authenticate first")
 			}
@@ -469,6 +500,12 @@ func (c *conn) authenticate(el wire.Element) (bool, error) {
 			c.number = ex.Number()
 			c.generation = ex.Generation()
 			c.authed = true
+			bare, err := jid.New(string(c.number), s.domain.Domainpart(), "")
+			if err != nil {
+				return false, fmt.Errorf("xmppd: the JID of %s: %w", c.number, err)
+			}
+			c.sess = newSession(c, bare)
+			s.router.Authenticated(c.sess.rs)
 			s.m.Logins.Inc()
 			if err := s.cfg.Accounts.RecordLogin(ctx, c.number, time.Now()); err != nil {
 				s.log.Error("recording login failed", "number", c.number, "err", err)
@@ -561,14 +598,14 @@ func saslElement(name string, data []byte) []byte {
 
 // bindOrSession handles an iq after authentication and before binding:
 // resource binding (RFC 6120 §7), or the legacy session establishment.
-func (c *conn) bindOrSession(el wire.Element) (*Session, error) {
-	st, err := stanzaFromElement(el, NSClient)
+func (c *conn) bindOrSession(el wire.Element) (*session, error) {
+	st, err := router.Parse(el, NSClient, nil)
 	if err != nil {
 		return nil, serr("not-authorized", "bind a resource first")
 	}
 	switch {
 	case st.Type == "set" && st.Payload == xml.Name{Space: nsBind, Local: "bind"}:
-	case st.Type == "set" && st.Payload == xml.Name{Space: nsSession, Local: "session"}:
+	case st.Type == "set" && st.Payload == sessionPayload:
 		return nil, c.write(st.Reply("result", nil).Bytes())
 	default:
 		return nil, serr("not-authorized", "bind a resource first")
@@ -587,20 +624,50 @@ func (c *conn) bindOrSession(el wire.Element) (*Session, error) {
 	if err != nil {
 		return nil, c.write(st.ErrorReply(stanzaErr("modify", "bad-request", "invalid resource")).Bytes())
 	}
-	sess := newSession(c, full)
+	sess := c.sess
 	// Reachable before the client learns its JID: whoever it tells at once
 	// must find it. What is routed to it meanwhile waits in its queue,
 	// which the writer starts on after this result.
-	if !c.srv.register(sess) {
+	err = c.srv.router.Bind(sess.rs, full, c.confirmGeneration)
+	switch {
+	case errors.Is(err, router.ErrTooManyResources):
 		// RFC 6120 §7.6.2.1; the client may close another resource and
 		// try again within the negotiation's time.
 		return nil, c.write(st.ErrorReply(stanzaErr("wait", "resource-constraint", "too many resources bound for this account")).Bytes())
+	case err != nil:
+		return nil, err
 	}
-	result := st.Reply("result", []byte(`<bind xmlns="`+nsBind+`"><jid>`+string(AppendEscaped(nil, full.String()))+`</jid></bind>`))
+	b := wire.NewBuilder(nil)
+	b.StartNS("bind", nsBind).Element("jid", "", full.String()).End()
+	result := st.Reply("result", b.Bytes())
 	result.From = jid.JID{}
 	if err := c.write(result.Bytes()); err != nil {
-		c.srv.unregister(sess)
+		c.srv.router.Unregister(sess.rs)
 		return nil, err
 	}
 	return sess, nil
+}
+
+// confirmGeneration refuses a session that authenticated with a password
+// the account no longer has: a login racing a password change (or the
+// promotion of a requested password), whose closing of the account's
+// sessions came before this one was in the table.
+func (c *conn) confirmGeneration() error {
+	s := c.srv
+	ctx, cancel := context.WithDeadline(context.Background(), c.wr.Deadline())
+	defer cancel()
+	ctx, cancel = s.router.StoreContext(ctx)
+	defer cancel()
+	acc, err := s.cfg.Accounts.Account(ctx, c.number)
+	switch {
+	case errors.Is(err, auth.ErrNotFound):
+		return serr("not-authorized", "the account is gone")
+	case err != nil:
+		s.log.Error("checking the password generation at bind", "number", c.number, "err", err)
+		return serr("internal-server-error", "")
+	case acc.Generation > c.generation:
+		s.log.Info("a login raced a password change: not bound", "number", c.number, "ip", c.ip)
+		return serr("not-authorized", "the password changed")
+	}
+	return nil
 }

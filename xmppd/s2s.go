@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"dialtone/xmppd/router"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,16 +102,16 @@ type Federation struct {
 // remote is what the federation knows about one remote domain.
 type remote struct {
 	domain    string
-	out       *s2sStream // the authenticated stream stanzas to domain go on
-	queue     []*Stanza  // waiting for the link
-	queued    int        // bytes in queue
+	out       *s2sStream       // the authenticated stream stanzas to domain go on
+	queue     []*router.Stanza // waiting for the link
+	queued    int              // bytes in queue
 	dialing   bool
 	failUntil time.Time
 	failCond  string
 }
 
-// NewFederation makes the federation of srv. Register its Send with
-// srv.Mux().HandleRemote and serve its listener with Serve.
+// NewFederation makes the federation of srv and makes it the route of
+// srv's stanzas to other domains; serve its listener with Serve.
 func NewFederation(srv *Server, cfg FederationConfig) (*Federation, error) {
 	if len(cfg.DialbackSecret) == 0 {
 		return nil, errors.New("xmppd: a dialback secret is required")
@@ -165,6 +166,7 @@ func NewFederation(srv *Server, cfg FederationConfig) (*Federation, error) {
 		}
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
+	srv.router.SetRemote(f.Send)
 	return f, nil
 }
 
@@ -255,7 +257,7 @@ func (f *Federation) Shutdown(ctx context.Context) error {
 	for s := range f.streams {
 		streams = append(streams, s)
 	}
-	var waiting []*Stanza
+	var waiting []*router.Stanza
 	for _, r := range f.remotes {
 		waiting = append(waiting, r.queue...)
 		r.queue, r.queued = nil, 0
@@ -281,7 +283,7 @@ func (f *Federation) Shutdown(ctx context.Context) error {
 // Send takes a stanza for another domain (it is the Mux's RemoteHandler).
 // It never blocks on the network: the stanza goes on the domain's link, or
 // waits (bounded) for the link to come up.
-func (f *Federation) Send(ctx context.Context, st *Stanza) {
+func (f *Federation) Send(ctx context.Context, st *router.Stanza) {
 	domain := st.To.Domainpart()
 	f.mu.Lock()
 	if f.closing {
@@ -352,7 +354,7 @@ func (f *Federation) connect(r *remote) {
 		r.out = s
 	}
 	out := r.out
-	var unsent []*Stanza
+	var unsent []*router.Stanza
 	for _, st := range r.queue {
 		if out.send(st.Bytes()) {
 			f.m.stanzasOut.Inc()
@@ -405,13 +407,13 @@ func (f *Federation) setSender(domain string, s *s2sStream) {
 }
 
 // bounce answers st with a stanza error of the given condition.
-func (f *Federation) bounce(st *Stanza, cond, text string) {
+func (f *Federation) bounce(st *router.Stanza, cond, text string) {
 	f.m.bounced.WithLabelValues(cond).Inc()
 	typ := "cancel"
 	if cond == "remote-server-timeout" || cond == "resource-constraint" {
 		typ = "wait"
 	}
-	f.srv.bounce(st, stanzaErr(typ, cond, text))
+	f.srv.router.Bounce(st, stanzaErr(typ, cond, text))
 }
 
 // s2sFailure is why a link could not be made: the stanza error condition

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"dialtone/xmppd/router"
 	"dialtone/xmppd/wire"
 	"encoding/base64"
 	"encoding/xml"
@@ -722,11 +723,11 @@ func (s *s2sStream) readLoop() error {
 // and routes it.
 func (s *s2sStream) stanza(el wire.Element) error {
 	f := s.f
-	st, err := stanzaFromElement(el, NSServer)
+	st, err := router.Parse(el, NSServer, nil)
 	switch {
-	case errors.Is(err, errUnsupportedStanza):
+	case errors.Is(err, router.ErrUnsupportedStanza):
 		return serr("unsupported-stanza-type", "")
-	case errors.Is(err, errBadFrom), errors.Is(err, errBadTo):
+	case errors.Is(err, router.ErrBadFrom), errors.Is(err, router.ErrBadTo):
 		return serr("improper-addressing", "malformed 'to' or 'from'")
 	}
 	if !s.isAuthed() {
@@ -746,7 +747,7 @@ func (s *s2sStream) stanza(el wire.Element) error {
 	}
 	s.active.Store(time.Now().UnixNano())
 	f.m.stanzasIn.Inc()
-	f.srv.RouteInbound(context.Background(), st)
+	f.srv.router.RouteInbound(context.Background(), st)
 	return nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"dialtone/internal/tlscert"
 	"dialtone/internal/xmpptest"
 	"dialtone/xmppd"
+	"dialtone/xmppd/internal/servertest"
 )
 
 // testCA issues certificates for the federation tests.
@@ -125,25 +126,21 @@ func startFedServer(t *testing.T, domain string, l net.Listener, o fedOpts) *fed
 		t.Fatal(err)
 	}
 	accounts := newMemAccounts()
-	mux := &xmppd.Mux{}
-	mux.HandleIQ(xmppd.ScopeServer|xmppd.ScopeAccount, xml.Name{Space: "urn:xmpp:ping", Local: "ping"},
-		func(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) { return nil, nil })
-	srvRef := new(*xmppd.Server)
-	mux.HandlePresence(&selfPresence{srv: srvRef})
 	srv, err := xmppd.NewServer(xmppd.Config{
 		Domain:   domain,
 		TLS:      &tls.Config{Certificates: []tls.Certificate{o.cert}},
 		SASL:     &auth.SASL{Parser: parser, Store: accounts, Lockout: auth.NewLockout(5), Domain: domain},
 		Parser:   parser,
 		Accounts: accounts,
-		Mux:      mux,
 		Log:      testLog(domain),
 		Metrics:  o.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	*srvRef = srv
+	if err := srv.Load(servertest.Basic()...); err != nil {
+		t.Fatal(err)
+	}
 	reg := prometheus.NewRegistry()
 	o.fed.Registerer = reg
 	if o.fed.DialbackSecret == nil {
@@ -156,7 +153,6 @@ func startFedServer(t *testing.T, domain string, l net.Listener, o fedOpts) *fed
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux.HandleRemote(fed.Send)
 	cl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

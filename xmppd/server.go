@@ -1,6 +1,6 @@
-// Package xmppd is the XMPP server: listeners, stream negotiation, sessions,
-// the router, and the contracts (Mux, Router, Stanza) that feature modules
-// are written against.
+// Package xmppd is the XMPP server: its listeners (c2s, direct TLS, s2s,
+// WebSocket), the client streams, and the router (package router) that its
+// modules (packages xmppd/mod/...) are loaded on.
 package xmppd
 
 import (
@@ -14,12 +14,12 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/jid"
 
 	"dialtone/auth"
+	"dialtone/xmppd/router"
 )
 
 // Config configures a Server. Zero durations and sizes take the defaults.
@@ -29,7 +29,6 @@ type Config struct {
 	SASL     *auth.SASL
 	Parser   *auth.NumberParser
 	Accounts auth.Accounts
-	Mux      *Mux // nil: a new one, see Server.Mux
 	Log      *slog.Logger
 	Metrics  *Metrics
 
@@ -59,6 +58,11 @@ type Config struct {
 	// RegistrationURL is where in-band registration attempts are sent
 	// (the web page that texts a password).
 	RegistrationURL string
+
+	// StoreTimeout bounds every store call made for a stanza
+	// (XMPPD_STORE_TIMEOUT); default 5s. Modules get it through
+	// router.Router.StoreContext.
+	StoreTimeout time.Duration
 }
 
 // Server is an XMPP server for one domain.
@@ -67,10 +71,7 @@ type Server struct {
 	domain jid.JID
 	log    *slog.Logger
 	m      *Metrics
-	shards [numShards]shard
-
-	carbonsOn atomic.Int64 // sessions with carbons enabled (carbons.go)
-	queries   sync.Map     // *Session → *sessionQueries, while one waits (query.go)
+	router *router.Router
 
 	pending *pendingTable // unauthenticated connections (pending.go)
 
@@ -90,10 +91,6 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.TLS == nil || cfg.SASL == nil || cfg.Parser == nil || cfg.Accounts == nil {
 		return nil, errors.New("xmppd: TLS, SASL, Parser and Accounts are required")
 	}
-	if cfg.Mux == nil {
-		cfg.Mux = &Mux{}
-	}
-	cfg.Mux.AddFeature(ScopeServer, NSCarbons) // answered by the core (carbons.go)
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -132,15 +129,42 @@ func NewServer(cfg Config) (*Server, error) {
 		conns:     make(map[*conn]struct{}),
 	}
 	s.pending = newPendingTable(cfg.MaxPending, cfg.MaxPendingPerIP, s.m.Pending)
-	for i := range s.shards {
-		s.shards[i].accounts = make(map[string][]*Session)
+	s.router, err = router.New(router.Config{
+		Domain:             cfg.Domain,
+		Parser:             cfg.Parser,
+		Accounts:           cfg.Accounts,
+		SessionsPerAccount: cfg.SessionsPerAccount,
+		StoreTimeout:       cfg.StoreTimeout,
+		Log:                cfg.Log,
+		Routed:             s.m.routed,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xmppd: %w", err)
 	}
 	return s, nil
 }
 
-// Mux is where modules register; do it before serving. Modules that need
-// the Router get the Server itself.
-func (s *Server) Mux() *Mux { return s.cfg.Mux }
+// Load registers the modules on the server's router, in order; call it
+// before serving. An error (two modules handling one namespace, say) must
+// stop the start.
+func (s *Server) Load(mods ...router.Module) error { return s.router.Load(mods...) }
+
+// Router is the server's router: what modules route with.
+func (s *Server) Router() *router.Router { return s.router }
+
+// Sessions returns the bound sessions of the account bare (do not modify
+// the slice).
+func (s *Server) Sessions(bare jid.JID) []*router.Session { return s.router.Sessions(bare) }
+
+// QuerySession sends the session full an iq from the server and waits for
+// its answer (see router.Router.QuerySession).
+func (s *Server) QuerySession(ctx context.Context, full jid.JID, typ string, payload []byte) (*router.Stanza, error) {
+	return s.router.QuerySession(ctx, full, typ, payload)
+}
+
+// ErrSessionClosed is QuerySession's error for a session that is not
+// bound or ends first.
+var ErrSessionClosed = router.ErrSessionClosed
 
 // Domain is the served domain.
 func (s *Server) Domain() string { return s.domain.String() }
@@ -159,6 +183,7 @@ func (s *Server) serve(l net.Listener, direct bool) error {
 	}
 	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
+	s.router.Serving()
 	name := "c2s"
 	if direct {
 		name = "c2s_direct_tls"
@@ -231,17 +256,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, c := range pending {
 		c.abort()
 	}
-	for _, sess := range s.allSessions() {
-		sess.closeWith("system-shutdown", "")
+	for _, sess := range s.router.All() {
+		sess.Close("system-shutdown", "")
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// The modules' own goroutines (deliveries, sweeps) end after the
+	// sessions whose work they did.
+	return s.router.Close(ctx)
 }
 
 // Kick closes every session of the account with the stream error condition
@@ -255,9 +282,9 @@ func (s *Server) Kick(ctx context.Context, number string, condition string) (int
 	if err != nil {
 		return 0, err
 	}
-	list := s.sessionsOf(j.String())
+	list := s.router.Sessions(j)
 	for _, sess := range list {
-		sess.closeWith(condition, "")
+		sess.Close(condition, "")
 	}
 	return len(list), nil
 }
@@ -274,9 +301,9 @@ func (s *Server) KickExcept(ctx context.Context, number string, keep jid.JID, co
 		return 0, err
 	}
 	closed := 0
-	for _, sess := range s.sessionsOf(j.String()) {
-		if !sess.full.Equal(keep) {
-			sess.closeWith(condition, "")
+	for _, sess := range s.router.Sessions(j) {
+		if !sess.JID().Equal(keep) {
+			sess.Close(condition, "")
 			closed++
 		}
 	}

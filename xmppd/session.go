@@ -3,9 +3,9 @@ package xmppd
 import (
 	"context"
 	"crypto/tls"
+	"encoding/xml"
 	"errors"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,21 +14,21 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"dialtone/auth"
+	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 )
 
-// Session is a bound client stream. Its reader runs on the connection's
-// goroutine; one writer goroutine drains a queue bounded in stanzas and in
-// bytes, so a client that does not read can never block anyone else nor
-// hold much memory: when its queue is full it is closed.
-type Session struct {
+// session is a client stream from authentication on: the connection, its
+// write queue, and its routing handle (rs), whose Sink it is. Its reader
+// runs on the connection's goroutine; a writer goroutine drains a queue
+// bounded in stanzas and in bytes, so a client that does not read can
+// never block anyone else nor hold much memory: when its queue is full it
+// is closed.
+type session struct {
 	srv        *Server
+	rs         *router.Session
 	nc         net.Conn
 	dec        *conn
-	full       jid.JID
-	fullStr    string
-	bare       jid.JID
-	bareStr    string
-	resource   string
 	number     auth.Number
 	generation int64
 
@@ -39,51 +39,30 @@ type Session struct {
 	text     string
 	done     chan struct{} // the final write (stream end) finished
 	wmu      sync.Mutex    // held by whichever goroutine writes to nc
-
-	presence   atomic.Pointer[Stanza]
-	priority   atomic.Int32
-	interested atomic.Bool
-	carbons    atomic.Bool // XEP-0280 enabled; change with Server.setCarbons
-	pingSeq    atomic.Uint64
 }
 
-func newSession(c *conn, full jid.JID) *Session {
-	sess := &Session{
+// newSession makes the session of an authenticated connection, not yet
+// bound.
+func newSession(c *conn, bare jid.JID) *session {
+	sess := &session{
 		srv:        c.srv,
 		nc:         c.nc,
 		dec:        c,
-		full:       full,
-		fullStr:    full.String(),
-		bare:       full.Bare(),
-		resource:   full.Resourcepart(),
 		number:     c.number,
 		generation: c.generation,
 		out:        outQueue{max: c.srv.cfg.QueueSize},
 		kill:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
-	sess.bareStr = sess.bare.String()
+	sess.rs = router.NewSession(context.Background(), bare, sess)
 	return sess
 }
 
-// JID is the session's full JID.
-func (sess *Session) JID() jid.JID { return sess.full }
+// Send implements router.Sink.
+func (sess *session) Send(b []byte) bool { return sess.enqueue(outItem{b: b}) }
 
-// info returns a snapshot of the session's state.
-func (sess *Session) info() SessionInfo {
-	return SessionInfo{
-		JID:        sess.full,
-		Presence:   sess.presence.Load(),
-		Priority:   int(sess.priority.Load()),
-		Interested: sess.interested.Load(),
-	}
-}
-
-// available reports whether the session sent available presence with a
-// non-negative priority (RFC 6121 §8.5.2.1).
-func (sess *Session) available() bool {
-	return sess.presence.Load() != nil && sess.priority.Load() >= 0
-}
+// Close implements router.Sink.
+func (sess *session) Close(cond, text string) { sess.closeWith(cond, text) }
 
 // outItem is one queued write.
 type outItem struct {
@@ -231,15 +210,11 @@ func (q *outQueue) close() []outItem {
 	return items
 }
 
-// send queues b for the writer. It never blocks: a full queue closes the
-// session.
-func (sess *Session) send(b []byte) bool { return sess.enqueue(outItem{b: b}) }
-
-func (sess *Session) enqueue(it outItem) bool {
+func (sess *session) enqueue(it outItem) bool {
 	ok, full := sess.out.push(it, sess.srv.cfg.QueueBytes, &sess.srv.m.queuePeak)
 	if full {
 		sess.srv.m.SlowClosed.Inc()
-		sess.srv.log.Warn("closing a session that does not read", "jid", sess.fullStr)
+		sess.srv.log.Warn("closing a session that does not read", "jid", sess.rs.String())
 		sess.closeWith("policy-violation", "too much waiting for this client, which does not read")
 	}
 	return ok
@@ -247,14 +222,14 @@ func (sess *Session) enqueue(it outItem) bool {
 
 // closeWith ends the session with a stream error (cond "" for a plain
 // close). Queued stanzas are written first.
-func (sess *Session) closeWith(cond, text string) {
+func (sess *session) closeWith(cond, text string) {
 	sess.killOnce.Do(func() {
 		sess.cond, sess.text = cond, text
 		close(sess.kill)
 		// Out of the table at once, so nothing more is routed to a
 		// stream that is going away (messages fall back to other
 		// resources or offline storage).
-		sess.srv.unregister(sess)
+		sess.srv.router.Unregister(sess.rs)
 		sess.out.kill()
 	})
 }
@@ -262,7 +237,7 @@ func (sess *Session) closeWith(cond, text string) {
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 // write writes items (and tail) to the connection in one call. Hold wmu.
-func (sess *Session) write(items []outItem, tail []byte, deadline time.Duration) error {
+func (sess *session) write(items []outItem, tail []byte, deadline time.Duration) error {
 	bp := writeBufs.Get().(*[]byte)
 	buf := (*bp)[:0]
 	for _, it := range items {
@@ -285,7 +260,7 @@ func (sess *Session) write(items []outItem, tail []byte, deadline time.Duration)
 // queued up, at most about 64 KiB per call so that the queue's byte count
 // follows what the connection took, and ends when the queue is empty or
 // the session closes (the final writer then takes the rest).
-func (sess *Session) writeBurst() {
+func (sess *session) writeBurst() {
 	sess.wmu.Lock()
 	defer sess.wmu.Unlock()
 	timeout := sess.srv.cfg.WriteTimeout
@@ -318,7 +293,7 @@ func (sess *Session) writeBurst() {
 
 // finishWrites writes what is still queued and the end of the stream (the
 // stream error, if any), then lets the reader stop.
-func (sess *Session) finishWrites() {
+func (sess *session) finishWrites() {
 	defer close(sess.done)
 	sess.wmu.Lock()
 	defer sess.wmu.Unlock()
@@ -336,30 +311,30 @@ func (sess *Session) finishWrites() {
 	}
 	// Give the reader a moment to see the peer's </stream:stream>, then
 	// make sure it stops.
-	sess.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	sess.dec.wr.Stop(2 * time.Second)
 }
 
 // ping asks an idle client whether it is still there (XEP-0199).
-func (sess *Session) ping() bool {
+func (sess *session) ping() bool {
 	select {
 	case <-sess.kill:
 		return false
 	default:
 	}
-	id := "ping-" + strconv.FormatUint(sess.pingSeq.Add(1), 10)
-	sess.send([]byte(`<iq type="get" id="` + id + `" from="` + string(AppendEscaped(nil, sess.srv.domain.String())) + `" to="` + string(AppendEscaped(nil, sess.fullStr)) + `"><ping xmlns="urn:xmpp:ping"/></iq>`))
+	ping := &router.Stanza{Kind: router.KindIQ, Type: "get", ID: sess.rs.NextID("ping-"), From: sess.srv.domain, To: sess.rs.JID(),
+		Inner: wire.NewBuilder(nil).Element("ping", nsPing, "").Bytes()}
+	sess.Send(ping.Bytes())
 	return true
 }
 
 // serve runs the bound session until the stream ends.
-func (sess *Session) serve() {
+func (sess *session) serve() {
 	s := sess.srv
 	c := sess.dec
 	s.m.Sessions.Inc()
 	sess.out.open(func() { go sess.writeBurst() }, func() { go sess.finishWrites() })
 	c.wr.SetIdle(s.cfg.IdleTimeout, s.cfg.PingTimeout, sess.ping)
-	ctx := context.Background()
-	err := sess.readLoop(ctx)
+	err := sess.readLoop(sess.rs.Context())
 	// No condition: the stream ended, or the network went away.
 	sess.closeWith(conditionOf(err))
 	select {
@@ -367,24 +342,18 @@ func (sess *Session) serve() {
 	case <-time.After(s.cfg.WriteTimeout + 5*time.Second):
 	}
 	sess.nc.Close()
-	s.unregister(sess)
 	s.m.Sessions.Dec()
-	if h := s.cfg.Mux.presence; h != nil {
-		info := sess.info()
-		sess.presence.Store(nil)
-		func() {
-			defer s.recoverHandler("SessionClosed")
-			h.SessionClosed(ctx, info)
-		}()
-	}
-	s.log.Debug("session ended", "jid", sess.fullStr, "err", err)
+	s.router.Closed(sess.rs)
+	s.log.Debug("session ended", "jid", sess.rs.String(), "err", err)
 }
 
 // readLoop reads stanzas until the stream ends or is killed.
-func (sess *Session) readLoop(ctx context.Context) error {
+func (sess *session) readLoop(ctx context.Context) error {
 	c := sess.dec
+	r := sess.srv.router
+	rs := sess.rs
 	var cache addrCache
-	resolve := func(raw string) addrEntry { return cache.resolve(sess.srv, raw) }
+	resolve := func(raw string) router.Addr { return cache.resolve(raw, r.Normalize) }
 	for {
 		select {
 		case <-sess.kill:
@@ -395,51 +364,84 @@ func (sess *Session) readLoop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		st, err := stanzaFrom(el, NSClient, resolve)
+		st, err := router.Parse(el, NSClient, resolve)
 		var se stanza.Error
 		switch {
-		case errors.Is(err, errUnsupportedStanza):
+		case errors.Is(err, router.ErrUnsupportedStanza):
+			if h := r.Hooks().Nonza(router.SessionBound, el.Name.Space); h != nil {
+				if err := sess.nonza(ctx, h, el); err != nil {
+					return err
+				}
+				continue
+			}
 			return serr("unsupported-stanza-type", "")
-		case errors.Is(err, errBadFrom):
+		case errors.Is(err, router.ErrBadFrom):
 			return serr("invalid-from", "")
-		case errors.Is(err, errBadTo):
+		case errors.Is(err, router.ErrBadTo):
 			if st.Type != "error" && st.Type != "result" {
-				r := st.ErrorReply(stanzaErr("modify", "jid-malformed", ""))
-				r.From = jid.JID{}
-				sess.send(r.Bytes())
+				re := st.ErrorReply(router.NewError(stanza.Modify, stanza.JIDMalformed, ""))
+				re.From = jid.JID{}
+				sess.Send(re.Bytes())
 			}
 			continue
 		case errors.As(err, &se):
 			// the address is not a valid number (item-not-found)
-			if !st.From.Equal(jid.JID{}) && !st.From.Equal(sess.full) && !st.From.Equal(sess.bare) {
+			if !st.From.Equal(jid.JID{}) && !st.From.Equal(rs.JID()) && !st.From.Equal(rs.Bare()) {
 				return serr("invalid-from", "'from' must be your own address")
 			}
-			st.From, st.fromStr = sess.full, sess.fullStr
-			sess.srv.bounce(st, se)
+			st.SetFrom(rs.JID(), rs.String())
+			r.Bounce(st, se)
 			continue
 		}
-		if !st.From.Equal(jid.JID{}) && !st.From.Equal(sess.full) && !st.From.Equal(sess.bare) {
+		if !st.From.Equal(jid.JID{}) && !st.From.Equal(rs.JID()) && !st.From.Equal(rs.Bare()) {
 			return serr("invalid-from", "'from' must be your own address")
 		}
-		st.From, st.fromStr = sess.full, sess.fullStr
-		if st.Kind == KindIQ && sess.answered(st) {
+		st.SetFrom(rs.JID(), rs.String())
+		if st.Kind == router.KindIQ && st.To.Equal(jid.JID{}) && st.Payload == sessionPayload {
+			// RFC 3921 session establishment, a no-op kept for old clients.
+			sess.Send(st.Reply("result", nil).Bytes())
 			continue
 		}
-		sess.srv.fromSession(ctx, sess, st)
+		r.FromSession(ctx, rs, st)
 	}
 }
 
-func (s *Server) recoverHandler(what string) {
-	if r := recover(); r != nil {
-		s.log.Error("panic in handler", "handler", what, "panic", r)
+// nonza runs a module's handler of a top-level element that is no stanza.
+func (sess *session) nonza(ctx context.Context, h router.NonzaHandler, el wire.Element) error {
+	reply, err := h(ctx, router.ConnInfo{Secure: sess.dec.secure, WebSocket: sess.dec.websocket, Session: sess.rs}, el)
+	if err != nil {
+		return err
 	}
+	if len(reply) > 0 {
+		sess.Send(reply)
+	}
+	return nil
+}
+
+var sessionPayload = xml.Name{Space: nsSession, Local: "session"}
+
+// addrCache remembers the addresses one session writes to, so that the
+// routing path parses and normalises each only once. It belongs to the
+// session's reader goroutine.
+type addrCache struct {
+	m map[string]router.Addr
+}
+
+const addrCacheSize = 256
+
+func (c *addrCache) resolve(raw string, normalize func(jid.JID) (jid.JID, error)) router.Addr {
+	if e, ok := c.m[raw]; ok {
+		return e
+	}
+	e := router.ResolveAddr(raw, normalize)
+	if c.m == nil || len(c.m) >= addrCacheSize {
+		c.m = make(map[string]router.Addr, 16)
+	}
+	c.m[raw] = e
+	return e
 }
 
 // stanzaErr makes a stanza error with an optional text.
 func stanzaErr(typ, cond, text string) stanza.Error {
-	e := stanza.Error{Type: stanza.ErrorType(typ), Condition: stanza.Condition(cond)}
-	if text != "" {
-		e.Text = map[string]string{"": text}
-	}
-	return e
+	return router.NewError(stanza.ErrorType(typ), stanza.Condition(cond), text)
 }

@@ -3,6 +3,7 @@ package xmppd
 import (
 	"errors"
 
+	"dialtone/xmppd/router"
 	"dialtone/xmppd/wire"
 )
 
@@ -38,7 +39,7 @@ func conditionOf(err error) (cond, text string) {
 		return "connection-timeout", "nothing came in time"
 	case wire.IsNotWellFormed(err):
 		return "not-well-formed", ""
-	case errors.Is(err, errUnsupportedStanza):
+	case errors.Is(err, router.ErrUnsupportedStanza):
 		return "unsupported-stanza-type", ""
 	}
 	return "", ""

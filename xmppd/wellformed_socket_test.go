@@ -15,18 +15,23 @@ import (
 	"dialtone/internal/xmpptest"
 	"dialtone/xmppd"
 	"dialtone/xmppd/internal/wellformedtest"
+	"dialtone/xmppd/router"
 )
 
-// offlineRecorder is an offline store that keeps what it is given.
+// offlineRecorder is an offline store that keeps what it is given: a
+// module that takes the messages no session took.
 type offlineRecorder struct {
 	mu     sync.Mutex
 	stored []string
 }
 
-func (r *offlineRecorder) store(ctx context.Context, m *xmppd.Stanza) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.stored = append(r.stored, string(m.Bytes()))
+func (r *offlineRecorder) Register(h *router.Hooks) error {
+	h.Hook(router.Undelivered, router.Messages, 0, func(ctx context.Context, ev *router.Event) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.stored = append(r.stored, string(ev.Stanza.Bytes()))
+		return router.ErrHandled
+	})
 	return nil
 }
 
@@ -65,7 +70,7 @@ func sortedNames(m map[string]string) []string {
 // offline store. Over STARTTLS and direct TLS alike.
 func TestNotWellFormedNeverForwarded(t *testing.T) {
 	rec := &offlineRecorder{}
-	ts := startServer(t, func(c *xmppd.Config) { c.Mux.HandleOffline(rec.store) })
+	ts := startServerWith(t, []router.Module{rec})
 	pa, pb := ts.account(t, alice), ts.account(t, bob)
 	const carol = "+821055550000" // an account that stays offline
 	ts.account(t, carol)
@@ -103,7 +108,7 @@ func TestNotWellFormedNeverForwarded(t *testing.T) {
 // stanza as it is forwarded and stored: well-formed in any stream.
 func TestHeaderPrefixCarried(t *testing.T) {
 	rec := &offlineRecorder{}
-	ts := startServer(t, func(c *xmppd.Config) { c.Mux.HandleOffline(rec.store) })
+	ts := startServerWith(t, []router.Module{rec})
 	pa, pb := ts.account(t, alice), ts.account(t, bob)
 	const carol = "+821055550000"
 	ts.account(t, carol)

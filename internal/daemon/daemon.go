@@ -39,6 +39,8 @@ import (
 	"dialtone/xmppd"
 	"dialtone/xmppd/ext"
 	"dialtone/xmppd/im"
+	"dialtone/xmppd/mod/carbons"
+	"dialtone/xmppd/router"
 	"dialtone/xmppd/web"
 )
 
@@ -126,6 +128,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		Log:       log,
 		Metrics:   xmppd.NewMetrics(reg),
 
+		StoreTimeout:       cfg.StoreTimeout,
 		AuthTimeout:        cfg.AuthTimeout,
 		C2SRate:            cfg.C2SRate,
 		SessionsPerAccount: cfg.SessionsPerAccount,
@@ -137,7 +140,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		return nil, err
 	}
 	d.offlineMessages(parser, secret)
-	d.registerModules()
+	if err := d.registerModules(); err != nil {
+		return nil, fmt.Errorf("modules: %w", err)
+	}
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
 	if err := d.federate(reg); err != nil {
@@ -170,7 +175,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 // client IP) that XMPP uses too.
 func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus.Registry) web.Options {
 	client := web.ClientInfo{Host: d.cfg.Domain}
-	vcard := ext.NewVCard(d.Server, d.DB)
+	vcard := ext.NewVCard(d.Server.Router(), d.DB)
 	for _, l := range []struct {
 		which  string
 		direct bool
@@ -215,36 +220,40 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 	}
 }
 
-// registerModules plugs the feature modules into the server's Mux; the
-// disco module comes last since it advertises what the others registered.
-func (d *Daemon) registerModules() {
-	srv, mux := d.Server, d.Server.Mux()
-	d.roster = im.New(d.DB, srv, d.log)
+// registerModules loads the feature modules on the server's router; disco
+// reads what the others registered when it is first asked.
+func (d *Daemon) registerModules() error {
+	srv := d.Server
+	r := srv.Router()
+	d.roster = im.New(d.DB, r, d.log)
 	d.roster.MaxItems = d.cfg.RosterMax
-	d.register.Register(mux)
-	ext.NewPing(srv).Register(mux)
-	ext.NewVersion(Version).Register(mux)
-	ext.NewVCard(srv, d.DB).Register(mux)
-	ext.NewPrivate(d.DB).Register(mux)
-	d.blocking = ext.NewBlocking(srv, d.DB)
+	d.blocking = ext.NewBlocking(r, d.DB)
 	// Blocking and unblocking tell only the contacts that may see the
 	// user's presence (XEP-0191 §3.3, §3.4): those subscribed to it.
 	d.blocking.PresenceAllowed = func(ctx context.Context, user, contact jid.JID) bool {
 		it, err := d.DB.RosterItem(ctx, user.Localpart(), contact.Bare().String())
 		return err == nil && (it.Subscription == im.SubFrom || it.Subscription == im.SubBoth)
 	}
-	d.blocking.Register(mux)
 	// Requests stored before their sender was blocked are not delivered.
 	d.roster.Blocked = d.blocking.Blocked
-	d.roster.Register(mux)
-	d.Offline.Register(mux)
-	mux.OnAvailable(func(ctx context.Context, full jid.JID) {
-		d.Notices.CameOnline(ctx, auth.Number(full.Localpart()))
-	})
-	disco := ext.NewDisco(mux, srv, "Dialtone")
-	disco.Register(mux)
-	mux.AddStreamFeature(disco.CapsElement())
-	mux.AddStreamFeature([]byte(`<sub xmlns="` + im.PreApprovalFeature + `"/>`))
+	return srv.Load(
+		d.register,
+		ext.NewPing(r),
+		ext.NewVersion(Version),
+		ext.NewVCard(r, d.DB),
+		ext.NewPrivate(d.DB),
+		d.blocking,
+		d.roster,
+		carbons.New(),
+		d.Offline,
+		router.ModuleFunc(func(h *router.Hooks) error {
+			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
+				d.Notices.CameOnline(ctx, auth.Number(s.JID().Localpart()))
+			})
+			return nil
+		}),
+		ext.NewDisco(r, "Dialtone"),
+	)
 }
 
 func listen(name, addr string) (net.Listener, error) {
@@ -309,7 +318,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bctx, cancelBlocking := context.WithCancel(context.Background())
 	defer cancelBlocking()
 	// Stopped after the sessions, before the store.
-	wg.Go(func() { d.blocking.Run(bctx) })
 	wg.Go(func() {
 		if err := d.Sender.Run(bctx); err != nil {
 			d.log.Error("SMS worker stopped", "err", err)
@@ -411,7 +419,6 @@ func (d *Daemon) federate(reg prometheus.Registerer) error {
 	if err != nil {
 		return fmt.Errorf("XMPPD_S2S_ROUTES: %w", err)
 	}
-	d.Server.Mux().HandleRemote(d.fed.Send)
 	if cfg.S2SAddr == "" {
 		return nil
 	}
@@ -460,7 +467,7 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 		Log:           d.log,
 	}
 	d.sweeper = &auth.Sweeper{Store: d.DB, TTL: cfg.UnclaimedAccountTTL, OnRelease: d.forget, Log: d.log}
-	d.register = ext.NewRegister(d.Server, parser, d.changePassword)
+	d.register = ext.NewRegister(d.Server.Router(), parser, d.changePassword)
 	return nil
 }
 
@@ -568,7 +575,7 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 	d.Offline = &offline.Queue{
 		Store:    d.DB,
 		Accounts: d.DB,
-		Server:   d.Server,
+		Server:   d.Server.Router(),
 		Limit:    cfg.OfflineLimit,
 		Keep:     d.keepOffline,
 		Log:      d.log,

@@ -11,7 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 
 	"mellium.im/xmpp/blocklist"
 	"mellium.im/xmpp/jid"
@@ -41,7 +42,7 @@ const (
 // when more than MaxCached are cached). Readers take no lock: each cached
 // blocklist is an immutable set swapped atomically.
 type Blocking struct {
-	r     xmppd.Router
+	r     router.Routing
 	store BlockStore
 
 	// MaxItems bounds one account's blocklist; zero means
@@ -145,19 +146,43 @@ func (s *blockSet) blocks(j jid.JID) bool {
 }
 
 // NewBlocking returns the blocking module.
-func NewBlocking(r xmppd.Router, store BlockStore) *Blocking {
+func NewBlocking(r router.Routing, store BlockStore) *Blocking {
 	return &Blocking{r: r, store: store, now: time.Now, kick: make(chan struct{}, 1)}
 }
 
+// FilterPriority is the priority of the blocking hooks: before any other
+// module sees (and copies, or stores) a stanza the blocklist stops.
+const FilterPriority = 100
+
 // Register adds the blocklist, block and unblock handlers for accounts,
-// advertises urn:xmpp:blocking on the server (XEP-0191 §3.1) and adds the
-// filter.
-func (b *Blocking) Register(mux *xmppd.Mux) {
-	mux.HandleIQ(xmppd.ScopeAccount, name(blocklist.NS, "blocklist"), b.getIQ)
-	mux.HandleIQ(xmppd.ScopeAccount, name(blocklist.NS, "block"), b.blockIQ)
-	mux.HandleIQ(xmppd.ScopeAccount, name(blocklist.NS, "unblock"), b.unblockIQ)
-	mux.AddFeature(xmppd.ScopeServer, blocklist.NS)
-	mux.AddFilter(b.Filter)
+// advertises urn:xmpp:blocking on the server (XEP-0191 §3.1) and on
+// accounts, hooks the filter on what local sessions send and on what is
+// addressed to local accounts, and runs the cache's sweeper.
+func (b *Blocking) Register(h *router.Hooks) error {
+	both := router.IQGet | router.IQSet
+	h.HandleIQ(router.ScopeAccount, both, name(blocklist.NS, "blocklist"), b.getIQ)
+	h.HandleIQ(router.ScopeAccount, both, name(blocklist.NS, "block"), b.blockIQ)
+	h.HandleIQ(router.ScopeAccount, both, name(blocklist.NS, "unblock"), b.unblockIQ)
+	h.AddFeature(router.ScopeServer|router.ScopeAccount, blocklist.NS)
+	h.Hook(router.PreRoute, router.AllKinds, FilterPriority, func(ctx context.Context, ev *router.Event) error {
+		return filterResult(b.Filter(ctx, ev.Stanza, false))
+	})
+	h.Hook(router.Inbound, router.AllKinds, FilterPriority, func(ctx context.Context, ev *router.Event) error {
+		return filterResult(b.Filter(ctx, ev.Stanza, true))
+	})
+	h.Go(b.Run)
+	return nil
+}
+
+// filterResult is what a hook returns for the filter's verdict.
+func filterResult(drop bool, err error) error {
+	switch {
+	case err != nil:
+		return err
+	case drop:
+		return router.ErrHandled
+	}
+	return nil
 }
 
 func (b *Blocking) maxItems() int {
@@ -341,7 +366,8 @@ func (b *Blocking) Blocked(ctx context.Context, bare, j jid.JID) (bool, error) {
 	return e.set.Load().blocks(j), nil
 }
 
-// Filter is the xmppd.Filter of the module (XEP-0191 §3.3). Inbound from a
+// Filter is the blocklists' verdict on a stanza (XEP-0191 §3.3): drop it,
+// and with err answer its sender. Inbound from a
 // blocked JID: presence and iq results/errors are dropped silently, iq
 // get/set and messages are answered with service-unavailable. Outbound to a
 // blocked JID: presence and errors are dropped, anything else is answered
@@ -352,7 +378,7 @@ func (b *Blocking) Blocked(ctx context.Context, bare, j jid.JID) (bool, error) {
 // account's behalf (its broadcast presence fanned out to each contact,
 // answers to probes) never passed the outbound check with its final
 // address.
-func (b *Blocking) Filter(ctx context.Context, s *xmppd.Stanza, inbound bool) (bool, error) {
+func (b *Blocking) Filter(ctx context.Context, s *router.Stanza, inbound bool) (bool, error) {
 	if !inbound {
 		return b.filter(ctx, s, s.From.Bare(), s.To, false)
 	}
@@ -365,7 +391,7 @@ func (b *Blocking) Filter(ctx context.Context, s *xmppd.Stanza, inbound bool) (b
 }
 
 // filter applies owner's blocklist to a stanza exchanged with peer.
-func (b *Blocking) filter(ctx context.Context, s *xmppd.Stanza, owner, peer jid.JID, inbound bool) (bool, error) {
+func (b *Blocking) filter(ctx context.Context, s *router.Stanza, owner, peer jid.JID, inbound bool) (bool, error) {
 	// Cheap checks first: this runs for every stanza.
 	if peer.Equal(jid.JID{}) || owner.Equal(owner.Domain()) {
 		return false, nil
@@ -403,15 +429,15 @@ func (b *Blocking) filter(ctx context.Context, s *xmppd.Stanza, owner, peer jid.
 
 // silent reports whether a stanza must be dropped without an answer:
 // presence, errors and iq results.
-func silent(s *xmppd.Stanza) bool {
-	return s.Kind == xmppd.KindPresence || s.Type == "error" || s.Kind == xmppd.KindIQ && s.Type != iqGet && s.Type != iqSet
+func silent(s *router.Stanza) bool {
+	return s.Kind == router.KindPresence || s.Type == "error" || s.Kind == router.KindIQ && s.Type != iqGet && s.Type != iqSet
 }
 
 var blockedError = append(
 	[]byte(`<error type="cancel"><not-acceptable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/><blocked xmlns="`),
 	NSBlockingErrors+`"/></error>`...)
 
-func (b *Blocking) getIQ(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (b *Blocking) getIQ(ctx context.Context, iq *router.Stanza) ([]byte, error) {
 	if !isOwn(iq) {
 		return nil, errForbidden
 	}
@@ -442,7 +468,7 @@ func appendItems(b []byte, local string, jids []string) []byte {
 	b = append(b, '>')
 	for _, j := range jids {
 		b = append(b, `<item jid="`...)
-		b = xmppd.AppendEscaped(b, j)
+		b = wire.AppendEscaped(b, j)
 		b = append(b, `"/>`...)
 	}
 	b = append(b, "</"...)
@@ -452,7 +478,7 @@ func appendItems(b []byte, local string, jids []string) []byte {
 
 // items reads and normalises the <item jid=…/> children of a block or
 // unblock request, without duplicates.
-func (b *Blocking) items(iq *xmppd.Stanza) ([]jid.JID, error) {
+func (b *Blocking) items(iq *router.Stanza) ([]jid.JID, error) {
 	r, _, err := openPayload(iq)
 	if err != nil {
 		return nil, errBadRequest
@@ -504,7 +530,7 @@ func strs(js []jid.JID) []string {
 	return s
 }
 
-func (b *Blocking) blockIQ(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (b *Blocking) blockIQ(ctx context.Context, iq *router.Stanza) ([]byte, error) {
 	if !isOwn(iq) {
 		return nil, errForbidden
 	}
@@ -550,7 +576,7 @@ func (b *Blocking) blockIQ(ctx context.Context, iq *xmppd.Stanza) ([]byte, error
 	return nil, nil
 }
 
-func (b *Blocking) unblockIQ(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (b *Blocking) unblockIQ(ctx context.Context, iq *router.Stanza) ([]byte, error) {
 	if !isOwn(iq) {
 		return nil, errForbidden
 	}
@@ -616,7 +642,7 @@ func (b *Blocking) sendUnavailable(ctx context.Context, owner jid.JID, blocked [
 			if !s.Available() {
 				continue
 			}
-			b.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, From: s.JID, To: to, Type: "unavailable"})
+			b.r.Route(ctx, &router.Stanza{Kind: router.KindPresence, From: s.JID(), To: to, Type: "unavailable"})
 		}
 	}
 }
@@ -639,8 +665,8 @@ func (b *Blocking) sendPresence(ctx context.Context, owner jid.JID, unblocked []
 			if !s.Available() {
 				continue
 			}
-			p := s.Presence.Clone()
-			p.From, p.To, p.ToAbsent = s.JID, to, false
+			p := s.Presence().Clone()
+			p.From, p.To, p.ToAbsent = s.JID(), to, false
 			b.r.Route(ctx, p)
 		}
 	}
@@ -654,7 +680,7 @@ func (b *Blocking) pushTargets(e *blockEntry) []jid.JID {
 	}
 	live := make(map[string]jid.JID)
 	for _, s := range b.r.Sessions(e.owner) {
-		live[s.JID.String()] = s.JID
+		live[s.JID().String()] = s.JID()
 	}
 	var out []jid.JID
 	for full := range e.interested {
@@ -670,8 +696,8 @@ func (b *Blocking) pushTargets(e *blockEntry) []jid.JID {
 // push sends an iq set with payload to each target (XEP-0191 §3.3–3.5).
 func (b *Blocking) push(owner jid.JID, targets []jid.JID, payload []byte) {
 	for _, to := range targets {
-		b.r.Deliver(to, &xmppd.Stanza{
-			Kind:  xmppd.KindIQ,
+		b.r.Deliver(to, &router.Stanza{
+			Kind:  router.KindIQ,
 			From:  owner,
 			To:    to,
 			ID:    pushID(),

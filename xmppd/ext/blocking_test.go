@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -149,7 +149,7 @@ func TestBlockingBlock(t *testing.T) {
 				t.Fatalf("%d pushes, want 1", len(pushes))
 			}
 			push := pushes[0]
-			if push.To.String() != aliceFull() || push.Type != "set" || push.Kind != xmppd.KindIQ || push.ID == "" || push.From.String() != aliceBare {
+			if push.To.String() != aliceFull() || push.Type != "set" || push.Kind != router.KindIQ || push.ID == "" || push.From.String() != aliceBare {
 				t.Errorf("push %s", push.Bytes())
 			}
 			var p blockPayload
@@ -162,7 +162,7 @@ func TestBlockingBlock(t *testing.T) {
 			var to []string
 			froms := map[string]bool{}
 			for _, pr := range presences {
-				if pr.Kind != xmppd.KindPresence || pr.Type != "unavailable" {
+				if pr.Kind != router.KindPresence || pr.Type != "unavailable" {
 					t.Errorf("routed %s", pr.Bytes())
 				}
 				to = append(to, pr.To.String())
@@ -288,18 +288,18 @@ func TestBlockingFilter(t *testing.T) {
 		"d.example",          // the domain, its users and subdomains
 		bob + "@" + domain,
 	}
-	msg := func(from, to, typ string) *xmppd.Stanza {
-		return &xmppd.Stanza{Kind: xmppd.KindMessage, From: jid.MustParse(from), To: jid.MustParse(to), Type: typ, Inner: []byte("<body>hi</body>")}
+	msg := func(from, to, typ string) *router.Stanza {
+		return &router.Stanza{Kind: router.KindMessage, From: jid.MustParse(from), To: jid.MustParse(to), Type: typ, Inner: []byte("<body>hi</body>")}
 	}
-	pres := func(from, to, typ string) *xmppd.Stanza {
-		return &xmppd.Stanza{Kind: xmppd.KindPresence, From: jid.MustParse(from), To: jid.MustParse(to), Type: typ}
+	pres := func(from, to, typ string) *router.Stanza {
+		return &router.Stanza{Kind: router.KindPresence, From: jid.MustParse(from), To: jid.MustParse(to), Type: typ}
 	}
-	iqs := func(from, to, typ string) *xmppd.Stanza {
-		return &xmppd.Stanza{Kind: xmppd.KindIQ, From: jid.MustParse(from), To: jid.MustParse(to), ID: "q", Type: typ, Inner: []byte(`<ping xmlns="urn:xmpp:ping"/>`)}
+	iqs := func(from, to, typ string) *router.Stanza {
+		return &router.Stanza{Kind: router.KindIQ, From: jid.MustParse(from), To: jid.MustParse(to), ID: "q", Type: typ, Inner: []byte(`<ping xmlns="urn:xmpp:ping"/>`)}
 	}
 	tests := []struct {
 		name     string
-		s        *xmppd.Stanza
+		s        *router.Stanza
 		inbound  bool
 		drop     bool
 		cond     stanza.Condition
@@ -372,7 +372,7 @@ func TestBlockingCache(t *testing.T) {
 	s.b.now = func() time.Time { return now }
 	s.st.lists[alice] = []string{"spam@x.example"}
 	aliceBare := jid.MustParse(alice + "@" + domain)
-	spam := &xmppd.Stanza{Kind: xmppd.KindMessage, From: jid.MustParse("spam@x.example/r"), To: aliceBare}
+	spam := &router.Stanza{Kind: router.KindMessage, From: jid.MustParse("spam@x.example/r"), To: aliceBare}
 	ctx := context.Background()
 	for range 10 {
 		if drop, _ := s.b.Filter(ctx, spam, true); !drop {
@@ -401,7 +401,7 @@ func TestBlockingCache(t *testing.T) {
 	if s.b.count.Load() != 1 {
 		t.Fatal("evicted with a session")
 	}
-	s.r.sessions = map[string][]xmppd.SessionInfo{}
+	s.r.sessions = map[string][]*router.Session{}
 	s.b.Sweep()
 	if s.b.count.Load() != 0 {
 		t.Fatal("not evicted")
@@ -423,12 +423,12 @@ func TestBlockingStoreFailure(t *testing.T) {
 	s := newBlockSetup()
 	s.st.err = errors.New("db down")
 	aliceBare := jid.MustParse(alice + "@" + domain)
-	m := &xmppd.Stanza{Kind: xmppd.KindMessage, From: jid.MustParse("x@y.example/r"), To: aliceBare}
+	m := &router.Stanza{Kind: router.KindMessage, From: jid.MustParse("x@y.example/r"), To: aliceBare}
 	drop, err := s.b.Filter(context.Background(), m, true)
 	if !drop || condition(t, err) != stanza.InternalServerError {
 		t.Errorf("drop %v err %v, want fail closed", drop, err)
 	}
-	p := &xmppd.Stanza{Kind: xmppd.KindPresence, From: jid.MustParse("x@y.example/r"), To: aliceBare}
+	p := &router.Stanza{Kind: router.KindPresence, From: jid.MustParse("x@y.example/r"), To: aliceBare}
 	if drop, err := s.b.Filter(context.Background(), p, true); !drop || err != nil {
 		t.Errorf("presence: drop %v err %v", drop, err)
 	}
@@ -465,7 +465,7 @@ func TestBlockingConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := range 200 {
 				owner := fmt.Sprintf("+1555000%04d@%s", (w*7+i)%13, domain)
-				m := &xmppd.Stanza{Kind: xmppd.KindMessage, From: jid.MustParse("x@y.example/r"), To: jid.MustParse(owner)}
+				m := &router.Stanza{Kind: router.KindMessage, From: jid.MustParse("x@y.example/r"), To: jid.MustParse(owner)}
 				if _, err := s.b.Filter(ctx, m, true); err != nil {
 					t.Error(err)
 					return

@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/wire"
 
 	"mellium.im/xmpp/disco"
 	"mellium.im/xmpp/disco/info"
@@ -68,8 +68,8 @@ func (d *Disco) CapsElement() []byte {
 
 func capsElement(ver string) []byte {
 	b := []byte(`<c xmlns="` + disco.NSCaps + `" hash="sha-1" node="`)
-	b = xmppd.AppendEscaped(b, CapsNode)
+	b = wire.AppendEscaped(b, CapsNode)
 	b = append(b, `" ver="`...)
-	b = xmppd.AppendEscaped(b, ver)
+	b = wire.AppendEscaped(b, ver)
 	return append(b, `"/>`...)
 }

@@ -5,7 +5,8 @@ import (
 	"sort"
 	"sync"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 
 	"mellium.im/xmpp/disco"
 	"mellium.im/xmpp/disco/info"
@@ -16,9 +17,9 @@ import (
 // registered on the Mux, disco#items with an empty list. It also computes
 // the server's entity capabilities (XEP-0115).
 type Disco struct {
-	mux  *xmppd.Mux
-	r    xmppd.Router
-	name string
+	hooks *router.Hooks
+	r     router.Routing
+	name  string
 
 	once       sync.Once
 	serverInfo []byte // children of the server's disco#info query
@@ -28,19 +29,27 @@ type Disco struct {
 }
 
 // NewDisco returns the disco module. name is the server identity's name
-// (e.g. "Dialtone"). The features are read from mux when the first request
-// (or CapsElement) comes, so every module must have registered by then.
-func NewDisco(mux *xmppd.Mux, r xmppd.Router, name string) *Disco {
-	return &Disco{mux: mux, r: r, name: name}
+// (e.g. "Dialtone"). The features are read from the Hooks it is registered
+// on when the first request (or CapsElement) comes, so every module must
+// have registered by then.
+func NewDisco(r router.Routing, name string) *Disco {
+	return &Disco{r: r, name: name}
 }
 
 // Register adds the disco#info and disco#items handlers for the server and
-// for accounts.
-func (d *Disco) Register(mux *xmppd.Mux) {
-	mux.HandleIQ(xmppd.ScopeServer, name(disco.NSInfo, "query"), d.serverInfoIQ)
-	mux.HandleIQ(xmppd.ScopeAccount, name(disco.NSInfo, "query"), d.accountInfoIQ)
-	mux.HandleIQ(xmppd.ScopeServer, name(disco.NSItems, "query"), d.serverItemsIQ)
-	mux.HandleIQ(xmppd.ScopeAccount, name(disco.NSItems, "query"), d.accountItemsIQ)
+// for accounts, advertises both namespaces, and offers the entity
+// capabilities in the stream features (XEP-0115 §6.3).
+func (d *Disco) Register(h *router.Hooks) error {
+	d.hooks = h
+	both := router.IQGet | router.IQSet
+	h.HandleIQ(router.ScopeServer, both, name(disco.NSInfo, "query"), d.serverInfoIQ)
+	h.HandleIQ(router.ScopeAccount, both, name(disco.NSInfo, "query"), d.accountInfoIQ)
+	h.HandleIQ(router.ScopeServer, both, name(disco.NSItems, "query"), d.serverItemsIQ)
+	h.HandleIQ(router.ScopeAccount, both, name(disco.NSItems, "query"), d.accountItemsIQ)
+	h.AddFeature(router.ScopeServer|router.ScopeAccount, disco.NSInfo)
+	h.AddFeature(router.ScopeServer|router.ScopeAccount, disco.NSItems)
+	h.StreamFeature(router.PostAuth, func(router.ConnInfo) []byte { return d.CapsElement() })
+	return nil
 }
 
 // ServerIdentity returns the identity the server announces.
@@ -50,12 +59,12 @@ func (d *Disco) ServerIdentity() info.Identity {
 
 // ServerFeatures returns the sorted features the server announces.
 func (d *Disco) ServerFeatures() []string {
-	return uniqueSorted(append(append([]string(nil), d.mux.Features(xmppd.ScopeServer)...), disco.NSInfo, disco.NSItems))
+	return uniqueSorted(append([]string(nil), d.hooks.DiscoFeatures(router.ScopeServer)...))
 }
 
 // AccountFeatures returns the sorted features announced for accounts.
 func (d *Disco) AccountFeatures() []string {
-	return uniqueSorted(append(append([]string(nil), d.mux.Features(xmppd.ScopeAccount)...), disco.NSInfo))
+	return uniqueSorted(append([]string(nil), d.hooks.DiscoFeatures(router.ScopeAccount)...))
 }
 
 // Ver returns the server's XEP-0115 verification string.
@@ -89,20 +98,20 @@ func uniqueSorted(s []string) []string {
 func appendInfo(b []byte, ids []info.Identity, feats []string) []byte {
 	for _, id := range ids {
 		b = append(b, `<identity category="`...)
-		b = xmppd.AppendEscaped(b, id.Category)
+		b = wire.AppendEscaped(b, id.Category)
 		b = append(b, `" type="`...)
-		b = xmppd.AppendEscaped(b, id.Type)
+		b = wire.AppendEscaped(b, id.Type)
 		b = append(b, '"')
 		if id.Name != "" {
 			b = append(b, ` name="`...)
-			b = xmppd.AppendEscaped(b, id.Name)
+			b = wire.AppendEscaped(b, id.Name)
 			b = append(b, '"')
 		}
 		b = append(b, "/>"...)
 	}
 	for _, f := range feats {
 		b = append(b, `<feature var="`...)
-		b = xmppd.AppendEscaped(b, f)
+		b = wire.AppendEscaped(b, f)
 		b = append(b, `"/>`...)
 	}
 	return b
@@ -112,11 +121,11 @@ func appendInfo(b []byte, ids []info.Identity, feats []string) []byte {
 func query(ns, node string, children []byte) []byte {
 	b := make([]byte, 0, len(children)+len(ns)+len(node)+40)
 	b = append(b, `<query xmlns="`...)
-	b = xmppd.AppendEscaped(b, ns)
+	b = wire.AppendEscaped(b, ns)
 	b = append(b, '"')
 	if node != "" {
 		b = append(b, ` node="`...)
-		b = xmppd.AppendEscaped(b, node)
+		b = wire.AppendEscaped(b, node)
 		b = append(b, '"')
 	}
 	if len(children) == 0 {
@@ -128,7 +137,7 @@ func query(ns, node string, children []byte) []byte {
 }
 
 // discoNode checks the type of a disco request and returns its node.
-func discoNode(iq *xmppd.Stanza) (string, error) {
+func discoNode(iq *router.Stanza) (string, error) {
 	if iq.Type != iqGet {
 		return "", errBadRequest
 	}
@@ -140,7 +149,7 @@ func discoNode(iq *xmppd.Stanza) (string, error) {
 	return node, nil
 }
 
-func (d *Disco) serverInfoIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (d *Disco) serverInfoIQ(_ context.Context, iq *router.Stanza) ([]byte, error) {
 	node, err := discoNode(iq)
 	if err != nil {
 		return nil, err
@@ -155,7 +164,7 @@ func (d *Disco) serverInfoIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, error
 // accountInfoIQ answers disco#info on a bare JID of the local domain with
 // the same identity and features for every valid number, whether an
 // account exists or not (SPEC.md: that is not visible to other users).
-func (d *Disco) accountInfoIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (d *Disco) accountInfoIQ(_ context.Context, iq *router.Stanza) ([]byte, error) {
 	node, err := discoNode(iq)
 	if err != nil {
 		return nil, err
@@ -167,7 +176,7 @@ func (d *Disco) accountInfoIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, erro
 	return query(disco.NSInfo, "", d.accInfo), nil
 }
 
-func (d *Disco) serverItemsIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (d *Disco) serverItemsIQ(_ context.Context, iq *router.Stanza) ([]byte, error) {
 	node, err := discoNode(iq)
 	if err != nil {
 		return nil, err
@@ -180,7 +189,7 @@ func (d *Disco) serverItemsIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, erro
 
 // accountItemsIQ answers disco#items on a bare JID: an empty list, the
 // same for every valid number.
-func (d *Disco) accountItemsIQ(_ context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (d *Disco) accountItemsIQ(_ context.Context, iq *router.Stanza) ([]byte, error) {
 	node, err := discoNode(iq)
 	if err != nil {
 		return nil, err

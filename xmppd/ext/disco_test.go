@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/disco"
 	"mellium.im/xmpp/disco/info"
@@ -36,16 +36,19 @@ func (r discoInfoResult) vars() []string {
 }
 
 // newDiscoSetup registers a typical set of modules and Disco last.
-func newDiscoSetup() (*xmppd.Mux, *fakeRouter, *Disco) {
-	mux := &xmppd.Mux{}
+func newDiscoSetup() (*router.Hooks, *fakeRouter, *Disco) {
+	h := router.NewHooks()
 	r := newFakeRouter("+15550001111@" + domain)
-	NewPing(r).Register(mux)
-	NewVersion("1.0").Register(mux)
-	NewBlocking(r, newMemBlock()).Register(mux)
-	mux.AddFeature(xmppd.ScopeServer, disco.NSInfo) // a duplicate must not show twice
-	d := NewDisco(mux, r, "Dialtone")
-	d.Register(mux)
-	return mux, r, d
+	NewPing(r).Register(h)
+	NewVersion("1.0").Register(h)
+	NewBlocking(r, newMemBlock()).Register(h)
+	h.AddFeature(router.ScopeServer, disco.NSInfo) // a duplicate must not show twice
+	d := NewDisco(r, "Dialtone")
+	d.Register(h)
+	if err := h.Err(); err != nil {
+		panic(err)
+	}
+	return h, r, d
 }
 
 func TestCapsVerXEP0115Example(t *testing.T) {

@@ -6,7 +6,8 @@ import (
 	"io"
 	"strconv"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 )
 
 // nsXML is the namespace the decoder gives the reserved "xml" prefix.
@@ -23,7 +24,7 @@ var (
 
 // openPayload returns a token reader positioned just after the start of the
 // iq's first child element, and that start element.
-func openPayload(iq *xmppd.Stanza) (xml.TokenReader, xml.StartElement, error) {
+func openPayload(iq *router.Stanza) (xml.TokenReader, xml.StartElement, error) {
 	r := iq.TokenReader()
 	depth := 0
 	for {
@@ -146,7 +147,7 @@ func (w *elementWriter) start(t xml.StartElement) {
 	w.b = append(w.b, t.Name.Local...)
 	if len(w.nss) == 0 || w.nss[len(w.nss)-1] != t.Name.Space {
 		w.b = append(w.b, ` xmlns="`...)
-		w.b = xmppd.AppendEscaped(w.b, t.Name.Space)
+		w.b = wire.AppendEscaped(w.b, t.Name.Space)
 		w.b = append(w.b, '"')
 	}
 	gen := 0
@@ -167,14 +168,14 @@ func (w *elementWriter) start(t xml.StartElement) {
 			w.b = append(w.b, " xmlns:"...)
 			w.b = append(w.b, p...)
 			w.b = append(w.b, `="`...)
-			w.b = xmppd.AppendEscaped(w.b, a.Name.Space)
+			w.b = wire.AppendEscaped(w.b, a.Name.Space)
 			w.b = append(w.b, `" `...)
 			w.b = append(w.b, p...)
 			w.b = append(w.b, ':')
 			w.b = append(w.b, a.Name.Local...)
 		}
 		w.b = append(w.b, `="`...)
-		w.b = xmppd.AppendEscaped(w.b, a.Value)
+		w.b = wire.AppendEscaped(w.b, a.Value)
 		w.b = append(w.b, '"')
 	}
 	w.names = append(w.names, t.Name.Local)
@@ -208,7 +209,7 @@ func (w *elementWriter) text(s []byte) {
 		return
 	}
 	w.closeTag()
-	w.b = xmppd.AppendEscaped(w.b, string(s))
+	w.b = wire.AppendEscaped(w.b, string(s))
 	w.check()
 }
 

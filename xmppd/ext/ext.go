@@ -5,10 +5,10 @@
 // (XEP-0092), vcard-temp (XEP-0054), private XML storage (XEP-0049) and
 // blocking (XEP-0191).
 //
-// Each module is a type with a Register(*xmppd.Mux) method; register them
-// all before the server starts. Disco reads the features the others
-// registered when it answers its first request (or CapsElement is called),
-// so the order of registration does not matter.
+// Each module is a router.Module; load them all before the server starts.
+// Disco reads the features the others registered when it answers its first
+// request (or CapsElement is called), so the order of loading does not
+// matter.
 package ext
 
 import (
@@ -16,7 +16,7 @@ import (
 	"errors"
 
 	"dialtone/auth"
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/stanza"
 )
@@ -52,7 +52,7 @@ var (
 )
 
 // isOwn reports whether iq is addressed to the sender's own account.
-func isOwn(iq *xmppd.Stanza) bool {
+func isOwn(iq *router.Stanza) bool {
 	return iq.To.Equal(iq.From.Bare())
 }
 

@@ -8,9 +8,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"dialtone/auth"
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -22,13 +23,15 @@ const domain = "dialtone.im"
 type fakeRouter struct {
 	mu        sync.Mutex
 	local     map[string]bool // bare JID → stored account
-	sessions  map[string][]xmppd.SessionInfo
-	routed    []*xmppd.Stanza
-	delivered []*xmppd.Stanza
+	sessions  map[string][]*router.Session
+	routed    []*router.Stanza
+	delivered []*router.Stanza
 }
 
+var _ router.Routing = (*fakeRouter)(nil)
+
 func newFakeRouter(local ...string) *fakeRouter {
-	r := &fakeRouter{local: map[string]bool{}, sessions: map[string][]xmppd.SessionInfo{}}
+	r := &fakeRouter{local: map[string]bool{}, sessions: map[string][]*router.Session{}}
 	for _, l := range local {
 		r.local[l] = true
 	}
@@ -37,13 +40,13 @@ func newFakeRouter(local ...string) *fakeRouter {
 
 func (r *fakeRouter) Domain() string { return domain }
 
-func (r *fakeRouter) Route(_ context.Context, s *xmppd.Stanza) {
+func (r *fakeRouter) Route(_ context.Context, s *router.Stanza) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.routed = append(r.routed, s)
 }
 
-func (r *fakeRouter) Deliver(full jid.JID, s *xmppd.Stanza) bool {
+func (r *fakeRouter) Deliver(full jid.JID, s *router.Stanza) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !s.To.Equal(full) {
@@ -53,25 +56,41 @@ func (r *fakeRouter) Deliver(full jid.JID, s *xmppd.Stanza) bool {
 	return true
 }
 
-func (r *fakeRouter) Sessions(bare jid.JID) []xmppd.SessionInfo {
+func (r *fakeRouter) Sessions(bare jid.JID) []*router.Session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]xmppd.SessionInfo(nil), r.sessions[bare.String()]...)
+	return append([]*router.Session(nil), r.sessions[bare.String()]...)
+}
+
+func (r *fakeRouter) Session(full jid.JID) *router.Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.sessions[full.Bare().String()] {
+		if s.JID().Equal(full) {
+			return s
+		}
+	}
+	return nil
 }
 
 func (r *fakeRouter) addSession(full string, available bool) {
 	j := jid.MustParse(full)
-	info := xmppd.SessionInfo{JID: j}
+	sess := router.NewSession(context.Background(), j, nil)
 	if available {
-		info.Presence = &xmppd.Stanza{Kind: xmppd.KindPresence, From: j, Inner: []byte("<show>away</show>")}
+		sess.SetPresence(&router.Stanza{Kind: router.KindPresence, From: j, Inner: []byte("<show>away</show>")})
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.sessions[j.Bare().String()] = append(r.sessions[j.Bare().String()], info)
+	r.sessions[j.Bare().String()] = append(r.sessions[j.Bare().String()], sess)
 }
 
-func (r *fakeRouter) SetPresence(jid.JID, *xmppd.Stanza) {}
-func (r *fakeRouter) SetInterested(jid.JID)              {}
+func (r *fakeRouter) SetPresence(ctx context.Context, sess *router.Session, p *router.Stanza) {
+	sess.SetPresence(p)
+}
+
+func (r *fakeRouter) StoreContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, time.Minute)
+}
 
 func (r *fakeRouter) IsLocal(_ context.Context, bare jid.JID) (bool, error) {
 	return r.local[bare.String()], nil
@@ -91,7 +110,7 @@ func (r *fakeRouter) Normalize(j jid.JID) (jid.JID, error) {
 	return jid.New("+"+l, domain, j.Resourcepart())
 }
 
-func (r *fakeRouter) takeRouted() []*xmppd.Stanza {
+func (r *fakeRouter) takeRouted() []*router.Stanza {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.routed
@@ -99,7 +118,7 @@ func (r *fakeRouter) takeRouted() []*xmppd.Stanza {
 	return s
 }
 
-func (r *fakeRouter) takeDelivered() []*xmppd.Stanza {
+func (r *fakeRouter) takeDelivered() []*router.Stanza {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.delivered
@@ -220,9 +239,9 @@ func (m *memBlock) loadCount() int {
 
 // iq builds an iq as the core hands it to a handler: from a full JID, to
 // a bare JID or the domain (to "" means no 'to': the sender's account).
-func iq(t testing.TB, from, to, typ, inner string) *xmppd.Stanza {
+func iq(t testing.TB, from, to, typ, inner string) *router.Stanza {
 	t.Helper()
-	s := &xmppd.Stanza{Kind: xmppd.KindIQ, From: jid.MustParse(from), ID: "id1", Type: typ, Inner: []byte(inner)}
+	s := &router.Stanza{Kind: router.KindIQ, From: jid.MustParse(from), ID: "id1", Type: typ, Inner: []byte(inner)}
 	if to == "" {
 		s.To = s.From.Bare()
 		s.ToAbsent = true

@@ -3,7 +3,7 @@ package ext
 import (
 	"context"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/ping"
 )
@@ -12,26 +12,28 @@ import (
 // behalf, to the bare JIDs of local numbers with an empty result. Pings the
 // server sends to clients are the core's business.
 type Ping struct {
-	r xmppd.Router
+	r router.Routing
 }
 
 // NewPing returns the ping module.
-func NewPing(r xmppd.Router) *Ping { return &Ping{r: r} }
+func NewPing(r router.Routing) *Ping { return &Ping{r: r} }
 
-// Register adds the urn:xmpp:ping handlers.
-func (p *Ping) Register(mux *xmppd.Mux) {
-	mux.HandleIQ(xmppd.ScopeServer, name(ping.NS, "ping"), p.server)
-	mux.HandleIQ(xmppd.ScopeAccount, name(ping.NS, "ping"), p.account)
+// Register adds the urn:xmpp:ping handlers and advertises the feature.
+func (p *Ping) Register(h *router.Hooks) error {
+	h.HandleIQ(router.ScopeServer, router.IQGet|router.IQSet, name(ping.NS, "ping"), p.server)
+	h.HandleIQ(router.ScopeAccount, router.IQGet|router.IQSet, name(ping.NS, "ping"), p.account)
+	h.AddFeature(router.ScopeServer|router.ScopeAccount, ping.NS)
+	return nil
 }
 
-func (p *Ping) server(_ context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (p *Ping) server(_ context.Context, iq *router.Stanza) ([]byte, error) {
 	if iq.Type != iqGet {
 		return nil, errBadRequest
 	}
 	return nil, nil
 }
 
-func (p *Ping) account(_ context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (p *Ping) account(_ context.Context, iq *router.Stanza) ([]byte, error) {
 	if iq.Type != iqGet {
 		return nil, errBadRequest
 	}

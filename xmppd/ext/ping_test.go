@@ -2,9 +2,8 @@ package ext
 
 import (
 	"context"
+	"dialtone/xmppd/router"
 	"testing"
-
-	"dialtone/xmppd"
 
 	"mellium.im/xmpp/stanza"
 )
@@ -12,10 +11,10 @@ import (
 func TestPing(t *testing.T) {
 	r := newFakeRouter("+15550001111@" + domain)
 	p := NewPing(r)
-	mux := &xmppd.Mux{}
-	p.Register(mux)
-	for _, sc := range []xmppd.Scope{xmppd.ScopeServer, xmppd.ScopeAccount} {
-		if fs := mux.Features(sc); len(fs) != 1 || fs[0] != "urn:xmpp:ping" {
+	h := router.NewHooks()
+	p.Register(h)
+	for _, sc := range []router.Scope{router.ScopeServer, router.ScopeAccount} {
+		if fs := h.DiscoFeatures(sc); len(fs) != 1 || fs[0] != "urn:xmpp:ping" {
 			t.Errorf("features of scope %d: %v", sc, fs)
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"encoding/xml"
 	"fmt"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/stanza"
 )
@@ -28,9 +28,12 @@ type Private struct {
 // NewPrivate returns the private storage module.
 func NewPrivate(store PrivateStore) *Private { return &Private{store: store} }
 
-// Register adds the jabber:iq:private handler for accounts.
-func (p *Private) Register(mux *xmppd.Mux) {
-	mux.HandleIQ(xmppd.ScopeAccount, name(NSPrivate, "query"), p.handle)
+// Register adds the jabber:iq:private handler for accounts and advertises
+// it on them.
+func (p *Private) Register(h *router.Hooks) error {
+	h.HandleIQ(router.ScopeAccount, router.IQGet|router.IQSet, name(NSPrivate, "query"), p.handle)
+	h.AddFeature(router.ScopeAccount, NSPrivate)
+	return nil
 }
 
 func (p *Private) max() int {
@@ -48,7 +51,7 @@ func PrivateKey(n xml.Name) string { return "{" + n.Space + "}" + n.Local }
 // like the storage protocol itself.
 func reservedPrivate(ns string) bool {
 	switch ns {
-	case xmppd.NSClient, xmppd.NSServer, NSPrivate, "":
+	case router.NSClient, router.NSServer, NSPrivate, "":
 		return true
 	}
 	return false
@@ -61,7 +64,7 @@ type privateElem struct {
 	data []byte // re-serialised element (set only)
 }
 
-func (p *Private) handle(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (p *Private) handle(ctx context.Context, iq *router.Stanza) ([]byte, error) {
 	if !isOwn(iq) {
 		return nil, errForbidden
 	}

@@ -8,7 +8,8 @@ import (
 	"unicode/utf8"
 
 	"dialtone/auth"
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -32,7 +33,7 @@ type SetPassword func(ctx context.Context, n auth.Number, session jid.JID, passw
 // (the core refuses that before authentication: the phone number is the
 // account) nor removed (§3.2): that is the operator's.
 type Register struct {
-	r      xmppd.Router
+	r      router.Routing
 	parser *auth.NumberParser
 	set    SetPassword
 }
@@ -40,14 +41,16 @@ type Register struct {
 // NewRegister returns the module; parser reads the username of a request,
 // which may be written in any accepted form of the account's number, and
 // set stores the new password.
-func NewRegister(r xmppd.Router, parser *auth.NumberParser, set SetPassword) *Register {
+func NewRegister(r router.Routing, parser *auth.NumberParser, set SetPassword) *Register {
 	return &Register{r: r, parser: parser, set: set}
 }
 
 // Register adds the jabber:iq:register handler for the server and for the
-// sender's own account.
-func (m *Register) Register(mux *xmppd.Mux) {
-	mux.HandleIQ(xmppd.ScopeServer|xmppd.ScopeAccount, name(NSRegister, "query"), m.handle)
+// sender's own account, and advertises it on both.
+func (m *Register) Register(h *router.Hooks) error {
+	h.HandleIQ(router.ScopeServer|router.ScopeAccount, router.IQGet|router.IQSet, name(NSRegister, "query"), m.handle)
+	h.AddFeature(router.ScopeServer|router.ScopeAccount, NSRegister)
+	return nil
 }
 
 // registerQuery is the <query xmlns='jabber:iq:register'/> of a request.
@@ -58,7 +61,7 @@ type registerQuery struct {
 	Remove   *struct{} `xml:"remove"`
 }
 
-func (m *Register) handle(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (m *Register) handle(ctx context.Context, iq *router.Stanza) ([]byte, error) {
 	// From a local account (not a peer's user), to the server or to the
 	// sender's own account; nobody else's.
 	if iq.From.Domainpart() != m.r.Domain() || iq.From.Localpart() == "" {
@@ -75,7 +78,7 @@ func (m *Register) handle(ctx context.Context, iq *xmppd.Stanza) ([]byte, error)
 	switch iq.Type {
 	case iqGet:
 		b := []byte(`<query xmlns="` + NSRegister + `"><registered/><username>`)
-		b = xmppd.AppendEscaped(b, string(user))
+		b = wire.AppendEscaped(b, string(user))
 		return append(b, "</username></query>"...), nil
 	case iqSet:
 	default:

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/stanza"
 )
@@ -24,7 +24,7 @@ const vcardKey = NSVCard
 // the client sent, re-serialised (so it is well-formed on its own whatever
 // prefixes the client used) and bounded in size.
 type VCard struct {
-	r     xmppd.Router
+	r     router.Routing
 	store PrivateStore
 	// MaxSize is the largest vCard stored, in bytes as re-serialised;
 	// zero means DefaultMaxVCard. Set it before Register.
@@ -32,15 +32,16 @@ type VCard struct {
 }
 
 // NewVCard returns the vCard module.
-func NewVCard(r xmppd.Router, store PrivateStore) *VCard {
+func NewVCard(r router.Routing, store PrivateStore) *VCard {
 	return &VCard{r: r, store: store}
 }
 
 // Register adds the vcard-temp handler for accounts and advertises the
-// feature on the server too (XEP-0054 §3).
-func (v *VCard) Register(mux *xmppd.Mux) {
-	mux.HandleIQ(xmppd.ScopeAccount, name(NSVCard, "vCard"), v.handle)
-	mux.AddFeature(xmppd.ScopeServer, NSVCard)
+// feature on them and on the server (XEP-0054 §3).
+func (v *VCard) Register(h *router.Hooks) error {
+	h.HandleIQ(router.ScopeAccount, router.IQGet|router.IQSet, name(NSVCard, "vCard"), v.handle)
+	h.AddFeature(router.ScopeServer|router.ScopeAccount, NSVCard)
+	return nil
 }
 
 func (v *VCard) max() int {
@@ -52,7 +53,7 @@ func (v *VCard) max() int {
 
 var emptyVCard = emptyElement(name(NSVCard, "vCard"))
 
-func (v *VCard) handle(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (v *VCard) handle(ctx context.Context, iq *router.Stanza) ([]byte, error) {
 	switch iq.Type {
 	case iqGet:
 		// Every valid number has a vCard to others, empty unless its owner

@@ -3,7 +3,8 @@ package ext
 import (
 	"context"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 
 	"mellium.im/xmpp/version"
 )
@@ -21,19 +22,22 @@ type Version struct {
 // NewVersion returns the version module answering with the given version.
 func NewVersion(v string) *Version {
 	b := []byte(`<query xmlns="` + version.NS + `"><name>`)
-	b = xmppd.AppendEscaped(b, SoftwareName)
+	b = wire.AppendEscaped(b, SoftwareName)
 	b = append(b, "</name><version>"...)
-	b = xmppd.AppendEscaped(b, v)
+	b = wire.AppendEscaped(b, v)
 	b = append(b, "</version></query>"...)
 	return &Version{result: b}
 }
 
-// Register adds the jabber:iq:version handler for the server.
-func (v *Version) Register(mux *xmppd.Mux) {
-	mux.HandleIQ(xmppd.ScopeServer, name(version.NS, "query"), v.handle)
+// Register adds the jabber:iq:version handler for the server and
+// advertises it.
+func (v *Version) Register(h *router.Hooks) error {
+	h.HandleIQ(router.ScopeServer, router.IQGet|router.IQSet, name(version.NS, "query"), v.handle)
+	h.AddFeature(router.ScopeServer, version.NS)
+	return nil
 }
 
-func (v *Version) handle(_ context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (v *Version) handle(_ context.Context, iq *router.Stanza) ([]byte, error) {
 	if iq.Type != iqGet {
 		return nil, errBadRequest
 	}

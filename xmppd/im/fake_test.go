@@ -2,15 +2,17 @@ package im
 
 import (
 	"context"
+	"encoding/xml"
 	"errors"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"dialtone/auth"
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -147,7 +149,7 @@ func (s *fakeStore) put(owner jid.JID, it Item) {
 // sent is one Deliver or Route call.
 type sent struct {
 	to jid.JID // the session written to (Deliver) or s.To (Route)
-	s  *xmppd.Stanza
+	s  *router.Stanza
 }
 
 // fakeRouter is the core as far as the module sees it: sessions and their
@@ -158,13 +160,15 @@ type fakeRouter struct {
 	mu        sync.Mutex
 	m         *Module
 	accounts  map[string]bool
-	sessions  map[string][]*xmppd.SessionInfo // bare → sessions in bind order
+	sessions  map[string][]*router.Session // bare → sessions in bind order
 	delivered []sent
 	routed    []sent
 }
 
+var _ router.Routing = (*fakeRouter)(nil)
+
 func newFakeRouter(accounts ...jid.JID) *fakeRouter {
-	r := &fakeRouter{accounts: map[string]bool{}, sessions: map[string][]*xmppd.SessionInfo{}}
+	r := &fakeRouter{accounts: map[string]bool{}, sessions: map[string][]*router.Session{}}
 	for _, a := range accounts {
 		r.accounts[a.String()] = true
 	}
@@ -173,7 +177,7 @@ func newFakeRouter(accounts ...jid.JID) *fakeRouter {
 
 func (r *fakeRouter) Domain() string { return domain }
 
-func (r *fakeRouter) Route(ctx context.Context, s *xmppd.Stanza) {
+func (r *fakeRouter) Route(ctx context.Context, s *router.Stanza) {
 	if s.From.Equal(jid.JID{}) {
 		panic("Route without from")
 	}
@@ -181,14 +185,14 @@ func (r *fakeRouter) Route(ctx context.Context, s *xmppd.Stanza) {
 	r.routed = append(r.routed, sent{s.To, s})
 	// Like the core: presence to any address of the local domain (latent
 	// numbers included) goes to InboundPresence.
-	local := s.Kind == xmppd.KindPresence && s.To.Domainpart() == domain && s.To.Localpart() != ""
+	local := s.Kind == router.KindPresence && s.To.Domainpart() == domain && s.To.Localpart() != ""
 	r.mu.Unlock()
 	if local {
 		r.m.InboundPresence(ctx, s)
 	}
 }
 
-func (r *fakeRouter) Deliver(to jid.JID, s *xmppd.Stanza) bool {
+func (r *fakeRouter) Deliver(to jid.JID, s *router.Stanza) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.find(to) == nil {
@@ -198,39 +202,33 @@ func (r *fakeRouter) Deliver(to jid.JID, s *xmppd.Stanza) bool {
 	return true
 }
 
-func (r *fakeRouter) find(full jid.JID) *xmppd.SessionInfo {
+func (r *fakeRouter) find(full jid.JID) *router.Session {
 	for _, s := range r.sessions[full.Bare().String()] {
-		if s.JID.Equal(full) {
+		if s.JID().Equal(full) {
 			return s
 		}
 	}
 	return nil
 }
 
-func (r *fakeRouter) Sessions(bare jid.JID) []xmppd.SessionInfo {
+func (r *fakeRouter) Session(full jid.JID) *router.Session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []xmppd.SessionInfo
-	for _, s := range r.sessions[bare.String()] {
-		out = append(out, *s)
-	}
-	return out
+	return r.find(full)
 }
 
-func (r *fakeRouter) SetPresence(full jid.JID, p *xmppd.Stanza) {
+func (r *fakeRouter) Sessions(bare jid.JID) []*router.Session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if s := r.find(full); s != nil {
-		s.Presence = p
-	}
+	return slices.Clone(r.sessions[bare.String()])
 }
 
-func (r *fakeRouter) SetInterested(full jid.JID) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if s := r.find(full); s != nil {
-		s.Interested = true
-	}
+func (r *fakeRouter) SetPresence(ctx context.Context, sess *router.Session, p *router.Stanza) {
+	sess.SetPresence(p)
+}
+
+func (r *fakeRouter) StoreContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, time.Minute)
 }
 
 func (r *fakeRouter) IsLocal(ctx context.Context, bare jid.JID) (bool, error) {
@@ -261,22 +259,24 @@ func (r *fakeRouter) Normalize(j jid.JID) (jid.JID, error) {
 }
 
 // bind adds a session (not available, not interested).
-func (r *fakeRouter) bind(full jid.JID) {
+func (r *fakeRouter) bind(full jid.JID) *router.Session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	b := full.Bare().String()
-	r.sessions[b] = append(r.sessions[b], &xmppd.SessionInfo{JID: full})
+	sess := router.NewSession(context.Background(), full, nil)
+	r.sessions[b] = append(r.sessions[b], sess)
+	return sess
 }
 
-// unbind removes a session and returns its last state.
-func (r *fakeRouter) unbind(full jid.JID) xmppd.SessionInfo {
+// unbind removes a session and returns it with its last state.
+func (r *fakeRouter) unbind(full jid.JID) *router.Session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	b := full.Bare().String()
 	for i, s := range r.sessions[b] {
-		if s.JID.Equal(full) {
+		if s.JID().Equal(full) {
 			r.sessions[b] = slices.Delete(r.sessions[b], i, i+1)
-			return *s
+			return s
 		}
 	}
 	panic("unbind: no session " + full.String())
@@ -290,10 +290,10 @@ func (r *fakeRouter) reset() {
 }
 
 // deliveredTo returns what was delivered to one session, in order.
-func (r *fakeRouter) deliveredTo(full jid.JID) []*xmppd.Stanza {
+func (r *fakeRouter) deliveredTo(full jid.JID) []*router.Stanza {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []*xmppd.Stanza
+	var out []*router.Stanza
 	for _, d := range r.delivered {
 		if d.to.Equal(full) {
 			out = append(out, d.s)
@@ -303,10 +303,10 @@ func (r *fakeRouter) deliveredTo(full jid.JID) []*xmppd.Stanza {
 }
 
 // routedTo returns what was routed to an address (compared exactly).
-func (r *fakeRouter) routedTo(to jid.JID) []*xmppd.Stanza {
+func (r *fakeRouter) routedTo(to jid.JID) []*router.Stanza {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []*xmppd.Stanza
+	var out []*router.Stanza
 	for _, d := range r.routed {
 		if d.to.Equal(to) {
 			out = append(out, d.s)
@@ -333,13 +333,18 @@ func newEnv(t *testing.T) *env {
 }
 
 // presence makes a presence stanza the way the core hands it over.
-func presence(typ string, from, to jid.JID, inner string) *xmppd.Stanza {
-	return &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typ, From: from, To: to, Inner: []byte(inner)}
+func presence(typ string, from, to jid.JID, inner string) *router.Stanza {
+	return &router.Stanza{Kind: router.KindPresence, Type: typ, From: from, To: to, Inner: []byte(inner)}
 }
 
-// send hands an outbound presence to the module.
+// send hands an outbound presence of the session from to the module (a
+// session the fake router does not know when from is not bound).
 func (e *env) send(typ string, from, to jid.JID, inner string) {
-	e.m.OutboundPresence(context.Background(), presence(typ, from, to, inner))
+	sess := e.r.Session(from)
+	if sess == nil {
+		sess = router.NewSession(context.Background(), from, nil)
+	}
+	e.m.OutboundPresence(context.Background(), sess, presence(typ, from, to, inner))
 }
 
 // login binds a session, requests the roster and sends initial presence.
@@ -355,8 +360,8 @@ func (e *env) login(f jid.JID) {
 // iq calls the roster handler with an iq built as the core builds it: no
 // 'to' becomes the sender's bare JID with ToAbsent.
 func (e *env) iq(typ string, from, to jid.JID, inner string) ([]byte, error) {
-	s := &xmppd.Stanza{Kind: xmppd.KindIQ, Type: typ, ID: "q1", From: from, To: to, Inner: []byte(inner),
-		Payload: xmlName(NSRoster, "query")}
+	s := &router.Stanza{Kind: router.KindIQ, Type: typ, ID: "q1", From: from, To: to, Inner: []byte(inner),
+		Payload: xml.Name{Space: NSRoster, Local: "query"}}
 	if to.Equal(jid.JID{}) {
 		s.To, s.ToAbsent = from.Bare(), true
 	}

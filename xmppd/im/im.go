@@ -18,9 +18,9 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 
 	"mellium.im/xmpp/jid"
 )
@@ -51,14 +51,11 @@ const (
 	typeError        = "error"
 )
 
-// storeTimeout bounds every store call made on behalf of one stanza.
-const storeTimeout = 5 * time.Second
-
 // Module serves rosters and presence for the local accounts. Make it with
 // New and attach it to a Mux with Register. It is safe for concurrent use.
 type Module struct {
 	store Store
-	r     xmppd.Router
+	r     router.Routing
 	log   *slog.Logger
 
 	// MaxItems bounds the items stored per account (XMPPD_ROSTER_MAX),
@@ -72,19 +69,22 @@ type Module struct {
 
 	// accounts serialises read-modify-write of one account's roster items.
 	accounts keyedMutex
-	// directed maps a session's full JID (string) to the *directedSet of
-	// addresses it sent directed available presence to (RFC 6121 §4.6).
-	directed sync.Map
 
 	idPrefix string
 	idSeq    atomic.Uint64
 }
 
-var _ xmppd.PresenceHandler = (*Module)(nil)
+// Per-session state: whether the session requested the roster (RFC 6121
+// §2.1.6: only then does it get pushes), and the addresses it sent
+// directed available presence to (RFC 6121 §4.6).
+var (
+	interested = router.NewKey[atomic.Bool]()
+	directed   = router.NewKey[directedSet]()
+)
 
 // New returns a module that keeps rosters in store and reaches sessions
 // through r. A nil log discards log output.
-func New(store Store, r xmppd.Router, log *slog.Logger) *Module {
+func New(store Store, r router.Routing, log *slog.Logger) *Module {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -100,17 +100,39 @@ func New(store Store, r xmppd.Router, log *slog.Logger) *Module {
 }
 
 // Register registers the roster iq handler for local accounts, advertises
-// jabber:iq:roster on the server and on accounts, and makes the module the
-// presence handler.
-func (m *Module) Register(mux *xmppd.Mux) {
-	mux.HandleIQ(xmppd.ScopeAccount, xml.Name{Space: NSRoster, Local: "query"}, m.handleRoster)
-	mux.AddFeature(xmppd.ScopeServer, NSRoster)
-	mux.HandlePresence(m)
+// jabber:iq:roster on the server and on accounts and the roster versioning
+// and pre-approval stream features, and handles presence: what local
+// sessions send, what comes to local accounts, probes, and the end of a
+// session.
+func (m *Module) Register(h *router.Hooks) error {
+	h.HandleIQ(router.ScopeAccount, router.IQGet|router.IQSet, xml.Name{Space: NSRoster, Local: "query"}, m.handleRoster)
+	h.AddFeature(router.ScopeServer|router.ScopeAccount, NSRoster)
+	h.StreamFeature(router.PostAuth, func(router.ConnInfo) []byte { return rosterVerElement })
+	h.StreamFeature(router.PostAuth, func(router.ConnInfo) []byte { return preApprovalElement })
+	h.Hook(router.PresenceOut, router.Presences, 0, func(ctx context.Context, ev *router.Event) error {
+		m.OutboundPresence(ctx, ev.Origin, ev.Stanza)
+		return router.ErrHandled
+	})
+	inbound := func(ctx context.Context, ev *router.Event) error {
+		m.InboundPresence(ctx, ev.Stanza)
+		return router.ErrHandled
+	}
+	h.Hook(router.PresenceIn, router.Presences, 0, inbound)
+	h.Hook(router.Probe, router.Presences, 0, inbound)
+	h.OnSession(router.Closed, 0, m.SessionClosed)
+	return nil
 }
 
-// storeCtx bounds a store call.
-func storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, storeTimeout)
+// The stream features of roster versioning (XEP-0237) and subscription
+// pre-approval (RFC 6121 §3.4).
+var (
+	rosterVerElement   = wire.NewBuilder(nil).Element("ver", RosterVerFeature, "").Bytes()
+	preApprovalElement = wire.NewBuilder(nil).Element("sub", PreApprovalFeature, "").Bytes()
+)
+
+// storeCtx bounds a store call (XMPPD_STORE_TIMEOUT).
+func (m *Module) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return m.r.StoreContext(ctx)
 }
 
 // nextID returns an id for a stanza the server originates (roster pushes).
@@ -155,47 +177,41 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 
 // directedSet is the per-session list of directed presence recipients.
 type directedSet struct {
-	mu sync.Mutex
-	to map[string]jid.JID
+	mu     sync.Mutex
+	to     map[string]jid.JID
+	closed bool // the session ended: nothing more is added
 }
 
-// addDirected remembers that the session full sent available presence to to.
-func (m *Module) addDirected(full, to jid.JID) {
-	v, _ := m.directed.LoadOrStore(full.String(), &directedSet{to: make(map[string]jid.JID)})
-	d := v.(*directedSet)
+// addDirected remembers that the session sent available presence to to.
+func addDirected(sess *router.Session, to jid.JID) {
+	d := directed.Get(sess)
 	d.mu.Lock()
-	// A set that was taken by takeDirected (session closing) is nil: drop.
-	if d.to != nil {
+	if !d.closed {
+		if d.to == nil {
+			d.to = make(map[string]jid.JID)
+		}
 		d.to[to.String()] = to
 	}
 	d.mu.Unlock()
 }
 
 // removeDirected forgets to after the session sent it unavailable presence.
-func (m *Module) removeDirected(full, to jid.JID) {
-	v, ok := m.directed.Load(full.String())
-	if !ok {
-		return
-	}
-	d := v.(*directedSet)
+func removeDirected(sess *router.Session, to jid.JID) {
+	d := directed.Get(sess)
 	d.mu.Lock()
 	delete(d.to, to.String())
 	d.mu.Unlock()
 }
 
 // takeDirected returns and forgets the session's directed recipients.
-func (m *Module) takeDirected(full jid.JID) []jid.JID {
-	v, ok := m.directed.LoadAndDelete(full.String())
-	if !ok {
-		return nil
-	}
-	d := v.(*directedSet)
+func takeDirected(sess *router.Session) []jid.JID {
+	d := directed.Get(sess)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]jid.JID, 0, len(d.to))
 	for _, j := range d.to {
 		out = append(out, j)
 	}
-	d.to = nil
+	d.to, d.closed = nil, true
 	return out
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -94,7 +94,7 @@ func TestRosterMax(t *testing.T) {
 }
 
 // errorOf decodes the stanza error of an error stanza the module made.
-func errorOf(t *testing.T, s *xmppd.Stanza) error {
+func errorOf(t *testing.T, s *router.Stanza) error {
 	t.Helper()
 	var e struct {
 		Err stanza.Error `xml:"error"`

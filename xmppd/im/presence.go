@@ -3,31 +3,31 @@ package im
 import (
 	"context"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 )
 
-// OutboundPresence handles presence sent by a local session (RFC 6121 §4):
-// broadcast presence (no 'to'), directed presence, subscription stanzas and
-// probes. It implements xmppd.PresenceHandler.
-func (m *Module) OutboundPresence(ctx context.Context, p *xmppd.Stanza) {
+// OutboundPresence handles presence sent by the local session sess (RFC
+// 6121 §4): broadcast presence (no 'to'), directed presence, subscription
+// stanzas and probes.
+func (m *Module) OutboundPresence(ctx context.Context, sess *router.Session, p *router.Stanza) {
 	broadcast := p.To.Equal(jid.JID{}) || p.ToAbsent
 	switch p.Type {
 	case typeAvailable:
 		if broadcast {
-			m.available(ctx, p)
+			m.available(ctx, sess, p)
 			return
 		}
-		m.addDirected(p.From, p.To)
+		addDirected(sess, p.To)
 		m.routeAs(ctx, p, p.From)
 	case typeUnavailable:
 		if broadcast {
-			m.unavailable(ctx, p.From, p, true)
+			m.unavailable(ctx, sess, p)
 			return
 		}
-		m.removeDirected(p.From, p.To)
+		removeDirected(sess, p.To)
 		m.routeAs(ctx, p, p.From)
 	case typeSubscribe, typeSubscribed, typeUnsubscribe, typeUnsubscribed:
 		m.outboundSubscription(ctx, p)
@@ -49,9 +49,8 @@ func (m *Module) OutboundPresence(ctx context.Context, p *xmppd.Stanza) {
 }
 
 // InboundPresence handles presence addressed to a local account or one of
-// its resources (RFC 6121 §3, §4.3.2, §4.4.3, §8.5). It implements
-// xmppd.PresenceHandler.
-func (m *Module) InboundPresence(ctx context.Context, p *xmppd.Stanza) {
+// its resources (RFC 6121 §3, §4.3.2, §4.4.3, §8.5).
+func (m *Module) InboundPresence(ctx context.Context, p *router.Stanza) {
 	switch p.Type {
 	case typeSubscribe, typeSubscribed, typeUnsubscribe, typeUnsubscribed:
 		// To a full JID: handled as if sent to the bare JID (§3.1.3, §8.5.3.2.1).
@@ -67,8 +66,8 @@ func (m *Module) InboundPresence(ctx context.Context, p *xmppd.Stanza) {
 		// §8.5.3.1: to that resource whatever its state; §8.5.3.2.1: a
 		// resource that does not exist makes the server ignore it.
 		for _, s := range m.r.Sessions(p.To.Bare()) {
-			if s.JID.Equal(p.To) {
-				m.r.Deliver(s.JID, p)
+			if s.JID().Equal(p.To) {
+				m.r.Deliver(s.JID(), p)
 				return
 			}
 		}
@@ -77,26 +76,19 @@ func (m *Module) InboundPresence(ctx context.Context, p *xmppd.Stanza) {
 
 // SessionClosed sends unavailable presence on behalf of a session that
 // ended without it (RFC 6121 §4.5.3.2) to its subscribers, to the user's
-// other resources and to everyone it sent directed presence to. It
-// implements xmppd.PresenceHandler.
-func (m *Module) SessionClosed(ctx context.Context, info xmppd.SessionInfo) {
-	p := &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeUnavailable, From: info.JID}
-	m.unavailableBroadcast(ctx, info.JID, p, info.Available())
+// other resources and to everyone it sent directed presence to.
+func (m *Module) SessionClosed(ctx context.Context, sess *router.Session) {
+	p := &router.Stanza{Kind: router.KindPresence, Type: typeUnavailable, From: sess.JID()}
+	m.unavailableBroadcast(ctx, sess, p, sess.Available())
 }
 
 // available handles broadcast available presence (§4.2.2 initial, §4.4.2
 // subsequent).
-func (m *Module) available(ctx context.Context, p *xmppd.Stanza) {
+func (m *Module) available(ctx context.Context, sess *router.Session, p *router.Stanza) {
 	full := p.From
 	user := full.Bare()
-	initial := true
-	for _, s := range m.r.Sessions(user) {
-		if s.JID.Equal(full) {
-			initial = !s.Available()
-			break
-		}
-	}
-	m.r.SetPresence(full, p)
+	initial := !sess.Available()
+	m.r.SetPresence(ctx, sess, p)
 
 	items, ok := m.roster(ctx, user)
 	for _, it := range items {
@@ -112,8 +104,8 @@ func (m *Module) available(ctx context.Context, p *xmppd.Stanza) {
 	for _, s := range own {
 		if s.Available() {
 			out := p.Clone()
-			out.From, out.To, out.ToAbsent = full, s.JID, false
-			m.r.Deliver(s.JID, out)
+			out.From, out.To, out.ToAbsent = full, s.JID(), false
+			m.r.Deliver(s.JID(), out)
 		}
 	}
 	if !initial {
@@ -121,9 +113,9 @@ func (m *Module) available(ctx context.Context, p *xmppd.Stanza) {
 	}
 	// The new resource learns the presence of the user's other resources.
 	for _, s := range own {
-		if s.Available() && !s.JID.Equal(full) {
-			out := s.Presence.Clone()
-			out.From, out.To, out.ToAbsent, out.ID = s.JID, full, false, ""
+		if s.Available() && !s.JID().Equal(full) {
+			out := s.Presence().Clone()
+			out.From, out.To, out.ToAbsent, out.ID = s.JID(), full, false, ""
 			m.r.Deliver(full, out)
 		}
 	}
@@ -135,7 +127,7 @@ func (m *Module) available(ctx context.Context, p *xmppd.Stanza) {
 	for _, it := range items {
 		if hasTo(it) {
 			if to, ok := parseContact(it.Contact); ok {
-				m.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeProbe, From: user, To: to})
+				m.r.Route(ctx, &router.Stanza{Kind: router.KindPresence, Type: typeProbe, From: user, To: to})
 			}
 		}
 	}
@@ -146,7 +138,7 @@ func (m *Module) available(ctx context.Context, p *xmppd.Stanza) {
 	for _, it := range items {
 		if it.PendingIn {
 			if from, ok := parseContact(it.Contact); ok && !m.blocked(ctx, user, from) {
-				m.r.Deliver(full, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeSubscribe, From: from, To: user})
+				m.r.Deliver(full, &router.Stanza{Kind: router.KindPresence, Type: typeSubscribe, From: from, To: user})
 			}
 		}
 	}
@@ -158,7 +150,7 @@ func (m *Module) blocked(ctx context.Context, user, contact jid.JID) bool {
 	if m.Blocked == nil {
 		return false
 	}
-	sctx, cancel := storeCtx(ctx)
+	sctx, cancel := m.storeCtx(ctx)
 	defer cancel()
 	b, err := m.Blocked(sctx, user, contact)
 	if err != nil {
@@ -169,24 +161,17 @@ func (m *Module) blocked(ctx context.Context, user, contact jid.JID) bool {
 }
 
 // unavailable handles broadcast unavailable presence from a session (§4.5.2).
-func (m *Module) unavailable(ctx context.Context, full jid.JID, p *xmppd.Stanza, record bool) {
-	wasAvailable := false
-	for _, s := range m.r.Sessions(full.Bare()) {
-		if s.JID.Equal(full) {
-			wasAvailable = s.Available()
-			break
-		}
-	}
-	m.unavailableBroadcast(ctx, full, p, wasAvailable)
-	if record {
-		m.r.SetPresence(full, nil)
-	}
+func (m *Module) unavailable(ctx context.Context, sess *router.Session, p *router.Stanza) {
+	m.unavailableBroadcast(ctx, sess, p, sess.Available())
+	m.r.SetPresence(ctx, sess, nil)
 }
 
-// unavailableBroadcast sends p (unavailable from full) to the subscribers
-// and the user's available resources when the session was available, and
-// to every recipient of its directed presence, each address once.
-func (m *Module) unavailableBroadcast(ctx context.Context, full jid.JID, p *xmppd.Stanza, wasAvailable bool) {
+// unavailableBroadcast sends p (unavailable from the session) to the
+// subscribers and the user's available resources when the session was
+// available, and to every recipient of its directed presence, each
+// address once.
+func (m *Module) unavailableBroadcast(ctx context.Context, sess *router.Session, p *router.Stanza, wasAvailable bool) {
+	full := sess.JID()
 	user := full.Bare()
 	sent := make(map[string]bool)
 	if wasAvailable {
@@ -202,12 +187,12 @@ func (m *Module) unavailableBroadcast(ctx context.Context, full jid.JID, p *xmpp
 		for _, s := range m.r.Sessions(user) {
 			if s.Available() {
 				out := p.Clone()
-				out.From, out.To, out.ToAbsent = full, s.JID, false
-				m.r.Deliver(s.JID, out)
+				out.From, out.To, out.ToAbsent = full, s.JID(), false
+				m.r.Deliver(s.JID(), out)
 			}
 		}
 	}
-	for _, to := range m.takeDirected(full) {
+	for _, to := range takeDirected(sess) {
 		if sent[to.String()] || sent[to.Bare().String()] || (wasAvailable && to.Bare().Equal(user)) {
 			continue
 		}
@@ -221,7 +206,7 @@ func (m *Module) unavailableBroadcast(ctx context.Context, full jid.JID, p *xmpp
 // A latent number has no subscribers, so it answers 'unsubscribed' by the
 // same path as an account (§4.3.2 wants that for a missing account too),
 // without asking whether the account exists.
-func (m *Module) inboundProbe(ctx context.Context, p *xmppd.Stanza) {
+func (m *Module) inboundProbe(ctx context.Context, p *router.Stanza) {
 	user := p.To.Bare()
 	prober := p.From.Bare()
 	if prober.Equal(jid.JID{}) {
@@ -230,7 +215,7 @@ func (m *Module) inboundProbe(ctx context.Context, p *xmppd.Stanza) {
 	subscribed := prober.Equal(user)
 	if !subscribed {
 		owner := user.Localpart()
-		sctx, cancel := storeCtx(ctx)
+		sctx, cancel := m.storeCtx(ctx)
 		it, err := m.store.RosterItem(sctx, owner, prober.String())
 		cancel()
 		switch {
@@ -243,7 +228,7 @@ func (m *Module) inboundProbe(ctx context.Context, p *xmppd.Stanza) {
 		}
 	}
 	if !subscribed {
-		m.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeUnsubscribed, From: user, To: prober})
+		m.r.Route(ctx, &router.Stanza{Kind: router.KindPresence, Type: typeUnsubscribed, From: user, To: prober})
 		return
 	}
 	m.sendPresenceOf(ctx, user, p.From, true)
@@ -252,7 +237,7 @@ func (m *Module) inboundProbe(ctx context.Context, p *xmppd.Stanza) {
 // roster loads the user's items; a store error is logged and reported as
 // ok=false with no items.
 func (m *Module) roster(ctx context.Context, user jid.JID) ([]Item, bool) {
-	sctx, cancel := storeCtx(ctx)
+	sctx, cancel := m.storeCtx(ctx)
 	defer cancel()
 	items, _, err := m.store.Roster(sctx, user.Localpart())
 	if err != nil {
@@ -263,26 +248,26 @@ func (m *Module) roster(ctx context.Context, user jid.JID) ([]Item, bool) {
 }
 
 // deliverAvailable delivers s to every available resource of user.
-func (m *Module) deliverAvailable(user jid.JID, s *xmppd.Stanza) {
+func (m *Module) deliverAvailable(user jid.JID, s *router.Stanza) {
 	// Serialise once: the cached bytes are then only read by the writers
 	// of the sessions the same stanza goes to.
 	s.Bytes()
 	for _, sess := range m.r.Sessions(user) {
 		if sess.Available() {
-			m.r.Deliver(sess.JID, s)
+			m.r.Deliver(sess.JID(), s)
 		}
 	}
 }
 
 // routeAs routes a copy of p stamped with from.
-func (m *Module) routeAs(ctx context.Context, p *xmppd.Stanza, from jid.JID) {
+func (m *Module) routeAs(ctx context.Context, p *router.Stanza, from jid.JID) {
 	out := p.Clone()
 	out.From, out.ToAbsent = from, false
 	m.r.Route(ctx, out)
 }
 
 // routeTo routes a copy of p from from to to.
-func (m *Module) routeTo(ctx context.Context, p *xmppd.Stanza, from, to jid.JID) {
+func (m *Module) routeTo(ctx context.Context, p *router.Stanza, from, to jid.JID) {
 	out := p.Clone()
 	out.From, out.To, out.ToAbsent = from, to, false
 	m.r.Route(ctx, out)
@@ -290,7 +275,7 @@ func (m *Module) routeTo(ctx context.Context, p *xmppd.Stanza, from, to jid.JID)
 
 // presenceError answers a session's presence with an error, unless it was
 // itself an error.
-func (m *Module) presenceError(p *xmppd.Stanza, e stanza.Error) {
+func (m *Module) presenceError(p *router.Stanza, e stanza.Error) {
 	if p.Type == typeError {
 		return
 	}

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"testing"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/jid"
 )
@@ -33,14 +33,9 @@ func TestPresenceBroadcastAndProbes(t *testing.T) {
 
 	// Initial presence of the second resource.
 	e.send("", a2, jid.JID{}, "<priority>1</priority>")
-	var sess xmppd.SessionInfo
-	for _, s := range e.r.Sessions(alice) {
-		if s.JID.Equal(a2) {
-			sess = s
-		}
-	}
-	if !sess.Available() || string(sess.Presence.Inner) != "<priority>1</priority>" {
-		t.Fatalf("SetPresence not called with the stanza: %+v", sess)
+	sess := e.r.Session(a2)
+	if !sess.Available() || string(sess.Presence().Inner) != "<priority>1</priority>" {
+		t.Fatalf("SetPresence not called with the stanza: %+v", sess.Presence())
 	}
 	// Subscribers (bob: both, juliet: from) get it from the full JID;
 	// romeo (to) and carol (none) do not.
@@ -68,7 +63,7 @@ func TestPresenceBroadcastAndProbes(t *testing.T) {
 			t.Errorf("%d probes to %s", probes, to)
 		}
 	}
-	if r := e.r.routedTo(juliet); slices.ContainsFunc(r, func(s *xmppd.Stanza) bool { return s.Type == typeProbe }) {
+	if r := e.r.routedTo(juliet); slices.ContainsFunc(r, func(s *router.Stanza) bool { return s.Type == typeProbe }) {
 		t.Errorf("probe to juliet (from only)")
 	}
 	// The new resource sees itself, the other resource, and bob's answer
@@ -117,7 +112,7 @@ func TestPresenceBroadcastAndProbes(t *testing.T) {
 		t.Errorf("a1 got %v", got)
 	}
 	for _, s := range e.r.Sessions(alice) {
-		if s.JID.Equal(a2) && s.Available() {
+		if s.JID().Equal(a2) && s.Available() {
 			t.Errorf("a2 still available")
 		}
 	}
@@ -275,7 +270,8 @@ func TestSessionClosed(t *testing.T) {
 	e.r.bind(a3)
 	e.send("", a3, jb, "")
 	e.r.reset()
-	e.m.SessionClosed(t.Context(), e.r.unbind(a3))
+	s3 := e.r.unbind(a3)
+	e.m.SessionClosed(t.Context(), s3)
 	if got := e.routedPresences(jb); !slices.Equal(got, []string{"unavailable " + a3.String()}) {
 		t.Errorf("juliet: %v", got)
 	}
@@ -284,7 +280,7 @@ func TestSessionClosed(t *testing.T) {
 	}
 	// Forgotten: closing again sends nothing.
 	e.r.reset()
-	e.m.SessionClosed(t.Context(), xmppd.SessionInfo{JID: a3})
+	e.m.SessionClosed(t.Context(), s3)
 	if len(e.r.routed) != 0 {
 		t.Errorf("second close: %+v", e.r.routed)
 	}

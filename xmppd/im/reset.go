@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/jid"
 )
@@ -19,7 +19,7 @@ import (
 // "Accounts"), who must not inherit the old owner's contacts.
 func (m *Module) Reset(ctx context.Context, owner jid.JID) error {
 	user := owner.Bare()
-	sctx, cancel := storeCtx(ctx)
+	sctx, cancel := m.storeCtx(ctx)
 	items, _, err := m.store.Roster(sctx, user.Localpart())
 	cancel()
 	if err != nil {
@@ -47,13 +47,13 @@ func (m *Module) Reset(ctx context.Context, owner jid.JID) error {
 			continue
 		}
 		if hasFrom(*it) || it.PendingIn {
-			m.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeUnsubscribed, From: user, To: contact})
+			m.r.Route(ctx, &router.Stanza{Kind: router.KindPresence, Type: typeUnsubscribed, From: user, To: contact})
 			if hasFrom(*it) {
 				m.sendUnavailableOf(ctx, user, contact)
 			}
 		}
 		if hasTo(*it) || it.PendingOut {
-			m.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeUnsubscribe, From: user, To: contact})
+			m.r.Route(ctx, &router.Stanza{Kind: router.KindPresence, Type: typeUnsubscribe, From: user, To: contact})
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -68,7 +68,7 @@ func (m *Module) Reset(ctx context.Context, owner jid.JID) error {
 func (m *Module) deleteItem(ctx context.Context, owner, contact string) (*Item, int64, error) {
 	unlock := m.accounts.lock(owner)
 	defer unlock()
-	sctx, cancel := storeCtx(ctx)
+	sctx, cancel := m.storeCtx(ctx)
 	defer cancel()
 	it, err := m.store.RosterItem(sctx, owner, contact)
 	if isNotFound(err) {

@@ -6,11 +6,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"dialtone/auth"
 	"dialtone/storage"
-	"dialtone/xmppd"
 	"dialtone/xmppd/im"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/jid"
 )
@@ -25,37 +26,49 @@ type storeRouter struct {
 	m  *im.Module
 
 	mu        sync.Mutex
-	sessions  map[string][]xmppd.SessionInfo
-	routed    []*xmppd.Stanza
-	delivered []*xmppd.Stanza
+	sessions  map[string][]*router.Session
+	routed    []*router.Stanza
+	delivered []*router.Stanza
 }
 
 func (r *storeRouter) Domain() string { return domain }
 
-func (r *storeRouter) Route(ctx context.Context, s *xmppd.Stanza) {
+func (r *storeRouter) Route(ctx context.Context, s *router.Stanza) {
 	r.mu.Lock()
 	r.routed = append(r.routed, s)
 	r.mu.Unlock()
-	if s.Kind == xmppd.KindPresence && s.To.Domainpart() == domain {
+	if s.Kind == router.KindPresence && s.To.Domainpart() == domain {
 		r.m.InboundPresence(ctx, s)
 	}
 }
 
-func (r *storeRouter) Deliver(full jid.JID, s *xmppd.Stanza) bool {
+func (r *storeRouter) Deliver(full jid.JID, s *router.Stanza) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.delivered = append(r.delivered, s)
 	return true
 }
 
-func (r *storeRouter) Sessions(bare jid.JID) []xmppd.SessionInfo {
+func (r *storeRouter) Sessions(bare jid.JID) []*router.Session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]xmppd.SessionInfo(nil), r.sessions[bare.String()]...)
+	return append([]*router.Session(nil), r.sessions[bare.String()]...)
 }
 
-func (r *storeRouter) SetPresence(jid.JID, *xmppd.Stanza) {}
-func (r *storeRouter) SetInterested(jid.JID)              {}
+func (r *storeRouter) Session(full jid.JID) *router.Session {
+	for _, s := range r.Sessions(full.Bare()) {
+		if s.JID().Equal(full) {
+			return s
+		}
+	}
+	return nil
+}
+
+func (r *storeRouter) SetPresence(context.Context, *router.Session, *router.Stanza) {}
+
+func (r *storeRouter) StoreContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, time.Minute)
+}
 
 func (r *storeRouter) IsLocal(ctx context.Context, bare jid.JID) (bool, error) {
 	_, err := r.db.Account(ctx, auth.Number(bare.Localpart()))
@@ -77,7 +90,7 @@ func TestResetCancelsSubscriptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	r := &storeRouter{db: db, sessions: map[string][]xmppd.SessionInfo{}}
+	r := &storeRouter{db: db, sessions: map[string][]*router.Session{}}
 	m := im.New(db, r, nil)
 	r.m = m
 
@@ -92,7 +105,9 @@ func TestResetCancelsSubscriptions(t *testing.T) {
 		}
 	}
 	bobFull := jid.MustParse(bob.String() + "/phone")
-	r.sessions[bob.String()] = []xmppd.SessionInfo{{JID: bobFull, Interested: true}}
+	bobSession := router.NewSession(ctx, bobFull, nil)
+	im.SetInterested(bobSession)
+	r.sessions[bob.String()] = []*router.Session{bobSession}
 
 	put := func(owner jid.JID, it im.Item) {
 		t.Helper()
@@ -143,7 +158,7 @@ func TestResetCancelsSubscriptions(t *testing.T) {
 	// Bob's client was told; juliet's server got both cancellations.
 	var pushed bool
 	for _, s := range r.delivered {
-		if s.Kind == xmppd.KindIQ && s.To.Equal(bobFull) && strings.Contains(string(s.Inner), `subscription="none"`) {
+		if s.Kind == router.KindIQ && s.To.Equal(bobFull) && strings.Contains(string(s.Inner), `subscription="none"`) {
 			pushed = true
 		}
 	}

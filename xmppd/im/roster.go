@@ -9,7 +9,8 @@ import (
 	"unicode/utf8"
 
 	"dialtone/auth"
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -48,7 +49,7 @@ func (q *rosterQuery) ver() (string, bool) {
 }
 
 // handleRoster answers roster get and set (RFC 6121 §2.2–2.5).
-func (m *Module) handleRoster(ctx context.Context, iq *xmppd.Stanza) ([]byte, error) {
+func (m *Module) handleRoster(ctx context.Context, iq *router.Stanza) ([]byte, error) {
 	// Only the account itself reads or changes its roster (§2.1.5, §2.3.3).
 	if !iq.To.Equal(iq.From.Bare()) {
 		return nil, stanza.Error{Type: stanza.Auth, Condition: stanza.Forbidden}
@@ -67,10 +68,12 @@ func (m *Module) handleRoster(ctx context.Context, iq *xmppd.Stanza) ([]byte, er
 }
 
 // rosterGet answers a roster get (§2.2) with XEP-0237 versioning.
-func (m *Module) rosterGet(ctx context.Context, iq *xmppd.Stanza, q *rosterQuery) ([]byte, error) {
+func (m *Module) rosterGet(ctx context.Context, iq *router.Stanza, q *rosterQuery) ([]byte, error) {
 	user := iq.From.Bare()
-	m.r.SetInterested(iq.From)
-	sctx, cancel := storeCtx(ctx)
+	if sess := m.r.Session(iq.From); sess != nil {
+		interested.Get(sess).Store(true)
+	}
+	sctx, cancel := m.storeCtx(ctx)
 	defer cancel()
 	items, version, err := m.store.Roster(sctx, user.Localpart())
 	if err != nil {
@@ -95,7 +98,7 @@ func (m *Module) rosterGet(ctx context.Context, iq *xmppd.Stanza, q *rosterQuery
 }
 
 // rosterSet adds, updates (§2.3, §2.4) or removes (§2.5) one item.
-func (m *Module) rosterSet(ctx context.Context, iq *xmppd.Stanza, q *rosterQuery) error {
+func (m *Module) rosterSet(ctx context.Context, iq *router.Stanza, q *rosterQuery) error {
 	if len(q.Items) != 1 {
 		return badRequest("a roster set carries exactly one item")
 	}
@@ -171,7 +174,7 @@ func checkItem(ri rosterItem) error {
 func (m *Module) rosterRemove(ctx context.Context, user, contact jid.JID) error {
 	owner := user.Localpart()
 	unlock := m.accounts.lock(owner)
-	sctx, cancel := storeCtx(ctx)
+	sctx, cancel := m.storeCtx(ctx)
 	it, err := m.store.RosterItem(sctx, owner, contact.String())
 	var version int64
 	if err == nil && it.InRoster {
@@ -190,13 +193,13 @@ func (m *Module) rosterRemove(ctx context.Context, user, contact jid.JID) error 
 	// during Route.
 	m.push(user, it, true, version)
 	if hasFrom(it) || it.PendingIn {
-		m.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeUnsubscribed, From: user, To: contact})
+		m.r.Route(ctx, &router.Stanza{Kind: router.KindPresence, Type: typeUnsubscribed, From: user, To: contact})
 		if hasFrom(it) {
 			m.sendUnavailableOf(ctx, user, contact)
 		}
 	}
 	if hasTo(it) || it.PendingOut {
-		m.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeUnsubscribe, From: user, To: contact})
+		m.r.Route(ctx, &router.Stanza{Kind: router.KindPresence, Type: typeUnsubscribe, From: user, To: contact})
 	}
 	return nil
 }
@@ -211,15 +214,15 @@ func (m *Module) push(user jid.JID, it Item, remove bool, version int64) {
 	b = appendItem(b, it, remove)
 	b = append(b, "</query>"...)
 	for _, s := range m.r.Sessions(user) {
-		if !s.Interested {
+		if !interested.Get(s).Load() {
 			continue
 		}
-		m.r.Deliver(s.JID, &xmppd.Stanza{
-			Kind:  xmppd.KindIQ,
+		m.r.Deliver(s.JID(), &router.Stanza{
+			Kind:  router.KindIQ,
 			Type:  "set",
 			ID:    m.nextID(),
 			From:  user,
-			To:    s.JID,
+			To:    s.JID(),
 			Inner: b,
 		})
 	}
@@ -228,14 +231,14 @@ func (m *Module) push(user jid.JID, it Item, remove bool, version int64) {
 // appendItem appends the <item/> of a roster result or push.
 func appendItem(b []byte, it Item, remove bool) []byte {
 	b = append(b, `<item jid="`...)
-	b = xmppd.AppendEscaped(b, it.Contact)
+	b = wire.AppendEscaped(b, it.Contact)
 	b = append(b, '"')
 	if remove {
 		return append(b, ` subscription="remove"/>`...)
 	}
 	if it.Name != "" {
 		b = append(b, ` name="`...)
-		b = xmppd.AppendEscaped(b, it.Name)
+		b = wire.AppendEscaped(b, it.Name)
 		b = append(b, '"')
 	}
 	sub := it.Subscription
@@ -257,7 +260,7 @@ func appendItem(b []byte, it Item, remove bool) []byte {
 	b = append(b, '>')
 	for _, g := range it.Groups {
 		b = append(b, "<group>"...)
-		b = xmppd.AppendEscaped(b, g)
+		b = wire.AppendEscaped(b, g)
 		b = append(b, "</group>"...)
 	}
 	return append(b, "</item>"...)

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -44,7 +44,7 @@ func (e *env) pushes(f jid.JID) []parsedQuery {
 	e.t.Helper()
 	var out []parsedQuery
 	for _, s := range e.r.deliveredTo(f) {
-		if s.Kind != xmppd.KindIQ {
+		if s.Kind != router.KindIQ {
 			continue
 		}
 		if s.Type != "set" || !s.From.Equal(f.Bare()) || !s.To.Equal(f) || s.ID == "" {
@@ -60,14 +60,14 @@ func (e *env) pushes(f jid.JID) []parsedQuery {
 func (e *env) presences(f jid.JID) []string {
 	var out []string
 	for _, s := range e.r.deliveredTo(f) {
-		if s.Kind == xmppd.KindPresence {
+		if s.Kind == router.KindPresence {
 			out = append(out, ptype(s)+" "+s.From.String())
 		}
 	}
 	return out
 }
 
-func ptype(s *xmppd.Stanza) string {
+func ptype(s *router.Stanza) string {
 	if s.Type == "" {
 		return "available"
 	}
@@ -102,8 +102,8 @@ func TestRosterGetVersioningAndPush(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range e.r.Sessions(alice) {
-		if want := !s.JID.Equal(a3); s.Interested != want {
-			t.Errorf("%s interested = %v, want %v", s.JID, s.Interested, want)
+		if want := !s.JID().Equal(a3); interested.Get(s).Load() != want {
+			t.Errorf("%s interested = %v, want %v", s.JID(), !want, want)
 		}
 	}
 
@@ -232,9 +232,9 @@ func TestRosterRemove(t *testing.T) {
 		t.Run(stateName(tc.item), func(t *testing.T) {
 			e := newEnv(t)
 			a := full(alice, "r")
-			e.r.bind(a)
-			e.r.SetInterested(a)
-			e.r.SetPresence(a, presence("", a, jid.JID{}, ""))
+			sess := e.r.bind(a)
+			interested.Get(sess).Store(true)
+			sess.SetPresence(presence("", a, jid.JID{}, ""))
 			it := tc.item
 			it.Contact, it.InRoster = juliet.String(), true
 			e.store.put(alice, it)
@@ -307,10 +307,12 @@ func TestRosterStoreError(t *testing.T) {
 }
 
 func TestRegister(t *testing.T) {
-	var mux xmppd.Mux
+	h := router.NewHooks()
 	m := New(newFakeStore(), newFakeRouter(), nil)
-	m.Register(&mux)
-	if !slices.Contains(mux.Features(xmppd.ScopeAccount), NSRoster) || !slices.Contains(mux.Features(xmppd.ScopeServer), NSRoster) {
-		t.Errorf("features: account %v server %v", mux.Features(xmppd.ScopeAccount), mux.Features(xmppd.ScopeServer))
+	if err := m.Register(h); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(h.DiscoFeatures(router.ScopeAccount), NSRoster) || !slices.Contains(h.DiscoFeatures(router.ScopeServer), NSRoster) {
+		t.Errorf("features: account %v server %v", h.DiscoFeatures(router.ScopeAccount), h.DiscoFeatures(router.ScopeServer))
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"slices"
 
 	"dialtone/auth"
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -213,7 +213,7 @@ func (m *Module) updateItem(ctx context.Context, user, contact jid.JID, mode upd
 	unlock := m.accounts.lock(owner)
 	defer unlock()
 
-	sctx, cancel := storeCtx(ctx)
+	sctx, cancel := m.storeCtx(ctx)
 	defer cancel()
 	it, err := m.store.RosterItem(sctx, owner, key)
 	var c change
@@ -300,7 +300,7 @@ func (m *Module) pushChange(user jid.JID, c change) {
 // pushed, and the stanza is routed to the contact from the user's bare JID.
 // The push goes first so that the user's clients never see it after the
 // contact's answer, which for a local contact arrives during Route.
-func (m *Module) outboundSubscription(ctx context.Context, p *xmppd.Stanza) {
+func (m *Module) outboundSubscription(ctx context.Context, p *router.Stanza) {
 	user := p.From.Bare()
 	if p.To.Equal(jid.JID{}) || p.ToAbsent {
 		m.presenceError(p, badRequest("subscription presence needs a 'to'"))
@@ -388,7 +388,7 @@ func (m *Module) outboundSubscription(ctx context.Context, p *xmppd.Stanza) {
 // request to it stays pending for the sender (RFC 6121 §3.1.3 lets the
 // server keep it so), exactly as one to an account whose owner has not
 // answered, so that the sender cannot tell the two apart (SPEC.md).
-func (m *Module) inboundSubscription(ctx context.Context, p *xmppd.Stanza) {
+func (m *Module) inboundSubscription(ctx context.Context, p *router.Stanza) {
 	user := p.To.Bare()
 	contact := p.From.Bare()
 	if contact.Equal(jid.JID{}) || contact.Equal(user) {
@@ -456,7 +456,7 @@ func (m *Module) inboundSubscription(ctx context.Context, p *xmppd.Stanza) {
 		m.deliverAvailable(user, in)
 	}
 	if auto {
-		m.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeSubscribed, From: user, To: contact})
+		m.r.Route(ctx, &router.Stanza{Kind: router.KindPresence, Type: typeSubscribed, From: user, To: contact})
 		m.sendPresenceOf(ctx, user, contact, false)
 	}
 	if p.Type == typeUnsubscribe && hasFrom(c.old) && !hasFrom(c.new) {
@@ -474,13 +474,13 @@ func (m *Module) sendPresenceOf(ctx context.Context, user, to jid.JID, orUnavail
 		if !s.Available() {
 			continue
 		}
-		out := s.Presence.Clone()
-		out.From, out.To, out.ToAbsent, out.ID = s.JID, to, false, ""
+		out := s.Presence().Clone()
+		out.From, out.To, out.ToAbsent, out.ID = s.JID(), to, false, ""
 		m.r.Route(ctx, out)
 		n++
 	}
 	if n == 0 && orUnavailable {
-		m.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeUnavailable, From: user, To: to})
+		m.r.Route(ctx, &router.Stanza{Kind: router.KindPresence, Type: typeUnavailable, From: user, To: to})
 	}
 }
 
@@ -489,7 +489,7 @@ func (m *Module) sendPresenceOf(ctx context.Context, user, to jid.JID, orUnavail
 func (m *Module) sendUnavailableOf(ctx context.Context, user, to jid.JID) {
 	for _, s := range m.r.Sessions(user) {
 		if s.Available() {
-			m.r.Route(ctx, &xmppd.Stanza{Kind: xmppd.KindPresence, Type: typeUnavailable, From: s.JID, To: to})
+			m.r.Route(ctx, &router.Stanza{Kind: router.KindPresence, Type: typeUnavailable, From: s.JID(), To: to})
 		}
 	}
 }
@@ -501,7 +501,7 @@ func isNotFound(err error) bool { return errors.Is(err, auth.ErrNotFound) }
 // active) rather than a latent number. The core hands over presence for
 // every valid number of the local domain.
 func (m *Module) hasAccount(ctx context.Context, user jid.JID) (bool, error) {
-	sctx, cancel := storeCtx(ctx)
+	sctx, cancel := m.storeCtx(ctx)
 	defer cancel()
 	return m.r.IsLocal(sctx, user)
 }

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 
 	"mellium.im/xmpp/jid"
 )
@@ -347,7 +347,7 @@ func TestSubscriptionNormalizeError(t *testing.T) {
 	}
 	var errs int
 	for _, s := range e.r.deliveredTo(a) {
-		if s.Kind == xmppd.KindPresence && s.Type == typeError && strings.Contains(string(s.Inner), "<item-not-found") &&
+		if s.Kind == router.KindPresence && s.Type == typeError && strings.Contains(string(s.Inner), "<item-not-found") &&
 			s.From.Equal(bad) && s.To.Equal(a) {
 			errs++
 		}

@@ -17,8 +17,9 @@ import "unicode/utf8"
 //	out := b.Bytes()
 type Builder struct {
 	buf   []byte
-	stack []string
-	arr   [8]string // backing of stack for the usual shallow nesting
+	names [8]string // the open elements, outermost first, for the usual shallow nesting
+	deep  []string  // the open elements beyond the first len(names)
+	depth int       // how many elements are open
 	open  bool      // the last start tag is not yet closed with '>'
 }
 
@@ -34,10 +35,12 @@ func (b *Builder) Start(name string, attrs ...string) *Builder {
 	b.closeTag()
 	b.buf = append(b.buf, '<')
 	b.buf = append(b.buf, name...)
-	if b.stack == nil {
-		b.stack = b.arr[:0]
+	if b.depth < len(b.names) {
+		b.names[b.depth] = name
+	} else {
+		b.deep = append(b.deep, name)
 	}
-	b.stack = append(b.stack, name)
+	b.depth++
 	b.open = true
 	for i := 0; i+1 < len(attrs); i += 2 {
 		if attrs[i+1] == "" {
@@ -107,12 +110,17 @@ func (b *Builder) Element(name, ns, text string) *Builder {
 // End closes the innermost open element: self-closing when it has no
 // content.
 func (b *Builder) End() *Builder {
-	n := len(b.stack)
-	if n == 0 {
+	if b.depth == 0 {
 		return b
 	}
-	name := b.stack[n-1]
-	b.stack = b.stack[:n-1]
+	b.depth--
+	var name string
+	if b.depth < len(b.names) {
+		name = b.names[b.depth]
+	} else {
+		name = b.deep[b.depth-len(b.names)]
+		b.deep = b.deep[:b.depth-len(b.names)]
+	}
 	if b.open {
 		b.buf = append(b.buf, '/', '>')
 		b.open = false
@@ -127,7 +135,7 @@ func (b *Builder) End() *Builder {
 // Bytes closes every element still open and returns the XML. The Builder
 // may go on appending afterwards.
 func (b *Builder) Bytes() []byte {
-	for len(b.stack) > 0 {
+	for b.depth > 0 {
 		b.End()
 	}
 	return b.buf
@@ -143,6 +151,22 @@ func (b *Builder) closeTag() {
 	}
 }
 
+// escapes says what AppendEscaped does with each byte: 0 copies it, 1
+// looks at it (a markup character, a control character, the start of a
+// multi-byte character).
+var escapes = func() (t [256]uint8) {
+	for c := 0; c < 0x20; c++ {
+		t[c] = 1
+	}
+	for _, c := range `&<>"'` {
+		t[c] = 1
+	}
+	for c := utf8.RuneSelf; c < 256; c++ {
+		t[c] = 1
+	}
+	return t
+}()
+
 // AppendEscaped appends s escaped for use in XML character data or in a
 // double-quoted attribute value. Characters that XML 1.0 does not allow
 // at all (control characters other than tab, newline and carriage return,
@@ -152,6 +176,10 @@ func AppendEscaped(b []byte, s string) []byte {
 	last := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if escapes[c] == 0 {
+			i++
+			continue
+		}
 		var esc string
 		size := 1
 		switch {
@@ -173,7 +201,7 @@ func AppendEscaped(b []byte, s string) []byte {
 			esc = "&#x9;"
 		case c < 0x20:
 			esc = "\uFFFD"
-		case c >= utf8.RuneSelf:
+		default: // c >= utf8.RuneSelf
 			r, n := utf8.DecodeRuneInString(s[i:])
 			size = n
 			if (r == utf8.RuneError && n == 1) || r == 0xFFFE || r == 0xFFFF {

@@ -1,14 +1,15 @@
-package xmppd
+package router
 
 import (
 	"bytes"
-	"dialtone/xmppd/wire"
 	"encoding/xml"
 	"errors"
 	"strconv"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
+
+	"dialtone/xmppd/wire"
 )
 
 // Kind is the kind of a stanza: message, presence or iq.
@@ -38,6 +39,8 @@ func (k Kind) String() string {
 const (
 	NSClient = "jabber:client"
 	NSServer = "jabber:server"
+	// NSStanzas is the namespace of stanza error conditions.
+	NSStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
 )
 
 // Stanza is one top-level message, presence or iq as the server routes it:
@@ -80,20 +83,40 @@ func (s *Stanza) toString() string {
 	if s.toStr != "" {
 		return s.toStr
 	}
+	if s.To.Equal(jid.JID{}) {
+		return ""
+	}
 	return s.To.String()
 }
 
-// toBareString returns the bare form of To as a string.
-func (s *Stanza) toBareString() string {
+// ToBare returns the bare form of To as a string, from the cache when
+// possible.
+func (s *Stanza) ToBare() string {
 	if s.toBare != "" {
 		return s.toBare
 	}
 	return bareString(s.To)
 }
 
+// FromString returns From as a string, from the cache when possible.
+func (s *Stanza) FromString() string {
+	if s.fromStr != "" {
+		return s.fromStr
+	}
+	if s.From.Equal(jid.JID{}) {
+		return ""
+	}
+	return s.From.String()
+}
+
+// SetFrom stamps From with j, whose string form str is already known (a
+// session's own address); only on a stanza not yet routed.
+func (s *Stanza) SetFrom(j jid.JID, str string) { s.From, s.fromStr, s.raw = j, str, nil }
+
 // setTo replaces To and forgets its cached strings.
 func (s *Stanza) setTo(j jid.JID) {
 	s.To, s.toStr, s.toBare = j, "", ""
+	s.raw = nil
 }
 
 // Clone returns a copy that may be changed; Inner and Attrs are shared.
@@ -107,90 +130,76 @@ func (s *Stanza) Clone() *Stanza {
 }
 
 // Bytes returns the stanza serialised for a stream whose default namespace
-// is jabber:client or jabber:server (no xmlns is written for it). The result
-// is cached; do not modify it.
+// is jabber:client or jabber:server: no namespace is written for it (a
+// WebSocket transport adds jabber:client to each stanza it frames). The
+// result is cached; do not modify it.
 func (s *Stanza) Bytes() []byte {
 	if s.raw != nil {
 		return s.raw
 	}
-	name := s.Kind.String()
-	b := make([]byte, 0, len(s.Inner)+len(name)*2+192)
-	b = append(b, '<')
-	b = append(b, name...)
-	if s.toStr != "" {
-		b = appendAttr(b, "to", s.toStr)
-	} else if !s.To.Equal(jid.JID{}) {
-		b = appendAttr(b, "to", s.To.String())
+	b := wire.NewBuilder(make([]byte, 0, len(s.Inner)+192))
+	s.WriteTo(b, "")
+	s.raw = b.Bytes()
+	return s.raw
+}
+
+// WriteTo writes the stanza with b; ns, when not empty, is declared as its
+// namespace (a stanza forwarded inside another element, XEP-0297).
+func (s *Stanza) WriteTo(b *wire.Builder, ns string) {
+	b.Start(s.Kind.String())
+	if ns != "" {
+		b.Attr("xmlns", ns)
 	}
-	if s.fromStr != "" {
-		b = appendAttr(b, "from", s.fromStr)
-	} else if !s.From.Equal(jid.JID{}) {
-		b = appendAttr(b, "from", s.From.String())
+	if to := s.toString(); to != "" {
+		b.Attr("to", to)
+	}
+	if from := s.FromString(); from != "" {
+		b.Attr("from", from)
 	}
 	if s.ID != "" {
-		b = appendAttr(b, "id", s.ID)
+		b.Attr("id", s.ID)
 	}
 	if s.Type != "" {
-		b = appendAttr(b, "type", s.Type)
+		b.Attr("type", s.Type)
 	}
 	if s.Lang != "" {
-		b = appendAttr(b, "xml:lang", s.Lang)
+		b.Attr("xml:lang", s.Lang)
 	}
 	gen := 0
 	for _, a := range s.Attrs {
 		switch {
 		case a.Name.Space == "" && a.Name.Local == "xmlns":
-			if a.Value == NSClient || a.Value == NSServer {
-				continue
-			}
-			b = appendAttr(b, "xmlns", a.Value)
+			// The stanza is in the stream's content namespace (Parse
+			// refuses any other): never written, so that it moves
+			// between c2s, s2s and WebSocket streams unchanged.
 		case a.Name.Space == "xmlns":
-			b = appendAttr(b, "xmlns:"+a.Name.Local, a.Value)
+			b.Attr("xmlns:"+a.Name.Local, a.Value)
 		case a.Name.Space == "":
-			b = appendAttr(b, a.Name.Local, a.Value)
+			b.Attr(a.Name.Local, a.Value)
 		default:
 			// A namespaced attribute: declare a prefix of our own for it.
 			p := "a" + strconv.Itoa(gen)
 			gen++
-			b = appendAttr(b, "xmlns:"+p, a.Name.Space)
-			b = appendAttr(b, p+":"+a.Name.Local, a.Value)
+			b.Attr("xmlns:"+p, a.Name.Space)
+			b.Attr(p+":"+a.Name.Local, a.Value)
 		}
 	}
-	if len(s.Inner) == 0 {
-		b = append(b, "/>"...)
-	} else {
-		b = append(b, '>')
-		b = append(b, s.Inner...)
-		b = append(b, "</"...)
-		b = append(b, name...)
-		b = append(b, '>')
+	if len(s.Inner) > 0 {
+		b.Raw(s.Inner)
 	}
-	s.raw = b
-	return b
+	b.End()
 }
-
-func appendAttr(b []byte, name, value string) []byte {
-	b = append(b, ' ')
-	b = append(b, name...)
-	b = append(b, '=', '"')
-	b = AppendEscaped(b, value)
-	return append(b, '"')
-}
-
-// AppendEscaped appends s escaped for use in XML text or a double-quoted
-// attribute value (see wire.AppendEscaped).
-func AppendEscaped(b []byte, s string) []byte { return wire.AppendEscaped(b, s) }
 
 // Decode decodes the whole stanza into v with encoding/xml (for the few
 // stanzas the server itself handles; routing never needs it). The stanza
 // element is in jabber:client.
 func (s *Stanza) Decode(v any) error {
-	return xml.NewDecoder(bytes.NewReader(s.wrapped())).Decode(v)
+	return xml.NewDecoder(bytes.NewReader(s.Wrapped())).Decode(v)
 }
 
 // DecodePayload decodes the first child element into v.
 func (s *Stanza) DecodePayload(v any) error {
-	d := xml.NewDecoder(bytes.NewReader(s.wrapped()))
+	d := xml.NewDecoder(bytes.NewReader(s.Wrapped()))
 	depth := 0
 	for {
 		tok, err := d.Token()
@@ -209,21 +218,18 @@ func (s *Stanza) DecodePayload(v any) error {
 	}
 }
 
-// wrapped serialises the stanza with an explicit jabber:client namespace so
-// that it decodes on its own.
-func (s *Stanza) wrapped() []byte {
-	b := s.Bytes()
-	name := s.Kind.String()
-	out := make([]byte, 0, len(b)+24)
-	out = append(out, b[:1+len(name)]...)
-	out = append(out, ` xmlns="jabber:client"`...)
-	return append(out, b[1+len(name):]...)
+// Wrapped serialises the stanza with an explicit jabber:client namespace
+// so that it decodes, or is embedded, on its own.
+func (s *Stanza) Wrapped() []byte {
+	b := wire.NewBuilder(make([]byte, 0, len(s.Inner)+192))
+	s.WriteTo(b, NSClient)
+	return b.Bytes()
 }
 
 // TokenReader returns the stanza as an xml.TokenReader (for code written
 // against mellium's xmlstream helpers).
 func (s *Stanza) TokenReader() xml.TokenReader {
-	return xml.NewDecoder(bytes.NewReader(s.wrapped()))
+	return xml.NewDecoder(bytes.NewReader(s.Wrapped()))
 }
 
 // Reply returns a stanza of the same kind addressed back to the sender:
@@ -244,62 +250,67 @@ func (s *Stanza) ErrorReply(e stanza.Error) *Stanza {
 }
 
 // AppendError appends the <error/> element for e.
-func AppendError(b []byte, e stanza.Error) []byte {
-	b = append(b, "<error"...)
+func AppendError(buf []byte, e stanza.Error) []byte {
 	if e.Type == "" {
 		e.Type = stanza.Cancel
 	}
-	b = appendAttr(b, "type", string(e.Type))
-	if !e.By.Equal(jid.JID{}) {
-		b = appendAttr(b, "by", e.By.String())
-	}
-	b = append(b, '>', '<')
 	if e.Condition == "" {
 		e.Condition = stanza.UndefinedCondition
 	}
-	b = append(b, e.Condition...)
-	b = append(b, ` xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/>`...)
-	for lang, text := range e.Text {
-		b = append(b, `<text xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"`...)
-		if lang != "" {
-			b = appendAttr(b, "xml:lang", lang)
-		}
-		b = append(b, '>')
-		b = AppendEscaped(b, text)
-		b = append(b, "</text>"...)
+	b := wire.NewBuilder(buf)
+	b.Start("error", "type", string(e.Type))
+	if !e.By.Equal(jid.JID{}) {
+		b.Attr("by", e.By.String())
 	}
-	return append(b, "</error>"...)
+	b.Element(string(e.Condition), NSStanzas, "")
+	for lang, text := range e.Text {
+		b.StartNS("text", NSStanzas, "xml:lang", lang).Text(text).End()
+	}
+	return b.End().Bytes()
 }
 
-// Marshal encodes v (a value encoding/xml can marshal) into bytes, for a
-// Stanza's Inner.
-func Marshal(v any) ([]byte, error) {
-	return xml.Marshal(v)
+// NewError makes a stanza error with an optional text.
+func NewError(typ stanza.ErrorType, cond stanza.Condition, text string) stanza.Error {
+	e := stanza.Error{Type: typ, Condition: cond}
+	if text != "" {
+		e.Text = map[string]string{"": text}
+	}
+	return e
 }
-
-func xmlName(space, local string) xml.Name { return xml.Name{Space: space, Local: local} }
 
 // RawStanza wraps bytes that are already a serialised stanza (e.g. one
 // kept in the offline store) so they can be delivered as they are. Only
 // Bytes is meaningful on the result.
 func RawStanza(b []byte) *Stanza { return &Stanza{raw: b} }
 
-// DefaultMaxStanzaSize is the largest stanza accepted by default.
-const DefaultMaxStanzaSize = wire.DefaultMaxStanzaSize
+// Errors of Parse.
+var (
+	// ErrUnsupportedStanza: not a message, presence or iq of the stream's
+	// content namespace.
+	ErrUnsupportedStanza = errors.New("unsupported stanza type")
+	// ErrBadTo: a 'to' that is no JID.
+	ErrBadTo = errors.New("malformed 'to'")
+	// ErrBadFrom: a 'from' that is no JID.
+	ErrBadFrom = errors.New("malformed 'from'")
+)
 
-// stanzaFromElement builds a Stanza from a top-level wire.Element of a stream
-// whose content namespace is ns. It checks the element is a stanza and
-// parses (but does not trust) its addresses.
-func stanzaFromElement(el wire.Element, ns string) (*Stanza, error) {
-	return stanzaFrom(el, ns, nil)
+// Addr is a parsed, normalised 'to' address with its string forms, or the
+// error answering it (ErrBadTo, or a stanza.Error from Normalize).
+type Addr struct {
+	JID          jid.JID
+	String, Bare string
+	Err          error
 }
 
-// stanzaFrom is stanzaFromElement with a resolver for 'to': a session's
-// cache of already parsed and normalised addresses.
-func stanzaFrom(el wire.Element, ns string, resolve func(raw string) addrEntry) (*Stanza, error) {
+// Parse builds a Stanza from a top-level element of a stream whose
+// content namespace is ns. It checks the element is a stanza and parses
+// (but does not trust) its addresses. resolve, when not nil, gives 'to'
+// (a session's cache of addresses already parsed and normalised). With an
+// error about 'to' the stanza is returned too, so that it can be answered.
+func Parse(el wire.Element, ns string, resolve func(raw string) Addr) (*Stanza, error) {
 	st := &Stanza{Inner: el.Inner, Payload: el.First, Attrs: el.Carry}
 	if el.Start.Name.Space != "" {
-		return nil, errUnsupportedStanza
+		return nil, ErrUnsupportedStanza
 	}
 	switch el.Start.Name.Local {
 	case "message":
@@ -309,30 +320,30 @@ func stanzaFrom(el wire.Element, ns string, resolve func(raw string) addrEntry) 
 	case "iq":
 		st.Kind = KindIQ
 	default:
-		return nil, errUnsupportedStanza
+		return nil, ErrUnsupportedStanza
 	}
 	var toErr error
 	for _, a := range el.Start.Attr {
 		switch {
 		case a.Name.Space == "" && a.Name.Local == "to" && resolve != nil:
 			e := resolve(a.Value)
-			st.To = e.j
-			if e.err != nil {
-				toErr = e.err
+			st.To = e.JID
+			if e.Err != nil {
+				toErr = e.Err
 				continue
 			}
-			st.toStr, st.toBare = e.str, e.bare
+			st.toStr, st.toBare = e.String, e.Bare
 		case a.Name.Space == "" && a.Name.Local == "to":
 			j, err := jid.Parse(a.Value)
 			if err != nil {
-				toErr = errBadTo
+				toErr = ErrBadTo
 				continue
 			}
 			st.To = j
 		case a.Name.Space == "" && a.Name.Local == "from":
 			j, err := jid.Parse(a.Value)
 			if err != nil {
-				return st, errBadFrom
+				return st, ErrBadFrom
 			}
 			st.From = j
 		case a.Name.Space == "" && a.Name.Local == "id":
@@ -343,7 +354,7 @@ func stanzaFrom(el wire.Element, ns string, resolve func(raw string) addrEntry) 
 			st.Lang = a.Value
 		case a.Name.Space == "" && a.Name.Local == "xmlns":
 			if a.Value != ns {
-				return nil, errUnsupportedStanza
+				return nil, ErrUnsupportedStanza
 			}
 		case a.Name.Space == "" || a.Name.Space == "xmlns":
 			st.Attrs = append(st.Attrs, a)
@@ -355,45 +366,25 @@ func stanzaFrom(el wire.Element, ns string, resolve func(raw string) addrEntry) 
 	return st, toErr
 }
 
-var (
-	errUnsupportedStanza = errors.New("unsupported stanza type")
-	errBadTo             = errors.New("malformed 'to'")
-	errBadFrom           = errors.New("malformed 'from'")
-)
-
-// addrEntry is a parsed, normalised 'to' address with its string forms,
-// or the error answering it.
-type addrEntry struct {
-	j         jid.JID
-	str, bare string
-	err       error // errBadTo, or a stanza.Error from normalisation
-}
-
-// addrCache remembers the addresses one session writes to, so that the
-// routing path parses and normalises each only once. It belongs to the
-// session's reader goroutine.
-type addrCache struct {
-	m map[string]addrEntry
-}
-
-const addrCacheSize = 256
-
-func (c *addrCache) resolve(s *Server, raw string) addrEntry {
-	if e, ok := c.m[raw]; ok {
-		return e
-	}
-	var e addrEntry
+// ResolveAddr parses and normalises a raw 'to' address (what a session's
+// cache keeps).
+func ResolveAddr(raw string, normalize func(jid.JID) (jid.JID, error)) Addr {
 	j, err := jid.Parse(raw)
 	if err != nil {
-		e.err = errBadTo
-	} else if n, err := s.Normalize(j); err != nil {
-		e.j, e.err = j, err
-	} else {
-		e.j, e.str, e.bare = n, n.String(), bareString(n)
+		return Addr{Err: ErrBadTo}
 	}
-	if c.m == nil || len(c.m) >= addrCacheSize {
-		c.m = make(map[string]addrEntry, 16)
+	n, err := normalize(j)
+	if err != nil {
+		return Addr{JID: j, Err: err}
 	}
-	c.m[raw] = e
-	return e
+	return Addr{JID: n, String: n.String(), Bare: bareString(n)}
+}
+
+// bareString is the bare JID of j as a string, without building the
+// intermediate JID.
+func bareString(j jid.JID) string {
+	if l := j.Localpart(); l != "" {
+		return l + "@" + j.Domainpart()
+	}
+	return j.Domainpart()
 }

@@ -1,9 +1,8 @@
-package xmppd
+package router
 
 import (
 	"context"
 	"errors"
-	"strconv"
 	"sync"
 
 	"mellium.im/xmpp/jid"
@@ -11,20 +10,20 @@ import (
 
 // Errors of QuerySession.
 var (
-	ErrSessionClosed  = errors.New("xmppd: the session is closed")
-	ErrTooManyQueries = errors.New("xmppd: too many queries wait for that session")
+	ErrSessionClosed  = errors.New("router: the session is closed")
+	ErrTooManyQueries = errors.New("router: too many queries wait for that session")
 )
 
 // maxQueries bounds the server's iqs waiting for one session's answer.
 const maxQueries = 16
 
 // sessionQueries are the iqs the server sent a session and awaits the
-// answer of, by id. They are kept in Server.queries only while one
+// answer of, by id. They are kept in Router.queries only while one
 // waits, so idle sessions pay nothing for them.
 type sessionQueries struct {
 	mu      sync.Mutex
 	waiting map[string]chan *Stanza
-	gone    bool // out of Server.queries: take a new one
+	gone    bool // out of Router.queries: take a new one
 }
 
 // QuerySession sends the session full an iq of type typ ("get" or "set")
@@ -33,16 +32,12 @@ type sessionQueries struct {
 // QuerySession). A client reads its stream in order, so its answer proves
 // it has taken everything sent to it before the query. ErrSessionClosed
 // when the session is not bound or ends first; ctx bounds the wait.
-func (s *Server) QuerySession(ctx context.Context, full jid.JID, typ string, payload []byte) (*Stanza, error) {
-	sess := s.session(full)
+func (r *Router) QuerySession(ctx context.Context, full jid.JID, typ string, payload []byte) (*Stanza, error) {
+	sess := r.Session(full)
 	if sess == nil {
 		return nil, ErrSessionClosed
 	}
-	return sess.query(ctx, typ, payload)
-}
-
-func (sess *Session) query(ctx context.Context, typ string, payload []byte) (*Stanza, error) {
-	queries := &sess.srv.queries
+	queries := &r.queries
 	var q *sessionQueries
 	for {
 		v, _ := queries.LoadOrStore(sess, &sessionQueries{})
@@ -59,7 +54,7 @@ func (sess *Session) query(ctx context.Context, typ string, payload []byte) (*St
 	}
 	// Unique for the session's whole life (the counter of its pings): a
 	// late answer to an abandoned query never answers a new one.
-	id := "dt-q" + strconv.FormatUint(sess.pingSeq.Add(1), 10)
+	id := sess.NextID("dt-q")
 	answer := make(chan *Stanza, 1)
 	if q.waiting == nil {
 		q.waiting = make(map[string]chan *Stanza, 1)
@@ -76,14 +71,14 @@ func (sess *Session) query(ctx context.Context, typ string, payload []byte) (*St
 		}
 		q.mu.Unlock()
 	}()
-	iq := &Stanza{Kind: KindIQ, Type: typ, ID: id, From: sess.srv.domain, To: sess.full, Inner: payload}
-	if !sess.send(iq.Bytes()) {
+	iq := &Stanza{Kind: KindIQ, Type: typ, ID: id, From: r.domain, To: sess.full, Inner: payload}
+	if !sess.Send(iq.Bytes()) {
 		return nil, ErrSessionClosed
 	}
 	select {
 	case st := <-answer:
 		return st, nil
-	case <-sess.kill:
+	case <-sess.ctx.Done():
 	case <-ctx.Done():
 	}
 	select {
@@ -99,15 +94,14 @@ func (sess *Session) query(ctx context.Context, typ string, payload []byte) (*St
 
 // answered hands st to QuerySession if it is the answer to a query: an iq
 // result or error to the server (or with no 'to') with a waited-for id.
-// Called by the session's reader.
-func (sess *Session) answered(st *Stanza) bool {
+func (r *Router) answered(sess *Session, st *Stanza) bool {
 	if st.Kind != KindIQ || st.Type != "result" && st.Type != "error" {
 		return false
 	}
-	if !st.To.Equal(jid.JID{}) && !st.To.Equal(sess.srv.domain) {
+	if !st.To.Equal(jid.JID{}) && !st.To.Equal(r.domain) {
 		return false
 	}
-	v, ok := sess.srv.queries.Load(sess)
+	v, ok := r.queries.Load(sess)
 	if !ok {
 		return false
 	}

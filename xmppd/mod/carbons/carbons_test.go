@@ -1,4 +1,4 @@
-package xmppd_test
+package carbons_test
 
 import (
 	"encoding/xml"
@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	"dialtone/internal/xmpptest"
-	"dialtone/xmppd"
+	"dialtone/xmppd/internal/servertest"
+	"dialtone/xmppd/mod/carbons"
+	"dialtone/xmppd/router"
 )
 
 // carbon is a carbon copy as a client decodes it.
@@ -76,16 +78,25 @@ func enableCarbons(t *testing.T, c *xmpptest.Client, to, what string) {
 	}
 }
 
+const (
+	alice = "+821012345678"
+	bob   = "+821087654321"
+)
+
+func startServer(t *testing.T) *servertest.Server {
+	return servertest.Start(t, servertest.With(carbons.New()))
+}
+
 func TestCarbons(t *testing.T) {
 	ts := startServer(t)
-	if !slices.Contains(ts.Mux().Features(xmppd.ScopeServer), "urn:xmpp:carbons:2") {
-		t.Errorf("carbons not advertised: %v", ts.Mux().Features(xmppd.ScopeServer))
+	if feats := ts.Router().Hooks().DiscoFeatures(router.ScopeServer); !slices.Contains(feats, "urn:xmpp:carbons:2") {
+		t.Errorf("carbons not advertised: %v", feats)
 	}
-	pa, pb := ts.account(t, alice), ts.account(t, bob)
-	a1 := xmpptest.Login(t, ts.addr, alice, pa, "a1")
-	a2 := xmpptest.Login(t, ts.addr, alice, pa, "a2")
-	a3 := xmpptest.Login(t, ts.addr, alice, pa, "a3") // never enables
-	b := xmpptest.Login(t, ts.addr, bob, pb, "b")
+	pa, pb := ts.Account(t, alice), ts.Account(t, bob)
+	a1 := xmpptest.Login(t, ts.Addr, alice, pa, "a1")
+	a2 := xmpptest.Login(t, ts.Addr, alice, pa, "a2")
+	a3 := xmpptest.Login(t, ts.Addr, alice, pa, "a3") // never enables
+	b := xmpptest.Login(t, ts.Addr, bob, pb, "b")
 	for _, c := range []*xmpptest.Client{a1, a2, a3, b} {
 		c.Available()
 	}
@@ -185,16 +196,16 @@ func TestCarbons(t *testing.T) {
 // the same resource does not inherit them.
 func TestCarbonsNotInherited(t *testing.T) {
 	ts := startServer(t)
-	pa, pb := ts.account(t, alice), ts.account(t, bob)
+	pa, pb := ts.Account(t, alice), ts.Account(t, bob)
 	aBare := alice + "@localhost"
-	a1 := xmpptest.Login(t, ts.addr, alice, pa, "a1")
-	a2 := xmpptest.Login(t, ts.addr, alice, pa, "a2")
-	b := xmpptest.Login(t, ts.addr, bob, pb, "b")
+	a1 := xmpptest.Login(t, ts.Addr, alice, pa, "a1")
+	a2 := xmpptest.Login(t, ts.Addr, alice, pa, "a2")
+	b := xmpptest.Login(t, ts.Addr, bob, pb, "b")
 	a1.Available()
 	a2.Available()
 	enableCarbons(t, a2, "", "enable")
 	a2.Conn.Close()
-	a2 = xmpptest.Login(t, ts.addr, alice, pa, "a2")
+	a2 = xmpptest.Login(t, ts.Addr, alice, pa, "a2")
 	a2.Available()
 	b.Send(`<message type='chat' id='r1' to='` + aBare + `/a1'><body>x</body></message>`)
 	a1.Expect("r1", func(e xmpptest.Elem) bool { return e.Attr("id") == "r1" })
