@@ -532,3 +532,30 @@ func TestWhitespaceKeepAlive(t *testing.T) {
 		t.Fatalf("message after keep-alives: %q", m.Inner)
 	}
 }
+
+// A login that raced a password change is not bound: the change closed
+// the account's sessions before this one was in the table, so the session
+// must find out itself that it authenticated with a password the account
+// no longer has.
+func TestBindAfterPasswordChangeRefused(t *testing.T) {
+	ts := startServer(t)
+	pa := ts.account(t, alice)
+	c := xmpptest.DialTLS(t, ts.directAddr)
+	c.Open("localhost")
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	if cond := c.Auth(sasl.ScramSha256, alice, pa); cond != "" {
+		t.Fatal(cond)
+	}
+	ts.account(t, alice) // a new password, as the web page or xmppctl set it
+	c.Open("localhost")
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	c.Send(`<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>late</resource></bind></iq>`)
+	if cond := c.ExpectStreamError(); cond != "not-authorized" {
+		t.Fatalf("bind with an old password: stream error %q, want not-authorized", cond)
+	}
+	if len(ts.Sessions(mustJID(alice+"@localhost"))) != 0 {
+		t.Fatal("the session is bound")
+	}
+	// With the password it has now, the account logs in as ever.
+	xmpptest.Login(t, ts.addr, alice, ts.account(t, alice), "now")
+}
