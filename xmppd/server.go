@@ -5,21 +5,27 @@ package xmppd
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"mellium.im/xmpp/jid"
 
 	"dialtone/auth"
+	"dialtone/internal/forwarded"
+	"dialtone/xmppd/c2s"
 	"dialtone/xmppd/router"
+	"dialtone/xmppd/stream"
+	"dialtone/xmppd/websocket"
+	"dialtone/xmppd/wire"
 )
 
 // Config configures a Server. Zero durations and sizes take the defaults.
@@ -37,7 +43,7 @@ type Config struct {
 	PingTimeout     time.Duration // silence after the ping before closing, default 30s
 	WriteTimeout    time.Duration // one flush to a client, default 30s
 	MaxStanzaSize   int           // default DefaultMaxStanzaSize
-	MaxPending      int           // unauthenticated connections at once, default 1000 (see pendingTable)
+	MaxPending      int           // unauthenticated connections at once, default 1000 (see stream.PendingTable)
 	MaxPendingPerIP int           // per IPv4 address or IPv6 /64, default 50
 	QueueSize       int           // per-session write queue in stanzas, default 2048
 	QueueBytes      int           // per-session write queue in bytes, default 1 MiB
@@ -65,21 +71,37 @@ type Config struct {
 	StoreTimeout time.Duration
 }
 
-// Server is an XMPP server for one domain.
-type Server struct {
-	cfg    Config
-	domain jid.JID
-	log    *slog.Logger
-	m      *Metrics
-	router *router.Router
+// Metrics are the server's Prometheus metrics.
+type Metrics = stream.Metrics
 
-	pending *pendingTable // unauthenticated connections (pending.go)
+// NewMetrics makes the metrics and registers them with reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics { return stream.NewMetrics(reg) }
+
+// DefaultMaxStanzaSize is the largest stanza accepted by default.
+const DefaultMaxStanzaSize = wire.DefaultMaxStanzaSize
+
+// NSClient and NSServer are the content namespaces of c2s and s2s streams.
+const (
+	NSClient = router.NSClient
+	NSServer = router.NSServer
+)
+
+// Server is an XMPP server for one domain: its router, its client
+// streams, and its listeners.
+type Server struct {
+	cfg     Config
+	domain  jid.JID
+	log     *slog.Logger
+	m       *Metrics
+	router  *router.Router
+	c2s     *c2s.Service
+	streams *stream.Config // of client streams
+	pending *stream.PendingTable
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{} // connections not yet bound
 	closing   bool
-	wg        sync.WaitGroup
 }
 
 // NewServer checks cfg and makes a Server.
@@ -126,9 +148,8 @@ func NewServer(cfg Config) (*Server, error) {
 		log:       cfg.Log,
 		m:         cfg.Metrics,
 		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
 	}
-	s.pending = newPendingTable(cfg.MaxPending, cfg.MaxPendingPerIP, s.m.Pending)
+	s.pending = stream.NewPendingTable(cfg.MaxPending, cfg.MaxPendingPerIP, s.m.Pending)
 	s.router, err = router.New(router.Config{
 		Domain:             cfg.Domain,
 		Parser:             cfg.Parser,
@@ -136,12 +157,42 @@ func NewServer(cfg Config) (*Server, error) {
 		SessionsPerAccount: cfg.SessionsPerAccount,
 		StoreTimeout:       cfg.StoreTimeout,
 		Log:                cfg.Log,
-		Routed:             s.m.routed,
+		Routed:             s.routed,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("xmppd: %w", err)
 	}
+	s.streams = &stream.Config{WriteTimeout: cfg.WriteTimeout, QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes, Metrics: s.m}
+	s.c2s = c2s.New(c2s.Config{
+		Domain:          d,
+		TLS:             cfg.TLS,
+		SASL:            cfg.SASL,
+		Accounts:        cfg.Accounts,
+		IPLockout:       cfg.IPLockout,
+		RegistrationURL: cfg.RegistrationURL,
+		AuthTimeout:     cfg.AuthTimeout,
+		IdleTimeout:     cfg.IdleTimeout,
+		PingTimeout:     cfg.PingTimeout,
+		SASLAttempts:    cfg.SASLAttempts,
+		MaxStanzaSize:   cfg.MaxStanzaSize,
+		Rate:            cfg.C2SRate,
+		Stream:          s.streams,
+		Router:          s.router,
+		Pending:         s.pending,
+		Log:             cfg.Log,
+	})
 	return s, nil
+}
+
+func (s *Server) routed(k router.Kind) {
+	switch k {
+	case router.KindMessage:
+		s.m.Messages.Inc()
+	case router.KindPresence:
+		s.m.Presences.Inc()
+	case router.KindIQ:
+		s.m.IQs.Inc()
+	}
 }
 
 // Load registers the modules on the server's router, in order; call it
@@ -151,6 +202,9 @@ func (s *Server) Load(mods ...router.Module) error { return s.router.Load(mods..
 
 // Router is the server's router: what modules route with.
 func (s *Server) Router() *router.Router { return s.router }
+
+// Domain is the served domain.
+func (s *Server) Domain() string { return s.domain.String() }
 
 // Sessions returns the bound sessions of the account bare (do not modify
 // the slice).
@@ -166,14 +220,18 @@ func (s *Server) QuerySession(ctx context.Context, full jid.JID, typ string, pay
 // bound or ends first.
 var ErrSessionClosed = router.ErrSessionClosed
 
-// Domain is the served domain.
-func (s *Server) Domain() string { return s.domain.String() }
-
 // ServeC2S accepts client connections on l that must use STARTTLS.
 func (s *Server) ServeC2S(l net.Listener) error { return s.serve(l, false) }
 
 // ServeDirectTLS accepts client connections on l that start with TLS (XEP-0368).
 func (s *Server) ServeDirectTLS(l net.Listener) error { return s.serve(l, true) }
+
+// isClosing reports whether Shutdown has begun.
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
 
 func (s *Server) serve(l net.Listener, direct bool) error {
 	s.mu.Lock()
@@ -189,82 +247,38 @@ func (s *Server) serve(l net.Listener, direct bool) error {
 		name = "c2s_direct_tls"
 	}
 	counter := s.m.Connections.WithLabelValues(name)
-	var delay time.Duration
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing || errors.Is(err, net.ErrClosed) {
-				return net.ErrClosed
-			}
-			// Temporary trouble (out of file descriptors): back off, never spin.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed", "listener", name, "err", err, "retry_in", delay)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
+	return stream.Accept(l, s.log, name, s.isClosing, func(nc net.Conn) {
 		counter.Inc()
-		ip := remoteIP(nc)
-		c := &conn{srv: s, raw: nc, nc: nc, ip: ip, direct: direct}
-		if c.slot = s.pending.admit(ip, c.evict); c.slot == nil {
+		ip := stream.RemoteIP(nc)
+		slot := s.pending.Admit(ip, func() {
+			s.log.Debug("unauthenticated connection evicted for a newcomer", "ip", ip)
+			nc.Close()
+		})
+		if slot == nil {
 			s.log.Warn("too many unauthenticated connections", "ip", ip)
 			nc.Close()
-			continue
+			return
 		}
-		s.mu.Lock()
-		if s.closing {
-			s.mu.Unlock()
-			c.slot.release()
-			nc.Close()
-			return net.ErrClosed
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go c.run()
-	}
-}
-
-func remoteIP(c net.Conn) string {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.IP.String()
-	}
-	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
-	if err != nil {
-		return c.RemoteAddr().String()
-	}
-	return host
+		go s.c2s.Serve(nc, direct, slot)
+	})
 }
 
 // Shutdown stops the listeners, closes every stream with system-shutdown
-// after flushing what was queued for it, and waits for the connections to
-// end or ctx to expire.
+// after flushing what was queued for it, waits for the connections to end
+// or ctx to expire, and then stops the modules' goroutines.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	for l := range s.listeners {
 		l.Close()
 	}
-	pending := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		pending = append(pending, c)
-	}
 	s.mu.Unlock()
-	for _, c := range pending {
-		c.abort()
-	}
+	s.c2s.Shutdown()
 	for _, sess := range s.router.All() {
 		sess.Close("system-shutdown", "")
 	}
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := s.c2s.Wait(ctx); err != nil {
+		return err
 	}
 	// The modules' own goroutines (deliveries, sweeps) end after the
 	// sessions whose work they did.
@@ -310,8 +324,49 @@ func (s *Server) KickExcept(ctx context.Context, number string, keep jid.JID, co
 	return closed, nil
 }
 
-func randomID() string {
-	var b [12]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// ServeWebSocket serves GET /xmpp-websocket (RFC 7395): it upgrades the
+// request (subprotocol "xmpp" required: 426 without an upgrade, 400
+// without the subprotocol) and runs the client's stream until it ends.
+// There is no STARTTLS: the stream is as secure as the HTTP connection, so
+// PLAIN is offered only when the request came over TLS (here or at a
+// trusted proxy, see package forwarded). The limits are those of c2s
+// connections.
+func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
+	if !websocket.CheckUpgrade(w, r) {
+		return
+	}
+	client := forwarded.ClientOf(r)
+	if s.isClosing() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	// Evicted during the upgrade, the connection is closed as soon as it
+	// exists (the HTTP server's timeouts bound the upgrade itself).
+	var (
+		evicted  atomic.Bool
+		upgraded atomic.Pointer[websocket.Transport]
+	)
+	slot := s.pending.Admit(client.IP, func() {
+		evicted.Store(true)
+		if t := upgraded.Load(); t != nil {
+			t.CloseNow()
+		}
+	})
+	if slot == nil {
+		s.log.Warn("too many unauthenticated connections", "ip", client.IP)
+		http.Error(w, "too many connections", http.StatusServiceUnavailable)
+		return
+	}
+	t, err := websocket.Accept(w, r, s.cfg.MaxStanzaSize)
+	if err != nil {
+		slot.Release()
+		s.log.Debug("WebSocket upgrade failed", "ip", client.IP, "err", err)
+		return
+	}
+	s.m.Connections.WithLabelValues("websocket").Inc()
+	if upgraded.Store(t); evicted.Load() {
+		t.CloseNow()
+	}
+	// On the handler's goroutine: the connection is hijacked.
+	s.c2s.ServeTransport(t, client.IP, client.HTTPS, slot)
 }

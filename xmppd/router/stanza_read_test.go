@@ -10,6 +10,7 @@ import (
 
 	"dialtone/xmppd/internal/wellformedtest"
 	"dialtone/xmppd/router"
+	"dialtone/xmppd/websocket"
 	"dialtone/xmppd/wire"
 )
 
@@ -190,9 +191,7 @@ func checkForwardable(t testing.TB, st *router.Stanza, from []byte) {
 	for _, doc := range []string{
 		c2sReceiverHeader + string(b) + `</stream:stream>`,
 		s2sReceiverHeader + string(b) + `</stream:stream>`,
-		// A WebSocket transport frames each stanza alone, declaring
-		// jabber:client on it (Bytes writes no namespace).
-		string(b[:1+len(st.Kind.String())]) + ` xmlns="jabber:client"` + string(b[1+len(st.Kind.String()):]),
+		string(websocket.FrameElement(b)),
 	} {
 		if err := wellformedtest.Expat(t, []byte(doc)); err != nil {
 			t.Fatalf("the reader accepted %q and forwards\n%s\nwhich is not well-formed: %v", from, doc, err)

@@ -141,6 +141,31 @@ func (b *Builder) Bytes() []byte {
 	return b.buf
 }
 
+// Declaration writes the XML declaration that starts a stream.
+func (b *Builder) Declaration() *Builder {
+	b.closeTag()
+	b.buf = append(b.buf, "<?xml version='1.0'?>"...)
+	return b
+}
+
+// Opened returns the XML written so far with the last start tag finished
+// and the open elements left open: a stream header, whose end comes with
+// the stream's.
+func (b *Builder) Opened() []byte {
+	b.closeTag()
+	return b.buf
+}
+
+// EndOf writes the end tag of an element opened elsewhere (the end of a
+// stream, whose header another Builder wrote).
+func (b *Builder) EndOf(name string) *Builder {
+	b.closeTag()
+	b.buf = append(b.buf, '<', '/')
+	b.buf = append(b.buf, name...)
+	b.buf = append(b.buf, '>')
+	return b
+}
+
 // Len is the number of bytes written so far.
 func (b *Builder) Len() int { return len(b.buf) }
 

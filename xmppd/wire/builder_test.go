@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/xml"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -95,5 +96,23 @@ func BenchmarkBuilderCarbon(b *testing.B) {
 		w.Start("message", "from", "+12025550124@example.org", "to", "+12025550124@example.org/laptop", "type", "chat")
 		w.StartNS("received", "urn:xmpp:carbons:2").StartNS("forwarded", "urn:xmpp:forward:0").Raw(inner)
 		buf = w.Bytes()
+	}
+}
+
+func TestBuilderStreamParts(t *testing.T) {
+	b := NewBuilder(nil)
+	b.Declaration().Start("stream:stream", "xmlns", "jabber:client", "id", `a"b`)
+	if got := string(b.Opened()); got != `<?xml version='1.0'?><stream:stream xmlns="jabber:client" id="a&quot;b">` {
+		t.Fatalf("header %s", got)
+	}
+	if got := string(NewBuilder(nil).EndOf("stream:stream").Bytes()); got != `</stream:stream>` {
+		t.Fatalf("end %s", got)
+	}
+	deep := NewBuilder(nil)
+	for i := 0; i < 12; i++ {
+		deep.Start("e")
+	}
+	if got := string(deep.Text("x").Bytes()); got != strings.Repeat("<e>", 12)+"x"+strings.Repeat("</e>", 12) {
+		t.Fatalf("deep %s", got)
 	}
 }

@@ -109,6 +109,27 @@ type Reader struct {
 	limit Limiter // nil: no limit
 	// ns is the namespace context of the stream being read.
 	ns nsScope
+
+	// frames, when set, is the source of a framed transport (RFC 7395):
+	// each data frame is read by a decoder of its own over frame.
+	frames FrameSource
+	frame  bytes.Reader
+}
+
+// Frame is what a framed transport (XMPP over WebSocket, RFC 7395) reads:
+// the header of a new stream (<open/>), the end of the stream (<close/>),
+// or data, one or more complete top-level elements.
+type Frame struct {
+	Open  *xml.StartElement
+	Close bool
+	Data  []byte
+}
+
+// FrameSource is a framed transport's side of a Reader.
+type FrameSource interface {
+	// NextFrame waits for the next frame, until the read deadline.
+	NextFrame() (Frame, error)
+	SetReadDeadline(t time.Time) error
 }
 
 // NewReader returns a Reader of conn that refuses top-level elements
@@ -116,6 +137,21 @@ type Reader struct {
 func NewReader(conn Conn, max int) *Reader {
 	return &Reader{conn: conn, br: bufio.NewReaderSize(readFunc(conn.Read), 1024), max: max}
 }
+
+// NewFrameReader returns a Reader of a framed transport: each frame must
+// hold complete elements (RFC 7395 §3.3.3), which are checked as a byte
+// stream's are, top-level elements no longer than max bytes.
+func NewFrameReader(src FrameSource, max int) *Reader {
+	w := &Reader{conn: frameConn{src}, frames: src, max: max}
+	w.br = bufio.NewReaderSize(&w.frame, 1024)
+	return w
+}
+
+// frameConn gives a frame source's deadline to the Reader.
+type frameConn struct{ src FrameSource }
+
+func (c frameConn) Read([]byte) (int, error)          { return 0, io.EOF }
+func (c frameConn) SetReadDeadline(t time.Time) error { return c.src.SetReadDeadline(t) }
 
 // readFunc adapts a Read method to io.Reader without re-wrapping conn's type.
 type readFunc func([]byte) (int, error)
@@ -200,8 +236,27 @@ func (w *Reader) Read(p []byte) (int, error) {
 	return 1, nil
 }
 
-// fill waits for more input under the current deadline policy.
+// fill waits for more input under the current deadline policy. In a
+// framed transport the input of a decoder is one frame: at its end there
+// is no more.
 func (w *Reader) fill() error {
+	if w.frames != nil {
+		_, err := w.br.Peek(1)
+		return err
+	}
+	return w.wait(func() error {
+		_, err := w.br.Peek(1)
+		if err == nil && w.limit != nil {
+			w.limit.Take(w.br.Buffered())
+		}
+		return err
+	})
+}
+
+// wait runs read (which blocks until input comes or the read deadline)
+// under the current deadline policy: the fixed deadline, or the idle one
+// with its ping.
+func (w *Reader) wait(read func() error) error {
 	for {
 		var dl time.Time
 		switch {
@@ -215,12 +270,9 @@ func (w *Reader) fill() error {
 		if err := w.setReadDeadline(dl); err != nil {
 			return err
 		}
-		_, err := w.br.Peek(1)
+		err := read()
 		if err == nil {
 			w.pinged = false
-			if w.limit != nil {
-				w.limit.Take(w.br.Buffered())
-			}
 			return nil
 		}
 		var ne net.Error
@@ -251,6 +303,28 @@ func (w *Reader) setReadDeadline(dl time.Time) error {
 		return w.conn.SetReadDeadline(time.Unix(0, stop))
 	}
 	return nil
+}
+
+// nextFrame waits for the next frame under the deadline policy.
+func (w *Reader) nextFrame() (Frame, error) {
+	var f Frame
+	err := w.wait(func() error {
+		var err error
+		f, err = w.frames.NextFrame()
+		if err == nil && w.limit != nil {
+			w.limit.Take(len(f.Data))
+		}
+		return err
+	})
+	return f, err
+}
+
+// startFrame makes the data of f the input of a new decoder.
+func (w *Reader) startFrame(data []byte) {
+	w.frame.Reset(data)
+	w.br.Reset(&w.frame)
+	w.dec = NewDecoder(w)
+	w.off = 0
 }
 
 // skipSpace waits for input and drops whitespace (keep-alives) before the
@@ -358,7 +432,26 @@ func NewDecoder(r io.Reader) *xml.Decoder {
 // declarations become the namespace context of the stream's elements. It
 // returns the header for the caller to check what it says.
 func (w *Reader) ReadHeader() (xml.StartElement, error) {
-	dec := NewDecoder(w)
+	if w.frames != nil {
+		f, err := w.nextFrame()
+		switch {
+		case err != nil:
+			return xml.StartElement{}, err
+		case f.Close:
+			return xml.StartElement{}, io.EOF
+		case f.Open != nil:
+			w.dec = nil
+			return *f.Open, w.ns.setHeader(*f.Open)
+		}
+		// Not <open/>: read as a header, to be refused as one.
+		w.startFrame(f.Data)
+		return w.readHeader(w.dec)
+	}
+	return w.readHeader(NewDecoder(w))
+}
+
+// readHeader reads a stream header with dec.
+func (w *Reader) readHeader(dec *xml.Decoder) (xml.StartElement, error) {
 	w.dec = dec
 	w.count = 0
 	w.off = 0 // offsets are the decoder's
@@ -408,13 +501,6 @@ func (w *Reader) ReadHeader() (xml.StartElement, error) {
 	}
 }
 
-// SetHeader makes t the stream header without reading it (a transport
-// that frames the stream itself, such as RFC 7395's <open/>).
-func (w *Reader) SetHeader(t xml.StartElement) error {
-	w.dec = nil
-	return w.ns.setHeader(t)
-}
-
 // HeaderNS is the namespace of the stream header's name.
 func (w *Reader) HeaderNS() string { return w.ns.headerNS() }
 
@@ -428,14 +514,57 @@ func (w *Reader) DefaultNS() string { return w.ns.defaultNS() }
 // header, or the end of the connection between elements). Whitespace
 // between elements (keep-alives) is skipped.
 func (w *Reader) ReadElement() (Element, error) {
+	if w.frames != nil {
+		return w.readFramed()
+	}
 	if w.dec == nil {
 		return Element{}, errors.New("wire: no stream header read")
 	}
 	if err := w.skipSpace(); err != nil {
 		return Element{}, err
 	}
-	return readElement(w.dec, w)
+	el, err := readElement(w.dec, w)
+	if errors.Is(err, errEndTag) {
+		err = io.EOF
+	}
+	return el, err
 }
+
+// readFramed reads the next element of a framed transport: from the frame
+// being read, or the next ones. An element must end in the frame it
+// started in.
+func (w *Reader) readFramed() (Element, error) {
+	for {
+		if w.dec != nil {
+			el, err := readElement(w.dec, w)
+			switch {
+			case err == nil:
+				return el, nil
+			case errors.Is(err, errEndTag):
+				return el, io.EOF
+			case errors.Is(err, io.EOF) && el.Start.Name.Local != "", errors.Is(err, io.ErrUnexpectedEOF):
+				return el, errNotWellFormed("incomplete element in a WebSocket frame")
+			case !errors.Is(err, io.EOF):
+				return el, err
+			}
+			w.dec = nil // the frame is done
+		}
+		f, err := w.nextFrame()
+		switch {
+		case err != nil:
+			return Element{}, err
+		case f.Close:
+			return Element{}, io.EOF
+		case f.Open != nil:
+			// A header inside the stream: an element no one expects.
+			return Element{Start: *f.Open, Name: xml.Name{Space: w.ns.headerNS(), Local: f.Open.Name.Local}}, nil
+		}
+		w.startFrame(f.Data)
+	}
+}
+
+// errEndTag is readElement's end of the stream: the header's end tag.
+var errEndTag = errors.New("wire: the end of the stream")
 
 // readElement reads one element with dec from w's input.
 func readElement(dec *xml.Decoder, w *Reader) (Element, error) {
@@ -466,7 +595,7 @@ func readElement(dec *xml.Decoder, w *Reader) (Element, error) {
 			if t.Name != ns.end {
 				return el, errNotWellFormed("end tag </" + QName(t.Name) + "> outside any element")
 			}
-			return el, io.EOF // the end of the stream element
+			return el, errEndTag
 		case xml.StartElement:
 			el.Start = t.Copy()
 		default:

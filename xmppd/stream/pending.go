@@ -1,4 +1,4 @@
-package xmppd
+package stream
 
 import (
 	"net/netip"
@@ -27,7 +27,7 @@ func pendingKey(ip string) string {
 	return p.String()
 }
 
-// pendingTable counts the connections that have not authenticated yet,
+// PendingTable counts the connections that have not authenticated yet,
 // per address group (pendingKey) and in all. A group holds at most
 // perGroup of them. The total is capped too, to keep file descriptors for
 // everyone, but a full table does not turn newcomers away: one from a
@@ -36,33 +36,33 @@ func pendingKey(ip string) string {
 // addresses with 50 silent connections apiece) cannot keep out a login
 // from elsewhere; they only lose their own slots, and to take a slot from
 // a group of one an attacker needs as many groups as the cap.
-type pendingTable struct {
+type PendingTable struct {
 	mu       sync.Mutex
 	max      int
 	perGroup int
 	total    int
 	seq      uint64
-	groups   map[string][]*pendingSlot // oldest first
+	groups   map[string][]*PendingSlot // oldest first
 	gauge    prometheus.Gauge
 }
 
-// pendingSlot is one connection's place in the table.
-type pendingSlot struct {
-	t     *pendingTable
+// PendingSlot is one connection's place in the table.
+type PendingSlot struct {
+	t     *PendingTable
 	key   string
 	seq   uint64
 	evict func() // ends the connection; must not block
 	gone  bool   // released or evicted (under t.mu)
 }
 
-func newPendingTable(max, perGroup int, gauge prometheus.Gauge) *pendingTable {
-	return &pendingTable{max: max, perGroup: perGroup, groups: map[string][]*pendingSlot{}, gauge: gauge}
+func NewPendingTable(max, perGroup int, gauge prometheus.Gauge) *PendingTable {
+	return &PendingTable{max: max, perGroup: perGroup, groups: map[string][]*PendingSlot{}, gauge: gauge}
 }
 
-// admit counts a new connection from ip, evicting another when the table
-// is full (see pendingTable); nil means refused. evict is how the
+// Admit counts a new connection from ip, evicting another when the table
+// is full (see PendingTable); nil means refused. evict is how the
 // connection is ended should it be evicted in turn.
-func (t *pendingTable) admit(ip string, evict func()) *pendingSlot {
+func (t *PendingTable) Admit(ip string, evict func()) *PendingSlot {
 	key := pendingKey(ip)
 	t.mu.Lock()
 	have := len(t.groups[key])
@@ -70,7 +70,7 @@ func (t *pendingTable) admit(ip string, evict func()) *pendingSlot {
 		t.mu.Unlock()
 		return nil
 	}
-	var victim *pendingSlot
+	var victim *PendingSlot
 	if t.total >= t.max {
 		if victim = t.victimLocked(have); victim == nil {
 			t.mu.Unlock()
@@ -79,7 +79,7 @@ func (t *pendingTable) admit(ip string, evict func()) *pendingSlot {
 		t.removeLocked(victim)
 	}
 	t.seq++
-	sl := &pendingSlot{t: t, key: key, seq: t.seq, evict: evict}
+	sl := &PendingSlot{t: t, key: key, seq: t.seq, evict: evict}
 	t.groups[key] = append(t.groups[key], sl)
 	t.total++
 	t.gauge.Inc()
@@ -92,8 +92,8 @@ func (t *pendingTable) admit(ip string, evict func()) *pendingSlot {
 
 // victimLocked is the oldest slot of the largest group (the oldest such
 // group on a tie) if that group holds more than have; nil otherwise.
-func (t *pendingTable) victimLocked(have int) *pendingSlot {
-	var largest []*pendingSlot
+func (t *PendingTable) victimLocked(have int) *PendingSlot {
+	var largest []*PendingSlot
 	for _, g := range t.groups {
 		if len(g) > len(largest) || len(g) == len(largest) && len(g) > 0 && g[0].seq < largest[0].seq {
 			largest = g
@@ -105,7 +105,7 @@ func (t *pendingTable) victimLocked(have int) *pendingSlot {
 	return largest[0]
 }
 
-func (t *pendingTable) removeLocked(sl *pendingSlot) {
+func (t *PendingTable) removeLocked(sl *PendingSlot) {
 	sl.gone = true
 	g := t.groups[sl.key]
 	for i, o := range g {
@@ -123,10 +123,10 @@ func (t *pendingTable) removeLocked(sl *pendingSlot) {
 	t.gauge.Dec()
 }
 
-// release takes the connection out of the count (it authenticated, or
+// Release takes the connection out of the count (it authenticated, or
 // ended); later calls, and calls after an eviction, do nothing. A nil
 // slot is allowed.
-func (sl *pendingSlot) release() {
+func (sl *PendingSlot) Release() {
 	if sl == nil {
 		return
 	}

@@ -1,4 +1,4 @@
-package xmppd
+package stream
 
 import (
 	"testing"
@@ -25,9 +25,9 @@ func TestPendingKey(t *testing.T) {
 
 func TestPendingTable(t *testing.T) {
 	evicted := map[string]int{}
-	tab := newPendingTable(5, 2, prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"}))
-	admit := func(ip string) *pendingSlot {
-		return tab.admit(ip, func() { evicted[ip]++ })
+	tab := NewPendingTable(5, 2, prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"}))
+	admit := func(ip string) *PendingSlot {
+		return tab.Admit(ip, func() { evicted[ip]++ })
 	}
 	// Two addresses of one /64 share its limit; the next /64 has its own.
 	a1, a2 := admit("2001:db8::1"), admit("2001:db8::ffff:2")
@@ -55,7 +55,7 @@ func TestPendingTable(t *testing.T) {
 		t.Fatalf("evicted %v, want the /64's oldest", evicted)
 	}
 	// The evicted connection ends and releases: nothing changes.
-	a1.release()
+	a1.Release()
 	if tab.total != 5 {
 		t.Fatalf("total %d after an eviction and the evicted slot's release, want 5", tab.total)
 	}
@@ -71,9 +71,9 @@ func TestPendingTable(t *testing.T) {
 	if evicted["2001:db8::ffff:2"] != 1 || len(evicted) != 2 {
 		t.Fatalf("evicted %v, want the oldest slot next", evicted)
 	}
-	a2.release()
-	b.release()
-	b.release() // twice: harmless
+	a2.Release()
+	b.Release()
+	b.Release() // twice: harmless
 	if tab.total != 4 {
 		t.Fatalf("total %d after a release, want 4", tab.total)
 	}

@@ -1,10 +1,11 @@
-package xmppd
+package s2s
 
 import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"dialtone/xmppd/stream"
 	"encoding/asn1"
 	"encoding/hex"
 	"errors"
@@ -14,30 +15,19 @@ import (
 	"strings"
 )
 
-// isUp reports whether the stream is an established link, in either
-// direction: an outgoing one once we authenticated to the peer, an
-// incoming one once the peer authenticated to us. Only those are closed
-// when idle (XMPPD_S2S_IDLE_TIMEOUT: every link, incoming or outgoing); a
-// stream still negotiating has the connect and auth deadlines.
-func (s *s2sStream) isUp() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.up
-}
-
 // checkTLSUsed refuses, on an incoming stream, anything but STARTTLS (or
 // the peer's stream error) before TLS while TLS is required: a peer that
 // does not use the STARTTLS offered gets nothing done, no stanza, no
 // dialback request and no dialback verification (XMPPD_S2S_REQUIRE_TLS).
-func (s *s2sStream) checkTLSUsed(ns, name string) error {
+func (s *link) checkTLSUsed(ns, name string) error {
 	if s.outgoing || s.secure || s.f.cfg.AllowPlaintext {
 		return nil
 	}
-	if ns == nsTLS && name == "starttls" || ns == nsStream && name == "error" {
+	if ns == stream.NSTLS && name == "starttls" || ns == stream.NSStream && name == "error" {
 		return nil
 	}
 	s.f.m.rejected.WithLabelValues("policy-violation").Inc()
-	return serr("policy-violation", "STARTTLS is required")
+	return stream.NewError("policy-violation", "STARTTLS is required")
 }
 
 // dialbackKey is the XEP-0185 key for a stream: HMAC-SHA256 keyed with

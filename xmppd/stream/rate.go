@@ -1,4 +1,4 @@
-package xmppd
+package stream
 
 import (
 	"sync/atomic"
@@ -11,31 +11,31 @@ import (
 // once before its rate applies (SPEC "Limits on what clients send").
 const rateBurst = 10
 
-// byteRate is a token bucket on the bytes one connection sends
+// Rate is a token bucket on the bytes one connection sends
 // (XMPPD_C2S_RATE, XMPPD_S2S_RATE). It is charged by the connection's
 // reader after each read and makes that reader wait while it is in debt:
 // a peer over its rate is slowed down by TCP's own flow control, never
 // disconnected, and loses nothing. Only the reader's goroutine uses it.
-type byteRate struct {
+type Rate struct {
 	rate   float64 // bytes per second
 	burst  float64
 	tokens float64
 	last   time.Time
 	waited prometheus.Counter // seconds spent waiting
 
-	counted atomic.Int64 // bytes charged in all (read by tests)
+	counted atomic.Int64 // bytes charged in all
 
 	now   func() time.Time
 	sleep func(time.Duration)
 }
 
-// newByteRate returns a bucket for rate bytes per second, full; nil (no
+// NewRate returns a bucket for rate bytes per second, full; nil (no
 // limit) when rate <= 0.
-func newByteRate(rate int, waited prometheus.Counter) *byteRate {
+func NewRate(rate int, waited prometheus.Counter) *Rate {
 	if rate <= 0 {
 		return nil
 	}
-	r := &byteRate{
+	r := &Rate{
 		rate:   float64(rate),
 		burst:  float64(rate) * rateBurst,
 		waited: waited,
@@ -49,7 +49,7 @@ func newByteRate(rate int, waited prometheus.Counter) *byteRate {
 // Take charges n bytes just read and waits while the bucket is in debt.
 // One read is at most the reader's buffer, so one wait is short (16 ms at
 // 64 KiB/s): a closing session is never held up for long.
-func (r *byteRate) Take(n int) {
+func (r *Rate) Take(n int) {
 	if r == nil {
 		return
 	}
@@ -67,3 +67,6 @@ func (r *byteRate) Take(n int) {
 	r.waited.Add(d.Seconds())
 	r.sleep(d)
 }
+
+// Counted is how many bytes were charged in all.
+func (r *Rate) Counted() int64 { return r.counted.Load() }

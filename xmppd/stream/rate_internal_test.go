@@ -1,4 +1,4 @@
-package xmppd
+package stream
 
 import (
 	"testing"
@@ -10,12 +10,12 @@ import (
 // The bucket lets a burst of ten seconds' worth through, then makes the
 // reader wait as long as the rate says, and refills while it is idle.
 func TestByteRate(t *testing.T) {
-	if newByteRate(0, nil) != nil {
+	if NewRate(0, nil) != nil {
 		t.Fatal("rate 0 is no limit")
 	}
 	clock := time.Unix(1000, 0)
 	var waited time.Duration
-	r := newByteRate(1000, prometheus.NewCounter(prometheus.CounterOpts{Name: "w"}))
+	r := NewRate(1000, prometheus.NewCounter(prometheus.CounterOpts{Name: "w"}))
 	r.now = func() time.Time { return clock }
 	r.sleep = func(d time.Duration) { waited += d; clock = clock.Add(d) }
 	r.tokens, r.last = r.burst, clock

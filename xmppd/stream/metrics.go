@@ -1,7 +1,6 @@
-package xmppd
+package stream
 
 import (
-	"dialtone/xmppd/router"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,9 +24,10 @@ type Metrics struct {
 	// sent faster than its rate (XMPPD_C2S_RATE, XMPPD_S2S_RATE).
 	RateWaited prometheus.Counter
 
-	queuePeak atomic.Int64
+	// Messages, Presences and IQs are the Stanzas counters of each kind.
+	Messages, Presences, IQs prometheus.Counter
 
-	messages, presences, iqs prometheus.Counter
+	queuePeak atomic.Int64
 }
 
 // NewMetrics makes the metrics and registers them with reg (nil: not registered).
@@ -64,22 +64,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.RateWaited = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "xmppd_rate_limited_seconds_total", Help: "Time connections' reads waited because they sent faster than their rate.",
 	})
-	m.messages = m.Stanzas.WithLabelValues("message")
-	m.presences = m.Stanzas.WithLabelValues("presence")
-	m.iqs = m.Stanzas.WithLabelValues("iq")
+	m.Messages = m.Stanzas.WithLabelValues("message")
+	m.Presences = m.Stanzas.WithLabelValues("presence")
+	m.IQs = m.Stanzas.WithLabelValues("iq")
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.Sessions, m.Pending, m.Logins, m.LoginFailures, m.Stanzas, m.StreamErrors, m.SlowClosed, m.WriteQueuePeak, m.RateWaited)
 	}
 	return m
 }
 
-func (m *Metrics) routed(k router.Kind) {
-	switch k {
-	case router.KindMessage:
-		m.messages.Inc()
-	case router.KindPresence:
-		m.presences.Inc()
-	case router.KindIQ:
-		m.iqs.Inc()
+// notePeak raises the queue peak to n if n is more. The common case, no
+// new peak, only reads it.
+func (m *Metrics) notePeak(n int64) {
+	for p := m.queuePeak.Load(); n > p && !m.queuePeak.CompareAndSwap(p, n); p = m.queuePeak.Load() {
 	}
 }

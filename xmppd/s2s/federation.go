@@ -1,4 +1,10 @@
-package xmppd
+// Package s2s is federation (RFC 6120 server-to-server): links to other
+// domains dialled on demand and accepted on the s2s listener, secured with
+// TLS and authenticated with SASL EXTERNAL or dialback (XEP-0220, XEP-0185,
+// XEP-0344), bidirectional (XEP-0288), closed when idle, and the check that
+// every stanza a peer sends comes from a domain it authenticated. The
+// router hands it the stanzas for other domains (Federation.Send).
+package s2s
 
 import (
 	"context"
@@ -6,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"dialtone/xmppd/router"
+	"dialtone/xmppd/stream"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,19 +25,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
 )
 
-// Namespaces of server-to-server streams.
-const (
-	nsDialback        = "jabber:server:dialback"
-	nsDialbackFeature = "urn:xmpp:features:dialback"
-	nsBidi            = "urn:xmpp:bidi"
-	nsBidiFeature     = "urn:xmpp:features:bidi"
-)
-
-// FederationConfig configures server-to-server links (RFC 6120 s2s).
-// Zero values take the defaults; the zero value requires TLS everywhere.
-type FederationConfig struct {
+// Config configures server-to-server links (RFC 6120 s2s). Zero values
+// take the defaults; the zero value requires TLS everywhere.
+type Config struct {
 	// Routes maps a remote domain to the host:port that serves it,
 	// instead of DNS (private federations, tests).
 	Routes map[string]string
@@ -73,13 +73,31 @@ type FederationConfig struct {
 	Resolver *net.Resolver
 }
 
+// Server is what federation takes from the server it links: its router,
+// its certificate, its table of unauthenticated connections, the limits of
+// its streams.
+type Server struct {
+	Router *router.Router
+	// TLS is the server certificate's configuration.
+	TLS *tls.Config
+	// Pending counts the unauthenticated connections of every listener.
+	Pending *stream.PendingTable
+	// Stream is the write timeout, queue bounds and metrics of streams.
+	Stream        *stream.Config
+	MaxStanzaSize int
+	// AuthTimeout bounds the negotiation of a link a peer opened.
+	AuthTimeout time.Duration
+	Log         *slog.Logger
+}
+
 // Federation links the server to other XMPP domains: it accepts links on
 // the s2s listener, dials out for stanzas to remote domains (its Send is
-// the Mux's RemoteHandler) and checks that every stanza a peer sends comes
-// from a domain that peer authenticated.
+// the router's remote route) and checks that every stanza a peer sends
+// comes from a domain that peer authenticated.
 type Federation struct {
-	srv        *Server
-	cfg        FederationConfig
+	srv        Server
+	streams    *stream.Config // of links: the server's, with the federation's byte bound
+	cfg        Config
 	log        *slog.Logger
 	m          *s2sMetrics
 	domain     string
@@ -93,7 +111,7 @@ type Federation struct {
 	remotes   map[string]*remote
 	pruneAt   int       // prune remotes when a new one would make this many
 	prunedAt  time.Time // or when the last pruning is older than RetryAfter
-	streams   map[*s2sStream]struct{}
+	links     map[*link]struct{}
 	listeners map[net.Listener]struct{}
 	closing   bool
 	wg        sync.WaitGroup
@@ -102,7 +120,7 @@ type Federation struct {
 // remote is what the federation knows about one remote domain.
 type remote struct {
 	domain    string
-	out       *s2sStream       // the authenticated stream stanzas to domain go on
+	out       *link            // the authenticated stream stanzas to domain go on
 	queue     []*router.Stanza // waiting for the link
 	queued    int              // bytes in queue
 	dialing   bool
@@ -110,20 +128,20 @@ type remote struct {
 	failCond  string
 }
 
-// NewFederation makes the federation of srv and makes it the route of
-// srv's stanzas to other domains; serve its listener with Serve.
-func NewFederation(srv *Server, cfg FederationConfig) (*Federation, error) {
+// New makes the federation of srv and makes it the route of the router's
+// stanzas to other domains; serve its listener with Serve.
+func New(srv Server, cfg Config) (*Federation, error) {
 	if len(cfg.DialbackSecret) == 0 {
-		return nil, errors.New("xmppd: a dialback secret is required")
+		return nil, errors.New("s2s: a dialback secret is required")
 	}
 	routes := make(map[string]string, len(cfg.Routes))
 	for d, addr := range cfg.Routes {
 		j, err := jid.Parse(d)
 		if err != nil || j.Localpart() != "" || j.Resourcepart() != "" {
-			return nil, fmt.Errorf("xmppd: s2s route for %q: not a domain", d)
+			return nil, fmt.Errorf("s2s: route for %q: not a domain", d)
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("xmppd: s2s route for %q: %w", d, err)
+			return nil, fmt.Errorf("s2s: route for %q: %w", d, err)
 		}
 		routes[j.Domainpart()] = addr
 	}
@@ -146,17 +164,20 @@ func NewFederation(srv *Server, cfg FederationConfig) (*Federation, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
+	streams := *srv.Stream
+	streams.QueueBytes = cfg.QueueBytes
 	f := &Federation{
 		srv:        srv,
+		streams:    &streams,
 		cfg:        cfg,
-		log:        srv.log.With("component", "s2s"),
+		log:        srv.Log.With("component", "s2s"),
 		m:          newS2SMetrics(cfg.Registerer),
-		domain:     srv.domain.Domainpart(),
+		domain:     srv.Router.Domain(),
 		insecure:   map[string]bool{},
 		secretHash: sha256.Sum256(cfg.DialbackSecret),
 		remotes:    map[string]*remote{},
 		pruneAt:    64,
-		streams:    map[*s2sStream]struct{}{},
+		links:      map[*link]struct{}{},
 		listeners:  map[net.Listener]struct{}{},
 		lookupSRV:  cfg.Resolver.LookupSRV,
 	}
@@ -166,7 +187,7 @@ func NewFederation(srv *Server, cfg FederationConfig) (*Federation, error) {
 		}
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
-	srv.router.SetRemote(f.Send)
+	srv.Router.SetRemote(f.Send)
 	return f, nil
 }
 
@@ -179,63 +200,54 @@ func (f *Federation) Serve(l net.Listener) error {
 	}
 	f.listeners[l] = struct{}{}
 	f.mu.Unlock()
-	counter := f.srv.m.Connections.WithLabelValues("s2s")
-	var delay time.Duration
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			f.mu.Lock()
-			closing := f.closing
-			f.mu.Unlock()
-			if closing || errors.Is(err, net.ErrClosed) {
-				return net.ErrClosed
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			f.log.Warn("accept failed", "err", err, "retry_in", delay)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
+	f.srv.Router.Serving()
+	counter := f.srv.Stream.Metrics.Connections.WithLabelValues("s2s")
+	return stream.Accept(l, f.log, "s2s", f.isClosing, func(nc net.Conn) {
 		counter.Inc()
-		ip := remoteIP(nc)
-		slot := f.srv.pending.admit(ip, func() { nc.Close() })
+		ip := stream.RemoteIP(nc)
+		slot := f.srv.Pending.Admit(ip, func() { nc.Close() })
 		if slot == nil {
 			f.log.Warn("too many unauthenticated connections", "ip", ip)
 			nc.Close()
-			continue
+			return
 		}
-		s := f.newStream(nc, false)
+		s := f.newLink(nc, false)
 		s.ip, s.slot = ip, slot
 		if !f.track(s) {
-			slot.release()
-			s.closeWith("", "") // ends its writer
+			slot.Release()
 			nc.Close()
-			return net.ErrClosed
+			return
 		}
 		go s.runIncoming()
-	}
+	})
 }
 
-// track adds a stream to the set that Shutdown closes; false when closing.
-func (f *Federation) track(s *s2sStream) bool {
+func (f *Federation) isClosing() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closing
+}
+
+// track adds a link to the set that Shutdown closes; false when closing.
+func (f *Federation) track(s *link) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closing {
 		return false
 	}
-	f.streams[s] = struct{}{}
+	f.links[s] = struct{}{}
 	f.wg.Add(1)
 	return true
 }
 
-// untrack removes a finished stream and every use of it.
-func (f *Federation) untrack(s *s2sStream) {
+// untrack removes a finished link and every use of it.
+func (f *Federation) untrack(s *link) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.streams[s]; !ok {
+	if _, ok := f.links[s]; !ok {
 		return
 	}
-	delete(f.streams, s)
+	delete(f.links, s)
 	for _, r := range f.remotes {
 		if r.out == s {
 			r.out = nil
@@ -253,9 +265,9 @@ func (f *Federation) Shutdown(ctx context.Context) error {
 	for l := range f.listeners {
 		l.Close()
 	}
-	streams := make([]*s2sStream, 0, len(f.streams))
-	for s := range f.streams {
-		streams = append(streams, s)
+	links := make([]*link, 0, len(f.links))
+	for s := range f.links {
+		links = append(links, s)
 	}
 	var waiting []*router.Stanza
 	for _, r := range f.remotes {
@@ -264,23 +276,16 @@ func (f *Federation) Shutdown(ctx context.Context) error {
 	}
 	f.mu.Unlock()
 	f.cancel()
-	for _, s := range streams {
+	for _, s := range links {
 		s.closeWith("system-shutdown", "")
 	}
 	for _, st := range waiting {
 		f.bounce(st, "remote-server-timeout", "the server is shutting down")
 	}
-	done := make(chan struct{})
-	go func() { f.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return stream.Wait(ctx, &f.wg)
 }
 
-// Send takes a stanza for another domain (it is the Mux's RemoteHandler).
+// Send takes a stanza for another domain (the router's remote route).
 // It never blocks on the network: the stanza goes on the domain's link, or
 // waits (bounded) for the link to come up.
 func (f *Federation) Send(ctx context.Context, st *router.Stanza) {
@@ -393,7 +398,7 @@ func (f *Federation) pruneLocked(now time.Time) {
 
 // setSender makes s the stream that stanzas to domain go on, unless one
 // is in place (a bidirectional incoming link).
-func (f *Federation) setSender(domain string, s *s2sStream) {
+func (f *Federation) setSender(domain string, s *link) {
 	f.mu.Lock()
 	r := f.remotes[domain]
 	if r == nil {
@@ -413,7 +418,7 @@ func (f *Federation) bounce(st *router.Stanza, cond, text string) {
 	if cond == "remote-server-timeout" || cond == "resource-constraint" {
 		typ = "wait"
 	}
-	f.srv.router.Bounce(st, stanzaErr(typ, cond, text))
+	f.srv.Router.Bounce(st, router.NewError(stanza.ErrorType(typ), stanza.Condition(cond), text))
 }
 
 // s2sFailure is why a link could not be made: the stanza error condition
@@ -489,7 +494,7 @@ func (f *Federation) resolve(ctx context.Context, domain string) ([]s2sTarget, e
 // reached (no address connects, in time or at all) is
 // remote-server-not-found; a link that fails later, the TLS and
 // certificate rules included, is remote-server-timeout (SPEC.md).
-func (f *Federation) dial(ctx context.Context, domain string) (*s2sStream, *s2sFeatures, error) {
+func (f *Federation) dial(ctx context.Context, domain string) (*link, *s2sFeatures, error) {
 	targets, err := f.resolve(ctx, domain)
 	if err != nil {
 		return nil, nil, err
@@ -509,9 +514,9 @@ func (f *Federation) dial(ctx context.Context, domain string) (*s2sStream, *s2sF
 			continue
 		}
 		reached = true
-		s := f.newStream(nc, true)
+		s := f.newLink(nc, true)
 		s.peer = domain
-		s.ip = remoteIP(nc)
+		s.ip = stream.RemoteIP(nc)
 		if !f.track(s) {
 			nc.Close()
 			return nil, nil, &s2sFailure{"remote-server-not-found", errors.New("shutting down")}
@@ -538,7 +543,7 @@ func (f *Federation) dial(ctx context.Context, domain string) (*s2sStream, *s2sF
 
 // dialAuthenticated opens an authenticated outgoing link to domain and
 // starts reading from it.
-func (f *Federation) dialAuthenticated(ctx context.Context, domain string) (*s2sStream, error) {
+func (f *Federation) dialAuthenticated(ctx context.Context, domain string) (*link, error) {
 	s, feats, err := f.dial(ctx, domain)
 	if err != nil {
 		return nil, err
@@ -558,7 +563,7 @@ func (f *Federation) dialAuthenticated(ctx context.Context, domain string) (*s2s
 // certificate is checked by checkPeer, not by crypto/tls, because the
 // identity wanted is an XMPP one (RFC 6125, RFC 7590).
 func (f *Federation) clientTLS(domain string, direct bool) *tls.Config {
-	base := f.srv.cfg.TLS
+	base := f.srv.TLS
 	cfg := &tls.Config{
 		ServerName:         domain,
 		InsecureSkipVerify: true,
@@ -577,7 +582,7 @@ func (f *Federation) clientTLS(domain string, direct bool) *tls.Config {
 // serverTLS is the TLS configuration for links peers open to us: a client
 // certificate is asked for (SASL EXTERNAL), never required.
 func (f *Federation) serverTLS() *tls.Config {
-	cfg := f.srv.cfg.TLS.Clone()
+	cfg := f.srv.TLS.Clone()
 	if cfg.MinVersion < tls.VersionTLS12 {
 		cfg.MinVersion = tls.VersionTLS12
 	}
@@ -621,4 +626,11 @@ func newS2SMetrics(reg prometheus.Registerer) *s2sMetrics {
 		reg.MustRegister(m.links, m.auth, m.stanzasIn, m.stanzasOut, m.bounced, m.rejected)
 	}
 	return m
+}
+
+// RemoteDomains is how many remote domains the federation keeps state for.
+func (f *Federation) RemoteDomains() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.remotes)
 }
