@@ -83,61 +83,71 @@ func (sess *session) serve() {
 	s.cfg.Log.Debug("session ended", "jid", sess.rs.String(), "err", err)
 }
 
-// readLoop reads stanzas until the stream ends or is closed.
+// readLoop reads stanzas until the stream ends or is closed. It waits
+// for input in WaitInput, shallow, rather than deep inside the reading of
+// an element: this is the stack of every idle session.
 func (sess *session) readLoop(ctx context.Context) error {
-	c := sess.c
-	r := c.svc.cfg.Router
-	rs := sess.rs
 	var cache addrCache
-	resolve := func(raw string) router.Addr { return cache.resolve(raw, r.Normalize) }
 	for {
 		if sess.st.Closed() {
 			return nil
 		}
-		el, err := c.wr.ReadElement()
-		if err != nil {
+		if err := sess.c.wr.WaitInput(); err != nil {
 			return err
 		}
-		st, err := router.Parse(el, router.NSClient, resolve)
-		var se stanza.Error
-		switch {
-		case errors.Is(err, router.ErrUnsupportedStanza):
-			if h := r.Hooks().Nonza(router.SessionBound, el.Name.Space); h != nil {
-				if err := sess.nonza(ctx, h, el); err != nil {
-					return err
-				}
-				continue
-			}
-			return stream.NewError("unsupported-stanza-type", "")
-		case errors.Is(err, router.ErrBadFrom):
-			return stream.NewError("invalid-from", "")
-		case errors.Is(err, router.ErrBadTo):
-			if st.Type != "error" && st.Type != "result" {
-				re := st.ErrorReply(router.NewError(stanza.Modify, stanza.JIDMalformed, ""))
-				re.From = jid.JID{}
-				sess.Send(re.Bytes())
-			}
-			continue
-		case errors.As(err, &se):
-			// the address is not a valid number (item-not-found)
-			if !st.From.Equal(jid.JID{}) && !st.From.Equal(rs.JID()) && !st.From.Equal(rs.Bare()) {
-				return stream.NewError("invalid-from", "'from' must be your own address")
-			}
-			st.SetFrom(rs.JID(), rs.String())
-			r.Bounce(st, se)
-			continue
+		if err := sess.readStanza(ctx, &cache); err != nil {
+			return err
 		}
+	}
+}
+
+// readStanza reads one stanza and hands it to the router; an error ends
+// the stream.
+func (sess *session) readStanza(ctx context.Context, cache *addrCache) error {
+	c := sess.c
+	r := c.svc.cfg.Router
+	rs := sess.rs
+	el, err := c.wr.ReadElement()
+	if err != nil {
+		return err
+	}
+	st, err := router.Parse(el, router.NSClient, func(raw string) router.Addr { return cache.resolve(raw, r.Normalize) })
+	var se stanza.Error
+	switch {
+	case errors.Is(err, router.ErrUnsupportedStanza):
+		if h := r.Hooks().Nonza(router.SessionBound, el.Name.Space); h != nil {
+			return sess.nonza(ctx, h, el)
+		}
+		return stream.NewError("unsupported-stanza-type", "")
+	case errors.Is(err, router.ErrBadFrom):
+		return stream.NewError("invalid-from", "")
+	case errors.Is(err, router.ErrBadTo):
+		if st.Type != "error" && st.Type != "result" {
+			re := st.ErrorReply(router.NewError(stanza.Modify, stanza.JIDMalformed, ""))
+			re.From = jid.JID{}
+			sess.Send(re.Bytes())
+		}
+		return nil
+	case errors.As(err, &se):
+		// the address is not a valid number (item-not-found)
 		if !st.From.Equal(jid.JID{}) && !st.From.Equal(rs.JID()) && !st.From.Equal(rs.Bare()) {
 			return stream.NewError("invalid-from", "'from' must be your own address")
 		}
 		st.SetFrom(rs.JID(), rs.String())
-		if st.Kind == router.KindIQ && st.To.Equal(jid.JID{}) && st.Payload == sessionPayload {
-			// RFC 3921 session establishment, a no-op kept for old clients.
-			sess.Send(st.Reply("result", nil).Bytes())
-			continue
-		}
-		r.FromSession(ctx, rs, st)
+		r.Bounce(st, se)
+		return nil
 	}
+	if !st.From.Equal(jid.JID{}) && !st.From.Equal(rs.JID()) && !st.From.Equal(rs.Bare()) {
+		return stream.NewError("invalid-from", "'from' must be your own address")
+	}
+	st.SetFrom(rs.JID(), rs.String())
+	if st.Kind == router.KindIQ && st.To.Equal(jid.JID{}) && st.Payload == sessionPayload {
+		// RFC 3921 session establishment, a no-op kept for old clients.
+		sess.Send(st.Reply("result", nil).Bytes())
+		return nil
+	}
+	r.FromSession(ctx, rs, st)
+	return nil
 }
 
 // nonza runs a module's handler of a top-level element that is no stanza.

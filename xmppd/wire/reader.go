@@ -244,13 +244,24 @@ func (w *Reader) fill() error {
 		_, err := w.br.Peek(1)
 		return err
 	}
-	return w.wait(func() error {
-		_, err := w.br.Peek(1)
-		if err == nil && w.limit != nil {
-			w.limit.Take(w.br.Buffered())
+	// The loop of wait, written out: this is the stack of every idle
+	// connection, kept shallow.
+	for {
+		if err := w.setReadDeadline(w.nextDeadline()); err != nil {
+			return err
 		}
-		return err
-	})
+		_, err := w.br.Peek(1)
+		if err == nil {
+			w.pinged = false
+			if w.limit != nil {
+				w.limit.Take(w.br.Buffered())
+			}
+			return nil
+		}
+		if again, err := w.retry(err); !again {
+			return err
+		}
+	}
 }
 
 // wait runs read (which blocks until input comes or the read deadline)
@@ -258,16 +269,7 @@ func (w *Reader) fill() error {
 // with its ping.
 func (w *Reader) wait(read func() error) error {
 	for {
-		var dl time.Time
-		switch {
-		case !w.deadline.IsZero():
-			dl = w.deadline
-		case w.idle > 0 && w.pinged:
-			dl = time.Now().Add(w.grace)
-		case w.idle > 0:
-			dl = time.Now().Add(w.idle)
-		}
-		if err := w.setReadDeadline(dl); err != nil {
+		if err := w.setReadDeadline(w.nextDeadline()); err != nil {
 			return err
 		}
 		err := read()
@@ -275,18 +277,40 @@ func (w *Reader) wait(read func() error) error {
 			w.pinged = false
 			return nil
 		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && w.deadline.IsZero() && w.idle > 0 && !w.pinged && w.onIdle != nil && w.stopAt.Load() == 0 {
-			w.pinged = true
-			if w.onIdle() {
-				continue
-			}
+		if again, err := w.retry(err); !again {
+			return err
 		}
-		if errors.As(err, &ne) && ne.Timeout() {
-			return ErrIdle
-		}
-		return err
 	}
+}
+
+// nextDeadline is the read deadline the policy sets now.
+func (w *Reader) nextDeadline() time.Time {
+	switch {
+	case !w.deadline.IsZero():
+		return w.deadline
+	case w.idle > 0 && w.pinged:
+		return time.Now().Add(w.grace)
+	case w.idle > 0:
+		return time.Now().Add(w.idle)
+	}
+	return time.Time{}
+}
+
+// retry handles a read error: again on the first idle expiry, when the
+// peer was pinged; otherwise the error that ends reading (ErrIdle for a
+// timeout).
+func (w *Reader) retry(err error) (again bool, out error) {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return false, err
+	}
+	if w.deadline.IsZero() && w.idle > 0 && !w.pinged && w.onIdle != nil && w.stopAt.Load() == 0 {
+		w.pinged = true
+		if w.onIdle() {
+			return true, nil
+		}
+	}
+	return false, ErrIdle
 }
 
 // setReadDeadline sets dl, or the bound of Stop when there is one: Stop
@@ -325,6 +349,16 @@ func (w *Reader) startFrame(data []byte) {
 	w.br.Reset(&w.frame)
 	w.dec = NewDecoder(w)
 	w.off = 0
+}
+
+// WaitInput waits for the next element, dropping the white space before
+// it (keep-alives), with a shallow stack: an idle connection's goroutine
+// waits here, not inside ReadElement. Call it between elements.
+func (w *Reader) WaitInput() error {
+	if w.frames != nil {
+		return nil // a framed transport waits in NextFrame
+	}
+	return w.skipSpace()
 }
 
 // skipSpace waits for input and drops whitespace (keep-alives) before the
