@@ -1,5 +1,5 @@
 // Package storage implements the domain packages' store interfaces
-// (auth.Accounts, im.Store, ext.PrivateStore, ext.BlockStore, offline.Store)
+// (auth.Accounts, roster.Store, ext.PrivateStore, ext.BlockStore, offline.Store)
 // on embedded SQLite or on PostgreSQL, with one set of SQL for both and
 // versioned migrations that run at Open.
 package storage
@@ -13,17 +13,14 @@ import (
 
 	"dialtone/auth"
 	"dialtone/offline"
-	"dialtone/xmppd/ext"
-	"dialtone/xmppd/im"
+	"dialtone/roster"
 )
 
 // The store satisfies every interface the domain packages declare for it.
 var (
-	_ auth.Accounts    = (*DB)(nil)
-	_ im.Store         = (*DB)(nil)
-	_ ext.PrivateStore = (*DB)(nil)
-	_ ext.BlockStore   = (*DB)(nil)
-	_ offline.Store    = (*DB)(nil)
+	_ auth.Accounts = (*DB)(nil)
+	_ roster.Store  = (*DB)(nil)
+	_ offline.Store = (*DB)(nil)
 )
 
 // DB is the server's store, on SQLite or PostgreSQL. It is safe for

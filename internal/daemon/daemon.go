@@ -34,12 +34,21 @@ import (
 	"dialtone/internal/datadir"
 	"dialtone/internal/tlscert"
 	"dialtone/offline"
+	"dialtone/roster"
 	"dialtone/sms"
 	"dialtone/storage"
 	"dialtone/xmppd"
-	"dialtone/xmppd/ext"
-	"dialtone/xmppd/im"
+	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/carbons"
+	"dialtone/xmppd/mod/disco"
+	offlinemod "dialtone/xmppd/mod/offline"
+	"dialtone/xmppd/mod/ping"
+	"dialtone/xmppd/mod/presence"
+	"dialtone/xmppd/mod/private"
+	"dialtone/xmppd/mod/register"
+	rostermod "dialtone/xmppd/mod/roster"
+	"dialtone/xmppd/mod/vcard"
+	"dialtone/xmppd/mod/version"
 	"dialtone/xmppd/router"
 	"dialtone/xmppd/web"
 )
@@ -53,7 +62,7 @@ type Daemon struct {
 	log      *slog.Logger
 	DB       *storage.DB
 	Server   *xmppd.Server
-	blocking *ext.Blocking
+	blocking *blocking.Module
 	http     *http.Server
 	fed      *xmppd.Federation
 
@@ -73,12 +82,12 @@ type Daemon struct {
 	Notices *sms.Notices
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
-	Offline *offline.Queue
+	Offline *offlinemod.Queue
 
 	parser   *auth.NumberParser
 	sweeper  *auth.Sweeper
-	roster   *im.Module
-	register *ext.Register
+	roster   *rostermod.Module
+	register *register.Module
 }
 
 // New opens the store, builds the server and binds every listener, so that
@@ -175,7 +184,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 // client IP) that XMPP uses too.
 func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus.Registry) web.Options {
 	client := web.ClientInfo{Host: d.cfg.Domain}
-	vcard := ext.NewVCard(d.Server.Router(), d.DB)
+	vcards := vcard.New(d.Server.Router(), d.DB)
 	for _, l := range []struct {
 		which  string
 		direct bool
@@ -202,8 +211,8 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		Lockout:        d.Lockout,
 		IPLockout:      d.ipLockout,
 		Offline:        d.DB,
-		SetFullName:    vcard.SetFullName,
-		FullName:       vcard.FullName,
+		SetFullName:    vcards.SetFullName,
+		FullName:       vcards.FullName,
 		ChangePassword: func(ctx context.Context, n auth.Number, c auth.Credentials) error {
 			if _, err := d.DB.SetCredentials(ctx, n, c); err != nil {
 				return err
@@ -220,39 +229,50 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 	}
 }
 
+// The store keeps what the modules declare they need.
+var (
+	_ vcard.Store    = (*storage.DB)(nil)
+	_ private.Store  = (*storage.DB)(nil)
+	_ blocking.Store = (*storage.DB)(nil)
+)
+
 // registerModules loads the feature modules on the server's router; disco
 // reads what the others registered when it is first asked.
 func (d *Daemon) registerModules() error {
 	srv := d.Server
 	r := srv.Router()
-	d.roster = im.New(d.DB, r, d.log)
+	d.roster = rostermod.New(d.DB, r, d.log)
 	d.roster.MaxItems = d.cfg.RosterMax
-	d.blocking = ext.NewBlocking(r, d.DB)
+	presences := presence.New(r, d.roster, d.log)
+	d.blocking = blocking.New(r, d.DB)
 	// Blocking and unblocking tell only the contacts that may see the
 	// user's presence (XEP-0191 §3.3, §3.4): those subscribed to it.
 	d.blocking.PresenceAllowed = func(ctx context.Context, user, contact jid.JID) bool {
 		it, err := d.DB.RosterItem(ctx, user.Localpart(), contact.Bare().String())
-		return err == nil && (it.Subscription == im.SubFrom || it.Subscription == im.SubBoth)
+		return err == nil && roster.HasFrom(it)
 	}
 	// Requests stored before their sender was blocked are not delivered.
-	d.roster.Blocked = d.blocking.Blocked
+	presences.Blocked = d.blocking.Blocked
 	return srv.Load(
 		d.register,
-		ext.NewPing(r),
-		ext.NewVersion(Version),
-		ext.NewVCard(r, d.DB),
-		ext.NewPrivate(d.DB),
+		ping.New(r),
+		version.New(Version),
+		vcard.New(r, d.DB),
+		private.New(r, d.DB),
 		d.blocking,
 		d.roster,
+		presences,
 		carbons.New(),
 		d.Offline,
 		router.ModuleFunc(func(h *router.Hooks) error {
 			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
+				ctx, cancel := r.StoreContext(ctx)
+				defer cancel()
 				d.Notices.CameOnline(ctx, auth.Number(s.JID().Localpart()))
 			})
 			return nil
 		}),
-		ext.NewDisco(r, "Dialtone"),
+		disco.New(r, "Dialtone"),
 	)
 }
 
@@ -349,7 +369,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Server.Shutdown(sctx); err != nil {
 		d.log.Error("sessions did not end in time", "err", err)
 	}
-	d.Offline.Close() // its deliveries end with their sessions
 	cancelAdmin()
 	cancelBlocking()
 	wg.Wait()
@@ -467,7 +486,7 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 		Log:           d.log,
 	}
 	d.sweeper = &auth.Sweeper{Store: d.DB, TTL: cfg.UnclaimedAccountTTL, OnRelease: d.forget, Log: d.log}
-	d.register = ext.NewRegister(d.Server.Router(), parser, d.changePassword)
+	d.register = register.New(d.Server.Router(), parser, d.changePassword)
 	return nil
 }
 
@@ -572,7 +591,7 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		Wake: d.Sender.Wake,
 		Log:  d.log,
 	}
-	d.Offline = &offline.Queue{
+	d.Offline = &offlinemod.Queue{
 		Store:    d.DB,
 		Accounts: d.DB,
 		Server:   d.Server.Router(),

@@ -113,6 +113,10 @@ func (s *Stanza) FromString() string {
 // session's own address); only on a stanza not yet routed.
 func (s *Stanza) SetFrom(j jid.JID, str string) { s.From, s.fromStr, s.raw = j, str, nil }
 
+// ToOwnAccount reports whether the stanza is addressed to its sender's own
+// account (an iq without 'to' is): what changes an account's data must be.
+func (s *Stanza) ToOwnAccount() bool { return s.To.Equal(s.From.Bare()) }
+
 // setTo replaces To and forgets its cached strings.
 func (s *Stanza) setTo(j jid.JID) {
 	s.To, s.toStr, s.toBare = j, "", ""
