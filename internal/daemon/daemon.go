@@ -47,6 +47,7 @@ import (
 	"dialtone/xmppd/mod/private"
 	"dialtone/xmppd/mod/register"
 	rostermod "dialtone/xmppd/mod/roster"
+	xmpptime "dialtone/xmppd/mod/time"
 	"dialtone/xmppd/mod/vcard"
 	"dialtone/xmppd/mod/version"
 	"dialtone/xmppd/router"
@@ -257,6 +258,7 @@ func (d *Daemon) registerModules() error {
 		d.register,
 		ping.New(r),
 		version.New(Version),
+		xmpptime.New(),
 		vcard.New(r, d.DB),
 		private.New(r, d.DB),
 		d.blocking,
