@@ -413,7 +413,8 @@ func TestSlowReaderDoesNotBlockOthers(t *testing.T) {
 }
 
 func TestUnauthenticatedLimit(t *testing.T) {
-	ts := startServer(t, func(c *xmppd.Config) { c.MaxPendingPerIP = 3 })
+	m := xmppd.NewMetrics(nil)
+	ts := startServer(t, func(c *xmppd.Config) { c.MaxPendingPerIP = 3; c.Metrics = m })
 	var conns []net.Conn
 	for i := 0; i < 3; i++ {
 		c, err := net.Dial("tcp", ts.addr)
@@ -423,7 +424,7 @@ func TestUnauthenticatedLimit(t *testing.T) {
 		defer c.Close()
 		conns = append(conns, c)
 	}
-	time.Sleep(100 * time.Millisecond) // let the server count them
+	waitUntil(t, "the server to count three connections", func() bool { return gaugeValue(m.Pending) == 3 })
 	c, err := net.Dial("tcp", ts.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -434,7 +435,7 @@ func TestUnauthenticatedLimit(t *testing.T) {
 		t.Fatal("a fourth unauthenticated connection from one IP was served")
 	}
 	conns[0].Close()
-	time.Sleep(100 * time.Millisecond)
+	waitUntil(t, "the server to release a closed connection's place", func() bool { return gaugeValue(m.Pending) == 2 })
 	d := xmpptest.Dial(t, ts.addr)
 	d.Open("localhost") // served again
 }

@@ -254,13 +254,7 @@ func TestWebSocketSession(t *testing.T) {
 	// <close/> is answered with <close/>, and the session is gone.
 	w.send(`<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>`)
 	w.expectClose()
-	deadline := time.Now().Add(xmpptest.Timeout)
-	for len(ts.Sessions(mustJID(alice+"@localhost"))) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("session still registered after <close/>")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, "the session to go after <close/>", func() bool { return len(ts.Sessions(mustJID(alice+"@localhost"))) == 0 })
 }
 
 func TestWebSocketMechanisms(t *testing.T) {

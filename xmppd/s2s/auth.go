@@ -1,11 +1,13 @@
 package s2s
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"dialtone/xmppd/stream"
+	"dialtone/xmppd/wire"
 	"encoding/asn1"
 	"encoding/hex"
 	"errors"
@@ -13,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"mellium.im/xmpp/jid"
 )
 
 // checkTLSUsed refuses, on an incoming stream, anything but STARTTLS (or
@@ -183,4 +187,32 @@ func otherNames(der []byte) []otherName {
 		}
 	}
 	return out
+}
+
+// dialback is a <db:result/> or <db:verify/> as a peer sent it (XEP-0220).
+type dialback struct {
+	from, to, id, typ string
+	key               string // the text, trimmed
+}
+
+// parseDialback reads the attributes and key of a dialback element.
+func parseDialback(el wire.Element) dialback {
+	var d dialback
+	d.from, _ = wire.Attr(el.Start, "", "from")
+	d.to, _ = wire.Attr(el.Start, "", "to")
+	d.id, _ = wire.Attr(el.Start, "", "id")
+	d.typ, _ = wire.Attr(el.Start, "", "type")
+	d.key = string(bytes.TrimSpace(el.Inner))
+	return d
+}
+
+// requestDomain checks a dialback request (<db:result/> to us, XEP-0220
+// §2.1.1): 'from' a domain, nothing more, and a key that is text. It
+// returns the domain.
+func (d dialback) requestDomain() (string, bool) {
+	fj, err := jid.Parse(d.from)
+	if err != nil || fj.Localpart() != "" || fj.Resourcepart() != "" || d.key == "" || strings.Contains(d.key, "<") {
+		return "", false
+	}
+	return fj.Domainpart(), true
 }

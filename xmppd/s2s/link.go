@@ -1,7 +1,6 @@
 package s2s
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/xml"
@@ -487,17 +486,16 @@ func (s *link) authenticateOut(ctx context.Context, ft *s2sFeatures) (string, er
 		ns, name := el.Name.Space, el.Start.Name.Local
 		switch {
 		case ns == nsDialback && name == "result":
-			from, _ := wire.Attr(el.Start, "", "from")
-			typ, _ := wire.Attr(el.Start, "", "type")
-			if from != s.peer {
+			d := parseDialback(el)
+			if d.from != s.peer {
 				continue
 			}
-			if typ == "valid" {
+			if typ := d.typ; typ == "valid" {
 				s.finishOut()
 				return "dialback", nil
 			}
 			f.m.auth.WithLabelValues("out", "dialback", "failed").Inc()
-			return "", fmt.Errorf("dialback: %s answered %q %s", s.peer, typ, el.Inner)
+			return "", fmt.Errorf("dialback: %s answered %q %s", s.peer, d.typ, el.Inner)
 		case ns == nsDialback && name == "verify":
 			s.answerVerify(el)
 		case ns == stream.NSStream && name == "error":
@@ -756,17 +754,15 @@ func (s *link) external(el wire.Element) (bool, error) {
 // authoritative server (or its certificate), and the answer sent back.
 func (s *link) receiveResult(el wire.Element) error {
 	f := s.f
-	from, _ := wire.Attr(el.Start, "", "from")
-	to, _ := wire.Attr(el.Start, "", "to")
-	key := string(bytes.TrimSpace(el.Inner))
+	d := parseDialback(el)
+	to, key := d.to, d.key
 	if !s.secure && !f.cfg.AllowPlaintext {
 		return stream.NewError("policy-violation", "STARTTLS is required before dialback")
 	}
-	fj, err := jid.Parse(from)
-	if err != nil || fj.Localpart() != "" || fj.Resourcepart() != "" || key == "" || strings.Contains(key, "<") {
+	from, ok := d.requestDomain()
+	if !ok {
 		return stream.NewError("improper-addressing", "a dialback request needs 'from', 'to' and a key")
 	}
-	from = fj.Domainpart()
 	if to != f.domain {
 		b := wire.NewBuilder(nil)
 		b.Start("db:result", "from", to, "to", from, "type", "error")
@@ -817,19 +813,21 @@ func (s *link) receiveResult(el wire.Element) error {
 // the key we made for that stream?
 func (s *link) answerVerify(el wire.Element) {
 	f := s.f
-	from, _ := wire.Attr(el.Start, "", "from")
-	to, _ := wire.Attr(el.Start, "", "to")
-	id, _ := wire.Attr(el.Start, "", "id")
-	if typ, _ := wire.Attr(el.Start, "", "type"); typ != "" {
+	d := parseDialback(el)
+	if d.typ != "" {
 		return // an answer, for a verification we did not ask on this stream
 	}
-	key := string(bytes.TrimSpace(el.Inner))
 	typ := "invalid"
-	if to == f.domain && from != "" && id != "" && f.checkDialbackKey(key, from, f.domain, id) {
+	if d.to == f.domain && d.from != "" && d.id != "" && f.checkDialbackKey(d.key, d.from, f.domain, d.id) {
 		typ = "valid"
 	}
-	f.log.Debug("dialback verify answered", "receiving", from, "type", typ)
-	s.send(wire.NewBuilder(nil).Start("db:verify", "from", f.domain, "to", from, "id", id, "type", typ).Bytes())
+	f.log.Debug("dialback verify answered", "receiving", d.from, "type", typ)
+	s.send(verifyAnswer(f.domain, d.from, d.id, typ))
+}
+
+// verifyAnswer is our answer to a <db:verify/> (XEP-0220 §2.4).
+func verifyAnswer(from, to, id, typ string) []byte {
+	return wire.NewBuilder(nil).Start("db:verify", "from", from, "to", to, "id", id, "type", typ).Bytes()
 }
 
 // verifyKey asks the authoritative server of originating whether key is
@@ -862,10 +860,10 @@ func (f *Federation) verifyKey(ctx context.Context, originating, id, key string)
 		if ns != nsDialback || name != "verify" {
 			continue
 		}
-		if gotID, _ := wire.Attr(el.Start, "", "id"); gotID != id {
+		d := parseDialback(el)
+		if d.id != id {
 			continue
 		}
-		typ, _ := wire.Attr(el.Start, "", "type")
-		return typ == "valid", nil
+		return d.typ == "valid", nil
 	}
 }

@@ -436,21 +436,21 @@ func (t *Transport) CloseNow() {
 // what is already declared is not declared twice.
 func FrameElement(el []byte) []byte {
 	name, end := tagName(el)
-	var attr, decl string
+	var attr, ns string
 	switch name {
 	case "stream:features", "stream:error":
-		attr, decl = "xmlns:stream", ` xmlns:stream="`+stream.NSStream+`"`
+		attr, ns = "xmlns:stream", stream.NSStream
 	case "message", "presence", "iq":
-		attr, decl = "xmlns", ` xmlns="`+router.NSClient+`"`
+		attr, ns = "xmlns", router.NSClient
 	default:
 		return el
 	}
 	if declares(el[end:], attr) {
 		return el
 	}
-	out := make([]byte, 0, len(el)+len(decl))
+	out := make([]byte, 0, len(el)+len(attr)+len(ns)+4)
 	out = append(out, el[:end]...)
-	out = append(out, decl...)
+	out = wire.AppendAttr(out, attr, ns)
 	return append(out, el[end:]...)
 }
 

@@ -70,12 +70,19 @@ func (b *Builder) Attr(name, value string) *Builder {
 	if !b.open {
 		return b
 	}
-	b.buf = append(b.buf, ' ')
-	b.buf = append(b.buf, name...)
-	b.buf = append(b.buf, '=', '"')
-	b.buf = AppendEscaped(b.buf, value)
-	b.buf = append(b.buf, '"')
+	b.buf = AppendAttr(b.buf, name, value)
 	return b
+}
+
+// AppendAttr appends ` name="value"`, the value escaped: an attribute for
+// a start tag written elsewhere (a transport declaring a namespace on an
+// element it frames).
+func AppendAttr(b []byte, name, value string) []byte {
+	b = append(b, ' ')
+	b = append(b, name...)
+	b = append(b, '=', '"')
+	b = AppendEscaped(b, value)
+	return append(b, '"')
 }
 
 // Text appends escaped character data.

@@ -363,7 +363,7 @@ func checkPrefixedName(n xml.Name) error {
 // as expat's) answer, through a one-element document.
 func isNameStart(s string) bool {
 	r, size := utf8.DecodeRuneInString(s)
-	d := xml.NewDecoder(strings.NewReader("<" + s[:size] + "/>"))
+	d := xml.NewDecoder(bytes.NewReader(NewBuilder(nil).Start(s[:size]).End().Bytes()))
 	d.Strict = true
 	_, err := d.RawToken()
 	return err == nil && r != utf8.RuneError

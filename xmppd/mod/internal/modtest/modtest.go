@@ -20,6 +20,7 @@ import (
 	"dialtone/auth"
 	"dialtone/xmppd/mod/internal/payload"
 	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 )
 
 // Sent is one Deliver or Route call.
@@ -262,7 +263,7 @@ func IQ(t testing.TB, from, to, typ, inner string) *router.Stanza {
 	} else {
 		s.To = jid.MustParse(to)
 	}
-	d := xml.NewDecoder(strings.NewReader(`<x xmlns="jabber:client">` + inner + `</x>`))
+	d := xml.NewDecoder(bytes.NewReader(wire.NewBuilder(nil).StartNS("x", router.NSClient).Raw([]byte(inner)).Bytes()))
 	for {
 		tok, err := d.Token()
 		if err != nil {
