@@ -28,25 +28,32 @@ var passwordText = regexp.MustCompile(`^Your localhost password is ([A-Za-z0-9]+
 // password waits for the n-th (from 1) password SMS to number and returns the password.
 func (k *smsSink) password(t *testing.T, number string, n int) string {
 	t.Helper()
+	m := k.nth(t, number, "password", n)
+	sub := passwordText.FindStringSubmatch(m.Text)
+	if sub == nil {
+		t.Fatalf("password SMS text %q does not match SPEC.md", m.Text)
+	}
+	return sub[1]
+}
+
+// nth waits for the n-th (from 1) SMS of purpose to number.
+func (k *smsSink) nth(t *testing.T, number, purpose string, n int) testbin.ReceivedSMS {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		seen := 0
 		for _, m := range k.To(number) {
-			if m.Purpose != "password" {
+			if m.Purpose != purpose {
 				continue
 			}
 			if seen++; seen == n {
-				sub := passwordText.FindStringSubmatch(m.Text)
-				if sub == nil {
-					t.Fatalf("password SMS text %q does not match SPEC.md", m.Text)
-				}
-				return sub[1]
+				return m
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("no password SMS #%d to %s", n, number)
-	return ""
+	t.Fatalf("no %s SMS #%d to %s; got %+v", purpose, n, number, k.To(number))
+	return testbin.ReceivedSMS{}
 }
 
 // startWithWebhook builds and starts xmppd with its SMS going to a local

@@ -13,26 +13,12 @@ import (
 // returns the PIN as the app reads it out of the SMS.
 func (k *smsSink) pin(t *testing.T, number string, n int) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		seen := 0
-		for _, m := range k.To(number) {
-			if m.Purpose != "pin" {
-				continue
-			}
-			if seen++; seen < n {
-				continue
-			}
-			pin, ok := quicksytest.ExtractPIN(m.Text)
-			if !ok || m.Text != "Your localhost code is: "+pin {
-				t.Fatalf("PIN SMS text %q does not match SPEC.md", m.Text)
-			}
-			return pin
-		}
-		time.Sleep(50 * time.Millisecond)
+	m := k.nth(t, number, "pin", n)
+	pin, ok := quicksytest.ExtractPIN(m.Text)
+	if !ok || m.Text != "Your localhost code is: "+pin {
+		t.Fatalf("PIN SMS text %q does not match SPEC.md", m.Text)
 	}
-	t.Fatalf("no PIN SMS #%d to %s; got %+v", n, number, k.To(number))
-	return ""
+	return pin
 }
 
 // TestQuicksyApp registers two numbers the way the Quicksy app does
