@@ -122,27 +122,11 @@ func (p *Passwords) log() *slog.Logger {
 // first.
 func (p *Passwords) Request(ctx context.Context, phone, ip string) error {
 	p.init()
-	n, err := p.Parser.Parse(phone)
+	n, now, unlock, err := p.admit(ctx, phone, ip, p.refuse)
 	if err != nil {
 		return err
 	}
-	now := p.now()
-	if ok, wait := p.ips.take(ipKey(ip), now); !ok {
-		return p.refuse(ctx, n, ip, ReasonPerIP, wait)
-	}
-
-	mu := &p.numbers[maphash.String(p.seed, string(n))%uint64(len(p.numbers))]
-	mu.Lock()
-	defer mu.Unlock()
-	if p.Interval > 0 || p.PerDay > 0 {
-		queued, err := p.Store.QueuedTimes(ctx, string(n), PurposePassword, now.Add(-max(day, p.Interval)))
-		if err != nil {
-			return fmt.Errorf("sms: password SMS sent to %s: %w", n, err)
-		}
-		if reason, wait := numberRetry(queued, now, p.Interval, p.PerDay); reason != "" {
-			return p.refuse(ctx, n, ip, reason, wait)
-		}
-	}
+	defer unlock()
 	prefix := prefixKey(string(n))
 	if ok, wait := p.prefixes.take(prefix, now); !ok {
 		return p.refuse(ctx, n, ip, ReasonPerPrefix, wait)

@@ -205,8 +205,8 @@ func TestSenderRetries(t *testing.T) {
 	for _, f := range families {
 		series[f.GetName()] = len(f.GetMetric())
 	}
-	if err != nil || series["sms_sent_total"] != 3 || series["sms_send_failures_total"] != 3 || series["sms_outbox_pending"] != 1 {
-		t.Errorf("gathered %v (%v), want 3 purposes for each counter and the gauge", series, err)
+	if err != nil || series["sms_sent_total"] != 4 || series["sms_send_failures_total"] != 4 || series["sms_outbox_pending"] != 1 {
+		t.Errorf("gathered %v (%v), want 4 purposes for each counter and the gauge", series, err)
 	}
 }
 

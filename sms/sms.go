@@ -17,6 +17,7 @@ const (
 	PurposePassword = "password" // a password asked for (API, home page, xmppctl)
 	PurposeNotice   = "notice"   // a message is waiting
 	PurposeTest     = "test"     // xmppctl sms test
+	PurposePIN      = "pin"      // a PIN for the app API (SPEC.md "App API")
 )
 
 // SMS is one text message to one number.
@@ -28,7 +29,7 @@ type SMS struct {
 	To string
 	// Text is the whole message as the receiver reads it.
 	Text string
-	// Purpose is PurposePassword, PurposeNotice or PurposeTest.
+	// Purpose is PurposePassword, PurposeNotice, PurposeTest or PurposePIN.
 	Purpose string
 }
 

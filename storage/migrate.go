@@ -162,6 +162,20 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX stored_new_numbers_stored ON stored_new_numbers (stored)`,
 	}},
+	{5, "app API PINs", []string{
+		// The PIN texted to a number for the app API (SPEC.md "App
+		// API"), one per number: hash is its HMAC under the secret key
+		// (auth.PINHash), tries the wrong ones so far. Not owned by an
+		// account: latent numbers get PINs too. Expired rows are
+		// deleted as new PINs are saved.
+		`CREATE TABLE pins (
+			number {{key}} PRIMARY KEY,
+			hash {{bytes}} NOT NULL,
+			expires {{time}} NOT NULL,
+			tries INTEGER NOT NULL
+		)`,
+		`CREATE INDEX pins_expires ON pins (expires)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount

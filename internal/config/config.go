@@ -182,6 +182,13 @@ type Config struct {
 	TrustedProxies []netip.Prefix `env:"-"`
 	// TrustedProxiesRaw is XMPPD_TRUSTED_PROXIES as written.
 	TrustedProxiesRaw []string `env:"XMPPD_TRUSTED_PROXIES"`
+	// AppAPI serves the app API (SPEC.md "App API"): GET
+	// /authentication/NUMBER and POST /password.
+	AppAPI bool `env:"XMPPD_APP_API" envDefault:"true"`
+	// AppSMSHash is the Android SMS Retriever hash of the app, put at
+	// the end of every PIN SMS so that the app reads the PIN by itself;
+	// empty: none.
+	AppSMSHash string `env:"XMPPD_APP_SMS_HASH"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -352,6 +359,9 @@ func (c *Config) normalize() error {
 	}
 	if err := c.checkPublicURL(); err != nil {
 		return fmt.Errorf("XMPPD_PUBLIC_URL: %w", err)
+	}
+	if err := checkAppSMSHash(c.AppSMSHash); err != nil {
+		return fmt.Errorf("XMPPD_APP_SMS_HASH: %w", err)
 	}
 	if c.PasswordLength < 10 || c.PasswordLength > 128 {
 		return fmt.Errorf("XMPPD_PASSWORD_LENGTH: must be between 10 and 128 (got %d)", c.PasswordLength)
@@ -616,4 +626,24 @@ func checkRegion(r string) (string, error) {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// appSMSHashLength is the length of an Android SMS Retriever app hash.
+const appSMSHashLength = 11
+
+// checkAppSMSHash accepts "" or an SMS Retriever hash: 11 characters of
+// the base64 alphabet.
+func checkAppSMSHash(h string) error {
+	if h == "" {
+		return nil
+	}
+	ok := len(h) == appSMSHashLength
+	for i := 0; ok && i < len(h); i++ {
+		c := h[i]
+		ok = 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/'
+	}
+	if !ok {
+		return fmt.Errorf("%q is not an SMS Retriever hash (want 11 characters of A-Z, a-z, 0-9, + and /)", h)
+	}
+	return nil
 }

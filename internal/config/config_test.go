@@ -57,6 +57,7 @@ func TestDefaults(t *testing.T) {
 	want.MetricsAllowRaw = []string{"127.0.0.0/8", "::1/128"}
 	want.MetricsAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	want.PublicURL = "http://localhost:5280"
+	want.AppAPI = true
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -117,6 +118,8 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_METRICS_ALLOW":                     "10.0.0.0/8, 192.0.2.1",
 		"XMPPD_PUBLIC_URL":                        "https://chat.example.com/",
 		"XMPPD_TRUSTED_PROXIES":                   "127.0.0.1/32",
+		"XMPPD_APP_API":                           "false",
+		"XMPPD_APP_SMS_HASH":                      "FA+9qCX9VSu",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -177,6 +180,8 @@ func TestEveryVariable(t *testing.T) {
 	}
 	want.PasswordRequestsPerPrefixHour = 9
 	want.PasswordLength = 16
+	want.AppAPI = false
+	want.AppSMSHash = "FA+9qCX9VSu"
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -290,6 +295,11 @@ func TestInvalid(t *testing.T) {
 		{"auth timeout unparseable", map[string]string{"XMPPD_AUTH_TIMEOUT": "30"}, "XMPPD_AUTH_TIMEOUT: invalid duration"},
 		{"auth timeout negative", map[string]string{"XMPPD_AUTH_TIMEOUT": "-30s"}, "XMPPD_AUTH_TIMEOUT: must not be negative"},
 		{"auth timeout zero", map[string]string{"XMPPD_AUTH_TIMEOUT": "0s"}, "XMPPD_AUTH_TIMEOUT: must be greater than 0"},
+		{"app api unparseable", map[string]string{"XMPPD_APP_API": "quicksy"}, `XMPPD_APP_API: invalid boolean "quicksy"`},
+		{"app sms hash short", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VS"}, `XMPPD_APP_SMS_HASH: "FA+9qCX9VS" is not an SMS Retriever hash`},
+		{"app sms hash long", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VSuX"}, "XMPPD_APP_SMS_HASH: "},
+		{"app sms hash character", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VS-"}, "XMPPD_APP_SMS_HASH: "},
+		{"app sms hash line break", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VS\n"}, "XMPPD_APP_SMS_HASH: "},
 		{"log level", map[string]string{"XMPPD_LOG_LEVEL": "loud"}, `XMPPD_LOG_LEVEL: unknown level "loud" (want debug, info, warn, error)`},
 	}
 	for _, tt := range tests {

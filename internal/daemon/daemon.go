@@ -60,6 +60,9 @@ type Daemon struct {
 	// Passwords texts passwords: the home page and POST /api/v1/password
 	// call its Request.
 	Passwords *sms.Passwords
+	// PINs serves the app API (GET /authentication/NUMBER, POST
+	// /password); nil with XMPPD_APP_API=false.
+	PINs *sms.PINs
 	// Lockout counts failed logins per number; the web login shares it.
 	Lockout *auth.Lockout
 	// ipLockout counts failed logins per client IP, XMPP and web alike.
@@ -184,7 +187,12 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 	if d.cfg.TLSCertFile == "" {
 		client.Fingerprint = tlscert.Fingerprint(cert) // self-signed
 	}
+	var app web.AppAPI // a nil *sms.PINs would be a non-nil interface
+	if d.PINs != nil {
+		app = d.PINs
+	}
 	return web.Options{
+		App:            app,
 		Health:         d.DB.Ping,
 		Gatherer:       reg,
 		MetricsAllow:   d.cfg.MetricsAllow,
@@ -458,6 +466,10 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 		Wake:          d.Sender.Wake,
 		Throttled:     sms.NewThrottledCounter(reg),
 		Log:           d.log,
+	}
+	if cfg.AppAPI {
+		d.PINs = &sms.PINs{Passwords: d.Passwords, Store: d.DB,
+			PerInstallationDay: sms.DefaultPINsPerInstallationDay, AppHash: cfg.AppSMSHash}
 	}
 	d.sweeper = &auth.Sweeper{Store: d.DB, TTL: cfg.UnclaimedAccountTTL, OnRelease: d.forget, Log: d.log}
 	d.register = ext.NewRegister(d.Server, parser, d.changePassword)

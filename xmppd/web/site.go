@@ -118,7 +118,8 @@ func (s *site) register(mux *http.ServeMux) {
 	}
 	handle("GET /{$}", s.home)
 	handle("POST /login", s.login)
-	handle("POST /password", s.requestPassword)
+	// Not /password: that path is the app API's (SPEC.md "App API").
+	handle("POST "+requestPasswordPath, s.requestPassword)
 	handle("GET /account", s.account)
 	handle("POST /account/name", s.setName)
 	handle("POST /account/password", s.changePassword)

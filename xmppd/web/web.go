@@ -143,6 +143,10 @@ type Options struct {
 	// GET /.well-known/host-meta and host-meta.json; nil serves none of
 	// them.
 	WebSocket http.HandlerFunc
+	// App serves the app API, GET /authentication/NUMBER and POST
+	// /password (SPEC.md "App API"); it shares Lockout and IPLockout.
+	// Nil (XMPPD_APP_API=false): both paths are 404.
+	App AppAPI
 }
 
 // New returns the handler for XMPPD_HTTP_ADDR: the home page and account
@@ -165,6 +169,7 @@ func New(opts Options) http.Handler {
 	mux.HandleFunc("GET /healthz", healthz(opts.Health, opts.Log))
 	mux.Handle("GET /metrics", allowOnly(opts.MetricsAllow, promhttp.HandlerFor(g, promhttp.HandlerOpts{})))
 	mux.Handle("/api/v1/password", secure(&passwordAPI{opts: opts}))
+	registerAppAPI(mux, opts)
 	if opts.WebSocket != nil {
 		mux.HandleFunc("GET "+webSocketPath, opts.WebSocket)
 		if public != nil && public.Host != "" {
