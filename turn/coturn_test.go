@@ -1,9 +1,7 @@
 package turn
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -12,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"dialtone/internal/testbin"
 )
 
 // TestCoturnAcceptsCredentials starts a real coturn (Debian package
@@ -19,7 +19,7 @@ import (
 // turnutils_uclient using the credentials that Services hands out: they
 // are accepted, while a wrong password and expired credentials are not.
 func TestCoturnAcceptsCredentials(t *testing.T) {
-	requireBinaries(t, "turnserver", "turnutils_uclient")
+	testbin.RequirePrograms(t, "install the Debian package coturn", "turnserver", "turnutils_uclient")
 	const secret = "coturn test secret"
 	port := freeUDPAndTCPPort(t)
 	startCoturn(t, port, secret)
@@ -103,24 +103,7 @@ func startCoturn(t *testing.T, port int, secret string) {
 		}
 	})
 	// It listens on TCP too: a connection tells that it is up.
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-exited:
-			t.Fatalf("turnserver exited before listening on %s", addr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("turnserver not listening on %s after 20s: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testbin.WaitListening(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 20*time.Second, exited, "turnserver")
 }
 
 // freeUDPAndTCPPort returns a loopback port that was free for both UDP and
@@ -141,24 +124,4 @@ func freeUDPAndTCPPort(t *testing.T) int {
 	}
 	t.Fatal("no loopback port free for both UDP and TCP in 50 tries")
 	return 0
-}
-
-// requireBinaries skips the test when a program is missing, except in CI
-// (CI=true), where a missing program is a broken set-up and fails.
-func requireBinaries(t *testing.T, names ...string) {
-	t.Helper()
-	var missing bytes.Buffer
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			fmt.Fprintf(&missing, " %s", n)
-		}
-	}
-	if missing.Len() == 0 {
-		return
-	}
-	msg := "missing" + missing.String() + " (install the Debian package coturn)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip("!!! SKIPPED, NOT PASSED: " + msg)
 }
