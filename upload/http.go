@@ -151,7 +151,12 @@ func (s *Service) store(w http.ResponseWriter, r *http.Request, rec Record) (cod
 	}()
 	// net/http ends the body at Content-Length, which is rec.Size.
 	body := &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: s.bodyIdleTimeout()}
-	n, err := io.Copy(f, body)
+	out := &fileWriter{f: f}
+	n, err := io.Copy(out, body)
+	if out.err != nil {
+		// The disk, not the client (full, say).
+		return http.StatusInternalServerError, "try again later", out.err
+	}
 	if err != nil || n != rec.Size {
 		// The client went away, stalled or sent less than it said.
 		return http.StatusBadRequest, fmt.Sprintf("received %d of %d bytes", n, rec.Size), nil
@@ -180,7 +185,23 @@ func (s *Service) store(w http.ResponseWriter, r *http.Request, rec Record) (cod
 		return http.StatusInternalServerError, "try again later", err
 	}
 	done = true
+	s.log().Debug("file uploaded", "owner", rec.Owner, "id", rec.ID, "size", rec.Size)
 	return http.StatusCreated, "", nil
+}
+
+// fileWriter writes to f and keeps the first write error, so that a
+// failed copy can tell the disk's fault from the client's.
+type fileWriter struct {
+	f   *os.File
+	err error
+}
+
+func (w *fileWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
 }
 
 func (s *Service) bodyIdleTimeout() time.Duration {
