@@ -31,7 +31,8 @@ func (db *DB) ReserveUpload(ctx context.Context, r upload.Record, quota int64, n
 			WHERE owner = ? AND (stored IS NOT NULL OR put_expires > ?)`, []any{r.Owner, now}, &used); err != nil {
 			return err
 		}
-		if quota > 0 && used+r.Size > quota {
+		// Subtracted, not added: a size near the int64 limit must not wrap.
+		if quota > 0 && (r.Size > quota || used > quota-r.Size) {
 			return upload.ErrOverQuota
 		}
 		_, err := q.exec(ctx, `INSERT INTO uploads (`+uploadColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)`,

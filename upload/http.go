@@ -1,6 +1,7 @@
 package upload
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -19,6 +20,9 @@ import (
 
 // defaultBodyIdleTimeout ends a PUT whose body sends nothing for this long.
 const defaultBodyIdleTimeout = time.Minute
+
+// completeTimeout bounds the store call that marks a received file stored.
+const completeTimeout = 30 * time.Second
 
 // ServeHTTP serves Path: PUT stores a slot's file, GET and HEAD serve it,
 // OPTIONS answers CORS preflights. Every answer allows any origin (CORS),
@@ -176,7 +180,10 @@ func (s *Service) store(w http.ResponseWriter, r *http.Request, rec Record) (cod
 		return http.StatusInternalServerError, "try again later", err
 	}
 	os.Remove(tmp)
-	if err := s.Store.CompleteUpload(r.Context(), rec.ID, s.now()); err != nil {
+	// The whole file is here: a client that hangs up now does not undo it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), completeTimeout)
+	defer cancel()
+	if err := s.Store.CompleteUpload(ctx, rec.ID, s.now()); err != nil {
 		os.Remove(final)
 		if errors.Is(err, ErrNotFound) {
 			// Removed meanwhile, with its account or by the sweeper.

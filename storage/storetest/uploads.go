@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"sync"
@@ -101,6 +102,10 @@ func testUploadQuota(t *testing.T, db *storage.DB) {
 	}
 	if used := reserve(t, db, slot("q5", owner, 30, at), 100); used != 70 {
 		t.Fatalf("used before q5 = %d, want 70", used) // exactly the quota fits
+	}
+	// A size that would wrap around when added to what is in use.
+	if used, err := db.ReserveUpload(ctx, slot("q8", owner, math.MaxInt64, at), 100, at); !errors.Is(err, upload.ErrOverQuota) || used != 100 {
+		t.Fatalf("a size of MaxInt64: used %d, %v; want 100, upload.ErrOverQuota", used, err)
 	}
 	if used := reserve(t, db, slot("q6", other, 100, at), 100); used != 0 {
 		t.Fatalf("another owner: used %d, want 0", used)
