@@ -185,10 +185,17 @@ func procStatus(t *testing.T, field string) int64 {
 	return 0
 }
 
-// The files of an account go with it: when a password request recycles
-// it for a new owner of the number, and when it is released unused.
+// The files of an account go with it, on both stores: when a password
+// request recycles it for a new owner of the number, and when it is
+// released unused.
 func TestUploadsGoWithTheAccount(t *testing.T) {
-	s := startDaemon(t, noticeEnv(t, "", map[string]string{
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { testUploadsGoWithTheAccount(t, b.url(t)) })
+	}
+}
+
+func testUploadsGoWithTheAccount(t *testing.T, dbURL string) {
+	s := startDaemon(t, noticeEnv(t, dbURL, map[string]string{
 		"XMPPD_RECYCLE_AFTER":         "1h",
 		"XMPPD_UNCLAIMED_ACCOUNT_TTL": "1s", // swept every 250ms
 	}))
