@@ -329,7 +329,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { d.sweeper.Run(bctx) })
 	wg.Go(func() { d.Notices.Run(bctx) })
-	wg.Go(func() { d.sweepUploads(bctx) })
+	wg.Go(func() { d.Uploads.Run(bctx) })
 	if d.s2s != nil {
 		serve(func() error { return d.fed.Serve(d.s2s) })
 	}

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 
@@ -42,6 +41,3 @@ func (d *Daemon) removeFiles(n auth.Number) {
 		d.log.Error("removing the uploaded files of an account", "number", string(n), "err", err)
 	}
 }
-
-// sweepUploads runs the upload sweeper until ctx ends.
-func (d *Daemon) sweepUploads(ctx context.Context) { d.Uploads.Run(ctx) }
