@@ -176,12 +176,35 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX pins_expires ON pins (expires)`,
 	}},
+	{6, "HTTP file uploads", []string{
+		// One row per upload slot (XEP-0363): reserved at the slot
+		// request, stored once its PUT completed (stored NULL until
+		// then). The quota sums size per owner; the sweeper removes by
+		// stored time and, for slots never stored, by put_expires.
+		`CREATE TABLE uploads (
+			id {{key}} PRIMARY KEY,
+			owner {{key}} NOT NULL,
+			name TEXT NOT NULL,
+			size BIGINT NOT NULL,
+			content_type TEXT NOT NULL,
+			created {{time}} NOT NULL,
+			put_expires {{time}} NOT NULL,
+			stored {{time}}
+		)`,
+		`CREATE INDEX uploads_owner ON uploads (owner)`,
+		`CREATE INDEX uploads_stored ON uploads (stored)`,
+		`CREATE INDEX uploads_put_expires ON uploads (put_expires)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
 // removes besides the account row. A migration that adds such a table adds
 // it here too.
-var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "blocklist", "offline_messages", "notice_windows"}
+var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "blocklist", "offline_messages", "notice_windows",
+	// The files on disk go with the rows: the daemon removes them
+	// (upload.Service.RemoveOwner), and the upload sweeper removes what
+	// has no row any more.
+	"uploads"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {

@@ -1,7 +1,7 @@
 // Package storage implements the domain packages' store interfaces
-// (auth.Accounts, im.Store, ext.PrivateStore, ext.BlockStore, offline.Store)
-// on embedded SQLite or on PostgreSQL, with one set of SQL for both and
-// versioned migrations that run at Open.
+// (auth.Accounts, im.Store, ext.PrivateStore, ext.BlockStore, offline.Store,
+// upload.Store) on embedded SQLite or on PostgreSQL, with one set of SQL
+// for both and versioned migrations that run at Open.
 package storage
 
 import (

@@ -36,6 +36,8 @@ import (
 	"dialtone/offline"
 	"dialtone/sms"
 	"dialtone/storage"
+	"dialtone/turn"
+	"dialtone/upload"
 	"dialtone/xmppd"
 	"dialtone/xmppd/ext"
 	"dialtone/xmppd/im"
@@ -75,6 +77,12 @@ type Daemon struct {
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
 	Offline *offline.Queue
+	// Uploads is HTTP File Upload (XEP-0363): RequestSlot for the slot
+	// request, the PUT and GET on the HTTP listener.
+	Uploads *upload.Service
+	// TURN lists the STUN and TURN servers with fresh credentials
+	// (XEP-0215).
+	TURN *turn.Servers
 
 	parser   *auth.NumberParser
 	sweeper  *auth.Sweeper
@@ -140,6 +148,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		return nil, err
 	}
 	d.offlineMessages(parser, secret)
+	if err := d.filesAndCalls(secret); err != nil {
+		return nil, err
+	}
 	d.registerModules()
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
@@ -220,6 +231,7 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		Client:         client,
 		Log:            d.log,
 		WebSocket:      d.Server.ServeWebSocket,
+		Upload:         d.Uploads,
 	}
 }
 
@@ -325,6 +337,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { d.sweeper.Run(bctx) })
 	wg.Go(func() { d.Notices.Run(bctx) })
+	wg.Go(func() { d.Uploads.Run(bctx) })
 	if d.s2s != nil {
 		serve(func() error { return d.fed.Serve(d.s2s) })
 	}
@@ -489,6 +502,7 @@ func (d *Daemon) recycle(ctx context.Context, n auth.Number) error {
 	if err := d.DB.WipeAccountData(ctx, n); err != nil {
 		return err
 	}
+	d.removeFiles(n)
 	d.blocking.Forget(j)
 	return nil
 }
@@ -517,9 +531,11 @@ func (d *Daemon) promotePending(ctx context.Context, n auth.Number, pending auth
 }
 
 // forget closes the sessions of a released account (there are some only
-// in a race with the release) and drops what the server cached for it.
+// in a race with the release), removes its uploaded files and drops what
+// the server cached for it.
 func (d *Daemon) forget(ctx context.Context, n auth.Number) {
 	d.closeSessions(ctx, n)
+	d.removeFiles(n)
 	if j, err := auth.CanonicalJID(n, d.cfg.Domain); err == nil {
 		d.blocking.Forget(j)
 	}

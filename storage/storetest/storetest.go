@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 	tests = append(tests, rosterCountTests...)
 	tests = append(tests, passwordTests...)
 	tests = append(tests, pinTests...)
+	tests = append(tests, uploadTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -16,6 +16,7 @@ import (
 
 	"dialtone/auth"
 	"dialtone/internal/forwarded"
+	"dialtone/upload"
 )
 
 // healthTimeout bounds one health check, so that a stuck store makes
@@ -147,6 +148,9 @@ type Options struct {
 	// /password (SPEC.md "App API"); it shares Lockout and IPLockout.
 	// Nil (XMPPD_APP_API=false): both paths are 404.
 	App AppAPI
+	// Upload serves HTTP File Upload (XEP-0363) below upload.Path: the
+	// PUT and GET of slots (upload.Service); nil serves nothing there.
+	Upload http.Handler
 }
 
 // New returns the handler for XMPPD_HTTP_ADDR: the home page and account
@@ -176,6 +180,11 @@ func New(opts Options) http.Handler {
 			mux.HandleFunc("GET /.well-known/host-meta", hostMeta(public, len(opts.TrustedProxies) > 0, false))
 			mux.HandleFunc("GET /.well-known/host-meta.json", hostMeta(public, len(opts.TrustedProxies) > 0, true))
 		}
+	}
+	if opts.Upload != nil {
+		// Its own headers (CORS for web clients elsewhere, nosniff and a
+		// CSP for what it serves), not the pages' ones.
+		mux.Handle(upload.Path, opts.Upload)
 	}
 	newSite(opts, public != nil && public.Scheme == "https").register(mux)
 	return forwarded.Handler(opts.TrustedProxies, mux)
