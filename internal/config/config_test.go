@@ -57,6 +57,8 @@ func TestDefaults(t *testing.T) {
 	want.MetricsAllowRaw = []string{"127.0.0.0/8", "::1/128"}
 	want.MetricsAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	want.PublicURL = "http://localhost:5280"
+	want.WebClient = true
+	want.LoginLinkTTL = 24 * time.Hour
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -117,6 +119,8 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_METRICS_ALLOW":                     "10.0.0.0/8, 192.0.2.1",
 		"XMPPD_PUBLIC_URL":                        "https://chat.example.com/",
 		"XMPPD_TRUSTED_PROXIES":                   "127.0.0.1/32",
+		"XMPPD_WEB_CLIENT":                        "false",
+		"XMPPD_LOGIN_LINK_TTL":                    "0",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -177,6 +181,8 @@ func TestEveryVariable(t *testing.T) {
 	}
 	want.PasswordRequestsPerPrefixHour = 9
 	want.PasswordLength = 16
+	want.WebClient = false
+	want.LoginLinkTTL = 0
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -290,6 +296,9 @@ func TestInvalid(t *testing.T) {
 		{"auth timeout unparseable", map[string]string{"XMPPD_AUTH_TIMEOUT": "30"}, "XMPPD_AUTH_TIMEOUT: invalid duration"},
 		{"auth timeout negative", map[string]string{"XMPPD_AUTH_TIMEOUT": "-30s"}, "XMPPD_AUTH_TIMEOUT: must not be negative"},
 		{"auth timeout zero", map[string]string{"XMPPD_AUTH_TIMEOUT": "0s"}, "XMPPD_AUTH_TIMEOUT: must be greater than 0"},
+		{"web client unparseable", map[string]string{"XMPPD_WEB_CLIENT": "on"}, `XMPPD_WEB_CLIENT: invalid boolean "on"`},
+		{"login link ttl unparseable", map[string]string{"XMPPD_LOGIN_LINK_TTL": "1 day"}, `XMPPD_LOGIN_LINK_TTL: invalid duration "1 day"`},
+		{"login link ttl negative", map[string]string{"XMPPD_LOGIN_LINK_TTL": "-1h"}, "XMPPD_LOGIN_LINK_TTL: must not be negative"},
 		{"log level", map[string]string{"XMPPD_LOG_LEVEL": "loud"}, `XMPPD_LOG_LEVEL: unknown level "loud" (want debug, info, warn, error)`},
 	}
 	for _, tt := range tests {
