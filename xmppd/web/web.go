@@ -143,6 +143,17 @@ type Options struct {
 	// GET /.well-known/host-meta and host-meta.json; nil serves none of
 	// them.
 	WebSocket http.HandlerFunc
+
+	// WebClient serves the web chat client at GET /chat
+	// (XMPPD_WEB_CLIENT); it needs WebSocket and PublicURL.
+	WebClient bool
+	// Tickets keeps the web client's single-use logins, with which a
+	// browser logged in here opens /chat without the password again; nil:
+	// /chat logs in with its form only.
+	Tickets TicketStore
+	// Links are the one-tap login links of password SMS, opened at
+	// GET /l/TOKEN; nil: none are served.
+	Links LinkStore
 }
 
 // New returns the handler for XMPPD_HTTP_ADDR: the home page and account
@@ -172,7 +183,10 @@ func New(opts Options) http.Handler {
 			mux.HandleFunc("GET /.well-known/host-meta.json", hostMeta(public, len(opts.TrustedProxies) > 0, true))
 		}
 	}
-	newSite(opts, public != nil && public.Scheme == "https").register(mux)
+	if public != nil && public.Host == "" {
+		public = nil
+	}
+	newSite(opts, public).register(mux)
 	return forwarded.Handler(opts.TrustedProxies, mux)
 }
 
