@@ -23,7 +23,9 @@ type smsSink struct{ *testbin.SMSReceiver }
 
 func newSMSSink(t *testing.T) *smsSink { return &smsSink{testbin.NewSMSReceiver(t)} }
 
-var passwordText = regexp.MustCompile(`^Your localhost password is ([A-Za-z0-9]+)\. Log in with your phone number\.$`)
+// passwordText is the password SMS with its one-tap link (SPEC.md "Web
+// client and one-tap login"), on by default.
+var passwordText = regexp.MustCompile(`^Your localhost password is ([A-Za-z0-9]+)\. Log in with your phone number, or tap (http://localhost:\d+/l/[A-Za-z0-9_-]{22})$`)
 
 // password waits for the n-th (from 1) password SMS to number and returns the password.
 func (k *smsSink) password(t *testing.T, number string, n int) string {

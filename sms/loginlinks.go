@@ -32,6 +32,15 @@ type LoginLinks struct {
 	Store LoginLinkStore
 }
 
+// NewLoginLinks returns the links of XMPPD_PUBLIC_URL baseURL and
+// XMPPD_LOGIN_LINK_TTL ttl, kept in store; nil when ttl is 0 (no links).
+func NewLoginLinks(baseURL string, ttl time.Duration, store LoginLinkStore) *LoginLinks {
+	if ttl <= 0 {
+		return nil
+	}
+	return &LoginLinks{BaseURL: baseURL, TTL: ttl, Store: store}
+}
+
 // New stores a link that logs n in while the password whose credentials
 // are c is n's, texted at now, and returns its URL; "" when links are off.
 func (l *LoginLinks) New(ctx context.Context, n auth.Number, c auth.Credentials, now time.Time) (string, error) {
