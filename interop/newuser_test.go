@@ -30,6 +30,13 @@ var passwordText = regexp.MustCompile(`^Your localhost password is ([A-Za-z0-9]+
 // password waits for the n-th (from 1) password SMS to number and returns the password.
 func (k *smsSink) password(t *testing.T, number string, n int) string {
 	t.Helper()
+	return k.passwordSMS(t, number, n)[1]
+}
+
+// passwordSMS waits for the n-th (from 1) password SMS to number and
+// returns its text, password and link (passwordText's groups).
+func (k *smsSink) passwordSMS(t *testing.T, number string, n int) []string {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		seen := 0
@@ -42,13 +49,13 @@ func (k *smsSink) password(t *testing.T, number string, n int) string {
 				if sub == nil {
 					t.Fatalf("password SMS text %q does not match SPEC.md", m.Text)
 				}
-				return sub[1]
+				return sub
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("no password SMS #%d to %s", n, number)
-	return ""
+	return nil
 }
 
 func requestPassword(t *testing.T, s *server, phone string) (int, http.Header, string) {

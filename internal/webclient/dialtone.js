@@ -74,6 +74,24 @@ converse.plugins.add('dialtone', {
     initialize() {
         const { api } = this._converse;
         const { Strophe } = converse.env;
+
+        // Converse's own footer (full-screen mode, logged out) shows its
+        // sponsors' logos from their sites: nothing may load from another
+        // host, so it says what the client is, with its licence, instead.
+        const version = String(this._converse.VERSION_NAME || '').replace(/^v/, '');
+        class Footer extends HTMLElement {
+            connectedCallback() {
+                if (this.childElementCount) return;
+                const p = document.createElement('p');
+                p.className = 'dialtone-footer';
+                const a = document.createElement('a');
+                a.href = config.assets + '/LICENSE';
+                a.textContent = 'MPL-2.0';
+                p.append('Converse.js ' + version + ', open source (', a, ')');
+                this.append(p);
+            }
+        }
+        api.elements.define('converse-footer', Footer);
         const feedback = (message) =>
             this._converse.state.connfeedback.set({ connection_status: Strophe.Status.AUTHFAIL, message });
 
@@ -105,6 +123,19 @@ converse.plugins.add('dialtone', {
                 config.session = false; // the web session ended: the login form it is
             }
             return payload;
+        });
+
+        // The messages that waited for the owner arrive at login, with a
+        // delay stamp: the conversation of the first of them opens by
+        // itself, so that tapping the link in the SMS is all it takes to
+        // read it.
+        let opened = false;
+        api.listen.on('message', (data) => {
+            const a = data && data.attrs;
+            if (opened || !a || !a.is_delayed || a.sender !== 'them' || !a.body || !a.contact_jid) return;
+            if (!data.chatbox || data.chatbox.get('type') !== 'chatbox') return;
+            opened = true;
+            api.chats.open(a.contact_jid, {}, true);
         });
 
         // Logging out of the chat ends the web session too, or the next
