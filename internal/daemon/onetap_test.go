@@ -204,3 +204,49 @@ func (s *daemonUnderTest) wsAuth(t *testing.T, num, password string) string {
 	t.Fatal("no end to the SASL exchange")
 	return ""
 }
+
+// TestOneTapLinkBehindProxy: behind a TLS-terminating proxy the links are
+// under XMPPD_PUBLIC_URL, and /chat, reached over https through the
+// proxy, connects to its wss:// WebSocket and nothing else.
+func TestOneTapLinkBehindProxy(t *testing.T) {
+	rcv := newSMSReceiver(t)
+	const public = "https://chat.example.test"
+	s := startDaemon(t, noticeEnv(t, "", map[string]string{
+		"XMPPD_SMS_GATEWAY":     "webhook",
+		"XMPPD_SMS_WEBHOOK_URL": rcv.URL,
+		"XMPPD_PUBLIC_URL":      public,
+		"XMPPD_TRUSTED_PROXIES": proxyIP + "/32",
+	}))
+	n := s.newNumber()
+	if got := s.fetch(t, proxyIP, "POST", "/api/v1/password", []string{"Content-Type: application/json", "X-Forwarded-For: 198.51.100.9", "X-Forwarded-Proto: https"}, `{"phone":"`+n+`"}`); got.code != http.StatusAccepted {
+		t.Fatalf("password request: %d %q", got.code, got.body)
+	}
+	text := rcv.Wait(t, n, 1, noticeTimeout).Text
+	m := regexp.MustCompile(`, or tap ` + regexp.QuoteMeta(public) + `(/l/[A-Za-z0-9_-]{22})$`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("password SMS %q: no link under %s", text, public)
+	}
+	c := clientFrom(t, proxyIP)
+	proxied := []string{"X-Forwarded-For: 198.51.100.9", "X-Forwarded-Proto: https"}
+	page := do(t, c, "GET", "http://"+s.d.Addr("http")+m[1], proxied, "")
+	f := linkFormRE.FindStringSubmatch(page.body)
+	if f == nil {
+		t.Fatalf("link page: %d %.300q", page.code, page.body)
+	}
+	got := do(t, c, "POST", "http://"+s.d.Addr("http")+html.UnescapeString(f[1]),
+		append([]string{"Content-Type: application/x-www-form-urlencoded"}, proxied...), url.Values{"csrf": {html.UnescapeString(f[2])}}.Encode())
+	if got.code != http.StatusSeeOther || got.header.Get("Location") != "/chat" {
+		t.Fatalf("link: %d %.300q", got.code, got.body)
+	}
+	cookies := (&http.Response{Header: got.header}).Cookies()
+	if len(cookies) == 0 || !cookies[0].Secure {
+		t.Errorf("the session cookie over https is not Secure: %v", cookies)
+	}
+	chat := do(t, c, "GET", "http://"+s.d.Addr("http")+"/chat", proxied, "")
+	if csp := chat.header.Get("Content-Security-Policy"); !strings.Contains(csp, "connect-src 'self' wss://chat.example.test/xmpp-websocket;") {
+		t.Errorf("/chat CSP %q", csp)
+	}
+	if !strings.Contains(chat.body, `"websocketURL":"wss://chat.example.test/xmpp-websocket"`) {
+		t.Errorf("/chat settings: %.2000s", chat.body)
+	}
+}
