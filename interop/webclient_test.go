@@ -126,6 +126,19 @@ func TestBrowserWebClient(t *testing.T) {
 		t.Errorf("the browser reported CSP violations:\n%s", strings.Join(errs, "\n"))
 	}
 
+	// Logging out of the chat ends the web session too.
+	wd.Click("converse-controlbox-navback converse-icon")
+	waitFor(t, wd, 10*time.Second, "the controlbox", `return !!document.querySelector("converse-user-profile a.show-profile")`)
+	wd.Click("converse-user-profile a.show-profile")
+	waitFor(t, wd, 10*time.Second, "the profile", `return !!document.querySelector("converse-profile-modal button.btn-danger")`)
+	wd.Click("converse-profile-modal button.btn-danger")
+	waitFor(t, wd, 10*time.Second, "the confirmation", `return !!document.querySelector("converse-confirm-modal.show button[type=submit]")`)
+	wd.Click("converse-confirm-modal.show button[type=submit]")
+	waitFor(t, wd, 30*time.Second, "the home page after logging out of the chat", `return location.pathname === "/" && document.body.innerText.includes("You are logged out.")`)
+	wd.Screenshot("chat-logged-out")
+	wd.Open(base + "/chat")
+	waitFor(t, wd, 30*time.Second, "the login form after logging out", `return !!document.querySelector("#converse-login-jid")`)
+
 	// 3. Links that no longer work: used, after a newer password,
 	// malformed; each page offers a new password.
 	wd.Open(notice.link)
