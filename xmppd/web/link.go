@@ -167,15 +167,17 @@ func (s *site) useLink(w http.ResponseWriter, r *http.Request) {
 	l, err := s.opts.Links.UseLoginLink(ctx, hash, now)
 	if errors.Is(err, auth.ErrNotFound) {
 		// Used, expired or unknown: say which.
-		var why linkFailure = linkUnknown
+		why := linkUnknown
 		if l, err = s.opts.Links.LoginLink(ctx, hash); err == nil {
-			why, _, err = s.linkState(ctx, l, now)
+			if why, _, err = s.linkState(ctx, l, now); why == 0 {
+				why = linkUsed // by a post that came first
+			}
 		}
 		if err != nil && !errors.Is(err, auth.ErrNotFound) {
 			s.linkUnavailable(w, err)
 			return
 		}
-		s.linkFailed(w, r, max(why, linkUnknown), l.Number)
+		s.linkFailed(w, r, why, l.Number)
 		return
 	}
 	if err != nil {
