@@ -23,17 +23,26 @@ type smsSink struct{ *testbin.SMSReceiver }
 
 func newSMSSink(t *testing.T) *smsSink { return &smsSink{testbin.NewSMSReceiver(t)} }
 
-var passwordText = regexp.MustCompile(`^Your localhost password is ([A-Za-z0-9]+)\. Log in with your phone number\.$`)
+// passwordText is the password SMS with its one-tap link (SPEC.md "Web
+// client and one-tap login"), on by default.
+var passwordText = regexp.MustCompile(`^Your localhost password is ([A-Za-z0-9]+)\. Log in with your phone number, or tap (http://localhost:\d+/l/[A-Za-z0-9_-]{22})$`)
 
 // password waits for the n-th (from 1) password SMS to number and returns the password.
 func (k *smsSink) password(t *testing.T, number string, n int) string {
+	t.Helper()
+	return k.passwordSMS(t, number, n)[1]
+}
+
+// passwordSMS waits for the n-th (from 1) password SMS to number and
+// returns its text, password and link (passwordText's groups).
+func (k *smsSink) passwordSMS(t *testing.T, number string, n int) []string {
 	t.Helper()
 	m := k.nth(t, number, "password", n)
 	sub := passwordText.FindStringSubmatch(m.Text)
 	if sub == nil {
 		t.Fatalf("password SMS text %q does not match SPEC.md", m.Text)
 	}
-	return sub[1]
+	return sub
 }
 
 // nth waits for the n-th (from 1) SMS of purpose to number.

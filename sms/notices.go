@@ -197,6 +197,9 @@ type Notices struct {
 	IsOnline func(n auth.Number) bool
 	// Wake nudges the SMS worker after a notice was queued; nil: nothing.
 	Wake func()
+	// Links adds a one-tap login link to a notice that carries a password
+	// (not to a call: a landline cannot open it); nil: none.
+	Links *LoginLinks
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 	// Log: nil means slog.Default().
@@ -380,8 +383,14 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 		}
 		p.FirstNotice, p.PasswordDelivered = true, true
 	}
+	link := ""
+	if password != "" && !voice {
+		if link, err = n.Links.New(ctx, in.To, *p.Credentials, now); err != nil {
+			return p, res, err
+		}
+	}
 	text := NoticeText(Notice{Domain: n.Domain, Sender: in.Sender, Body: in.Body, Preview: n.Preview,
-		Password: password, LoginHint: loginHint})
+		Password: password, Link: link, LoginHint: loginHint})
 	var key []byte
 	if password != "" {
 		key = n.Key

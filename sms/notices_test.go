@@ -23,12 +23,14 @@ type memNoticeStore struct {
 	noticed  map[string]map[string]time.Time
 	written  map[string]map[string]time.Time // NoticePlan.NewNumber
 	messages map[auth.Number]int
+	creds    map[auth.Number]auth.Credentials // the last password a plan set
 }
 
 func newMemNoticeStore() *memNoticeStore {
 	return &memNoticeStore{accounts: map[auth.Number]*Receiver{}, windows: map[string]NoticeWindow{},
 		log: map[string][]time.Time{}, noticed: map[string]map[string]time.Time{},
-		written: map[string]map[string]time.Time{}, messages: map[auth.Number]int{}}
+		written: map[string]map[string]time.Time{}, messages: map[auth.Number]int{},
+		creds: map[auth.Number]auth.Credentials{}}
 }
 
 func (s *memNoticeStore) NoticeReceiver(_ context.Context, n auth.Number) (Receiver, error) {
@@ -144,6 +146,9 @@ func (s *memNoticeStore) write(_ context.Context, p NoticePlan) error {
 		s.accounts[p.To] = r
 	case p.Credentials != nil && (!ok || r.Claimed):
 		return ErrStale
+	}
+	if p.Credentials != nil {
+		s.creds[p.To] = *p.Credentials
 	}
 	r.FirstNoticed = r.FirstNoticed || p.FirstNotice
 	r.PasswordDelivered = r.PasswordDelivered || p.PasswordDelivered

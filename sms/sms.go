@@ -74,6 +74,17 @@ func PasswordText(domain, password string) string {
 	return "Your " + domain + " password is " + password + ". Log in with your phone number."
 }
 
+// PasswordLinkText is the text of a password SMS that carries the one-tap
+// login link (SPEC.md "Web client and one-tap login"): nothing follows the
+// link, so that no phone takes a full stop for part of it. An empty link
+// gives PasswordText.
+func PasswordLinkText(domain, password, link string) string {
+	if link == "" {
+		return PasswordText(domain, password)
+	}
+	return "Your " + domain + " password is " + password + ". Log in with your phone number, or tap " + link
+}
+
 // TestText is the text of the SMS that xmppctl sms test sends.
 func TestText(domain string) string {
 	return "This is a test message from " + domain + "."

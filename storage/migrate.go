@@ -195,6 +195,37 @@ var migrations = []migration{
 		`CREATE INDEX uploads_stored ON uploads (stored)`,
 		`CREATE INDEX uploads_put_expires ON uploads (put_expires)`,
 	}},
+	{7, "one-tap login links and web client tickets", []string{
+		// The links of password SMS (SPEC.md "Web client and one-tap
+		// login"): the SHA-256 of the token, never the token; the tag of
+		// the password texted with it; used once a browser logged in
+		// with it. Rows are kept a week past their expiry, to tell an
+		// expired link from an unknown one, then pruned.
+		`CREATE TABLE login_links (
+			token_hash {{key}} PRIMARY KEY,
+			owner {{key}} NOT NULL,
+			password_tag {{bytes}} NOT NULL,
+			created {{time}} NOT NULL,
+			expires {{time}} NOT NULL,
+			used {{time}}
+		)`,
+		`CREATE INDEX login_links_expires ON login_links (expires)`,
+		`CREATE INDEX login_links_owner ON login_links (owner)`,
+		// Single-use logins of the web client: SCRAM keys of a random
+		// secret, salted as the owner's password at generation.
+		`CREATE TABLE web_tickets (
+			id {{key}} PRIMARY KEY,
+			owner {{key}} NOT NULL,
+			generation BIGINT NOT NULL,
+			sha1_stored_key {{bytes}} NOT NULL,
+			sha1_server_key {{bytes}} NOT NULL,
+			sha256_stored_key {{bytes}} NOT NULL,
+			sha256_server_key {{bytes}} NOT NULL,
+			expires {{time}} NOT NULL
+		)`,
+		`CREATE INDEX web_tickets_owner ON web_tickets (owner, expires)`,
+		`CREATE INDEX web_tickets_expires ON web_tickets (expires)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
@@ -204,7 +235,8 @@ var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "bl
 	// The files on disk go with the rows: the daemon removes them
 	// (upload.Service.RemoveOwner), and the upload sweeper removes what
 	// has no row any more.
-	"uploads"}
+	"uploads",
+	"login_links", "web_tickets"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {

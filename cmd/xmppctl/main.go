@@ -375,7 +375,8 @@ func (c *cli) passwords(ctx context.Context) (*sms.Passwords, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sms.Passwords{Domain: cfg.Domain, Store: db, Key: key, Length: cfg.PasswordLength}, nil
+	return &sms.Passwords{Domain: cfg.Domain, Store: db, Key: key, Length: cfg.PasswordLength,
+		Links: sms.NewLoginLinks(cfg.PublicURL, cfg.LoginLinkTTL, db)}, nil
 }
 
 // outbox returns the configuration, the store (which holds the SMS

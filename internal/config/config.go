@@ -209,6 +209,13 @@ type Config struct {
 	// TURNSecret is coturn's static-auth-secret, from which TURN
 	// credentials are made.
 	TURNSecret string `env:"XMPPD_TURN_SECRET"`
+
+	// WebClient serves the web chat client at /chat (SPEC.md "Web client
+	// and one-tap login").
+	WebClient bool `env:"XMPPD_WEB_CLIENT" envDefault:"true"`
+	// LoginLinkTTL is how long the one-tap login link of a password SMS
+	// works; 0: password SMS carry no link.
+	LoginLinkTTL time.Duration `env:"XMPPD_LOGIN_LINK_TTL" envDefault:"24h"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -337,6 +344,7 @@ func (c *Config) normalize() error {
 		{"XMPPD_S2S_IDLE_TIMEOUT", c.S2SIdleTimeout, true},
 		{"XMPPD_STORE_TIMEOUT", c.StoreTimeout, true},
 		{"XMPPD_UPLOAD_EXPIRY", c.UploadExpiry, false},
+		{"XMPPD_LOGIN_LINK_TTL", c.LoginLinkTTL, false},
 	}
 	for _, d := range durations {
 		if d.v < 0 {

@@ -61,6 +61,8 @@ func TestDefaults(t *testing.T) {
 	want.UploadMaxFileSize = 104857600
 	want.UploadQuota = 1073741824
 	want.UploadExpiry = 720 * time.Hour
+	want.WebClient = true
+	want.LoginLinkTTL = 24 * time.Hour
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -128,6 +130,8 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_UPLOAD_EXPIRY":                     "0s",
 		"XMPPD_TURN_URIS":                         "TURN:Turn.Example.com?transport=tcp, ,stun:[2001:db8::1]",
 		"XMPPD_TURN_SECRET":                       "coturn secret",
+		"XMPPD_WEB_CLIENT":                        "false",
+		"XMPPD_LOGIN_LINK_TTL":                    "0",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -195,6 +199,8 @@ func TestEveryVariable(t *testing.T) {
 	want.PasswordLength = 16
 	want.AppAPI = false
 	want.AppSMSHash = "FA+9qCX9VSu"
+	want.WebClient = false
+	want.LoginLinkTTL = 0
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -322,6 +328,9 @@ func TestInvalid(t *testing.T) {
 		{"turn uri scheme", map[string]string{"XMPPD_TURN_URIS": "stun:a.test,http://a.test"}, `XMPPD_TURN_URIS: "http://a.test": unknown scheme`},
 		{"turn uri transport", map[string]string{"XMPPD_TURN_URIS": "turn:a.test?transport=sctp", "XMPPD_TURN_SECRET": "s"}, "XMPPD_TURN_URIS: "},
 		{"turn without secret", map[string]string{"XMPPD_TURN_URIS": "stun:a.test,turns:a.test"}, "XMPPD_TURN_SECRET: must be set when XMPPD_TURN_URIS has a TURN server (turns:a.test:5349?transport=tcp)"},
+		{"web client unparseable", map[string]string{"XMPPD_WEB_CLIENT": "on"}, `XMPPD_WEB_CLIENT: invalid boolean "on"`},
+		{"login link ttl unparseable", map[string]string{"XMPPD_LOGIN_LINK_TTL": "1 day"}, `XMPPD_LOGIN_LINK_TTL: invalid duration "1 day"`},
+		{"login link ttl negative", map[string]string{"XMPPD_LOGIN_LINK_TTL": "-1h"}, "XMPPD_LOGIN_LINK_TTL: must not be negative"},
 		{"log level", map[string]string{"XMPPD_LOG_LEVEL": "loud"}, `XMPPD_LOG_LEVEL: unknown level "loud" (want debug, info, warn, error)`},
 	}
 	for _, tt := range tests {

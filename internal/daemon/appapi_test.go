@@ -131,7 +131,7 @@ func testAppUnclaimed(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 		num := s.newNumber()
 		send(t, a, num+"@"+domain, "first")
 		notice := rcv.Wait(t, num, 1, noticeTimeout)
-		texted := regexp.MustCompile(`password ([A-Za-z0-9]+)\.$`).FindStringSubmatch(notice.Text)
+		texted := regexp.MustCompile(`password ([A-Za-z0-9]+)(?:\.|, or tap \S+)$`).FindStringSubmatch(notice.Text)
 		if notice.Purpose != "notice" || texted == nil {
 			t.Fatalf("first SMS %+v, want a notice with a password", notice)
 		}

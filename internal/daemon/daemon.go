@@ -128,7 +128,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	d.Server, err = xmppd.NewServer(xmppd.Config{
 		Domain: cfg.Domain,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		SASL:   &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain, Promote: d.promotePending},
+		SASL: &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain, Promote: d.promotePending,
+			Tickets: d.DB},
 		// Shared with the web login (webOptions): failures on either
 		// side count towards one lock.
 		IPLockout: d.ipLockout,
@@ -232,6 +233,9 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		Log:            d.log,
 		WebSocket:      d.Server.ServeWebSocket,
 		Upload:         d.Uploads,
+		WebClient:      d.cfg.WebClient,
+		Tickets:        d.DB,
+		Links:          d.DB,
 	}
 }
 
@@ -478,6 +482,7 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 		OnIssued:      d.closeSessions,
 		Wake:          d.Sender.Wake,
 		Throttled:     sms.NewThrottledCounter(reg),
+		Links:         sms.NewLoginLinks(cfg.PublicURL, cfg.LoginLinkTTL, d.DB),
 		Log:           d.log,
 	}
 	if cfg.AppAPI {
@@ -590,8 +595,9 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 			j, err := auth.CanonicalJID(n, cfg.Domain)
 			return err == nil && len(d.Server.Sessions(j)) > 0
 		},
-		Wake: d.Sender.Wake,
-		Log:  d.log,
+		Wake:  d.Sender.Wake,
+		Links: sms.NewLoginLinks(cfg.PublicURL, cfg.LoginLinkTTL, d.DB),
+		Log:   d.log,
 	}
 	d.Offline = &offline.Queue{
 		Store:    d.DB,

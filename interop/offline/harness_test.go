@@ -231,8 +231,9 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 
 // The notice texts of SPEC.md "SMS texts", previews on.
 var (
-	reFirstNotice    = regexp.MustCompile(`^New message from (\+\d+) on ` + regexp.QuoteMeta(domain) + `: "(.*)"\.$`)
-	rePasswordNotice = regexp.MustCompile(`^New message from (\+\d+) on ` + regexp.QuoteMeta(domain) + `: "(.*)"\. Log in with your phone number and password (\S+)\.$`)
+	reFirstNotice = regexp.MustCompile(`^New message from (\+\d+) on ` + regexp.QuoteMeta(domain) + `: "(.*)"\.$`)
+	// With the one-tap link (SPEC.md "Web client and one-tap login").
+	rePasswordNotice = regexp.MustCompile(`^New message from (\+\d+) on ` + regexp.QuoteMeta(domain) + `: "(.*)"\. Log in with your phone number and password (\S+), or tap http://\S+/l/[A-Za-z0-9_-]{22}$`)
 	reFoldedNotice   = regexp.MustCompile(`^(\d+) new messages? from (\+\d+) on ` + regexp.QuoteMeta(domain) + `\.$`)
 )
 

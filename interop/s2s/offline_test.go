@@ -190,7 +190,7 @@ func offlineFromPeer(t *testing.T, x *xmppd, xmppctl string, peer []user, active
 	}
 	m = x.sms.Wait(t, newNum, 1, noticeTimeout)
 	re := regexp.MustCompile(`^New message from ` + regexp.QuoteMeta(bare(peer[0].jid)) + ` on ` + regexp.QuoteMeta(dialtoneDomain) +
-		`: "` + regexp.QuoteMeta(bodyLatent) + `"\. Log in with your phone number and password ([A-Za-z0-9]{10,})\.$`)
+		`: "` + regexp.QuoteMeta(bodyLatent) + `"\. Log in with your phone number and password ([A-Za-z0-9]{10,}), or tap http://\S+/l/[A-Za-z0-9_-]{22}$`)
 	pw := re.FindStringSubmatch(m.Text)
 	if pw == nil || m.Purpose != "notice" {
 		t.Fatalf("notice to the never-used number %s (written %s): %+v, want it to match %s", newNum, latent[0], m, re)

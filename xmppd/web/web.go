@@ -151,6 +151,17 @@ type Options struct {
 	// Upload serves HTTP File Upload (XEP-0363) below upload.Path: the
 	// PUT and GET of slots (upload.Service); nil serves nothing there.
 	Upload http.Handler
+
+	// WebClient serves the web chat client at GET /chat
+	// (XMPPD_WEB_CLIENT); it needs WebSocket and PublicURL.
+	WebClient bool
+	// Tickets keeps the web client's single-use logins, with which a
+	// browser logged in here opens /chat without the password again; nil:
+	// /chat logs in with its form only.
+	Tickets TicketStore
+	// Links are the one-tap login links of password SMS, opened at
+	// GET /l/TOKEN; nil: none are served.
+	Links LinkStore
 }
 
 // New returns the handler for XMPPD_HTTP_ADDR: the home page and account
@@ -186,7 +197,10 @@ func New(opts Options) http.Handler {
 		// CSP for what it serves), not the pages' ones.
 		mux.Handle(upload.Path, opts.Upload)
 	}
-	newSite(opts, public != nil && public.Scheme == "https").register(mux)
+	if public != nil && public.Host == "" {
+		public = nil
+	}
+	newSite(opts, public).register(mux)
 	return forwarded.Handler(opts.TrustedProxies, mux)
 }
 
