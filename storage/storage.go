@@ -1,7 +1,9 @@
 // Package storage implements the domain packages' store interfaces
-// (auth.Accounts, im.Store, ext.PrivateStore, ext.BlockStore, offline.Store)
+// (auth.Accounts, offline.Store, sms.Outbox, sms.NoticeStore, and the
+// small stores of the XMPP modules, whose methods use only builtin types)
 // on embedded SQLite or on PostgreSQL, with one set of SQL for both and
-// versioned migrations that run at Open.
+// versioned migrations that run at Open. It imports no XMPP package: the
+// modules' interfaces are checked against it where they are wired.
 package storage
 
 import (
@@ -13,17 +15,12 @@ import (
 
 	"dialtone/auth"
 	"dialtone/offline"
-	"dialtone/xmppd/ext"
-	"dialtone/xmppd/im"
 )
 
 // The store satisfies every interface the domain packages declare for it.
 var (
-	_ auth.Accounts    = (*DB)(nil)
-	_ im.Store         = (*DB)(nil)
-	_ ext.PrivateStore = (*DB)(nil)
-	_ ext.BlockStore   = (*DB)(nil)
-	_ offline.Store    = (*DB)(nil)
+	_ auth.Accounts = (*DB)(nil)
+	_ offline.Store = (*DB)(nil)
 )
 
 // DB is the server's store, on SQLite or PostgreSQL. It is safe for

@@ -6,17 +6,13 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +28,7 @@ import (
 	"dialtone/internal/admin"
 	"dialtone/internal/config"
 	"dialtone/internal/datadir"
+	"dialtone/internal/secret"
 	"dialtone/internal/tlscert"
 	"dialtone/offline"
 	"dialtone/sms"
@@ -99,7 +96,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate: %w", err)
 	}
-	secret, err := SecretKey(cfg)
+	secret, err := secret.Key(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -370,35 +367,6 @@ func (d *Daemon) closeAll() {
 	}
 }
 
-// SecretKey returns XMPPD_SECRET_KEY, or the key kept in the data dir,
-// making it on first use (SPEC.md: "made once and kept in the data dir").
-func SecretKey(cfg config.Config) ([]byte, error) {
-	key, err := cfg.SecretKeyBytes()
-	if err != nil {
-		return nil, fmt.Errorf("XMPPD_SECRET_KEY: %w", err)
-	}
-	if key != nil {
-		return key, nil
-	}
-	path := filepath.Join(cfg.DataDir, "secret.key")
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		key = make([]byte, 32)
-		rand.Read(key)
-		// Once: when xmppd and xmppctl both make one, the first wins and
-		// both use it.
-		b, err = datadir.WriteOnce(path, []byte(hex.EncodeToString(key)+"\n"))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("secret key: %w", err)
-	}
-	key, err = hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(key) != 32 {
-		return nil, fmt.Errorf("%s: not 64 hex digits; remove it to make a new key", path)
-	}
-	return key, nil
-}
-
 // federate routes stanzas for other domains through the federation and
 // binds the s2s listener, unless XMPPD_S2S_ADDR is empty.
 func (d *Daemon) federate(reg prometheus.Registerer) error {
@@ -429,12 +397,6 @@ func (d *Daemon) federate(reg prometheus.Registerer) error {
 	return nil
 }
 
-// Gateway returns the SMS gateway that cfg configures (XMPPD_SMS_GATEWAY
-// and its variables); the log gateway writes to log.
-func Gateway(cfg config.Config, log *slog.Logger) (sms.Gateway, error) {
-	return sms.NewGateway(sms.GatewayConfigOf(cfg), log)
-}
-
 // conditionAccountReset closes the sessions of an account whose password
 // changed, or that was recycled or released (SPEC.md "xmppctl").
 const conditionAccountReset = "not-authorized"
@@ -444,7 +406,7 @@ const conditionAccountReset = "not-authorized"
 // "Accounts").
 func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg prometheus.Registerer) error {
 	cfg := d.cfg
-	gw, err := Gateway(cfg, d.log)
+	gw, err := sms.NewGateway(cfg.Gateway(), d.log)
 	if err != nil {
 		return fmt.Errorf("XMPPD_SMS_GATEWAY: %w", err)
 	}
