@@ -12,18 +12,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/net/publicsuffix"
 	"mellium.im/xmpp/jid"
-	"mellium.im/xmpp/stanza"
 
+	"dialtone/account"
 	"dialtone/auth"
 	"dialtone/internal/admin"
 	"dialtone/internal/config"
@@ -73,6 +70,9 @@ type Daemon struct {
 	// resource (XEP-0160) and delivers them at the next login.
 	Offline *offline.Queue
 
+	// accounts applies the rules of password changes, recycled numbers
+	// and released accounts.
+	accounts *account.Lifecycle
 	parser   *auth.NumberParser
 	sweeper  *auth.Sweeper
 	roster   *im.Module
@@ -138,6 +138,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	}
 	d.offlineMessages(parser, secret)
 	d.registerModules()
+	// Recycling a number resets the roster and block list the modules keep.
+	d.accounts.Roster, d.accounts.Blocks = d.roster, d.blocking
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
 	if err := d.federate(reg); err != nil {
@@ -204,15 +206,8 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		Offline:        d.DB,
 		SetFullName:    vcard.SetFullName,
 		FullName:       vcard.FullName,
-		ChangePassword: func(ctx context.Context, n auth.Number, c auth.Credentials) error {
-			if _, err := d.DB.SetCredentials(ctx, n, c); err != nil {
-				return err
-			}
-			d.closeSessions(ctx, n)
-			d.log.Info("password changed on the web page", "number", string(n))
-			return nil
-		},
-		PromotePending: d.promotePending,
+		ChangePassword: d.accounts.SetPassword,
+		PromotePending: d.accounts.PromotePending,
 		SecretKey:      secret,
 		Client:         client,
 		Log:            d.log,
@@ -397,10 +392,6 @@ func (d *Daemon) federate(reg prometheus.Registerer) error {
 	return nil
 }
 
-// conditionAccountReset closes the sessions of an account whose password
-// changed, or that was recycled or released (SPEC.md "xmppctl").
-const conditionAccountReset = "not-authorized"
-
 // accountLifecycle makes the SMS worker, the password service, the
 // unclaimed-account sweeper and the in-band password change (SPEC.md
 // "Accounts").
@@ -411,6 +402,7 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 		return fmt.Errorf("XMPPD_SMS_GATEWAY: %w", err)
 	}
 	d.parser = parser
+	d.accounts = &account.Lifecycle{Domain: cfg.Domain, Store: d.DB, Sessions: d.Server, StoreTimeout: cfg.StoreTimeout, Log: d.log}
 	d.Sender = &sms.Sender{Outbox: d.DB, Gateway: gw, Key: secret, Log: d.log, Metrics: sms.NewMetrics(reg)}
 	d.Passwords = &sms.Passwords{
 		Domain:        cfg.Domain,
@@ -423,8 +415,8 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 		PerIPHour:     cfg.PasswordRequestsPerIPHour,
 		PerPrefixHour: cfg.PasswordRequestsPerPrefixHour,
 		RecycleAfter:  cfg.RecycleAfter,
-		Recycle:       d.recycle,
-		OnIssued:      d.closeSessions,
+		Recycle:       d.accounts.Recycle,
+		OnIssued:      d.accounts.CloseSessions,
 		Wake:          d.Sender.Wake,
 		Throttled:     sms.NewThrottledCounter(reg),
 		Log:           d.log,
@@ -433,75 +425,15 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 		d.PINs = &sms.PINs{Passwords: d.Passwords, Store: d.DB,
 			PerInstallationDay: sms.DefaultPINsPerInstallationDay, AppHash: cfg.AppSMSHash}
 	}
-	d.sweeper = &auth.Sweeper{Store: d.DB, TTL: cfg.UnclaimedAccountTTL, OnRelease: d.forget, Log: d.log}
-	d.register = ext.NewRegister(d.Server, parser, d.changePassword)
+	d.sweeper = &auth.Sweeper{Store: d.DB, TTL: cfg.UnclaimedAccountTTL, OnRelease: d.accounts.Forget, Log: d.log}
+	d.register = ext.NewRegister(d.Server, parser, d.accounts.ChangePassword)
 	return nil
 }
 
-// recycle starts the account of n afresh for a new owner of the number:
-// its contacts' subscriptions are cancelled, then all it stored removed.
-func (d *Daemon) recycle(ctx context.Context, n auth.Number) error {
-	j, err := auth.CanonicalJID(n, d.cfg.Domain)
-	if err != nil {
-		return err
-	}
-	if err := d.roster.Reset(ctx, j); err != nil {
-		return err
-	}
-	if err := d.DB.WipeAccountData(ctx, n); err != nil {
-		return err
-	}
-	d.blocking.Forget(j)
-	return nil
-}
-
-// closeSessions closes the sessions of n after its password changed.
-func (d *Daemon) closeSessions(ctx context.Context, n auth.Number) {
-	if _, err := d.Server.Kick(ctx, string(n), conditionAccountReset); err != nil {
-		d.log.Error("closing sessions after a new password", "number", string(n), "err", err)
-	}
-}
-
-// promotePending makes n's requested password current at its first login
-// (SPEC.md "HTTP": until then the older one works too) and closes the
-// sessions that logged in with an older one. The login that used it binds
-// its session only after this, so it stays.
+// promotePending is the SASL Promote hook, which the server is built
+// with before the account rules are.
 func (d *Daemon) promotePending(ctx context.Context, n auth.Number, pending auth.Credentials) (int64, error) {
-	gen, promoted, err := d.DB.PromotePending(ctx, n, pending)
-	if err != nil {
-		return 0, err
-	}
-	if promoted {
-		d.closeSessions(ctx, n)
-		d.log.Info("a requested password logged in: the older one no longer works", "number", string(n))
-	}
-	return gen, nil
-}
-
-// forget closes the sessions of a released account (there are some only
-// in a race with the release) and drops what the server cached for it.
-func (d *Daemon) forget(ctx context.Context, n auth.Number) {
-	d.closeSessions(ctx, n)
-	if j, err := auth.CanonicalJID(n, d.cfg.Domain); err == nil {
-		d.blocking.Forget(j)
-	}
-}
-
-// changePassword is the in-band password change (XEP-0077): the new
-// credentials, then the account's other sessions are closed.
-func (d *Daemon) changePassword(ctx context.Context, n auth.Number, session jid.JID, password string) error {
-	creds, err := auth.NewCredentials(password)
-	if err != nil {
-		return err
-	}
-	if _, err := d.DB.SetCredentials(ctx, n, creds); err != nil {
-		return err
-	}
-	if _, err := d.Server.KickExcept(ctx, string(n), session, conditionAccountReset); err != nil {
-		d.log.Error("closing other sessions after a password change", "number", string(n), "err", err)
-	}
-	d.log.Info("password changed in-band", "number", string(n))
-	return nil
+	return d.accounts.PromotePending(ctx, n, pending)
 }
 
 // adminHandler serves the admin socket: kicks by the server, wakes by the
@@ -519,6 +451,13 @@ func (h adminHandler) Wake() { h.sender.Wake() }
 func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 	cfg := d.cfg
 	_, voice := d.Sender.Gateway.(sms.VoiceGateway)
+	keeper := &account.Offline{
+		Domain:       cfg.Domain,
+		Store:        d.DB,
+		Bytes:        cfg.OfflineBytes,
+		StoreTimeout: cfg.StoreTimeout,
+		HasSession:   func(bare jid.JID) bool { return len(d.Server.Sessions(bare)) > 0 },
+	}
 	d.Notices = &sms.Notices{
 		Domain:                 cfg.Domain,
 		PasswordLength:         cfg.PasswordLength,
@@ -532,78 +471,20 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		NewNumbersPerSenderDay: cfg.NoticeNewNumbersPerSenderDay,
 		// Beyond this one nothing is stored (SPEC.md "SMS texts").
 		StoredNewNumbersPerSenderDay: cfg.NewNumbersPerSenderDay,
-		IsOnline: func(n auth.Number) bool {
-			j, err := auth.CanonicalJID(n, cfg.Domain)
-			return err == nil && len(d.Server.Sessions(j)) > 0
-		},
-		Wake: d.Sender.Wake,
-		Log:  d.log,
+		IsOnline:                     keeper.IsOnline,
+		Wake:                         d.Sender.Wake,
+		Log:                          d.log,
 	}
+	keeper.Notices = d.Notices
 	d.Offline = &offline.Queue{
 		Store:    d.DB,
 		Accounts: d.DB,
 		Server:   d.Server,
 		Limit:    cfg.OfflineLimit,
-		Keep:     d.keepOffline,
-		Log:      d.log,
+		Keep: func(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
+			k, err := keeper.Keep(ctx, account.Message{Message: m, From: s.From, Body: s.Body}, limit)
+			return offline.Kept{ID: k.ID, Warning: k.Warning}, err
+		},
+		Log: d.log,
 	}
-}
-
-// keepOffline stores a message for an offline receiver together with its
-// notice (one transaction), and tells the sender when no SMS went out, or
-// when the message was not stored because the sender wrote to too many
-// numbers that have never logged in.
-func (d *Daemon) keepOffline(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
-	in := sms.Incoming{To: s.Owner, Body: s.Body}
-	who := "you"
-	if s.From.Domainpart() == d.cfg.Domain && s.From.Localpart() != "" {
-		in.Sender, in.Counter = s.From.Localpart(), s.From.Localpart()
-	} else {
-		// A remote sender: the caps count its whole registrable domain.
-		// The notice names it by its bare JID: it has no number, and the
-		// domain shows that it is not one of this server's numbers.
-		domain := registrableDomain(s.From.Domainpart())
-		in.Sender, in.Counter = s.From.Bare().String(), domain
-		who = "senders from " + domain
-	}
-	limits := storage.OfflineLimits{Messages: limit, Bytes: d.cfg.OfflineBytes}
-	var kept offline.Kept
-	res, err := d.Notices.Notify(ctx, in, func(ctx context.Context, plan sms.NoticePlan) (err error) {
-		kept.ID, err = d.DB.StoreOffline(ctx, m, limits, plan)
-		return err
-	})
-	to := string(s.Owner)
-	if errors.Is(err, sms.ErrTooManyNewNumbers) {
-		// Not stored, so the queue sends this back instead of storing.
-		return offline.Kept{Warning: stanza.Error{Type: stanza.Cancel, Condition: stanza.PolicyViolation, Text: map[string]string{
-			"": "The message was not stored for " + to + ": " + who + " reached today's limit of new numbers written to (numbers that have not logged in here yet)."}}}, nil
-	}
-	if err != nil {
-		return kept, err
-	}
-	switch {
-	case errors.Is(res.Refused, sms.ErrNewNumbersCap):
-		kept.Warning = stanza.Error{Type: stanza.Cancel, Condition: stanza.PolicyViolation, Text: map[string]string{
-			"": "The message is stored for " + to + ", but no SMS was sent to tell them: " + who + " reached today's limit of new numbers notified. It will be delivered when they log in."}}
-	case errors.Is(res.Refused, sms.ErrNoSMS):
-		kept.Warning = stanza.Error{Type: stanza.Cancel, Condition: stanza.RecipientUnavailable, Text: map[string]string{
-			"": "The message is stored for " + to + ", but no SMS was sent to tell them: the number is a landline, which cannot receive SMS. It will be delivered when they log in."}}
-	}
-	return kept, nil
-}
-
-// registrableDomain is whom the caps on senders count for a sender on
-// another server: its registrable domain by the public suffix list, so
-// that the subdomains of one domain (a wildcard DNS entry makes any
-// number of them) share the caps. A domain without one (an IP literal, a
-// single label, a public suffix itself) counts as itself.
-func registrableDomain(domain string) string {
-	d := strings.TrimSuffix(strings.ToLower(domain), ".")
-	if _, err := netip.ParseAddr(strings.Trim(d, "[]")); err == nil {
-		return d
-	}
-	if r, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil {
-		return r
-	}
-	return d
 }
