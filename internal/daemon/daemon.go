@@ -100,7 +100,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	if err != nil {
 		return nil, err
 	}
-	d.DB, err = storage.Open(ctx, cfg.DatabaseURL, cfg.DataDir)
+	d.DB, err = storage.OpenWith(ctx, cfg.DatabaseURL, cfg.DataDir, storage.Options{MaxConns: cfg.DatabaseMaxConns, StoreTimeout: cfg.StoreTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("XMPPD_DATABASE_URL: %w", err)
 	}
