@@ -474,6 +474,7 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		IsOnline:                     keeper.IsOnline,
 		Wake:                         d.Sender.Wake,
 		Log:                          d.log,
+		StoreTimeout:                 cfg.StoreTimeout,
 	}
 	keeper.Notices = d.Notices
 	d.Offline = &offline.Queue{
