@@ -226,7 +226,7 @@ func (d *Daemon) registerModules() {
 	ext.NewVersion(Version).Register(mux)
 	ext.NewVCard(srv, d.DB).Register(mux)
 	ext.NewPrivate(d.DB).Register(mux)
-	d.blocking = ext.NewBlocking(srv, d.DB)
+	d.blocking = ext.NewBlocking(srv, blockStore{d.DB, d.cfg.StoreTimeout})
 	// Blocking and unblocking tell only the contacts that may see the
 	// user's presence (XEP-0191 §3.3, §3.4): those subscribed to it.
 	d.blocking.PresenceAllowed = func(ctx context.Context, user, contact jid.JID) bool {

@@ -57,27 +57,36 @@ func Start() (dbURL string, stop func(), err error) {
 	if u := os.Getenv(EnvURL); u != "" {
 		return u, func() {}, nil
 	}
-	bin, err := findBin(binGlob)
+	c, err := newCluster()
 	if err != nil {
 		return "", nil, err
+	}
+	return c.url, c.stop, nil
+}
+
+// newCluster starts a cluster in a new directory.
+func newCluster() (*cluster, error) {
+	bin, err := findBin(binGlob)
+	if err != nil {
+		return nil, err
 	}
 	removeStale()
 	dir, err := os.MkdirTemp("", tempPrefix)
 	if err != nil {
-		return "", nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("pgtest: %w", err)
 	}
 	// The owner file lets a later Start tell this cluster's files from those
 	// a killed test binary left behind.
 	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		os.RemoveAll(dir)
-		return "", nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("pgtest: %w", err)
 	}
 	c := &cluster{bin: bin, dir: dir}
 	if err := c.start(); err != nil {
 		os.RemoveAll(dir)
-		return "", nil, err
+		return nil, err
 	}
-	return c.url, c.stop, nil
+	return c, nil
 }
 
 const (
