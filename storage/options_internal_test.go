@@ -31,9 +31,6 @@ func TestStatementTimeout(t *testing.T) {
 // but a migration is not (it may take long, or wait for another
 // process's).
 func TestPostgresOptions(t *testing.T) {
-	if testing.Short() {
-		t.Skip("PostgreSQL: not with -short")
-	}
 	ctx := context.Background()
 	url := pgtest.NewDatabase(t, pgtest.URL(t))
 	db, err := OpenWith(ctx, url, "", Options{MaxConns: 3, StoreTimeout: 100 * time.Millisecond})

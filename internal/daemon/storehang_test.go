@@ -57,9 +57,6 @@ var hangingStores = []hangingStore{
 		// other test hangs with it.
 		name: "postgres_stopped",
 		start: func(t *testing.T) (string, func(string) func()) {
-			if testing.Short() {
-				t.Skip("a PostgreSQL cluster of its own: not with -short")
-			}
 			p := pgtest.StartPrivate(t)
 			return p.URL(), func(string) func() {
 				if err := p.Freeze(); err != nil {

@@ -24,11 +24,13 @@ type Private struct {
 }
 
 // StartPrivate starts a cluster for t alone and stops it (thawed first)
-// when t ends. Without PostgreSQL binaries t is skipped as URL skips it;
+// when t ends. Without PostgreSQL binaries, or with -short, t is skipped
+// as URL skips it;
 // with DIALTONE_TEST_DATABASE_URL set it is skipped too, since a server
 // this package did not start is not its to freeze.
 func StartPrivate(t testing.TB) *Private {
 	t.Helper()
+	skipShort(t)
 	if os.Getenv(EnvURL) != "" {
 		t.Skipf("SKIPPED: %s points at a server the test may not freeze", EnvURL)
 	}

@@ -12,7 +12,8 @@
 //	}
 //
 // Set DIALTONE_TEST_DATABASE_URL (a postgres:// URL of a role that may
-// CREATE DATABASE) to use an existing server instead.
+// CREATE DATABASE) to use an existing server instead. With go test -short
+// (make check) URL and StartPrivate skip the test.
 package pgtest
 
 import (
@@ -337,6 +338,7 @@ var shared struct {
 // where it fails: CI must never pass by testing nothing.
 func URL(t testing.TB) string {
 	t.Helper()
+	skipShort(t)
 	shared.once.Do(func() {
 		shared.url, shared.stop, shared.err = Start()
 		if maySkip(shared.err, os.Getenv("CI")) {
@@ -350,6 +352,15 @@ func URL(t testing.TB) string {
 		t.Fatalf("PostgreSQL for tests: %v", shared.err)
 	}
 	return shared.url
+}
+
+// skipShort skips t under go test -short (make check): the PostgreSQL
+// suites run in make test, make check keeps to SQLite.
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("PostgreSQL: not with -short (make check); make test runs it")
+	}
 }
 
 // maySkip tells whether a failed Start skips the tests rather than failing

@@ -55,6 +55,9 @@ var crashEnv = map[string]string{
 }
 
 func TestCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
 	xmppd, xmppctl := build(t, t.TempDir())
 	for _, store := range []string{"sqlite", "postgres"} {
 		t.Run(store, func(t *testing.T) {
