@@ -573,7 +573,7 @@ func (e *Exchange) parseClientFirst(msg []byte) (clientFirst, *Failure) {
 // scramFinal handles client-final-message and answers server-final-message
 // (RFC 5802 §5.1, §7).
 func (e *Exchange) scramFinal(ctx context.Context, msg []byte) ([]byte, bool, error) {
-	if len(msg) > maxSASLMessage {
+	if len(msg) > maxSASLMessage || !utf8.Valid(msg) {
 		return nil, false, e.failCounted(ConditionMalformedRequest, malformedText)
 	}
 	// c=… "," r=… ["," extensions] "," p=…
@@ -713,8 +713,10 @@ func printable(s string) bool {
 }
 
 // isAttrVal is RFC 5802's attr-val: ALPHA "=" value, for extensions we
-// ignore.
+// ignore; value is at least one character, none of them NUL (',' ends
+// it).
 func isAttrVal(s string) bool {
-	return len(s) >= 2 && s[1] == '=' &&
-		(s[0] >= 'a' && s[0] <= 'z' || s[0] >= 'A' && s[0] <= 'Z')
+	return len(s) >= 3 && s[1] == '=' &&
+		(s[0] >= 'a' && s[0] <= 'z' || s[0] >= 'A' && s[0] <= 'Z') &&
+		strings.IndexByte(s[2:], 0) < 0
 }

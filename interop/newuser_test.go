@@ -125,6 +125,9 @@ func requestPassword(t *testing.T, s *server, phone string) (int, http.Header, s
 // HTTP API and chats from slixmpp; a new password voids the old one once
 // it has logged in, not before (SPEC.md "HTTP").
 func TestNewUserFromHomePage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
 	requireSlixmpp(t)
 	s, sink := startWithWebhook(t)
 	const (
@@ -163,6 +166,9 @@ func TestNewUserFromHomePage(t *testing.T) {
 
 // The password API throttles per number with Retry-After (SPEC.md).
 func TestPasswordThrottle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
 	dir := t.TempDir()
 	bins := build(t, dir, "xmppd")
 	sink := newSMSSink(t)

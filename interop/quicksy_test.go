@@ -27,6 +27,9 @@ func (k *smsSink) pin(t *testing.T, number string, n int) string {
 // chats with those passwords. The app registering again on an active
 // account changes its password (200); the old one stops working.
 func TestQuicksyApp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
 	requireSlixmpp(t)
 	s, sink := startWithWebhook(t)
 	const (

@@ -255,6 +255,9 @@ func (db *DB) migrate(ctx context.Context) error { return db.migrateSteps(ctx, m
 // older schema with a prefix of migrations).
 func (db *DB) migrateSteps(ctx context.Context, migrations []migration) error {
 	err := db.b.inTx(ctx, func(q querier) error {
+		if err := db.b.unbounded(ctx, q); err != nil {
+			return err
+		}
 		if err := db.b.lock(ctx, q, "dialtone schema_migrations"); err != nil {
 			return err
 		}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"dialtone/auth"
 	"dialtone/turn"
 	"dialtone/upload"
 )
@@ -30,14 +29,8 @@ func (d *Daemon) filesAndCalls(secret []byte) error {
 		return fmt.Errorf("XMPPD_TURN_URIS: %w", err)
 	}
 	d.TURN = &turn.Servers{URIs: uris, Secret: []byte(cfg.TURNSecret)}
-	return nil
-}
-
-// removeFiles removes the uploaded files of an account that was released
-// or recycled; its slots went with its other rows. A failure is only
-// logged: the upload sweeper removes what has no slot any more.
-func (d *Daemon) removeFiles(n auth.Number) {
-	if err := d.Uploads.RemoveOwner(string(n)); err != nil {
-		d.log.Error("removing the uploaded files of an account", "number", string(n), "err", err)
+	if d.accounts != nil {
+		d.accounts.Files = d.Uploads // a recycled or released account's files go with it
 	}
+	return nil
 }

@@ -47,6 +47,9 @@ type receiveResult struct {
 // as C with the password C's notice SMS carried, and each gets its
 // messages oldest first, each once, with a XEP-0203 delay from the domain.
 func TestSlixmppReceiver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
 	requireSlixmpp(t)
 	xmppd, xmppctl := build(t, t.TempDir())
 	for _, store := range []string{"sqlite", "postgres"} {
