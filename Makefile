@@ -1,5 +1,6 @@
-# Dialtone: make run starts a server on the embedded defaults, make test
-# runs the whole suite. See README.md.
+# Dialtone: make run starts a server on the embedded defaults, make check
+# runs the quick tier (a few minutes), make test the whole suite. See
+# README.md.
 
 GO        ?= go
 BIN       ?= bin
@@ -11,7 +12,7 @@ TESTFLAGS ?= -count=1 -timeout 20m
 FUZZTIME  ?= 15s
 BENCHTIME ?= 1s
 
-.PHONY: all build run test fuzz bench loadtest clean
+.PHONY: all build run check test fuzz bench loadtest clean
 
 all: build
 
@@ -22,6 +23,15 @@ build:
 run: build
 	./$(BIN)/xmppd
 
+# The quick tier, for every change: vet, the unit tests and the socket
+# tests on SQLite. -short skips the PostgreSQL suites and the interop
+# tests (slixmpp, Prosody, ejabberd, Chromium, the crash test), which
+# make test runs.
+check:
+	$(GO) vet ./...
+	$(GO) test -short -count=1 -timeout 10m ./...
+
+# Everything; what CI (.ci/run) runs.
 test:
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...

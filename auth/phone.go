@@ -29,6 +29,18 @@ func (cannotReceiveSMSError) Error() string { return "number cannot receive SMS"
 // Is makes the error also match ErrInvalidNumber.
 func (cannotReceiveSMSError) Is(target error) bool { return target == ErrInvalidNumber }
 
+// ErrRegionNotAllowed means a valid number of a region outside
+// XMPPD_ALLOWED_REGIONS. It is not an address either, so it also matches
+// ErrInvalidNumber; the app API tells it apart (451, SPEC.md "App API").
+var ErrRegionNotAllowed error = regionNotAllowedError{}
+
+type regionNotAllowedError struct{}
+
+func (regionNotAllowedError) Error() string { return "region not allowed" }
+
+// Is makes the error also match ErrInvalidNumber.
+func (regionNotAllowedError) Is(target error) bool { return target == ErrInvalidNumber }
+
 const (
 	// maxNumberInput bounds what is handed to libphonenumber: no real
 	// number written with separators comes near it.
@@ -158,7 +170,7 @@ func (p *NumberParser) parse(s string) parsed {
 	}
 	region := phonenumbers.GetRegionCodeForNumber(pn)
 	if len(p.allowed) > 0 && !p.allowed[region] {
-		return invalid("region %s not allowed", region)
+		return parsed{err: fmt.Errorf("%w: %s", ErrRegionNotAllowed, region)}
 	}
 	n := Number(phonenumbers.Format(pn, phonenumbers.E164))
 	if !isCanonical(n) {

@@ -232,3 +232,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// A valid number of a region not allowed is told apart from an invalid
+// one (the app API answers 451), and is still not an address.
+func TestRegionNotAllowed(t *testing.T) {
+	p, err := NewNumberParser("KR", []string{"KR"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Parse("+44 7400 123456")
+	if !errors.Is(err, ErrRegionNotAllowed) || !errors.Is(err, ErrInvalidNumber) || errors.Is(err, ErrCannotReceiveSMS) {
+		t.Fatalf("Parse of a GB number under KR only = %v", err)
+	}
+	for _, s := range []string{"12", "+44 1", "060-234-5678"} {
+		if _, err := p.Parse(s); errors.Is(err, ErrRegionNotAllowed) {
+			t.Errorf("Parse(%q) = %v: not a matter of region", s, err)
+		}
+	}
+}

@@ -93,10 +93,14 @@ type SASL struct {
 	// Promote is called when a login used the account's pending password;
 	// nil: pending passwords do not log in.
 	Promote PromoteFunc
+	// Tickets are the web client's single-use logins (see Ticket), taken
+	// as a password by SCRAM and PLAIN alike; nil: none.
+	Tickets TicketStore
 
 	// Test hooks; nil in production.
 	newNonce  func() (string, error)
 	parseUser func(string) (Number, error)
+	clock     func() time.Time
 }
 
 // processSecret stands in for an empty SASL.Secret.
@@ -188,6 +192,7 @@ type Exchange struct {
 	known           bool        // keys are a stored account's, not fake
 	pendingKeys     ScramKeys   // of the pending password, same salt as keys; zero: none
 	pending         Credentials // the pending password's credentials, for Promote
+	tickets         []exchangeTicket
 	gen             int64
 	gs2Header       string
 	clientFirstBare string
@@ -401,6 +406,20 @@ func (e *Exchange) plain(ctx context.Context, msg []byte) ([]byte, bool, error) 
 		checked.Pending = Credentials{}
 	}
 	match := checked.MatchPassword(string(parts[2]))
+	if match == NoMatch && known {
+		t, ok, f := e.plainTicket(ctx, acct, string(parts[2]))
+		if f != nil {
+			return nil, false, f
+		}
+		if ok {
+			if f := e.useTicket(ctx, t); f != nil {
+				return nil, false, f
+			}
+			e.gen = acct.Generation
+			e.succeed()
+			return nil, true, nil
+		}
+	}
 	if match == NoMatch || !known {
 		return nil, false, e.failCounted(ConditionNotAuthorized, notAuthorizedText)
 	}
@@ -450,6 +469,11 @@ func (e *Exchange) scramFirst(ctx context.Context, msg []byte) ([]byte, bool, er
 		// pending password salted alike can be checked in this exchange.
 		if e.known && e.s.Promote != nil && usableKeys(pending, size) && sameDerivation(pending, e.keys) {
 			e.pendingKeys, e.pending = pending, acct.Pending
+		}
+		if e.known {
+			if e.tickets, f = e.usableTickets(ctx, acct, size); f != nil {
+				return nil, false, f
+			}
 		}
 	}
 	if !e.known {
@@ -549,7 +573,7 @@ func (e *Exchange) parseClientFirst(msg []byte) (clientFirst, *Failure) {
 // scramFinal handles client-final-message and answers server-final-message
 // (RFC 5802 §5.1, §7).
 func (e *Exchange) scramFinal(ctx context.Context, msg []byte) ([]byte, bool, error) {
-	if len(msg) > maxSASLMessage {
+	if len(msg) > maxSASLMessage || !utf8.Valid(msg) {
 		return nil, false, e.failCounted(ConditionMalformedRequest, malformedText)
 	}
 	// c=… "," r=… ["," extensions] "," p=…
@@ -598,6 +622,16 @@ func (e *Exchange) scramFinal(ctx context.Context, msg []byte) ([]byte, bool, er
 		other = e.keys
 	}
 	pending := e.proves(other, authMessage, proof) && e.pendingKeys.StoredKey != nil
+	if !current && !pending && e.known {
+		if t, ok := e.provesTicket(authMessage, proof); ok {
+			if f := e.useTicket(ctx, t); f != nil {
+				return nil, false, f
+			}
+			serverSignature := hmacSum(e.h, t.keys.ServerKey, authMessage)
+			e.succeed()
+			return []byte("v=" + base64.StdEncoding.EncodeToString(serverSignature)), true, nil
+		}
+	}
 	if !current && !pending || !e.known {
 		return nil, false, e.failCounted(ConditionNotAuthorized, notAuthorizedText)
 	}
@@ -679,8 +713,10 @@ func printable(s string) bool {
 }
 
 // isAttrVal is RFC 5802's attr-val: ALPHA "=" value, for extensions we
-// ignore.
+// ignore; value is at least one character, none of them NUL (',' ends
+// it).
 func isAttrVal(s string) bool {
-	return len(s) >= 2 && s[1] == '=' &&
-		(s[0] >= 'a' && s[0] <= 'z' || s[0] >= 'A' && s[0] <= 'Z')
+	return len(s) >= 3 && s[1] == '=' &&
+		(s[0] >= 'a' && s[0] <= 'z' || s[0] >= 'A' && s[0] <= 'Z') &&
+		strings.IndexByte(s[2:], 0) < 0
 }

@@ -132,7 +132,9 @@ func TestBrowserNewUserToSlixmpp(t *testing.T) {
 
 // runPython runs one of this directory's slixmpp scripts with a deadline
 // and decodes the JSON it prints into out; it fails the test when the
-// script neither succeeded nor printed JSON, and logs its output then.
+// script did not print JSON or did not exit 0 (a script that printed a
+// result and then failed, or was killed at the deadline, has not passed),
+// and logs its output then.
 func runPython(t *testing.T, timeout time.Duration, out any, script string, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -146,6 +148,9 @@ func runPython(t *testing.T, timeout time.Duration, out any, script string, args
 	}
 	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
 		t.Fatalf("%s: output is not JSON (%v); exit: %v", script, err, runErr)
+	}
+	if runErr != nil {
+		t.Fatalf("%s: %v; it printed %s", script, runErr, bytes.TrimSpace(stdout.Bytes()))
 	}
 }
 

@@ -196,6 +196,9 @@ type chatResult struct {
 }
 
 func TestSlixmppChat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
 	requireSlixmpp(t)
 	dir := t.TempDir()
 	bins := build(t, dir, "xmppd", "xmppctl")

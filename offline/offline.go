@@ -24,6 +24,13 @@ type Message struct {
 	Stanza []byte    // the message stanza as it would have been delivered
 }
 
+// Limits bound what one account holds of stored messages; a store
+// refuses a message beyond either with ErrFull.
+type Limits struct {
+	Messages int // XMPPD_OFFLINE_LIMIT; <= 0: no limit
+	Bytes    int // XMPPD_OFFLINE_BYTES, of stored stanzas; <= 0: no limit
+}
+
 // ErrFull is returned by Push when the owner's store is at its limit.
 var ErrFull = errors.New("offline store full")
 

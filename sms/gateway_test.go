@@ -13,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"dialtone/internal/config"
 )
 
 // request is what a test server saw of one request.
@@ -314,27 +312,5 @@ func TestNewGateway(t *testing.T) {
 		if g, err := NewGateway(cfg, nil); err == nil {
 			t.Errorf("NewGateway(%+v) = %T, want an error", cfg, g)
 		}
-	}
-}
-
-// The configuration's variables reach the gateway they select.
-func TestGatewayConfigOf(t *testing.T) {
-	cfg, err := config.LoadFrom(map[string]string{
-		"XMPPD_SMS_GATEWAY": "twilio", "XMPPD_TWILIO_ACCOUNT_SID": "AC1", "XMPPD_TWILIO_AUTH_TOKEN": "tok",
-		"XMPPD_TWILIO_FROM": "+15005550006", "XMPPD_TWILIO_BASE_URL": "http://127.0.0.1:9/",
-		"XMPPD_SMS_WEBHOOK_URL": "https://hooks.example.com/sms", "XMPPD_SMS_WEBHOOK_TOKEN": "wt",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := GatewayConfig{Kind: "twilio", WebhookURL: "https://hooks.example.com/sms", WebhookToken: "wt",
-		TwilioAccountSID: "AC1", TwilioAuthToken: "tok", TwilioFrom: "+15005550006", TwilioBaseURL: "http://127.0.0.1:9/"}
-	got := GatewayConfigOf(cfg)
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("GatewayConfigOf = %+v, want %+v", got, want)
-	}
-	g, err := NewGateway(got, nil)
-	if tg, ok := g.(*TwilioGateway); err != nil || !ok || tg.AuthToken != "tok" || tg.BaseURL != want.TwilioBaseURL {
-		t.Fatalf("NewGateway = %#v, %v", g, err)
 	}
 }

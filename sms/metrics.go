@@ -29,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	// The known purposes show as 0 before the first SMS, so that rate()
 	// and alerts see the series from the start.
-	for _, p := range []string{PurposePassword, PurposeNotice, PurposeTest} {
+	for _, p := range []string{PurposePassword, PurposeNotice, PurposeTest, PurposePIN} {
 		m.Sent.WithLabelValues(p)
 		m.Failures.WithLabelValues(p)
 	}

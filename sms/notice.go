@@ -23,6 +23,10 @@ type Notice struct {
 	// unclaimed account: it carries the account's new password, and may
 	// take two segments.
 	Password string
+	// Link, with Password, is the one-tap login link that follows it
+	// (SPEC.md "Web client and one-tap login"); it counts towards the
+	// segments like the rest of the text.
+	Link string
 	// LoginHint, without Password, makes this the first notice to an
 	// unclaimed account whose password was handed out already: it says
 	// how to log in, without a password.
@@ -55,6 +59,8 @@ const previewScan = 2 * gsm7Single
 func NoticeText(n Notice) string {
 	tail := "."
 	switch {
+	case n.Password != "" && n.Link != "":
+		tail = ". Log in with your phone number and password " + n.Password + ", or tap " + n.Link
 	case n.Password != "":
 		tail = ". Log in with your phone number and password " + n.Password + "."
 	case n.LoginHint:

@@ -197,14 +197,24 @@ type Notices struct {
 	IsOnline func(n auth.Number) bool
 	// Wake nudges the SMS worker after a notice was queued; nil: nothing.
 	Wake func()
+	// Links adds a one-tap login link to a notice that carries a password
+	// (not to a call: a landline cannot open it); nil: none.
+	Links *LoginLinks
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 	// Log: nil means slog.Default().
 	Log *slog.Logger
+	// StoreTimeout bounds what CameOnline and the closing of one window
+	// do in the store (XMPPD_STORE_TIMEOUT): the first runs for a
+	// client's presence, and both hold the receiver's lock meanwhile.
+	// Notify runs under its caller's context. 0: no bound.
+	StoreTimeout time.Duration
 
-	once    sync.Once
-	seed    maphash.Seed
-	stripes [64]sync.Mutex
+	once sync.Once
+	seed maphash.Seed
+	// stripes are locks (channels of one slot, so that waiting for one
+	// ends with the waiter's context) over hashed keys.
+	stripes [64]chan struct{}
 	wake    chan struct{}
 }
 
@@ -212,7 +222,18 @@ func (n *Notices) init() {
 	n.once.Do(func() {
 		n.seed = maphash.MakeSeed()
 		n.wake = make(chan struct{}, 1)
+		for i := range n.stripes {
+			n.stripes[i] = make(chan struct{}, 1)
+		}
 	})
+}
+
+// storeContext bounds what one step does in the store by StoreTimeout.
+func (n *Notices) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if n.StoreTimeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, n.StoreTimeout)
 }
 
 func (n *Notices) now() time.Time {
@@ -231,8 +252,9 @@ func (n *Notices) log() *slog.Logger {
 
 // lock takes the stripes of the given keys, in stripe order, and returns
 // the unlock. Decisions about one receiver, and about one sender's cap,
-// are made and written under it.
-func (n *Notices) lock(keys ...string) func() {
+// are made and written under it. It gives up when ctx ends: whoever holds
+// a stripe may be waiting for a store that hangs.
+func (n *Notices) lock(ctx context.Context, keys ...string) (func(), error) {
 	idx := make([]int, 0, len(keys))
 	for _, k := range keys {
 		if k == "" {
@@ -244,14 +266,20 @@ func (n *Notices) lock(keys ...string) func() {
 		}
 	}
 	slices.Sort(idx)
-	for _, i := range idx {
-		n.stripes[i].Lock()
-	}
-	return func() {
-		for _, i := range slices.Backward(idx) {
-			n.stripes[i].Unlock()
+	unlock := func(held []int) {
+		for _, i := range slices.Backward(held) {
+			<-n.stripes[i]
 		}
 	}
+	for k, i := range idx {
+		select {
+		case n.stripes[i] <- struct{}{}:
+		case <-ctx.Done():
+			unlock(idx[:k])
+			return nil, fmt.Errorf("sms: waiting for another notice to the same receiver or from the same sender: %w", ctx.Err())
+		}
+	}
+	return func() { unlock(idx) }, nil
 }
 
 // Notify decides what storing in means for notices and has write store
@@ -261,7 +289,10 @@ func (n *Notices) lock(keys ...string) func() {
 // an error.
 func (n *Notices) Notify(ctx context.Context, in Incoming, write NoticeWrite) (NoticeResult, error) {
 	n.init()
-	unlock := n.lock("to "+string(in.To), "from "+in.Counter)
+	unlock, err := n.lock(ctx, "to "+string(in.To), "from "+in.Counter)
+	if err != nil {
+		return NoticeResult{}, err
+	}
 	defer unlock()
 	for attempt := 0; ; attempt++ {
 		plan, res, err := n.plan(ctx, in, n.now())
@@ -380,8 +411,14 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 		}
 		p.FirstNotice, p.PasswordDelivered = true, true
 	}
+	link := ""
+	if password != "" && !voice {
+		if link, err = n.Links.New(ctx, in.To, *p.Credentials, now); err != nil {
+			return p, res, err
+		}
+	}
 	text := NoticeText(Notice{Domain: n.Domain, Sender: in.Sender, Body: in.Body, Preview: n.Preview,
-		Password: password, LoginHint: loginHint})
+		Password: password, Link: link, LoginHint: loginHint})
 	var key []byte
 	if password != "" {
 		key = n.Key
@@ -452,9 +489,14 @@ func (n *Notices) folded(w NoticeWindow, now time.Time, sentToday int) *Pending 
 // being delivered, so its window closes without a folded notice.
 func (n *Notices) CameOnline(ctx context.Context, to auth.Number) {
 	n.init()
-	unlock := n.lock("to " + string(to))
-	defer unlock()
-	if err := n.Store.DropNoticeWindow(ctx, string(to)); err != nil {
+	ctx, cancel := n.storeContext(ctx)
+	defer cancel()
+	unlock, err := n.lock(ctx, "to "+string(to))
+	if err == nil {
+		defer unlock()
+		err = n.Store.DropNoticeWindow(ctx, string(to))
+	}
+	if err != nil {
 		n.log().LogAttrs(ctx, slog.LevelError, "notice window", slog.String("to", string(to)), slog.String("error", err.Error()))
 	}
 }
@@ -498,7 +540,12 @@ const (
 // close closes w if it is still open and due: a folded notice unless none
 // were counted or the receiver is online.
 func (n *Notices) close(ctx context.Context, w NoticeWindow, now time.Time) error {
-	unlock := n.lock("to " + w.To)
+	ctx, cancel := n.storeContext(ctx)
+	defer cancel()
+	unlock, err := n.lock(ctx, "to "+w.To)
+	if err != nil {
+		return err
+	}
 	defer unlock()
 	cur, err := n.Store.NoticeWindow(ctx, w.To)
 	if errors.Is(err, auth.ErrNotFound) {

@@ -23,12 +23,14 @@ type memNoticeStore struct {
 	noticed  map[string]map[string]time.Time
 	written  map[string]map[string]time.Time // NoticePlan.NewNumber
 	messages map[auth.Number]int
+	creds    map[auth.Number]auth.Credentials // the last password a plan set
 }
 
 func newMemNoticeStore() *memNoticeStore {
 	return &memNoticeStore{accounts: map[auth.Number]*Receiver{}, windows: map[string]NoticeWindow{},
 		log: map[string][]time.Time{}, noticed: map[string]map[string]time.Time{},
-		written: map[string]map[string]time.Time{}, messages: map[auth.Number]int{}}
+		written: map[string]map[string]time.Time{}, messages: map[auth.Number]int{},
+		creds: map[auth.Number]auth.Credentials{}}
 }
 
 func (s *memNoticeStore) NoticeReceiver(_ context.Context, n auth.Number) (Receiver, error) {
@@ -144,6 +146,9 @@ func (s *memNoticeStore) write(_ context.Context, p NoticePlan) error {
 		s.accounts[p.To] = r
 	case p.Credentials != nil && (!ok || r.Claimed):
 		return ErrStale
+	}
+	if p.Credentials != nil {
+		s.creds[p.To] = *p.Credentials
 	}
 	r.FirstNoticed = r.FirstNoticed || p.FirstNotice
 	r.PasswordDelivered = r.PasswordDelivered || p.PasswordDelivered
@@ -580,5 +585,77 @@ func TestNoticeStoredNewNumbersCap(t *testing.T) {
 	e.clock.add(day + time.Second)
 	if _, err := e.n.Notify(context.Background(), Incoming{To: "+821040000004", Sender: alice, Counter: alice, Body: "x"}, e.store.write); err != nil {
 		t.Errorf("a day later: %v", err)
+	}
+}
+
+// A store that hangs holds the receiver's lock for as long as the call
+// that hangs: another message to the receiver waits for it only until
+// its own context ends, and the lock is whole again afterwards.
+func TestNoticeLockWaitEndsWithContext(t *testing.T) {
+	e := newNoticeEnv(t)
+	e.active(bob)
+	inWrite, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.n.Notify(context.Background(), Incoming{To: bob, Sender: alice, Counter: alice, Body: "1"},
+			func(ctx context.Context, p NoticePlan) error {
+				close(inWrite)
+				<-release // a store that hangs
+				return e.store.write(ctx, p)
+			})
+		first <- err
+	}()
+	<-inWrite
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := e.n.Notify(ctx, Incoming{To: bob, Sender: "+821033330000", Counter: "+821033330000", Body: "2"}, e.store.write)
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+		t.Fatalf("second Notify: %v after %v, want DeadlineExceeded at its deadline", err, time.Since(start))
+	}
+	// The same for the receiver coming online (its presence waits on it).
+	e.n.StoreTimeout = 50 * time.Millisecond
+	start = time.Now()
+	e.n.CameOnline(context.Background(), bob)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("CameOnline returned after %v", d)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	e.send(t, alice, bob, "3") // would hang on a stripe left taken
+	if e.store.messages[bob] != 2 {
+		t.Errorf("%d messages stored, want 2", e.store.messages[bob])
+	}
+}
+
+// hangingDrop is a store whose DropNoticeWindow hangs until its context ends.
+type hangingDrop struct {
+	*memNoticeStore
+	calls chan error
+}
+
+func (s hangingDrop) DropNoticeWindow(ctx context.Context, to string) error {
+	<-ctx.Done()
+	s.calls <- ctx.Err()
+	return ctx.Err()
+}
+
+// CameOnline runs for a client's presence: a store that hangs costs it
+// StoreTimeout.
+func TestNoticeCameOnlineStoreTimeout(t *testing.T) {
+	e := newNoticeEnv(t)
+	store := hangingDrop{e.store, make(chan error, 1)}
+	e.n.Store, e.n.StoreTimeout = store, 50*time.Millisecond
+	done := make(chan struct{})
+	go func() { e.n.CameOnline(context.Background(), bob); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("CameOnline still waits for a store that hangs")
+	}
+	if err := <-store.calls; !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("store call ended with %v, want DeadlineExceeded", err)
 	}
 }

@@ -70,6 +70,8 @@ type Passwords struct {
 	OnIssued func(ctx context.Context, n auth.Number)
 	// Wake nudges the sending worker after an SMS was queued; nil: nothing.
 	Wake func()
+	// Links adds a one-tap login link to each SMS; nil: none.
+	Links *LoginLinks
 	// Throttled counts refusals by reason (NewThrottledCounter); nil: not counted.
 	Throttled *prometheus.CounterVec
 	// Now is the clock; nil: time.Now.
@@ -122,27 +124,11 @@ func (p *Passwords) log() *slog.Logger {
 // first.
 func (p *Passwords) Request(ctx context.Context, phone, ip string) error {
 	p.init()
-	n, err := p.Parser.Parse(phone)
+	n, now, unlock, err := p.admit(ctx, phone, ip, p.refuse)
 	if err != nil {
 		return err
 	}
-	now := p.now()
-	if ok, wait := p.ips.take(ipKey(ip), now); !ok {
-		return p.refuse(ctx, n, ip, ReasonPerIP, wait)
-	}
-
-	mu := &p.numbers[maphash.String(p.seed, string(n))%uint64(len(p.numbers))]
-	mu.Lock()
-	defer mu.Unlock()
-	if p.Interval > 0 || p.PerDay > 0 {
-		queued, err := p.Store.QueuedTimes(ctx, string(n), PurposePassword, now.Add(-max(day, p.Interval)))
-		if err != nil {
-			return fmt.Errorf("sms: password SMS sent to %s: %w", n, err)
-		}
-		if reason, wait := numberRetry(queued, now, p.Interval, p.PerDay); reason != "" {
-			return p.refuse(ctx, n, ip, reason, wait)
-		}
-	}
+	defer unlock()
 	prefix := prefixKey(string(n))
 	if ok, wait := p.prefixes.take(prefix, now); !ok {
 		return p.refuse(ctx, n, ip, ReasonPerPrefix, wait)
@@ -191,11 +177,15 @@ func (p *Passwords) Issue(ctx context.Context, n auth.Number) (password string, 
 }
 
 func (p *Passwords) issue(ctx context.Context, n auth.Number, now time.Time) (string, error) {
-	password, m, err := p.newPassword(n, now)
+	password, err := p.generate()
 	if err != nil {
 		return "", err
 	}
 	creds, err := auth.NewCredentials(password)
+	if err != nil {
+		return "", err
+	}
+	m, err := p.passwordSMS(ctx, n, password, creds, now)
 	if err != nil {
 		return "", err
 	}
@@ -214,11 +204,15 @@ func (p *Passwords) issue(ctx context.Context, n auth.Number, now time.Time) (st
 // issuePending texts a.Number a fresh password, pending beside the current
 // one; ErrStale when a's credentials changed meanwhile.
 func (p *Passwords) issuePending(ctx context.Context, a auth.Account, now time.Time) error {
-	password, m, err := p.newPassword(a.Number, now)
+	password, err := p.generate()
 	if err != nil {
 		return err
 	}
 	pending, err := auth.NewCredentialsLike(password, a.Credentials)
+	if err != nil {
+		return err
+	}
+	m, err := p.passwordSMS(ctx, a.Number, password, pending, now)
 	if err != nil {
 		return err
 	}
@@ -231,21 +225,27 @@ func (p *Passwords) issuePending(ctx context.Context, a auth.Account, now time.T
 	return nil
 }
 
-// newPassword makes a password for n and its SMS, sealed.
-func (p *Passwords) newPassword(n auth.Number, now time.Time) (string, Pending, error) {
+// generate makes a password.
+func (p *Passwords) generate() (string, error) {
 	length := p.Length
 	if length == 0 {
 		length = DefaultPasswordLength
 	}
-	password, err := auth.GeneratePassword(length)
+	return auth.GeneratePassword(length)
+}
+
+// passwordSMS is the SMS that texts n its password, whose credentials are
+// c, with the one-tap link for it (if links are on), sealed.
+func (p *Passwords) passwordSMS(ctx context.Context, n auth.Number, password string, c auth.Credentials, now time.Time) (Pending, error) {
+	link, err := p.Links.New(ctx, n, c, now)
 	if err != nil {
-		return "", Pending{}, err
+		return Pending{}, err
 	}
-	body, err := Seal(p.Key, []byte(PasswordText(p.Domain, password)))
+	body, err := Seal(p.Key, []byte(PasswordLinkText(p.Domain, password, link)))
 	if err != nil {
-		return "", Pending{}, err
+		return Pending{}, err
 	}
-	return password, Pending{
+	return Pending{
 		ID:          rand.Text(),
 		To:          string(n),
 		Purpose:     PurposePassword,

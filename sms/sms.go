@@ -17,6 +17,7 @@ const (
 	PurposePassword = "password" // a password asked for (API, home page, xmppctl)
 	PurposeNotice   = "notice"   // a message is waiting
 	PurposeTest     = "test"     // xmppctl sms test
+	PurposePIN      = "pin"      // a PIN for the app API (SPEC.md "App API")
 )
 
 // SMS is one text message to one number.
@@ -28,7 +29,7 @@ type SMS struct {
 	To string
 	// Text is the whole message as the receiver reads it.
 	Text string
-	// Purpose is PurposePassword, PurposeNotice or PurposeTest.
+	// Purpose is PurposePassword, PurposeNotice, PurposeTest or PurposePIN.
 	Purpose string
 }
 
@@ -71,6 +72,17 @@ func (g LogGateway) Send(ctx context.Context, m SMS) error {
 // PasswordText is the text of a password SMS (SPEC.md "SMS texts").
 func PasswordText(domain, password string) string {
 	return "Your " + domain + " password is " + password + ". Log in with your phone number."
+}
+
+// PasswordLinkText is the text of a password SMS that carries the one-tap
+// login link (SPEC.md "Web client and one-tap login"): nothing follows the
+// link, so that no phone takes a full stop for part of it. An empty link
+// gives PasswordText.
+func PasswordLinkText(domain, password, link string) string {
+	if link == "" {
+		return PasswordText(domain, password)
+	}
+	return "Your " + domain + " password is " + password + ". Log in with your phone number, or tap " + link
 }
 
 // TestText is the text of the SMS that xmppctl sms test sends.

@@ -43,6 +43,9 @@ type backend interface {
 	// On SQLite the immediate transaction already holds the database's only
 	// write lock, so only PostgreSQL needs to do anything.
 	lock(ctx context.Context, q querier, key string) error
+	// unbounded lifts the statement timeout for the rest of the
+	// transaction q (migrations).
+	unbounded(ctx context.Context, q querier) error
 	// ddl rewrites the type tokens of a migration into the dialect's types.
 	ddl(stmt string) string
 	ping(ctx context.Context) error

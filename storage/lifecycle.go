@@ -183,7 +183,7 @@ func (db *DB) releaseBatch(ctx context.Context, cond string, before time.Time, b
 
 // WipeAccountData removes everything n owns but the account itself:
 // roster and roster version, vCard and private data, blocklist, stored
-// messages. It is how a recycled number starts afresh (SPEC.md
+// messages, upload slots (the files on disk are the caller's). It is how a recycled number starts afresh (SPEC.md
 // "Accounts"); the credentials are the caller's next step.
 func (db *DB) WipeAccountData(ctx context.Context, n auth.Number) error {
 	err := db.b.inTx(ctx, func(q querier) error { return deleteOwned(ctx, q, string(n)) })

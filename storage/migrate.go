@@ -162,12 +162,81 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX stored_new_numbers_stored ON stored_new_numbers (stored)`,
 	}},
+	{5, "app API PINs", []string{
+		// The PIN texted to a number for the app API (SPEC.md "App
+		// API"), one per number: hash is its HMAC under the secret key
+		// (auth.PINHash), tries the wrong ones so far. Not owned by an
+		// account: latent numbers get PINs too. Expired rows are
+		// deleted as new PINs are saved.
+		`CREATE TABLE pins (
+			number {{key}} PRIMARY KEY,
+			hash {{bytes}} NOT NULL,
+			expires {{time}} NOT NULL,
+			tries INTEGER NOT NULL
+		)`,
+		`CREATE INDEX pins_expires ON pins (expires)`,
+	}},
+	{6, "HTTP file uploads", []string{
+		// One row per upload slot (XEP-0363): reserved at the slot
+		// request, stored once its PUT completed (stored NULL until
+		// then). The quota sums size per owner; the sweeper removes by
+		// stored time and, for slots never stored, by put_expires.
+		`CREATE TABLE uploads (
+			id {{key}} PRIMARY KEY,
+			owner {{key}} NOT NULL,
+			name TEXT NOT NULL,
+			size BIGINT NOT NULL,
+			content_type TEXT NOT NULL,
+			created {{time}} NOT NULL,
+			put_expires {{time}} NOT NULL,
+			stored {{time}}
+		)`,
+		`CREATE INDEX uploads_owner ON uploads (owner)`,
+		`CREATE INDEX uploads_stored ON uploads (stored)`,
+		`CREATE INDEX uploads_put_expires ON uploads (put_expires)`,
+	}},
+	{7, "one-tap login links and web client tickets", []string{
+		// The links of password SMS (SPEC.md "Web client and one-tap
+		// login"): the SHA-256 of the token, never the token; the tag of
+		// the password texted with it; used once a browser logged in
+		// with it. Rows are kept a week past their expiry, to tell an
+		// expired link from an unknown one, then pruned.
+		`CREATE TABLE login_links (
+			token_hash {{key}} PRIMARY KEY,
+			owner {{key}} NOT NULL,
+			password_tag {{bytes}} NOT NULL,
+			created {{time}} NOT NULL,
+			expires {{time}} NOT NULL,
+			used {{time}}
+		)`,
+		`CREATE INDEX login_links_expires ON login_links (expires)`,
+		`CREATE INDEX login_links_owner ON login_links (owner)`,
+		// Single-use logins of the web client: SCRAM keys of a random
+		// secret, salted as the owner's password at generation.
+		`CREATE TABLE web_tickets (
+			id {{key}} PRIMARY KEY,
+			owner {{key}} NOT NULL,
+			generation BIGINT NOT NULL,
+			sha1_stored_key {{bytes}} NOT NULL,
+			sha1_server_key {{bytes}} NOT NULL,
+			sha256_stored_key {{bytes}} NOT NULL,
+			sha256_server_key {{bytes}} NOT NULL,
+			expires {{time}} NOT NULL
+		)`,
+		`CREATE INDEX web_tickets_owner ON web_tickets (owner, expires)`,
+		`CREATE INDEX web_tickets_expires ON web_tickets (expires)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
 // removes besides the account row. A migration that adds such a table adds
 // it here too.
-var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "blocklist", "offline_messages", "notice_windows"}
+var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "blocklist", "offline_messages", "notice_windows",
+	// The files on disk go with the rows: the daemon removes them
+	// (upload.Service.RemoveOwner), and the upload sweeper removes what
+	// has no row any more.
+	"uploads",
+	"login_links", "web_tickets"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {
@@ -186,6 +255,9 @@ func (db *DB) migrate(ctx context.Context) error { return db.migrateSteps(ctx, m
 // older schema with a prefix of migrations).
 func (db *DB) migrateSteps(ctx context.Context, migrations []migration) error {
 	err := db.b.inTx(ctx, func(q querier) error {
+		if err := db.b.unbounded(ctx, q); err != nil {
+			return err
+		}
 		if err := db.b.lock(ctx, q, "dialtone schema_migrations"); err != nil {
 			return err
 		}

@@ -17,9 +17,9 @@ func TestMigrationMarksPasswordsDelivered(t *testing.T) {
 		name string
 		open func(t *testing.T) (backend, error)
 	}{
-		{"sqlite", func(t *testing.T) (backend, error) { return openSQLite(t.Context(), t.TempDir()) }},
+		{"sqlite", func(t *testing.T) (backend, error) { return openSQLite(t.Context(), t.TempDir(), Options{}) }},
 		{"postgres", func(t *testing.T) (backend, error) {
-			return openPostgres(t.Context(), pgtest.NewDatabase(t, pgtest.URL(t)))
+			return openPostgres(t.Context(), pgtest.NewDatabase(t, pgtest.URL(t)), Options{})
 		}},
 	} {
 		t.Run(engine.name, func(t *testing.T) {

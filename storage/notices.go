@@ -23,7 +23,7 @@ var _ sms.NoticeStore = (*DB)(nil)
 // against the sender's cap of new numbers notified. A crash, or a
 // refusal, leaves all of it or none. sms.ErrStale when the account changed
 // since plan was made.
-func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limits OfflineLimits, plan sms.NoticePlan) (id int64, err error) {
+func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limits offline.Limits, plan sms.NoticePlan) (id int64, err error) {
 	at := plan.At
 	if at.IsZero() {
 		at = m.Stamp

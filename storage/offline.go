@@ -8,12 +8,6 @@ import (
 	"dialtone/offline"
 )
 
-// OfflineLimits bound what one account holds of stored messages.
-type OfflineLimits struct {
-	Messages int // XMPPD_OFFLINE_LIMIT; <= 0: no limit
-	Bytes    int // XMPPD_OFFLINE_BYTES, of stored stanzas; <= 0: no limit
-}
-
 // PushOffline stores m unless its owner already has limit messages
 // (limit <= 0: no limit), and returns the id it was given. Counting and
 // inserting happen under a per-owner lock in one transaction, so concurrent
@@ -21,7 +15,7 @@ type OfflineLimits struct {
 // the messages were stored. A zero Stamp is set to now.
 func (db *DB) PushOffline(ctx context.Context, m offline.Message, limit int) (id int64, err error) {
 	err = db.b.inTx(ctx, func(q querier) (err error) {
-		id, err = db.pushOffline(ctx, q, m, OfflineLimits{Messages: limit})
+		id, err = db.pushOffline(ctx, q, m, offline.Limits{Messages: limit})
 		return err
 	})
 	if err != nil {
@@ -33,7 +27,7 @@ func (db *DB) PushOffline(ctx context.Context, m offline.Message, limit int) (id
 // pushOffline is PushOffline in q, which must be a transaction (the
 // per-owner lock lasts until it commits), with limits on the number and
 // the bytes of the owner's messages.
-func (db *DB) pushOffline(ctx context.Context, q querier, m offline.Message, limits OfflineLimits) (id int64, err error) {
+func (db *DB) pushOffline(ctx context.Context, q querier, m offline.Message, limits offline.Limits) (id int64, err error) {
 	if m.Stamp.IsZero() {
 		m.Stamp = db.stamp()
 	}

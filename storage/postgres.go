@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -24,11 +25,18 @@ var postgresTypes = strings.NewReplacer(
 
 // openPostgres connects a pool and checks that the server answers, so that a
 // wrong URL stops the server at start rather than at the first message.
-func openPostgres(ctx context.Context, databaseURL string) (backend, error) {
+func openPostgres(ctx context.Context, databaseURL string, opts Options) (backend, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		// The URL may hold a password: name only what is wrong with it.
 		return nil, fmt.Errorf("storage: PostgreSQL URL: %w", err)
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = int32(min(opts.MaxConns, math.MaxInt32))
+	}
+	// A statement_timeout in the URL is the operator's and stays.
+	if t := statementTimeout(opts.StoreTimeout); t > 0 && cfg.ConnConfig.RuntimeParams["statement_timeout"] == "" {
+		cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(t.Milliseconds(), 10)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -100,6 +108,13 @@ func (b *postgresDB) inTx(ctx context.Context, fn func(querier) error) error {
 // collision between two keys only makes them wait for each other.
 func (b *postgresDB) lock(ctx context.Context, q querier, key string) error {
 	_, err := q.exec(ctx, "SELECT pg_advisory_xact_lock(hashtext(?))", key)
+	return err
+}
+
+// unbounded lifts statement_timeout for the rest of the transaction q:
+// a migration may take long, or wait long for another process's.
+func (b *postgresDB) unbounded(ctx context.Context, q querier) error {
+	_, err := q.exec(ctx, "SET LOCAL statement_timeout = 0")
 	return err
 }
 

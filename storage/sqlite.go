@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,17 +20,21 @@ import (
 const sqliteFile = "dialtone.db"
 
 // sqliteParams configure every connection the pool opens. busy_timeout
-// makes a writer wait for the lock instead of failing; _txlock=immediate
-// takes the write lock at BEGIN, so a read-then-write transaction (count,
-// then insert) is never interleaved with another writer. synchronous stays
-// at its default (FULL): a stored message must survive a power cut too.
-// WAL, which lets readers run beside the one writer, is not set here but
-// once by setWAL: see there.
-const sqliteParams = "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+// (added by openSQLite) makes a writer wait for the lock instead of
+// failing; _txlock=immediate takes the write lock at BEGIN, so a
+// read-then-write transaction (count, then insert) is never interleaved
+// with another writer. synchronous stays at its default (FULL): a stored
+// message must survive a power cut too. WAL, which lets readers run beside
+// the one writer, is not set here but once by setWAL: see there.
+const sqliteParams = "?_pragma=foreign_keys(1)&_txlock=immediate"
+
+// defaultBusyTimeout is how long a writer waits for the lock when no
+// store timeout is set (xmppctl, tests).
+const defaultBusyTimeout = 10 * time.Second
 
 // walTimeout bounds how long Open retries switching a new database to WAL
-// while other processes open it too; as long as busy_timeout.
-const walTimeout = 10 * time.Second
+// while other processes open it too; as long as the default busy timeout.
+const walTimeout = defaultBusyTimeout
 
 // sqliteTypes are the column types of the migrations in SQLite.
 var sqliteTypes = strings.NewReplacer(
@@ -40,7 +45,7 @@ var sqliteTypes = strings.NewReplacer(
 )
 
 // openSQLite opens (creating if needed) dataDir/dialtone.db.
-func openSQLite(ctx context.Context, dataDir string) (backend, error) {
+func openSQLite(ctx context.Context, dataDir string, opts Options) (backend, error) {
 	if dataDir == "" {
 		return nil, fmt.Errorf("storage: no data dir for the embedded SQLite database")
 	}
@@ -66,7 +71,15 @@ func openSQLite(ctx context.Context, dataDir string) (backend, error) {
 			return nil, fmt.Errorf("storage: %w", err)
 		}
 	}
-	db, err := sql.Open("sqlite", path+sqliteParams)
+	// A writer waits for a lock held elsewhere (another process: xmppctl,
+	// a backup) until its caller's context ends (the driver interrupts the
+	// wait), and a caller without a deadline, such as a background job, a
+	// little longer than a stanza's caller would.
+	busy := defaultBusyTimeout
+	if opts.StoreTimeout > 0 {
+		busy = statementTimeout(opts.StoreTimeout)
+	}
+	db, err := sql.Open("sqlite", path+sqliteParams+"&_pragma=busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
@@ -165,6 +178,8 @@ func (b *sqliteDB) inTx(ctx context.Context, fn func(querier) error) error {
 }
 
 func (b *sqliteDB) lock(context.Context, querier, string) error { return nil }
+
+func (b *sqliteDB) unbounded(context.Context, querier) error { return nil }
 
 func (b *sqliteDB) ddl(stmt string) string { return sqliteTypes.Replace(stmt) }
 

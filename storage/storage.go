@@ -1,7 +1,9 @@
 // Package storage implements the domain packages' store interfaces
-// (auth.Accounts, roster.Store, ext.PrivateStore, ext.BlockStore, offline.Store)
+// (auth.Accounts, offline.Store, upload.Store, sms.Outbox, sms.NoticeStore, and the
+// small stores of the XMPP modules, whose methods use only builtin types)
 // on embedded SQLite or on PostgreSQL, with one set of SQL for both and
-// versioned migrations that run at Open.
+// versioned migrations that run at Open. It imports no XMPP package: the
+// modules' interfaces are checked against it where they are wired.
 package storage
 
 import (
@@ -13,13 +15,11 @@ import (
 
 	"dialtone/auth"
 	"dialtone/offline"
-	"dialtone/roster"
 )
 
 // The store satisfies every interface the domain packages declare for it.
 var (
 	_ auth.Accounts = (*DB)(nil)
-	_ roster.Store  = (*DB)(nil)
 	_ offline.Store = (*DB)(nil)
 )
 
@@ -38,10 +38,40 @@ type DB struct {
 // means that PostgreSQL database. Several processes may Open the same
 // database at once: migrations are serialised.
 func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
+	return OpenWith(ctx, databaseURL, dataDir, Options{})
+}
+
+// Options tune the store's connections; the zero value is the defaults.
+type Options struct {
+	// MaxConns is the PostgreSQL pool size (XMPPD_DATABASE_MAX_CONNS);
+	// 0: pgx's default.
+	MaxConns int
+	// StoreTimeout is the deadline callers put on a store call made for
+	// a stanza (XMPPD_STORE_TIMEOUT). PostgreSQL ends a statement that
+	// runs a little longer (statement_timeout), so that one nobody waits
+	// for any more does not hold its locks, and SQLite waits as long for
+	// a lock held elsewhere (busy_timeout) when the caller has no
+	// deadline of its own. 0: no statement timeout, and SQLite waits
+	// defaultBusyTimeout.
+	StoreTimeout time.Duration
+}
+
+// statementTimeout is PostgreSQL's statement_timeout, and SQLite's busy
+// timeout, for a store whose callers give up after storeTimeout: a little
+// later, so that the caller's deadline, which it reports, comes first.
+func statementTimeout(storeTimeout time.Duration) time.Duration {
+	if storeTimeout <= 0 {
+		return 0
+	}
+	return storeTimeout + max(storeTimeout/5, time.Second)
+}
+
+// OpenWith is Open with opts.
+func OpenWith(ctx context.Context, databaseURL, dataDir string, opts Options) (*DB, error) {
 	var b backend
 	var err error
 	if databaseURL == "" {
-		b, err = openSQLite(ctx, dataDir)
+		b, err = openSQLite(ctx, dataDir, opts)
 	} else {
 		u, perr := url.Parse(databaseURL)
 		switch {
@@ -49,7 +79,7 @@ func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 			// url.Error quotes the URL, which may hold a password.
 			return nil, fmt.Errorf("storage: database URL does not parse; expected empty (embedded SQLite) or postgres://USER@HOST/DB")
 		case strings.EqualFold(u.Scheme, "postgres"), strings.EqualFold(u.Scheme, "postgresql"):
-			b, err = openPostgres(ctx, databaseURL)
+			b, err = openPostgres(ctx, databaseURL, opts)
 		default:
 			return nil, fmt.Errorf("storage: database URL scheme %q is not supported; expected empty (embedded SQLite), postgres:// or postgresql://", u.Scheme)
 		}

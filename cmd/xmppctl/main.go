@@ -22,7 +22,7 @@ import (
 	"dialtone/auth"
 	"dialtone/internal/admin"
 	"dialtone/internal/config"
-	"dialtone/internal/daemon"
+	"dialtone/internal/secret"
 	"dialtone/sms"
 	"dialtone/storage"
 )
@@ -361,7 +361,7 @@ func (c *cli) gateway() (sms.Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	gw, err := daemon.Gateway(cfg, cfg.Logger(c.stderr))
+	gw, err := sms.NewGateway(cfg.Gateway(), cfg.Logger(c.stderr))
 	if err != nil {
 		return nil, fmt.Errorf("XMPPD_SMS_GATEWAY: %w", err)
 	}
@@ -375,7 +375,8 @@ func (c *cli) passwords(ctx context.Context) (*sms.Passwords, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sms.Passwords{Domain: cfg.Domain, Store: db, Key: key, Length: cfg.PasswordLength}, nil
+	return &sms.Passwords{Domain: cfg.Domain, Store: db, Key: key, Length: cfg.PasswordLength,
+		Links: sms.NewLoginLinks(cfg.PublicURL, cfg.LoginLinkTTL, db)}, nil
 }
 
 // outbox returns the configuration, the store (which holds the SMS
@@ -390,7 +391,7 @@ func (c *cli) outbox(ctx context.Context) (config.Config, *storage.DB, []byte, e
 	if err != nil {
 		return config.Config{}, nil, nil, err
 	}
-	key, err := daemon.SecretKey(cfg)
+	key, err := secret.Key(cfg)
 	if err != nil {
 		return config.Config{}, nil, nil, err
 	}

@@ -393,14 +393,30 @@ func TestResetTexts(t *testing.T) {
 		t.Fatalf("stderr %q, want one SMS record", r.stderr)
 	}
 	m := texts[0]
-	re := regexp.MustCompile(`^Your chat\.example password is ([A-Za-z0-9]{12})\. Log in with your phone number\.$`)
+	// With the one-tap link of SPEC.md "Web client and one-tap login",
+	// under XMPPD_PUBLIC_URL, for the texted password.
+	re := regexp.MustCompile(`^Your chat\.example password is ([A-Za-z0-9]{12})\. Log in with your phone number, or tap http://chat\.example:5280/l/([A-Za-z0-9_-]{22})$`)
 	sub := re.FindStringSubmatch(m["text"].(string))
 	if m["to"] != "+821012345678" || m["purpose"] != "password" || m["id"] == "" || sub == nil {
 		t.Fatalf("SMS %v", m)
 	}
-	a, err := e.store().Account(context.Background(), "+821012345678")
+	db := e.store()
+	a, err := db.Account(context.Background(), "+821012345678")
 	if err != nil || !a.Credentials.VerifyPassword(sub[1]) {
 		t.Errorf("texted password does not work: %v", err)
+	}
+	hash, _ := auth.LinkTokenHash(sub[2])
+	if l, err := db.LoginLink(context.Background(), hash); err != nil || l.Number != "+821012345678" ||
+		a.LinkPassword(l.PasswordTag) != auth.CurrentPassword {
+		t.Errorf("the link is not stored for the texted password: %+v %v", l, err)
+	}
+
+	// XMPPD_LOGIN_LINK_TTL=0: the text without a link.
+	e.vars["XMPPD_LOGIN_LINK_TTL"] = "0"
+	r = e.must(0, "account", "reset", "010-1234-5678")
+	texts = smsRecords(t, r.stderr)
+	if len(texts) != 1 || !regexp.MustCompile(`^Your chat\.example password is [A-Za-z0-9]{12}\. Log in with your phone number\.$`).MatchString(texts[0]["text"].(string)) {
+		t.Fatalf("SMS without links: %v", texts)
 	}
 }
 
@@ -448,7 +464,7 @@ func TestResetWebhook(t *testing.T) {
 	if len(got) != 1 || got[0]["to"] != "+821012345678" || got[0]["purpose"] != "password" || got[0]["id"] == "" {
 		t.Fatalf("webhook got %v", got)
 	}
-	password := strings.TrimSuffix(strings.TrimPrefix(got[0]["text"], "Your localhost password is "), ". Log in with your phone number.")
+	password, _, _ := strings.Cut(strings.TrimPrefix(got[0]["text"], "Your localhost password is "), ". Log in with your phone number")
 	db := e.store()
 	if a, err := db.Account(context.Background(), "+821012345678"); err != nil || !a.Credentials.VerifyPassword(password) {
 		t.Fatalf("texted password %q does not log in: %v", password, err)

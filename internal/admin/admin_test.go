@@ -275,7 +275,14 @@ func TestStopClosesOpenConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	time.Sleep(50 * time.Millisecond) // let the server accept it
+	// A request answered: the server has taken the connection.
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, `{"op":"wake"}`+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || strings.Contains(line, "error") {
+		t.Fatalf("answer to wake: %q, %v", line, err)
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

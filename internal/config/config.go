@@ -21,6 +21,8 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/nyaruka/phonenumbers"
 	"mellium.im/xmpp/jid"
+
+	"dialtone/turn"
 )
 
 // Defaults of the variables that an empty value turns off. caarlos0/env
@@ -182,6 +184,38 @@ type Config struct {
 	TrustedProxies []netip.Prefix `env:"-"`
 	// TrustedProxiesRaw is XMPPD_TRUSTED_PROXIES as written.
 	TrustedProxiesRaw []string `env:"XMPPD_TRUSTED_PROXIES"`
+	// AppAPI serves the app API (SPEC.md "App API"): GET
+	// /authentication/NUMBER and POST /password.
+	AppAPI bool `env:"XMPPD_APP_API" envDefault:"true"`
+	// AppSMSHash is the Android SMS Retriever hash of the app, put at
+	// the end of every PIN SMS so that the app reads the PIN by itself;
+	// empty: none.
+	AppSMSHash string `env:"XMPPD_APP_SMS_HASH"`
+
+	// Files and calls (SPEC.md "Files and calls (XEP-0363, XEP-0215)").
+
+	// UploadMaxFileSize is the largest file in bytes an HTTP upload
+	// takes. 0: no limit.
+	UploadMaxFileSize int64 `env:"XMPPD_UPLOAD_MAX_FILE_SIZE" envDefault:"104857600"`
+	// UploadQuota is the bytes of uploaded files one account may have
+	// stored. 0: no limit.
+	UploadQuota int64 `env:"XMPPD_UPLOAD_QUOTA" envDefault:"1073741824"`
+	// UploadExpiry is how long after its upload a file is removed. 0: kept.
+	UploadExpiry time.Duration `env:"XMPPD_UPLOAD_EXPIRY" envDefault:"720h"`
+	// TURNURIs are the STUN and TURN servers offered to clients
+	// (XEP-0215), each a stun:, stuns:, turn: or turns: URI; Load checks
+	// them with turn.ParseURIs.
+	TURNURIs []string `env:"XMPPD_TURN_URIS"`
+	// TURNSecret is coturn's static-auth-secret, from which TURN
+	// credentials are made.
+	TURNSecret string `env:"XMPPD_TURN_SECRET"`
+
+	// WebClient serves the web chat client at /chat (SPEC.md "Web client
+	// and one-tap login").
+	WebClient bool `env:"XMPPD_WEB_CLIENT" envDefault:"true"`
+	// LoginLinkTTL is how long the one-tap login link of a password SMS
+	// works; 0: password SMS carry no link.
+	LoginLinkTTL time.Duration `env:"XMPPD_LOGIN_LINK_TTL" envDefault:"24h"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -224,7 +258,7 @@ func parseError(err error, environ map[string]string) error {
 	switch pe.Type {
 	case reflect.TypeFor[time.Duration]():
 		return fmt.Errorf("%s: invalid duration %q (want e.g. 90s, 10m, 168h)", name, v)
-	case reflect.TypeFor[int]():
+	case reflect.TypeFor[int](), reflect.TypeFor[int64]():
 		return fmt.Errorf("%s: invalid number %q (want a whole number)", name, v)
 	case reflect.TypeFor[bool]():
 		return fmt.Errorf("%s: invalid boolean %q (want true or false)", name, v)
@@ -309,6 +343,8 @@ func (c *Config) normalize() error {
 		{"XMPPD_AUTH_TIMEOUT", c.AuthTimeout, true},
 		{"XMPPD_S2S_IDLE_TIMEOUT", c.S2SIdleTimeout, true},
 		{"XMPPD_STORE_TIMEOUT", c.StoreTimeout, true},
+		{"XMPPD_UPLOAD_EXPIRY", c.UploadExpiry, false},
+		{"XMPPD_LOGIN_LINK_TTL", c.LoginLinkTTL, false},
 	}
 	for _, d := range durations {
 		if d.v < 0 {
@@ -341,6 +377,20 @@ func (c *Config) normalize() error {
 			return fmt.Errorf("%s: must not be negative (got %d)", l.name, l.v)
 		}
 	}
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{
+		{"XMPPD_UPLOAD_MAX_FILE_SIZE", c.UploadMaxFileSize},
+		{"XMPPD_UPLOAD_QUOTA", c.UploadQuota},
+	} {
+		if l.v < 0 {
+			return fmt.Errorf("%s: must not be negative (got %d)", l.name, l.v)
+		}
+	}
+	if err := c.checkTURN(); err != nil {
+		return err
+	}
 	if c.DatabaseMaxConns < 1 {
 		return fmt.Errorf("XMPPD_DATABASE_MAX_CONNS: must be at least 1 (got %d)", c.DatabaseMaxConns)
 	}
@@ -352,6 +402,9 @@ func (c *Config) normalize() error {
 	}
 	if err := c.checkPublicURL(); err != nil {
 		return fmt.Errorf("XMPPD_PUBLIC_URL: %w", err)
+	}
+	if err := checkAppSMSHash(c.AppSMSHash); err != nil {
+		return fmt.Errorf("XMPPD_APP_SMS_HASH: %w", err)
 	}
 	if c.PasswordLength < 10 || c.PasswordLength > 128 {
 		return fmt.Errorf("XMPPD_PASSWORD_LENGTH: must be between 10 and 128 (got %d)", c.PasswordLength)
@@ -412,6 +465,23 @@ func (c *Config) checkS2S() error {
 		insecure = append(insecure, d)
 	}
 	c.S2SInsecureDomains = insecure
+	return nil
+}
+
+// checkTURN checks XMPPD_TURN_URIS, dropping empty items, and that a
+// TURN server there has the secret of its credentials.
+func (c *Config) checkTURN() error {
+	uris, err := turn.ParseURIs(c.TURNURIs)
+	if err != nil {
+		return fmt.Errorf("XMPPD_TURN_URIS: %w", err)
+	}
+	c.TURNURIs = nil
+	for _, u := range uris {
+		c.TURNURIs = append(c.TURNURIs, u.String())
+		if u.NeedsCredentials() && c.TURNSecret == "" {
+			return fmt.Errorf("XMPPD_TURN_SECRET: must be set when XMPPD_TURN_URIS has a TURN server (%s)", u)
+		}
+	}
 	return nil
 }
 
@@ -616,4 +686,24 @@ func checkRegion(r string) (string, error) {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// appSMSHashLength is the length of an Android SMS Retriever app hash.
+const appSMSHashLength = 11
+
+// checkAppSMSHash accepts "" or an SMS Retriever hash: 11 characters of
+// the base64 alphabet.
+func checkAppSMSHash(h string) error {
+	if h == "" {
+		return nil
+	}
+	ok := len(h) == appSMSHashLength
+	for i := 0; ok && i < len(h); i++ {
+		c := h[i]
+		ok = 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/'
+	}
+	if !ok {
+		return fmt.Errorf("%q is not an SMS Retriever hash (want 11 characters of A-Z, a-z, 0-9, + and /)", h)
+	}
+	return nil
 }

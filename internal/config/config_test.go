@@ -57,6 +57,12 @@ func TestDefaults(t *testing.T) {
 	want.MetricsAllowRaw = []string{"127.0.0.0/8", "::1/128"}
 	want.MetricsAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	want.PublicURL = "http://localhost:5280"
+	want.AppAPI = true
+	want.UploadMaxFileSize = 104857600
+	want.UploadQuota = 1073741824
+	want.UploadExpiry = 720 * time.Hour
+	want.WebClient = true
+	want.LoginLinkTTL = 24 * time.Hour
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -117,6 +123,15 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_METRICS_ALLOW":                     "10.0.0.0/8, 192.0.2.1",
 		"XMPPD_PUBLIC_URL":                        "https://chat.example.com/",
 		"XMPPD_TRUSTED_PROXIES":                   "127.0.0.1/32",
+		"XMPPD_APP_API":                           "false",
+		"XMPPD_APP_SMS_HASH":                      "FA+9qCX9VSu",
+		"XMPPD_UPLOAD_MAX_FILE_SIZE":              "5000000000",
+		"XMPPD_UPLOAD_QUOTA":                      "0",
+		"XMPPD_UPLOAD_EXPIRY":                     "0s",
+		"XMPPD_TURN_URIS":                         "TURN:Turn.Example.com?transport=tcp, ,stun:[2001:db8::1]",
+		"XMPPD_TURN_SECRET":                       "coturn secret",
+		"XMPPD_WEB_CLIENT":                        "false",
+		"XMPPD_LOGIN_LINK_TTL":                    "0",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -174,9 +189,18 @@ func TestEveryVariable(t *testing.T) {
 		PublicURL:                    "https://chat.example.com",
 		TrustedProxiesRaw:            []string{"127.0.0.1/32"},
 		TrustedProxies:               []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		UploadMaxFileSize:            5000000000, // more than 32 bits
+		UploadQuota:                  0,
+		UploadExpiry:                 0,
+		TURNURIs:                     []string{"turn:turn.example.com:3478?transport=tcp", "stun:[2001:db8::1]:3478"},
+		TURNSecret:                   "coturn secret",
 	}
 	want.PasswordRequestsPerPrefixHour = 9
 	want.PasswordLength = 16
+	want.AppAPI = false
+	want.AppSMSHash = "FA+9qCX9VSu"
+	want.WebClient = false
+	want.LoginLinkTTL = 0
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -290,6 +314,23 @@ func TestInvalid(t *testing.T) {
 		{"auth timeout unparseable", map[string]string{"XMPPD_AUTH_TIMEOUT": "30"}, "XMPPD_AUTH_TIMEOUT: invalid duration"},
 		{"auth timeout negative", map[string]string{"XMPPD_AUTH_TIMEOUT": "-30s"}, "XMPPD_AUTH_TIMEOUT: must not be negative"},
 		{"auth timeout zero", map[string]string{"XMPPD_AUTH_TIMEOUT": "0s"}, "XMPPD_AUTH_TIMEOUT: must be greater than 0"},
+		{"app api unparseable", map[string]string{"XMPPD_APP_API": "quicksy"}, `XMPPD_APP_API: invalid boolean "quicksy"`},
+		{"app sms hash short", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VS"}, `XMPPD_APP_SMS_HASH: "FA+9qCX9VS" is not an SMS Retriever hash`},
+		{"app sms hash long", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VSuX"}, "XMPPD_APP_SMS_HASH: "},
+		{"app sms hash character", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VS-"}, "XMPPD_APP_SMS_HASH: "},
+		{"app sms hash line break", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VS\n"}, "XMPPD_APP_SMS_HASH: "},
+		{"upload size unparseable", map[string]string{"XMPPD_UPLOAD_MAX_FILE_SIZE": "100MB"}, `XMPPD_UPLOAD_MAX_FILE_SIZE: invalid number "100MB"`},
+		{"upload size negative", map[string]string{"XMPPD_UPLOAD_MAX_FILE_SIZE": "-1"}, "XMPPD_UPLOAD_MAX_FILE_SIZE: must not be negative"},
+		{"upload quota unparseable", map[string]string{"XMPPD_UPLOAD_QUOTA": "1 GiB"}, "XMPPD_UPLOAD_QUOTA: invalid number"},
+		{"upload quota negative", map[string]string{"XMPPD_UPLOAD_QUOTA": "-1"}, "XMPPD_UPLOAD_QUOTA: must not be negative"},
+		{"upload expiry unparseable", map[string]string{"XMPPD_UPLOAD_EXPIRY": "30d"}, "XMPPD_UPLOAD_EXPIRY: invalid duration"},
+		{"upload expiry negative", map[string]string{"XMPPD_UPLOAD_EXPIRY": "-1h"}, "XMPPD_UPLOAD_EXPIRY: must not be negative"},
+		{"turn uri scheme", map[string]string{"XMPPD_TURN_URIS": "stun:a.test,http://a.test"}, `XMPPD_TURN_URIS: "http://a.test": unknown scheme`},
+		{"turn uri transport", map[string]string{"XMPPD_TURN_URIS": "turn:a.test?transport=sctp", "XMPPD_TURN_SECRET": "s"}, "XMPPD_TURN_URIS: "},
+		{"turn without secret", map[string]string{"XMPPD_TURN_URIS": "stun:a.test,turns:a.test"}, "XMPPD_TURN_SECRET: must be set when XMPPD_TURN_URIS has a TURN server (turns:a.test:5349?transport=tcp)"},
+		{"web client unparseable", map[string]string{"XMPPD_WEB_CLIENT": "on"}, `XMPPD_WEB_CLIENT: invalid boolean "on"`},
+		{"login link ttl unparseable", map[string]string{"XMPPD_LOGIN_LINK_TTL": "1 day"}, `XMPPD_LOGIN_LINK_TTL: invalid duration "1 day"`},
+		{"login link ttl negative", map[string]string{"XMPPD_LOGIN_LINK_TTL": "-1h"}, "XMPPD_LOGIN_LINK_TTL: must not be negative"},
 		{"log level", map[string]string{"XMPPD_LOG_LEVEL": "loud"}, `XMPPD_LOG_LEVEL: unknown level "loud" (want debug, info, warn, error)`},
 	}
 	for _, tt := range tests {
@@ -382,5 +423,13 @@ func TestPasswordLength(t *testing.T) {
 		if err != nil || c.PasswordLength != tc.want {
 			t.Errorf("%q: %d %v", tc.v, c.PasswordLength, err)
 		}
+	}
+}
+
+// STUN servers need no secret: only TURN servers relay, with credentials.
+func TestSTUNWithoutSecret(t *testing.T) {
+	c, err := LoadFrom(map[string]string{"XMPPD_TURN_URIS": "stun:stun.example.com:19302,"})
+	if err != nil || !reflect.DeepEqual(c.TURNURIs, []string{"stun:stun.example.com:19302"}) {
+		t.Fatalf("%v %v", c.TURNURIs, err)
 	}
 }

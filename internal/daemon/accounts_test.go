@@ -37,7 +37,11 @@ func loginHintNotice(sender, body string) string {
 	return `New message from ` + sender + ` on ` + domain + `: "` + body + `". Log in with your phone number and password.`
 }
 
-var passwordSMS = regexp.MustCompile(`^Your ` + domain + ` password is ([A-Za-z0-9]+)\. Log in with your phone number\.$`)
+var passwordSMS = regexp.MustCompile(`^Your ` + domain + ` password is ([A-Za-z0-9]+)\. Log in with your phone number, or tap ` + loginLinkRE + `$`)
+
+// loginLinkRE matches the one-tap link of a password SMS (SPEC.md "Web
+// client and one-tap login"), on by default.
+const loginLinkRE = `(?:http://[^/ ]+/l/[A-Za-z0-9_-]{22})`
 
 // requestPassword asks the HTTP API for a new password for num and returns
 // the password from its SMS, the n-th SMS to num.

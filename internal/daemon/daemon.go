@@ -6,37 +6,33 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/net/publicsuffix"
 	"mellium.im/xmpp/jid"
-	"mellium.im/xmpp/stanza"
 
+	"dialtone/account"
 	"dialtone/auth"
 	"dialtone/internal/admin"
 	"dialtone/internal/config"
 	"dialtone/internal/datadir"
+	"dialtone/internal/secret"
 	"dialtone/internal/tlscert"
 	"dialtone/offline"
 	"dialtone/roster"
 	"dialtone/sms"
 	"dialtone/storage"
+	"dialtone/turn"
+	"dialtone/upload"
 	"dialtone/xmppd"
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/carbons"
@@ -72,6 +68,9 @@ type Daemon struct {
 	// Passwords texts passwords: the home page and POST /api/v1/password
 	// call its Request.
 	Passwords *sms.Passwords
+	// PINs serves the app API (GET /authentication/NUMBER, POST
+	// /password); nil with XMPPD_APP_API=false.
+	PINs *sms.PINs
 	// Lockout counts failed logins per number; the web login shares it.
 	Lockout *auth.Lockout
 	// ipLockout counts failed logins per client IP, XMPP and web alike.
@@ -84,7 +83,16 @@ type Daemon struct {
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
 	Offline *offlinemod.Queue
+	// Uploads is HTTP File Upload (XEP-0363): RequestSlot for the slot
+	// request, the PUT and GET on the HTTP listener.
+	Uploads *upload.Service
+	// TURN lists the STUN and TURN servers with fresh credentials
+	// (XEP-0215).
+	TURN *turn.Servers
 
+	// accounts applies the rules of password changes, recycled numbers
+	// and released accounts.
+	accounts *account.Lifecycle
 	parser   *auth.NumberParser
 	sweeper  *auth.Sweeper
 	roster   *rostermod.Module
@@ -108,11 +116,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate: %w", err)
 	}
-	secret, err := SecretKey(cfg)
+	secret, err := secret.Key(cfg)
 	if err != nil {
 		return nil, err
 	}
-	d.DB, err = storage.Open(ctx, cfg.DatabaseURL, cfg.DataDir)
+	d.DB, err = storage.OpenWith(ctx, cfg.DatabaseURL, cfg.DataDir, storage.Options{MaxConns: cfg.DatabaseMaxConns, StoreTimeout: cfg.StoreTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("XMPPD_DATABASE_URL: %w", err)
 	}
@@ -129,7 +137,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	d.Server, err = xmppd.NewServer(xmppd.Config{
 		Domain: cfg.Domain,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		SASL:   &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain, Promote: d.promotePending},
+		SASL: &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain, Promote: d.promotePending,
+			Tickets: d.DB},
 		// Shared with the web login (webOptions): failures on either
 		// side count towards one lock.
 		IPLockout: d.ipLockout,
@@ -150,9 +159,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		return nil, err
 	}
 	d.offlineMessages(parser, secret)
+	if err := d.filesAndCalls(secret); err != nil {
+		return nil, err
+	}
 	if err := d.registerModules(); err != nil {
 		return nil, fmt.Errorf("modules: %w", err)
 	}
+	// Recycling a number resets the roster and block list the modules keep.
+	d.accounts.Roster, d.accounts.Blocks = d.roster, d.blocking
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
 	if err := d.federate(reg); err != nil {
@@ -199,7 +213,12 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 	if d.cfg.TLSCertFile == "" {
 		client.Fingerprint = tlscert.Fingerprint(cert) // self-signed
 	}
+	var app web.AppAPI // a nil *sms.PINs would be a non-nil interface
+	if d.PINs != nil {
+		app = d.PINs
+	}
 	return web.Options{
+		App:            app,
 		Health:         d.DB.Ping,
 		Gatherer:       reg,
 		MetricsAllow:   d.cfg.MetricsAllow,
@@ -214,24 +233,22 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		Offline:        d.DB,
 		SetFullName:    vcards.SetFullName,
 		FullName:       vcards.FullName,
-		ChangePassword: func(ctx context.Context, n auth.Number, c auth.Credentials) error {
-			if _, err := d.DB.SetCredentials(ctx, n, c); err != nil {
-				return err
-			}
-			d.closeSessions(ctx, n)
-			d.log.Info("password changed on the web page", "number", string(n))
-			return nil
-		},
-		PromotePending: d.promotePending,
+		ChangePassword: d.accounts.SetPassword,
+		PromotePending: d.accounts.PromotePending,
 		SecretKey:      secret,
 		Client:         client,
 		Log:            d.log,
 		WebSocket:      d.Server.ServeWebSocket,
+		Upload:         d.Uploads,
+		WebClient:      d.cfg.WebClient,
+		Tickets:        d.DB,
+		Links:          d.DB,
 	}
 }
 
 // The store keeps what the modules declare they need.
 var (
+	_ roster.Store   = (*storage.DB)(nil)
 	_ vcard.Store    = (*storage.DB)(nil)
 	_ private.Store  = (*storage.DB)(nil)
 	_ blocking.Store = (*storage.DB)(nil)
@@ -347,6 +364,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { d.sweeper.Run(bctx) })
 	wg.Go(func() { d.Notices.Run(bctx) })
+	wg.Go(func() { d.Uploads.Run(bctx) })
 	if d.s2s != nil {
 		serve(func() error { return d.fed.Serve(d.s2s) })
 	}
@@ -391,35 +409,6 @@ func (d *Daemon) closeAll() {
 	}
 }
 
-// SecretKey returns XMPPD_SECRET_KEY, or the key kept in the data dir,
-// making it on first use (SPEC.md: "made once and kept in the data dir").
-func SecretKey(cfg config.Config) ([]byte, error) {
-	key, err := cfg.SecretKeyBytes()
-	if err != nil {
-		return nil, fmt.Errorf("XMPPD_SECRET_KEY: %w", err)
-	}
-	if key != nil {
-		return key, nil
-	}
-	path := filepath.Join(cfg.DataDir, "secret.key")
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		key = make([]byte, 32)
-		rand.Read(key)
-		// Once: when xmppd and xmppctl both make one, the first wins and
-		// both use it.
-		b, err = datadir.WriteOnce(path, []byte(hex.EncodeToString(key)+"\n"))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("secret key: %w", err)
-	}
-	key, err = hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(key) != 32 {
-		return nil, fmt.Errorf("%s: not 64 hex digits; remove it to make a new key", path)
-	}
-	return key, nil
-}
-
 // federate routes stanzas for other domains through the federation and
 // binds the s2s listener, unless XMPPD_S2S_ADDR is empty.
 func (d *Daemon) federate(reg prometheus.Registerer) error {
@@ -449,26 +438,17 @@ func (d *Daemon) federate(reg prometheus.Registerer) error {
 	return nil
 }
 
-// Gateway returns the SMS gateway that cfg configures (XMPPD_SMS_GATEWAY
-// and its variables); the log gateway writes to log.
-func Gateway(cfg config.Config, log *slog.Logger) (sms.Gateway, error) {
-	return sms.NewGateway(sms.GatewayConfigOf(cfg), log)
-}
-
-// conditionAccountReset closes the sessions of an account whose password
-// changed, or that was recycled or released (SPEC.md "xmppctl").
-const conditionAccountReset = "not-authorized"
-
 // accountLifecycle makes the SMS worker, the password service, the
 // unclaimed-account sweeper and the in-band password change (SPEC.md
 // "Accounts").
 func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg prometheus.Registerer) error {
 	cfg := d.cfg
-	gw, err := Gateway(cfg, d.log)
+	gw, err := sms.NewGateway(cfg.Gateway(), d.log)
 	if err != nil {
 		return fmt.Errorf("XMPPD_SMS_GATEWAY: %w", err)
 	}
 	d.parser = parser
+	d.accounts = &account.Lifecycle{Domain: cfg.Domain, Store: d.DB, Sessions: d.Server, StoreTimeout: cfg.StoreTimeout, Log: d.log}
 	d.Sender = &sms.Sender{Outbox: d.DB, Gateway: gw, Key: secret, Log: d.log, Metrics: sms.NewMetrics(reg)}
 	d.Passwords = &sms.Passwords{
 		Domain:        cfg.Domain,
@@ -481,81 +461,26 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 		PerIPHour:     cfg.PasswordRequestsPerIPHour,
 		PerPrefixHour: cfg.PasswordRequestsPerPrefixHour,
 		RecycleAfter:  cfg.RecycleAfter,
-		Recycle:       d.recycle,
-		OnIssued:      d.closeSessions,
+		Recycle:       d.accounts.Recycle,
+		OnIssued:      d.accounts.CloseSessions,
 		Wake:          d.Sender.Wake,
 		Throttled:     sms.NewThrottledCounter(reg),
+		Links:         sms.NewLoginLinks(cfg.PublicURL, cfg.LoginLinkTTL, d.DB),
 		Log:           d.log,
 	}
-	d.sweeper = &auth.Sweeper{Store: d.DB, TTL: cfg.UnclaimedAccountTTL, OnRelease: d.forget, Log: d.log}
-	d.register = register.New(d.Server.Router(), parser, d.changePassword)
+	if cfg.AppAPI {
+		d.PINs = &sms.PINs{Passwords: d.Passwords, Store: d.DB,
+			PerInstallationDay: sms.DefaultPINsPerInstallationDay, AppHash: cfg.AppSMSHash}
+	}
+	d.sweeper = &auth.Sweeper{Store: d.DB, TTL: cfg.UnclaimedAccountTTL, OnRelease: d.accounts.Forget, Log: d.log}
+	d.register = register.New(d.Server.Router(), parser, d.accounts.ChangePassword)
 	return nil
 }
 
-// recycle starts the account of n afresh for a new owner of the number:
-// its contacts' subscriptions are cancelled, then all it stored removed.
-func (d *Daemon) recycle(ctx context.Context, n auth.Number) error {
-	j, err := auth.CanonicalJID(n, d.cfg.Domain)
-	if err != nil {
-		return err
-	}
-	if err := d.roster.Reset(ctx, j); err != nil {
-		return err
-	}
-	if err := d.DB.WipeAccountData(ctx, n); err != nil {
-		return err
-	}
-	d.blocking.Forget(j)
-	return nil
-}
-
-// closeSessions closes the sessions of n after its password changed.
-func (d *Daemon) closeSessions(ctx context.Context, n auth.Number) {
-	if _, err := d.Server.Kick(ctx, string(n), conditionAccountReset); err != nil {
-		d.log.Error("closing sessions after a new password", "number", string(n), "err", err)
-	}
-}
-
-// promotePending makes n's requested password current at its first login
-// (SPEC.md "HTTP": until then the older one works too) and closes the
-// sessions that logged in with an older one. The login that used it binds
-// its session only after this, so it stays.
+// promotePending is the SASL Promote hook, which the server is built
+// with before the account rules are.
 func (d *Daemon) promotePending(ctx context.Context, n auth.Number, pending auth.Credentials) (int64, error) {
-	gen, promoted, err := d.DB.PromotePending(ctx, n, pending)
-	if err != nil {
-		return 0, err
-	}
-	if promoted {
-		d.closeSessions(ctx, n)
-		d.log.Info("a requested password logged in: the older one no longer works", "number", string(n))
-	}
-	return gen, nil
-}
-
-// forget closes the sessions of a released account (there are some only
-// in a race with the release) and drops what the server cached for it.
-func (d *Daemon) forget(ctx context.Context, n auth.Number) {
-	d.closeSessions(ctx, n)
-	if j, err := auth.CanonicalJID(n, d.cfg.Domain); err == nil {
-		d.blocking.Forget(j)
-	}
-}
-
-// changePassword is the in-band password change (XEP-0077): the new
-// credentials, then the account's other sessions are closed.
-func (d *Daemon) changePassword(ctx context.Context, n auth.Number, session jid.JID, password string) error {
-	creds, err := auth.NewCredentials(password)
-	if err != nil {
-		return err
-	}
-	if _, err := d.DB.SetCredentials(ctx, n, creds); err != nil {
-		return err
-	}
-	if _, err := d.Server.KickExcept(ctx, string(n), session, conditionAccountReset); err != nil {
-		d.log.Error("closing other sessions after a password change", "number", string(n), "err", err)
-	}
-	d.log.Info("password changed in-band", "number", string(n))
-	return nil
+	return d.accounts.PromotePending(ctx, n, pending)
 }
 
 // adminHandler serves the admin socket: kicks by the server, wakes by the
@@ -573,6 +498,13 @@ func (h adminHandler) Wake() { h.sender.Wake() }
 func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 	cfg := d.cfg
 	_, voice := d.Sender.Gateway.(sms.VoiceGateway)
+	keeper := &account.Offline{
+		Domain:       cfg.Domain,
+		Store:        d.DB,
+		Bytes:        cfg.OfflineBytes,
+		StoreTimeout: cfg.StoreTimeout,
+		HasSession:   func(bare jid.JID) bool { return len(d.Server.Sessions(bare)) > 0 },
+	}
 	d.Notices = &sms.Notices{
 		Domain:                 cfg.Domain,
 		PasswordLength:         cfg.PasswordLength,
@@ -586,78 +518,22 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		NewNumbersPerSenderDay: cfg.NoticeNewNumbersPerSenderDay,
 		// Beyond this one nothing is stored (SPEC.md "SMS texts").
 		StoredNewNumbersPerSenderDay: cfg.NewNumbersPerSenderDay,
-		IsOnline: func(n auth.Number) bool {
-			j, err := auth.CanonicalJID(n, cfg.Domain)
-			return err == nil && len(d.Server.Sessions(j)) > 0
-		},
-		Wake: d.Sender.Wake,
-		Log:  d.log,
+		IsOnline:                     keeper.IsOnline,
+		Wake:                         d.Sender.Wake,
+		Log:                          d.log,
+		Links:                        sms.NewLoginLinks(cfg.PublicURL, cfg.LoginLinkTTL, d.DB),
+		StoreTimeout:                 cfg.StoreTimeout,
 	}
+	keeper.Notices = d.Notices
 	d.Offline = &offlinemod.Queue{
 		Store:    d.DB,
 		Accounts: d.DB,
 		Server:   d.Server.Router(),
 		Limit:    cfg.OfflineLimit,
-		Keep:     d.keepOffline,
-		Log:      d.log,
+		Keep: func(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
+			k, err := keeper.Keep(ctx, account.Message{Message: m, From: s.From, Body: s.Body}, limit)
+			return offline.Kept{ID: k.ID, Warning: k.Warning}, err
+		},
+		Log: d.log,
 	}
-}
-
-// keepOffline stores a message for an offline receiver together with its
-// notice (one transaction), and tells the sender when no SMS went out, or
-// when the message was not stored because the sender wrote to too many
-// numbers that have never logged in.
-func (d *Daemon) keepOffline(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
-	in := sms.Incoming{To: s.Owner, Body: s.Body}
-	who := "you"
-	if s.From.Domainpart() == d.cfg.Domain && s.From.Localpart() != "" {
-		in.Sender, in.Counter = s.From.Localpart(), s.From.Localpart()
-	} else {
-		// A remote sender: the caps count its whole registrable domain.
-		// The notice names it by its bare JID: it has no number, and the
-		// domain shows that it is not one of this server's numbers.
-		domain := registrableDomain(s.From.Domainpart())
-		in.Sender, in.Counter = s.From.Bare().String(), domain
-		who = "senders from " + domain
-	}
-	limits := storage.OfflineLimits{Messages: limit, Bytes: d.cfg.OfflineBytes}
-	var kept offline.Kept
-	res, err := d.Notices.Notify(ctx, in, func(ctx context.Context, plan sms.NoticePlan) (err error) {
-		kept.ID, err = d.DB.StoreOffline(ctx, m, limits, plan)
-		return err
-	})
-	to := string(s.Owner)
-	if errors.Is(err, sms.ErrTooManyNewNumbers) {
-		// Not stored, so the queue sends this back instead of storing.
-		return offline.Kept{Warning: stanza.Error{Type: stanza.Cancel, Condition: stanza.PolicyViolation, Text: map[string]string{
-			"": "The message was not stored for " + to + ": " + who + " reached today's limit of new numbers written to (numbers that have not logged in here yet)."}}}, nil
-	}
-	if err != nil {
-		return kept, err
-	}
-	switch {
-	case errors.Is(res.Refused, sms.ErrNewNumbersCap):
-		kept.Warning = stanza.Error{Type: stanza.Cancel, Condition: stanza.PolicyViolation, Text: map[string]string{
-			"": "The message is stored for " + to + ", but no SMS was sent to tell them: " + who + " reached today's limit of new numbers notified. It will be delivered when they log in."}}
-	case errors.Is(res.Refused, sms.ErrNoSMS):
-		kept.Warning = stanza.Error{Type: stanza.Cancel, Condition: stanza.RecipientUnavailable, Text: map[string]string{
-			"": "The message is stored for " + to + ", but no SMS was sent to tell them: the number is a landline, which cannot receive SMS. It will be delivered when they log in."}}
-	}
-	return kept, nil
-}
-
-// registrableDomain is whom the caps on senders count for a sender on
-// another server: its registrable domain by the public suffix list, so
-// that the subdomains of one domain (a wildcard DNS entry makes any
-// number of them) share the caps. A domain without one (an IP literal, a
-// single label, a public suffix itself) counts as itself.
-func registrableDomain(domain string) string {
-	d := strings.TrimSuffix(strings.ToLower(domain), ".")
-	if _, err := netip.ParseAddr(strings.Trim(d, "[]")); err == nil {
-		return d
-	}
-	if r, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil {
-		return r
-	}
-	return d
 }

@@ -19,6 +19,9 @@ import (
 // stored is answered with an error, so its sender knows, and the password
 // API answers an error instead of 202.
 func TestDatabaseGoesAway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("PostgreSQL: not with -short (make check); make test runs it")
+	}
 	url, stop, err := pgtest.Start()
 	if errors.Is(err, pgtest.ErrNoPostgres) {
 		t.Skip("!!! SKIPPED, NOT PASSED: no PostgreSQL binaries")

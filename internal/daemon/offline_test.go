@@ -209,7 +209,7 @@ func stored(t *testing.T, s *daemonUnderTest, num string) int {
 	return n
 }
 
-var passwordNotice = regexp.MustCompile(`^New message from (\+\d+) on ` + domain + `: "(.*)"\. Log in with your phone number and password ([A-Za-z0-9]+)\.$`)
+var passwordNotice = regexp.MustCompile(`^New message from (\+\d+) on ` + domain + `: "(.*)"\. Log in with your phone number and password ([A-Za-z0-9]+), or tap ` + loginLinkRE + `$`)
 
 // A message to a latent number makes the account unclaimed on the spot,
 // and its notice carries the password; with it the receiver logs in and
@@ -478,7 +478,7 @@ func TestOfflineVoice(t *testing.T) {
 			send(t, a, mobile+"@"+domain, "secret words")
 			sms := rcv.Wait(t, mobile, 1, noticeTimeout)
 			re = regexp.MustCompile(`^New message from ` + regexp.QuoteMeta(alice.num) +
-				` on localhost\. Log in with your phone number and password [A-Za-z0-9]+\.$`)
+				` on localhost\. Log in with your phone number and password [A-Za-z0-9]+, or tap ` + loginLinkRE + `$`)
 			if sms.Call || !re.MatchString(sms.Text) || strings.Contains(sms.Text, "secret") {
 				t.Errorf("SMS without preview: %+v", sms)
 			}

@@ -12,7 +12,8 @@
 //	}
 //
 // Set DIALTONE_TEST_DATABASE_URL (a postgres:// URL of a role that may
-// CREATE DATABASE) to use an existing server instead.
+// CREATE DATABASE) to use an existing server instead. With go test -short
+// (make check) URL and StartPrivate skip the test.
 package pgtest
 
 import (
@@ -57,27 +58,36 @@ func Start() (dbURL string, stop func(), err error) {
 	if u := os.Getenv(EnvURL); u != "" {
 		return u, func() {}, nil
 	}
-	bin, err := findBin(binGlob)
+	c, err := newCluster()
 	if err != nil {
 		return "", nil, err
+	}
+	return c.url, c.stop, nil
+}
+
+// newCluster starts a cluster in a new directory.
+func newCluster() (*cluster, error) {
+	bin, err := findBin(binGlob)
+	if err != nil {
+		return nil, err
 	}
 	removeStale()
 	dir, err := os.MkdirTemp("", tempPrefix)
 	if err != nil {
-		return "", nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("pgtest: %w", err)
 	}
 	// The owner file lets a later Start tell this cluster's files from those
 	// a killed test binary left behind.
 	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		os.RemoveAll(dir)
-		return "", nil, fmt.Errorf("pgtest: %w", err)
+		return nil, fmt.Errorf("pgtest: %w", err)
 	}
 	c := &cluster{bin: bin, dir: dir}
 	if err := c.start(); err != nil {
 		os.RemoveAll(dir)
-		return "", nil, err
+		return nil, err
 	}
-	return c.url, c.stop, nil
+	return c, nil
 }
 
 const (
@@ -328,6 +338,7 @@ var shared struct {
 // where it fails: CI must never pass by testing nothing.
 func URL(t testing.TB) string {
 	t.Helper()
+	skipShort(t)
 	shared.once.Do(func() {
 		shared.url, shared.stop, shared.err = Start()
 		if maySkip(shared.err, os.Getenv("CI")) {
@@ -341,6 +352,15 @@ func URL(t testing.TB) string {
 		t.Fatalf("PostgreSQL for tests: %v", shared.err)
 	}
 	return shared.url
+}
+
+// skipShort skips t under go test -short (make check): the PostgreSQL
+// suites run in make test, make check keeps to SQLite.
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("PostgreSQL: not with -short (make check); make test runs it")
+	}
 }
 
 // maySkip tells whether a failed Start skips the tests rather than failing

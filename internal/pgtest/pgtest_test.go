@@ -165,3 +165,35 @@ func TestMaySkip(t *testing.T) {
 		}
 	}
 }
+
+// A frozen private cluster hangs (a query waits rather than fails) and
+// answers again once thawed; the shared cluster goes on meanwhile.
+func TestPrivateFreezeThaw(t *testing.T) {
+	p := StartPrivate(t)
+	shared := connect(t, URL(t))
+	conn := connect(t, p.URL())
+	if err := p.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err := conn.Exec(ctx, "SELECT 1")
+	cancel()
+	if err == nil {
+		t.Fatal("a query on a frozen cluster was answered")
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err = pgx.Connect(ctx, p.URL())
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("connecting to a frozen cluster: %v, want it to hang until the deadline", err)
+	}
+	if _, err := shared.Exec(context.Background(), "SELECT 1"); err != nil {
+		t.Fatalf("the shared cluster, while a private one is frozen: %v", err)
+	}
+	if err := p.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := connect(t, p.URL()).Exec(context.Background(), "SELECT 1"); err != nil {
+		t.Fatalf("after thawing: %v", err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Python is Debian's interpreter, the one that python3-slixmpp installs
@@ -32,6 +33,50 @@ func RequireSlixmpp(t testing.TB) {
 		t.Fatal(msg)
 	}
 	t.Skip("!!! SKIPPED, NOT PASSED: " + msg)
+}
+
+// RequirePrograms skips the test when one of the programs is not on PATH,
+// except in CI (CI=true), where it fails; hint says what to install.
+func RequirePrograms(t testing.TB, hint string, names ...string) {
+	t.Helper()
+	var missing []string
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := fmt.Sprintf("missing %s (%s)", strings.Join(missing, ", "), hint)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip("!!! SKIPPED, NOT PASSED: " + msg)
+}
+
+// WaitListening polls until a TCP connection to addr succeeds, for at most
+// timeout; it fails the test at once when exited (the server's process
+// ended) is closed first.
+func WaitListening(t testing.TB, addr string, timeout time.Duration, exited <-chan struct{}, what string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("%s exited before listening on %s", what, addr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not listening on %s after %v: %v", what, addr, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Build compiles the named commands of this module (cmd/NAME) into dir and

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -19,7 +20,8 @@ type T struct {
 // StartT starts a browser for tb and quits it when tb ends. When Chromium
 // or chromedriver is missing it skips the test loudly, except in CI
 // (CI=true), where that is a broken set-up and fails it. Screenshots go to
-// $DIALTONE_SCREENSHOTS, or to a temporary directory of the test, as
+// $DIALTONE_SCREENSHOTS, $TEST_ARTIFACTS/screenshots/TEST, or to a
+// temporary directory of the test, as
 // PREFIX-NN-NAME.png (NN-NAME.png without a prefix). Chromedriver logs to
 // $DIALTONE_CHROMEDRIVER_LOG when Options.LogFile is empty, and the end of
 // its log is shown when the test fails.
@@ -47,6 +49,10 @@ func StartT(tb testing.TB, o Options, shotPrefix string) *T {
 		d.Quit()
 	})
 	shots := os.Getenv("DIALTONE_SCREENSHOTS")
+	if a := os.Getenv("TEST_ARTIFACTS"); shots == "" && a != "" {
+		// A CI's artefact directory: one folder per test.
+		shots = filepath.Join(a, "screenshots", strings.ReplaceAll(tb.Name(), "/", "_"))
+	}
 	if shots == "" {
 		shots = tb.TempDir()
 	} else if err := os.MkdirAll(shots, 0o755); err != nil {

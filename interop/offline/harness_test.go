@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"dialtone/auth"
 	"dialtone/internal/testbin"
 	"dialtone/internal/xmpptest"
 	"dialtone/sms"
@@ -231,8 +232,9 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 
 // The notice texts of SPEC.md "SMS texts", previews on.
 var (
-	reFirstNotice    = regexp.MustCompile(`^New message from (\+\d+) on ` + regexp.QuoteMeta(domain) + `: "(.*)"\.$`)
-	rePasswordNotice = regexp.MustCompile(`^New message from (\+\d+) on ` + regexp.QuoteMeta(domain) + `: "(.*)"\. Log in with your phone number and password (\S+)\.$`)
+	reFirstNotice = regexp.MustCompile(`^New message from (\+\d+) on ` + regexp.QuoteMeta(domain) + `: "(.*)"\.$`)
+	// With the one-tap link (SPEC.md "Web client and one-tap login").
+	rePasswordNotice = regexp.MustCompile(`^New message from (\+\d+) on ` + regexp.QuoteMeta(domain) + `: "(.*)"\. Log in with your phone number and password (\S+), or tap http://\S+/l/[A-Za-z0-9_-]{22}$`)
 	reFoldedNotice   = regexp.MustCompile(`^(\d+) new messages? from (\+\d+) on ` + regexp.QuoteMeta(domain) + `\.$`)
 )
 
@@ -513,6 +515,47 @@ func (s *server) accountShow(number string) map[string]string {
 		}
 	}
 	return out
+}
+
+// noNoticeWindows waits, at most 10 s, until none of the numbers has a
+// notice window open, as the store itself says.
+func (s *server) noNoticeWindows(numbers ...string) {
+	t := s.t
+	t.Helper()
+	ctx := t.Context()
+	db, err := storage.Open(ctx, s.dbURL, s.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var open []string
+	gone := func() bool {
+		open = nil
+		for _, n := range numbers {
+			if _, err := db.NoticeWindow(ctx, n); !errors.Is(err, auth.ErrNotFound) {
+				open = append(open, fmt.Sprintf("%s (%v)", n, err))
+			}
+		}
+		return len(open) == 0
+	}
+	if !waitFor(10*time.Second, gone) {
+		t.Fatalf("notice windows still open 10 s on: %v", open)
+	}
+}
+
+// barrierNumber receives the test SMS of smsBarrier.
+const barrierNumber = "+821055550123"
+
+// smsBarrier has xmppctl queue a test SMS to number and waits, at most
+// 20 s, until the webhook got it: the server's worker sends what is due
+// oldest first, so every SMS queued before it has come by then.
+func (s *server) smsBarrier(number string) {
+	s.t.Helper()
+	before := len(s.wh.to(number, "test"))
+	s.ctl("sms", "test", number)
+	if !waitFor(20*time.Second, func() bool { return len(s.wh.to(number, "test")) > before }) {
+		s.t.Fatalf("the test SMS to %s did not come within 20 s", number)
+	}
 }
 
 func (s *server) addr() string { return "127.0.0.1:" + s.c2s }

@@ -21,6 +21,9 @@ import (
 // the good messages after it were never shown. A prefix declared only on
 // the sender's stream header is carried onto the stored stanza.
 func TestSlixmppReceiverAfterNotWellFormed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
 	requireSlixmpp(t)
 	xmppd, xmppctl := build(t, t.TempDir())
 	for _, store := range []string{"sqlite", "postgres"} {

@@ -96,6 +96,9 @@ func startEjabberd(t *testing.T, dir string, p *pki, users map[string]string) *e
 }
 
 func TestS2SEjabberd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
 	require(t, "ejabberd", have("ejabberdctl") && have("erl"), "install the Debian package ejabberd")
 	// Debian's ejabberdctl runs only as root (it then switches to the
 	// ejabberd user) or as that user.

@@ -18,6 +18,9 @@ import (
 // Prosody opened to Dialtone; the next message opens a new one (SPEC.md:
 // every federation link, incoming or outgoing).
 func TestS2SProsodyIdleLinks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
 	require(t, "prosody", have("prosody") && have("prosodyctl"), "install the Debian package prosody")
 	const idle = 3 * time.Second
 	dir := shortTempDir(t)

@@ -141,6 +141,22 @@ func (x *xmppd) waitAccount(t *testing.T, xmppctl, number string, want map[strin
 	}
 }
 
+// smsBarrier has xmppctl queue a test SMS to number and waits until the
+// gateway got it: the server's worker sends what is due oldest first, so
+// every SMS queued before it has arrived too.
+func (x *xmppd) smsBarrier(t *testing.T, xmppctl, number string) {
+	t.Helper()
+	before := len(x.sms.To(number))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, xmppctl, "sms", "test", number)
+	cmd.Env = x.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("xmppctl sms test %s: %v\n%s", number, err, out)
+	}
+	x.sms.Wait(t, number, before+1, noticeTimeout)
+}
+
 // canonicalKR is the E.164 form of a Korean mobile number written in
 // national form (010-1234-5678).
 func canonicalKR(national string) string {
@@ -190,7 +206,7 @@ func offlineFromPeer(t *testing.T, x *xmppd, xmppctl string, peer []user, active
 	}
 	m = x.sms.Wait(t, newNum, 1, noticeTimeout)
 	re := regexp.MustCompile(`^New message from ` + regexp.QuoteMeta(bare(peer[0].jid)) + ` on ` + regexp.QuoteMeta(dialtoneDomain) +
-		`: "` + regexp.QuoteMeta(bodyLatent) + `"\. Log in with your phone number and password ([A-Za-z0-9]{10,})\.$`)
+		`: "` + regexp.QuoteMeta(bodyLatent) + `"\. Log in with your phone number and password ([A-Za-z0-9]{10,}), or tap http://\S+/l/[A-Za-z0-9_-]{22}$`)
 	pw := re.FindStringSubmatch(m.Text)
 	if pw == nil || m.Purpose != "notice" {
 		t.Fatalf("notice to the never-used number %s (written %s): %+v, want it to match %s", newNum, latent[0], m, re)
@@ -208,7 +224,9 @@ func offlineFromPeer(t *testing.T, x *xmppd, xmppctl string, peer []user, active
 		t.Errorf("error for the message over the cap: %+v, want cancel/policy-violation from %s@%s saying that no SMS was sent as %s reached its limit", e, cappedNum, dialtoneDomain, peerDomain(peer[1]))
 	}
 	x.waitAccount(t, xmppctl, latent[1], map[string]string{"state": "unclaimed", "stored_messages": "1"})
-	time.Sleep(time.Second) // an SMS would have been queued with the message
+	// An SMS would have been queued with the message: one queued after
+	// it arrives later.
+	x.smsBarrier(t, xmppctl, canonicalKR("010-5555-0123"))
 	if got := x.sms.To(cappedNum); len(got) != 0 {
 		t.Errorf("SMS to the number over the domain's cap: %+v", got)
 	}

@@ -53,6 +53,9 @@ func startProsody(t *testing.T, dir string, p *pki, ph phase, users map[string]s
 }
 
 func TestS2SProsody(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
 	require(t, "prosody", have("prosody") && have("prosodyctl"), "install the Debian package prosody")
 	requireSlixmpp(t)
 	dir := shortTempDir(t)

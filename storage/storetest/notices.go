@@ -59,7 +59,7 @@ func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
 	note := queuedSMS("n1", string(n), noticeT0)
 	note.Sealed, note.Body = true, []byte{0, 1, 2, 255}
 	w := sms.NoticeWindow{To: string(n), Opened: noticeT0, Closes: noticeT0.Add(10 * time.Minute)}
-	id, err := db.StoreOffline(ctx, offlineMsg(string(n), "hi", noticeT0), storage.OfflineLimits{}, sms.NoticePlan{
+	id, err := db.StoreOffline(ctx, offlineMsg(string(n), "hi", noticeT0), offline.Limits{}, sms.NoticePlan{
 		To: n, At: noticeT0, Create: true, Credentials: &c, FirstNotice: true, PasswordDelivered: true,
 		SMS: []sms.Pending{note}, Window: &w, CountFor: "+15550009999"})
 	must(t, err)
@@ -101,7 +101,7 @@ func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
 
 	// counted in the window: it is replaced, no account change
 	w.Count, w.Sender = 1, "+15550009999"
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "again", noticeT0.Add(time.Minute)), storage.OfflineLimits{},
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "again", noticeT0.Add(time.Minute)), offline.Limits{},
 		sms.NoticePlan{To: n, At: noticeT0.Add(time.Minute), Window: &w})
 	must(t, err)
 	got, err = db.NoticeWindow(ctx, string(n))
@@ -111,7 +111,7 @@ func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
 	}
 	// a password for the unclaimed account replaces its credentials
 	c2 := creds(4)
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "3", noticeT0.Add(2*time.Minute)), storage.OfflineLimits{},
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "3", noticeT0.Add(2*time.Minute)), offline.Limits{},
 		sms.NoticePlan{To: n, At: noticeT0.Add(2 * time.Minute), Credentials: &c2, FirstNotice: true, PasswordDelivered: true, DropWindow: true})
 	must(t, err)
 	a, err = db.Account(ctx, n)
@@ -134,14 +134,14 @@ func testStoreOfflineStale(t *testing.T, db *storage.DB) {
 	_, err := db.SetCredentials(ctx, n, c)
 	must(t, err)
 	// made meanwhile
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), storage.OfflineLimits{}, sms.NoticePlan{To: n, At: noticeT0,
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), offline.Limits{}, sms.NoticePlan{To: n, At: noticeT0,
 		Create: true, Credentials: &c, SMS: []sms.Pending{queuedSMS("s1", string(n), noticeT0)}})
 	if !errors.Is(err, sms.ErrStale) {
 		t.Errorf("create over an account: %v, want ErrStale", err)
 	}
 	// claimed meanwhile: its password is not replaced
 	must(t, db.RecordLogin(ctx, n, noticeT0))
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), storage.OfflineLimits{}, sms.NoticePlan{To: n, At: noticeT0,
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), offline.Limits{}, sms.NoticePlan{To: n, At: noticeT0,
 		Credentials: &c, FirstNotice: true, PasswordDelivered: true, SMS: []sms.Pending{queuedSMS("s2", string(n), noticeT0)}})
 	if !errors.Is(err, sms.ErrStale) {
 		t.Errorf("new password for an active account: %v, want ErrStale", err)
@@ -167,9 +167,9 @@ func testStoreOfflineFull(t *testing.T, db *storage.DB) {
 	}
 	p := plan("f1")
 	p.Create, p.Credentials = true, &c
-	_, err := db.StoreOffline(ctx, offlineMsg(string(n), "1", noticeT0), storage.OfflineLimits{Messages: 1}, p)
+	_, err := db.StoreOffline(ctx, offlineMsg(string(n), "1", noticeT0), offline.Limits{Messages: 1}, p)
 	must(t, err)
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "2", noticeT0), storage.OfflineLimits{Messages: 1}, plan("f2"))
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "2", noticeT0), offline.Limits{Messages: 1}, plan("f2"))
 	if !errors.Is(err, offline.ErrFull) {
 		t.Fatalf("over the limit: %v, want ErrFull", err)
 	}
@@ -186,12 +186,12 @@ func testStoreOfflineTouches(t *testing.T, db *storage.DB) {
 	ctx := t.Context()
 	const n = auth.Number("+15550003004")
 	c := creds(7)
-	_, err := db.StoreOffline(ctx, offlineMsg(string(n), "1", noticeT0), storage.OfflineLimits{},
+	_, err := db.StoreOffline(ctx, offlineMsg(string(n), "1", noticeT0), offline.Limits{},
 		sms.NoticePlan{To: n, At: noticeT0, Create: true, Credentials: &c})
 	must(t, err)
 	later := noticeT0.Add(time.Hour)
 	w := sms.NoticeWindow{To: string(n), Opened: later, Closes: later.Add(time.Minute)}
-	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "2", later), storage.OfflineLimits{}, sms.NoticePlan{To: n, At: later, Window: &w})
+	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "2", later), offline.Limits{}, sms.NoticePlan{To: n, At: later, Window: &w})
 	must(t, err)
 	if got := released(t, db, later.Add(-time.Second), 0); len(got) != 0 {
 		t.Fatalf("released %v though touched at %v", got, later)
@@ -212,7 +212,7 @@ func testNoticeWindows(t *testing.T, db *storage.DB) {
 	ctx := t.Context()
 	open := func(n string, opened time.Time, closes time.Duration) sms.NoticeWindow {
 		w := sms.NoticeWindow{To: n, Opened: opened, Closes: opened.Add(closes), Count: 2, Sender: "+1555"}
-		_, err := db.StoreOffline(ctx, offlineMsg(n, "x", opened), storage.OfflineLimits{}, sms.NoticePlan{To: auth.Number(n), At: opened, Window: &w})
+		_, err := db.StoreOffline(ctx, offlineMsg(n, "x", opened), offline.Limits{}, sms.NoticePlan{To: auth.Number(n), At: opened, Window: &w})
 		must(t, err)
 		return w
 	}
@@ -259,7 +259,7 @@ func testNoticeWindows(t *testing.T, db *storage.DB) {
 func testNoticedNumbers(t *testing.T, db *storage.DB) {
 	ctx := t.Context()
 	count := func(sender, n string, at time.Time) {
-		_, err := db.StoreOffline(ctx, offlineMsg(n, "x", at), storage.OfflineLimits{}, sms.NoticePlan{To: auth.Number(n), At: at, CountFor: sender})
+		_, err := db.StoreOffline(ctx, offlineMsg(n, "x", at), offline.Limits{}, sms.NoticePlan{To: auth.Number(n), At: at, CountFor: sender})
 		must(t, err)
 	}
 	count("alice", "+15550003022", noticeT0)
@@ -290,11 +290,11 @@ func testStoreOfflineNewNumbers(t *testing.T, db *storage.DB) {
 	ctx := t.Context()
 	write := func(sender string, n auth.Number, at time.Time, id string) error {
 		c := creds(8)
-		_, err := db.StoreOffline(ctx, offlineMsg(string(n), "x", at), storage.OfflineLimits{}, sms.NoticePlan{
+		_, err := db.StoreOffline(ctx, offlineMsg(string(n), "x", at), offline.Limits{}, sms.NoticePlan{
 			To: n, At: at, Create: true, Credentials: &c, SMS: []sms.Pending{queuedSMS(id, string(n), at)},
 			NewNumber: &sms.NewNumberCap{Sender: sender, Limit: 2, Since: at.Add(-24 * time.Hour)}})
 		if errors.Is(err, sms.ErrStale) { // made by an earlier message: store without creating
-			_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", at), storage.OfflineLimits{}, sms.NoticePlan{
+			_, err = db.StoreOffline(ctx, offlineMsg(string(n), "x", at), offline.Limits{}, sms.NoticePlan{
 				To: n, At: at, NewNumber: &sms.NewNumberCap{Sender: sender, Limit: 2, Since: at.Add(-24 * time.Hour)}})
 		}
 		return err
@@ -325,13 +325,13 @@ func testStoreOfflineNewNumbers(t *testing.T, db *storage.DB) {
 	must(t, db.PruneNoticedNumbers(ctx, noticeT0.Add(90*time.Minute)))
 	at := noticeT0.Add(3 * time.Hour)
 	c := creds(9)
-	_, err = db.StoreOffline(ctx, offlineMsg("+15550003035", "x", at), storage.OfflineLimits{}, sms.NoticePlan{
+	_, err = db.StoreOffline(ctx, offlineMsg("+15550003035", "x", at), offline.Limits{}, sms.NoticePlan{
 		To: "+15550003035", At: at, Create: true, Credentials: &c,
 		NewNumber: &sms.NewNumberCap{Sender: "alice", Limit: 2, Since: time.Time{}}})
 	if !errors.Is(err, sms.ErrTooManyNewNumbers) {
 		t.Fatalf("after the prune, n1 and +15550003034 still count: %v", err)
 	}
-	_, err = db.StoreOffline(ctx, offlineMsg("+15550003035", "x", at), storage.OfflineLimits{}, sms.NoticePlan{
+	_, err = db.StoreOffline(ctx, offlineMsg("+15550003035", "x", at), offline.Limits{}, sms.NoticePlan{
 		To: "+15550003035", At: at, Create: true, Credentials: &c,
 		NewNumber: &sms.NewNumberCap{Sender: "alice", Limit: 3, Since: time.Time{}}})
 	must(t, err)
@@ -346,7 +346,7 @@ func testStoreOfflineNewNumbersConcurrent(t *testing.T, db *storage.DB) {
 		go func() {
 			n := auth.Number(fmt.Sprintf("+155500031%02d", i))
 			c := creds(byte(i))
-			_, err := db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), storage.OfflineLimits{}, sms.NoticePlan{
+			_, err := db.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), offline.Limits{}, sms.NoticePlan{
 				To: n, At: noticeT0, Create: true, Credentials: &c,
 				NewNumber: &sms.NewNumberCap{Sender: "carol", Limit: 3, Since: noticeT0.Add(-time.Hour)}})
 			errs <- err
@@ -374,7 +374,7 @@ func testStoreOfflineBytes(t *testing.T, db *storage.DB) {
 	const n = auth.Number("+15550003041")
 	msg := offlineMsg(string(n), "0123456789", noticeT0)
 	size := len(msg.Stanza)
-	limits := storage.OfflineLimits{Bytes: 3 * size}
+	limits := offline.Limits{Bytes: 3 * size}
 	for range 3 {
 		_, err := db.StoreOffline(ctx, msg, limits, sms.NoticePlan{To: n, At: noticeT0})
 		must(t, err)
@@ -396,7 +396,7 @@ func testStoreOfflineBytes(t *testing.T, db *storage.DB) {
 	_, err = db.StoreOffline(ctx, msg, limits, sms.NoticePlan{To: n, At: noticeT0})
 	must(t, err)
 	// Both limits apply.
-	_, err = db.StoreOffline(ctx, offlineMsg("+15550003042", "x", noticeT0), storage.OfflineLimits{Messages: 1, Bytes: 1 << 20},
+	_, err = db.StoreOffline(ctx, offlineMsg("+15550003042", "x", noticeT0), offline.Limits{Messages: 1, Bytes: 1 << 20},
 		sms.NoticePlan{To: "+15550003042", At: noticeT0})
 	if !errors.Is(err, offline.ErrFull) {
 		t.Fatalf("over the message limit: %v, want ErrFull", err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"dialtone/auth"
+	"dialtone/offline"
 	"dialtone/sms"
 	"dialtone/storage"
 )
@@ -193,19 +194,19 @@ func testDeliveredPassword(t *testing.T, db *storage.DB) {
 	}
 	// A notice: the first marks itself, and the password when it carries one.
 	c := creds(3)
-	_, err = db.StoreOffline(ctx, offlineMsg(string(noticed), "x", noticeT0), storage.OfflineLimits{},
+	_, err = db.StoreOffline(ctx, offlineMsg(string(noticed), "x", noticeT0), offline.Limits{},
 		sms.NoticePlan{To: noticed, At: noticeT0, Create: true, Credentials: &c})
 	must(t, err)
 	if r, err := db.NoticeReceiver(ctx, noticed); err != nil || r != (sms.Receiver{Exists: true}) {
 		t.Fatalf("made by a message without notice: %+v %v", r, err)
 	}
-	_, err = db.StoreOffline(ctx, offlineMsg(string(noticed), "x", noticeT0), storage.OfflineLimits{},
+	_, err = db.StoreOffline(ctx, offlineMsg(string(noticed), "x", noticeT0), offline.Limits{},
 		sms.NoticePlan{To: noticed, At: noticeT0, FirstNotice: true})
 	must(t, err)
 	if r, err := db.NoticeReceiver(ctx, noticed); err != nil || r != (sms.Receiver{Exists: true, FirstNoticed: true}) {
 		t.Fatalf("after a first notice without password: %+v %v", r, err)
 	}
-	_, err = db.StoreOffline(ctx, offlineMsg(string(noticed), "x", noticeT0), storage.OfflineLimits{},
+	_, err = db.StoreOffline(ctx, offlineMsg(string(noticed), "x", noticeT0), offline.Limits{},
 		sms.NoticePlan{To: noticed, At: noticeT0, Credentials: &c, PasswordDelivered: true})
 	must(t, err)
 	if r, err := db.NoticeReceiver(ctx, noticed); err != nil || r != (sms.Receiver{Exists: true, FirstNoticed: true, PasswordDelivered: true}) {

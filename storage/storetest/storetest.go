@@ -48,6 +48,9 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 	tests = append(tests, noticeTests...)
 	tests = append(tests, rosterCountTests...)
 	tests = append(tests, passwordTests...)
+	tests = append(tests, pinTests...)
+	tests = append(tests, uploadTests...)
+	tests = append(tests, loginLinkTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -124,12 +124,12 @@ func TestClientIPBehindProxy(t *testing.T) {
 	f := newFixtureWith(t, false, func(o *Options) { o.TrustedProxies = prefixes("127.0.0.1/32") })
 	proxied := f.browser(t)
 	proxied.header.Set("X-Forwarded-For", "203.0.113.9, 198.51.100.7")
-	if a := proxied.post("/password", url.Values{"csrf": {proxied.token("/")}, "phone": {testNational}}); a.code != 200 {
+	if a := proxied.post("/send-password", url.Values{"csrf": {proxied.token("/")}, "phone": {testNational}}); a.code != 200 {
 		t.Fatal(a)
 	}
 	direct := f.browserFrom(t, "127.0.0.2")
 	direct.header.Set("X-Forwarded-For", "198.51.100.7")
-	if a := direct.post("/password", url.Values{"csrf": {direct.token("/")}, "phone": {testNational}}); a.code != 200 {
+	if a := direct.post("/send-password", url.Values{"csrf": {direct.token("/")}, "phone": {testNational}}); a.code != 200 {
 		t.Fatal(a)
 	}
 	req, _ := http.NewRequest("POST", f.srv.URL+"/api/v1/password", strings.NewReader(`{"phone":"`+testNational+`"}`))

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 	"unicode"
@@ -82,16 +83,19 @@ type site struct {
 	// even on a request that reached this listener in the clear from
 	// the proxy in front of it.
 	publicHTTPS bool
+	// public is XMPPD_PUBLIC_URL; nil when unset or malformed.
+	public *url.URL
 	// decoy is checked against when a number has no account, so that an
 	// unknown number costs the same PBKDF2 work as a wrong password.
 	decoy auth.Credentials
 }
 
-func newSite(opts Options, publicHTTPS bool) *site {
+func newSite(opts Options, public *url.URL) *site {
 	s := &site{
 		opts:        opts,
 		ready:       opts.Parser != nil && opts.Accounts != nil && opts.Passwords != nil && len(opts.SecretKey) >= minSecretKey,
-		publicHTTPS: publicHTTPS,
+		publicHTTPS: public != nil && public.Scheme == "https",
+		public:      public,
 	}
 	if s.ready {
 		s.keys = deriveKeys(opts.SecretKey)
@@ -118,11 +122,14 @@ func (s *site) register(mux *http.ServeMux) {
 	}
 	handle("GET /{$}", s.home)
 	handle("POST /login", s.login)
-	handle("POST /password", s.requestPassword)
+	// Not /password: that path is the app API's (SPEC.md "App API").
+	handle("POST "+requestPasswordPath, s.requestPassword)
 	handle("GET /account", s.account)
 	handle("POST /account/name", s.setName)
 	handle("POST /account/password", s.changePassword)
 	handle("POST /logout", s.logout)
+	s.registerChat(mux)
+	s.registerLinks(mux)
 }
 
 // configured answers every page with "not configured" when the handler
@@ -164,6 +171,10 @@ type page struct {
 	// Message page.
 	Message string
 	Failed  bool
+
+	// Login link page: the token it posts, and the script that posts it.
+	LinkToken string
+	Script    template.JS
 }
 
 type accountView struct {
@@ -178,12 +189,14 @@ type accountView struct {
 	Waiting                int
 
 	CanName, CanPassword bool
-	MinPassword          int
-	Name                 string
-	NameError            string
-	NameNotice           string
-	PasswordError        string
-	PasswordNotice       string
+	// CanChat shows "Open chat" (the web client at /chat).
+	CanChat        bool
+	MinPassword    int
+	Name           string
+	NameError      string
+	NameNotice     string
+	PasswordError  string
+	PasswordNotice string
 }
 
 func (s *site) render(w http.ResponseWriter, code int, name string, p *page) {
@@ -418,6 +431,7 @@ func (s *site) accountPage(ctx context.Context, w http.ResponseWriter, r *http.R
 		Fingerprint: s.opts.Client.Fingerprint,
 		CanName:     s.opts.SetFullName != nil,
 		CanPassword: s.opts.ChangePassword != nil,
+		CanChat:     s.chatEnabled(),
 		MinPassword: auth.MinPasswordLength,
 	}
 	if j, err := auth.CanonicalJID(n, s.opts.Domain); err == nil {

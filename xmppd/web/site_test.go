@@ -70,7 +70,7 @@ func TestHomePage(t *testing.T) {
 	}
 	mustContain(t, "home", a.body,
 		`<label for="login-phone">`, `<label for="login-password">`, `<label for="new-phone">`,
-		`formaction="/password"`, `name="viewport"`, testDomain)
+		`formaction="/send-password"`, `name="viewport"`, testDomain)
 	if c := (&http.Response{Header: a.header}).Cookies(); len(c) != 1 || c[0].Name != formCookie || !c[0].HttpOnly || c[0].Secure {
 		t.Errorf("cookies %v", c)
 	}
@@ -81,7 +81,7 @@ func TestWebFlow(t *testing.T) {
 	f := newFixture(t, false)
 	b := f.browser(t)
 
-	a := b.post("/password", url.Values{"csrf": {b.token("/")}, "phone": {testNational}})
+	a := b.post("/send-password", url.Values{"csrf": {b.token("/")}, "phone": {testNational}})
 	if a.code != 200 {
 		t.Fatal(a)
 	}
@@ -273,8 +273,8 @@ func TestCSRF(t *testing.T) {
 		form       url.Values
 	}{
 		{"login without token", "/login", url.Values{"phone": {testNational}, "password": {"right-password"}}},
-		{"password without token", "/password", url.Values{"phone": {testNational}}},
-		{"password with another browser's token", "/password", url.Values{"csrf": {attackerToken}, "phone": {testNational}}},
+		{"password without token", "/send-password", url.Values{"phone": {testNational}}},
+		{"password with another browser's token", "/send-password", url.Values{"csrf": {attackerToken}, "phone": {testNational}}},
 		{"name without token", "/account/name", url.Values{"name": {"pwned"}}},
 		{"name with a logged-out token", "/account/name", url.Values{"csrf": {loggedOutToken}, "name": {"pwned"}}},
 		{"name with another browser's token", "/account/name", url.Values{"csrf": {attackerToken}, "name": {"pwned"}}},
@@ -394,7 +394,7 @@ func TestPasswordFormErrors(t *testing.T) {
 		f.passwords.err = tc.injected
 		f.passwords.mu.Unlock()
 		tc.form.Set("csrf", b.token("/"))
-		a := b.post("/password", tc.form)
+		a := b.post("/send-password", tc.form)
 		if a.code != tc.code {
 			t.Errorf("%s: %v", tc.name, a)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"dialtone/auth"
 	"dialtone/internal/forwarded"
+	"dialtone/upload"
 )
 
 // healthTimeout bounds one health check, so that a stuck store makes
@@ -143,6 +144,24 @@ type Options struct {
 	// GET /.well-known/host-meta and host-meta.json; nil serves none of
 	// them.
 	WebSocket http.HandlerFunc
+	// App serves the app API, GET /authentication/NUMBER and POST
+	// /password (SPEC.md "App API"); it shares Lockout and IPLockout.
+	// Nil (XMPPD_APP_API=false): both paths are 404.
+	App AppAPI
+	// Upload serves HTTP File Upload (XEP-0363) below upload.Path: the
+	// PUT and GET of slots (upload.Service); nil serves nothing there.
+	Upload http.Handler
+
+	// WebClient serves the web chat client at GET /chat
+	// (XMPPD_WEB_CLIENT); it needs WebSocket and PublicURL.
+	WebClient bool
+	// Tickets keeps the web client's single-use logins, with which a
+	// browser logged in here opens /chat without the password again; nil:
+	// /chat logs in with its form only.
+	Tickets TicketStore
+	// Links are the one-tap login links of password SMS, opened at
+	// GET /l/TOKEN; nil: none are served.
+	Links LinkStore
 }
 
 // New returns the handler for XMPPD_HTTP_ADDR: the home page and account
@@ -165,6 +184,7 @@ func New(opts Options) http.Handler {
 	mux.HandleFunc("GET /healthz", healthz(opts.Health, opts.Log))
 	mux.Handle("GET /metrics", allowOnly(opts.MetricsAllow, promhttp.HandlerFor(g, promhttp.HandlerOpts{})))
 	mux.Handle("/api/v1/password", secure(&passwordAPI{opts: opts}))
+	registerAppAPI(mux, opts)
 	if opts.WebSocket != nil {
 		mux.HandleFunc("GET "+webSocketPath, opts.WebSocket)
 		if public != nil && public.Host != "" {
@@ -172,7 +192,15 @@ func New(opts Options) http.Handler {
 			mux.HandleFunc("GET /.well-known/host-meta.json", hostMeta(public, len(opts.TrustedProxies) > 0, true))
 		}
 	}
-	newSite(opts, public != nil && public.Scheme == "https").register(mux)
+	if opts.Upload != nil {
+		// Its own headers (CORS for web clients elsewhere, nosniff and a
+		// CSP for what it serves), not the pages' ones.
+		mux.Handle(upload.Path, opts.Upload)
+	}
+	if public != nil && public.Host == "" {
+		public = nil
+	}
+	newSite(opts, public).register(mux)
 	return forwarded.Handler(opts.TrustedProxies, mux)
 }
 
