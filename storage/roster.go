@@ -7,7 +7,7 @@ import (
 	"fmt"
 
 	"dialtone/auth"
-	"dialtone/xmppd/im"
+	"dialtone/roster"
 )
 
 // rosterColumns is the column list that scanRosterItem reads, in its order.
@@ -15,22 +15,22 @@ const rosterColumns = `contact, name, subscription, pending_out, pending_in, app
 
 // scanRosterItem reads one item. Groups are kept as a JSON array so that
 // their order, and nil as opposed to empty, come back exactly as stored.
-func scanRosterItem(scan func(dest ...any) error) (im.Item, error) {
-	var it im.Item
+func scanRosterItem(scan func(dest ...any) error) (roster.Item, error) {
+	var it roster.Item
 	var groups string
 	if err := scan(&it.Contact, &it.Name, &it.Subscription, &it.PendingOut, &it.PendingIn,
 		&it.Approved, &it.InRoster, &groups); err != nil {
-		return im.Item{}, err
+		return roster.Item{}, err
 	}
 	if err := json.Unmarshal([]byte(groups), &it.Groups); err != nil {
-		return im.Item{}, fmt.Errorf("groups of %s: %w", it.Contact, err)
+		return roster.Item{}, fmt.Errorf("groups of %s: %w", it.Contact, err)
 	}
 	return it, nil
 }
 
 // Roster returns all items of owner, ordered by contact, and the roster
 // version (0 when it never changed).
-func (db *DB) Roster(ctx context.Context, owner string) (items []im.Item, version int64, err error) {
+func (db *DB) Roster(ctx context.Context, owner string) (items []roster.Item, version int64, err error) {
 	// The version is read before the items, without a transaction (which on
 	// SQLite would take the write lock): a change in between makes the
 	// items newer than the version, never older, so a client that caches
@@ -38,7 +38,7 @@ func (db *DB) Roster(ctx context.Context, owner string) (items []im.Item, versio
 	version, err = rosterVersion(ctx, db.b, owner)
 	if err == nil {
 		r, qerr := db.b.query(ctx, `SELECT `+rosterColumns+` FROM roster_items WHERE owner = ? ORDER BY contact`, owner)
-		items, err = collect(r, qerr, func(r rows) (im.Item, error) { return scanRosterItem(r.Scan) })
+		items, err = collect(r, qerr, func(r rows) (roster.Item, error) { return scanRosterItem(r.Scan) })
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("storage: roster of %s: %w", owner, err)
@@ -47,19 +47,19 @@ func (db *DB) Roster(ctx context.Context, owner string) (items []im.Item, versio
 }
 
 // RosterItem returns one item of owner's roster, or auth.ErrNotFound.
-func (db *DB) RosterItem(ctx context.Context, owner, contact string) (im.Item, error) {
+func (db *DB) RosterItem(ctx context.Context, owner, contact string) (roster.Item, error) {
 	it, err := scanRosterItem(func(dest ...any) error {
 		return db.b.queryRow(ctx, `SELECT `+rosterColumns+` FROM roster_items WHERE owner = ? AND contact = ?`,
 			[]any{owner, contact}, dest...)
 	})
 	if err != nil {
-		return im.Item{}, fmt.Errorf("storage: roster item %s of %s: %w", contact, owner, err)
+		return roster.Item{}, fmt.Errorf("storage: roster item %s of %s: %w", contact, owner, err)
 	}
 	return it, nil
 }
 
 // PutRosterItem inserts or replaces the item and returns the new version.
-func (db *DB) PutRosterItem(ctx context.Context, owner string, it im.Item) (version int64, err error) {
+func (db *DB) PutRosterItem(ctx context.Context, owner string, it roster.Item) (version int64, err error) {
 	groups, err := json.Marshal(it.Groups)
 	if err != nil {
 		return 0, fmt.Errorf("storage: put roster item %s of %s: %w", it.Contact, owner, err)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 
 	"dialtone/auth"
 	"dialtone/internal/tlscert"
+	"dialtone/xmppd/router"
 )
 
 // benchAccounts is the least auth.Accounts a benchmark needs.
@@ -54,7 +56,7 @@ type benchServer struct {
 	pass string
 }
 
-func newBenchServer(b testing.TB, numbers ...string) *benchServer {
+func newBenchServer(b testing.TB, mods []router.Module, numbers ...string) *benchServer {
 	certPEM, keyPEM, err := tlscert.Generate("localhost", time.Now())
 	if err != nil {
 		b.Fatal(err)
@@ -78,7 +80,9 @@ func newBenchServer(b testing.TB, numbers ...string) *benchServer {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv.Mux().HandlePresence(benchPresence{srv})
+	if err := srv.Load(append([]router.Module{benchPresence{}}, mods...)...); err != nil {
+		b.Fatal(err)
+	}
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	go srv.ServeDirectTLS(l)
 	b.Cleanup(func() {
@@ -89,13 +93,25 @@ func newBenchServer(b testing.TB, numbers ...string) *benchServer {
 	return &benchServer{srv: srv, addr: l.Addr().String(), pass: pass}
 }
 
-type benchPresence struct{ srv *Server }
+// benchPresence records what a session broadcasts, so that it counts as
+// available.
+type benchPresence struct{}
 
-func (p benchPresence) OutboundPresence(ctx context.Context, st *Stanza) {
-	p.srv.SetPresence(st.From, st)
+func (benchPresence) Register(h *router.Hooks) error {
+	r := h.Router()
+	h.Hook(router.PresenceOut, router.Presences, 0, func(ctx context.Context, ev *router.Event) error {
+		r.SetPresence(ctx, ev.Origin, ev.Stanza)
+		return nil
+	})
+	return nil
 }
-func (benchPresence) InboundPresence(context.Context, *Stanza)   {}
-func (benchPresence) SessionClosed(context.Context, SessionInfo) {}
+
+// benchPing answers pings with an empty result.
+var benchPing = router.ModuleFunc(func(h *router.Hooks) error {
+	h.HandleIQ(router.ScopeServer|router.ScopeAccount, router.IQGet|router.IQSet, xml.Name{Space: "urn:xmpp:ping", Local: "ping"},
+		func(context.Context, *router.Stanza) ([]byte, error) { return nil, nil })
+	return nil
+})
 
 // benchConn is a logged-in raw TLS connection.
 type benchConn struct {
@@ -168,9 +184,7 @@ func benchLogin(b testing.TB, bs *benchServer, number, res string) *benchConn {
 // and checks it, stamps 'from', and writes it to the other stream. The
 // client side only counts end tags, so the server dominates.
 func BenchmarkRouteMessage(b *testing.B) {
-	bs := newBenchServer(b, "+821011112222", "+821033334444")
-	srv := bs.srv
-	srv.Mux().HandleIQ(ScopeServer|ScopeAccount, benchPing, func(context.Context, *Stanza) ([]byte, error) { return nil, nil })
+	bs := newBenchServer(b, []router.Module{benchPing}, "+821011112222", "+821033334444")
 	a := benchLogin(b, bs, "+821011112222", "a")
 	r := benchLogin(b, bs, "+821033334444", "b")
 	msg := []byte(`<message type='chat' to='+821033334444@localhost/b'><body>Hello, this is a message of about a hundred bytes on the wire.</body></message>`)
@@ -213,16 +227,12 @@ func BenchmarkRouteMessage(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
 
-var benchPing = xmlName("urn:xmpp:ping", "ping")
-
 // BenchmarkIdleSession reports the heap held by one idle, logged-in TLS
 // session (both of the server's goroutines included, client side excluded
 // as far as possible by measuring the client's share on its own).
 func BenchmarkIdleSession(b *testing.B) {
 	const n = 200
-	bs := newBenchServer(b, "+821055556666")
-	srv := bs.srv
-	srv.Mux().HandleIQ(ScopeServer|ScopeAccount, benchPing, func(context.Context, *Stanza) ([]byte, error) { return nil, nil })
+	bs := newBenchServer(b, []router.Module{benchPing}, "+821055556666")
 	for i := 0; i < b.N; i++ {
 		var before, after runtime.MemStats
 		runtime.GC()

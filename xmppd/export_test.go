@@ -1,24 +1,17 @@
 package xmppd
 
-import "mellium.im/xmpp/jid"
+import (
+	"mellium.im/xmpp/jid"
+
+	"dialtone/xmppd/c2s"
+)
 
 // RateCounted is how many bytes the session full has sent, as its rate
 // (C2SRate) counted them; -1 when it is not bound or has no rate.
 func (s *Server) RateCounted(full jid.JID) int64 {
-	sess := s.session(full)
-	if sess == nil || sess.dec.wr.rate == nil {
+	rs := s.router.Session(full)
+	if rs == nil {
 		return -1
 	}
-	return sess.dec.wr.rate.counted.Load()
+	return c2s.RateCounted(rs)
 }
-
-// RemoteDomains is how many remote domains the federation keeps state for.
-func (f *Federation) RemoteDomains() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.remotes)
-}
-
-// NotWellFormedStanzas are shared with the socket tests (package
-// xmppd_test): format strings taking the receiver's address.
-var NotWellFormedStanzas = notWellFormedStanzas

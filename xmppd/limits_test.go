@@ -224,7 +224,7 @@ func TestSessionsPerAccount(t *testing.T) {
 // hasSession reports whether full is bound.
 func hasSession(ts *testServer, full jid.JID) bool {
 	for _, s := range ts.Sessions(full.Bare()) {
-		if s.JID.Equal(full) {
+		if s.JID().Equal(full) {
 			return true
 		}
 	}

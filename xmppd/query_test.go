@@ -9,6 +9,7 @@ import (
 
 	"dialtone/internal/xmpptest"
 	"dialtone/xmppd"
+	"dialtone/xmppd/router"
 )
 
 // QuerySession sends the session an iq from the server and returns its
@@ -20,7 +21,7 @@ func TestQuerySession(t *testing.T) {
 	a := xmpptest.Login(t, ts.addr, alice, pa, "q")
 	full := mustJID(a.JID)
 	type answer struct {
-		st  *xmppd.Stanza
+		st  *router.Stanza
 		err error
 	}
 	ask := func() chan answer {

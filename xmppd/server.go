@@ -1,25 +1,31 @@
-// Package xmppd is the XMPP server: listeners, stream negotiation, sessions,
-// the router, and the contracts (Mux, Router, Stanza) that feature modules
-// are written against.
+// Package xmppd is the XMPP server: its listeners (c2s, direct TLS, s2s,
+// WebSocket), the client streams, and the router (package router) that its
+// modules (packages xmppd/mod/...) are loaded on.
 package xmppd
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"mellium.im/xmpp/jid"
 
 	"dialtone/auth"
+	"dialtone/internal/forwarded"
+	"dialtone/xmppd/c2s"
+	"dialtone/xmppd/router"
+	"dialtone/xmppd/stream"
+	"dialtone/xmppd/websocket"
+	"dialtone/xmppd/wire"
 )
 
 // Config configures a Server. Zero durations and sizes take the defaults.
@@ -29,7 +35,6 @@ type Config struct {
 	SASL     *auth.SASL
 	Parser   *auth.NumberParser
 	Accounts auth.Accounts
-	Mux      *Mux // nil: a new one, see Server.Mux
 	Log      *slog.Logger
 	Metrics  *Metrics
 
@@ -38,7 +43,7 @@ type Config struct {
 	PingTimeout     time.Duration // silence after the ping before closing, default 30s
 	WriteTimeout    time.Duration // one flush to a client, default 30s
 	MaxStanzaSize   int           // default DefaultMaxStanzaSize
-	MaxPending      int           // unauthenticated connections at once, default 1000 (see pendingTable)
+	MaxPending      int           // unauthenticated connections at once, default 1000 (see stream.PendingTable)
 	MaxPendingPerIP int           // per IPv4 address or IPv6 /64, default 50
 	QueueSize       int           // per-session write queue in stanzas, default 2048
 	QueueBytes      int           // per-session write queue in bytes, default 1 MiB
@@ -59,26 +64,44 @@ type Config struct {
 	// RegistrationURL is where in-band registration attempts are sent
 	// (the web page that texts a password).
 	RegistrationURL string
+
+	// StoreTimeout bounds every store call made for a stanza
+	// (XMPPD_STORE_TIMEOUT); default 5s. Modules get it through
+	// router.Router.StoreContext.
+	StoreTimeout time.Duration
 }
 
-// Server is an XMPP server for one domain.
+// Metrics are the server's Prometheus metrics.
+type Metrics = stream.Metrics
+
+// NewMetrics makes the metrics and registers them with reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics { return stream.NewMetrics(reg) }
+
+// DefaultMaxStanzaSize is the largest stanza accepted by default.
+const DefaultMaxStanzaSize = wire.DefaultMaxStanzaSize
+
+// NSClient and NSServer are the content namespaces of c2s and s2s streams.
+const (
+	NSClient = router.NSClient
+	NSServer = router.NSServer
+)
+
+// Server is an XMPP server for one domain: its router, its client
+// streams, and its listeners.
 type Server struct {
-	cfg    Config
-	domain jid.JID
-	log    *slog.Logger
-	m      *Metrics
-	shards [numShards]shard
-
-	carbonsOn atomic.Int64 // sessions with carbons enabled (carbons.go)
-	queries   sync.Map     // *Session → *sessionQueries, while one waits (query.go)
-
-	pending *pendingTable // unauthenticated connections (pending.go)
+	cfg     Config
+	domain  jid.JID
+	log     *slog.Logger
+	m       *Metrics
+	router  *router.Router
+	c2s     *c2s.Service
+	streams *stream.Config // of client streams
+	pending *stream.PendingTable
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{} // connections not yet bound
 	closing   bool
-	wg        sync.WaitGroup
 }
 
 // NewServer checks cfg and makes a Server.
@@ -90,10 +113,6 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.TLS == nil || cfg.SASL == nil || cfg.Parser == nil || cfg.Accounts == nil {
 		return nil, errors.New("xmppd: TLS, SASL, Parser and Accounts are required")
 	}
-	if cfg.Mux == nil {
-		cfg.Mux = &Mux{}
-	}
-	cfg.Mux.AddFeature(ScopeServer, NSCarbons) // answered by the core (carbons.go)
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -129,27 +148,90 @@ func NewServer(cfg Config) (*Server, error) {
 		log:       cfg.Log,
 		m:         cfg.Metrics,
 		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
 	}
-	s.pending = newPendingTable(cfg.MaxPending, cfg.MaxPendingPerIP, s.m.Pending)
-	for i := range s.shards {
-		s.shards[i].accounts = make(map[string][]*Session)
+	s.pending = stream.NewPendingTable(cfg.MaxPending, cfg.MaxPendingPerIP, s.m.Pending)
+	s.router, err = router.New(router.Config{
+		Domain:             cfg.Domain,
+		Parser:             cfg.Parser,
+		Accounts:           cfg.Accounts,
+		SessionsPerAccount: cfg.SessionsPerAccount,
+		StoreTimeout:       cfg.StoreTimeout,
+		Log:                cfg.Log,
+		Routed:             s.routed,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xmppd: %w", err)
 	}
+	s.streams = &stream.Config{WriteTimeout: cfg.WriteTimeout, QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes, Metrics: s.m}
+	s.c2s = c2s.New(c2s.Config{
+		Domain:          d,
+		TLS:             cfg.TLS,
+		SASL:            cfg.SASL,
+		Accounts:        cfg.Accounts,
+		IPLockout:       cfg.IPLockout,
+		RegistrationURL: cfg.RegistrationURL,
+		AuthTimeout:     cfg.AuthTimeout,
+		IdleTimeout:     cfg.IdleTimeout,
+		PingTimeout:     cfg.PingTimeout,
+		SASLAttempts:    cfg.SASLAttempts,
+		MaxStanzaSize:   cfg.MaxStanzaSize,
+		Rate:            cfg.C2SRate,
+		Stream:          s.streams,
+		Router:          s.router,
+		Pending:         s.pending,
+		Log:             cfg.Log,
+	})
 	return s, nil
 }
 
-// Mux is where modules register; do it before serving. Modules that need
-// the Router get the Server itself.
-func (s *Server) Mux() *Mux { return s.cfg.Mux }
+func (s *Server) routed(k router.Kind) {
+	switch k {
+	case router.KindMessage:
+		s.m.Messages.Inc()
+	case router.KindPresence:
+		s.m.Presences.Inc()
+	case router.KindIQ:
+		s.m.IQs.Inc()
+	}
+}
+
+// Load registers the modules on the server's router, in order; call it
+// before serving. An error (two modules handling one namespace, say) must
+// stop the start.
+func (s *Server) Load(mods ...router.Module) error { return s.router.Load(mods...) }
+
+// Router is the server's router: what modules route with.
+func (s *Server) Router() *router.Router { return s.router }
 
 // Domain is the served domain.
 func (s *Server) Domain() string { return s.domain.String() }
+
+// Sessions returns the bound sessions of the account bare (do not modify
+// the slice).
+func (s *Server) Sessions(bare jid.JID) []*router.Session { return s.router.Sessions(bare) }
+
+// QuerySession sends the session full an iq from the server and waits for
+// its answer (see router.Router.QuerySession).
+func (s *Server) QuerySession(ctx context.Context, full jid.JID, typ string, payload []byte) (*router.Stanza, error) {
+	return s.router.QuerySession(ctx, full, typ, payload)
+}
+
+// ErrSessionClosed is QuerySession's error for a session that is not
+// bound or ends first.
+var ErrSessionClosed = router.ErrSessionClosed
 
 // ServeC2S accepts client connections on l that must use STARTTLS.
 func (s *Server) ServeC2S(l net.Listener) error { return s.serve(l, false) }
 
 // ServeDirectTLS accepts client connections on l that start with TLS (XEP-0368).
 func (s *Server) ServeDirectTLS(l net.Listener) error { return s.serve(l, true) }
+
+// isClosing reports whether Shutdown has begun.
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
 
 func (s *Server) serve(l net.Listener, direct bool) error {
 	s.mu.Lock()
@@ -159,89 +241,48 @@ func (s *Server) serve(l net.Listener, direct bool) error {
 	}
 	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
+	s.router.Serving()
 	name := "c2s"
 	if direct {
 		name = "c2s_direct_tls"
 	}
 	counter := s.m.Connections.WithLabelValues(name)
-	var delay time.Duration
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing || errors.Is(err, net.ErrClosed) {
-				return net.ErrClosed
-			}
-			// Temporary trouble (out of file descriptors): back off, never spin.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed", "listener", name, "err", err, "retry_in", delay)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
+	return stream.Accept(l, s.log, name, s.isClosing, func(nc net.Conn) {
 		counter.Inc()
-		ip := remoteIP(nc)
-		c := &conn{srv: s, raw: nc, nc: nc, ip: ip, direct: direct}
-		if c.slot = s.pending.admit(ip, c.evict); c.slot == nil {
+		ip := stream.RemoteIP(nc)
+		slot := s.pending.Admit(ip, func() {
+			s.log.Debug("unauthenticated connection evicted for a newcomer", "ip", ip)
+			nc.Close()
+		})
+		if slot == nil {
 			s.log.Warn("too many unauthenticated connections", "ip", ip)
 			nc.Close()
-			continue
+			return
 		}
-		s.mu.Lock()
-		if s.closing {
-			s.mu.Unlock()
-			c.slot.release()
-			nc.Close()
-			return net.ErrClosed
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go c.run()
-	}
-}
-
-func remoteIP(c net.Conn) string {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.IP.String()
-	}
-	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
-	if err != nil {
-		return c.RemoteAddr().String()
-	}
-	return host
+		go s.c2s.Serve(nc, direct, slot)
+	})
 }
 
 // Shutdown stops the listeners, closes every stream with system-shutdown
-// after flushing what was queued for it, and waits for the connections to
-// end or ctx to expire.
+// after flushing what was queued for it, waits for the connections to end
+// or ctx to expire, and then stops the modules' goroutines.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	for l := range s.listeners {
 		l.Close()
 	}
-	pending := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		pending = append(pending, c)
-	}
 	s.mu.Unlock()
-	for _, c := range pending {
-		c.abort()
+	s.c2s.Shutdown()
+	for _, sess := range s.router.All() {
+		sess.Close("system-shutdown", "")
 	}
-	for _, sess := range s.allSessions() {
-		sess.closeWith("system-shutdown", "")
+	if err := s.c2s.Wait(ctx); err != nil {
+		return err
 	}
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	// The modules' own goroutines (deliveries, sweeps) end after the
+	// sessions whose work they did.
+	return s.router.Close(ctx)
 }
 
 // Kick closes every session of the account with the stream error condition
@@ -255,9 +296,9 @@ func (s *Server) Kick(ctx context.Context, number string, condition string) (int
 	if err != nil {
 		return 0, err
 	}
-	list := s.sessionsOf(j.String())
+	list := s.router.Sessions(j)
 	for _, sess := range list {
-		sess.closeWith(condition, "")
+		sess.Close(condition, "")
 	}
 	return len(list), nil
 }
@@ -274,17 +315,58 @@ func (s *Server) KickExcept(ctx context.Context, number string, keep jid.JID, co
 		return 0, err
 	}
 	closed := 0
-	for _, sess := range s.sessionsOf(j.String()) {
-		if !sess.full.Equal(keep) {
-			sess.closeWith(condition, "")
+	for _, sess := range s.router.Sessions(j) {
+		if !sess.JID().Equal(keep) {
+			sess.Close(condition, "")
 			closed++
 		}
 	}
 	return closed, nil
 }
 
-func randomID() string {
-	var b [12]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// ServeWebSocket serves GET /xmpp-websocket (RFC 7395): it upgrades the
+// request (subprotocol "xmpp" required: 426 without an upgrade, 400
+// without the subprotocol) and runs the client's stream until it ends.
+// There is no STARTTLS: the stream is as secure as the HTTP connection, so
+// PLAIN is offered only when the request came over TLS (here or at a
+// trusted proxy, see package forwarded). The limits are those of c2s
+// connections.
+func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
+	if !websocket.CheckUpgrade(w, r) {
+		return
+	}
+	client := forwarded.ClientOf(r)
+	if s.isClosing() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	// Evicted during the upgrade, the connection is closed as soon as it
+	// exists (the HTTP server's timeouts bound the upgrade itself).
+	var (
+		evicted  atomic.Bool
+		upgraded atomic.Pointer[websocket.Transport]
+	)
+	slot := s.pending.Admit(client.IP, func() {
+		evicted.Store(true)
+		if t := upgraded.Load(); t != nil {
+			t.CloseNow()
+		}
+	})
+	if slot == nil {
+		s.log.Warn("too many unauthenticated connections", "ip", client.IP)
+		http.Error(w, "too many connections", http.StatusServiceUnavailable)
+		return
+	}
+	t, err := websocket.Accept(w, r, s.cfg.MaxStanzaSize)
+	if err != nil {
+		slot.Release()
+		s.log.Debug("WebSocket upgrade failed", "ip", client.IP, "err", err)
+		return
+	}
+	s.m.Connections.WithLabelValues("websocket").Inc()
+	if upgraded.Store(t); evicted.Load() {
+		t.CloseNow()
+	}
+	// On the handler's goroutine: the connection is hijacked.
+	s.c2s.ServeTransport(t, client.IP, client.HTTPS, slot)
 }

@@ -413,7 +413,8 @@ func TestSlowReaderDoesNotBlockOthers(t *testing.T) {
 }
 
 func TestUnauthenticatedLimit(t *testing.T) {
-	ts := startServer(t, func(c *xmppd.Config) { c.MaxPendingPerIP = 3 })
+	m := xmppd.NewMetrics(nil)
+	ts := startServer(t, func(c *xmppd.Config) { c.MaxPendingPerIP = 3; c.Metrics = m })
 	var conns []net.Conn
 	for i := 0; i < 3; i++ {
 		c, err := net.Dial("tcp", ts.addr)
@@ -423,7 +424,7 @@ func TestUnauthenticatedLimit(t *testing.T) {
 		defer c.Close()
 		conns = append(conns, c)
 	}
-	time.Sleep(100 * time.Millisecond) // let the server count them
+	waitUntil(t, "the server to count three connections", func() bool { return gaugeValue(m.Pending) == 3 })
 	c, err := net.Dial("tcp", ts.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -434,7 +435,7 @@ func TestUnauthenticatedLimit(t *testing.T) {
 		t.Fatal("a fourth unauthenticated connection from one IP was served")
 	}
 	conns[0].Close()
-	time.Sleep(100 * time.Millisecond)
+	waitUntil(t, "the server to release a closed connection's place", func() bool { return gaugeValue(m.Pending) == 2 })
 	d := xmpptest.Dial(t, ts.addr)
 	d.Open("localhost") // served again
 }
@@ -531,4 +532,31 @@ func TestWhitespaceKeepAlive(t *testing.T) {
 	if m.Inner != "<body>after  keep-alives</body>" {
 		t.Fatalf("message after keep-alives: %q", m.Inner)
 	}
+}
+
+// A login that raced a password change is not bound: the change closed
+// the account's sessions before this one was in the table, so the session
+// must find out itself that it authenticated with a password the account
+// no longer has.
+func TestBindAfterPasswordChangeRefused(t *testing.T) {
+	ts := startServer(t)
+	pa := ts.account(t, alice)
+	c := xmpptest.DialTLS(t, ts.directAddr)
+	c.Open("localhost")
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	if cond := c.Auth(sasl.ScramSha256, alice, pa); cond != "" {
+		t.Fatal(cond)
+	}
+	ts.account(t, alice) // a new password, as the web page or xmppctl set it
+	c.Open("localhost")
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	c.Send(`<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>late</resource></bind></iq>`)
+	if cond := c.ExpectStreamError(); cond != "not-authorized" {
+		t.Fatalf("bind with an old password: stream error %q, want not-authorized", cond)
+	}
+	if len(ts.Sessions(mustJID(alice+"@localhost"))) != 0 {
+		t.Fatal("the session is bound")
+	}
+	// With the password it has now, the account logs in as ever.
+	xmpptest.Login(t, ts.addr, alice, ts.account(t, alice), "now")
 }

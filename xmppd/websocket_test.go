@@ -16,6 +16,7 @@ import (
 
 	"dialtone/internal/xmpptest"
 	"dialtone/xmppd"
+	xws "dialtone/xmppd/websocket"
 )
 
 const wsOpen = `<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>`
@@ -109,7 +110,7 @@ func (c *wsClient) open() (xmpptest.Elem, xmpptest.Elem) {
 	c.t.Helper()
 	c.send(wsOpen)
 	o, raw := c.next()
-	if o.XMLName != (xml.Name{Space: xmppd.NSFraming, Local: "open"}) || o.Attr("from") != "localhost" || o.Attr("version") != "1.0" || o.Attr("id") == "" {
+	if o.XMLName != (xml.Name{Space: xws.NSFraming, Local: "open"}) || o.Attr("from") != "localhost" || o.Attr("version") != "1.0" || o.Attr("id") == "" {
 		c.t.Fatalf("open: %s", raw)
 	}
 	f, raw := c.next()
@@ -203,7 +204,7 @@ func (c *wsClient) streamError() string {
 // expectClose reads <close/> and then the end of the WebSocket.
 func (c *wsClient) expectClose() {
 	c.t.Helper()
-	if e, raw := c.next(); e.XMLName != (xml.Name{Space: xmppd.NSFraming, Local: "close"}) {
+	if e, raw := c.next(); e.XMLName != (xml.Name{Space: xws.NSFraming, Local: "close"}) {
 		c.t.Fatalf("expected <close/>, got %s", raw)
 	}
 	// Answered as RFC 7395 §3.6 asks (the server may be gone already).
@@ -253,13 +254,7 @@ func TestWebSocketSession(t *testing.T) {
 	// <close/> is answered with <close/>, and the session is gone.
 	w.send(`<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>`)
 	w.expectClose()
-	deadline := time.Now().Add(xmpptest.Timeout)
-	for len(ts.Sessions(mustJID(alice+"@localhost"))) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("session still registered after <close/>")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, "the session to go after <close/>", func() bool { return len(ts.Sessions(mustJID(alice+"@localhost"))) == 0 })
 }
 
 func TestWebSocketMechanisms(t *testing.T) {

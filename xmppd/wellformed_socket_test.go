@@ -14,18 +14,24 @@ import (
 
 	"dialtone/internal/xmpptest"
 	"dialtone/xmppd"
+	"dialtone/xmppd/internal/wellformedtest"
+	"dialtone/xmppd/router"
 )
 
-// offlineRecorder is an offline store that keeps what it is given.
+// offlineRecorder is an offline store that keeps what it is given: a
+// module that takes the messages no session took.
 type offlineRecorder struct {
 	mu     sync.Mutex
 	stored []string
 }
 
-func (r *offlineRecorder) store(ctx context.Context, m *xmppd.Stanza) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.stored = append(r.stored, string(m.Bytes()))
+func (r *offlineRecorder) Register(h *router.Hooks) error {
+	h.Hook(router.Undelivered, router.Messages, 0, func(ctx context.Context, ev *router.Event) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.stored = append(r.stored, string(ev.Stanza.Bytes()))
+		return router.ErrHandled
+	})
 	return nil
 }
 
@@ -64,13 +70,13 @@ func sortedNames(m map[string]string) []string {
 // offline store. Over STARTTLS and direct TLS alike.
 func TestNotWellFormedNeverForwarded(t *testing.T) {
 	rec := &offlineRecorder{}
-	ts := startServer(t, func(c *xmppd.Config) { c.Mux.HandleOffline(rec.store) })
+	ts := startServerWith(t, []router.Module{rec})
 	pa, pb := ts.account(t, alice), ts.account(t, bob)
 	const carol = "+821055550000" // an account that stays offline
 	ts.account(t, carol)
 	b := xmpptest.Login(t, ts.addr, bob, pb, "laptop")
 	b.Available()
-	for i, name := range sortedNames(xmppd.NotWellFormedStanzas) {
+	for i, name := range sortedNames(wellformedtest.NotWellFormed) {
 		for _, to := range []string{bob + "@localhost/laptop", carol + "@localhost"} {
 			var a *xmpptest.Client
 			if i%2 == 0 {
@@ -78,7 +84,7 @@ func TestNotWellFormedNeverForwarded(t *testing.T) {
 			} else {
 				a = loginDirectTLS(t, ts, alice, pa, "tls", "")
 			}
-			a.Send(fmt.Sprintf(xmppd.NotWellFormedStanzas[name], to))
+			a.Send(fmt.Sprintf(wellformedtest.NotWellFormed[name], to))
 			if cond := a.ExpectStreamError(); cond != "not-well-formed" {
 				t.Errorf("%s to %s: stream error %q, want not-well-formed", name, to, cond)
 			}
@@ -102,7 +108,7 @@ func TestNotWellFormedNeverForwarded(t *testing.T) {
 // stanza as it is forwarded and stored: well-formed in any stream.
 func TestHeaderPrefixCarried(t *testing.T) {
 	rec := &offlineRecorder{}
-	ts := startServer(t, func(c *xmppd.Config) { c.Mux.HandleOffline(rec.store) })
+	ts := startServerWith(t, []router.Module{rec})
 	pa, pb := ts.account(t, alice), ts.account(t, bob)
 	const carol = "+821055550000"
 	ts.account(t, carol)
@@ -222,11 +228,11 @@ func TestS2SNotWellFormedNeverForwarded(t *testing.T) {
 		t.Fatal("no stream header")
 		return xml.StartElement{}
 	}
-	for _, name := range sortedNames(xmppd.NotWellFormedStanzas) {
+	for _, name := range sortedNames(wellformedtest.NotWellFormed) {
 		p := peer()
 		p.open("evil.test", "a.test")
 		p.expect("features")
-		s := fmt.Sprintf(xmppd.NotWellFormedStanzas[name], "+821012345678@a.test")
+		s := fmt.Sprintf(wellformedtest.NotWellFormed[name], "+821012345678@a.test")
 		p.send(strings.Replace(s, "<message ", "<message from='eve@evil.test' ", 1))
 		if inner := p.expect("error"); !strings.Contains(inner, "not-well-formed") {
 			t.Errorf("%s: stream error %s", name, inner)
@@ -274,10 +280,10 @@ func TestWebSocketNotWellFormedNeverForwarded(t *testing.T) {
 	b := xmpptest.Login(t, ts.addr, bob, pb, "laptop")
 	b.Available()
 	url, hc := startWS(t, ts, true)
-	for _, name := range sortedNames(xmppd.NotWellFormedStanzas) {
+	for _, name := range sortedNames(wellformedtest.NotWellFormed) {
 		c := dialWS(t, url, hc)
 		c.login(alice, pa, "web")
-		c.send(fmt.Sprintf(xmppd.NotWellFormedStanzas[name], bob+"@localhost/laptop"))
+		c.send(fmt.Sprintf(wellformedtest.NotWellFormed[name], bob+"@localhost/laptop"))
 		if cond := c.streamError(); cond != "not-well-formed" {
 			t.Errorf("%s: stream error %q", name, cond)
 		}

@@ -10,7 +10,7 @@ import (
 
 	"dialtone/auth"
 	"dialtone/internal/quicksytest"
-	"dialtone/xmppd/im"
+	"dialtone/roster"
 )
 
 // appPIN asks for a PIN for num as the app does and returns it from the
@@ -188,7 +188,7 @@ func testAppRecycles(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	if err := s.d.DB.RecordLogin(ctx, n, time.Now().Add(-2200*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.d.DB.PutRosterItem(ctx, owner.num, im.Item{Contact: friend.bare(), Subscription: im.SubNone, InRoster: true}); err != nil {
+	if _, err := s.d.DB.PutRosterItem(ctx, owner.num, roster.Item{Contact: friend.bare(), Subscription: roster.SubNone, InRoster: true}); err != nil {
 		t.Fatal(err)
 	}
 	pin := appPIN(t, app, rcv, owner.num, 1)

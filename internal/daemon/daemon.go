@@ -28,13 +28,25 @@ import (
 	"dialtone/internal/secret"
 	"dialtone/internal/tlscert"
 	"dialtone/offline"
+	"dialtone/roster"
 	"dialtone/sms"
 	"dialtone/storage"
 	"dialtone/turn"
 	"dialtone/upload"
 	"dialtone/xmppd"
-	"dialtone/xmppd/ext"
-	"dialtone/xmppd/im"
+	"dialtone/xmppd/mod/blocking"
+	"dialtone/xmppd/mod/carbons"
+	"dialtone/xmppd/mod/disco"
+	offlinemod "dialtone/xmppd/mod/offline"
+	"dialtone/xmppd/mod/ping"
+	"dialtone/xmppd/mod/presence"
+	"dialtone/xmppd/mod/private"
+	"dialtone/xmppd/mod/register"
+	rostermod "dialtone/xmppd/mod/roster"
+	xmpptime "dialtone/xmppd/mod/time"
+	"dialtone/xmppd/mod/vcard"
+	"dialtone/xmppd/mod/version"
+	"dialtone/xmppd/router"
 	"dialtone/xmppd/web"
 )
 
@@ -47,7 +59,7 @@ type Daemon struct {
 	log      *slog.Logger
 	DB       *storage.DB
 	Server   *xmppd.Server
-	blocking *ext.Blocking
+	blocking *blocking.Module
 	http     *http.Server
 	fed      *xmppd.Federation
 
@@ -70,7 +82,7 @@ type Daemon struct {
 	Notices *sms.Notices
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
-	Offline *offline.Queue
+	Offline *offlinemod.Queue
 	// Uploads is HTTP File Upload (XEP-0363): RequestSlot for the slot
 	// request, the PUT and GET on the HTTP listener.
 	Uploads *upload.Service
@@ -83,8 +95,8 @@ type Daemon struct {
 	accounts *account.Lifecycle
 	parser   *auth.NumberParser
 	sweeper  *auth.Sweeper
-	roster   *im.Module
-	register *ext.Register
+	roster   *rostermod.Module
+	register *register.Module
 }
 
 // New opens the store, builds the server and binds every listener, so that
@@ -135,6 +147,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		Log:       log,
 		Metrics:   xmppd.NewMetrics(reg),
 
+		StoreTimeout:       cfg.StoreTimeout,
 		AuthTimeout:        cfg.AuthTimeout,
 		C2SRate:            cfg.C2SRate,
 		SessionsPerAccount: cfg.SessionsPerAccount,
@@ -149,7 +162,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	if err := d.filesAndCalls(secret); err != nil {
 		return nil, err
 	}
-	d.registerModules()
+	if err := d.registerModules(); err != nil {
+		return nil, fmt.Errorf("modules: %w", err)
+	}
 	// Recycling a number resets the roster and block list the modules keep.
 	d.accounts.Roster, d.accounts.Blocks = d.roster, d.blocking
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
@@ -184,7 +199,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 // client IP) that XMPP uses too.
 func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus.Registry) web.Options {
 	client := web.ClientInfo{Host: d.cfg.Domain}
-	vcard := ext.NewVCard(d.Server, d.DB)
+	vcards := vcard.New(d.Server.Router(), d.DB)
 	for _, l := range []struct {
 		which  string
 		direct bool
@@ -216,8 +231,8 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		Lockout:        d.Lockout,
 		IPLockout:      d.ipLockout,
 		Offline:        d.DB,
-		SetFullName:    vcard.SetFullName,
-		FullName:       vcard.FullName,
+		SetFullName:    vcards.SetFullName,
+		FullName:       vcards.FullName,
 		ChangePassword: d.accounts.SetPassword,
 		PromotePending: d.accounts.PromotePending,
 		SecretKey:      secret,
@@ -231,36 +246,53 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 	}
 }
 
-// registerModules plugs the feature modules into the server's Mux; the
-// disco module comes last since it advertises what the others registered.
-func (d *Daemon) registerModules() {
-	srv, mux := d.Server, d.Server.Mux()
-	d.roster = im.New(d.DB, srv, d.log)
+// The store keeps what the modules declare they need.
+var (
+	_ roster.Store   = (*storage.DB)(nil)
+	_ vcard.Store    = (*storage.DB)(nil)
+	_ private.Store  = (*storage.DB)(nil)
+	_ blocking.Store = (*storage.DB)(nil)
+)
+
+// registerModules loads the feature modules on the server's router; disco
+// reads what the others registered when it is first asked.
+func (d *Daemon) registerModules() error {
+	srv := d.Server
+	r := srv.Router()
+	d.roster = rostermod.New(d.DB, r, d.log)
 	d.roster.MaxItems = d.cfg.RosterMax
-	d.register.Register(mux)
-	ext.NewPing(srv).Register(mux)
-	ext.NewVersion(Version).Register(mux)
-	ext.NewVCard(srv, d.DB).Register(mux)
-	ext.NewPrivate(d.DB).Register(mux)
-	d.blocking = ext.NewBlocking(srv, blockStore{d.DB, d.cfg.StoreTimeout})
+	presences := presence.New(r, d.roster, d.log)
+	d.blocking = blocking.New(r, d.DB)
 	// Blocking and unblocking tell only the contacts that may see the
 	// user's presence (XEP-0191 §3.3, §3.4): those subscribed to it.
 	d.blocking.PresenceAllowed = func(ctx context.Context, user, contact jid.JID) bool {
 		it, err := d.DB.RosterItem(ctx, user.Localpart(), contact.Bare().String())
-		return err == nil && (it.Subscription == im.SubFrom || it.Subscription == im.SubBoth)
+		return err == nil && roster.HasFrom(it)
 	}
-	d.blocking.Register(mux)
 	// Requests stored before their sender was blocked are not delivered.
-	d.roster.Blocked = d.blocking.Blocked
-	d.roster.Register(mux)
-	d.Offline.Register(mux)
-	mux.OnAvailable(func(ctx context.Context, full jid.JID) {
-		d.Notices.CameOnline(ctx, auth.Number(full.Localpart()))
-	})
-	disco := ext.NewDisco(mux, srv, "Dialtone")
-	disco.Register(mux)
-	mux.AddStreamFeature(disco.CapsElement())
-	mux.AddStreamFeature([]byte(`<sub xmlns="` + im.PreApprovalFeature + `"/>`))
+	presences.Blocked = d.blocking.Blocked
+	return srv.Load(
+		d.register,
+		ping.New(r),
+		version.New(Version),
+		xmpptime.New(),
+		vcard.New(r, d.DB),
+		private.New(r, d.DB),
+		d.blocking,
+		d.roster,
+		presences,
+		carbons.New(),
+		d.Offline,
+		router.ModuleFunc(func(h *router.Hooks) error {
+			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
+				ctx, cancel := r.StoreContext(ctx)
+				defer cancel()
+				d.Notices.CameOnline(ctx, auth.Number(s.JID().Localpart()))
+			})
+			return nil
+		}),
+		disco.New(r, "Dialtone"),
+	)
 }
 
 func listen(name, addr string) (net.Listener, error) {
@@ -325,7 +357,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bctx, cancelBlocking := context.WithCancel(context.Background())
 	defer cancelBlocking()
 	// Stopped after the sessions, before the store.
-	wg.Go(func() { d.blocking.Run(bctx) })
 	wg.Go(func() {
 		if err := d.Sender.Run(bctx); err != nil {
 			d.log.Error("SMS worker stopped", "err", err)
@@ -358,7 +389,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Server.Shutdown(sctx); err != nil {
 		d.log.Error("sessions did not end in time", "err", err)
 	}
-	d.Offline.Close() // its deliveries end with their sessions
 	cancelAdmin()
 	cancelBlocking()
 	wg.Wait()
@@ -399,7 +429,6 @@ func (d *Daemon) federate(reg prometheus.Registerer) error {
 	if err != nil {
 		return fmt.Errorf("XMPPD_S2S_ROUTES: %w", err)
 	}
-	d.Server.Mux().HandleRemote(d.fed.Send)
 	if cfg.S2SAddr == "" {
 		return nil
 	}
@@ -444,7 +473,7 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 			PerInstallationDay: sms.DefaultPINsPerInstallationDay, AppHash: cfg.AppSMSHash}
 	}
 	d.sweeper = &auth.Sweeper{Store: d.DB, TTL: cfg.UnclaimedAccountTTL, OnRelease: d.accounts.Forget, Log: d.log}
-	d.register = ext.NewRegister(d.Server, parser, d.accounts.ChangePassword)
+	d.register = register.New(d.Server.Router(), parser, d.accounts.ChangePassword)
 	return nil
 }
 
@@ -496,10 +525,10 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		StoreTimeout:                 cfg.StoreTimeout,
 	}
 	keeper.Notices = d.Notices
-	d.Offline = &offline.Queue{
+	d.Offline = &offlinemod.Queue{
 		Store:    d.DB,
 		Accounts: d.DB,
-		Server:   d.Server,
+		Server:   d.Server.Router(),
 		Limit:    cfg.OfflineLimit,
 		Keep: func(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
 			k, err := keeper.Keep(ctx, account.Message{Message: m, From: s.From, Body: s.Body}, limit)

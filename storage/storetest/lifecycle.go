@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"dialtone/auth"
+	"dialtone/roster"
 	"dialtone/sms"
 	"dialtone/storage"
-	"dialtone/xmppd/im"
 )
 
 // runLifecycle runs the contract of the account life cycle: passwords
@@ -166,7 +166,7 @@ func testReleaseUnclaimed(t *testing.T, db *storage.DB) {
 	fill(t, db, active)
 	must(t, db.RecordLogin(ctx, active, now))
 	// Contacts of the released accounts keep their own rosters.
-	_, err := db.PutRosterItem(ctx, string(active), im.Item{Contact: string(old1) + "@localhost", Subscription: im.SubNone, InRoster: true})
+	_, err := db.PutRosterItem(ctx, string(active), roster.Item{Contact: string(old1) + "@localhost", Subscription: roster.SubNone, InRoster: true})
 	must(t, err)
 	checkFresh := fill(t, db, fresh)
 	must(t, db.TouchAccount(ctx, fresh, now.Add(2*time.Hour)))

@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"testing"
 
+	"dialtone/roster"
 	"dialtone/storage"
-	"dialtone/xmppd/im"
 )
 
-// rosterCountTests are the contract of the roster size (im.Store
+// rosterCountTests are the contract of the roster size (roster.Store
 // RosterCount, for XMPPD_ROSTER_MAX) and of the write that stores nothing
 // for a latent number; Run runs them.
 var rosterCountTests = []struct {
@@ -34,17 +34,17 @@ func testRosterCount(t *testing.T, db *storage.DB) {
 	}
 	count(owner, 0)
 	for i := range 3 {
-		_, err := db.PutRosterItem(ctx, owner, im.Item{Contact: fmt.Sprintf("c%d@example.com", i), Subscription: im.SubNone, InRoster: true})
+		_, err := db.PutRosterItem(ctx, owner, roster.Item{Contact: fmt.Sprintf("c%d@example.com", i), Subscription: roster.SubNone, InRoster: true})
 		must(t, err)
 	}
-	_, err := db.PutRosterItem(ctx, owner, im.Item{Contact: "asker@example.com", Subscription: im.SubNone, PendingIn: true})
+	_, err := db.PutRosterItem(ctx, owner, roster.Item{Contact: "asker@example.com", Subscription: roster.SubNone, PendingIn: true})
 	must(t, err)
-	_, err = db.PutRosterItem(ctx, other, im.Item{Contact: "c0@example.com", Subscription: im.SubNone, InRoster: true})
+	_, err = db.PutRosterItem(ctx, other, roster.Item{Contact: "c0@example.com", Subscription: roster.SubNone, InRoster: true})
 	must(t, err)
 	count(owner, 4)
 	count(other, 1)
 	// Replacing an item does not add one.
-	_, err = db.PutRosterItem(ctx, owner, im.Item{Contact: "c0@example.com", Name: "Zero", Subscription: im.SubTo, InRoster: true})
+	_, err = db.PutRosterItem(ctx, owner, roster.Item{Contact: "c0@example.com", Name: "Zero", Subscription: roster.SubTo, InRoster: true})
 	must(t, err)
 	count(owner, 4)
 	_, err = db.DeleteRosterItem(ctx, owner, "c1@example.com")

@@ -14,8 +14,8 @@ import (
 
 	"dialtone/auth"
 	"dialtone/offline"
+	"dialtone/roster"
 	"dialtone/storage"
-	"dialtone/xmppd/im"
 )
 
 // Run runs the contract suite. open must return a new, empty store for each
@@ -286,7 +286,7 @@ func fill(t *testing.T, db *storage.DB, owner auth.Number) (check func()) {
 	ctx, o := t.Context(), string(owner)
 	_, err := db.SetCredentials(ctx, owner, creds(5))
 	must(t, err)
-	_, err = db.PutRosterItem(ctx, o, im.Item{Contact: "+15559990000@localhost", Subscription: im.SubBoth, InRoster: true})
+	_, err = db.PutRosterItem(ctx, o, roster.Item{Contact: "+15559990000@localhost", Subscription: roster.SubBoth, InRoster: true})
 	must(t, err)
 	must(t, db.PutPrivate(ctx, o, "vcard-temp", []byte("<vCard xmlns='vcard-temp'/>")))
 	must(t, db.PutPrivate(ctx, o, "{storage:bookmarks}storage", []byte("<storage/>")))
@@ -353,12 +353,12 @@ func testRoster(t *testing.T, db *storage.DB) {
 	_, err = db.RosterItem(ctx, owner, "nobody@localhost")
 	wantNotFound(t, "RosterItem", err)
 
-	bob := im.Item{Contact: "bob@example.com", Name: "Bob", Subscription: im.SubTo, PendingOut: false,
+	bob := roster.Item{Contact: "bob@example.com", Name: "Bob", Subscription: roster.SubTo, PendingOut: false,
 		PendingIn: true, Approved: true, Groups: []string{"Work", "Friends"}, InRoster: true}
 	// An item that only remembers an inbound request is stored and listed too.
-	alice := im.Item{Contact: "+15550000021@localhost", Subscription: im.SubNone, PendingIn: true, InRoster: false}
+	alice := roster.Item{Contact: "+15550000021@localhost", Subscription: roster.SubNone, PendingIn: true, InRoster: false}
 	wantVersion := int64(0)
-	put := func(it im.Item) {
+	put := func(it roster.Item) {
 		t.Helper()
 		v, err := db.PutRosterItem(ctx, owner, it)
 		must(t, err)
@@ -374,12 +374,12 @@ func testRoster(t *testing.T, db *storage.DB) {
 	}
 	put(bob)
 	put(alice)
-	bob = im.Item{Contact: bob.Contact, Name: "Robert", Subscription: im.SubBoth, PendingOut: true, InRoster: true}
+	bob = roster.Item{Contact: bob.Contact, Name: "Robert", Subscription: roster.SubBoth, PendingOut: true, InRoster: true}
 	put(bob) // replaces every field
 
 	items, v, err = db.Roster(ctx, owner)
 	must(t, err)
-	if want := []im.Item{alice, bob}; !reflect.DeepEqual(items, want) || v != 3 {
+	if want := []roster.Item{alice, bob}; !reflect.DeepEqual(items, want) || v != 3 {
 		t.Fatalf("Roster = %+v version %d,\nwant %+v version 3", items, v, want)
 	}
 
@@ -412,7 +412,7 @@ func testRosterGroups(t *testing.T, db *storage.DB) {
 		{"z", "a", "m"},
 		{"Família", "同事", "with, comma", `"quoted"`, "[bracket]", ""},
 	} {
-		it := im.Item{Contact: fmt.Sprintf("c%d@example.com", i), Subscription: im.SubNone, Groups: groups, InRoster: true}
+		it := roster.Item{Contact: fmt.Sprintf("c%d@example.com", i), Subscription: roster.SubNone, Groups: groups, InRoster: true}
 		_, err := db.PutRosterItem(t.Context(), "+15550000022", it)
 		must(t, err)
 		got, err := db.RosterItem(t.Context(), "+15550000022", it.Contact)
@@ -425,7 +425,7 @@ func testRosterGroups(t *testing.T, db *storage.DB) {
 
 func testRosterVersionsPerOwner(t *testing.T, db *storage.DB) {
 	ctx := t.Context()
-	it := im.Item{Contact: "x@example.com", Subscription: im.SubNone, InRoster: true}
+	it := roster.Item{Contact: "x@example.com", Subscription: roster.SubNone, InRoster: true}
 	for _, step := range []struct {
 		owner string
 		want  int64
@@ -444,7 +444,7 @@ func testRosterConcurrent(t *testing.T, db *storage.DB) {
 	const owner, changes = "+15550000032", 12
 	versions := make(chan int64, changes)
 	runConcurrently(t, changes, func(i int) error {
-		v, err := db.PutRosterItem(t.Context(), owner, im.Item{Contact: fmt.Sprintf("c%d@example.com", i), Subscription: im.SubNone})
+		v, err := db.PutRosterItem(t.Context(), owner, roster.Item{Contact: fmt.Sprintf("c%d@example.com", i), Subscription: roster.SubNone})
 		versions <- v
 		return err
 	})
