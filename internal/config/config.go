@@ -216,6 +216,12 @@ type Config struct {
 	// LoginLinkTTL is how long the one-tap login link of a password SMS
 	// works; 0: password SMS carry no link.
 	LoginLinkTTL time.Duration `env:"XMPPD_LOGIN_LINK_TTL" envDefault:"24h"`
+
+	// Mobile clients (SPEC.md "Mobile clients").
+
+	// ArchiveRetention is how long archived messages (XEP-0313) are
+	// kept; 0: kept until the account goes.
+	ArchiveRetention time.Duration `env:"XMPPD_ARCHIVE_RETENTION" envDefault:"8760h"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -345,6 +351,7 @@ func (c *Config) normalize() error {
 		{"XMPPD_STORE_TIMEOUT", c.StoreTimeout, true},
 		{"XMPPD_UPLOAD_EXPIRY", c.UploadExpiry, false},
 		{"XMPPD_LOGIN_LINK_TTL", c.LoginLinkTTL, false},
+		{"XMPPD_ARCHIVE_RETENTION", c.ArchiveRetention, false},
 	}
 	for _, d := range durations {
 		if d.v < 0 {

@@ -63,6 +63,7 @@ func TestDefaults(t *testing.T) {
 	want.UploadExpiry = 720 * time.Hour
 	want.WebClient = true
 	want.LoginLinkTTL = 24 * time.Hour
+	want.ArchiveRetention = 8760 * time.Hour
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -132,6 +133,7 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_TURN_SECRET":                       "coturn secret",
 		"XMPPD_WEB_CLIENT":                        "false",
 		"XMPPD_LOGIN_LINK_TTL":                    "0",
+		"XMPPD_ARCHIVE_RETENTION":                 "720h",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -201,6 +203,7 @@ func TestEveryVariable(t *testing.T) {
 	want.AppSMSHash = "FA+9qCX9VSu"
 	want.WebClient = false
 	want.LoginLinkTTL = 0
+	want.ArchiveRetention = 720 * time.Hour
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -325,6 +328,7 @@ func TestInvalid(t *testing.T) {
 		{"upload quota negative", map[string]string{"XMPPD_UPLOAD_QUOTA": "-1"}, "XMPPD_UPLOAD_QUOTA: must not be negative"},
 		{"upload expiry unparseable", map[string]string{"XMPPD_UPLOAD_EXPIRY": "30d"}, "XMPPD_UPLOAD_EXPIRY: invalid duration"},
 		{"upload expiry negative", map[string]string{"XMPPD_UPLOAD_EXPIRY": "-1h"}, "XMPPD_UPLOAD_EXPIRY: must not be negative"},
+		{"archive retention negative", map[string]string{"XMPPD_ARCHIVE_RETENTION": "-1h"}, "XMPPD_ARCHIVE_RETENTION: must not be negative"},
 		{"turn uri scheme", map[string]string{"XMPPD_TURN_URIS": "stun:a.test,http://a.test"}, `XMPPD_TURN_URIS: "http://a.test": unknown scheme`},
 		{"turn uri transport", map[string]string{"XMPPD_TURN_URIS": "turn:a.test?transport=sctp", "XMPPD_TURN_SECRET": "s"}, "XMPPD_TURN_URIS: "},
 		{"turn without secret", map[string]string{"XMPPD_TURN_URIS": "stun:a.test,turns:a.test"}, "XMPPD_TURN_SECRET: must be set when XMPPD_TURN_URIS has a TURN server (turns:a.test:5349?transport=tcp)"},

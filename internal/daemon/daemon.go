@@ -37,6 +37,7 @@ import (
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/carbons"
 	"dialtone/xmppd/mod/disco"
+	"dialtone/xmppd/mod/mam"
 	offlinemod "dialtone/xmppd/mod/offline"
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
@@ -60,6 +61,9 @@ type Daemon struct {
 	DB       *storage.DB
 	Server   *xmppd.Server
 	blocking *blocking.Module
+	// Archive is the message archive (XEP-0313); stream management asks
+	// its Archived.
+	Archive *mam.Module
 	http     *http.Server
 	fed      *xmppd.Federation
 
@@ -166,7 +170,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		return nil, fmt.Errorf("modules: %w", err)
 	}
 	// Recycling a number resets the roster and block list the modules keep.
-	d.accounts.Roster, d.accounts.Blocks = d.roster, d.blocking
+	d.accounts.Roster, d.accounts.Blocks = d.roster, forgetAll{d.blocking, d.Archive}
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
 	if err := d.federate(reg); err != nil {
@@ -271,6 +275,7 @@ func (d *Daemon) registerModules() error {
 	}
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
+	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log})
 	return srv.Load(
 		d.register,
 		ping.New(r),
@@ -281,6 +286,7 @@ func (d *Daemon) registerModules() error {
 		d.blocking,
 		d.roster,
 		presences,
+		d.Archive,
 		carbons.New(),
 		d.Offline,
 		router.ModuleFunc(func(h *router.Hooks) error {
@@ -293,6 +299,16 @@ func (d *Daemon) registerModules() error {
 		}),
 		disco.New(r, "Dialtone"),
 	)
+}
+
+// forgetAll drops what each module caches of an account (account.BlockCache).
+type forgetAll []interface{ Forget(jid.JID) }
+
+// Forget implements account.BlockCache.
+func (f forgetAll) Forget(bare jid.JID) {
+	for _, c := range f {
+		c.Forget(bare)
+	}
 }
 
 func listen(name, addr string) (net.Listener, error) {

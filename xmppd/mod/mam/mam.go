@@ -292,6 +292,10 @@ func (m *Module) incoming(ctx context.Context, ev *router.Event) error {
 	return nil
 }
 
+// Forget drops the cached preferences of an account that was recycled or
+// released (account.BlockCache).
+func (m *Module) Forget(bare jid.JID) { m.prefs.Delete(bare.Localpart()) }
+
 // prefsCacheMax bounds the cached preferences; past it the cache starts
 // afresh.
 const prefsCacheMax = 100_000
