@@ -64,8 +64,8 @@ type Daemon struct {
 	// Archive is the message archive (XEP-0313); stream management asks
 	// its Archived.
 	Archive *mam.Module
-	http     *http.Server
-	fed      *xmppd.Federation
+	http    *http.Server
+	fed     *xmppd.Federation
 
 	c2s, direct, httpL, s2s net.Listener
 
