@@ -61,11 +61,8 @@ type Daemon struct {
 	DB       *storage.DB
 	Server   *xmppd.Server
 	blocking *blocking.Module
-	// Archive is the message archive (XEP-0313); stream management asks
-	// its Archived.
-	Archive *mam.Module
-	http    *http.Server
-	fed     *xmppd.Federation
+	http     *http.Server
+	fed      *xmppd.Federation
 
 	c2s, direct, httpL, s2s net.Listener
 
@@ -87,6 +84,9 @@ type Daemon struct {
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
 	Offline *offlinemod.Queue
+	// Archive is the message archive (XEP-0313); stream management asks
+	// its Archived.
+	Archive *mam.Module
 	// Uploads is HTTP File Upload (XEP-0363): RequestSlot for the slot
 	// request, the PUT and GET on the HTTP listener.
 	Uploads *upload.Service
