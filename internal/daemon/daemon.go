@@ -42,6 +42,7 @@ import (
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
 	"dialtone/xmppd/mod/private"
+	pushmod "dialtone/xmppd/mod/push"
 	"dialtone/xmppd/mod/register"
 	rostermod "dialtone/xmppd/mod/roster"
 	xmpptime "dialtone/xmppd/mod/time"
@@ -87,6 +88,9 @@ type Daemon struct {
 	// Archive is the message archive (XEP-0313); stream management asks
 	// its Archived.
 	Archive *mam.Module
+	// Push announces messages to the app servers of accounts without an
+	// active session (XEP-0357).
+	Push *pushmod.Module
 	// Uploads is HTTP File Upload (XEP-0363): RequestSlot for the slot
 	// request, the PUT and GET on the HTTP listener.
 	Uploads *upload.Service
@@ -170,7 +174,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		return nil, fmt.Errorf("modules: %w", err)
 	}
 	// Recycling a number resets the roster and block list the modules keep.
-	d.accounts.Roster, d.accounts.Blocks = d.roster, forgetAll{d.blocking, d.Archive}
+	d.accounts.Roster, d.accounts.Blocks = d.roster, forgetAll{d.blocking, d.Archive, d.Push}
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
 	if err := d.federate(reg); err != nil {
@@ -276,6 +280,7 @@ func (d *Daemon) registerModules() error {
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
 	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log})
+	d.Push = pushmod.New(pushmod.Config{Store: d.DB, Log: d.log})
 	return srv.Load(
 		d.register,
 		ping.New(r),
@@ -287,6 +292,7 @@ func (d *Daemon) registerModules() error {
 		d.roster,
 		presences,
 		d.Archive,
+		d.Push,
 		carbons.New(),
 		d.Offline,
 		router.ModuleFunc(func(h *router.Hooks) error {
