@@ -72,6 +72,11 @@ type Config struct {
 	Log *slog.Logger
 }
 
+// Priority is the priority of the archive's hooks: after blocking's
+// filters (100), which stop what is never archived, before carbons (0),
+// offline storage and delivery, which copy what the archive stamped.
+const Priority = 90
+
 // queried marks a session that queried the archive on its stream.
 var queried = router.NewKey[atomic.Bool]()
 
@@ -136,12 +141,12 @@ func (m *Module) Register(h *router.Hooks) error {
 		h.AddFeature(router.ScopeServer|router.ScopeAccount, f)
 	}
 	// Carbons copy at PreRoute priority 0 and Delivered: the sender's id
-	// is on the stanza for <sent/> copies only (added above 0, removed
-	// below it); the receiver's, added at Inbound, stays for <received/>
+	// is on the stanza for <sent/> copies only (added at Priority,
+	// removed at -Priority); the receiver's, added at Inbound, stays for <received/>
 	// copies, offline storage and delivery.
-	h.Hook(router.PreRoute, router.Messages, 100, m.outgoing)
-	h.Hook(router.PreRoute, router.Messages, -100, m.stripOurs)
-	h.Hook(router.Inbound, router.Messages, 100, m.incoming)
+	h.Hook(router.PreRoute, router.Messages, Priority, m.outgoing)
+	h.Hook(router.PreRoute, router.Messages, -Priority, m.stripOurs)
+	h.Hook(router.Inbound, router.Messages, Priority, m.incoming)
 	h.Go(m.write)
 	if m.cfg.Retention > 0 {
 		h.Go(m.sweep)

@@ -110,7 +110,7 @@ func (m *Module) Register(h *router.Hooks) error {
 	h.HandleIQ(router.ScopeAccount, router.IQSet, xml.Name{Space: NS, Local: "enable"}, m.enable)
 	h.HandleIQ(router.ScopeAccount, router.IQSet, xml.Name{Space: NS, Local: "disable"}, m.disable)
 	h.AddFeature(router.ScopeServer|router.ScopeAccount, NS)
-	// Below the archive (100), so that the stanza-id is settled.
+	// Below the archive (mam.Priority), so that the stanza-id is settled.
 	h.Hook(router.Inbound, router.Messages, 50, m.message)
 	h.Hook(router.Inbound, router.IQs, 50, m.answer)
 	h.OnSession(router.Hibernated, 0, func(_ context.Context, s *router.Session) { hibernating.Get(s).Store(true) })
