@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,11 @@ func (db *DB) AppendArchive(ctx context.Context, msgs []archive.Message) error {
 		return nil
 	}
 	err := db.b.inTx(ctx, func(q querier) error {
+		if c, ok := q.(sqliteConn); ok {
+			if tx, ok := c.r.(*sql.Tx); ok {
+				return appendPrepared(ctx, tx, msgs)
+			}
+		}
 		for len(msgs) > 0 {
 			n := min(len(msgs), archiveRowsPerInsert)
 			var sb strings.Builder
@@ -36,11 +42,7 @@ func (db *DB) AppendArchive(ctx context.Context, msgs []archive.Message) error {
 					sb.WriteString(", ")
 				}
 				sb.WriteString("(?, ?, ?, ?, ?)")
-				st := m.Stanza
-				if st == nil {
-					st = []byte{}
-				}
-				args = append(args, m.Owner, m.ID, m.With, m.WithResource, st)
+				args = append(args, m.Owner, m.ID, m.With, m.WithResource, stanzaBytes(m))
 			}
 			sb.WriteString(` ON CONFLICT (owner, id) DO NOTHING`)
 			if _, err := q.exec(ctx, sb.String(), args...); err != nil {
@@ -54,6 +56,32 @@ func (db *DB) AppendArchive(ctx context.Context, msgs []archive.Message) error {
 		return fmt.Errorf("storage: append to the archive: %w", err)
 	}
 	return nil
+}
+
+// appendPrepared inserts with one statement prepared for the batch: the
+// SQLite driver parses the SQL of every Exec, which for a multi-row
+// INSERT costs as much as the insert itself.
+func appendPrepared(ctx context.Context, tx *sql.Tx, msgs []archive.Message) error {
+	st, err := tx.PrepareContext(ctx, `INSERT INTO archive (owner, id, with_jid, with_resource, stanza) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (owner, id) DO NOTHING`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, m := range msgs {
+		if _, err := st.ExecContext(ctx, m.Owner, m.ID, m.With, m.WithResource, stanzaBytes(m)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stanzaBytes is m's stanza, never NULL.
+func stanzaBytes(m archive.Message) []byte {
+	if m.Stanza == nil {
+		return []byte{}
+	}
+	return m.Stanza
 }
 
 // QueryArchive implements archive.Store. The conditions make a range of

@@ -52,7 +52,7 @@ const (
 // Defaults of Config.
 const (
 	DefaultQueueSize = 8192
-	DefaultBatchSize = 512
+	DefaultBatchSize = 4096
 	// DefaultMax is the page size of a query without <max/>; MaxPage
 	// bounds a larger one.
 	DefaultMax = 50
