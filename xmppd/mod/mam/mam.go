@@ -92,6 +92,9 @@ type Module struct {
 
 	prefs  sync.Map // owner → archive.Prefs
 	prefsN atomic.Int64
+
+	failed  sync.Map // archive id → struct{}: given, not written
+	failedN atomic.Int64
 }
 
 // item is one message to write, or (flushed set) a mark: the writer
@@ -147,6 +150,13 @@ func (m *Module) Register(h *router.Hooks) error {
 	h.Hook(router.PreRoute, router.Messages, Priority, m.outgoing)
 	h.Hook(router.PreRoute, router.Messages, -Priority, m.stripOurs)
 	h.Hook(router.Inbound, router.Messages, Priority, m.incoming)
+	// The preferences of an account with a session are at hand for
+	// routing (archives).
+	h.OnSession(router.Bound, 0, func(ctx context.Context, s *router.Session) {
+		if _, err := m.loadPrefs(ctx, s.Bare().Localpart()); err != nil {
+			m.cfg.Log.Error("archive preferences", "owner", s.Bare().Localpart(), "err", err)
+		}
+	})
 	h.Go(m.write)
 	if m.cfg.Retention > 0 {
 		h.Go(m.sweep)
@@ -166,8 +176,9 @@ func (m *Module) Archived(s *router.Session, st *router.Stanza) bool {
 	found := false
 	eachChild(st.Inner, func(_, _ int, tag []byte) bool {
 		if se, ok := stanzaID(tag); ok && attr(se, "by") == bare {
-			_, err := archive.ParseID(attr(se, "id"))
-			found = err == nil
+			id, err := archive.ParseID(attr(se, "id"))
+			_, failed := m.failed.Load(id)
+			found = err == nil && !failed
 		}
 		return !found
 	})
@@ -263,7 +274,7 @@ func (m *Module) outgoing(ctx context.Context, ev *router.Event) error {
 		return nil // to its own account: archived once, as received
 	}
 	owner := bare.Localpart()
-	if !m.archives(ctx, owner, to) {
+	if !m.archives(owner, to) {
 		return nil
 	}
 	id := m.clock.Next()
@@ -282,13 +293,12 @@ func (m *Module) incoming(ctx context.Context, ev *router.Event) error {
 	if !archivable(st) {
 		return nil
 	}
-	bare := st.To.Bare()
-	if ok, err := m.r.IsLocal(ctx, bare); err != nil || !ok {
-		return nil // a number without an account has no archive; its offline store keeps the message
-	}
-	owner := bare.Localpart()
+	// No store call here: a receiver without an account (a number never
+	// used) is left out by the writer, which also applies preferences not
+	// yet cached.
+	owner := st.To.Localpart()
 	with := st.From.Bare().String()
-	if !m.archives(ctx, owner, with) {
+	if !m.archives(owner, with) {
 		return nil
 	}
 	id := m.clock.Next()
@@ -305,18 +315,18 @@ func (m *Module) Forget(bare jid.JID) { m.prefs.Delete(bare.Localpart()) }
 // afresh.
 const prefsCacheMax = 100_000
 
-// archives reports whether owner's preferences archive messages with the
-// bare JID with. A store error archives (the default).
-func (m *Module) archives(ctx context.Context, owner, with string) bool {
-	p, err := m.prefsOf(ctx, owner)
-	if err != nil {
-		m.cfg.Log.Error("archive preferences", "owner", owner, "err", err)
-		return true
-	}
-	return p.Archives(with, nil)
+// archives reports whether owner's preferences, as cached, archive
+// messages with the bare JID with. The routing path never waits for the
+// store: the preferences of an account with a session are loaded when it
+// binds; those not cached count as the default (always) here, and the
+// writer applies them before writing.
+func (m *Module) archives(owner, with string) bool {
+	v, ok := m.prefs.Load(owner)
+	return !ok || v.(archive.Prefs).Archives(with, nil)
 }
 
-func (m *Module) prefsOf(ctx context.Context, owner string) (archive.Prefs, error) {
+// loadPrefs reads owner's preferences into the cache.
+func (m *Module) loadPrefs(ctx context.Context, owner string) (archive.Prefs, error) {
 	if v, ok := m.prefs.Load(owner); ok {
 		return v.(archive.Prefs), nil
 	}
@@ -332,6 +342,51 @@ func (m *Module) prefsOf(ctx context.Context, owner string) (archive.Prefs, erro
 	}
 	m.prefs.Store(owner, p)
 	return p, nil
+}
+
+// keep is the writer's check of a batch before it is written: the owner
+// has an account, and its preferences archive the message. What it
+// leaves out is marked not archived (Archived).
+func (m *Module) keep(batch []archive.Message) []archive.Message {
+	ctx := context.Background()
+	local := map[string]bool{}
+	out := batch[:0]
+	for _, msg := range batch {
+		ok, seen := local[msg.Owner]
+		if !seen {
+			j, err := jid.New(msg.Owner, m.domain, "")
+			if err == nil {
+				ok, err = m.r.IsLocal(ctx, j)
+			}
+			if err != nil {
+				m.cfg.Log.Error("archive: is it an account", "owner", msg.Owner, "err", err)
+			}
+			local[msg.Owner] = ok
+		}
+		if ok {
+			p, err := m.loadPrefs(ctx, msg.Owner)
+			ok = err != nil || p.Archives(msg.With, nil) // a store error archives (the default)
+		}
+		if ok {
+			out = append(out, msg)
+		} else {
+			m.notArchived(msg.ID)
+		}
+	}
+	return out
+}
+
+// notArchivedMax bounds the ids remembered as not archived.
+const notArchivedMax = 100_000
+
+// notArchived remembers that id was given and not written (left out, or
+// its batch failed), so that Archived does not count on it.
+func (m *Module) notArchived(id int64) {
+	if m.failedN.Add(1) > notArchivedMax {
+		m.failed.Clear()
+		m.failedN.Store(1)
+	}
+	m.failed.Store(id, struct{}{})
 }
 
 // enqueue queues a message for the writer. A full queue holds the
@@ -426,6 +481,10 @@ func (m *Module) write(ctx context.Context) {
 
 // commit writes one batch, trying again once after a failure.
 func (m *Module) commit(batch []archive.Message) {
+	batch = m.keep(batch)
+	if len(batch) == 0 {
+		return
+	}
 	var err error
 	for try := 0; try < 2; try++ {
 		ctx, cancel := m.r.StoreContext(context.Background())
@@ -436,6 +495,9 @@ func (m *Module) commit(batch []archive.Message) {
 		}
 	}
 	m.cfg.Log.Error("archive write failed; messages not archived", "messages", len(batch), "err", err)
+	for _, msg := range batch {
+		m.notArchived(msg.ID)
+	}
 }
 
 // sweep removes archived messages older than the retention, at start and

@@ -11,6 +11,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"dialtone/archive"
 	"dialtone/internal/xmpptest"
 	"dialtone/storage"
 	"dialtone/xmppd/internal/servertest"
@@ -462,4 +463,32 @@ func mustJID(t *testing.T, s string) jid.JID {
 		t.Fatal(err)
 	}
 	return j
+}
+
+// The writer leaves out what the routing path could not decide without
+// the store: a receiver without an account, and the preferences of an
+// account that is not online (not cached). Routing never waits for them.
+func TestWriterChecks(t *testing.T) {
+	f := start(t, mam.Config{})
+	a := f.login(t, alice, "phone")
+	f.pass(t, bob) // an account, never online
+	const latent = "+821055556666"
+	if err := f.db.SetArchivePrefs(t.Context(), bob, archive.Prefs{Default: archive.Never}); err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []string{bobJID, latent + "@localhost"} {
+		a.Send(`<message type='chat' to='` + to + `' id='w'><body>to someone offline</body></message>`)
+		// Nobody takes it here (no offline module): the bounce shows it
+		// was routed.
+		a.Expect("bounce", func(e xmpptest.Elem) bool { return e.Attr("id") == "w" && e.Attr("type") == "error" })
+	}
+	if rs, _ := query(t, a, "q", "", ""); len(rs) != 2 {
+		t.Fatalf("alice's archive: %v", bodies(rs))
+	}
+	for _, owner := range []string{bob, latent} {
+		page, _, err := f.db.QueryArchive(t.Context(), archive.Query{Owner: owner, Max: 10})
+		if err != nil || len(page) != 0 {
+			t.Fatalf("archive of %s: %d messages, %v", owner, len(page), err)
+		}
+	}
 }

@@ -303,7 +303,7 @@ func (m *Module) prefsIQ(ctx context.Context, iq *router.Stanza) ([]byte, error)
 	if err := m.cfg.Store.SetArchivePrefs(sctx, owner, p); err != nil {
 		return nil, err
 	}
-	m.prefs.Delete(owner)
+	m.prefs.Store(owner, p)
 	return prefsXML(p), nil
 }
 
