@@ -18,6 +18,7 @@ import (
 
 	"mellium.im/sasl"
 
+	"dialtone/archive"
 	"dialtone/auth"
 	"dialtone/internal/tlscert"
 	"dialtone/storage"
@@ -199,6 +200,29 @@ func BenchmarkRouteMessageArchived(b *testing.B) {
 	b.Cleanup(func() { db.Close() })
 	benchRoute(b, benchPing, mam.New(mam.Config{Store: db}))
 }
+
+// BenchmarkRouteMessageArchiveHooks is BenchmarkRouteMessageArchived with
+// a store that discards the batches: what archiving costs the routing path
+// itself (stanza-ids, the queue, the writer's loop), without the database.
+func BenchmarkRouteMessageArchiveHooks(b *testing.B) {
+	benchRoute(b, benchPing, mam.New(mam.Config{Store: discardArchive{}}))
+}
+
+// discardArchive is an archive.Store that keeps nothing.
+type discardArchive struct{}
+
+func (discardArchive) AppendArchive(context.Context, []archive.Message) error { return nil }
+func (discardArchive) QueryArchive(context.Context, archive.Query) ([]archive.Message, bool, error) {
+	return nil, false, nil
+}
+func (discardArchive) LastArchiveID(context.Context) (int64, error) { return 0, nil }
+func (discardArchive) DeleteArchiveBefore(context.Context, int64, int) (int64, error) {
+	return 0, nil
+}
+func (discardArchive) ArchivePrefs(context.Context, string) (archive.Prefs, error) {
+	return archive.Prefs{Default: archive.Always}, nil
+}
+func (discardArchive) SetArchivePrefs(context.Context, string, archive.Prefs) error { return nil }
 
 // benchRoute measures messages from one client to another through a
 // server with mods.

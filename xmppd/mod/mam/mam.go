@@ -100,7 +100,10 @@ type Module struct {
 // item is one message to write, or (flushed set) a mark: the writer
 // closes flushed once everything queued before it is committed.
 type item struct {
-	msg     archive.Message
+	msg archive.Message
+	// st, when set, is serialised into msg.Stanza by the writer, off the
+	// routing path (a copy of a stanza that the routing changes after).
+	st      *router.Stanza
 	flushed chan struct{}
 }
 
@@ -278,7 +281,9 @@ func (m *Module) outgoing(ctx context.Context, ev *router.Event) error {
 		return nil
 	}
 	id := m.clock.Next()
-	m.enqueue(ctx, archive.Message{Owner: owner, ID: id, With: to, WithResource: st.To.Resourcepart(), Stanza: st.Bytes()})
+	// The copy is serialised by the writer: the sent stanza is not
+	// written to any stream here, so its bytes are not needed now.
+	m.enqueue(ctx, item{msg: archive.Message{Owner: owner, ID: id, With: to, WithResource: st.To.Resourcepart()}, st: st.Clone()})
 	if len(m.r.Sessions(bare)) > 1 {
 		st.SetInner(withStanzaID(st.Inner, bare.String(), id))
 	}
@@ -303,7 +308,8 @@ func (m *Module) incoming(ctx context.Context, ev *router.Event) error {
 	}
 	id := m.clock.Next()
 	st.SetInner(withStanzaID(st.Inner, st.ToBare(), id))
-	m.enqueue(ctx, archive.Message{Owner: owner, ID: id, With: with, WithResource: st.From.Resourcepart(), Stanza: st.Bytes()})
+	// Delivery needs these bytes too (Bytes caches them).
+	m.enqueue(ctx, item{msg: archive.Message{Owner: owner, ID: id, With: with, WithResource: st.From.Resourcepart(), Stanza: st.Bytes()}})
 	return nil
 }
 
@@ -392,16 +398,17 @@ func (m *Module) notArchived(id int64) {
 // enqueue queues a message for the writer. A full queue holds the
 // sender (backpressure from a database that falls behind) until there is
 // room or its context ends.
-func (m *Module) enqueue(ctx context.Context, msg archive.Message) {
+func (m *Module) enqueue(ctx context.Context, it item) {
 	m.pending.Add(1)
 	select {
-	case m.queue <- item{msg: msg}:
+	case m.queue <- it:
 	default:
 		select {
-		case m.queue <- item{msg: msg}:
+		case m.queue <- it:
 		case <-ctx.Done():
 			m.pending.Add(-1)
-			m.cfg.Log.Error("archive queue full; message not archived", "owner", msg.Owner)
+			m.notArchived(it.msg.ID)
+			m.cfg.Log.Error("archive queue full; message not archived", "owner", it.msg.Owner)
 		}
 	}
 }
@@ -432,9 +439,13 @@ func (m *Module) write(ctx context.Context) {
 	batch := make([]archive.Message, 0, m.cfg.BatchSize)
 	var marks []chan struct{}
 	take := func(it item) {
-		if it.flushed != nil {
+		switch {
+		case it.flushed != nil:
 			marks = append(marks, it.flushed)
-		} else {
+		case it.st != nil:
+			it.msg.Stanza = it.st.Bytes()
+			fallthrough
+		default:
 			batch = append(batch, it.msg)
 		}
 	}
