@@ -252,6 +252,20 @@ func TestArchiveAndQuery(t *testing.T) {
 	if !slices.Equal(ids(rs), []string{got[0], got[4]}) {
 		t.Fatalf("ids %v", ids(rs))
 	}
+	// flip-page: the same page, newest message first.
+	b.Send(`<iq type='set' id='fp'><query xmlns='urn:xmpp:mam:2' queryid='q-fp'><flip-page/><set xmlns='http://jabber.org/protocol/rsm'><max>3</max></set></query></iq>`)
+	var flipped []string
+	for len(flipped) < 3 {
+		e := b.Next()
+		var r result
+		if e.XMLName.Local == "message" && xml.Unmarshal([]byte(e.Inner), &r) == nil && r.QueryID == "q-fp" {
+			flipped = append(flipped, r.ID)
+		}
+	}
+	b.Expect("fin", func(e xmpptest.Elem) bool { return e.Attr("id") == "fp" })
+	if !slices.Equal(flipped, []string{got[2], got[1], got[0]}) {
+		t.Fatalf("flip-page %v", flipped)
+	}
 	// with: bob's messages with alice, none with someone else.
 	rs, _ = query(t, b, "b8", `<field var='with'><value>`+aliceJID+`</value></field>`, "")
 	if len(rs) != 5 {

@@ -23,7 +23,9 @@ type queryPayload struct {
 			Values []string `xml:"value"`
 		} `xml:"field"`
 	} `xml:"jabber:x:data x"`
-	Set *struct {
+	// FlipPage (#extended) sends the page's messages in reverse order.
+	FlipPage *struct{} `xml:"flip-page"`
+	Set      *struct {
 		Max    *string `xml:"max"`
 		After  *string `xml:"after"`
 		Before *string `xml:"before"`
@@ -85,7 +87,11 @@ func (m *Module) query(ctx context.Context, iq *router.Stanza) ([]byte, error) {
 	if !iq.ToAbsent {
 		from = iq.To.String()
 	}
-	for _, msg := range page {
+	for i := range page {
+		msg := page[i]
+		if p.FlipPage != nil {
+			msg = page[len(page)-1-i]
+		}
 		sess.Send(result(msg, sess.String(), from, p.QueryID))
 	}
 	b := wire.NewBuilder(nil)
