@@ -186,7 +186,6 @@ func photoOf(v []byte) []byte {
 	return v[i+len(open) : i+j]
 }
 
-
 // ping answers pings to the service, a room, and XEP-0410 self-pings to
 // an occupant JID: a result while the sender is in the room under that
 // nick, not-acceptable when it is not.

@@ -201,5 +201,3 @@ func (m *Module) deliverInvitations(ctx context.Context, s *router.Session) {
 		m.Log.Error("forgetting delivered group invitations", "number", number, "err", err)
 	}
 }
-
-

@@ -216,11 +216,12 @@ func (rm *room) presenceOf(o *occupant, typ string, withJID bool, pc presenceCod
 
 // sendPresence sends o's presence to every session in the room (others
 // first, then o's own with selfCodes added), choosing for each receiver
-// whether it sees o's real JID.
+// whether it sees o's real JID. With only set, just that session of o
+// gets it (another device joining an occupant).
 func (rm *room) sendPresence(ctx context.Context, o *occupant, typ string, pc presenceCodes, selfCodes []int, only *session) {
 	var anon, named *outgoing
 	for _, oc := range rm.occupants {
-		if oc == o {
+		if oc == o || only != nil {
 			continue
 		}
 		withJID := rm.cfg.WhoisAnyone || oc.role == Moderator
