@@ -2,6 +2,7 @@ package muc_test
 
 import (
 	"context"
+	"encoding/xml"
 	"sync"
 
 	"mellium.im/xmpp/jid"
@@ -45,3 +46,5 @@ func (directed) Register(h *router.Hooks) error {
 	})
 	return nil
 }
+
+func xmlName(space, local string) xml.Name { return xml.Name{Space: space, Local: local} }
