@@ -18,6 +18,14 @@ var (
 
 func (e *env) loginWith(n int, res string) *xmpptest.Client {
 	e.t.Helper()
+	c := e.connect(n, res)
+	c.Available()
+	return c
+}
+
+// connect logs a session of number n in, without presence.
+func (e *env) connect(n int, res string) *xmpptest.Client {
+	e.t.Helper()
 	key := e.srv.Addr + number(n)
 	passMu.Lock()
 	pass, ok := passwords[key]
@@ -26,9 +34,7 @@ func (e *env) loginWith(n int, res string) *xmpptest.Client {
 		passwords[key] = pass
 	}
 	passMu.Unlock()
-	c := xmpptest.Login(e.t, e.srv.Addr, number(n), pass, res)
-	c.Available()
-	return c
+	return xmpptest.Login(e.t, e.srv.Addr, number(n), pass, res)
 }
 
 // directed routes directed presence, as package mod/presence does
