@@ -359,12 +359,9 @@ func (n *Notices) planInvite(ctx context.Context, in Invite, now time.Time) (Not
 	if err != nil || n.IsOnline != nil && n.IsOnline(in.To) {
 		return p, res, err
 	}
-	voice := n.Parser != nil && n.Parser.IsFixedLine(in.To)
-	if voice && !n.Voice {
-		res.Refused = ErrNoSMS
-		return p, res, nil
-	}
-	if res.Refused, err = n.newNumbersCap(ctx, rc, in.To, in.Counter, now); err != nil || res.Refused != nil {
+	voice, refused, err := n.refusal(ctx, rc, in.To, in.Counter, now)
+	if err != nil || refused != nil {
+		res.Refused = refused
 		return p, res, err
 	}
 	sent, err := n.sentToday(ctx, in.To, now)
@@ -404,6 +401,18 @@ func (n *Notices) receiver(ctx context.Context, to auth.Number, p *NoticePlan) (
 		}
 	}
 	return rc, password, nil
+}
+
+// refusal says whether the notice to to is a call (a landline), or why
+// none goes out: a landline and no voice gateway (ErrNoSMS), or the
+// sender's cap of new numbers (ErrNewNumbersCap).
+func (n *Notices) refusal(ctx context.Context, rc Receiver, to auth.Number, counter string, now time.Time) (voice bool, refused, err error) {
+	voice = n.Parser != nil && n.Parser.IsFixedLine(to)
+	if voice && !n.Voice {
+		return voice, ErrNoSMS, nil
+	}
+	refused, err = n.newNumbersCap(ctx, rc, to, counter, now)
+	return voice, refused, err
 }
 
 // newNumbersCap returns (as its first result) ErrNewNumbersCap when
@@ -498,12 +507,9 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 		}
 		p.DropWindow, open = true, false
 	}
-	voice := n.Parser != nil && n.Parser.IsFixedLine(in.To)
-	if voice && !n.Voice {
-		res.Refused = ErrNoSMS
-		return p, res, nil
-	}
-	if res.Refused, err = n.newNumbersCap(ctx, rc, in.To, in.Counter, now); err != nil || res.Refused != nil {
+	voice, refused, err := n.refusal(ctx, rc, in.To, in.Counter, now)
+	if err != nil || refused != nil {
+		res.Refused = refused
 		return p, res, err
 	}
 	if open {
