@@ -64,7 +64,8 @@ func (rm *room) mediated(ctx context.Context, st *router.Stanza) error {
 // invite checks that from may invite to, makes to a member, and either
 // routes the invitation (send) or, for a local number without an
 // available session, keeps it and texts the number (SPEC.md "Group
-// chats"). handled is false when a direct invitation should go on its way.
+// chats"). It returns router.ErrHandled when it dealt with the
+// invitation, nil when a direct one (send false) should go on its way.
 func (rm *room) invite(ctx context.Context, from, to jid.JID, reason string, send bool) error {
 	to, err := rm.m.r.Normalize(to)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/xml"
-	"errors"
 	"io"
 	"strconv"
 	"sync"
@@ -530,7 +529,7 @@ func (rm *room) removeOccupant(ctx context.Context, o *occupant, pc presenceCode
 	rm.emptied()
 }
 
-// newID makes a stanza-id: 16 random bytes, URL-safe.
+// newID makes a stanza-id: 12 random bytes, URL-safe base64.
 func newID() string {
 	var b [12]byte
 	rand.Read(b[:]) // never fails (crypto/rand)
@@ -657,6 +656,3 @@ func (rm *room) private(ctx context.Context, st *router.Stanza) error {
 	}
 	return router.ErrHandled
 }
-
-// errNotOccupant is a request from someone not in the room.
-var errNotOccupant = errors.New("muc: not an occupant")
