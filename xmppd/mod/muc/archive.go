@@ -21,6 +21,8 @@ const (
 	archiveQueue = 8192
 	// archiveBatch bounds the messages written in one transaction.
 	archiveBatch = 256
+	// shutdownWrite bounds writing what is queued at shutdown.
+	shutdownWrite = 10 * time.Second
 	// mamMax is the largest page a query gets.
 	mamMax = 250
 )
@@ -76,7 +78,9 @@ func (a *archiver) run(ctx context.Context) {
 			for len(a.queue) > 0 && len(batch) < archiveQueue {
 				batch = append(batch, <-a.queue)
 			}
-			a.write(context.WithoutCancel(ctx), batch)
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownWrite)
+			a.write(sctx, batch)
+			cancel()
 			return
 		case msg := <-a.queue:
 			batch = append(batch, msg)
@@ -109,14 +113,28 @@ func (a *archiver) run(ctx context.Context) {
 	}
 }
 
+// write stores a batch; while the store fails it tries again, waiting
+// longer each time (the queue fills meanwhile and then drops, logged), so
+// that a message that could not be archived in time is archived later.
 func (a *archiver) write(ctx context.Context, batch []groups.Message) {
 	if len(batch) == 0 {
 		return
 	}
-	sctx, cancel := a.m.r.StoreContext(ctx)
-	defer cancel()
-	if err := a.m.store.AppendMUCArchive(sctx, batch); err != nil {
-		a.m.Log.Error("writing the group archive", "messages", len(batch), "err", err)
+	wait := time.Second
+	for {
+		sctx, cancel := a.m.r.StoreContext(ctx)
+		err := a.m.store.AppendMUCArchive(sctx, batch)
+		cancel()
+		if err == nil {
+			return
+		}
+		a.m.Log.Error("writing the group archive", "messages", len(batch), "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
 	}
 }
 

@@ -133,3 +133,25 @@ func TestDiscoAndMediatedInvitation(t *testing.T) {
 	alice.Send(`<message to='` + room + `'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='not-a-number@localhost'/></x></message>`)
 	expectError(t, alice, "message", "item-not-found")
 }
+
+// A message the store could not take is archived when it can again.
+func TestArchiveRetried(t *testing.T) {
+	store := newMemStore()
+	e := start(t, store, nil)
+	alice, _ := setup(t, e, nil)
+	store.mu.Lock()
+	store.failArchive = 1
+	store.mu.Unlock()
+	groupchat(alice, "late")
+	expectBody(t, alice, room+"/alice", "late")
+	alice.Send(`<iq type='set' id='q' to='` + room + `'><query xmlns='urn:xmpp:mam:2'/></iq>`)
+	r := alice.Expect("archived", func(x xmpptest.Elem) bool { return strings.Contains(x.Inner, "urn:xmpp:mam:2") })
+	if !strings.Contains(r.Inner, "<body>late</body>") {
+		t.Fatalf("archive: %v", r)
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if store.failArchive != 0 || len(store.archive) != 1 {
+		t.Fatalf("the store was not tried again: %d failures left, %d archived", store.failArchive, len(store.archive))
+	}
+}

@@ -2,6 +2,7 @@ package muc_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 
@@ -16,6 +17,9 @@ type memStore struct {
 	affs    map[[2]string]groups.Affiliation
 	archive []groups.Message
 	invites []groups.Invitation
+	// failArchive makes that many AppendMUCArchive calls fail (a store
+	// that is down).
+	failArchive int
 }
 
 func newMemStore() *memStore {
@@ -76,6 +80,10 @@ func (s *memStore) SetMUCAffiliation(_ context.Context, a groups.Affiliation) er
 func (s *memStore) AppendMUCArchive(_ context.Context, msgs []groups.Message) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.failArchive > 0 {
+		s.failArchive--
+		return errors.New("store down")
+	}
 	s.archive = append(s.archive, msgs...)
 	return nil
 }
