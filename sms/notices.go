@@ -192,6 +192,10 @@ type Notices struct {
 	StoredNewNumbersPerSenderDay int
 	// PasswordLength of the passwords; 0: DefaultPasswordLength.
 	PasswordLength int
+	// Minter makes the passwords of new accounts off the sender's
+	// goroutine (see auth.Minter), with PasswordLength; nil: they are
+	// made on the caller's goroutine (tests, tools).
+	Minter *auth.Minter
 	// IsOnline reports whether the receiver has a session: then it gets no
 	// notice. Nil: never.
 	IsOnline func(n auth.Number) bool
@@ -332,7 +336,7 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 		// The message makes the account unclaimed on the spot, with a
 		// password that its first notice carries (if one goes out).
 		p.Create = true
-		if password, p.Credentials, err = n.newPassword(); err != nil {
+		if password, p.Credentials, err = n.newPassword(ctx); err != nil {
 			return p, res, err
 		}
 	}
@@ -405,7 +409,7 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 		p.FirstNotice = true
 	default:
 		if password == "" {
-			if password, p.Credentials, err = n.newPassword(); err != nil {
+			if password, p.Credentials, err = n.newPassword(ctx); err != nil {
 				return p, res, err
 			}
 		}
@@ -440,8 +444,16 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 	return p, res, nil
 }
 
-// newPassword makes a password and its credentials.
-func (n *Notices) newPassword() (string, *auth.Credentials, error) {
+// newPassword makes a password and its credentials: the Minter's, or
+// made here without one.
+func (n *Notices) newPassword(ctx context.Context) (string, *auth.Credentials, error) {
+	if n.Minter != nil {
+		m, err := n.Minter.Mint(ctx)
+		if err != nil {
+			return "", nil, fmt.Errorf("sms: password for a new account: %w", err)
+		}
+		return m.Password, &m.Credentials, nil
+	}
 	length := n.PasswordLength
 	if length == 0 {
 		length = DefaultPasswordLength

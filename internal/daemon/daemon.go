@@ -364,6 +364,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { d.sweeper.Run(bctx) })
 	wg.Go(func() { d.Notices.Run(bctx) })
+	wg.Go(func() {
+		if err := d.Notices.Minter.Run(bctx); err != nil && bctx.Err() == nil {
+			d.log.Error("passwords for new accounts: no more can be made", "err", err)
+		}
+	})
 	wg.Go(func() { d.Uploads.Run(bctx) })
 	if d.s2s != nil {
 		serve(func() error { return d.fed.Serve(d.s2s) })
@@ -483,6 +488,15 @@ func (d *Daemon) promotePending(ctx context.Context, n auth.Number, pending auth
 	return d.accounts.PromotePending(ctx, n, pending)
 }
 
+// passwordLength is the length of generated passwords for XMPPD_PASSWORD_LENGTH
+// (0: the default).
+func passwordLength(n int) int {
+	if n == 0 {
+		return sms.DefaultPasswordLength
+	}
+	return n
+}
+
 // adminHandler serves the admin socket: kicks by the server, wakes by the
 // SMS worker.
 type adminHandler struct {
@@ -508,6 +522,7 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 	d.Notices = &sms.Notices{
 		Domain:                 cfg.Domain,
 		PasswordLength:         cfg.PasswordLength,
+		Minter:                 auth.NewMinter(passwordLength(cfg.PasswordLength), 0),
 		Store:                  d.DB,
 		Parser:                 parser,
 		Voice:                  voice,
