@@ -37,6 +37,7 @@ import (
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/carbons"
 	"dialtone/xmppd/mod/disco"
+	"dialtone/xmppd/mod/extdisco"
 	offlinemod "dialtone/xmppd/mod/offline"
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
@@ -44,6 +45,7 @@ import (
 	"dialtone/xmppd/mod/register"
 	rostermod "dialtone/xmppd/mod/roster"
 	xmpptime "dialtone/xmppd/mod/time"
+	uploadmod "dialtone/xmppd/mod/upload"
 	"dialtone/xmppd/mod/vcard"
 	"dialtone/xmppd/mod/version"
 	"dialtone/xmppd/router"
@@ -282,6 +284,8 @@ func (d *Daemon) registerModules() error {
 		d.roster,
 		presences,
 		carbons.New(),
+		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
+		extdisco.New(r, d.TURN),
 		d.Offline,
 		router.ModuleFunc(func(h *router.Hooks) error {
 			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
