@@ -39,6 +39,7 @@ import (
 	"dialtone/xmppd/mod/disco"
 	"dialtone/xmppd/mod/extdisco"
 	offlinemod "dialtone/xmppd/mod/offline"
+	"dialtone/xmppd/mod/pep"
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
 	"dialtone/xmppd/mod/private"
@@ -273,6 +274,8 @@ func (d *Daemon) registerModules() error {
 	}
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
+	peps := pep.New(r, d.DB, d.DB, d.log)
+	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
 	return srv.Load(
 		d.register,
 		ping.New(r),
@@ -284,6 +287,7 @@ func (d *Daemon) registerModules() error {
 		d.roster,
 		presences,
 		carbons.New(),
+		peps,
 		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
 		extdisco.New(r, d.TURN),
 		d.Offline,
