@@ -6,6 +6,11 @@
 // XEP-0115 "+notify" interest of each contact's resources, and the last
 // items sent to a resource that comes online. The rules are package
 // pubsub's; nodes and items are kept by its Store.
+//
+// Notifications reach local resources (the owner's and its local presence
+// subscribers', by their caps) and explicit subscribers; remote presence
+// subscribers get them only by subscribing explicitly: the server does not
+// track the caps of remote resources.
 package pep
 
 import (
