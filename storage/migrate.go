@@ -226,6 +226,27 @@ var migrations = []migration{
 		`CREATE INDEX web_tickets_owner ON web_tickets (owner, expires)`,
 		`CREATE INDEX web_tickets_expires ON web_tickets (expires)`,
 	}},
+	{8, "personal eventing (PEP) nodes and items", []string{
+		// One row per node of an account's PEP service (XEP-0163):
+		// config is pubsub.Config.Encode.
+		`CREATE TABLE pep_nodes (
+			owner {{key}} NOT NULL,
+			node {{key}} NOT NULL,
+			config TEXT NOT NULL,
+			PRIMARY KEY (owner, node)
+		)`,
+		// The items of each node; seq orders them (higher is newer) and
+		// is one more than the node's highest at each publish.
+		`CREATE TABLE pep_items (
+			owner {{key}} NOT NULL,
+			node {{key}} NOT NULL,
+			id {{key}} NOT NULL,
+			seq BIGINT NOT NULL,
+			payload {{bytes}} NOT NULL,
+			PRIMARY KEY (owner, node, id)
+		)`,
+		`CREATE INDEX pep_items_seq ON pep_items (owner, node, seq)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
@@ -236,7 +257,7 @@ var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "bl
 	// (upload.Service.RemoveOwner), and the upload sweeper removes what
 	// has no row any more.
 	"uploads",
-	"login_links", "web_tickets"}
+	"login_links", "web_tickets", "pep_nodes", "pep_items"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {

@@ -216,6 +216,12 @@ type Config struct {
 	// LoginLinkTTL is how long the one-tap login link of a password SMS
 	// works; 0: password SMS carry no link.
 	LoginLinkTTL time.Duration `env:"XMPPD_LOGIN_LINK_TTL" envDefault:"24h"`
+
+	// PEPMaxItems is the most items a PEP node keeps (max_items above it
+	// is clamped; "max" means it).
+	PEPMaxItems int `env:"XMPPD_PEP_MAX_ITEMS" envDefault:"256"`
+	// PEPMaxItemBytes is the largest PEP item payload, in bytes.
+	PEPMaxItemBytes int `env:"XMPPD_PEP_MAX_ITEM_BYTES" envDefault:"65536"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -390,6 +396,14 @@ func (c *Config) normalize() error {
 	}
 	if err := c.checkTURN(); err != nil {
 		return err
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{{"XMPPD_PEP_MAX_ITEMS", c.PEPMaxItems}, {"XMPPD_PEP_MAX_ITEM_BYTES", c.PEPMaxItemBytes}} {
+		if l.v < 1 {
+			return fmt.Errorf("%s: must be at least 1 (got %d)", l.name, l.v)
+		}
 	}
 	if c.DatabaseMaxConns < 1 {
 		return fmt.Errorf("XMPPD_DATABASE_MAX_CONNS: must be at least 1 (got %d)", c.DatabaseMaxConns)

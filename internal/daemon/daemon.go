@@ -37,13 +37,16 @@ import (
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/carbons"
 	"dialtone/xmppd/mod/disco"
+	"dialtone/xmppd/mod/extdisco"
 	offlinemod "dialtone/xmppd/mod/offline"
+	"dialtone/xmppd/mod/pep"
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
 	"dialtone/xmppd/mod/private"
 	"dialtone/xmppd/mod/register"
 	rostermod "dialtone/xmppd/mod/roster"
 	xmpptime "dialtone/xmppd/mod/time"
+	uploadmod "dialtone/xmppd/mod/upload"
 	"dialtone/xmppd/mod/vcard"
 	"dialtone/xmppd/mod/version"
 	"dialtone/xmppd/router"
@@ -271,6 +274,8 @@ func (d *Daemon) registerModules() error {
 	}
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
+	peps := pep.New(r, d.DB, d.DB, d.log)
+	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
 	return srv.Load(
 		d.register,
 		ping.New(r),
@@ -282,6 +287,9 @@ func (d *Daemon) registerModules() error {
 		d.roster,
 		presences,
 		carbons.New(),
+		peps,
+		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
+		extdisco.New(r, d.TURN),
 		d.Offline,
 		router.ModuleFunc(func(h *router.Hooks) error {
 			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
