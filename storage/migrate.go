@@ -226,6 +226,12 @@ var migrations = []migration{
 		`CREATE INDEX web_tickets_owner ON web_tickets (owner, expires)`,
 		`CREATE INDEX web_tickets_expires ON web_tickets (expires)`,
 	}},
+	{8, "contact discovery opt-out", []string{
+		// An account that opted out of contact discovery (SPEC.md "App
+		// API"): the phone-book query never names it. Only this flag is
+		// stored; phone books never are.
+		`ALTER TABLE accounts ADD COLUMN hidden BOOLEAN NOT NULL DEFAULT FALSE`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
