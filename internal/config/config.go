@@ -216,6 +216,10 @@ type Config struct {
 	// LoginLinkTTL is how long the one-tap login link of a password SMS
 	// works; 0: password SMS carry no link.
 	LoginLinkTTL time.Duration `env:"XMPPD_LOGIN_LINK_TTL" envDefault:"24h"`
+
+	// DiscoveryPerDay caps the distinct phone-book numbers one account
+	// may look up in a day (SPEC.md "App API"). 0: no limit.
+	DiscoveryPerDay int `env:"XMPPD_DISCOVERY_PER_DAY" envDefault:"2048"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -371,6 +375,7 @@ func (c *Config) normalize() error {
 		{"XMPPD_ROSTER_MAX", c.RosterMax},
 		{"XMPPD_NEW_NUMBERS_PER_SENDER_DAY", c.NewNumbersPerSenderDay},
 		{"XMPPD_OFFLINE_BYTES", c.OfflineBytes},
+		{"XMPPD_DISCOVERY_PER_DAY", c.DiscoveryPerDay},
 	}
 	for _, l := range limits {
 		if l.v < 0 {

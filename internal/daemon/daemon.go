@@ -38,6 +38,7 @@ import (
 	"dialtone/xmppd/mod/carbons"
 	"dialtone/xmppd/mod/disco"
 	offlinemod "dialtone/xmppd/mod/offline"
+	"dialtone/xmppd/mod/phonebook"
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
 	"dialtone/xmppd/mod/private"
@@ -254,6 +255,8 @@ var (
 	_ blocking.Store = (*storage.DB)(nil)
 )
 
+var _ phonebook.Store = (*storage.DB)(nil)
+
 // registerModules loads the feature modules on the server's router; disco
 // reads what the others registered when it is first asked.
 func (d *Daemon) registerModules() error {
@@ -271,6 +274,8 @@ func (d *Daemon) registerModules() error {
 	}
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
+	phones := phonebook.New(r, d.parser, d.DB)
+	phones.PerDay = d.cfg.DiscoveryPerDay
 	return srv.Load(
 		d.register,
 		ping.New(r),
@@ -291,6 +296,7 @@ func (d *Daemon) registerModules() error {
 			})
 			return nil
 		}),
+		phones,
 		disco.New(r, "Dialtone"),
 	)
 }
