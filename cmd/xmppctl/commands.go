@@ -49,12 +49,53 @@ func (c *cli) accountShow(ctx context.Context, cmd *command, args []string) erro
 	if err != nil {
 		return err
 	}
+	hidden, err := db.Hidden(ctx, n)
+	if err != nil {
+		return err
+	}
 	lastLogin := "never"
 	if !a.LastLogin.IsZero() {
 		lastLogin = a.LastLogin.UTC().Format(time.RFC3339)
 	}
-	fmt.Fprintf(c.stdout, "number: %s\nstate: %s\ncreated: %s\nlast_login: %s\nstored_messages: %d\n",
-		a.Number, a.State, a.Created.UTC().Format(time.RFC3339), lastLogin, stored)
+	fmt.Fprintf(c.stdout, "number: %s\nstate: %s\ncreated: %s\nlast_login: %s\nstored_messages: %d\nhidden: %s\n",
+		a.Number, a.State, a.Created.UTC().Format(time.RFC3339), lastLogin, stored, yesNo(hidden))
+	return nil
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func (c *cli) accountHide(ctx context.Context, cmd *command, args []string) error {
+	return c.setHidden(ctx, cmd, args, true, "hidden from contact discovery")
+}
+
+func (c *cli) accountUnhide(ctx context.Context, cmd *command, args []string) error {
+	return c.setHidden(ctx, cmd, args, false, "found by contact discovery")
+}
+
+// setHidden opts the account of NUMBER out of contact discovery, or back
+// in, and says which.
+func (c *cli) setHidden(ctx context.Context, cmd *command, args []string, hidden bool, what string) error {
+	n, err := c.oneNumber(cmd, args)
+	if err != nil {
+		return err
+	}
+	db, err := c.store(ctx)
+	if err != nil {
+		return err
+	}
+	err = db.SetHidden(ctx, n, hidden)
+	if errors.Is(err, auth.ErrNotFound) {
+		return fmt.Errorf("%s has no account", n)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%s: %s\n", n, what)
 	return nil
 }
 
