@@ -244,6 +244,7 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		WebClient:      d.cfg.WebClient,
 		Tickets:        d.DB,
 		Links:          d.DB,
+		Discovery:      d.DB,
 	}
 }
 

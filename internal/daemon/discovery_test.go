@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -69,6 +71,7 @@ func TestContactDiscovery(t *testing.T) {
 			t.Run("sync", func(t *testing.T) { testDiscoverySync(t, s) })
 			t.Run("bad_input", func(t *testing.T) { testDiscoveryBadInput(t, s) })
 			t.Run("per_day", func(t *testing.T) { testDiscoveryPerDay(t, s) })
+			t.Run("account_page_switch", func(t *testing.T) { testDiscoveryWebSwitch(t, s) })
 		})
 	}
 }
@@ -234,5 +237,51 @@ func TestContactDiscoveryRemote(t *testing.T) {
 	}
 	if strings.Contains(r.Inner, local.num+"@") {
 		t.Fatalf("the refusal names the number: %v", r)
+	}
+}
+
+// The switch on the account page opts the account out of discovery and
+// back in, with the page's form token.
+func testDiscoveryWebSwitch(t *testing.T, s *daemonUnderTest) {
+	alice, bob := s.activeUser(t), s.activeUser(t)
+	c := s.login(t, alice, "web")
+	found := func() []string {
+		t.Helper()
+		r, _ := iq(c, "get", apiHost, phoneBook("", bob.num))
+		return entryNumbers(t, r)
+	}
+	if got := found(); len(got) != 1 {
+		t.Fatalf("before the switch: %v", got)
+	}
+	web := clientFrom(t, "127.0.0.1")
+	base := "http://" + s.d.Addr("http")
+	home := do(t, web, "GET", base+"/", nil, "")
+	m := csrfField.FindStringSubmatch(home.body)
+	if m == nil {
+		t.Fatalf("home page: %d, no form token", home.code)
+	}
+	form := []string{"Content-Type: application/x-www-form-urlencoded"}
+	if a := do(t, web, "POST", base+"/login", form, url.Values{"csrf": {m[1]}, "phone": {bob.num}, "password": {bob.pass}}.Encode()); a.code != http.StatusSeeOther {
+		t.Fatalf("web login: %d", a.code)
+	}
+	flip := func(findable string) {
+		t.Helper()
+		page := do(t, web, "GET", base+"/account", nil, "")
+		m := csrfField.FindStringSubmatch(page.body)
+		if m == nil || !strings.Contains(page.body, `name="findable" value="`+findable+`"`) {
+			t.Fatalf("account page %d has no switch to findable=%s", page.code, findable)
+		}
+		a := do(t, web, "POST", base+"/account/discovery", form, url.Values{"csrf": {m[1]}, "findable": {findable}}.Encode())
+		if a.code != http.StatusSeeOther {
+			t.Fatalf("switch to findable=%s: %d %s", findable, a.code, a.body)
+		}
+	}
+	flip("no")
+	if got := found(); len(got) != 0 {
+		t.Fatalf("after hiding on the account page: %v", got)
+	}
+	flip("yes")
+	if got := found(); len(got) != 1 {
+		t.Fatalf("after showing again on the account page: %v", got)
 	}
 }
