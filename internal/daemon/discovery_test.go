@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -136,6 +137,15 @@ func testDiscoverySync(t *testing.T, s *daemonUnderTest) {
 	want("all shown, carol active", app.SyncPhoneBook(t, c, book), all...)
 	if got := app.SyncPhoneBook(t, c, book); !got.Unchanged {
 		t.Fatalf("unchanged again: %+v", got)
+	}
+
+	// Privacy: a number that was only ever in phone books is nowhere, not
+	// in the store and not in the (debug level) log.
+	if _, err := s.d.DB.Account(ctx, auth.Number(latent)); !errors.Is(err, auth.ErrNotFound) {
+		t.Errorf("an account for a number only asked about: %v", err)
+	}
+	if strings.Contains(s.log.String(), strings.TrimPrefix(latent, "+")) {
+		t.Errorf("the log names a number of a phone book")
 	}
 
 	// National and spaced forms, each form of one number once.
