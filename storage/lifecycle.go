@@ -183,10 +183,17 @@ func (db *DB) releaseBatch(ctx context.Context, cond string, before time.Time, b
 
 // WipeAccountData removes everything n owns but the account itself:
 // roster and roster version, vCard and private data, blocklist, stored
-// messages, upload slots (the files on disk are the caller's). It is how a recycled number starts afresh (SPEC.md
+// messages, upload slots (the files on disk are the caller's), and its
+// opt-out of contact discovery. It is how a recycled number starts afresh (SPEC.md
 // "Accounts"); the credentials are the caller's next step.
 func (db *DB) WipeAccountData(ctx context.Context, n auth.Number) error {
-	err := db.b.inTx(ctx, func(q querier) error { return deleteOwned(ctx, q, string(n)) })
+	err := db.b.inTx(ctx, func(q querier) error {
+		// The opt-out of contact discovery was the old owner's choice.
+		if _, err := q.exec(ctx, `UPDATE accounts SET hidden = FALSE WHERE number = ?`, string(n)); err != nil {
+			return err
+		}
+		return deleteOwned(ctx, q, string(n))
+	})
 	if err != nil {
 		return fmt.Errorf("storage: wipe data of %s: %w", n, err)
 	}

@@ -247,6 +247,12 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX pep_items_seq ON pep_items (owner, node, seq)`,
 	}},
+	{9, "contact discovery opt-out", []string{
+		// An account that opted out of contact discovery (SPEC.md "App
+		// API"): the phone-book query never names it. Only this flag is
+		// stored; phone books never are.
+		`ALTER TABLE accounts ADD COLUMN hidden BOOLEAN NOT NULL DEFAULT FALSE`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount

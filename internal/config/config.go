@@ -222,6 +222,9 @@ type Config struct {
 	PEPMaxItems int `env:"XMPPD_PEP_MAX_ITEMS" envDefault:"256"`
 	// PEPMaxItemBytes is the largest PEP item payload, in bytes.
 	PEPMaxItemBytes int `env:"XMPPD_PEP_MAX_ITEM_BYTES" envDefault:"65536"`
+	// DiscoveryPerDay caps the distinct phone-book numbers one account
+	// may look up in a day (SPEC.md "App API"). 0: no limit.
+	DiscoveryPerDay int `env:"XMPPD_DISCOVERY_PER_DAY" envDefault:"2048"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -377,6 +380,7 @@ func (c *Config) normalize() error {
 		{"XMPPD_ROSTER_MAX", c.RosterMax},
 		{"XMPPD_NEW_NUMBERS_PER_SENDER_DAY", c.NewNumbersPerSenderDay},
 		{"XMPPD_OFFLINE_BYTES", c.OfflineBytes},
+		{"XMPPD_DISCOVERY_PER_DAY", c.DiscoveryPerDay},
 	}
 	for _, l := range limits {
 		if l.v < 0 {

@@ -65,6 +65,7 @@ func TestDefaults(t *testing.T) {
 	want.LoginLinkTTL = 24 * time.Hour
 	want.PEPMaxItems = 256
 	want.PEPMaxItemBytes = 65536
+	want.DiscoveryPerDay = 2048
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -136,6 +137,7 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_LOGIN_LINK_TTL":                    "0",
 		"XMPPD_PEP_MAX_ITEMS":                     "32",
 		"XMPPD_PEP_MAX_ITEM_BYTES":                "1000",
+		"XMPPD_DISCOVERY_PER_DAY":                 "100",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -207,6 +209,7 @@ func TestEveryVariable(t *testing.T) {
 	want.LoginLinkTTL = 0
 	want.PEPMaxItems = 32
 	want.PEPMaxItemBytes = 1000
+	want.DiscoveryPerDay = 100
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -321,6 +324,8 @@ func TestInvalid(t *testing.T) {
 		{"auth timeout negative", map[string]string{"XMPPD_AUTH_TIMEOUT": "-30s"}, "XMPPD_AUTH_TIMEOUT: must not be negative"},
 		{"auth timeout zero", map[string]string{"XMPPD_AUTH_TIMEOUT": "0s"}, "XMPPD_AUTH_TIMEOUT: must be greater than 0"},
 		{"app api unparseable", map[string]string{"XMPPD_APP_API": "quicksy"}, `XMPPD_APP_API: invalid boolean "quicksy"`},
+		{"discovery unparseable", map[string]string{"XMPPD_DISCOVERY_PER_DAY": "2k"}, `XMPPD_DISCOVERY_PER_DAY: invalid number "2k"`},
+		{"discovery negative", map[string]string{"XMPPD_DISCOVERY_PER_DAY": "-1"}, "XMPPD_DISCOVERY_PER_DAY: must not be negative"},
 		{"app sms hash short", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VS"}, `XMPPD_APP_SMS_HASH: "FA+9qCX9VS" is not an SMS Retriever hash`},
 		{"app sms hash long", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VSuX"}, "XMPPD_APP_SMS_HASH: "},
 		{"app sms hash character", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VS-"}, "XMPPD_APP_SMS_HASH: "},

@@ -40,6 +40,7 @@ import (
 	"dialtone/xmppd/mod/extdisco"
 	offlinemod "dialtone/xmppd/mod/offline"
 	"dialtone/xmppd/mod/pep"
+	"dialtone/xmppd/mod/phonebook"
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
 	"dialtone/xmppd/mod/private"
@@ -246,6 +247,7 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		WebClient:      d.cfg.WebClient,
 		Tickets:        d.DB,
 		Links:          d.DB,
+		Discovery:      d.DB,
 	}
 }
 
@@ -256,6 +258,8 @@ var (
 	_ private.Store  = (*storage.DB)(nil)
 	_ blocking.Store = (*storage.DB)(nil)
 )
+
+var _ phonebook.Store = (*storage.DB)(nil)
 
 // registerModules loads the feature modules on the server's router; disco
 // reads what the others registered when it is first asked.
@@ -276,6 +280,8 @@ func (d *Daemon) registerModules() error {
 	presences.Blocked = d.blocking.Blocked
 	peps := pep.New(r, d.DB, d.DB, d.log)
 	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
+	phones := phonebook.New(r, d.parser, d.DB)
+	phones.PerDay = d.cfg.DiscoveryPerDay
 	return srv.Load(
 		d.register,
 		ping.New(r),
@@ -299,6 +305,7 @@ func (d *Daemon) registerModules() error {
 			})
 			return nil
 		}),
+		phones,
 		disco.New(r, "Dialtone"),
 	)
 }
