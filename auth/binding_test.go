@@ -1,0 +1,137 @@
+package auth
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"strings"
+	"testing"
+
+	"dialtone/internal/scramtest"
+)
+
+// TestDowngradeHashVector checks the XEP-0474 hash against the value
+// Monal's implementation prints for its example (SCRAM.m SSDPXepOutput).
+func TestDowngradeHashVector(t *testing.T) {
+	got := base64.StdEncoding.EncodeToString(DowngradeHash(sha1.New,
+		[]string{"SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"}, []string{"tls-server-end-point", "tls-exporter"}))
+	if got != "dRc3RenuSY9ypgPpERowoaySQZY=" {
+		t.Fatalf("DowngradeHash = %s", got)
+	}
+}
+
+// scramLogin runs c against s on conn; the failure, if any.
+func scramLogin(t *testing.T, s *SASL, conn Conn, c *scramtest.Client) *Failure {
+	t.Helper()
+	ex, err := s.Begin(c.Mechanism, conn)
+	if err != nil {
+		return asFailure(t, err)
+	}
+	ctx := context.Background()
+	first, _, err := ex.Next(ctx, c.First())
+	if err != nil {
+		return asFailure(t, err)
+	}
+	final, err := c.Final(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, done, err := ex.Next(ctx, final)
+	if err != nil {
+		return asFailure(t, err)
+	}
+	if !done || c.Verify(v) != nil {
+		t.Fatalf("success %q, %v: server signature wrong", v, done)
+	}
+	if !c.DowngradeOK(s.Offer(conn), conn.Binding.Types()) {
+		t.Fatalf("d= does not hash the offer %v %v", s.Offer(conn), conn.Binding.Types())
+	}
+	return nil
+}
+
+func TestChannelBinding(t *testing.T) {
+	f := newSASLFixture(t, 100)
+	f.sasl.SHA512 = func() bool { return true }
+	cb := ChannelBinding{Exporter: []byte("exporter-data-32-bytes-long....."), EndPoint: []byte("endpoint-hash")}
+	conn := Conn{TLS: true, Binding: cb}
+	want := "SCRAM-SHA-512-PLUS SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-512 SCRAM-SHA-256 SCRAM-SHA-1 PLAIN"
+	if got := strings.Join(f.sasl.Offer(conn), " "); got != want {
+		t.Fatalf("Offer = %s; want %s", got, want)
+	}
+	if got := strings.Join(f.sasl.Offer(Conn{TLS: true}), " "); got != "SCRAM-SHA-512 SCRAM-SHA-256 SCRAM-SHA-1 PLAIN" {
+		t.Fatalf("Offer without binding = %s", got)
+	}
+	user := string(testUser)
+	for _, tt := range []struct {
+		name string
+		c    scramtest.Client
+		cond string // "": success
+	}{
+		{"exporter", scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", BindingType: BindingTLSExporter, BindingData: cb.Exporter}, ""},
+		{"end point sha-512", scramtest.Client{Mechanism: "SCRAM-SHA-512-PLUS", BindingType: BindingTLSServerEndPoint, BindingData: cb.EndPoint}, ""},
+		{"sha-1", scramtest.Client{Mechanism: "SCRAM-SHA-1-PLUS", BindingType: BindingTLSExporter, BindingData: cb.Exporter}, ""},
+		{"plain scram", scramtest.Client{Mechanism: "SCRAM-SHA-256"}, ""},
+		{"wrong binding data", scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", BindingType: BindingTLSExporter, BindingData: []byte("a proxy's exporter data.........")}, ConditionNotAuthorized},
+		{"other type's data", scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", BindingType: BindingTLSExporter, BindingData: cb.EndPoint}, ConditionNotAuthorized},
+		{"tls-unique", scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", BindingType: "tls-unique", BindingData: []byte("x")}, ConditionMalformedRequest},
+		{"downgrade y", scramtest.Client{Mechanism: "SCRAM-SHA-256", Flag: "y"}, ConditionNotAuthorized},
+		{"p on non-plus", scramtest.Client{Mechanism: "SCRAM-SHA-256", Flag: "p=tls-exporter", BindingData: cb.Exporter}, ConditionMalformedRequest},
+		{"n on plus", scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", Flag: "n"}, ConditionMalformedRequest},
+		{"wrong password", scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", BindingType: BindingTLSExporter, BindingData: cb.Exporter, Password: "wrong"}, ConditionNotAuthorized},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.c
+			c.User = user
+			if c.Password == "" {
+				c.Password = testPassword
+			}
+			fail := scramLogin(t, f.sasl, conn, &c)
+			switch {
+			case tt.cond == "" && fail != nil:
+				t.Fatalf("failed: %v", fail)
+			case tt.cond != "" && (fail == nil || fail.Condition != tt.cond):
+				t.Fatalf("got %v; want %s", fail, tt.cond)
+			}
+		})
+	}
+	// Where the server cannot bind, "y" is honest and -PLUS not offered.
+	c := scramtest.Client{Mechanism: "SCRAM-SHA-256", Flag: "y", User: user, Password: testPassword}
+	if fail := scramLogin(t, f.sasl, Conn{TLS: true}, &c); fail != nil {
+		t.Fatalf("y without binding offered: %v", fail)
+	}
+	if _, err := f.sasl.Begin("SCRAM-SHA-256-PLUS", Conn{TLS: true}); err == nil || asFailure(t, err).Condition != ConditionInvalidMechanism {
+		t.Fatalf("-PLUS without binding: %v", err)
+	}
+	// A client that saw a list without -PLUS detects the tampering.
+	c = scramtest.Client{Mechanism: "SCRAM-SHA-256", User: user, Password: testPassword}
+	if fail := scramLogin(t, f.sasl, conn, &c); fail != nil {
+		t.Fatal(fail)
+	}
+	if c.DowngradeOK([]string{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"}, nil) {
+		t.Fatal("a stripped mechanism list matched d=")
+	}
+}
+
+// TestSHA512Optional: an account without SHA-512 keys (made before they
+// were kept) fails SCRAM-SHA-512 like a wrong password, and works with
+// the others; NewCredentials makes all three.
+func TestSHA512Optional(t *testing.T) {
+	f := newSASLFixture(t, 100)
+	f.sasl.SHA512 = func() bool { return true }
+	if !f.creds.HasSHA512() {
+		t.Fatal("NewCredentials made no SHA-512 keys")
+	}
+	old := f.creds
+	old.SHA512 = ScramKeys{}
+	acct := f.store.accounts[testUser]
+	acct.Credentials = old
+	f.store.accounts[testUser] = acct
+	c := scramtest.Client{Mechanism: "SCRAM-SHA-512", User: string(testUser), Password: testPassword}
+	if fail := scramLogin(t, f.sasl, Conn{TLS: true}, &c); fail == nil || fail.Condition != ConditionNotAuthorized {
+		t.Fatalf("SHA-512 without keys: %v", fail)
+	}
+	c = scramtest.Client{Mechanism: "SCRAM-SHA-256", User: string(testUser), Password: testPassword}
+	if fail := scramLogin(t, f.sasl, Conn{TLS: true}, &c); fail != nil {
+		t.Fatalf("SHA-256: %v", fail)
+	}
+}
