@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+	"time"
 
 	"dialtone/internal/scramtest"
 )
@@ -133,5 +134,24 @@ func TestSHA512Optional(t *testing.T) {
 	c = scramtest.Client{Mechanism: "SCRAM-SHA-256", User: string(testUser), Password: testPassword}
 	if fail := scramLogin(t, f.sasl, Conn{TLS: true}, &c); fail != nil {
 		t.Fatalf("SHA-256: %v", fail)
+	}
+}
+
+// TestSHA512Gate: closed while accounts lack keys, asked at most once per
+// interval, open for good once none does.
+func TestSHA512Gate(t *testing.T) {
+	missing, asked := 2, 0
+	g := &SHA512Gate{Every: time.Hour, Missing: func(context.Context) (int, error) { asked++; return missing, nil }}
+	if g.Open() || g.Open() || asked != 1 {
+		t.Fatalf("closed gate asked %d times", asked)
+	}
+	g.checked = time.Now().Add(-2 * time.Hour)
+	missing = 0
+	if !g.Open() || asked != 2 {
+		t.Fatalf("gate not open after none missing (asked %d)", asked)
+	}
+	missing = 5
+	if !g.Open() || asked != 2 {
+		t.Fatal("an open gate closed or asked again")
 	}
 }

@@ -226,6 +226,20 @@ var migrations = []migration{
 		`CREATE INDEX web_tickets_owner ON web_tickets (owner, expires)`,
 		`CREATE INDEX web_tickets_expires ON web_tickets (expires)`,
 	}},
+	{8, "SCRAM-SHA-512 keys", []string{
+		// SCRAM-SHA-512 keys of the password, NULL for passwords set
+		// before they were kept (auth.Credentials.SHA512): SHA-512 is
+		// offered only once no account lacks them (DB.AccountsWithoutSHA512).
+		// The pending ones share the salt and iteration count.
+		`ALTER TABLE accounts ADD COLUMN sha512_salt {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN sha512_iterations INTEGER`,
+		`ALTER TABLE accounts ADD COLUMN sha512_stored_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN sha512_server_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN pending_sha512_stored_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN pending_sha512_server_key {{bytes}}`,
+		`ALTER TABLE web_tickets ADD COLUMN sha512_stored_key {{bytes}}`,
+		`ALTER TABLE web_tickets ADD COLUMN sha512_server_key {{bytes}}`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount

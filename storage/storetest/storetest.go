@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 	tests = append(tests, pinTests...)
 	tests = append(tests, uploadTests...)
 	tests = append(tests, loginLinkTests...)
+	tests = append(tests, sha512Tests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
