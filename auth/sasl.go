@@ -113,6 +113,8 @@ type SASL struct {
 	// set before SHA-512 keys were kept have none: it should say yes only
 	// once every account has them (see storage). nil: never offered.
 	SHA512 func() bool
+	// Fast keeps FAST tokens (XEP-0484); nil: no FAST.
+	Fast FastStore
 
 	// Test hooks; nil in production.
 	newNonce  func() (string, error)

@@ -240,6 +240,22 @@ var migrations = []migration{
 		`ALTER TABLE web_tickets ADD COLUMN sha512_stored_key {{bytes}}`,
 		`ALTER TABLE web_tickets ADD COLUMN sha512_server_key {{bytes}}`,
 	}},
+	{9, "FAST tokens", []string{
+		// XEP-0484 tokens: the id from which the server secret derives
+		// the token (never the token), per account and client
+		// (user_agent, the SASL2 user-agent id), valid at generation
+		// only. Expired rows go as new tokens are added.
+		`CREATE TABLE fast_tokens (
+			id {{key}} PRIMARY KEY,
+			owner {{key}} NOT NULL,
+			user_agent TEXT NOT NULL,
+			generation BIGINT NOT NULL,
+			created {{time}} NOT NULL,
+			expires {{time}} NOT NULL
+		)`,
+		`CREATE INDEX fast_tokens_owner ON fast_tokens (owner, user_agent)`,
+		`CREATE INDEX fast_tokens_expires ON fast_tokens (expires)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
@@ -250,7 +266,7 @@ var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "bl
 	// (upload.Service.RemoveOwner), and the upload sweeper removes what
 	// has no row any more.
 	"uploads",
-	"login_links", "web_tickets"}
+	"login_links", "web_tickets", "fast_tokens"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {

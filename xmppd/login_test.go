@@ -1,7 +1,11 @@
 package xmppd_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/xml"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -15,6 +19,7 @@ import (
 	"dialtone/internal/forwarded"
 	"dialtone/internal/scramtest"
 	"dialtone/internal/xmpptest"
+	"dialtone/storage"
 	"dialtone/xmppd"
 	"dialtone/xmppd/mod/carbons"
 	"dialtone/xmppd/router"
@@ -181,5 +186,114 @@ func TestPlusOnlyWhereTLSEndsHere(t *testing.T) {
 	_, f = (&wsClient{t: t, ws: ws}).open()
 	if !strings.Contains(f.Inner, ">PLAIN<") || strings.Contains(f.Inner, "-PLUS") || strings.Contains(f.Inner, "sasl-channel-binding") {
 		t.Fatalf("features behind a TLS-terminating proxy: %s", f.Inner)
+	}
+}
+
+// fastClient computes HT-SHA-256 messages as the draft specifies, from
+// the token the server gave.
+func fastInitial(user, token string, cb []byte) []byte {
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write(append([]byte("Initiator"), cb...))
+	return append([]byte(user+"\x00"), m.Sum(nil)...)
+}
+
+func fastResponder(token string, cb []byte) []byte {
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write(append([]byte("Responder"), cb...))
+	return m.Sum(nil)
+}
+
+// tokenOf returns the token attribute of a success's <token/>.
+func tokenOf(t *testing.T, r xmpptest.SASL2Result) string {
+	t.Helper()
+	var s struct {
+		Token struct {
+			Token  string `xml:"token,attr"`
+			Expiry string `xml:"expiry,attr"`
+		} `xml:"urn:xmpp:fast:0 token"`
+	}
+	xml.Unmarshal([]byte("<s>"+r.Success.Inner+"</s>"), &s)
+	if s.Token.Token == "" || s.Token.Expiry == "" {
+		t.Fatalf("no FAST token in %s", r.Success.Inner)
+	}
+	return s.Token.Token
+}
+
+// TestFAST: a password login asks for a token; the token logs in (with
+// tls-exporter binding and without), is rotated at each use, works only
+// for the client it was given to, fails with a wrong binding, counts as a
+// failed login when wrong, and is void after a password change.
+func TestFAST(t *testing.T) {
+	db, err := storage.Open(context.Background(), "", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ts := startServer(t, func(c *xmppd.Config) { c.SASL.Fast = db })
+	pass := ts.account(t, alice)
+	const ua = "c0ffee00-4d72-4749-b3d3-740edbf87770"
+
+	c := xmpptest.Dial(t, ts.addr)
+	f := c.SecureFeatures()
+	if f.SASL2.Inline.FAST == nil || !slices.Equal(f.SASL2.Inline.FAST.Mechanisms, []string{"HT-SHA-256-EXPR", "HT-SHA-256-ENDP", "HT-SHA-256-NONE"}) {
+		t.Fatalf("FAST offer %+v", f.SASL2.Inline.FAST)
+	}
+	sc := &scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", User: alice, Password: pass, BindingType: "tls-exporter", BindingData: c.Exporter()}
+	r := c.Authenticate2(xmpptest.SASL2Request{Mechanism: sc.Mechanism, Initial: sc.First(), Step: sc.Final, UserAgent: ua,
+		Inline: `<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-EXPR'/>`})
+	if r.Failure != "" {
+		t.Fatal(r.Failure)
+	}
+	token := tokenOf(t, r)
+
+	// fast logs in with tok on a new connection; it returns the result.
+	fast := func(mech, tok, agent string, cb func(*xmpptest.Client) []byte) (xmpptest.SASL2Result, []byte) {
+		c := xmpptest.Dial(t, ts.addr)
+		c.SecureFeatures()
+		data := cb(c)
+		return c.Authenticate2(xmpptest.SASL2Request{Mechanism: mech, Initial: fastInitial(alice, tok, data), UserAgent: agent,
+			Inline: `<fast xmlns='urn:xmpp:fast:0'/>`, Bind: true, Tag: "fast"}), data
+	}
+	exporter := func(c *xmpptest.Client) []byte { return c.Exporter() }
+	none := func(*xmpptest.Client) []byte { return nil }
+
+	r, cb := fast("HT-SHA-256-EXPR", token, ua, exporter)
+	if r.Failure != "" || !bytes.Equal(r.Additional, fastResponder(token, cb)) {
+		t.Fatalf("FAST login: %+v", r)
+	}
+	rotated := tokenOf(t, r)
+	if rotated == token {
+		t.Fatal("the token was not rotated")
+	}
+	// The rotated token works (and then the first one is gone).
+	if r, _ = fast("HT-SHA-256-NONE", rotated, ua, none); r.Failure != "" {
+		t.Fatalf("rotated token: %s", r.Failure)
+	}
+	third := tokenOf(t, r)
+	if r, _ = fast("HT-SHA-256-NONE", token, ua, none); r.Failure != "not-authorized" {
+		t.Fatalf("the first token after its successor was used: %+v", r)
+	}
+	// Bound to the client it was given to, and to this connection's TLS.
+	if r, _ = fast("HT-SHA-256-NONE", third, "another-client", none); r.Failure != "not-authorized" {
+		t.Fatalf("token of another client: %+v", r)
+	}
+	other := func(*xmpptest.Client) []byte { return xmpptest.DialTLS(t, ts.directAddr).Exporter() }
+	if r, _ = fast("HT-SHA-256-EXPR", third, ua, other); r.Failure != "not-authorized" {
+		t.Fatalf("token bound to another connection: %+v", r)
+	}
+	// A new password voids it.
+	ts.account(t, alice)
+	if r, _ = fast("HT-SHA-256-NONE", third, ua, none); r.Failure != "not-authorized" {
+		t.Fatalf("token after a password change: %+v", r)
+	}
+	// Wrong tokens count as failed logins: the fifth locks the number
+	// (servertest's lockout), and then even the password is refused.
+	if r, _ = fast("HT-SHA-256-NONE", "guessed", ua, none); r.Failure != "not-authorized" {
+		t.Fatalf("guessed token: %+v", r)
+	}
+	c = xmpptest.Dial(t, ts.addr)
+	c.SecureFeatures()
+	if cond := c.Auth(sasl.ScramSha256, alice, pass); cond != "temporary-auth-failure" {
+		t.Fatalf("after five wrong tokens: %q; want the lockout", cond)
 	}
 }

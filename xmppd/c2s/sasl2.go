@@ -8,10 +8,12 @@ import (
 	"encoding/xml"
 	"errors"
 	"strings"
+	"time"
 	"unicode"
 
 	"mellium.im/xmpp/jid"
 
+	"dialtone/auth"
 	"dialtone/xmppd/router"
 	"dialtone/xmppd/stream"
 	"dialtone/xmppd/wire"
@@ -22,6 +24,7 @@ const (
 	nsSASL2          = "urn:xmpp:sasl:2"    // XEP-0388 Extensible SASL Profile
 	nsBind2          = "urn:xmpp:bind:0"    // XEP-0386 Bind 2
 	nsChannelBinding = "urn:xmpp:sasl-cb:0" // XEP-0440 channel binding types
+	nsFAST           = "urn:xmpp:fast:0"    // XEP-0484 Fast Authentication Streamlining Tokens
 )
 
 // maxTag bounds the part of a Bind2 resource that the client's tag makes.
@@ -61,6 +64,13 @@ func (c *conn) sasl2Feature(b *wire.Builder, mechs []string) {
 		b.Start("feature", "var", a.Space).End()
 	}
 	b.End().End()
+	if c.svc.cfg.SASL.Fast != nil {
+		b.StartNS("fast", nsFAST)
+		for _, m := range auth.FastMechanisms(c.authConn()) {
+			b.Element("mechanism", "", m)
+		}
+		b.End()
+	}
 	for _, a := range hooks.InlineAdverts(router.InlineAuth) {
 		b.Element(a.Local, a.Space, "")
 	}
@@ -77,7 +87,15 @@ type authenticateReq struct {
 		Software string `xml:"software"`
 		Device   string `xml:"device"`
 	} `xml:"urn:xmpp:sasl:2 user-agent"`
-	Bind   *bind2Req   `xml:"urn:xmpp:bind:0 bind"`
+	Bind *bind2Req `xml:"urn:xmpp:bind:0 bind"`
+	// RequestToken asks for a FAST token (XEP-0484 §3.2).
+	RequestToken *struct {
+		Mechanism string `xml:"mechanism,attr"`
+	} `xml:"urn:xmpp:fast:0 request-token"`
+	// Fast marks a login with a FAST token; invalidate voids it.
+	Fast *struct {
+		Invalidate bool `xml:"invalidate,attr"`
+	} `xml:"urn:xmpp:fast:0 fast"`
 	Inline []inlineXML `xml:",any"`
 }
 
@@ -154,18 +172,67 @@ func (c *conn) authenticate2(el wire.Element) (*session, bool, error) {
 	if req.UserAgent != nil {
 		c.userAgent = req.UserAgent.ID
 	}
-	data, ok, err := c.runSASL(sasl2, req.Mechanism, nil, resp)
+	var ex exchange
+	var fast *auth.FastExchange
+	if auth.IsFast(req.Mechanism) {
+		fx, err := c.svc.cfg.SASL.BeginFast(req.Mechanism, c.authConn(), c.userAgent)
+		if err != nil {
+			return nil, false, c.saslFailure(sasl2, err)
+		}
+		ex, fast = fx, fx
+	}
+	data, ok, err := c.runSASL(sasl2, req.Mechanism, ex, resp)
 	if !ok || err != nil {
 		return nil, ok, err
 	}
 	c.slot.Release()
-	return c.sasl2Success(&req, data)
+	token, err := c.fastToken(&req, fast)
+	if err != nil {
+		return nil, false, err
+	}
+	return c.sasl2Success(&req, data, token)
+}
+
+// fastToken rotates the token of a FAST login (or voids it when the
+// client asked) and issues one when a password login asked for it; it
+// returns the <token/> for the success, if any. A store failure costs the
+// client its new token, not its login.
+func (c *conn) fastToken(req *authenticateReq, fast *auth.FastExchange) ([]byte, error) {
+	s := c.svc
+	if s.cfg.SASL.Fast == nil || c.userAgent == "" || (fast == nil && req.RequestToken == nil) {
+		return nil, nil
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), c.wr.Deadline())
+	defer cancel()
+	ctx, cancel = s.cfg.Router.StoreContext(ctx)
+	defer cancel()
+	if fast != nil {
+		used := fast.Used()
+		before := used.Created
+		if req.Fast != nil && req.Fast.Invalidate {
+			before = time.Time{}
+		}
+		// The used token stays until its successor is used, so that a
+		// success lost on the way does not leave the client without one.
+		if err := s.cfg.SASL.Fast.DeleteFastTokens(ctx, c.number, c.userAgent, before); err != nil {
+			s.cfg.Log.Error("dropping old FAST tokens", "number", c.number, "err", err)
+		}
+		if before.IsZero() {
+			return nil, nil
+		}
+	}
+	token, expires, err := s.cfg.SASL.IssueFast(ctx, c.number, c.userAgent, c.generation)
+	if err != nil {
+		s.cfg.Log.Error("issuing a FAST token", "number", c.number, "err", err)
+		return nil, nil
+	}
+	return wire.NewBuilder(nil).StartNS("token", nsFAST, "expiry", expires.UTC().Format(time.RFC3339), "token", token).End().Bytes(), nil
 }
 
 // sasl2Success answers a successful authentication: the inline elements,
 // Bind2 when asked, and <success/>. Without Bind2 the client gets the
 // stream features (there is no restart) and binds as in RFC 6120.
-func (c *conn) sasl2Success(req *authenticateReq, data []byte) (*session, bool, error) {
+func (c *conn) sasl2Success(req *authenticateReq, data, token []byte) (*session, bool, error) {
 	hooks := c.svc.cfg.Router.Hooks()
 	ctx := c.sess.rs.Context()
 	var inline []byte
@@ -202,7 +269,7 @@ func (c *conn) sasl2Success(req *authenticateReq, data []byte) (*session, bool, 
 		b.Element("additional-data", "", base64.StdEncoding.EncodeToString(data))
 	}
 	b.Element("authorization-identifier", "", ident.String())
-	b.Raw(inline).Raw(bound)
+	b.Raw(inline).Raw(bound).Raw(token)
 	b.End()
 	if !bind {
 		// Not bound: the negotiation goes on, with the features of an
