@@ -1,7 +1,10 @@
 package auth
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"errors"
 	"crypto/sha1"
 	"encoding/base64"
 	"strings"
@@ -153,5 +156,75 @@ func TestSHA512Gate(t *testing.T) {
 	missing = 5
 	if !g.Open() || asked != 2 {
 		t.Fatal("an open gate closed or asked again")
+	}
+}
+
+// FuzzChannelBinding sends any client-first and client-final to a -PLUS
+// exchange and any FAST message to a FAST exchange: no panic, every error
+// a *Failure, and nothing but the right proofs logs in.
+func FuzzChannelBinding(f *testing.F) {
+	f.Add([]byte("p=tls-exporter,,n=+821012345678,r=abc"), []byte("c=eD0=,r=abc,p=AAAA"), []byte("+821012345678\x00"+strings.Repeat("A", 32)))
+	f.Add([]byte("y,,n=x,r=a"), []byte(""), []byte("\x00"))
+	f.Add([]byte("p=tls-unique,a=x,n=x,r=a,g=1"), []byte("c=,r=,p="), []byte("x"))
+	fx := newSASLFixture(f, 1<<30)
+	fx.sasl.Fast = &memFast{}
+	conn := Conn{TLS: true, Binding: ChannelBinding{Exporter: []byte("exporter"), EndPoint: []byte("endpoint")}}
+	f.Fuzz(func(t *testing.T, first, final, fast []byte) {
+		ctx := context.Background()
+		ex, err := fx.sasl.Begin("SCRAM-SHA-256-PLUS", conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, done, err := ex.Next(ctx, first)
+		if err == nil && !done {
+			_, done, err = ex.Next(ctx, final)
+		}
+		var fail *Failure
+		if done || (err != nil && !errors.As(err, &fail)) {
+			t.Fatalf("%q %q: done %v, %v", first, final, done, err)
+		}
+		fe, err := fx.sasl.BeginFast(MechanismHTExpr, conn, "ua")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, done, err := fe.Next(ctx, fast); done || !errors.As(err, &fail) {
+			t.Fatalf("FAST %q: done %v, %v", fast, done, err)
+		}
+	})
+}
+
+// memFast is an in-memory FastStore with one token of testUser for "ua".
+type memFast struct{}
+
+func (*memFast) AddFastToken(context.Context, FastToken) error { return nil }
+func (*memFast) FastTokens(_ context.Context, n Number, ua string, now time.Time) ([]FastToken, error) {
+	return []FastToken{{ID: "id", Number: n, UserAgent: ua, Generation: 3, Created: now, Expires: now.Add(time.Hour)}}, nil
+}
+func (*memFast) DeleteFastTokens(context.Context, Number, string, time.Time) error { return nil }
+
+// TestFastExchange: the token derived from the stored id logs in with the
+// binding of the connection, and answers with the responder hash.
+func TestFastExchange(t *testing.T) {
+	fx := newSASLFixture(t, 100)
+	fx.sasl.Fast = &memFast{}
+	conn := Conn{TLS: true, Binding: ChannelBinding{Exporter: []byte("exporter")}}
+	token := []byte(fx.sasl.fastToken("id"))
+	for _, tt := range []struct {
+		cb   string
+		ok   bool
+		mech string
+	}{{"exporter", true, MechanismHTExpr}, {"other", false, MechanismHTExpr}, {"", true, MechanismHTNone}} {
+		fe, err := fx.sasl.BeginFast(tt.mech, conn, "ua")
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := append([]byte(string(testUser)+"\x00"), hmacSum(sha256.New, token, []byte("Initiator"+tt.cb))...)
+		resp, done, err := fe.Next(context.Background(), msg)
+		if done != tt.ok || (tt.ok && !bytes.Equal(resp, hmacSum(sha256.New, token, []byte("Responder"+tt.cb)))) {
+			t.Fatalf("%s with %q: %v, %v", tt.mech, tt.cb, done, err)
+		}
+	}
+	if _, err := fx.sasl.BeginFast(MechanismHTEndp, conn, "ua"); err == nil {
+		t.Fatal("HT-SHA-256-ENDP without the certificate's hash")
 	}
 }

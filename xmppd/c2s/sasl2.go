@@ -288,8 +288,11 @@ func (c *conn) sasl2Success(req *authenticateReq, data, token []byte) (*session,
 // user-agent id, so that a reconnecting client takes its old resource's
 // place) and runs the inline handlers of the bind request once bound.
 func (c *conn) bind2(ctx context.Context, req *authenticateReq) (jid.JID, []byte, error) {
-	res := resourceFrom(req.Bind.Tag, c.userAgent)
-	full, err := jid.New(string(c.number), c.svc.cfg.Domain.String(), res)
+	full, err := jid.New(string(c.number), c.svc.cfg.Domain.String(), resourceFrom(req.Bind.Tag, c.userAgent))
+	if err != nil {
+		// A tag that PRECIS refuses: the resource without it.
+		full, err = jid.New(string(c.number), c.svc.cfg.Domain.String(), resourceFrom("", c.userAgent))
+	}
 	if err != nil {
 		return jid.JID{}, nil, stream.NewError("internal-server-error", "")
 	}
