@@ -3,10 +3,10 @@ package auth
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"errors"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"strings"
 	"testing"
 	"time"
