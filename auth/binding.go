@@ -35,6 +35,12 @@ type Conn struct {
 	// server terminated; zero where TLS ends elsewhere (a proxy), since
 	// a client would bind to the proxy's TLS, which the server cannot see.
 	Binding ChannelBinding
+	// SASL2: the exchange runs in XEP-0388. Its clients know XEP-0440, so
+	// a "y" (can bind, saw no -PLUS) where -PLUS is offered is a
+	// downgrade. On RFC 6120 SASL it is not refused: older clients that
+	// bind only with tls-unique, which TLS 1.3 lacks (slixmpp), say "y"
+	// honestly; XEP-0474's d= protects those that check it.
+	SASL2 bool
 }
 
 // ChannelBinding is the channel binding data of one TLS connection.

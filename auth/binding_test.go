@@ -57,7 +57,7 @@ func TestChannelBinding(t *testing.T) {
 	f := newSASLFixture(t, 100)
 	f.sasl.SHA512 = func() bool { return true }
 	cb := ChannelBinding{Exporter: []byte("exporter-data-32-bytes-long....."), EndPoint: []byte("endpoint-hash")}
-	conn := Conn{TLS: true, Binding: cb}
+	conn := Conn{TLS: true, Binding: cb, SASL2: true}
 	want := "SCRAM-SHA-512-PLUS SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-512 SCRAM-SHA-256 SCRAM-SHA-1 PLAIN"
 	if got := strings.Join(f.sasl.Offer(conn), " "); got != want {
 		t.Fatalf("Offer = %s; want %s", got, want)
@@ -79,17 +79,22 @@ func TestChannelBinding(t *testing.T) {
 		{"other type's data", scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", BindingType: BindingTLSExporter, BindingData: cb.EndPoint}, ConditionNotAuthorized},
 		{"tls-unique", scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", BindingType: "tls-unique", BindingData: []byte("x")}, ConditionMalformedRequest},
 		{"downgrade y", scramtest.Client{Mechanism: "SCRAM-SHA-256", Flag: "y"}, ConditionNotAuthorized},
+		{"y on SASL1", scramtest.Client{Mechanism: "SCRAM-SHA-256", Flag: "y", User: "sasl1"}, ""},
 		{"p on non-plus", scramtest.Client{Mechanism: "SCRAM-SHA-256", Flag: "p=tls-exporter", BindingData: cb.Exporter}, ConditionMalformedRequest},
 		{"n on plus", scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", Flag: "n"}, ConditionMalformedRequest},
 		{"wrong password", scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", BindingType: BindingTLSExporter, BindingData: cb.Exporter, Password: "wrong"}, ConditionNotAuthorized},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := tt.c
+			on := conn
+			if c.User == "sasl1" {
+				on.SASL2 = false
+			}
 			c.User = user
 			if c.Password == "" {
 				c.Password = testPassword
 			}
-			fail := scramLogin(t, f.sasl, conn, &c)
+			fail := scramLogin(t, f.sasl, on, &c)
 			switch {
 			case tt.cond == "" && fail != nil:
 				t.Fatalf("failed: %v", fail)

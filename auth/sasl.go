@@ -588,7 +588,7 @@ func (e *Exchange) parseClientFirst(msg []byte) (clientFirst, *Failure) {
 	case flag == "y" && !e.plus:
 		// The client can bind but saw no -PLUS: a downgrade when this
 		// connection offered it (RFC 5802 §6).
-		if e.conn.Binding.Can() {
+		if e.conn.Binding.Can() && e.conn.SASL2 {
 			return clientFirst{}, e.fail(ConditionNotAuthorized, downgradeText, nil)
 		}
 	case strings.HasPrefix(flag, "p=") && e.plus:

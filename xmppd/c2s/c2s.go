@@ -94,6 +94,7 @@ type conn struct {
 	// server terminated (zero over a proxy's TLS): what SCRAM-*-PLUS binds to.
 	binding    auth.ChannelBinding
 	userAgent  string // SASL2 <user-agent id=…/>, once authenticated
+	inSASL2    bool   // a XEP-0388 exchange is running
 	number     auth.Number
 	generation int64
 	authed     bool
@@ -482,7 +483,9 @@ func (c *conn) handshake() error {
 }
 
 // authConn is what SASL needs to know of the connection.
-func (c *conn) authConn() auth.Conn { return auth.Conn{TLS: c.secure, Binding: c.binding} }
+func (c *conn) authConn() auth.Conn {
+	return auth.Conn{TLS: c.secure, Binding: c.binding, SASL2: c.inSASL2}
+}
 
 // bindOrSession handles an iq after authentication and before binding:
 // resource binding (RFC 6120 §7), or the legacy session establishment.

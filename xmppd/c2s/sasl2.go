@@ -174,6 +174,7 @@ func (c *conn) authenticate2(el wire.Element) (*session, bool, error) {
 	}
 	var ex exchange
 	var fast *auth.FastExchange
+	c.inSASL2 = true
 	if auth.IsFast(req.Mechanism) {
 		fx, err := c.svc.cfg.SASL.BeginFast(req.Mechanism, c.authConn(), c.userAgent)
 		if err != nil {
@@ -182,6 +183,7 @@ func (c *conn) authenticate2(el wire.Element) (*session, bool, error) {
 		ex, fast = fx, fx
 	}
 	data, ok, err := c.runSASL(sasl2, req.Mechanism, ex, resp)
+	c.inSASL2 = false
 	if !ok || err != nil {
 		return nil, ok, err
 	}
