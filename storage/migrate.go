@@ -253,6 +253,36 @@ var migrations = []migration{
 		// stored; phone books never are.
 		`ALTER TABLE accounts ADD COLUMN hidden BOOLEAN NOT NULL DEFAULT FALSE`,
 	}},
+	{10, "SCRAM-SHA-512 keys", []string{
+		// SCRAM-SHA-512 keys of the password, NULL for passwords set
+		// before they were kept (auth.Credentials.SHA512): SHA-512 is
+		// offered only once no account lacks them (DB.AccountsWithoutSHA512).
+		// The pending ones share the salt and iteration count.
+		`ALTER TABLE accounts ADD COLUMN sha512_salt {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN sha512_iterations INTEGER`,
+		`ALTER TABLE accounts ADD COLUMN sha512_stored_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN sha512_server_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN pending_sha512_stored_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN pending_sha512_server_key {{bytes}}`,
+		`ALTER TABLE web_tickets ADD COLUMN sha512_stored_key {{bytes}}`,
+		`ALTER TABLE web_tickets ADD COLUMN sha512_server_key {{bytes}}`,
+	}},
+	{11, "FAST tokens", []string{
+		// XEP-0484 tokens: the id from which the server secret derives
+		// the token (never the token), per account and client
+		// (user_agent, the SASL2 user-agent id), valid at generation
+		// only. Expired rows go as new tokens are added.
+		`CREATE TABLE fast_tokens (
+			id {{key}} PRIMARY KEY,
+			owner {{key}} NOT NULL,
+			user_agent TEXT NOT NULL,
+			generation BIGINT NOT NULL,
+			created {{time}} NOT NULL,
+			expires {{time}} NOT NULL
+		)`,
+		`CREATE INDEX fast_tokens_owner ON fast_tokens (owner, user_agent)`,
+		`CREATE INDEX fast_tokens_expires ON fast_tokens (expires)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
@@ -263,7 +293,7 @@ var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "bl
 	// (upload.Service.RemoveOwner), and the upload sweeper removes what
 	// has no row any more.
 	"uploads",
-	"login_links", "web_tickets", "pep_nodes", "pep_items"}
+	"login_links", "web_tickets", "pep_nodes", "pep_items", "fast_tokens"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {

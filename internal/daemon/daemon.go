@@ -142,7 +142,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		Domain: cfg.Domain,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		SASL: &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain, Promote: d.promotePending,
-			Tickets: d.DB},
+			Tickets: d.DB, SHA512: (&auth.SHA512Gate{Missing: d.DB.AccountsWithoutSHA512}).Open, Fast: d.DB},
 		// Shared with the web login (webOptions): failures on either
 		// side count towards one lock.
 		IPLockout: d.ipLockout,

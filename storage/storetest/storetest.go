@@ -53,6 +53,8 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 	tests = append(tests, loginLinkTests...)
 	tests = append(tests, pepTests...)
 	tests = append(tests, discoveryTests...)
+	tests = append(tests, sha512Tests...)
+	tests = append(tests, fastTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

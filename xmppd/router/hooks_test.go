@@ -17,6 +17,7 @@ import (
 
 	"dialtone/auth"
 	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 )
 
 const domain = "example.net"
@@ -491,5 +492,33 @@ func TestAppError(t *testing.T) {
 		if got := as.take(); len(got) != 1 || !strings.Contains(got[0], `type="error"`) || !strings.Contains(got[0], want) {
 			t.Fatalf("%s: %q, want %s", typ, got, want)
 		}
+	}
+}
+
+// TestHandleInline: inline handlers are found by namespace in their
+// place, announced in registration order, and one namespace twice in one
+// place is refused.
+func TestHandleInline(t *testing.T) {
+	h := router.NewHooks()
+	called := ""
+	fn := func(ns string) router.NonzaHandler {
+		return func(context.Context, router.ConnInfo, wire.Element) ([]byte, error) { called = ns; return nil, nil }
+	}
+	h.HandleInline(router.InlineBind, xml.Name{Space: "urn:a"}, fn("a"))
+	h.HandleInline(router.InlineBind, xml.Name{Space: "urn:b"}, fn("b"))
+	h.HandleInline(router.InlineAuth, xml.Name{Space: "urn:a", Local: "x"}, fn("auth-a"))
+	if err := h.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.InlineAdverts(router.InlineBind); len(got) != 2 || got[0].Space != "urn:a" || got[1].Space != "urn:b" {
+		t.Fatalf("adverts %v", got)
+	}
+	h.InlineHandler(router.InlineAuth, "urn:a")(context.Background(), router.ConnInfo{}, wire.Element{})
+	if called != "auth-a" || h.InlineHandler(router.InlineAuth, "urn:b") != nil {
+		t.Fatalf("lookup: called %q", called)
+	}
+	h.HandleInline(router.InlineBind, xml.Name{Space: "urn:a"}, fn("again"))
+	if h.Err() == nil {
+		t.Fatal("a namespace registered twice in one place was accepted")
 	}
 }
