@@ -192,6 +192,10 @@ type Notices struct {
 	StoredNewNumbersPerSenderDay int
 	// PasswordLength of the passwords; 0: DefaultPasswordLength.
 	PasswordLength int
+	// Minter makes the passwords of new accounts off the sender's
+	// goroutine (see auth.Minter), with PasswordLength; nil: they are
+	// made on the caller's goroutine (tests, tools).
+	Minter *auth.Minter
 	// IsOnline reports whether the receiver has a session: then it gets no
 	// notice. Nil: never.
 	IsOnline func(n auth.Number) bool
@@ -396,7 +400,7 @@ func (n *Notices) receiver(ctx context.Context, to auth.Number, p *NoticePlan) (
 		// The message makes the account unclaimed on the spot, with a
 		// password that its first notice carries (if one goes out).
 		p.Create = true
-		if password, p.Credentials, err = n.newPassword(); err != nil {
+		if password, p.Credentials, err = n.newPassword(ctx); err != nil {
 			return rc, "", err
 		}
 	}
@@ -449,7 +453,7 @@ func (n *Notices) noticeSMS(ctx context.Context, rc Receiver, p *NoticePlan, pas
 	default:
 		if password == "" {
 			var err error
-			if password, p.Credentials, err = n.newPassword(); err != nil {
+			if password, p.Credentials, err = n.newPassword(ctx); err != nil {
 				return Pending{}, err
 			}
 		}
@@ -550,8 +554,16 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 	return p, res, nil
 }
 
-// newPassword makes a password and its credentials.
-func (n *Notices) newPassword() (string, *auth.Credentials, error) {
+// newPassword makes a password and its credentials: the Minter's, or
+// made here without one.
+func (n *Notices) newPassword(ctx context.Context) (string, *auth.Credentials, error) {
+	if n.Minter != nil {
+		m, err := n.Minter.Mint(ctx)
+		if err != nil {
+			return "", nil, fmt.Errorf("sms: password for a new account: %w", err)
+		}
+		return m.Password, &m.Credentials, nil
+	}
 	length := n.PasswordLength
 	if length == 0 {
 		length = DefaultPasswordLength

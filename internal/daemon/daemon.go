@@ -37,14 +37,18 @@ import (
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/carbons"
 	"dialtone/xmppd/mod/disco"
+	"dialtone/xmppd/mod/extdisco"
 	"dialtone/xmppd/mod/muc"
 	offlinemod "dialtone/xmppd/mod/offline"
+	"dialtone/xmppd/mod/pep"
+	"dialtone/xmppd/mod/phonebook"
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
 	"dialtone/xmppd/mod/private"
 	"dialtone/xmppd/mod/register"
 	rostermod "dialtone/xmppd/mod/roster"
 	xmpptime "dialtone/xmppd/mod/time"
+	uploadmod "dialtone/xmppd/mod/upload"
 	"dialtone/xmppd/mod/vcard"
 	"dialtone/xmppd/mod/version"
 	"dialtone/xmppd/router"
@@ -141,7 +145,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		Domain: cfg.Domain,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		SASL: &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain, Promote: d.promotePending,
-			Tickets: d.DB},
+			Tickets: d.DB, SHA512: (&auth.SHA512Gate{Missing: d.DB.AccountsWithoutSHA512}).Open, Fast: d.DB},
 		// Shared with the web login (webOptions): failures on either
 		// side count towards one lock.
 		IPLockout: d.ipLockout,
@@ -246,6 +250,7 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		WebClient:      d.cfg.WebClient,
 		Tickets:        d.DB,
 		Links:          d.DB,
+		Discovery:      d.DB,
 	}
 }
 
@@ -256,6 +261,8 @@ var (
 	_ private.Store  = (*storage.DB)(nil)
 	_ blocking.Store = (*storage.DB)(nil)
 )
+
+var _ phonebook.Store = (*storage.DB)(nil)
 
 // registerModules loads the feature modules on the server's router; disco
 // reads what the others registered when it is first asked.
@@ -274,6 +281,10 @@ func (d *Daemon) registerModules() error {
 	}
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
+	peps := pep.New(r, d.DB, d.DB, d.log)
+	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
+	phones := phonebook.New(r, d.parser, d.DB)
+	phones.PerDay = d.cfg.DiscoveryPerDay
 	return srv.Load(
 		d.register,
 		ping.New(r),
@@ -285,6 +296,9 @@ func (d *Daemon) registerModules() error {
 		d.roster,
 		presences,
 		carbons.New(),
+		peps,
+		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
+		extdisco.New(r, d.TURN),
 		d.Offline,
 		d.groups(r),
 		router.ModuleFunc(func(h *router.Hooks) error {
@@ -295,6 +309,7 @@ func (d *Daemon) registerModules() error {
 			})
 			return nil
 		}),
+		phones,
 		disco.New(r, "Dialtone"),
 	)
 }
@@ -377,6 +392,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { d.sweeper.Run(bctx) })
 	wg.Go(func() { d.Notices.Run(bctx) })
+	wg.Go(func() {
+		if err := d.Notices.Minter.Run(bctx); err != nil && bctx.Err() == nil {
+			d.log.Error("passwords for new accounts: no more can be made", "err", err)
+		}
+	})
 	wg.Go(func() { d.Uploads.Run(bctx) })
 	if d.s2s != nil {
 		serve(func() error { return d.fed.Serve(d.s2s) })
@@ -496,6 +516,15 @@ func (d *Daemon) promotePending(ctx context.Context, n auth.Number, pending auth
 	return d.accounts.PromotePending(ctx, n, pending)
 }
 
+// passwordLength is the length of generated passwords for XMPPD_PASSWORD_LENGTH
+// (0: the default).
+func passwordLength(n int) int {
+	if n == 0 {
+		return sms.DefaultPasswordLength
+	}
+	return n
+}
+
 // adminHandler serves the admin socket: kicks by the server, wakes by the
 // SMS worker.
 type adminHandler struct {
@@ -521,6 +550,7 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 	d.Notices = &sms.Notices{
 		Domain:                 cfg.Domain,
 		PasswordLength:         cfg.PasswordLength,
+		Minter:                 auth.NewMinter(passwordLength(cfg.PasswordLength), 0),
 		Store:                  d.DB,
 		Parser:                 parser,
 		Voice:                  voice,
