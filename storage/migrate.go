@@ -283,6 +283,51 @@ var migrations = []migration{
 		`CREATE INDEX fast_tokens_owner ON fast_tokens (owner, user_agent)`,
 		`CREATE INDEX fast_tokens_expires ON fast_tokens (expires)`,
 	}},
+	{12, "group chats", []string{
+		// Persistent rooms (XEP-0045 at groups.DOMAIN): the configuration
+		// is the module's JSON, kept as it is.
+		`CREATE TABLE muc_rooms (
+			jid {{key}} PRIMARY KEY,
+			config {{bytes}} NOT NULL,
+			subject TEXT NOT NULL,
+			subject_by TEXT NOT NULL,
+			vcard {{bytes}},
+			created {{time}} NOT NULL
+		)`,
+		`CREATE TABLE muc_affiliations (
+			room {{key}} NOT NULL,
+			jid {{key}} NOT NULL,
+			affiliation TEXT NOT NULL,
+			nick TEXT NOT NULL,
+			reason TEXT NOT NULL,
+			PRIMARY KEY (room, jid)
+		)`,
+		// The room archive (MAM on the room): seq orders it, id is the
+		// stanza-id clients page by.
+		`CREATE TABLE muc_archive (
+			seq {{id}},
+			room {{key}} NOT NULL,
+			id {{key}} NOT NULL,
+			stamp {{time}} NOT NULL,
+			nick TEXT NOT NULL,
+			sender {{key}} NOT NULL,
+			stanza {{bytes}} NOT NULL
+		)`,
+		`CREATE UNIQUE INDEX muc_archive_id ON muc_archive (room, id)`,
+		`CREATE INDEX muc_archive_stamp ON muc_archive (room, stamp)`,
+		// Invitations kept for a number until it logs in (owner: the
+		// invitee's number, so that they go with the account).
+		`CREATE TABLE muc_invitations (
+			seq {{id}},
+			owner {{key}} NOT NULL,
+			room {{key}} NOT NULL,
+			inviter {{key}} NOT NULL,
+			reason TEXT NOT NULL,
+			password TEXT NOT NULL,
+			stamp {{time}} NOT NULL
+		)`,
+		`CREATE INDEX muc_invitations_owner ON muc_invitations (owner, seq)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
@@ -293,7 +338,8 @@ var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "bl
 	// (upload.Service.RemoveOwner), and the upload sweeper removes what
 	// has no row any more.
 	"uploads",
-	"login_links", "web_tickets", "pep_nodes", "pep_items", "fast_tokens"}
+	"login_links", "web_tickets", "pep_nodes", "pep_items", "fast_tokens",
+	"muc_invitations"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {

@@ -45,41 +45,48 @@ func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limits offlin
 		if id, err = db.pushOffline(ctx, q, m, limits); err != nil {
 			return err
 		}
-		if err := applyAccount(ctx, q, n, at, plan); err != nil {
-			return err
-		}
-		for _, p := range plan.SMS {
-			if err := enqueueSMS(ctx, q, p); err != nil {
-				return err
-			}
-		}
-		if plan.DropWindow {
-			if _, err := q.exec(ctx, `DELETE FROM notice_windows WHERE owner = ?`, n); err != nil {
-				return err
-			}
-		}
-		if w := plan.Window; w != nil {
-			if _, err := q.exec(ctx, `INSERT INTO notice_windows (owner, opened, closes, messages, sender)
-				VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (owner) DO UPDATE SET opened = excluded.opened, closes = excluded.closes,
-					messages = excluded.messages, sender = excluded.sender`,
-				n, w.Opened, w.Closes, w.Count, w.Sender); err != nil {
-				return err
-			}
-		}
-		if plan.CountFor != "" {
-			if _, err := q.exec(ctx, `INSERT INTO notice_new_numbers (sender, number, noticed) VALUES (?, ?, ?)
-				ON CONFLICT (sender, number) DO UPDATE SET noticed = excluded.noticed`,
-				plan.CountFor, n, at); err != nil {
-				return err
-			}
-		}
-		return nil
+		return applyNoticePlan(ctx, q, n, at, plan)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("storage: store offline message for %s: %w", m.Owner, err)
 	}
 	return id, nil
+}
+
+// applyNoticePlan writes in q what a notice plan for the number n does
+// besides storing the message or invitation it is for: the account, the
+// SMS, the notice window, the count of new numbers noticed.
+func applyNoticePlan(ctx context.Context, q querier, n string, at time.Time, plan sms.NoticePlan) error {
+	if err := applyAccount(ctx, q, n, at, plan); err != nil {
+		return err
+	}
+	for _, p := range plan.SMS {
+		if err := enqueueSMS(ctx, q, p); err != nil {
+			return err
+		}
+	}
+	if plan.DropWindow {
+		if _, err := q.exec(ctx, `DELETE FROM notice_windows WHERE owner = ?`, n); err != nil {
+			return err
+		}
+	}
+	if w := plan.Window; w != nil {
+		if _, err := q.exec(ctx, `INSERT INTO notice_windows (owner, opened, closes, messages, sender)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (owner) DO UPDATE SET opened = excluded.opened, closes = excluded.closes,
+				messages = excluded.messages, sender = excluded.sender`,
+			n, w.Opened, w.Closes, w.Count, w.Sender); err != nil {
+			return err
+		}
+	}
+	if plan.CountFor != "" {
+		if _, err := q.exec(ctx, `INSERT INTO notice_new_numbers (sender, number, noticed) VALUES (?, ?, ?)
+			ON CONFLICT (sender, number) DO UPDATE SET noticed = excluded.noticed`,
+			plan.CountFor, n, at); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // countNewNumber counts n, which has never logged in, among the numbers

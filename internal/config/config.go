@@ -225,6 +225,11 @@ type Config struct {
 	// DiscoveryPerDay caps the distinct phone-book numbers one account
 	// may look up in a day (SPEC.md "App API"). 0: no limit.
 	DiscoveryPerDay int `env:"XMPPD_DISCOVERY_PER_DAY" envDefault:"2048"`
+	// MUCMaxOccupants bounds the occupants of one group (SPEC.md "Group
+	// chats"); at least 1.
+	MUCMaxOccupants int `env:"XMPPD_MUC_MAX_OCCUPANTS" envDefault:"1000"`
+	// MUCRoomsPerAccount bounds the groups one account owns; at least 1.
+	MUCRoomsPerAccount int `env:"XMPPD_MUC_ROOMS_PER_ACCOUNT" envDefault:"100"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -385,6 +390,17 @@ func (c *Config) normalize() error {
 	for _, l := range limits {
 		if l.v < 0 {
 			return fmt.Errorf("%s: must not be negative (got %d)", l.name, l.v)
+		}
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{
+		{"XMPPD_MUC_MAX_OCCUPANTS", c.MUCMaxOccupants},
+		{"XMPPD_MUC_ROOMS_PER_ACCOUNT", c.MUCRoomsPerAccount},
+	} {
+		if l.v < 1 {
+			return fmt.Errorf("%s: must be at least 1 (got %d)", l.name, l.v)
 		}
 	}
 	for _, l := range []struct {

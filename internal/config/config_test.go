@@ -66,6 +66,8 @@ func TestDefaults(t *testing.T) {
 	want.PEPMaxItems = 256
 	want.PEPMaxItemBytes = 65536
 	want.DiscoveryPerDay = 2048
+	want.MUCMaxOccupants = 1000
+	want.MUCRoomsPerAccount = 100
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -138,6 +140,8 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_PEP_MAX_ITEMS":                     "32",
 		"XMPPD_PEP_MAX_ITEM_BYTES":                "1000",
 		"XMPPD_DISCOVERY_PER_DAY":                 "100",
+		"XMPPD_MUC_MAX_OCCUPANTS":                 "50",
+		"XMPPD_MUC_ROOMS_PER_ACCOUNT":             "2",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -210,6 +214,8 @@ func TestEveryVariable(t *testing.T) {
 	want.PEPMaxItems = 32
 	want.PEPMaxItemBytes = 1000
 	want.DiscoveryPerDay = 100
+	want.MUCMaxOccupants = 50
+	want.MUCRoomsPerAccount = 2
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -344,6 +350,8 @@ func TestInvalid(t *testing.T) {
 		{"login link ttl negative", map[string]string{"XMPPD_LOGIN_LINK_TTL": "-1h"}, "XMPPD_LOGIN_LINK_TTL: must not be negative"},
 		{"pep max items zero", map[string]string{"XMPPD_PEP_MAX_ITEMS": "0"}, "XMPPD_PEP_MAX_ITEMS: must be at least 1"},
 		{"pep item bytes unparseable", map[string]string{"XMPPD_PEP_MAX_ITEM_BYTES": "64k"}, "XMPPD_PEP_MAX_ITEM_BYTES"},
+		{"muc occupants zero", map[string]string{"XMPPD_MUC_MAX_OCCUPANTS": "0"}, "XMPPD_MUC_MAX_OCCUPANTS: must be at least 1"},
+		{"muc rooms unparseable", map[string]string{"XMPPD_MUC_ROOMS_PER_ACCOUNT": "many"}, `XMPPD_MUC_ROOMS_PER_ACCOUNT: `},
 		{"log level", map[string]string{"XMPPD_LOG_LEVEL": "loud"}, `XMPPD_LOG_LEVEL: unknown level "loud" (want debug, info, warn, error)`},
 	}
 	for _, tt := range tests {

@@ -38,6 +38,7 @@ import (
 	"dialtone/xmppd/mod/carbons"
 	"dialtone/xmppd/mod/disco"
 	"dialtone/xmppd/mod/extdisco"
+	"dialtone/xmppd/mod/muc"
 	offlinemod "dialtone/xmppd/mod/offline"
 	"dialtone/xmppd/mod/pep"
 	"dialtone/xmppd/mod/phonebook"
@@ -87,6 +88,8 @@ type Daemon struct {
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
 	Offline *offlinemod.Queue
+	// invitations keeps group invitations of numbers without a session.
+	invitations *account.Invitations
 	// Uploads is HTTP File Upload (XEP-0363): RequestSlot for the slot
 	// request, the PUT and GET on the HTTP listener.
 	Uploads *upload.Service
@@ -297,6 +300,7 @@ func (d *Daemon) registerModules() error {
 		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
 		extdisco.New(r, d.TURN),
 		d.Offline,
+		d.groups(r),
 		router.ModuleFunc(func(h *router.Hooks) error {
 			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
 				ctx, cancel := r.StoreContext(ctx)
@@ -308,6 +312,15 @@ func (d *Daemon) registerModules() error {
 		phones,
 		disco.New(r, "Dialtone"),
 	)
+}
+
+// groups is the group chat service at groups.DOMAIN; invitations of
+// numbers without a session are kept and texted like messages.
+func (d *Daemon) groups(r router.Routing) *muc.Module {
+	m := muc.New(r, d.DB)
+	m.MaxOccupants, m.RoomsPerAccount = d.cfg.MUCMaxOccupants, d.cfg.MUCRoomsPerAccount
+	m.Invites, m.Log = d.invitations, d.log
+	return m
 }
 
 func listen(name, addr string) (net.Listener, error) {
@@ -555,6 +568,7 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		StoreTimeout:                 cfg.StoreTimeout,
 	}
 	keeper.Notices = d.Notices
+	d.invitations = &account.Invitations{Domain: cfg.Domain, Store: d.DB, Notices: d.Notices, StoreTimeout: cfg.StoreTimeout}
 	d.Offline = &offlinemod.Queue{
 		Store:    d.DB,
 		Accounts: d.DB,

@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 	tests = append(tests, discoveryTests...)
 	tests = append(tests, sha512Tests...)
 	tests = append(tests, fastTests...)
+	tests = append(tests, groupTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
