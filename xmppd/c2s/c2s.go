@@ -98,9 +98,11 @@ type conn struct {
 	number     auth.Number
 	generation int64
 	authed     bool
-	lang       string
-	slot       *stream.PendingSlot // its place among the unauthenticated connections
-	sess       *session            // from authentication on
+	// guessed: the last SASL failure judged credentials (saslFailure).
+	guessed bool
+	lang    string
+	slot    *stream.PendingSlot // its place among the unauthenticated connections
+	sess    *session            // from authentication on
 }
 
 // track adds c to the connections Shutdown interrupts; false when the
@@ -343,6 +345,25 @@ func (c *conn) info() router.ConnInfo {
 	return ci
 }
 
+// maxRefusedSASL bounds the SASL failures per connection that judged no
+// credentials (a mechanism or channel binding the client cannot do, a
+// malformed message), on top of SASLAttempts.
+const maxRefusedSASL = 10
+
+// failed counts a failed SASL exchange: as a guess (failures) when it
+// judged credentials, else as refused; too many of either end the stream.
+func (c *conn) failed(failures, refused *int) error {
+	if c.guessed {
+		*failures++
+	} else {
+		*refused++
+	}
+	if *failures >= c.svc.cfg.SASLAttempts || *refused >= maxRefusedSASL {
+		return stream.NewError("not-authorized", "too many failed authentication attempts")
+	}
+	return nil
+}
+
 // negotiate runs STARTTLS, SASL and resource binding, and returns the bound
 // session.
 func (c *conn) negotiate() (*session, error) {
@@ -350,7 +371,7 @@ func (c *conn) negotiate() (*session, error) {
 		return nil, err
 	}
 	hooks := c.svc.cfg.Router.Hooks()
-	failures := 0
+	failures, refused := 0, 0
 	for {
 		el, err := c.wr.ReadElement()
 		if err != nil {
@@ -375,9 +396,8 @@ func (c *conn) negotiate() (*session, error) {
 				return sess, err
 			}
 			if !ok {
-				failures++
-				if failures >= c.svc.cfg.SASLAttempts {
-					return nil, stream.NewError("not-authorized", "too many failed authentication attempts")
+				if err := c.failed(&failures, &refused); err != nil {
+					return nil, err
 				}
 			}
 		case ns == stream.NSSASL && name == "auth":
@@ -393,9 +413,8 @@ func (c *conn) negotiate() (*session, error) {
 				return nil, err
 			}
 			if !ok {
-				failures++
-				if failures >= c.svc.cfg.SASLAttempts {
-					return nil, stream.NewError("not-authorized", "too many failed authentication attempts")
+				if err := c.failed(&failures, &refused); err != nil {
+					return nil, err
 				}
 				continue
 			}
