@@ -216,6 +216,13 @@ type Config struct {
 	// LoginLinkTTL is how long the one-tap login link of a password SMS
 	// works; 0: password SMS carry no link.
 	LoginLinkTTL time.Duration `env:"XMPPD_LOGIN_LINK_TTL" envDefault:"24h"`
+
+	// SMResumeTimeout is how long a dropped stream with XEP-0198
+	// resumption can be resumed.
+	SMResumeTimeout time.Duration `env:"XMPPD_SM_RESUME_TIMEOUT" envDefault:"5m"`
+	// SMQueueLimit bounds the unacknowledged stanzas of a session; beyond
+	// it the stream is closed with policy-violation.
+	SMQueueLimit int `env:"XMPPD_SM_QUEUE_LIMIT" envDefault:"5000"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -345,6 +352,7 @@ func (c *Config) normalize() error {
 		{"XMPPD_STORE_TIMEOUT", c.StoreTimeout, true},
 		{"XMPPD_UPLOAD_EXPIRY", c.UploadExpiry, false},
 		{"XMPPD_LOGIN_LINK_TTL", c.LoginLinkTTL, false},
+		{"XMPPD_SM_RESUME_TIMEOUT", c.SMResumeTimeout, true},
 	}
 	for _, d := range durations {
 		if d.v < 0 {
@@ -390,6 +398,9 @@ func (c *Config) normalize() error {
 	}
 	if err := c.checkTURN(); err != nil {
 		return err
+	}
+	if c.SMQueueLimit < 1 {
+		return fmt.Errorf("XMPPD_SM_QUEUE_LIMIT: must be at least 1 (got %d)", c.SMQueueLimit)
 	}
 	if c.DatabaseMaxConns < 1 {
 		return fmt.Errorf("XMPPD_DATABASE_MAX_CONNS: must be at least 1 (got %d)", c.DatabaseMaxConns)

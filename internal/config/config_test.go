@@ -63,6 +63,8 @@ func TestDefaults(t *testing.T) {
 	want.UploadExpiry = 720 * time.Hour
 	want.WebClient = true
 	want.LoginLinkTTL = 24 * time.Hour
+	want.SMResumeTimeout = 5 * time.Minute
+	want.SMQueueLimit = 5000
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -132,6 +134,8 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_TURN_SECRET":                       "coturn secret",
 		"XMPPD_WEB_CLIENT":                        "false",
 		"XMPPD_LOGIN_LINK_TTL":                    "0",
+		"XMPPD_SM_RESUME_TIMEOUT":                 "90s",
+		"XMPPD_SM_QUEUE_LIMIT":                    "100",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -201,6 +205,8 @@ func TestEveryVariable(t *testing.T) {
 	want.AppSMSHash = "FA+9qCX9VSu"
 	want.WebClient = false
 	want.LoginLinkTTL = 0
+	want.SMResumeTimeout = 90 * time.Second
+	want.SMQueueLimit = 100
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -331,6 +337,8 @@ func TestInvalid(t *testing.T) {
 		{"web client unparseable", map[string]string{"XMPPD_WEB_CLIENT": "on"}, `XMPPD_WEB_CLIENT: invalid boolean "on"`},
 		{"login link ttl unparseable", map[string]string{"XMPPD_LOGIN_LINK_TTL": "1 day"}, `XMPPD_LOGIN_LINK_TTL: invalid duration "1 day"`},
 		{"login link ttl negative", map[string]string{"XMPPD_LOGIN_LINK_TTL": "-1h"}, "XMPPD_LOGIN_LINK_TTL: must not be negative"},
+		{"sm resume timeout zero", map[string]string{"XMPPD_SM_RESUME_TIMEOUT": "0"}, "XMPPD_SM_RESUME_TIMEOUT: must be greater than 0"},
+		{"sm queue limit zero", map[string]string{"XMPPD_SM_QUEUE_LIMIT": "0"}, "XMPPD_SM_QUEUE_LIMIT: must be at least 1"},
 		{"log level", map[string]string{"XMPPD_LOG_LEVEL": "loud"}, `XMPPD_LOG_LEVEL: unknown level "loud" (want debug, info, warn, error)`},
 	}
 	for _, tt := range tests {

@@ -43,6 +43,7 @@ import (
 	"dialtone/xmppd/mod/private"
 	"dialtone/xmppd/mod/register"
 	rostermod "dialtone/xmppd/mod/roster"
+	"dialtone/xmppd/mod/sm"
 	xmpptime "dialtone/xmppd/mod/time"
 	"dialtone/xmppd/mod/vcard"
 	"dialtone/xmppd/mod/version"
@@ -83,6 +84,9 @@ type Daemon struct {
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
 	Offline *offlinemod.Queue
+	// SM is stream management (XEP-0198); its Archived is for the
+	// archive to set.
+	SM *sm.Module
 	// Uploads is HTTP File Upload (XEP-0363): RequestSlot for the slot
 	// request, the PUT and GET on the HTTP listener.
 	Uploads *upload.Service
@@ -271,6 +275,7 @@ func (d *Daemon) registerModules() error {
 	}
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
+	d.SM = &sm.Module{ResumeTimeout: d.cfg.SMResumeTimeout, QueueLimit: d.cfg.SMQueueLimit, Notice: d.Offline.Notice, Log: d.log}
 	return srv.Load(
 		d.register,
 		ping.New(r),
@@ -283,6 +288,7 @@ func (d *Daemon) registerModules() error {
 		presences,
 		carbons.New(),
 		d.Offline,
+		d.SM,
 		router.ModuleFunc(func(h *router.Hooks) error {
 			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
 				ctx, cancel := r.StoreContext(ctx)
@@ -533,6 +539,11 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		Keep: func(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
 			k, err := keeper.Keep(ctx, account.Message{Message: m, From: s.From, Body: s.Body}, limit)
 			return offline.Kept{ID: k.ID, Warning: k.Warning}, err
+		},
+		Notify: func(ctx context.Context, s offline.Stored) error {
+			m := account.Message{Message: offline.Message{Owner: string(s.Owner), From: s.From.String()}, From: s.From, Body: s.Body}
+			_, err := keeper.Notice(ctx, m)
+			return err
 		},
 		Log: d.log,
 	}

@@ -126,6 +126,19 @@ type state struct {
 	ended         bool
 }
 
+// Hibernating reports whether s is a managed session whose stream
+// dropped and that waits to be resumed (XEP-0357 push counts it as
+// having no active session).
+func Hibernating(s *router.Session) bool {
+	st := stateOf(s)
+	if st == nil {
+		return false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.hibernating && !st.ended
+}
+
 // New returns the module with the defaults.
 func New() *Module { return &Module{} }
 
