@@ -322,10 +322,14 @@ func (m *Module) resume(ctx context.Context, c router.ConnInfo, el wire.Element)
 	old := st.stream
 	st.inner, st.stream = c.Stream, c.Stream
 	st.hibernating = false
-	// What the client did not get goes first, in order, in chunks (one
-	// Send holds several elements): the new stream's queue is bounded
-	// in elements. New stanzas are queued after them, under st.mu.
-	resend(c.Stream, st.unacked)
+	// What the client did not get goes first, in order, one element per
+	// Send (a WebSocket frames each); new stanzas queue after them, under
+	// st.mu. A backlog beyond the stream's queue bound closes the new
+	// stream with policy-violation: the session then ends and its
+	// backlog goes offline, nothing is lost.
+	for _, b := range st.unacked {
+		c.Stream.Send(b)
+	}
 	if len(st.unacked) > 0 {
 		c.Stream.Send(requestAck)
 		st.requested, st.since = st.sent, time.Time{}
@@ -340,21 +344,6 @@ func (m *Module) resume(ctx context.Context, c router.ConnInfo, el wire.Element)
 	c.Resume(st.sess)
 	m.r.Fire(ctx, router.Resumed, st.sess)
 	return wire.NewBuilder(nil).StartNS("resumed", NS, "h", strconv.FormatUint(uint64(hin), 10), "previd", previd).End().Bytes(), nil
-}
-
-// resend writes items to k in chunks of up to 64 KiB.
-func resend(k router.Sink, items [][]byte) {
-	var chunk []byte
-	for _, b := range items {
-		if len(chunk) > 0 && len(chunk)+len(b) > 64<<10 {
-			k.Send(chunk)
-			chunk = nil
-		}
-		chunk = append(chunk, b...)
-	}
-	if len(chunk) > 0 {
-		k.Send(chunk)
-	}
 }
 
 // streamEnded keeps a resumable session whose stream dropped.

@@ -322,3 +322,94 @@ func TestEnableTwiceAndBeforeBind(t *testing.T) {
 		t.Fatalf("%v", e)
 	}
 }
+
+// undelivered records the bodies of the messages the Undelivered hooks
+// get, and takes them.
+func undelivered() (router.Module, chan string) {
+	ch := make(chan string, 64)
+	return router.ModuleFunc(func(h *router.Hooks) error {
+		h.Hook(router.Undelivered, router.Messages, 0, func(ctx context.Context, ev *router.Event) error {
+			in := string(ev.Stanza.Inner)
+			if i := strings.Index(in, "<body>"); i >= 0 {
+				ch <- in[i+6 : strings.Index(in, "</body>")]
+			}
+			return router.ErrHandled
+		})
+		return nil
+	}), ch
+}
+
+func collect(t *testing.T, ch chan string, n int) []string {
+	t.Helper()
+	var got []string
+	timeout := time.After(10 * time.Second)
+	for len(got) < n {
+		select {
+		case b := <-ch:
+			got = append(got, b)
+		case <-timeout:
+			t.Fatalf("got %v, want %d", got, n)
+		}
+	}
+	return got
+}
+
+// TestTimeoutUndelivered: at the timeout the unacked messages and the
+// ones queued meanwhile go to the Undelivered hooks, once each, in order;
+// an archived one goes to Notice instead.
+func TestTimeoutUndelivered(t *testing.T) {
+	undel, got := undelivered()
+	watch, closed := closedSessions()
+	noticed := make(chan string, 8)
+	m := &sm.Module{ResumeTimeout: 300 * time.Millisecond,
+		Archived: func(s *router.Session, st *router.Stanza) bool { return strings.Contains(string(st.Inner), "archived") },
+		Notice: func(ctx context.Context, st *router.Stanza) error {
+			noticed <- st.ID
+			return nil
+		}}
+	ts := servertest.Start(t, servertest.With(m, undel, watch))
+	pa, pb := ts.Account(t, alice), ts.Account(t, bob)
+	a := enable(t, ts, alice, pa, "phone")
+	a.Send(`<presence/>`)
+	a.sync()
+	b := xmpptest.Login(t, ts.Addr, bob, pb, "b")
+	send(t, b, alice+"@localhost", 0, 2)
+	b.Send(`<message to='` + alice + `@localhost' type='chat' id='arch'><body>archived</body></message>`)
+	a.expect("m1", func(e xmpptest.Elem) bool { return strings.Contains(e.Inner, "<body>m1</body>") })
+	a.Send(fmt.Sprintf(`<a xmlns='urn:xmpp:sm:3' h='%d'/>`, a.h-1)) // m0 acked, m1 not
+	a.Conn.Close()
+	send(t, b, alice+"@localhost", 2, 1) // queued (or unacked on the dying stream)
+	<-closed
+	if bodies := collect(t, got, 2); fmt.Sprint(bodies) != "[m1 m2]" {
+		t.Fatalf("undelivered %v", bodies)
+	}
+	if id := <-noticed; id != "arch" {
+		t.Fatalf("noticed %s", id)
+	}
+	// Nothing more: a later message to the account, with no session,
+	// is the next thing the hooks see.
+	send(t, b, alice+"@localhost", 3, 1)
+	if bodies := collect(t, got, 1); bodies[0] != "m3" {
+		t.Fatalf("then %v", bodies)
+	}
+}
+
+// TestQueueLimitUndelivered: a session closed for the queue limit has
+// its unacked messages undelivered, as at a timeout.
+func TestQueueLimitUndelivered(t *testing.T) {
+	undel, got := undelivered()
+	ts := servertest.Start(t, servertest.With(&sm.Module{QueueLimit: 3}, undel))
+	pa, pb := ts.Account(t, alice), ts.Account(t, bob)
+	a := enable(t, ts, alice, pa, "phone")
+	a.Send(`<presence/>`)
+	a.sync()
+	b := xmpptest.Login(t, ts.Addr, bob, pb, "b")
+	send(t, b, alice+"@localhost", 0, 4)
+	if cond := a.ExpectStreamError(); cond != "policy-violation" {
+		t.Fatalf("stream error %s", cond)
+	}
+	// The sync's result was acked by nobody either: only messages count.
+	if bodies := collect(t, got, 4); fmt.Sprint(bodies) != "[m0 m1 m2 m3]" {
+		t.Fatalf("undelivered %v", bodies)
+	}
+}
