@@ -83,7 +83,7 @@ func named(local string) func(xmpptest.Elem) bool {
 }
 
 // enable logs in and enables resumable stream management.
-func enable(t *testing.T, ts *servertest.Server, user, pass, res string) *smClient {
+func enable(t testing.TB, ts *servertest.Server, user, pass, res string) *smClient {
 	t.Helper()
 	c := &smClient{Client: xmpptest.Login(t, ts.Addr, user, pass, res)}
 	c.Send(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
@@ -97,7 +97,7 @@ func enable(t *testing.T, ts *servertest.Server, user, pass, res string) *smClie
 
 // authenticate opens a new connection and authenticates it, unbound; it
 // returns the features offered after authentication.
-func authenticate(t *testing.T, ts *servertest.Server, user, pass string) (*xmpptest.Client, xmpptest.Elem) {
+func authenticate(t testing.TB, ts *servertest.Server, user, pass string) (*xmpptest.Client, xmpptest.Elem) {
 	t.Helper()
 	c := xmpptest.Dial(t, ts.Addr)
 	c.Open(c.Domain)
@@ -113,7 +113,7 @@ func authenticate(t *testing.T, ts *servertest.Server, user, pass string) (*xmpp
 
 // resume resumes old's session on a new connection and returns the new
 // client and <resumed/> (or <failed/>).
-func resume(t *testing.T, ts *servertest.Server, user, pass string, old *smClient) (*smClient, xmpptest.Elem) {
+func resume(t testing.TB, ts *servertest.Server, user, pass string, old *smClient) (*smClient, xmpptest.Elem) {
 	t.Helper()
 	c, _ := authenticate(t, ts, user, pass)
 	c.Send(fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, old.id, old.h))
