@@ -37,6 +37,7 @@ import (
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/carbons"
 	"dialtone/xmppd/mod/disco"
+	"dialtone/xmppd/mod/csi"
 	offlinemod "dialtone/xmppd/mod/offline"
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
@@ -289,6 +290,7 @@ func (d *Daemon) registerModules() error {
 		carbons.New(),
 		d.Offline,
 		d.SM,
+		csi.New(),
 		router.ModuleFunc(func(h *router.Hooks) error {
 			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
 				ctx, cancel := r.StoreContext(ctx)
