@@ -102,6 +102,7 @@ func TestDaemon(t *testing.T) {
 			t.Run("http", func(t *testing.T) { testHTTP(t, s) })
 			t.Run("websocket", func(t *testing.T) { testWebSocket(t, s) })
 			t.Run("sessions_per_account", func(t *testing.T) { testSessionsPerAccount(t, s) })
+			t.Run("sm_hibernating_is_available", func(t *testing.T) { testHibernatingAvailable(t, s) })
 			t.Run("shutdown_restart", func(t *testing.T) { testShutdownRestart(t, s) })
 			t.Logf("%s: all in %v", b.name, time.Since(start).Round(time.Millisecond))
 		})

@@ -2,9 +2,11 @@ package daemon_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"mellium.im/sasl"
 	"mellium.im/xmpp/jid"
 
 	"dialtone/internal/xmpptest"
@@ -122,5 +124,53 @@ func testNoticeOnly(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	times, err := s.d.DB.QueuedTimes(context.Background(), bob.num, sms.PurposeNotice, time.Time{})
 	if err != nil || len(times) != 1 {
 		t.Fatalf("%d notices queued (%v), want 1", len(times), err)
+	}
+}
+
+// A hibernating session counts as available: a contact's probe gets its
+// presence, no unavailable presence goes out while it waits, and a
+// message to the bare JID queues on it; resumed, it gets the message.
+func testHibernatingAvailable(t *testing.T, s *daemonUnderTest) {
+	alice, bob := s.newUser(t), s.newUser(t)
+	a := s.online(t, alice, "x")
+	b := s.login(t, bob, "phone")
+	r, _ := iq(b, "get", "", `<query xmlns='jabber:iq:roster'/>`)
+	mustResult(t, r)
+	b.Send(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
+	en := b.Expect("enabled", func(e xmpptest.Elem) bool { return e.XMLName.Local == "enabled" })
+	b.Send(`<presence><status>pocket</status></presence>`)
+	befriend(t, a, b)
+	bj, _ := jid.Parse(bob.bare())
+	b.Conn.Close()
+	waitFor(t, "the stream to drop", func() bool { return hibernating(s, bj) })
+	a2 := s.login(t, alice, "tablet")
+	a2.Send(`<presence/>`)
+	p := a2.Expect("the hibernating session's presence", isPresence("", b.JID))
+	if !strings.Contains(p.Inner, "pocket") {
+		t.Errorf("probe answered with %v", p)
+	}
+	send(t, a2, bob.bare(), "to the bare JID")
+	if n := stored(t, s, bob.num); n != 0 {
+		t.Fatalf("%d stored while the session hibernates", n)
+	}
+	// Resumed (h=0: the client counted nothing), the session gets what it
+	// missed, the message among it.
+	c := xmpptest.Dial(t, s.c2s())
+	c.Open(domain)
+	c.StartTLS()
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	if cond := c.Auth(sasl.ScramSha256, bob.num, bob.pass); cond != "" {
+		t.Fatal(cond)
+	}
+	c.Open(domain)
+	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	c.Send(`<resume xmlns='urn:xmpp:sm:3' previd='` + en.Attr("id") + `' h='0'/>`)
+	c.Expect("resumed", func(e xmpptest.Elem) bool { return e.XMLName.Local == "resumed" })
+	c.Expect("the message", func(e xmpptest.Elem) bool { return strings.Contains(e.Inner, "to the bare JID") })
+	// No unavailable presence of the session ever reached the contact.
+	for _, e := range drain(a) {
+		if isPresence("unavailable", b.JID)(e) {
+			t.Fatalf("unavailable presence of a hibernating session: %v", e)
+		}
 	}
 }
