@@ -1446,14 +1446,7 @@ func testSessionsPerAccount(t *testing.T, s *daemonUnderTest) {
 		s.login(t, u, fmt.Sprintf("r%d", i))
 	}
 	c := xmpptest.Dial(t, s.c2s())
-	c.Open(domain)
-	c.StartTLS()
-	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
-	if cond := c.Auth(sasl.ScramSha256, u.num, u.pass); cond != "" {
-		t.Fatal(cond)
-	}
-	c.Open(domain)
-	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	c.Authenticate(u.num, u.pass)
 	c.Send(`<iq type='set' id='b11'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r10</resource></bind></iq>`)
 	e := c.Expect("the bind answer", func(e xmpptest.Elem) bool { return e.Attr("id") == "b11" })
 	wantError(t, e, "wait", "resource-constraint")

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"mellium.im/sasl"
 	"mellium.im/xmpp/jid"
 
 	"dialtone/internal/xmpptest"
@@ -156,14 +155,7 @@ func testHibernatingAvailable(t *testing.T, s *daemonUnderTest) {
 	// Resumed (h=0: the client counted nothing), the session gets what it
 	// missed, the message among it.
 	c := xmpptest.Dial(t, s.c2s())
-	c.Open(domain)
-	c.StartTLS()
-	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
-	if cond := c.Auth(sasl.ScramSha256, bob.num, bob.pass); cond != "" {
-		t.Fatal(cond)
-	}
-	c.Open(domain)
-	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	c.Authenticate(bob.num, bob.pass)
 	c.Send(`<resume xmlns='urn:xmpp:sm:3' previd='` + en.Attr("id") + `' h='0'/>`)
 	c.Expect("resumed", func(e xmpptest.Elem) bool { return e.XMLName.Local == "resumed" })
 	c.Expect("the message", func(e xmpptest.Elem) bool { return strings.Contains(e.Inner, "to the bare JID") })

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"mellium.im/sasl"
-
 	"dialtone/internal/xmpptest"
 	"dialtone/xmppd/internal/servertest"
 	"dialtone/xmppd/mod/sm"
@@ -100,15 +98,7 @@ func enable(t testing.TB, ts *servertest.Server, user, pass, res string) *smClie
 func authenticate(t testing.TB, ts *servertest.Server, user, pass string) (*xmpptest.Client, xmpptest.Elem) {
 	t.Helper()
 	c := xmpptest.Dial(t, ts.Addr)
-	c.Open(c.Domain)
-	c.StartTLS()
-	c.Expect("features", named("features"))
-	if cond := c.Auth(sasl.ScramSha256, user, pass); cond != "" {
-		t.Fatalf("auth: %s", cond)
-	}
-	c.Open(c.Domain)
-	f := c.Expect("features", named("features"))
-	return c, f
+	return c, c.Authenticate(user, pass)
 }
 
 // resume resumes old's session on a new connection and returns the new
