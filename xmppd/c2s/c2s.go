@@ -500,6 +500,7 @@ func (c *conn) bindOrSession(el wire.Element) (*session, error) {
 func (c *conn) adopt(s *router.Session) *session {
 	prev := c.sess.rs
 	c.sess.rs = s
+	c.sess.carried.Store(s)
 	c.svc.cfg.Router.Closed(prev)
 	return c.sess
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"sync/atomic"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -21,7 +22,10 @@ import (
 type session struct {
 	c  *conn
 	st *stream.Conn
-	rs *router.Session
+	rs *router.Session // the reader's; other goroutines read carried
+	// carried is rs for the callbacks that run on other goroutines (a
+	// resumption replaces rs while the stream is up).
+	carried atomic.Pointer[router.Session]
 }
 
 // newSession makes the session of an authenticated connection, not yet
@@ -29,6 +33,7 @@ type session struct {
 func newSession(c *conn, bare jid.JID) *session {
 	sess := &session{c: c, st: c.st}
 	sess.rs = router.NewSession(context.Background(), bare, sess)
+	sess.carried.Store(sess.rs)
 	r := c.svc.cfg.Router
 	// Out of the table at once when it starts closing, so nothing more is
 	// routed to a stream that is going away (messages fall back to other
@@ -36,13 +41,13 @@ func newSession(c *conn, bare jid.JID) *session {
 	// A session a module keeps across streams (XEP-0198) stays: its Sink
 	// keeps what it is sent, and the module decides at the end.
 	c.st.OnClose(func() {
-		if !sess.rs.Kept() {
-			r.Unregister(sess.rs)
+		if rs := sess.carried.Load(); !rs.Kept() {
+			r.Unregister(rs)
 		}
 	})
 	c.st.OnOverflow(func() {
 		c.svc.m.SlowClosed.Inc()
-		c.svc.cfg.Log.Warn("closing a session that does not read", "jid", sess.rs.String())
+		c.svc.cfg.Log.Warn("closing a session that does not read", "jid", sess.carried.Load().String())
 	})
 	return sess
 }
