@@ -30,6 +30,7 @@ func TestStreamManagementTimeout(t *testing.T) {
 			t.Run("unacked", func(t *testing.T) { testSMTimeout(t, s, rcv, false) })
 			t.Run("queued_while_hibernating", func(t *testing.T) { testSMTimeout(t, s, rcv, true) })
 			t.Run("archived_notice_only", func(t *testing.T) { testNoticeOnly(t, s, rcv) })
+			t.Run("offline_handover_not_doubled", func(t *testing.T) { testHandoverNotDoubled(t, s) })
 		})
 	}
 }
@@ -165,4 +166,30 @@ func testHibernatingAvailable(t *testing.T, s *daemonUnderTest) {
 			t.Fatalf("unavailable presence of a hibernating session: %v", e)
 		}
 	}
+}
+
+// A stored message handed over to a managed session whose stream drops
+// before the client answered the ping after it stays stored once: the
+// timeout does not store it again, and the next login gets it once.
+func testHandoverNotDoubled(t *testing.T, s *daemonUnderTest) {
+	alice, bob := s.newUser(t), s.activeUser(t)
+	a := s.login(t, alice, "x")
+	send(t, a, bob.bare(), "stored first")
+	if n := stored(t, s, bob.num); n != 1 {
+		t.Fatalf("%d stored", n)
+	}
+	b := s.login(t, bob, "phone")
+	b.Send(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
+	b.Expect("enabled", func(e xmpptest.Elem) bool { return e.XMLName.Local == "enabled" })
+	b.Send(`<presence/>`)
+	b.Expect("the stored message", func(e xmpptest.Elem) bool { return e.XMLName.Local == "message" })
+	b.Expect("the server's ping after it", isServerPing)
+	bj, _ := jid.Parse(bob.bare())
+	b.Conn.Close() // the ping is never answered
+	waitFor(t, "the hibernation to end", func() bool { return len(s.d.Server.Sessions(bj)) == 0 })
+	nb := s.login(t, bob, "again")
+	if msgs := comeOnline(t, nb); len(msgs) != 1 || msgs[0].Body != "stored first" {
+		t.Fatalf("delivered %+v", msgs)
+	}
+	waitFor(t, "the delivered message to be removed", func() bool { return stored(t, s, bob.num) == 0 })
 }

@@ -10,9 +10,11 @@ import (
 )
 
 // Sink is where a Session's stanzas go: the write queue of a client
-// stream (package c2s). Later a hibernating XEP-0198 session keeps a queue
-// without a connection, and a session on another node of a cluster
-// publishes to it: hence an interface.
+// stream (package c2s), under the wrappers modules install
+// (Session.WrapSink: XEP-0198 keeps what is sent, also while the stream
+// is gone; XEP-0352 holds some of it back); later a session on another
+// node of a cluster: hence an interface. Each Send of a stanza carries
+// one element (a WebSocket frames each, XEP-0198 counts each).
 type Sink interface {
 	// Send queues b, one or more complete top-level elements, and never
 	// blocks; false when the stream is closing (or just closed because

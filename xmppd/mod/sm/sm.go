@@ -6,7 +6,8 @@
 // that gets more than QueueLimit stanzas ahead of its acks, ends: each
 // message it did not acknowledge goes to the router's Undelivered hooks
 // (offline storage and the SMS notice), as a message to an offline
-// receiver does.
+// receiver does; one that the offline module handed over stays in its
+// store until the client confirms it, and is not stored twice.
 //
 // The module counts and keeps what a session is sent by wrapping its Sink
 // (router.Session.WrapSink) and keeps the session across streams with
@@ -18,6 +19,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/xml"
 	"io"
 	"log/slog"
 	"strconv"
@@ -413,7 +415,7 @@ func (m *Module) remember(id string, e expiredSession) {
 // the Undelivered hooks when it is a message.
 func (m *Module) undeliver(ctx context.Context, sess *router.Session, b []byte) {
 	for _, st := range parse(b) {
-		if st.Kind != router.KindMessage {
+		if st.Kind != router.KindMessage || m.fromOfflineStore(st) {
 			continue
 		}
 		if m.Archived != nil && m.Notice != nil && m.Archived(sess, st) {
@@ -424,6 +426,32 @@ func (m *Module) undeliver(ctx context.Context, sess *router.Session, b []byte) 
 		}
 		m.r.Undeliverable(ctx, st)
 	}
+}
+
+// fromOfflineStore reports whether st is a stored message the offline
+// module handed over (it carries that module's XEP-0203 delay from this
+// domain): it stays stored until the client answered the ping after it,
+// which proves the client processed it, so storing it again would only
+// deliver it twice. (A sender who forges that delay only keeps its own
+// message from being stored at a timeout.)
+func (m *Module) fromOfflineStore(st *router.Stanza) bool {
+	if !bytes.Contains(st.Inner, []byte("urn:xmpp:delay")) {
+		return false
+	}
+	var v struct {
+		Delay []struct {
+			From string `xml:"from,attr"`
+		} `xml:"urn:xmpp:delay delay"`
+	}
+	if err := xml.Unmarshal(st.Wrapped(), &v); err != nil {
+		return false
+	}
+	for _, d := range v.Delay {
+		if d.From == m.r.Domain() {
+			return true
+		}
+	}
+	return false
 }
 
 // streamHeader gives the stanzas kept as bytes their stream's context.
