@@ -49,6 +49,13 @@ func (m *Module) Register(h *router.Hooks) error {
 		return wire.NewBuilder(nil).Element("csi", NS, "").Bytes()
 	})
 	h.HandleNonza(router.SessionBound, NS, m.nonza)
+	// A resumed stream (XEP-0198) starts active, as every stream does
+	// (XEP-0352 §5.2: the state is not restored).
+	h.OnSession(router.Resumed, 0, func(ctx context.Context, s *router.Session) {
+		if h := slot.Get(s).h.Load(); h != nil {
+			h.setInactive(false)
+		}
+	})
 	return nil
 }
 

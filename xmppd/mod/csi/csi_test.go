@@ -6,12 +6,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"mellium.im/xmpp/jid"
 
 	"dialtone/internal/xmpptest"
 	"dialtone/xmppd/internal/servertest"
 	"dialtone/xmppd/mod/csi"
+	"dialtone/xmppd/mod/sm"
 	"dialtone/xmppd/router"
 	"dialtone/xmppd/wire"
 )
@@ -155,4 +157,28 @@ func TestSocket(t *testing.T) {
 	if e := a.Expect("c2", func(e xmpptest.Elem) bool { return e.XMLName.Local == "message" }); e.Attr("id") != "c2" {
 		t.Fatalf("got %v", e)
 	}
+}
+
+// TestResumedIsActive: a stream resumed (XEP-0198) starts active: what
+// was held comes, and what follows is not held.
+func TestResumedIsActive(t *testing.T) {
+	const alice, bob = "+821012345678", "+821087654321"
+	ts := servertest.Start(t, servertest.With(&sm.Module{ResumeTimeout: time.Minute}, csi.New()))
+	pa, pb := ts.Account(t, alice), ts.Account(t, bob)
+	a := xmpptest.Login(t, ts.Addr, alice, pa, "phone")
+	a.Send(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
+	id := a.Expect("enabled", func(e xmpptest.Elem) bool { return e.XMLName.Local == "enabled" }).Attr("id")
+	a.Send(`<inactive xmlns='urn:xmpp:csi:0'/>`)
+	a.Sync() // the client counts 1 stanza: the sync's answer
+	b := xmpptest.Login(t, ts.Addr, bob, pb, "b")
+	b.Send(`<message type='chat' to='` + a.JID + `' id='held'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>`)
+	b.Sync()
+	a.Conn.Close()
+	c := xmpptest.Dial(t, ts.Addr)
+	c.Authenticate(alice, pa)
+	c.Send(`<resume xmlns='urn:xmpp:sm:3' previd='` + id + `' h='1'/>`)
+	c.Expect("resumed", func(e xmpptest.Elem) bool { return e.XMLName.Local == "resumed" })
+	c.Expect("the held chat state", func(e xmpptest.Elem) bool { return e.Attr("id") == "held" })
+	b.Send(`<message type='chat' to='` + a.JID + `' id='live'><paused xmlns='http://jabber.org/protocol/chatstates'/></message>`)
+	c.Expect("the next chat state, at once", func(e xmpptest.Elem) bool { return e.Attr("id") == "live" })
 }
