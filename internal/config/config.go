@@ -223,6 +223,19 @@ type Config struct {
 	// SMQueueLimit bounds the unacknowledged stanzas of a session; beyond
 	// it the stream is closed with policy-violation.
 	SMQueueLimit int `env:"XMPPD_SM_QUEUE_LIMIT" envDefault:"5000"`
+	// PEPMaxItems is the most items a PEP node keeps (max_items above it
+	// is clamped; "max" means it).
+	PEPMaxItems int `env:"XMPPD_PEP_MAX_ITEMS" envDefault:"256"`
+	// PEPMaxItemBytes is the largest PEP item payload, in bytes.
+	PEPMaxItemBytes int `env:"XMPPD_PEP_MAX_ITEM_BYTES" envDefault:"65536"`
+	// DiscoveryPerDay caps the distinct phone-book numbers one account
+	// may look up in a day (SPEC.md "App API"). 0: no limit.
+	DiscoveryPerDay int `env:"XMPPD_DISCOVERY_PER_DAY" envDefault:"2048"`
+	// MUCMaxOccupants bounds the occupants of one group (SPEC.md "Group
+	// chats"); at least 1.
+	MUCMaxOccupants int `env:"XMPPD_MUC_MAX_OCCUPANTS" envDefault:"1000"`
+	// MUCRoomsPerAccount bounds the groups one account owns; at least 1.
+	MUCRoomsPerAccount int `env:"XMPPD_MUC_ROOMS_PER_ACCOUNT" envDefault:"100"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -379,10 +392,25 @@ func (c *Config) normalize() error {
 		{"XMPPD_ROSTER_MAX", c.RosterMax},
 		{"XMPPD_NEW_NUMBERS_PER_SENDER_DAY", c.NewNumbersPerSenderDay},
 		{"XMPPD_OFFLINE_BYTES", c.OfflineBytes},
+		{"XMPPD_DISCOVERY_PER_DAY", c.DiscoveryPerDay},
 	}
 	for _, l := range limits {
 		if l.v < 0 {
 			return fmt.Errorf("%s: must not be negative (got %d)", l.name, l.v)
+		}
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{
+		{"XMPPD_MUC_MAX_OCCUPANTS", c.MUCMaxOccupants},
+		{"XMPPD_MUC_ROOMS_PER_ACCOUNT", c.MUCRoomsPerAccount},
+		{"XMPPD_SM_QUEUE_LIMIT", c.SMQueueLimit},
+		{"XMPPD_PEP_MAX_ITEMS", c.PEPMaxItems},
+		{"XMPPD_PEP_MAX_ITEM_BYTES", c.PEPMaxItemBytes},
+	} {
+		if l.v < 1 {
+			return fmt.Errorf("%s: must be at least 1 (got %d)", l.name, l.v)
 		}
 	}
 	for _, l := range []struct {
@@ -398,9 +426,6 @@ func (c *Config) normalize() error {
 	}
 	if err := c.checkTURN(); err != nil {
 		return err
-	}
-	if c.SMQueueLimit < 1 {
-		return fmt.Errorf("XMPPD_SM_QUEUE_LIMIT: must be at least 1 (got %d)", c.SMQueueLimit)
 	}
 	if c.DatabaseMaxConns < 1 {
 		return fmt.Errorf("XMPPD_DATABASE_MAX_CONNS: must be at least 1 (got %d)", c.DatabaseMaxConns)

@@ -98,6 +98,7 @@ func TestDaemon(t *testing.T) {
 			t.Run("vcard", func(t *testing.T) { testVCard(t, s) })
 			t.Run("private", func(t *testing.T) { testPrivate(t, s) })
 			t.Run("blocking", func(t *testing.T) { testBlocking(t, s) })
+			t.Run("pep", func(t *testing.T) { testPEP(t, s) })
 			t.Run("routing_errors", func(t *testing.T) { testRoutingErrors(t, s) })
 			t.Run("http", func(t *testing.T) { testHTTP(t, s) })
 			t.Run("websocket", func(t *testing.T) { testWebSocket(t, s) })
@@ -829,6 +830,15 @@ func (d discoInfo) has(f string) bool {
 	return false
 }
 
+func (d discoInfo) hasIdentity(category, typ string) bool {
+	for _, id := range d.Identities {
+		if id.Category == category && id.Type == typ {
+			return true
+		}
+	}
+	return false
+}
+
 // ver computes the XEP-0115 §5.1 verification string, independently of
 // the server's own code.
 func (d discoInfo) ver() string {
@@ -925,7 +935,7 @@ func testDiscoCaps(t *testing.T, s *daemonUnderTest) {
 	// an account, answered by the server on its behalf
 	for _, to := range []string{bob.bare(), alice.bare()} {
 		d = discoOf(t, c, to, "")
-		if len(d.Identities) != 1 || d.Identities[0].Category != "account" || d.Identities[0].Type != "registered" {
+		if !d.hasIdentity("account", "registered") || !d.hasIdentity("pubsub", "pep") || len(d.Identities) != 2 {
 			t.Errorf("%s: identities %+v", to, d.Identities)
 		}
 		for _, f := range []string{nsDiscoInf, nsPing, nsVCard} {
@@ -936,7 +946,7 @@ func testDiscoCaps(t *testing.T, s *daemonUnderTest) {
 	}
 	// a number without account answers like one with (SPEC.md: whether a
 	// number has an account is not visible to other users)
-	if d := discoOf(t, c, s.newNumber()+"@"+domain, ""); len(d.Identities) != 1 || d.Identities[0].Category != "account" {
+	if d := discoOf(t, c, s.newNumber()+"@"+domain, ""); len(d.Identities) != 2 || !d.hasIdentity("account", "registered") {
 		t.Errorf("a number without account: identities %+v", d.Identities)
 	}
 }

@@ -84,7 +84,7 @@ func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
 	if r.Exists {
 		t.Fatalf("receiver of a latent number %+v", r)
 	}
-	c := creds(3)
+	c := with512(3) // every key, SHA-512 too, as a notice makes them
 	note := queuedSMS("n1", string(n), noticeT0)
 	note.Sealed, note.Body = true, []byte{0, 1, 2, 255}
 	w := sms.NoticeWindow{To: string(n), Opened: noticeT0, Closes: noticeT0.Add(10 * time.Minute)}
@@ -139,7 +139,7 @@ func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
 		t.Errorf("counted window %+v, want %+v", got, w)
 	}
 	// a password for the unclaimed account replaces its credentials
-	c2 := creds(4)
+	c2 := with512(4)
 	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "3", noticeT0.Add(2*time.Minute)), offline.Limits{},
 		sms.NoticePlan{To: n, At: noticeT0.Add(2 * time.Minute), Credentials: &c2, FirstNotice: true, PasswordDelivered: true, DropWindow: true})
 	must(t, err)

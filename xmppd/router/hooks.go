@@ -227,6 +227,7 @@ type Hooks struct {
 	features [numPhases][]func(ConnInfo) []byte
 	nonzas   [numPhases]map[string]NonzaHandler
 	ended    StreamEndHandler
+	inlines  [numInlines][]inlineEntry
 	seq      int
 
 	hosts      map[string]Scope
@@ -519,4 +520,80 @@ func (h *Hooks) sort() {
 			return a.seq - b.seq
 		})
 	}
+}
+
+// Inline is a login request that carries elements for other features
+// inline, so that one round trip authenticates, binds and sets the
+// session up (XEP-0388 <authenticate/>, XEP-0386 <bind/>).
+type Inline uint8
+
+// Where inline elements go.
+const (
+	// InlineAuth: children of the authentication request, handled once
+	// the client authenticated, before any binding (XEP-0198 <resume/>).
+	// A handler that took the stream over (resumed an older session)
+	// returns ErrNoBind with its reply, and no resource is bound.
+	InlineAuth Inline = iota
+	// InlineBind: children of the bind request, handled once the
+	// resource is bound and before the client is told (carbons
+	// <enable/>, XEP-0198 <enable/>).
+	InlineBind
+	numInlines
+)
+
+// ErrNoBind is returned by an InlineAuth handler that took the stream
+// over, so that no resource is bound for the request.
+var ErrNoBind = errors.New("router: the stream was taken over; bind nothing")
+
+type inlineEntry struct {
+	advert xml.Name
+	fn     NonzaHandler
+}
+
+// HandleInline registers fn for the inline children of namespace
+// advert.Space of where; advert is how the feature is announced (for
+// InlineAuth an empty element of that name inside the offer's <inline/>;
+// for InlineBind, <feature var=advert.Space/>). fn gets the child as a
+// nonza handler does and its reply goes into the success (InlineAuth) or
+// the bound result (InlineBind); an error other than ErrNoBind ends the
+// stream. Two handlers of one namespace in one place are an error.
+func (h *Hooks) HandleInline(where Inline, advert xml.Name, fn NonzaHandler) {
+	if where >= numInlines {
+		h.errs = append(h.errs, fmt.Errorf("router: no inline place %d", where))
+		return
+	}
+	for _, e := range h.inlines[where] {
+		if e.advert.Space == advert.Space {
+			h.errs = append(h.errs, fmt.Errorf("router: two inline handlers of %s", advert.Space))
+			return
+		}
+	}
+	h.inlines[where] = append(h.inlines[where], inlineEntry{advert, fn})
+}
+
+// InlineHandler returns the handler of inline children of namespace ns
+// in where, or nil.
+func (h *Hooks) InlineHandler(where Inline, ns string) NonzaHandler {
+	if where >= numInlines {
+		return nil
+	}
+	for _, e := range h.inlines[where] {
+		if e.advert.Space == ns {
+			return e.fn
+		}
+	}
+	return nil
+}
+
+// InlineAdverts returns how the inline features of where are announced,
+// in registration order.
+func (h *Hooks) InlineAdverts(where Inline) []xml.Name {
+	if where >= numInlines {
+		return nil
+	}
+	out := make([]xml.Name, 0, len(h.inlines[where]))
+	for _, e := range h.inlines[where] {
+		out = append(out, e.advert)
+	}
+	return out
 }

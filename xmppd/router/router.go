@@ -694,11 +694,17 @@ func (r *Router) Bounce(st *Stanza, err error) {
 		return
 	}
 	var se stanza.Error
-	if !errors.As(err, &se) {
+	var ae AppError
+	var reply *Stanza
+	switch {
+	case errors.As(err, &ae):
+		reply = st.Reply("error", appendError(nil, ae.Err, ae.App))
+	case errors.As(err, &se):
+		reply = st.ErrorReply(se)
+	default:
 		r.log.Error("handler failed", "kind", st.Kind.String(), "to", st.To.String(), "err", err)
-		se = NewError(stanza.Wait, stanza.InternalServerError, "")
+		reply = st.ErrorReply(NewError(stanza.Wait, stanza.InternalServerError, ""))
 	}
-	reply := st.ErrorReply(se)
 	if reply.From.Equal(jid.JID{}) {
 		reply.From = r.domain
 	}
