@@ -24,6 +24,20 @@ var _ sms.NoticeStore = (*DB)(nil)
 // refusal, leaves all of it or none. sms.ErrStale when the account changed
 // since plan was made.
 func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limits offline.Limits, plan sms.NoticePlan) (id int64, err error) {
+	return db.storeWithNotice(ctx, m, true, limits, plan)
+}
+
+// StoreNotice writes what plan says a message's arrival causes, as
+// StoreOffline does, without storing the message: one that is kept
+// elsewhere (a message archive the receiver's client reads) but whose
+// receiver must still be told by SMS. owner is the receiver's number.
+func (db *DB) StoreNotice(ctx context.Context, owner string, plan sms.NoticePlan) error {
+	_, err := db.storeWithNotice(ctx, offline.Message{Owner: owner}, false, offline.Limits{}, plan)
+	return err
+}
+
+// storeWithNotice is StoreOffline, or without store StoreNotice.
+func (db *DB) storeWithNotice(ctx context.Context, m offline.Message, store bool, limits offline.Limits, plan sms.NoticePlan) (id int64, err error) {
 	at := plan.At
 	if at.IsZero() {
 		at = m.Stamp
@@ -41,14 +55,16 @@ func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limits offlin
 				return err
 			}
 		}
-		var err error
-		if id, err = db.pushOffline(ctx, q, m, limits); err != nil {
-			return err
+		if store {
+			var err error
+			if id, err = db.pushOffline(ctx, q, m, limits); err != nil {
+				return err
+			}
 		}
 		return applyNoticePlan(ctx, q, n, at, plan)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("storage: store offline message for %s: %w", m.Owner, err)
+		return 0, fmt.Errorf("storage: store offline message (or its notice) for %s: %w", m.Owner, err)
 	}
 	return id, nil
 }

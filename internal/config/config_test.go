@@ -63,6 +63,8 @@ func TestDefaults(t *testing.T) {
 	want.UploadExpiry = 720 * time.Hour
 	want.WebClient = true
 	want.LoginLinkTTL = 24 * time.Hour
+	want.SMResumeTimeout = 5 * time.Minute
+	want.SMQueueLimit = 5000
 	want.PEPMaxItems = 256
 	want.PEPMaxItemBytes = 65536
 	want.DiscoveryPerDay = 2048
@@ -137,6 +139,8 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_TURN_SECRET":                       "coturn secret",
 		"XMPPD_WEB_CLIENT":                        "false",
 		"XMPPD_LOGIN_LINK_TTL":                    "0",
+		"XMPPD_SM_RESUME_TIMEOUT":                 "90s",
+		"XMPPD_SM_QUEUE_LIMIT":                    "100",
 		"XMPPD_PEP_MAX_ITEMS":                     "32",
 		"XMPPD_PEP_MAX_ITEM_BYTES":                "1000",
 		"XMPPD_DISCOVERY_PER_DAY":                 "100",
@@ -211,6 +215,8 @@ func TestEveryVariable(t *testing.T) {
 	want.AppSMSHash = "FA+9qCX9VSu"
 	want.WebClient = false
 	want.LoginLinkTTL = 0
+	want.SMResumeTimeout = 90 * time.Second
+	want.SMQueueLimit = 100
 	want.PEPMaxItems = 32
 	want.PEPMaxItemBytes = 1000
 	want.DiscoveryPerDay = 100
@@ -348,6 +354,8 @@ func TestInvalid(t *testing.T) {
 		{"web client unparseable", map[string]string{"XMPPD_WEB_CLIENT": "on"}, `XMPPD_WEB_CLIENT: invalid boolean "on"`},
 		{"login link ttl unparseable", map[string]string{"XMPPD_LOGIN_LINK_TTL": "1 day"}, `XMPPD_LOGIN_LINK_TTL: invalid duration "1 day"`},
 		{"login link ttl negative", map[string]string{"XMPPD_LOGIN_LINK_TTL": "-1h"}, "XMPPD_LOGIN_LINK_TTL: must not be negative"},
+		{"sm resume timeout zero", map[string]string{"XMPPD_SM_RESUME_TIMEOUT": "0"}, "XMPPD_SM_RESUME_TIMEOUT: must be greater than 0"},
+		{"sm queue limit zero", map[string]string{"XMPPD_SM_QUEUE_LIMIT": "0"}, "XMPPD_SM_QUEUE_LIMIT: must be at least 1"},
 		{"pep max items zero", map[string]string{"XMPPD_PEP_MAX_ITEMS": "0"}, "XMPPD_PEP_MAX_ITEMS: must be at least 1"},
 		{"pep item bytes unparseable", map[string]string{"XMPPD_PEP_MAX_ITEM_BYTES": "64k"}, "XMPPD_PEP_MAX_ITEM_BYTES"},
 		{"muc occupants zero", map[string]string{"XMPPD_MUC_MAX_OCCUPANTS": "0"}, "XMPPD_MUC_MAX_OCCUPANTS: must be at least 1"},

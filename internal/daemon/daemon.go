@@ -36,6 +36,7 @@ import (
 	"dialtone/xmppd"
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/carbons"
+	"dialtone/xmppd/mod/csi"
 	"dialtone/xmppd/mod/disco"
 	"dialtone/xmppd/mod/extdisco"
 	"dialtone/xmppd/mod/muc"
@@ -47,6 +48,7 @@ import (
 	"dialtone/xmppd/mod/private"
 	"dialtone/xmppd/mod/register"
 	rostermod "dialtone/xmppd/mod/roster"
+	"dialtone/xmppd/mod/sm"
 	xmpptime "dialtone/xmppd/mod/time"
 	uploadmod "dialtone/xmppd/mod/upload"
 	"dialtone/xmppd/mod/vcard"
@@ -88,6 +90,9 @@ type Daemon struct {
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
 	Offline *offlinemod.Queue
+	// SM is stream management (XEP-0198); its Archived is for the
+	// archive to set.
+	SM *sm.Module
 	// invitations keeps group invitations of numbers without a session.
 	invitations *account.Invitations
 	// Uploads is HTTP File Upload (XEP-0363): RequestSlot for the slot
@@ -281,6 +286,7 @@ func (d *Daemon) registerModules() error {
 	}
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
+	d.SM = &sm.Module{ResumeTimeout: d.cfg.SMResumeTimeout, QueueLimit: d.cfg.SMQueueLimit, Notice: d.Offline.Notice, Log: d.log}
 	peps := pep.New(r, d.DB, d.DB, d.log)
 	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
 	phones := phonebook.New(r, d.parser, d.DB)
@@ -300,6 +306,8 @@ func (d *Daemon) registerModules() error {
 		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
 		extdisco.New(r, d.TURN),
 		d.Offline,
+		d.SM,
+		csi.New(),
 		d.groups(r),
 		router.ModuleFunc(func(h *router.Hooks) error {
 			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
@@ -577,6 +585,11 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		Keep: func(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
 			k, err := keeper.Keep(ctx, account.Message{Message: m, From: s.From, Body: s.Body}, limit)
 			return offline.Kept{ID: k.ID, Warning: k.Warning}, err
+		},
+		Notify: func(ctx context.Context, s offline.Stored) error {
+			m := account.Message{Message: offline.Message{Owner: string(s.Owner), From: s.From.String()}, From: s.From, Body: s.Body}
+			_, err := keeper.Notice(ctx, m)
+			return err
 		},
 		Log: d.log,
 	}

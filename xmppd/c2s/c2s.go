@@ -253,7 +253,13 @@ func (c *conn) run(start func() error) {
 		} else if !errors.Is(err, io.EOF) {
 			s.cfg.Log.Debug("connection closed during negotiation", "ip", c.ip, "err", err)
 		}
-		if c.sess != nil {
+		switch {
+		case c.sess != nil && c.sess.rs.Kept():
+			// A session resumed as the stream failed: its module decides.
+			if !s.cfg.Router.StreamEnded(c.sess.rs, c.sess, true) {
+				s.cfg.Router.Closed(c.sess.rs)
+			}
+		case c.sess != nil:
 			s.cfg.Router.Closed(c.sess.rs) // authenticated, never bound
 		}
 		return
@@ -340,7 +346,7 @@ func (c *conn) features() []byte {
 func (c *conn) info() router.ConnInfo {
 	ci := router.ConnInfo{Secure: c.secure, WebSocket: c.websocket}
 	if c.sess != nil {
-		ci.Session = c.sess.rs
+		ci.Session, ci.Stream = c.sess.rs, c.sess
 	}
 	return ci
 }
@@ -430,14 +436,23 @@ func (c *conn) negotiate() (*session, error) {
 				return sess, err
 			}
 		case c.authed && hooks.Nonza(router.PostAuth, ns) != nil:
-			reply, err := hooks.Nonza(router.PostAuth, ns)(c.sess.rs.Context(), c.info(), el)
+			var resumed *router.Session
+			info := c.info()
+			info.Resume = func(s *router.Session) { resumed = s }
+			reply, err := hooks.Nonza(router.PostAuth, ns)(c.sess.rs.Context(), info, el)
 			if err != nil {
 				return nil, err
 			}
 			if len(reply) > 0 {
 				if err := c.st.Write(reply); err != nil {
+					if resumed != nil {
+						c.adopt(resumed) // its end is the module's: it was kept
+					}
 					return nil, err
 				}
+			}
+			if resumed != nil {
+				return c.adopt(resumed), nil
 			}
 		case !c.authed && ns == router.NSClient && name == "iq" && isRegister(el):
 			// XEP-0077 in-band registration: accounts are proven by SMS.
@@ -556,6 +571,16 @@ func (c *conn) bindOrSession(el wire.Element) (*session, error) {
 		return nil, err
 	}
 	return sess, nil
+}
+
+// adopt makes the stream carry s, a kept session resumed on it, instead
+// of the session it authenticated, which ends unbound.
+func (c *conn) adopt(s *router.Session) *session {
+	prev := c.sess.rs
+	c.sess.rs = s
+	c.sess.carried.Store(s)
+	c.svc.cfg.Router.Closed(prev)
+	return c.sess
 }
 
 // confirmGeneration refuses a session that authenticated with a password
