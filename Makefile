@@ -6,7 +6,7 @@ GO        ?= go
 BIN       ?= bin
 # Packages that make test also runs under the race detector (slower); for
 # example RACE_PKGS=./xmppd/... . Empty: no race run.
-RACE_PKGS ?= ./xmppd/ ./offline/
+RACE_PKGS ?= ./xmppd/... ./offline/ ./account/ ./sms/
 TESTFLAGS ?= -count=1 -timeout 20m
 # How long make fuzz runs each fuzz target.
 FUZZTIME  ?= 15s

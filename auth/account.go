@@ -4,6 +4,8 @@ package auth
 
 import (
 	"context"
+	"crypto/sha1"
+	"crypto/sha512"
 	"errors"
 	"time"
 )
@@ -37,9 +39,23 @@ type ScramKeys struct {
 }
 
 // Credentials hold the SCRAM keys for every hash the server offers.
+// SHA512 is zero for a password set before SHA-512 keys were kept: such an
+// account logs in with SHA-1 and SHA-256 only until its next password.
 type Credentials struct {
 	SHA1   ScramKeys
 	SHA256 ScramKeys
+	SHA512 ScramKeys
+}
+
+// keys returns the keys of the hash whose output is size bytes.
+func (c Credentials) keys(size int) ScramKeys {
+	switch size {
+	case sha1.Size:
+		return c.SHA1
+	case sha512.Size:
+		return c.SHA512
+	}
+	return c.SHA256
 }
 
 // Account is a stored (unclaimed or active) account.

@@ -7,11 +7,13 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,9 +25,13 @@ import (
 
 // SASL mechanism names the server offers.
 const (
+	MechanismSCRAMSHA512 = "SCRAM-SHA-512"
 	MechanismSCRAMSHA256 = "SCRAM-SHA-256"
 	MechanismSCRAMSHA1   = "SCRAM-SHA-1"
 	MechanismPLAIN       = "PLAIN"
+	// PlusSuffix makes the channel-binding variant of a SCRAM mechanism
+	// (RFC 5802 §4), e.g. SCRAM-SHA-256-PLUS.
+	PlusSuffix = "-PLUS"
 )
 
 // SASL failure conditions: the element names of RFC 6120 §6.5 that this
@@ -56,6 +62,9 @@ const (
 	malformedText                  = "malformed SASL message"
 	unavailableText                = "authentication is unavailable, try again later"
 	channelBindingNotSupportedText = "channel binding is not supported"
+	bindingTypeText                = "channel binding type not offered on this connection"
+	downgradeText                  = "channel binding was offered: a client that can bind must"
+	bindingMismatchText            = "channel binding does not match this connection"
 	notYourselfText                = "you may only act as yourself"
 	exchangeOverText               = "authentication exchange is over"
 )
@@ -76,8 +85,11 @@ type PromoteFunc func(ctx context.Context, n Number, pending Credentials) (gener
 
 // SASL is the server side of SASL authentication (RFC 4422) for XMPP,
 // working only from stored SCRAM keys: SCRAM-SHA-256, SCRAM-SHA-1 (RFC 5802,
-// RFC 7677) and PLAIN (RFC 4616) on TLS. Unknown users fail exactly like
-// wrong passwords. Channel binding (-PLUS) is not offered. A SASL is safe
+// RFC 7677), SCRAM-SHA-512 when every account has its keys, each also as
+// -PLUS with channel binding (RFC 5929 tls-server-end-point, RFC 9266
+// tls-exporter) on a connection whose TLS this server terminates, and PLAIN
+// (RFC 4616) on TLS. Server-first messages carry the XEP-0474 downgrade
+// protection hash. Unknown users fail exactly like wrong passwords. A SASL is safe
 // for concurrent use once set up; each authentication is an Exchange.
 type SASL struct {
 	Parser  *NumberParser    // reads usernames and authorization identities
@@ -96,11 +108,20 @@ type SASL struct {
 	// Tickets are the web client's single-use logins (see Ticket), taken
 	// as a password by SCRAM and PLAIN alike; nil: none.
 	Tickets TicketStore
+	// SHA512 reports whether SCRAM-SHA-512 is offered. Mechanisms are
+	// offered before the user is known, and accounts whose password was
+	// set before SHA-512 keys were kept have none: it should say yes only
+	// once every account has them (see storage). nil: never offered.
+	SHA512 func() bool
+	// Fast keeps FAST tokens (XEP-0484); nil: no FAST.
+	Fast FastStore
 
 	// Test hooks; nil in production.
 	newNonce  func() (string, error)
 	parseUser func(string) (Number, error)
 	clock     func() time.Time
+	// noDowngradeHash leaves XEP-0474's d= out, for the RFC test vectors.
+	noDowngradeHash bool
 }
 
 // processSecret stands in for an empty SASL.Secret.
@@ -137,27 +158,56 @@ func (f *Failure) Error() string {
 // the client.
 func (f *Failure) Unwrap() error { return f.cause }
 
-// Mechanisms returns the mechanisms to advertise, strongest first. PLAIN
-// only on TLS; never any -PLUS, since channel binding is not implemented.
-func (s *SASL) Mechanisms(tls bool) []string {
-	if tls {
-		return []string{MechanismSCRAMSHA256, MechanismSCRAMSHA1, MechanismPLAIN}
+// Mechanisms returns the mechanisms to advertise on a connection without
+// channel binding, strongest first (Offer with only TLS known).
+func (s *SASL) Mechanisms(tls bool) []string { return s.Offer(Conn{TLS: tls}) }
+
+// Offer returns the mechanisms to advertise on c, strongest first: the
+// -PLUS ones when c can bind (then on every such connection alike, since
+// clients pin the strongest mechanism they have seen), SCRAM, and PLAIN
+// only on TLS.
+func (s *SASL) Offer(c Conn) []string {
+	var scram []string
+	if s.SHA512 != nil && s.SHA512() {
+		scram = append(scram, MechanismSCRAMSHA512)
 	}
-	return []string{MechanismSCRAMSHA256, MechanismSCRAMSHA1}
+	scram = append(scram, MechanismSCRAMSHA256, MechanismSCRAMSHA1)
+	var out []string
+	if c.Binding.Can() {
+		for _, m := range scram {
+			out = append(out, m+PlusSuffix)
+		}
+	}
+	out = append(out, scram...)
+	if c.TLS {
+		out = append(out, MechanismPLAIN)
+	}
+	return out
 }
 
-// Start begins an exchange with the mechanism the client picked. A mechanism
-// not in Mechanisms(tls) gets invalid-mechanism.
+// Start begins an exchange with the mechanism the client picked on a
+// connection without channel binding (Begin with only TLS known).
 func (s *SASL) Start(mechanism string, tls bool) (*Exchange, error) {
-	e := &Exchange{s: s, mech: mechanism}
-	switch {
-	case mechanism == MechanismSCRAMSHA256:
-		e.h = sha256.New
-	case mechanism == MechanismSCRAMSHA1:
-		e.h = sha1.New
-	case mechanism == MechanismPLAIN && tls:
-	default:
+	return s.Begin(mechanism, Conn{TLS: tls})
+}
+
+// Begin begins an exchange with the mechanism the client picked on c. A
+// mechanism not in Offer(c) gets invalid-mechanism.
+func (s *SASL) Begin(mechanism string, c Conn) (*Exchange, error) {
+	offered := s.Offer(c)
+	e := &Exchange{s: s, mech: mechanism, conn: c, offered: offered}
+	if !slices.Contains(offered, mechanism) {
 		return nil, &Failure{Condition: ConditionInvalidMechanism, Text: "mechanism not offered"}
+	}
+	base, plus := strings.CutSuffix(mechanism, PlusSuffix)
+	e.plus = plus
+	switch base {
+	case MechanismSCRAMSHA512:
+		e.h = sha512.New
+	case MechanismSCRAMSHA256:
+		e.h = sha256.New
+	case MechanismSCRAMSHA1:
+		e.h = sha1.New
 	}
 	if (s.Parser == nil && s.parseUser == nil) || s.Store == nil {
 		return nil, &Failure{Condition: ConditionTemporaryAuthFailure, Text: unavailableText,
@@ -178,10 +228,14 @@ const (
 // Exchange is one SASL authentication attempt, made by SASL.Start. It is
 // not safe for concurrent use (one stream drives it).
 type Exchange struct {
-	s     *SASL
-	mech  string
-	h     func() hash.Hash // nil for PLAIN
-	state exchangeState
+	s       *SASL
+	mech    string
+	h       func() hash.Hash // nil for PLAIN
+	state   exchangeState
+	conn    Conn     // the connection it runs on
+	offered []string // the mechanisms offered there, for XEP-0474
+	plus    bool     // a -PLUS mechanism
+	cbData  []byte   // the channel binding data the client chose
 
 	rawUser string // username as the client sent it (decoded)
 	user    Number // parsed username; empty when it is not a number
@@ -362,11 +416,16 @@ func (e *Exchange) fakeKeys(size int) ScramKeys {
 		id = string(e.user) // every spelling of a number gets the same salt
 	}
 	part := func(label string) []byte {
-		mac := hmac.New(sha256.New, secret)
-		mac.Write([]byte(fakeKeyLabel + "\x00" + label + "\x00" + e.mech + "\x00" + id))
+		h := sha256.New // what earlier versions used: the same salts as before
+		if size > sha256.Size {
+			h = sha512.New
+		}
+		mac := hmac.New(h, secret)
+		mac.Write([]byte(fakeKeyLabel + "\x00" + label + "\x00" + strings.TrimSuffix(e.mech, PlusSuffix) + "\x00" + id))
 		return mac.Sum(nil)
 	}
-	// HMAC-SHA-256 output is long enough for the keys of both hashes.
+	// The HMAC's output is long enough for the keys of the hash; a
+	// -PLUS mechanism shows the salt of its base, as a stored account does.
 	return ScramKeys{
 		Salt:       part("salt")[:saltSize],
 		Iterations: DefaultIterations,
@@ -454,17 +513,10 @@ func (e *Exchange) scramFirst(ctx context.Context, msg []byte) ([]byte, bool, er
 	}
 	size := e.h().Size()
 	if ok {
-		if e.mech == MechanismSCRAMSHA1 {
-			e.keys = acct.Credentials.SHA1
-		} else {
-			e.keys = acct.Credentials.SHA256
-		}
+		e.keys = acct.Credentials.keys(size)
 		e.known = usableKeys(e.keys, size)
 		e.gen = acct.Generation
-		pending := acct.Pending.SHA256
-		if e.mech == MechanismSCRAMSHA1 {
-			pending = acct.Pending.SHA1
-		}
+		pending := acct.Pending.keys(size)
 		// The salt is sent before the client proves anything, so only a
 		// pending password salted alike can be checked in this exchange.
 		if e.known && e.s.Promote != nil && usableKeys(pending, size) && sameDerivation(pending, e.keys) {
@@ -489,6 +541,9 @@ func (e *Exchange) scramFirst(ctx context.Context, msg []byte) ([]byte, bool, er
 	e.serverFirst = "r=" + e.nonce +
 		",s=" + base64.StdEncoding.EncodeToString(e.keys.Salt) +
 		",i=" + strconv.Itoa(e.keys.Iterations)
+	if !e.s.noDowngradeHash {
+		e.serverFirst += ",d=" + base64.StdEncoding.EncodeToString(DowngradeHash(e.h, e.offered, e.conn.Binding.Types()))
+	}
 	e.state = stateAwaitFinal
 	return []byte(e.serverFirst), false, nil
 }
@@ -529,9 +584,19 @@ func (e *Exchange) parseClientFirst(msg []byte) (clientFirst, *Failure) {
 	}
 	var cf clientFirst
 	switch flag := fields[0]; {
-	case flag == "n" || flag == "y":
-		// "y": the client could bind but thinks we cannot; true, we never
-		// offer -PLUS, so this is no downgrade.
+	case flag == "n" && !e.plus:
+	case flag == "y" && !e.plus:
+		// The client can bind but saw no -PLUS: a downgrade when this
+		// connection offered it (RFC 5802 §6).
+		if e.conn.Binding.Can() && e.conn.SASL2 {
+			return clientFirst{}, e.fail(ConditionNotAuthorized, downgradeText, nil)
+		}
+	case strings.HasPrefix(flag, "p=") && e.plus:
+		data, ok := e.conn.Binding.Data(flag[2:])
+		if !ok {
+			return malformed(bindingTypeText)
+		}
+		e.cbData = data
 	case strings.HasPrefix(flag, "p="):
 		return malformed(channelBindingNotSupportedText)
 	default:
@@ -603,9 +668,14 @@ func (e *Exchange) scramFinal(ctx context.Context, msg []byte) ([]byte, bool, er
 	if err != nil {
 		return nil, false, e.failCounted(ConditionMalformedRequest, malformedText)
 	}
-	if string(binding) != e.gs2Header || nonce != e.nonce {
-		// A changed header could be a downgrade; a changed nonce a replay.
+	if nonce != e.nonce {
+		// A changed nonce could be a replay.
 		return nil, false, e.failCounted(ConditionNotAuthorized, notAuthorizedText)
+	}
+	if !hmac.Equal(binding, append([]byte(e.gs2Header), e.cbData...)) {
+		// A changed header could be a downgrade; other binding data, a
+		// man in the middle with a TLS connection of its own.
+		return nil, false, e.failCounted(ConditionNotAuthorized, bindingMismatchText)
 	}
 	if f := e.lockedFailure(); f != nil {
 		return nil, false, f

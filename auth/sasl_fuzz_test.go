@@ -162,6 +162,7 @@ func FuzzSCRAMClientFinal(f *testing.F) {
 	fx.sasl.newNonce = func() (string, error) { return "SNONCE", nil }
 	keys := fx.creds.SHA256
 	serverFirst := "r=" + nonce + ",s=" + base64.StdEncoding.EncodeToString(keys.Salt) + ",i=" + strconv.Itoa(keys.Iterations)
+	serverFirst += ",d=" + base64.StdEncoding.EncodeToString(DowngradeHash(sha256.New, fx.sasl.Mechanisms(true), nil))
 	// What the client derives from the password, once.
 	clientKey := hmacSum(sha256.New, hi(sha256.New, []byte(testPassword), keys.Salt, keys.Iterations), []byte("Client Key"))
 	proofOf := func(withoutProof string) string {

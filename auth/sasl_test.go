@@ -493,9 +493,10 @@ func vectorSASL(c Credentials, snonce string) *SASL {
 		Store: &fakeStore{accounts: map[Number]Account{
 			"user": {Number: "user", State: StateActive, Credentials: c, Generation: 7},
 		}},
-		Secret:    []byte("s"),
-		newNonce:  func() (string, error) { return snonce, nil },
-		parseUser: func(s string) (Number, error) { return Number(s), nil },
+		Secret:          []byte("s"),
+		newNonce:        func() (string, error) { return snonce, nil },
+		parseUser:       func(s string) (Number, error) { return Number(s), nil },
+		noDowngradeHash: true,
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
@@ -29,7 +30,7 @@ var (
 	serverKeyLabel = []byte("Server Key")
 )
 
-// NewCredentials derives the SCRAM-SHA-1 and SCRAM-SHA-256 keys of password,
+// NewCredentials derives the SCRAM-SHA-1, -256 and -512 keys of password,
 // each with its own random salt and DefaultIterations (RFC 5802 §3). The
 // password is used as given: no SASLprep, since generated passwords are
 // ASCII letters and digits.
@@ -38,7 +39,7 @@ func NewCredentials(password string) (Credentials, error) {
 	for _, k := range []struct {
 		keys *ScramKeys
 		h    func() hash.Hash
-	}{{&c.SHA1, sha1.New}, {&c.SHA256, sha256.New}} {
+	}{{&c.SHA1, sha1.New}, {&c.SHA256, sha256.New}, {&c.SHA512, sha512.New}} {
 		salt := make([]byte, saltSize)
 		if _, err := rand.Read(salt); err != nil {
 			return Credentials{}, fmt.Errorf("auth: salt: %w", err)
@@ -55,13 +56,23 @@ func NewCredentialsLike(password string, like Credentials) (Credentials, error) 
 	if !like.Usable() {
 		return Credentials{}, errors.New("auth: no usable credentials to derive a pending password alike")
 	}
-	return Credentials{
+	c := Credentials{
 		SHA1:   deriveKeys(sha1.New, []byte(password), like.SHA1.Salt, like.SHA1.Iterations),
 		SHA256: deriveKeys(sha256.New, []byte(password), like.SHA256.Salt, like.SHA256.Iterations),
-	}, nil
+	}
+	// SHA-512 keys only alike existing ones: a pending password is
+	// checked in the exchange of the current one's salt.
+	if usableKeys(like.SHA512, sha512.Size) {
+		c.SHA512 = deriveKeys(sha512.New, []byte(password), like.SHA512.Salt, like.SHA512.Iterations)
+	}
+	return c, nil
 }
 
-// Usable reports whether c has keys for every SCRAM mechanism offered.
+// HasSHA512 reports whether c has SCRAM-SHA-512 keys.
+func (c Credentials) HasSHA512() bool { return usableKeys(c.SHA512, sha512.Size) }
+
+// Usable reports whether c has keys for every SCRAM mechanism always
+// offered (SHA-512 keys are optional: older accounts lack them).
 func (c Credentials) Usable() bool {
 	return usableKeys(c.SHA1, sha1.Size) && usableKeys(c.SHA256, sha256.Size)
 }

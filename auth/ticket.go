@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -100,16 +99,10 @@ func (e *Exchange) usableTickets(ctx context.Context, acct Account, size int) ([
 		return nil, e.fail(ConditionTemporaryAuthFailure, unavailableText,
 			fmt.Errorf("auth: tickets of %s: %w", e.user, err))
 	}
-	base := acct.Credentials.SHA256
-	if size == sha1.Size {
-		base = acct.Credentials.SHA1
-	}
+	base := acct.Credentials.keys(size)
 	var out []exchangeTicket
 	for _, t := range list[:min(len(list), MaxTickets)] {
-		k := t.Keys.SHA256
-		if size == sha1.Size {
-			k = t.Keys.SHA1
-		}
+		k := t.Keys.keys(size)
 		k.Salt, k.Iterations = base.Salt, base.Iterations
 		if t.Generation == acct.Generation && usableKeys(k, size) {
 			out = append(out, exchangeTicket{id: t.ID, keys: k})

@@ -7,6 +7,7 @@ import (
 	"mellium.im/sasl"
 
 	"dialtone/internal/quicksytest"
+	"dialtone/internal/xmpptest"
 )
 
 // pin waits for the n-th (from 1) PIN SMS to number, checks its text and
@@ -25,7 +26,8 @@ func (k *smsSink) pin(t *testing.T, number string, n int) string {
 // (quicksytest speaks its HTTP exactly), with the PINs the SMS webhook
 // got and passwords the app chose, '+' and '&' in them; slixmpp then
 // chats with those passwords. The app registering again on an active
-// account changes its password (200); the old one stops working.
+// account changes its password (200); the old one stops working; logged
+// in with the new one, the app syncs its phone book and finds the other.
 func TestQuicksyApp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("interop: not with -short (make check); make test runs it")
@@ -69,6 +71,21 @@ func TestQuicksyApp(t *testing.T) {
 	}
 	if cond := login(newA); cond != "" {
 		t.Fatalf("login with the new password: %q", cond)
+	}
+
+	// The app, logged in with the password it chose, syncs its phone
+	// book (quicksytest speaks the app's phone-book query and computes
+	// its statusQuo): B is found, a number nobody registered is not, and
+	// the same phone book again is answered "unchanged".
+	c := xmpptest.Login(t, "127.0.0.1:"+s.c2s, a, newA, "quicksy")
+	book := []string{b, "+821055550000"}
+	got := appA.SyncPhoneBook(t, c, book)
+	if got.Type != "result" || got.Unchanged || len(got.Entries) != 1 || got.Entries[0].Number != b ||
+		len(got.Entries[0].JIDs) != 1 || got.Entries[0].JIDs[0] != b+"@localhost" {
+		t.Fatalf("phone-book sync: %+v, want %s found as %s@localhost", got, b, b)
+	}
+	if got := appA.SyncPhoneBook(t, c, book); got.Type != "result" || !got.Unchanged {
+		t.Fatalf("the same phone book again: %+v, want unchanged", got)
 	}
 
 	// Three PINs a day for one installation: the fourth is refused with

@@ -35,6 +35,10 @@ type Notice struct {
 	Folded bool
 	// Count is the number of messages of a folded notice (at least 1).
 	Count int
+	// Group, when not empty, makes this an invitation: Sender added the
+	// receiver to the group of that name (SPEC.md "Group chats"); Body
+	// and Folded are not used.
+	Group string
 }
 
 // Segments a notice may take: one, or two when it carries a password.
@@ -65,6 +69,9 @@ func NoticeText(n Notice) string {
 		tail = ". Log in with your phone number and password " + n.Password + "."
 	case n.LoginHint:
 		tail = ". Log in with your phone number and password."
+	}
+	if n.Group != "" {
+		return inviteText(n, tail)
 	}
 	if n.Folded {
 		count := max(n.Count, 1)
@@ -118,6 +125,36 @@ func NoticeText(n Notice) string {
 			break
 		}
 		best = text
+	}
+	return best
+}
+
+// inviteText is the text of an invitation: `SENDER added you to the
+// group "NAME" on DOMAIN.` and the tail; a group name too long for the
+// segments is cut, ending in "...".
+func inviteText(n Notice, tail string) string {
+	limit := noticeSegments
+	if n.Password != "" {
+		limit = passwordNoticeSegments
+	}
+	text := func(name string) string {
+		return n.Sender + ` added you to the group "` + name + `" on ` + n.Domain + tail
+	}
+	name := []rune(previewText(n.Group))
+	fits := func(t string) bool {
+		c, _ := Segments(t)
+		return c <= limit
+	}
+	if whole := text(string(name)); len(name) <= previewScan && fits(whole) {
+		return whole
+	}
+	best := text(ellipsis)
+	for k := 1; k <= len(name) && k <= previewScan; k++ {
+		t := text(strings.TrimRightFunc(string(name[:k]), unicode.IsSpace) + ellipsis)
+		if !fits(t) {
+			break
+		}
+		best = t
 	}
 	return best
 }

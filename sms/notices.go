@@ -192,6 +192,10 @@ type Notices struct {
 	StoredNewNumbersPerSenderDay int
 	// PasswordLength of the passwords; 0: DefaultPasswordLength.
 	PasswordLength int
+	// Minter makes the passwords of new accounts off the sender's
+	// goroutine (see auth.Minter), with PasswordLength; nil: they are
+	// made on the caller's goroutine (tests, tools).
+	Minter *auth.Minter
 	// IsOnline reports whether the receiver has a session: then it gets no
 	// notice. Nil: never.
 	IsOnline func(n auth.Number) bool
@@ -288,14 +292,24 @@ func (n *Notices) lock(ctx context.Context, keys ...string) (func(), error) {
 // included): a refused notice is reported in NoticeResult.Refused, not as
 // an error.
 func (n *Notices) Notify(ctx context.Context, in Incoming, write NoticeWrite) (NoticeResult, error) {
+	return n.notify(ctx, in.To, in.Counter, func(now time.Time) (NoticePlan, NoticeResult, error) {
+		return n.plan(ctx, in, now)
+	}, write)
+}
+
+// notify makes a plan for a receiver, under the locks of the receiver and
+// of the sender's counter, and has write store it (again when the
+// receiver changed meanwhile).
+func (n *Notices) notify(ctx context.Context, to auth.Number, counter string,
+	plan func(now time.Time) (NoticePlan, NoticeResult, error), write NoticeWrite) (NoticeResult, error) {
 	n.init()
-	unlock, err := n.lock(ctx, "to "+string(in.To), "from "+in.Counter)
+	unlock, err := n.lock(ctx, "to "+string(to), "from "+counter)
 	if err != nil {
 		return NoticeResult{}, err
 	}
 	defer unlock()
 	for attempt := 0; ; attempt++ {
-		plan, res, err := n.plan(ctx, in, n.now())
+		plan, res, err := plan(n.now())
 		if err != nil {
 			return NoticeResult{}, err
 		}
@@ -316,25 +330,165 @@ func (n *Notices) Notify(ctx context.Context, in Incoming, write NoticeWrite) (N
 	}
 }
 
-// plan makes the plan for in at now.
-func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticePlan, NoticeResult, error) {
+// Invite is an invitation to a group about to be kept for a number
+// (SPEC.md "Group chats").
+type Invite struct {
+	To auth.Number
+	// Sender and Counter are as in Incoming.
+	Sender, Counter string
+	// Group is the group's name.
+	Group string
+}
+
+// ErrNoticesPerDay: the receiver had XMPPD_NOTICES_PER_DAY notices in the
+// last 24 hours (an invitation tells its sender so; a message's notice is
+// only folded or skipped).
+var ErrNoticesPerDay = errors.New("the number had today's notices already")
+
+// NotifyInvite is Notify for an invitation: the number's account is made
+// as for a message, and the invitation SMS goes out under the notice caps
+// (a refused one in NoticeResult.Refused). Invitations open no notice
+// window.
+func (n *Notices) NotifyInvite(ctx context.Context, in Invite, write NoticeWrite) (NoticeResult, error) {
+	return n.notify(ctx, in.To, in.Counter, func(now time.Time) (NoticePlan, NoticeResult, error) {
+		return n.planInvite(ctx, in, now)
+	}, write)
+}
+
+// planInvite makes the plan for an invitation at now.
+func (n *Notices) planInvite(ctx context.Context, in Invite, now time.Time) (NoticePlan, NoticeResult, error) {
 	p := NoticePlan{To: in.To, At: now}
 	var res NoticeResult
-	rc, err := n.Store.NoticeReceiver(ctx, in.To)
-	if err != nil {
-		return p, res, fmt.Errorf("sms: notice to %s: %w", in.To, err)
+	rc, password, err := n.receiver(ctx, in.To, &p)
+	if err != nil || n.IsOnline != nil && n.IsOnline(in.To) {
+		return p, res, err
 	}
-	if !rc.Claimed && n.StoredNewNumbersPerSenderDay > 0 && in.Counter != "" {
-		p.NewNumber = &NewNumberCap{Sender: in.Counter, Limit: n.StoredNewNumbersPerSenderDay, Since: now.Add(-day)}
+	voice, refused, err := n.refusal(ctx, rc, in.To, in.Counter, now)
+	if err != nil || refused != nil {
+		res.Refused = refused
+		return p, res, err
+	}
+	sent, err := n.sentToday(ctx, in.To, now)
+	if err != nil {
+		return p, res, err
+	}
+	if n.PerDay > 0 && sent >= n.PerDay {
+		res.Refused = ErrNoticesPerDay
+		return p, res, nil
+	}
+	pend, err := n.noticeSMS(ctx, rc, &p, password, voice, now, Notice{Domain: n.Domain, Sender: in.Sender, Group: in.Group})
+	if err != nil {
+		return p, res, err
+	}
+	p.SMS = append(p.SMS, pend)
+	res.Notified = true
+	if !rc.Claimed {
+		p.CountFor = in.Counter
+	}
+	return p, res, nil
+}
+
+// receiver reads the receiver's account; a number without one is made
+// unclaimed by the plan, with a new password (returned).
+func (n *Notices) receiver(ctx context.Context, to auth.Number, p *NoticePlan) (Receiver, string, error) {
+	rc, err := n.Store.NoticeReceiver(ctx, to)
+	if err != nil {
+		return rc, "", fmt.Errorf("sms: notice to %s: %w", to, err)
 	}
 	password := ""
 	if !rc.Exists {
 		// The message makes the account unclaimed on the spot, with a
 		// password that its first notice carries (if one goes out).
 		p.Create = true
-		if password, p.Credentials, err = n.newPassword(); err != nil {
-			return p, res, err
+		if password, p.Credentials, err = n.newPassword(ctx); err != nil {
+			return rc, "", err
 		}
+	}
+	return rc, password, nil
+}
+
+// refusal says whether the notice to to is a call (a landline), or why
+// none goes out: a landline and no voice gateway (ErrNoSMS), or the
+// sender's cap of new numbers (ErrNewNumbersCap).
+func (n *Notices) refusal(ctx context.Context, rc Receiver, to auth.Number, counter string, now time.Time) (voice bool, refused, err error) {
+	voice = n.Parser != nil && n.Parser.IsFixedLine(to)
+	if voice && !n.Voice {
+		return voice, ErrNoSMS, nil
+	}
+	refused, err = n.newNumbersCap(ctx, rc, to, counter, now)
+	return voice, refused, err
+}
+
+// newNumbersCap returns (as its first result) ErrNewNumbersCap when
+// counter caused notices to XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY other
+// never-claimed numbers.
+func (n *Notices) newNumbersCap(ctx context.Context, rc Receiver, to auth.Number, counter string, now time.Time) (refused, err error) {
+	if rc.Claimed || n.NewNumbersPerSenderDay <= 0 || counter == "" {
+		return nil, nil
+	}
+	nums, err := n.Store.NoticedNumbers(ctx, counter, now.Add(-day))
+	if err != nil {
+		return nil, fmt.Errorf("sms: numbers noticed for %s: %w", counter, err)
+	}
+	if !slices.Contains(nums, string(to)) && len(nums) >= n.NewNumbersPerSenderDay {
+		return ErrNewNumbersCap, nil
+	}
+	return nil, nil
+}
+
+// noticeSMS is the notice base says, with what the receiver's account
+// calls for: a new password in the first notice to an unclaimed account
+// (password, or one made here), how to log in when its password was
+// handed out already, nothing for the others; p records it.
+func (n *Notices) noticeSMS(ctx context.Context, rc Receiver, p *NoticePlan, password string, voice bool, now time.Time, base Notice) (Pending, error) {
+	loginHint := false
+	switch {
+	case rc.Claimed || rc.FirstNoticed:
+		password = "" // plain
+	case rc.PasswordDelivered:
+		// Someone has the password already (texted, printed by xmppctl):
+		// replacing it would lock them out.
+		password, loginHint = "", true
+		p.FirstNotice = true
+	default:
+		if password == "" {
+			var err error
+			if password, p.Credentials, err = n.newPassword(ctx); err != nil {
+				return Pending{}, err
+			}
+		}
+		p.FirstNotice, p.PasswordDelivered = true, true
+	}
+	link := ""
+	if password != "" && !voice {
+		var err error
+		if link, err = n.Links.New(ctx, p.To, *p.Credentials, now); err != nil {
+			return Pending{}, err
+		}
+	}
+	base.Password, base.Link, base.LoginHint = password, link, loginHint
+	var key []byte
+	if password != "" {
+		key = n.Key
+	}
+	pend, err := NewPending(SMS{To: string(p.To), Text: NoticeText(base), Purpose: PurposeNotice}, now, key)
+	if err != nil {
+		return Pending{}, err
+	}
+	pend.Voice = voice
+	return pend, nil
+}
+
+// plan makes the plan for in at now.
+func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticePlan, NoticeResult, error) {
+	p := NoticePlan{To: in.To, At: now}
+	var res NoticeResult
+	rc, password, err := n.receiver(ctx, in.To, &p)
+	if err != nil {
+		return p, res, err
+	}
+	if !rc.Claimed && n.StoredNewNumbersPerSenderDay > 0 && in.Counter != "" {
+		p.NewNumber = &NewNumberCap{Sender: in.Counter, Limit: n.StoredNewNumbersPerSenderDay, Since: now.Add(-day)}
 	}
 	if n.IsOnline != nil && n.IsOnline(in.To) {
 		return p, res, nil // never a notice to a receiver who is online
@@ -357,20 +511,10 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 		}
 		p.DropWindow, open = true, false
 	}
-	voice := n.Parser != nil && n.Parser.IsFixedLine(in.To)
-	if voice && !n.Voice {
-		res.Refused = ErrNoSMS
-		return p, res, nil
-	}
-	if !rc.Claimed && n.NewNumbersPerSenderDay > 0 && in.Counter != "" {
-		nums, err := n.Store.NoticedNumbers(ctx, in.Counter, now.Add(-day))
-		if err != nil {
-			return p, res, fmt.Errorf("sms: numbers noticed for %s: %w", in.Counter, err)
-		}
-		if !slices.Contains(nums, string(in.To)) && len(nums) >= n.NewNumbersPerSenderDay {
-			res.Refused = ErrNewNumbersCap
-			return p, res, nil
-		}
+	voice, refused, err := n.refusal(ctx, rc, in.To, in.Counter, now)
+	if err != nil || refused != nil {
+		res.Refused = refused
+		return p, res, err
 	}
 	if open {
 		switch {
@@ -394,40 +538,10 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 	if n.PerDay > 0 && sentToday >= n.PerDay {
 		return p, res, nil // capped: no notice, and no window to fold into
 	}
-	loginHint := false
-	switch {
-	case rc.Claimed || rc.FirstNoticed:
-		password = "" // plain
-	case rc.PasswordDelivered:
-		// Someone has the password already (texted, printed by xmppctl):
-		// replacing it would lock them out.
-		password, loginHint = "", true
-		p.FirstNotice = true
-	default:
-		if password == "" {
-			if password, p.Credentials, err = n.newPassword(); err != nil {
-				return p, res, err
-			}
-		}
-		p.FirstNotice, p.PasswordDelivered = true, true
-	}
-	link := ""
-	if password != "" && !voice {
-		if link, err = n.Links.New(ctx, in.To, *p.Credentials, now); err != nil {
-			return p, res, err
-		}
-	}
-	text := NoticeText(Notice{Domain: n.Domain, Sender: in.Sender, Body: in.Body, Preview: n.Preview,
-		Password: password, Link: link, LoginHint: loginHint})
-	var key []byte
-	if password != "" {
-		key = n.Key
-	}
-	pend, err := NewPending(SMS{To: string(in.To), Text: text, Purpose: PurposeNotice}, now, key)
+	pend, err := n.noticeSMS(ctx, rc, &p, password, voice, now, Notice{Domain: n.Domain, Sender: in.Sender, Body: in.Body, Preview: n.Preview})
 	if err != nil {
 		return p, res, err
 	}
-	pend.Voice = voice
 	p.SMS = append(p.SMS, pend)
 	res.Notified = true
 	if n.Window > 0 {
@@ -440,8 +554,16 @@ func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticeP
 	return p, res, nil
 }
 
-// newPassword makes a password and its credentials.
-func (n *Notices) newPassword() (string, *auth.Credentials, error) {
+// newPassword makes a password and its credentials: the Minter's, or
+// made here without one.
+func (n *Notices) newPassword(ctx context.Context) (string, *auth.Credentials, error) {
+	if n.Minter != nil {
+		m, err := n.Minter.Mint(ctx)
+		if err != nil {
+			return "", nil, fmt.Errorf("sms: password for a new account: %w", err)
+		}
+		return m.Password, &m.Credentials, nil
+	}
 	length := n.PasswordLength
 	if length == 0 {
 		length = DefaultPasswordLength

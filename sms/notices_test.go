@@ -659,3 +659,33 @@ func TestNoticeCameOnlineStoreTimeout(t *testing.T) {
 		t.Errorf("store call ended with %v, want DeadlineExceeded", err)
 	}
 }
+
+// The password of an account made by a first message comes from the
+// Minter, not from PBKDF2 on the sender's goroutine: with the Minter not
+// running the message waits for it (until its context ends) and nothing is
+// written; with it running, the texted password logs in.
+func TestNoticeNewAccountPasswordFromMinter(t *testing.T) {
+	e := newNoticeEnv(t)
+	e.n.Minter = auth.NewMinter(12, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, err := e.n.Notify(ctx, Incoming{To: bob, Sender: alice, Counter: alice, Body: "hi"}, e.store.write)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Notify with no minted password: %v, want the deadline", err)
+	}
+	if e.store.accounts[bob] != nil || len(e.store.outbox) != 0 {
+		t.Fatalf("written without a password: account %+v, outbox %d", e.store.accounts[bob], len(e.store.outbox))
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go e.n.Minter.Run(rctx)
+	e.send(t, alice, bob, "hi")
+	got := e.store.texts(t, string(bob))
+	m := regexp.MustCompile(`password ([A-Za-z0-9]{12})\.$`).FindStringSubmatch(got[0])
+	if m == nil {
+		t.Fatalf("notice %q", got)
+	}
+	if c := e.store.creds[bob]; !c.VerifyPassword(m[1]) {
+		t.Fatal("the stored credentials do not verify the texted password")
+	}
+}

@@ -13,13 +13,16 @@ import (
 const accountColumns = `number, state, created, last_login, generation,
 	sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
 	sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key,
-	pending_sha1_stored_key, pending_sha1_server_key, pending_sha256_stored_key, pending_sha256_server_key`
+	pending_sha1_stored_key, pending_sha1_server_key, pending_sha256_stored_key, pending_sha256_server_key,
+	sha512_salt, COALESCE(sha512_iterations, 0), sha512_stored_key, sha512_server_key,
+	pending_sha512_stored_key, pending_sha512_server_key`
 
 // accountRow is one scanned row of accountColumns.
 type accountRow struct {
 	a auth.Account
 	// The pending keys; their salts and iteration counts are the current ones.
 	pending1Stored, pending1Server, pending256Stored, pending256Server []byte
+	pending512Stored, pending512Server                                 []byte
 }
 
 func (r *accountRow) dest() []any {
@@ -28,7 +31,9 @@ func (r *accountRow) dest() []any {
 	return []any{&a.Number, &a.State, timeCol{&a.Created}, timeCol{&a.LastLogin}, &a.Generation,
 		&s1.Salt, &s1.Iterations, &s1.StoredKey, &s1.ServerKey,
 		&s256.Salt, &s256.Iterations, &s256.StoredKey, &s256.ServerKey,
-		&r.pending1Stored, &r.pending1Server, &r.pending256Stored, &r.pending256Server}
+		&r.pending1Stored, &r.pending1Server, &r.pending256Stored, &r.pending256Server,
+		&a.Credentials.SHA512.Salt, &a.Credentials.SHA512.Iterations, &a.Credentials.SHA512.StoredKey, &a.Credentials.SHA512.ServerKey,
+		&r.pending512Stored, &r.pending512Server}
 }
 
 // account returns the scanned account, with its pending password, if any.
@@ -41,6 +46,10 @@ func (r *accountRow) account() auth.Account {
 				StoredKey: r.pending1Stored, ServerKey: r.pending1Server},
 			SHA256: auth.ScramKeys{Salt: c.SHA256.Salt, Iterations: c.SHA256.Iterations,
 				StoredKey: r.pending256Stored, ServerKey: r.pending256Server},
+		}
+		if r.pending512Stored != nil {
+			a.Pending.SHA512 = auth.ScramKeys{Salt: c.SHA512.Salt, Iterations: c.SHA512.Iterations,
+				StoredKey: r.pending512Stored, ServerKey: r.pending512Server}
 		}
 	}
 	return a
@@ -94,8 +103,12 @@ func (db *DB) PromotePending(ctx context.Context, n auth.Number, pending auth.Cr
 		err := q.queryRow(ctx, `UPDATE accounts SET generation = generation + 1,
 				sha1_stored_key = pending_sha1_stored_key, sha1_server_key = pending_sha1_server_key,
 				sha256_stored_key = pending_sha256_stored_key, sha256_server_key = pending_sha256_server_key,
+				sha512_stored_key = pending_sha512_stored_key, sha512_server_key = pending_sha512_server_key,
+				sha512_salt = CASE WHEN pending_sha512_stored_key IS NULL THEN NULL ELSE sha512_salt END,
+				sha512_iterations = CASE WHEN pending_sha512_stored_key IS NULL THEN NULL ELSE sha512_iterations END,
 				pending_sha1_stored_key = NULL, pending_sha1_server_key = NULL,
-				pending_sha256_stored_key = NULL, pending_sha256_server_key = NULL
+				pending_sha256_stored_key = NULL, pending_sha256_server_key = NULL,
+				pending_sha512_stored_key = NULL, pending_sha512_server_key = NULL
 			WHERE number = ? AND pending_sha1_stored_key = ? AND pending_sha1_server_key = ?
 				AND pending_sha256_stored_key = ? AND pending_sha256_server_key = ?
 			RETURNING generation`,
@@ -167,4 +180,16 @@ func (db *DB) ListAccounts(ctx context.Context, state auth.State) ([]auth.Accoun
 		return nil, fmt.Errorf("storage: list accounts: %w", err)
 	}
 	return list, nil
+}
+
+// AccountsWithoutSHA512 counts the accounts whose password was set before
+// SCRAM-SHA-512 keys were kept: while there are any, SCRAM-SHA-512 is not
+// offered (auth.SHA512Gate).
+func (db *DB) AccountsWithoutSHA512(ctx context.Context) (int, error) {
+	var n int
+	err := db.b.queryRow(ctx, `SELECT COUNT(*) FROM accounts WHERE sha512_stored_key IS NULL`, nil, &n)
+	if err != nil {
+		return 0, fmt.Errorf("storage: accounts without SHA-512 keys: %w", err)
+	}
+	return n, nil
 }

@@ -16,6 +16,15 @@ const DefaultReleaseBatch = 1000
 
 var _ sms.PasswordStore = (*DB)(nil)
 
+// iterations512 is the sha512_iterations column of k: NULL without
+// SHA-512 keys (a password set before they were kept).
+func iterations512(k auth.ScramKeys) any {
+	if k.StoredKey == nil {
+		return nil
+	}
+	return k.Iterations
+}
+
 // upsertCredentials sets the credentials of n in q, creating the account
 // unclaimed (generation 1) when absent, drops its pending password, and
 // returns the new generation. An unclaimed account's touched time becomes
@@ -23,7 +32,8 @@ var _ sms.PasswordStore = (*DB)(nil)
 // from it. delivered marks the password as given to someone. It is one
 // upsert, so concurrent calls for a new number cannot both create.
 func (db *DB) upsertCredentials(ctx context.Context, q querier, n auth.Number, c auth.Credentials, delivered bool) (gen int64, err error) {
-	s1, s256 := c.SHA1, c.SHA256
+	s1, s256, s512 := c.SHA1, c.SHA256, c.SHA512
+	it512 := iterations512(s512)
 	now := db.stamp()
 	var deliveredAt any // NULL: not delivered
 	if delivered {
@@ -31,8 +41,9 @@ func (db *DB) upsertCredentials(ctx context.Context, q querier, n auth.Number, c
 	}
 	err = q.queryRow(ctx, `INSERT INTO accounts (number, state, created, touched, generation, password_delivered,
 			sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
-			sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key)
-		VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key,
+			sha512_salt, sha512_iterations, sha512_stored_key, sha512_server_key)
+		VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (number) DO UPDATE SET
 			generation = accounts.generation + 1,
 			touched = CASE WHEN accounts.state = excluded.state THEN excluded.touched ELSE accounts.touched END,
@@ -41,12 +52,16 @@ func (db *DB) upsertCredentials(ctx context.Context, q querier, n auth.Number, c
 			sha1_stored_key = excluded.sha1_stored_key, sha1_server_key = excluded.sha1_server_key,
 			sha256_salt = excluded.sha256_salt, sha256_iterations = excluded.sha256_iterations,
 			sha256_stored_key = excluded.sha256_stored_key, sha256_server_key = excluded.sha256_server_key,
+			sha512_salt = excluded.sha512_salt, sha512_iterations = excluded.sha512_iterations,
+			sha512_stored_key = excluded.sha512_stored_key, sha512_server_key = excluded.sha512_server_key,
 			pending_sha1_stored_key = NULL, pending_sha1_server_key = NULL,
-			pending_sha256_stored_key = NULL, pending_sha256_server_key = NULL
+			pending_sha256_stored_key = NULL, pending_sha256_server_key = NULL,
+			pending_sha512_stored_key = NULL, pending_sha512_server_key = NULL
 		RETURNING generation`,
 		[]any{string(n), string(auth.StateUnclaimed), now, now, deliveredAt,
 			s1.Salt, s1.Iterations, s1.StoredKey, s1.ServerKey,
-			s256.Salt, s256.Iterations, s256.StoredKey, s256.ServerKey},
+			s256.Salt, s256.Iterations, s256.StoredKey, s256.ServerKey,
+			s512.Salt, it512, s512.StoredKey, s512.ServerKey},
 		&gen)
 	return gen, err
 }
@@ -79,16 +94,17 @@ func (db *DB) IssuePassword(ctx context.Context, n auth.Number, c auth.Credentia
 // SMS that texts it, is queued with its log row. sms.ErrStale when the
 // account is gone or its credentials changed since generation.
 func (db *DB) IssuePendingPassword(ctx context.Context, n auth.Number, generation int64, pending auth.Credentials, p sms.Pending) error {
-	s1, s256 := pending.SHA1, pending.SHA256
+	s1, s256, s512 := pending.SHA1, pending.SHA256, pending.SHA512
 	now := db.stamp()
 	err := db.b.inTx(ctx, func(q querier) error {
 		set, err := q.exec(ctx, `UPDATE accounts SET
 				pending_sha1_stored_key = ?, pending_sha1_server_key = ?,
 				pending_sha256_stored_key = ?, pending_sha256_server_key = ?,
+				pending_sha512_stored_key = ?, pending_sha512_server_key = ?,
 				password_delivered = COALESCE(password_delivered, ?),
 				touched = CASE WHEN state = ? THEN ? ELSE touched END
 			WHERE number = ? AND generation = ?`,
-			s1.StoredKey, s1.ServerKey, s256.StoredKey, s256.ServerKey,
+			s1.StoredKey, s1.ServerKey, s256.StoredKey, s256.ServerKey, s512.StoredKey, s512.ServerKey,
 			now, string(auth.StateUnclaimed), now, string(n), generation)
 		if err != nil {
 			return err
@@ -183,10 +199,17 @@ func (db *DB) releaseBatch(ctx context.Context, cond string, before time.Time, b
 
 // WipeAccountData removes everything n owns but the account itself:
 // roster and roster version, vCard and private data, blocklist, stored
-// messages, upload slots (the files on disk are the caller's). It is how a recycled number starts afresh (SPEC.md
+// messages, upload slots (the files on disk are the caller's), and its
+// opt-out of contact discovery. It is how a recycled number starts afresh (SPEC.md
 // "Accounts"); the credentials are the caller's next step.
 func (db *DB) WipeAccountData(ctx context.Context, n auth.Number) error {
-	err := db.b.inTx(ctx, func(q querier) error { return deleteOwned(ctx, q, string(n)) })
+	err := db.b.inTx(ctx, func(q querier) error {
+		// The opt-out of contact discovery was the old owner's choice.
+		if _, err := q.exec(ctx, `UPDATE accounts SET hidden = FALSE WHERE number = ?`, string(n)); err != nil {
+			return err
+		}
+		return deleteOwned(ctx, q, string(n))
+	})
 	if err != nil {
 		return fmt.Errorf("storage: wipe data of %s: %w", n, err)
 	}

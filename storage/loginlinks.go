@@ -65,15 +65,17 @@ func (db *DB) UseLoginLink(ctx context.Context, hash string, now time.Time) (aut
 // AddTicket stores a web client ticket, keeping the owner's newest
 // auth.MaxTickets, and forgets every ticket expired at now.
 func (db *DB) AddTicket(ctx context.Context, t auth.Ticket, now time.Time) error {
-	k1, k256 := t.Keys.SHA1, t.Keys.SHA256
+	k1, k256, k512 := t.Keys.SHA1, t.Keys.SHA256, t.Keys.SHA512
 	err := db.b.inTx(ctx, func(q querier) error {
 		if _, err := q.exec(ctx, `DELETE FROM web_tickets WHERE expires <= ?`, now); err != nil {
 			return err
 		}
 		if _, err := q.exec(ctx, `INSERT INTO web_tickets (id, owner, generation,
-				sha1_stored_key, sha1_server_key, sha256_stored_key, sha256_server_key, expires)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			t.ID, string(t.Number), t.Generation, k1.StoredKey, k1.ServerKey, k256.StoredKey, k256.ServerKey, t.Expires); err != nil {
+				sha1_stored_key, sha1_server_key, sha256_stored_key, sha256_server_key,
+				sha512_stored_key, sha512_server_key, expires)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			t.ID, string(t.Number), t.Generation, k1.StoredKey, k1.ServerKey, k256.StoredKey, k256.ServerKey,
+			k512.StoredKey, k512.ServerKey, t.Expires); err != nil {
 			return err
 		}
 		_, err := q.exec(ctx, `DELETE FROM web_tickets WHERE owner = ? AND id NOT IN (
@@ -91,12 +93,14 @@ func (db *DB) AddTicket(ctx context.Context, t auth.Ticket, now time.Time) error
 // first, at most auth.MaxTickets.
 func (db *DB) Tickets(ctx context.Context, n auth.Number, now time.Time) ([]auth.Ticket, error) {
 	r, err := db.b.query(ctx, `SELECT id, owner, generation,
-			sha1_stored_key, sha1_server_key, sha256_stored_key, sha256_server_key, expires
+			sha1_stored_key, sha1_server_key, sha256_stored_key, sha256_server_key,
+			sha512_stored_key, sha512_server_key, expires
 		FROM web_tickets WHERE owner = ? AND expires > ? ORDER BY expires DESC, id DESC LIMIT ?`,
 		string(n), now, auth.MaxTickets)
 	list, err := collect(r, err, func(r rows) (t auth.Ticket, err error) {
-		k1, k256 := &t.Keys.SHA1, &t.Keys.SHA256
-		err = r.Scan(&t.ID, &t.Number, &t.Generation, &k1.StoredKey, &k1.ServerKey, &k256.StoredKey, &k256.ServerKey, timeCol{&t.Expires})
+		k1, k256, k512 := &t.Keys.SHA1, &t.Keys.SHA256, &t.Keys.SHA512
+		err = r.Scan(&t.ID, &t.Number, &t.Generation, &k1.StoredKey, &k1.ServerKey, &k256.StoredKey, &k256.ServerKey,
+			&k512.StoredKey, &k512.ServerKey, timeCol{&t.Expires})
 		return t, err
 	})
 	if err != nil {

@@ -226,7 +226,109 @@ var migrations = []migration{
 		`CREATE INDEX web_tickets_owner ON web_tickets (owner, expires)`,
 		`CREATE INDEX web_tickets_expires ON web_tickets (expires)`,
 	}},
-	{8, "message archive and push registrations", []string{
+	{8, "personal eventing (PEP) nodes and items", []string{
+		// One row per node of an account's PEP service (XEP-0163):
+		// config is pubsub.Config.Encode.
+		`CREATE TABLE pep_nodes (
+			owner {{key}} NOT NULL,
+			node {{key}} NOT NULL,
+			config TEXT NOT NULL,
+			PRIMARY KEY (owner, node)
+		)`,
+		// The items of each node; seq orders them (higher is newer) and
+		// is one more than the node's highest at each publish.
+		`CREATE TABLE pep_items (
+			owner {{key}} NOT NULL,
+			node {{key}} NOT NULL,
+			id {{key}} NOT NULL,
+			seq BIGINT NOT NULL,
+			payload {{bytes}} NOT NULL,
+			PRIMARY KEY (owner, node, id)
+		)`,
+		`CREATE INDEX pep_items_seq ON pep_items (owner, node, seq)`,
+	}},
+	{9, "contact discovery opt-out", []string{
+		// An account that opted out of contact discovery (SPEC.md "App
+		// API"): the phone-book query never names it. Only this flag is
+		// stored; phone books never are.
+		`ALTER TABLE accounts ADD COLUMN hidden BOOLEAN NOT NULL DEFAULT FALSE`,
+	}},
+	{10, "SCRAM-SHA-512 keys", []string{
+		// SCRAM-SHA-512 keys of the password, NULL for passwords set
+		// before they were kept (auth.Credentials.SHA512): SHA-512 is
+		// offered only once no account lacks them (DB.AccountsWithoutSHA512).
+		// The pending ones share the salt and iteration count.
+		`ALTER TABLE accounts ADD COLUMN sha512_salt {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN sha512_iterations INTEGER`,
+		`ALTER TABLE accounts ADD COLUMN sha512_stored_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN sha512_server_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN pending_sha512_stored_key {{bytes}}`,
+		`ALTER TABLE accounts ADD COLUMN pending_sha512_server_key {{bytes}}`,
+		`ALTER TABLE web_tickets ADD COLUMN sha512_stored_key {{bytes}}`,
+		`ALTER TABLE web_tickets ADD COLUMN sha512_server_key {{bytes}}`,
+	}},
+	{11, "FAST tokens", []string{
+		// XEP-0484 tokens: the id from which the server secret derives
+		// the token (never the token), per account and client
+		// (user_agent, the SASL2 user-agent id), valid at generation
+		// only. Expired rows go as new tokens are added.
+		`CREATE TABLE fast_tokens (
+			id {{key}} PRIMARY KEY,
+			owner {{key}} NOT NULL,
+			user_agent TEXT NOT NULL,
+			generation BIGINT NOT NULL,
+			created {{time}} NOT NULL,
+			expires {{time}} NOT NULL
+		)`,
+		`CREATE INDEX fast_tokens_owner ON fast_tokens (owner, user_agent)`,
+		`CREATE INDEX fast_tokens_expires ON fast_tokens (expires)`,
+	}},
+	{12, "group chats", []string{
+		// Persistent rooms (XEP-0045 at groups.DOMAIN): the configuration
+		// is the module's JSON, kept as it is.
+		`CREATE TABLE muc_rooms (
+			jid {{key}} PRIMARY KEY,
+			config {{bytes}} NOT NULL,
+			subject TEXT NOT NULL,
+			subject_by TEXT NOT NULL,
+			vcard {{bytes}},
+			created {{time}} NOT NULL
+		)`,
+		`CREATE TABLE muc_affiliations (
+			room {{key}} NOT NULL,
+			jid {{key}} NOT NULL,
+			affiliation TEXT NOT NULL,
+			nick TEXT NOT NULL,
+			reason TEXT NOT NULL,
+			PRIMARY KEY (room, jid)
+		)`,
+		// The room archive (MAM on the room): seq orders it, id is the
+		// stanza-id clients page by.
+		`CREATE TABLE muc_archive (
+			seq {{id}},
+			room {{key}} NOT NULL,
+			id {{key}} NOT NULL,
+			stamp {{time}} NOT NULL,
+			nick TEXT NOT NULL,
+			sender {{key}} NOT NULL,
+			stanza {{bytes}} NOT NULL
+		)`,
+		`CREATE UNIQUE INDEX muc_archive_id ON muc_archive (room, id)`,
+		`CREATE INDEX muc_archive_stamp ON muc_archive (room, stamp)`,
+		// Invitations kept for a number until it logs in (owner: the
+		// invitee's number, so that they go with the account).
+		`CREATE TABLE muc_invitations (
+			seq {{id}},
+			owner {{key}} NOT NULL,
+			room {{key}} NOT NULL,
+			inviter {{key}} NOT NULL,
+			reason TEXT NOT NULL,
+			password TEXT NOT NULL,
+			stamp {{time}} NOT NULL
+		)`,
+		`CREATE INDEX muc_invitations_owner ON muc_invitations (owner, seq)`,
+	}},
+	{13, "message archive and push registrations", []string{
 		// The message archive (XEP-0313): one row per message per account
 		// involved. id is the archive id (package archive): the stanza-id,
 		// the paging cursor and the time, so every query is a range over
@@ -270,8 +372,8 @@ var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "bl
 	// (upload.Service.RemoveOwner), and the upload sweeper removes what
 	// has no row any more.
 	"uploads",
-	"login_links", "web_tickets",
-	"archive", "archive_prefs", "push_registrations"}
+	"login_links", "web_tickets", "pep_nodes", "pep_items", "fast_tokens",
+	"muc_invitations", "archive", "archive_prefs", "push_registrations"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {

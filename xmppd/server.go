@@ -368,5 +368,13 @@ func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
 		t.CloseNow()
 	}
 	// On the handler's goroutine: the connection is hijacked.
-	s.c2s.ServeTransport(t, client.IP, client.HTTPS, slot)
+	// Channel binding only to a TLS connection this server terminated:
+	// behind a proxy the client's TLS ends there and -PLUS must not be
+	// offered. The exporter alone, since the HTTP server's certificate is
+	// not known here (a TLS 1.2 request gets no -PLUS).
+	var binding auth.ChannelBinding
+	if r.TLS != nil {
+		binding = auth.BindingOf(*r.TLS, nil)
+	}
+	s.c2s.ServeTransport(t, client.IP, client.HTTPS, binding, slot)
 }

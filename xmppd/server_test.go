@@ -67,37 +67,59 @@ func TestMechanismsAdvertised(t *testing.T) {
 	c.Next()
 	c2 := xmpptest.Dial(t, ts.directAddr)
 	_ = c2
-	// after TLS (via the direct TLS port) PLAIN and SCRAM, never -PLUS
+	// after TLS (via the direct TLS port) PLAIN, SCRAM and SCRAM-*-PLUS
+	// (TestModernLogin checks the binding itself)
 	tc := xmpptest.DialTLS(t, ts.directAddr)
 	tc.Open("localhost")
 	f = tc.Next()
-	for _, m := range []string{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"} {
+	for _, m := range []string{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"} {
 		if !strings.Contains(f.Inner, ">"+m+"<") {
 			t.Errorf("mechanism %s not offered: %s", m, f.Inner)
 		}
 	}
-	if strings.Contains(f.Inner, "-PLUS") {
-		t.Errorf("-PLUS offered without channel binding: %s", f.Inner)
-	}
 }
 
 // MELLIUM.md: mellium's server panics when a client picks a -PLUS
-// mechanism. Ours must answer invalid-mechanism and keep serving.
+// mechanism. Ours binds to tls-exporter and tls-server-end-point; a
+// binding type it does not offer (tls-unique, unsafe since TLS 1.3) gets
+// malformed-request, and the stream and server go on.
 func TestPlusMechanismRefused(t *testing.T) {
 	ts := startServer(t)
 	pass := ts.account(t, alice)
 	c := xmpptest.DialTLS(t, ts.directAddr)
 	c.Open("localhost")
 	c.Next()
-	c.Send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>cD10bHMtZXhwb3J0ZXIsLG49dXNlcixyPWFiYw==</auth>`)
-	e := c.Next()
-	if e.XMLName.Local != "failure" || !strings.Contains(e.Inner, "invalid-mechanism") {
-		t.Fatalf("got %v", e)
+	// slixmpp tries every -PLUS mechanism offered with tls-unique before
+	// plain SCRAM: more refusals than SASLAttempts (3), none a guess.
+	for _, mech := range []string{"SCRAM-SHA-512-PLUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"} {
+		c.Send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='` + mech + `'>cD10bHMtdW5pcXVlLCxuPXVzZXIscj1hYmM=</auth>`)
+		e := c.Next()
+		if e.XMLName.Local != "failure" || !strings.Contains(e.Inner, "malformed-request") && !strings.Contains(e.Inner, "invalid-mechanism") {
+			t.Fatalf("%s: got %v", mech, e)
+		}
 	}
 	if cond := c.Auth(sasl.ScramSha256, alice, pass); cond != "" {
 		t.Fatalf("retry after -PLUS: %s", cond)
 	}
 	xmpptest.Login(t, ts.addr, alice, pass, "other") // the server is still up
+}
+
+// Wrong passwords end the stream after SASLAttempts (3 by default).
+func TestWrongPasswordsEndStream(t *testing.T) {
+	ts := startServer(t)
+	ts.account(t, alice)
+	c := xmpptest.DialTLS(t, ts.directAddr)
+	c.Open("localhost")
+	c.Next()
+	for i := range 2 {
+		if cond := c.Auth(sasl.ScramSha256, alice, "wrong password"); cond != "not-authorized" {
+			t.Fatalf("attempt %d: %q", i+1, cond)
+		}
+	}
+	c.Auth(sasl.ScramSha256, alice, "wrong password")
+	if cond := c.ExpectStreamError(); cond != "not-authorized" {
+		t.Fatalf("after 3 wrong passwords: %q", cond)
+	}
 }
 
 func TestPlainRequiresTLS(t *testing.T) {

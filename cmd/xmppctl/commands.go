@@ -29,23 +29,38 @@ func (c *cli) oneNumber(cmd *command, args []string) (auth.Number, error) {
 	return c.number(cmd, pos[0])
 }
 
-func (c *cli) accountShow(ctx context.Context, cmd *command, args []string) error {
+// numberAndStore reads the one NUMBER of a command and opens the store.
+func (c *cli) numberAndStore(ctx context.Context, cmd *command, args []string) (auth.Number, *storage.DB, error) {
 	n, err := c.oneNumber(cmd, args)
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	db, err := c.store(ctx)
+	return n, db, err
+}
+
+// noAccount says that n has no account when err is auth.ErrNotFound.
+func noAccount(n auth.Number, err error) error {
+	if errors.Is(err, auth.ErrNotFound) {
+		return fmt.Errorf("%s has no account", n)
+	}
+	return err
+}
+
+func (c *cli) accountShow(ctx context.Context, cmd *command, args []string) error {
+	n, db, err := c.numberAndStore(ctx, cmd, args)
 	if err != nil {
 		return err
 	}
 	a, err := db.Account(ctx, n)
-	if errors.Is(err, auth.ErrNotFound) {
-		return fmt.Errorf("%s has no account", n)
+	if err != nil {
+		return noAccount(n, err)
 	}
+	stored, err := db.CountOffline(ctx, string(n))
 	if err != nil {
 		return err
 	}
-	stored, err := db.CountOffline(ctx, string(n))
+	hidden, err := db.Hidden(ctx, n)
 	if err != nil {
 		return err
 	}
@@ -53,8 +68,37 @@ func (c *cli) accountShow(ctx context.Context, cmd *command, args []string) erro
 	if !a.LastLogin.IsZero() {
 		lastLogin = a.LastLogin.UTC().Format(time.RFC3339)
 	}
-	fmt.Fprintf(c.stdout, "number: %s\nstate: %s\ncreated: %s\nlast_login: %s\nstored_messages: %d\n",
-		a.Number, a.State, a.Created.UTC().Format(time.RFC3339), lastLogin, stored)
+	fmt.Fprintf(c.stdout, "number: %s\nstate: %s\ncreated: %s\nlast_login: %s\nstored_messages: %d\nhidden: %s\n",
+		a.Number, a.State, a.Created.UTC().Format(time.RFC3339), lastLogin, stored, yesNo(hidden))
+	return nil
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func (c *cli) accountHide(ctx context.Context, cmd *command, args []string) error {
+	return c.setHidden(ctx, cmd, args, true, "hidden from contact discovery")
+}
+
+func (c *cli) accountUnhide(ctx context.Context, cmd *command, args []string) error {
+	return c.setHidden(ctx, cmd, args, false, "found by contact discovery")
+}
+
+// setHidden opts the account of NUMBER out of contact discovery, or back
+// in, and says which.
+func (c *cli) setHidden(ctx context.Context, cmd *command, args []string, hidden bool, what string) error {
+	n, db, err := c.numberAndStore(ctx, cmd, args)
+	if err != nil {
+		return err
+	}
+	if err := db.SetHidden(ctx, n, hidden); err != nil {
+		return noAccount(n, err)
+	}
+	fmt.Fprintf(c.stdout, "%s: %s\n", n, what)
 	return nil
 }
 
@@ -185,20 +229,12 @@ func (c *cli) kickReset(ctx context.Context, n auth.Number) error {
 }
 
 func (c *cli) accountDelete(ctx context.Context, cmd *command, args []string) error {
-	n, err := c.oneNumber(cmd, args)
+	n, db, err := c.numberAndStore(ctx, cmd, args)
 	if err != nil {
 		return err
 	}
-	db, err := c.store(ctx)
-	if err != nil {
-		return err
-	}
-	err = db.DeleteAccount(ctx, n)
-	if errors.Is(err, auth.ErrNotFound) {
-		return fmt.Errorf("%s has no account", n)
-	}
-	if err != nil {
-		return err
+	if err := db.DeleteAccount(ctx, n); err != nil {
+		return noAccount(n, err)
 	}
 	closed, err := c.kick(ctx, n, conditionReset)
 	if err != nil {

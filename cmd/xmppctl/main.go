@@ -83,10 +83,11 @@ type command struct {
 var commands = []*command{
 	{
 		path: "account show", synopsis: "account show NUMBER",
-		summary: "state, created, last login and stored messages of an account",
+		summary: "state, created, last login, stored messages and opt-out of an account",
 		help: `Prints key: value lines: number, state, created, last_login (never when
-the account never logged in) and stored_messages. Exit 1 when the number
-has no account.`,
+the account never logged in), stored_messages and hidden (yes when the
+account opted out of contact discovery). Exit 1 when the number has no
+account.`,
 		run: (*cli).accountShow,
 	},
 	{
@@ -118,6 +119,23 @@ apply to xmppctl.`,
 stored messages, and closes its sessions on the running server. Exit 1
 when the number has no account.`,
 		run: (*cli).accountDelete,
+	},
+	{
+		path: "account hide", synopsis: "account hide NUMBER",
+		summary: "opts the account out of contact discovery",
+		help: `The account is no longer found by contact discovery: apps that send their
+phone book to api.DOMAIN are not told that this number is here, whoever
+asks. Messages still reach it. Undo with account unhide. Exit 1 when the
+number has no account.`,
+		run: (*cli).accountHide,
+	},
+	{
+		path: "account unhide", synopsis: "account unhide NUMBER",
+		summary: "lets contact discovery find the account again",
+		help: `Undoes account hide: once the account is active, apps whose phone book
+has this number learn that it is here. Exit 1 when the number has no
+account.`,
+		run: (*cli).accountUnhide,
 	},
 	{
 		path: "account import", synopsis: "account import FILE [--notify | --print]",

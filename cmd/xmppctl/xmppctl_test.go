@@ -130,7 +130,7 @@ func TestResetPrintThenShow(t *testing.T) {
 	password := strings.TrimSpace(r.stdout)
 
 	r = e.must(0, "account", "show", "+821012345678")
-	want := regexp.MustCompile(`^number: \+821012345678\nstate: unclaimed\ncreated: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\nlast_login: never\nstored_messages: 0\n$`)
+	want := regexp.MustCompile(`^number: \+821012345678\nstate: unclaimed\ncreated: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\nlast_login: never\nstored_messages: 0\nhidden: no\n$`)
 	if !want.MatchString(r.stdout) {
 		t.Errorf("show:\n%s", r.stdout)
 	}
@@ -176,6 +176,10 @@ func TestInvalidNumber(t *testing.T) {
 		{"account", "show", "12345"},
 		{"account", "reset", "not-a-number", "--print"},
 		{"account", "delete", "+1"},
+		{"account", "hide", "hello"},
+		{"account", "unhide"},
+		{"account", "hide", "+821012345678", "+821012345679"},
+		{"account", "hide", "+821012345678", "--print"},
 		{"sms", "test", "+15551234567"}, // 555 is not an area code
 		{"account", "reset", "+821012345678", "--print", "--loud"},
 		{"account", "show"},
@@ -234,6 +238,8 @@ func TestHelp(t *testing.T) {
 		{"account", "list", "-h"},
 		{"account", "reset", "+821012345678", "--help"},
 		{"account", "delete", "--help"},
+		{"account", "hide", "--help"},
+		{"account", "unhide", "-h"},
 		{"account", "import", "--help"},
 		{"accounts", "sweep", "--help"},
 		{"sms", "test", "-h"},
@@ -651,5 +657,51 @@ func TestPasswordLength(t *testing.T) {
 	r := e.must(0, "account", "reset", "+821012345678", "--print")
 	if got := len(strings.TrimSpace(r.stdout)); got != 21 {
 		t.Fatalf("password %q has %d characters, want 21", r.stdout, got)
+	}
+}
+
+// account hide and unhide set the opt-out of contact discovery, in any
+// form of the number; show reports it; a number without an account is
+// exit 1 and gets none.
+func TestHideUnhide(t *testing.T) {
+	e := newEnv(t)
+	e.must(0, "account", "reset", "+821012345678", "--print")
+	hidden := func() bool {
+		t.Helper()
+		h, err := e.store().Hidden(context.Background(), "+821012345678")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	r := e.must(0, "account", "hide", "010-1234-5678")
+	if r.stdout != "+821012345678: hidden from contact discovery\n" || r.stderr != "" {
+		t.Errorf("hide: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+	if !hidden() {
+		t.Fatal("not hidden after hide")
+	}
+	if r := e.must(0, "account", "show", "+821012345678"); !strings.HasSuffix(r.stdout, "\nhidden: yes\n") {
+		t.Errorf("show after hide: %q", r.stdout)
+	}
+	e.must(0, "account", "hide", "+821012345678") // again: still hidden
+	if !hidden() {
+		t.Fatal("a second hide unhid it")
+	}
+	r = e.must(0, "account", "unhide", "+82 10 1234 5678")
+	if r.stdout != "+821012345678: found by contact discovery\n" {
+		t.Errorf("unhide: stdout %q", r.stdout)
+	}
+	if hidden() {
+		t.Fatal("still hidden after unhide")
+	}
+	for _, cmd := range []string{"hide", "unhide"} {
+		r := e.must(1, "account", cmd, "+821099998888")
+		if !strings.Contains(r.stderr, "+821099998888 has no account") {
+			t.Errorf("%s without an account: stderr %q", cmd, r.stderr)
+		}
+	}
+	if r := e.must(0, "account", "list"); r.stdout != "+821012345678\tunclaimed\n" {
+		t.Errorf("hide made accounts: %q", r.stdout)
 	}
 }

@@ -217,6 +217,25 @@ type Config struct {
 	// works; 0: password SMS carry no link.
 	LoginLinkTTL time.Duration `env:"XMPPD_LOGIN_LINK_TTL" envDefault:"24h"`
 
+	// SMResumeTimeout is how long a dropped stream with XEP-0198
+	// resumption can be resumed.
+	SMResumeTimeout time.Duration `env:"XMPPD_SM_RESUME_TIMEOUT" envDefault:"5m"`
+	// SMQueueLimit bounds the unacknowledged stanzas of a session; beyond
+	// it the stream is closed with policy-violation.
+	SMQueueLimit int `env:"XMPPD_SM_QUEUE_LIMIT" envDefault:"5000"`
+	// PEPMaxItems is the most items a PEP node keeps (max_items above it
+	// is clamped; "max" means it).
+	PEPMaxItems int `env:"XMPPD_PEP_MAX_ITEMS" envDefault:"256"`
+	// PEPMaxItemBytes is the largest PEP item payload, in bytes.
+	PEPMaxItemBytes int `env:"XMPPD_PEP_MAX_ITEM_BYTES" envDefault:"65536"`
+	// DiscoveryPerDay caps the distinct phone-book numbers one account
+	// may look up in a day (SPEC.md "App API"). 0: no limit.
+	DiscoveryPerDay int `env:"XMPPD_DISCOVERY_PER_DAY" envDefault:"2048"`
+	// MUCMaxOccupants bounds the occupants of one group (SPEC.md "Group
+	// chats"); at least 1.
+	MUCMaxOccupants int `env:"XMPPD_MUC_MAX_OCCUPANTS" envDefault:"1000"`
+	// MUCRoomsPerAccount bounds the groups one account owns; at least 1.
+	MUCRoomsPerAccount int `env:"XMPPD_MUC_ROOMS_PER_ACCOUNT" envDefault:"100"`
 	// Mobile clients (SPEC.md "Mobile clients").
 
 	// ArchiveRetention is how long archived messages (XEP-0313) are
@@ -351,6 +370,7 @@ func (c *Config) normalize() error {
 		{"XMPPD_STORE_TIMEOUT", c.StoreTimeout, true},
 		{"XMPPD_UPLOAD_EXPIRY", c.UploadExpiry, false},
 		{"XMPPD_LOGIN_LINK_TTL", c.LoginLinkTTL, false},
+		{"XMPPD_SM_RESUME_TIMEOUT", c.SMResumeTimeout, true},
 		{"XMPPD_ARCHIVE_RETENTION", c.ArchiveRetention, false},
 	}
 	for _, d := range durations {
@@ -378,10 +398,25 @@ func (c *Config) normalize() error {
 		{"XMPPD_ROSTER_MAX", c.RosterMax},
 		{"XMPPD_NEW_NUMBERS_PER_SENDER_DAY", c.NewNumbersPerSenderDay},
 		{"XMPPD_OFFLINE_BYTES", c.OfflineBytes},
+		{"XMPPD_DISCOVERY_PER_DAY", c.DiscoveryPerDay},
 	}
 	for _, l := range limits {
 		if l.v < 0 {
 			return fmt.Errorf("%s: must not be negative (got %d)", l.name, l.v)
+		}
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{
+		{"XMPPD_MUC_MAX_OCCUPANTS", c.MUCMaxOccupants},
+		{"XMPPD_MUC_ROOMS_PER_ACCOUNT", c.MUCRoomsPerAccount},
+		{"XMPPD_SM_QUEUE_LIMIT", c.SMQueueLimit},
+		{"XMPPD_PEP_MAX_ITEMS", c.PEPMaxItems},
+		{"XMPPD_PEP_MAX_ITEM_BYTES", c.PEPMaxItemBytes},
+	} {
+		if l.v < 1 {
+			return fmt.Errorf("%s: must be at least 1 (got %d)", l.name, l.v)
 		}
 	}
 	for _, l := range []struct {

@@ -63,6 +63,13 @@ func TestDefaults(t *testing.T) {
 	want.UploadExpiry = 720 * time.Hour
 	want.WebClient = true
 	want.LoginLinkTTL = 24 * time.Hour
+	want.SMResumeTimeout = 5 * time.Minute
+	want.SMQueueLimit = 5000
+	want.PEPMaxItems = 256
+	want.PEPMaxItemBytes = 65536
+	want.DiscoveryPerDay = 2048
+	want.MUCMaxOccupants = 1000
+	want.MUCRoomsPerAccount = 100
 	want.ArchiveRetention = 8760 * time.Hour
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -133,6 +140,13 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_TURN_SECRET":                       "coturn secret",
 		"XMPPD_WEB_CLIENT":                        "false",
 		"XMPPD_LOGIN_LINK_TTL":                    "0",
+		"XMPPD_SM_RESUME_TIMEOUT":                 "90s",
+		"XMPPD_SM_QUEUE_LIMIT":                    "100",
+		"XMPPD_PEP_MAX_ITEMS":                     "32",
+		"XMPPD_PEP_MAX_ITEM_BYTES":                "1000",
+		"XMPPD_DISCOVERY_PER_DAY":                 "100",
+		"XMPPD_MUC_MAX_OCCUPANTS":                 "50",
+		"XMPPD_MUC_ROOMS_PER_ACCOUNT":             "2",
 		"XMPPD_ARCHIVE_RETENTION":                 "720h",
 	}
 	c, err := LoadFrom(environ)
@@ -203,6 +217,13 @@ func TestEveryVariable(t *testing.T) {
 	want.AppSMSHash = "FA+9qCX9VSu"
 	want.WebClient = false
 	want.LoginLinkTTL = 0
+	want.SMResumeTimeout = 90 * time.Second
+	want.SMQueueLimit = 100
+	want.PEPMaxItems = 32
+	want.PEPMaxItemBytes = 1000
+	want.DiscoveryPerDay = 100
+	want.MUCMaxOccupants = 50
+	want.MUCRoomsPerAccount = 2
 	want.ArchiveRetention = 720 * time.Hour
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
@@ -318,6 +339,8 @@ func TestInvalid(t *testing.T) {
 		{"auth timeout negative", map[string]string{"XMPPD_AUTH_TIMEOUT": "-30s"}, "XMPPD_AUTH_TIMEOUT: must not be negative"},
 		{"auth timeout zero", map[string]string{"XMPPD_AUTH_TIMEOUT": "0s"}, "XMPPD_AUTH_TIMEOUT: must be greater than 0"},
 		{"app api unparseable", map[string]string{"XMPPD_APP_API": "quicksy"}, `XMPPD_APP_API: invalid boolean "quicksy"`},
+		{"discovery unparseable", map[string]string{"XMPPD_DISCOVERY_PER_DAY": "2k"}, `XMPPD_DISCOVERY_PER_DAY: invalid number "2k"`},
+		{"discovery negative", map[string]string{"XMPPD_DISCOVERY_PER_DAY": "-1"}, "XMPPD_DISCOVERY_PER_DAY: must not be negative"},
 		{"app sms hash short", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VS"}, `XMPPD_APP_SMS_HASH: "FA+9qCX9VS" is not an SMS Retriever hash`},
 		{"app sms hash long", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VSuX"}, "XMPPD_APP_SMS_HASH: "},
 		{"app sms hash character", map[string]string{"XMPPD_APP_SMS_HASH": "FA+9qCX9VS-"}, "XMPPD_APP_SMS_HASH: "},
@@ -335,6 +358,12 @@ func TestInvalid(t *testing.T) {
 		{"web client unparseable", map[string]string{"XMPPD_WEB_CLIENT": "on"}, `XMPPD_WEB_CLIENT: invalid boolean "on"`},
 		{"login link ttl unparseable", map[string]string{"XMPPD_LOGIN_LINK_TTL": "1 day"}, `XMPPD_LOGIN_LINK_TTL: invalid duration "1 day"`},
 		{"login link ttl negative", map[string]string{"XMPPD_LOGIN_LINK_TTL": "-1h"}, "XMPPD_LOGIN_LINK_TTL: must not be negative"},
+		{"sm resume timeout zero", map[string]string{"XMPPD_SM_RESUME_TIMEOUT": "0"}, "XMPPD_SM_RESUME_TIMEOUT: must be greater than 0"},
+		{"sm queue limit zero", map[string]string{"XMPPD_SM_QUEUE_LIMIT": "0"}, "XMPPD_SM_QUEUE_LIMIT: must be at least 1"},
+		{"pep max items zero", map[string]string{"XMPPD_PEP_MAX_ITEMS": "0"}, "XMPPD_PEP_MAX_ITEMS: must be at least 1"},
+		{"pep item bytes unparseable", map[string]string{"XMPPD_PEP_MAX_ITEM_BYTES": "64k"}, "XMPPD_PEP_MAX_ITEM_BYTES"},
+		{"muc occupants zero", map[string]string{"XMPPD_MUC_MAX_OCCUPANTS": "0"}, "XMPPD_MUC_MAX_OCCUPANTS: must be at least 1"},
+		{"muc rooms unparseable", map[string]string{"XMPPD_MUC_ROOMS_PER_ACCOUNT": "many"}, `XMPPD_MUC_ROOMS_PER_ACCOUNT: `},
 		{"log level", map[string]string{"XMPPD_LOG_LEVEL": "loud"}, `XMPPD_LOG_LEVEL: unknown level "loud" (want debug, info, warn, error)`},
 	}
 	for _, tt := range tests {

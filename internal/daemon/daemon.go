@@ -36,16 +36,23 @@ import (
 	"dialtone/xmppd"
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/carbons"
+	"dialtone/xmppd/mod/csi"
 	"dialtone/xmppd/mod/disco"
+	"dialtone/xmppd/mod/extdisco"
 	"dialtone/xmppd/mod/mam"
+	"dialtone/xmppd/mod/muc"
 	offlinemod "dialtone/xmppd/mod/offline"
+	"dialtone/xmppd/mod/pep"
+	"dialtone/xmppd/mod/phonebook"
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
 	"dialtone/xmppd/mod/private"
 	pushmod "dialtone/xmppd/mod/push"
 	"dialtone/xmppd/mod/register"
 	rostermod "dialtone/xmppd/mod/roster"
+	"dialtone/xmppd/mod/sm"
 	xmpptime "dialtone/xmppd/mod/time"
+	uploadmod "dialtone/xmppd/mod/upload"
 	"dialtone/xmppd/mod/vcard"
 	"dialtone/xmppd/mod/version"
 	"dialtone/xmppd/router"
@@ -85,6 +92,11 @@ type Daemon struct {
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
 	Offline *offlinemod.Queue
+	// SM is stream management (XEP-0198); its Archived is for the
+	// archive to set.
+	SM *sm.Module
+	// invitations keeps group invitations of numbers without a session.
+	invitations *account.Invitations
 	// Archive is the message archive (XEP-0313); stream management asks
 	// its Archived.
 	Archive *mam.Module
@@ -146,7 +158,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		Domain: cfg.Domain,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		SASL: &auth.SASL{Parser: parser, Store: d.DB, Lockout: d.Lockout, Secret: secret, Domain: cfg.Domain, Promote: d.promotePending,
-			Tickets: d.DB},
+			Tickets: d.DB, SHA512: (&auth.SHA512Gate{Missing: d.DB.AccountsWithoutSHA512}).Open, Fast: d.DB},
 		// Shared with the web login (webOptions): failures on either
 		// side count towards one lock.
 		IPLockout: d.ipLockout,
@@ -251,6 +263,7 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 		WebClient:      d.cfg.WebClient,
 		Tickets:        d.DB,
 		Links:          d.DB,
+		Discovery:      d.DB,
 	}
 }
 
@@ -261,6 +274,8 @@ var (
 	_ private.Store  = (*storage.DB)(nil)
 	_ blocking.Store = (*storage.DB)(nil)
 )
+
+var _ phonebook.Store = (*storage.DB)(nil)
 
 // registerModules loads the feature modules on the server's router; disco
 // reads what the others registered when it is first asked.
@@ -279,8 +294,16 @@ func (d *Daemon) registerModules() error {
 	}
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
+	d.SM = &sm.Module{ResumeTimeout: d.cfg.SMResumeTimeout, QueueLimit: d.cfg.SMQueueLimit, Notice: d.Offline.Notice, Log: d.log}
+	peps := pep.New(r, d.DB, d.DB, d.log)
+	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
+	phones := phonebook.New(r, d.parser, d.DB)
+	phones.PerDay = d.cfg.DiscoveryPerDay
 	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log})
 	d.Push = pushmod.New(pushmod.Config{Store: d.DB, Log: d.log})
+	// A message the hibernating stream had fetched from the archive is
+	// left there at the timeout: only its notice goes out.
+	d.SM.Archived = d.Archive.Archived
 	return srv.Load(
 		d.register,
 		ping.New(r),
@@ -294,7 +317,13 @@ func (d *Daemon) registerModules() error {
 		d.Archive,
 		d.Push,
 		carbons.New(),
+		peps,
+		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
+		extdisco.New(r, d.TURN),
 		d.Offline,
+		d.SM,
+		csi.New(),
+		d.groups(r),
 		router.ModuleFunc(func(h *router.Hooks) error {
 			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
 				ctx, cancel := r.StoreContext(ctx)
@@ -303,8 +332,18 @@ func (d *Daemon) registerModules() error {
 			})
 			return nil
 		}),
+		phones,
 		disco.New(r, "Dialtone"),
 	)
+}
+
+// groups is the group chat service at groups.DOMAIN; invitations of
+// numbers without a session are kept and texted like messages.
+func (d *Daemon) groups(r router.Routing) *muc.Module {
+	m := muc.New(r, d.DB)
+	m.MaxOccupants, m.RoomsPerAccount = d.cfg.MUCMaxOccupants, d.cfg.MUCRoomsPerAccount
+	m.Invites, m.Log = d.invitations, d.log
+	return m
 }
 
 // forgetAll drops what each module caches of an account (account.BlockCache).
@@ -386,6 +425,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { d.sweeper.Run(bctx) })
 	wg.Go(func() { d.Notices.Run(bctx) })
+	wg.Go(func() {
+		if err := d.Notices.Minter.Run(bctx); err != nil && bctx.Err() == nil {
+			d.log.Error("passwords for new accounts: no more can be made", "err", err)
+		}
+	})
 	wg.Go(func() { d.Uploads.Run(bctx) })
 	if d.s2s != nil {
 		serve(func() error { return d.fed.Serve(d.s2s) })
@@ -505,6 +549,15 @@ func (d *Daemon) promotePending(ctx context.Context, n auth.Number, pending auth
 	return d.accounts.PromotePending(ctx, n, pending)
 }
 
+// passwordLength is the length of generated passwords for XMPPD_PASSWORD_LENGTH
+// (0: the default).
+func passwordLength(n int) int {
+	if n == 0 {
+		return sms.DefaultPasswordLength
+	}
+	return n
+}
+
 // adminHandler serves the admin socket: kicks by the server, wakes by the
 // SMS worker.
 type adminHandler struct {
@@ -530,6 +583,7 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 	d.Notices = &sms.Notices{
 		Domain:                 cfg.Domain,
 		PasswordLength:         cfg.PasswordLength,
+		Minter:                 auth.NewMinter(passwordLength(cfg.PasswordLength), 0),
 		Store:                  d.DB,
 		Parser:                 parser,
 		Voice:                  voice,
@@ -547,6 +601,7 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		StoreTimeout:                 cfg.StoreTimeout,
 	}
 	keeper.Notices = d.Notices
+	d.invitations = &account.Invitations{Domain: cfg.Domain, Store: d.DB, Notices: d.Notices, StoreTimeout: cfg.StoreTimeout}
 	d.Offline = &offlinemod.Queue{
 		Store:    d.DB,
 		Accounts: d.DB,
@@ -555,6 +610,11 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		Keep: func(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
 			k, err := keeper.Keep(ctx, account.Message{Message: m, From: s.From, Body: s.Body}, limit)
 			return offline.Kept{ID: k.ID, Warning: k.Warning}, err
+		},
+		Notify: func(ctx context.Context, s offline.Stored) error {
+			m := account.Message{Message: offline.Message{Owner: string(s.Owner), From: s.From.String()}, From: s.From, Body: s.Body}
+			_, err := keeper.Notice(ctx, m)
+			return err
 		},
 		Log: d.log,
 	}

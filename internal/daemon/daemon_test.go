@@ -98,10 +98,12 @@ func TestDaemon(t *testing.T) {
 			t.Run("vcard", func(t *testing.T) { testVCard(t, s) })
 			t.Run("private", func(t *testing.T) { testPrivate(t, s) })
 			t.Run("blocking", func(t *testing.T) { testBlocking(t, s) })
+			t.Run("pep", func(t *testing.T) { testPEP(t, s) })
 			t.Run("routing_errors", func(t *testing.T) { testRoutingErrors(t, s) })
 			t.Run("http", func(t *testing.T) { testHTTP(t, s) })
 			t.Run("websocket", func(t *testing.T) { testWebSocket(t, s) })
 			t.Run("sessions_per_account", func(t *testing.T) { testSessionsPerAccount(t, s) })
+			t.Run("sm_hibernating_is_available", func(t *testing.T) { testHibernatingAvailable(t, s) })
 			t.Run("archive", func(t *testing.T) { testArchive(t, s) })
 			t.Run("shutdown_restart", func(t *testing.T) { testShutdownRestart(t, s) })
 			t.Logf("%s: all in %v", b.name, time.Since(start).Round(time.Millisecond))
@@ -829,6 +831,15 @@ func (d discoInfo) has(f string) bool {
 	return false
 }
 
+func (d discoInfo) hasIdentity(category, typ string) bool {
+	for _, id := range d.Identities {
+		if id.Category == category && id.Type == typ {
+			return true
+		}
+	}
+	return false
+}
+
 // ver computes the XEP-0115 §5.1 verification string, independently of
 // the server's own code.
 func (d discoInfo) ver() string {
@@ -925,7 +936,7 @@ func testDiscoCaps(t *testing.T, s *daemonUnderTest) {
 	// an account, answered by the server on its behalf
 	for _, to := range []string{bob.bare(), alice.bare()} {
 		d = discoOf(t, c, to, "")
-		if len(d.Identities) != 1 || d.Identities[0].Category != "account" || d.Identities[0].Type != "registered" {
+		if !d.hasIdentity("account", "registered") || !d.hasIdentity("pubsub", "pep") || len(d.Identities) != 2 {
 			t.Errorf("%s: identities %+v", to, d.Identities)
 		}
 		for _, f := range []string{nsDiscoInf, nsPing, nsVCard} {
@@ -936,7 +947,7 @@ func testDiscoCaps(t *testing.T, s *daemonUnderTest) {
 	}
 	// a number without account answers like one with (SPEC.md: whether a
 	// number has an account is not visible to other users)
-	if d := discoOf(t, c, s.newNumber()+"@"+domain, ""); len(d.Identities) != 1 || d.Identities[0].Category != "account" {
+	if d := discoOf(t, c, s.newNumber()+"@"+domain, ""); len(d.Identities) != 2 || !d.hasIdentity("account", "registered") {
 		t.Errorf("a number without account: identities %+v", d.Identities)
 	}
 }
@@ -1446,14 +1457,7 @@ func testSessionsPerAccount(t *testing.T, s *daemonUnderTest) {
 		s.login(t, u, fmt.Sprintf("r%d", i))
 	}
 	c := xmpptest.Dial(t, s.c2s())
-	c.Open(domain)
-	c.StartTLS()
-	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
-	if cond := c.Auth(sasl.ScramSha256, u.num, u.pass); cond != "" {
-		t.Fatal(cond)
-	}
-	c.Open(domain)
-	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	c.Authenticate(u.num, u.pass)
 	c.Send(`<iq type='set' id='b11'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r10</resource></bind></iq>`)
 	e := c.Expect("the bind answer", func(e xmpptest.Elem) bool { return e.Attr("id") == "b11" })
 	wantError(t, e, "wait", "resource-constraint")

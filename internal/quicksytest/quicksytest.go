@@ -62,6 +62,11 @@ type App struct {
 	UserAgent string
 	// Language is Locale.getDefault().getLanguage().
 	Language string
+
+	// tied are the roster contacts a phone-book sync tied to numbers
+	// (Contact.setPhoneContact), by number: what the next sync's status
+	// quo is computed over.
+	tied map[string][]string
 }
 
 // New returns a fresh installation of the app for the server of domain

@@ -240,14 +240,20 @@ func (c *Client) StartTLS() {
 // "" for success, else the failure condition.
 func (c *Client) Auth(mech sasl.Mechanism, user, pass string) string {
 	c.T.Helper()
-	neg := sasl.NewClient(mech, sasl.Credentials(func() ([]byte, []byte, []byte) {
+	return c.AuthWith(sasl.NewClient(mech, sasl.Credentials(func() ([]byte, []byte, []byte) {
 		return []byte(user), []byte(pass), nil
-	}))
+	})), mech.Name)
+}
+
+// AuthWith runs SASL with the client neg of mechanism mech (for options
+// such as sasl.TLSState) and reports the outcome as Auth does.
+func (c *Client) AuthWith(neg *sasl.Negotiator, mech string) string {
+	c.T.Helper()
 	_, resp, err := neg.Step(nil)
 	if err != nil {
 		c.T.Fatal(err)
 	}
-	c.Send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='` + mech.Name + `'>` + b64(resp) + `</auth>`)
+	c.Send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='` + mech + `'>` + b64(resp) + `</auth>`)
 	for i := 0; i < 5; i++ {
 		e := c.Next()
 		data, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(e.Inner))
@@ -259,7 +265,7 @@ func (c *Client) Auth(mech sasl.Mechanism, user, pass string) string {
 			}
 			c.Send(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>` + b64(resp) + `</response>`)
 		case "success":
-			if strings.HasPrefix(mech.Name, "SCRAM") {
+			if strings.HasPrefix(mech, "SCRAM") {
 				if _, _, err := neg.Step(data); err != nil {
 					c.T.Fatalf("server signature: %v", err)
 				}
@@ -295,6 +301,13 @@ func (c *Client) Bind(res string) string {
 	c.T.Helper()
 	c.Open(c.Domain)
 	c.Expect("features", func(e Elem) bool { return e.XMLName.Local == "features" })
+	return c.BindResource(res)
+}
+
+// BindResource binds res with no stream restart (after SASL2, XEP-0388,
+// whose features the caller read); it returns the bound full JID.
+func (c *Client) BindResource(res string) string {
+	c.T.Helper()
 	req := `<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>`
 	if res != "" {
 		req = `<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>` + res + `</resource></bind>`
@@ -325,13 +338,29 @@ func Login(t testing.TB, addr, user, pass, res string) *Client {
 // SCRAM-SHA-256 and binding res.
 func (c *Client) Login(user, pass, res string) {
 	c.T.Helper()
+	c.secureAuth(user, pass)
+	c.Bind(res)
+}
+
+// secureAuth opens the stream, secures it and authenticates.
+func (c *Client) secureAuth(user, pass string) {
+	c.T.Helper()
 	c.Open(c.Domain)
 	c.StartTLS()
 	c.Expect("features", func(e Elem) bool { return e.XMLName.Local == "features" })
 	if cond := c.Auth(sasl.ScramSha256, user, pass); cond != "" {
 		c.T.Fatalf("login %s: %s", user, cond)
 	}
-	c.Bind(res)
+}
+
+// Authenticate runs the negotiation on a new connection (Dial) up to
+// binding: STARTTLS, SCRAM-SHA-256, the restart; it returns the features
+// offered then (bind, XEP-0198 resumption).
+func (c *Client) Authenticate(user, pass string) Elem {
+	c.T.Helper()
+	c.secureAuth(user, pass)
+	c.Open(c.Domain)
+	return c.Expect("features", func(e Elem) bool { return e.XMLName.Local == "features" })
 }
 
 // Available sends initial presence and waits until the server has taken it

@@ -51,6 +51,11 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 	tests = append(tests, pinTests...)
 	tests = append(tests, uploadTests...)
 	tests = append(tests, loginLinkTests...)
+	tests = append(tests, pepTests...)
+	tests = append(tests, discoveryTests...)
+	tests = append(tests, sha512Tests...)
+	tests = append(tests, fastTests...)
+	tests = append(tests, groupTests...)
 	tests = append(tests, archiveTests...)
 	tests = append(tests, pushTests...)
 	for _, tc := range tests {

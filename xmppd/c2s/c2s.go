@@ -88,14 +88,21 @@ type conn struct {
 	// STARTTLS; secure says whether the HTTP request came over TLS.
 	websocket bool
 
-	rate       *stream.Rate // what the client may send; nil: no limit
-	secure     bool
+	rate   *stream.Rate // what the client may send; nil: no limit
+	secure bool
+	// binding is the channel binding data of a TLS connection this
+	// server terminated (zero over a proxy's TLS): what SCRAM-*-PLUS binds to.
+	binding    auth.ChannelBinding
+	userAgent  string // SASL2 <user-agent id=…/>, once authenticated
+	inSASL2    bool   // a XEP-0388 exchange is running
 	number     auth.Number
 	generation int64
 	authed     bool
-	lang       string
-	slot       *stream.PendingSlot // its place among the unauthenticated connections
-	sess       *session            // from authentication on
+	// guessed: the last SASL failure judged credentials (saslFailure).
+	guessed bool
+	lang    string
+	slot    *stream.PendingSlot // its place among the unauthenticated connections
+	sess    *session            // from authentication on
 }
 
 // track adds c to the connections Shutdown interrupts; false when the
@@ -141,21 +148,21 @@ func (s *Service) Serve(nc net.Conn, direct bool, slot *stream.PendingSlot) {
 		// nothing, or half a ClientHello, must not outlive the deadline.
 		nc.SetDeadline(c.wr.Deadline())
 		if direct {
-			if _, err := t.Handshake(s.tlsConfig(), false, c.wr.Deadline()); err != nil {
+			if err := c.handshake(); err != nil {
 				s.cfg.Log.Debug("direct TLS handshake failed", "ip", c.ip, "err", err)
 				return err
 			}
-			c.secure = true
 		}
 		return nil
 	})
 }
 
 // ServeTransport runs a client stream over t (WebSocket, RFC 7395) until it
-// ends; secure says whether the HTTP request came over TLS. False, and t
-// closed, when the service is shutting down.
-func (s *Service) ServeTransport(t stream.Transport, ip string, secure bool, slot *stream.PendingSlot) bool {
-	c := &conn{svc: s, ip: ip, websocket: true, secure: secure, slot: slot}
+// ends; secure says whether the HTTP request came over TLS, binding is the
+// channel binding of that TLS when this server terminated it (zero behind
+// a proxy). False, and t closed, when the service is shutting down.
+func (s *Service) ServeTransport(t stream.Transport, ip string, secure bool, binding auth.ChannelBinding, slot *stream.PendingSlot) bool {
+	c := &conn{svc: s, ip: ip, websocket: true, secure: secure, binding: binding, slot: slot}
 	c.st = stream.NewConn(t, s.cfg.Stream)
 	if !s.track(c) {
 		slot.Release()
@@ -184,8 +191,24 @@ func (s *Service) Shutdown() {
 // Wait waits for every connection to end, or for ctx.
 func (s *Service) Wait(ctx context.Context) error { return stream.Wait(ctx, &s.wg) }
 
-func (s *Service) tlsConfig() *tls.Config {
+// tlsConfig is the server's TLS configuration for one connection; leaf
+// receives the DER certificate presented to the client, for
+// tls-server-end-point.
+func (s *Service) tlsConfig(leaf *[]byte) *tls.Config {
 	cfg := s.cfg.TLS.Clone()
+	switch {
+	case cfg.GetCertificate != nil:
+		get := cfg.GetCertificate
+		cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			cert, err := get(hello)
+			if err == nil && cert != nil && len(cert.Certificate) > 0 {
+				*leaf = cert.Certificate[0]
+			}
+			return cert, err
+		}
+	case len(cfg.Certificates) == 1 && len(cfg.Certificates[0].Certificate) > 0:
+		*leaf = cfg.Certificates[0].Certificate[0]
+	}
 	if cfg.MinVersion < tls.VersionTLS12 {
 		cfg.MinVersion = tls.VersionTLS12
 	}
@@ -230,7 +253,13 @@ func (c *conn) run(start func() error) {
 		} else if !errors.Is(err, io.EOF) {
 			s.cfg.Log.Debug("connection closed during negotiation", "ip", c.ip, "err", err)
 		}
-		if c.sess != nil {
+		switch {
+		case c.sess != nil && c.sess.rs.Kept():
+			// A session resumed as the stream failed: its module decides.
+			if !s.cfg.Router.StreamEnded(c.sess.rs, c.sess, true) {
+				s.cfg.Router.Closed(c.sess.rs)
+			}
+		case c.sess != nil:
 			s.cfg.Router.Closed(c.sess.rs) // authenticated, never bound
 		}
 		return
@@ -289,11 +318,21 @@ func (c *conn) features() []byte {
 	case !c.secure && !c.websocket:
 		b.StartNS("starttls", stream.NSTLS).Element("required", "", "").End()
 	case !c.authed:
+		mechs := c.svc.cfg.SASL.Offer(c.authConn())
 		b.StartNS("mechanisms", stream.NSSASL)
-		for _, m := range c.svc.cfg.SASL.Mechanisms(c.secure) {
+		for _, m := range mechs {
 			b.Element("mechanism", "", m)
 		}
 		b.End()
+		if types := c.binding.Types(); len(types) > 0 {
+			// XEP-0440: which binding -PLUS may use here.
+			b.StartNS("sasl-channel-binding", nsChannelBinding)
+			for _, t := range types {
+				b.Start("channel-binding", "type", t).End()
+			}
+			b.End()
+		}
+		c.sasl2Feature(b, mechs)
 		b.Raw(hooks.Features(router.PreAuth, c.info()))
 	default:
 		b.Element("bind", nsBind, "")
@@ -307,9 +346,28 @@ func (c *conn) features() []byte {
 func (c *conn) info() router.ConnInfo {
 	ci := router.ConnInfo{Secure: c.secure, WebSocket: c.websocket}
 	if c.sess != nil {
-		ci.Session = c.sess.rs
+		ci.Session, ci.Stream = c.sess.rs, c.sess
 	}
 	return ci
+}
+
+// maxRefusedSASL bounds the SASL failures per connection that judged no
+// credentials (a mechanism or channel binding the client cannot do, a
+// malformed message), on top of SASLAttempts.
+const maxRefusedSASL = 10
+
+// failed counts a failed SASL exchange: as a guess (failures) when it
+// judged credentials, else as refused; too many of either end the stream.
+func (c *conn) failed(failures, refused *int) error {
+	if c.guessed {
+		*failures++
+	} else {
+		*refused++
+	}
+	if *failures >= c.svc.cfg.SASLAttempts || *refused >= maxRefusedSASL {
+		return stream.NewError("not-authorized", "too many failed authentication attempts")
+	}
+	return nil
 }
 
 // negotiate runs STARTTLS, SASL and resource binding, and returns the bound
@@ -319,7 +377,7 @@ func (c *conn) negotiate() (*session, error) {
 		return nil, err
 	}
 	hooks := c.svc.cfg.Router.Hooks()
-	failures := 0
+	failures, refused := 0, 0
 	for {
 		el, err := c.wr.ReadElement()
 		if err != nil {
@@ -335,6 +393,19 @@ func (c *conn) negotiate() (*session, error) {
 			if err := c.restart(); err != nil {
 				return nil, err
 			}
+		case ns == nsSASL2 && name == "authenticate":
+			if err := c.mayAuthenticate(); err != nil {
+				return nil, err
+			}
+			sess, ok, err := c.authenticate2(el)
+			if err != nil || sess != nil {
+				return sess, err
+			}
+			if !ok {
+				if err := c.failed(&failures, &refused); err != nil {
+					return nil, err
+				}
+			}
 		case ns == stream.NSSASL && name == "auth":
 			if !c.secure && !c.websocket {
 				c.st.Write(wire.NewBuilder(nil).StartNS("failure", stream.NSSASL).Element("encryption-required", "", "").Bytes())
@@ -348,9 +419,8 @@ func (c *conn) negotiate() (*session, error) {
 				return nil, err
 			}
 			if !ok {
-				failures++
-				if failures >= c.svc.cfg.SASLAttempts {
-					return nil, stream.NewError("not-authorized", "too many failed authentication attempts")
+				if err := c.failed(&failures, &refused); err != nil {
+					return nil, err
 				}
 				continue
 			}
@@ -366,14 +436,23 @@ func (c *conn) negotiate() (*session, error) {
 				return sess, err
 			}
 		case c.authed && hooks.Nonza(router.PostAuth, ns) != nil:
-			reply, err := hooks.Nonza(router.PostAuth, ns)(c.sess.rs.Context(), c.info(), el)
+			var resumed *router.Session
+			info := c.info()
+			info.Resume = func(s *router.Session) { resumed = s }
+			reply, err := hooks.Nonza(router.PostAuth, ns)(c.sess.rs.Context(), info, el)
 			if err != nil {
 				return nil, err
 			}
 			if len(reply) > 0 {
 				if err := c.st.Write(reply); err != nil {
+					if resumed != nil {
+						c.adopt(resumed) // its end is the module's: it was kept
+					}
 					return nil, err
 				}
+			}
+			if resumed != nil {
+				return c.adopt(resumed), nil
 			}
 		case !c.authed && ns == router.NSClient && name == "iq" && isRegister(el):
 			// XEP-0077 in-band registration: accounts are proven by SMS.
@@ -421,11 +500,25 @@ func (c *conn) startTLS() error {
 	}
 	// Nothing else writes during the negotiation: the handshake needs no
 	// lock, and Interrupt cuts it short.
-	if _, err := c.tcp.Handshake(c.svc.tlsConfig(), false, c.wr.Deadline()); err != nil {
+	return c.handshake()
+}
+
+// handshake secures the TCP connection as a server and keeps its channel
+// binding data.
+func (c *conn) handshake() error {
+	var leaf []byte
+	tc, err := c.tcp.Handshake(c.svc.tlsConfig(&leaf), false, c.wr.Deadline())
+	if err != nil {
 		return err
 	}
 	c.secure = true
+	c.binding = auth.BindingOf(tc.ConnectionState(), leaf)
 	return nil
+}
+
+// authConn is what SASL needs to know of the connection.
+func (c *conn) authConn() auth.Conn {
+	return auth.Conn{TLS: c.secure, Binding: c.binding, SASL2: c.inSASL2}
 }
 
 // bindOrSession handles an iq after authentication and before binding:
@@ -478,6 +571,16 @@ func (c *conn) bindOrSession(el wire.Element) (*session, error) {
 		return nil, err
 	}
 	return sess, nil
+}
+
+// adopt makes the stream carry s, a kept session resumed on it, instead
+// of the session it authenticated, which ends unbound.
+func (c *conn) adopt(s *router.Session) *session {
+	prev := c.sess.rs
+	c.sess.rs = s
+	c.sess.carried.Store(s)
+	c.svc.cfg.Router.Closed(prev)
+	return c.sess
 }
 
 // confirmGeneration refuses a session that authenticated with a password

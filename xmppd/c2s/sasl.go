@@ -10,25 +10,61 @@ import (
 	"dialtone/xmppd/wire"
 )
 
+// exchange is one authentication in progress: a SASL mechanism of package
+// auth (SCRAM, PLAIN) or a FAST token.
+type exchange interface {
+	Next(ctx context.Context, response []byte) (challenge []byte, done bool, err error)
+	Number() auth.Number
+	Generation() int64
+}
+
+// profile frames an exchange on the wire: RFC 6120's SASL or XEP-0388's.
+type profile struct {
+	ns        string
+	challenge func(data []byte) []byte
+	failure   func(cond, text string) []byte
+}
+
+var sasl1 = profile{
+	ns:        stream.NSSASL,
+	challenge: func(data []byte) []byte { return stream.SASLElement("challenge", data) },
+	failure:   stream.SASLFailure,
+}
+
 // authenticate runs one SASL exchange; false means it failed (the failure
 // was sent and the client may try again).
 func (c *conn) authenticate(el wire.Element) (bool, error) {
-	s := c.svc
 	mech, _ := wire.Attr(el.Start, "", "mechanism")
+	resp, err := stream.SASLData(el.Inner, true)
+	if err != nil {
+		return false, c.saslFailure(sasl1, errEncoding)
+	}
+	data, ok, err := c.runSASL(sasl1, mech, nil, resp)
+	if !ok || err != nil {
+		return ok, err
+	}
+	return true, c.st.Write(stream.SASLElement("success", data))
+}
+
+// runSASL runs the exchange of mech (or ex, when not nil) from the
+// client's first message resp to its end, in profile p; on success the
+// connection is authenticated and data is the additional data for the
+// success the caller sends.
+func (c *conn) runSASL(p profile, mech string, ex exchange, resp []byte) (data []byte, ok bool, err error) {
+	s := c.svc
 	ctx, cancel := context.WithDeadline(context.Background(), c.wr.Deadline())
 	defer cancel()
 	ipKey := auth.Number("ip:" + c.ip)
 	if s.cfg.IPLockout.Locked(ipKey) > 0 {
 		s.m.LoginFailures.Inc()
-		return false, c.saslFailure(&auth.Failure{Condition: "temporary-auth-failure", Text: "too many failed logins from your address; try again later"})
+		return nil, false, c.saslFailure(p, &auth.Failure{Condition: "temporary-auth-failure", Text: "too many failed logins from your address; try again later"})
 	}
-	ex, err := s.cfg.SASL.Start(mech, c.secure)
-	if err != nil {
-		return false, c.saslFailure(err)
-	}
-	resp, err := stream.SASLData(el.Inner, true)
-	if err != nil {
-		return false, c.saslFailure(&auth.Failure{Condition: "incorrect-encoding"})
+	if ex == nil {
+		sx, err := s.cfg.SASL.Begin(mech, c.authConn())
+		if err != nil {
+			return nil, false, c.saslFailure(p, err)
+		}
+		ex = sx
 	}
 	for {
 		sctx, scancel := s.cfg.Router.StoreContext(ctx)
@@ -39,50 +75,56 @@ func (c *conn) authenticate(el wire.Element) (bool, error) {
 			if errors.As(err, &f) && f.Condition == "not-authorized" {
 				s.cfg.IPLockout.Fail(ipKey)
 			}
-			return false, c.saslFailure(err)
+			return nil, false, c.saslFailure(p, err)
 		}
 		if done {
-			c.number = ex.Number()
-			c.generation = ex.Generation()
-			c.authed = true
-			if err := c.newSessionOf(c.number); err != nil {
-				return false, err
-			}
-			s.m.Logins.Inc()
-			sctx, scancel := s.cfg.Router.StoreContext(ctx)
-			if err := s.cfg.Accounts.RecordLogin(sctx, c.number, time.Now()); err != nil {
-				s.cfg.Log.Error("recording login failed", "number", c.number, "err", err)
-			}
-			scancel()
-			s.cfg.Log.Info("login", "jid", string(c.number)+"@"+s.cfg.Domain.String(), "ip", c.ip)
-			return true, c.st.Write(stream.SASLElement("success", challenge))
+			return challenge, true, c.authenticated(ctx, ex)
 		}
-		if err := c.st.Write(stream.SASLElement("challenge", challenge)); err != nil {
-			return false, err
+		if err := c.st.Write(p.challenge(challenge)); err != nil {
+			return nil, false, err
 		}
 		next, err := c.wr.ReadElement()
 		if err != nil {
-			return false, err
+			return nil, false, err
 		}
-		if next.Name.Space != stream.NSSASL {
-			return false, stream.NewError("policy-violation", "expected a SASL response")
+		if next.Name.Space != p.ns {
+			return nil, false, stream.NewError("policy-violation", "expected a SASL response")
 		}
 		switch next.Start.Name.Local {
 		case "response":
 			if resp, err = stream.SASLData(next.Inner, false); err != nil {
-				return false, c.saslFailure(&auth.Failure{Condition: "incorrect-encoding"})
+				return nil, false, c.saslFailure(p, &auth.Failure{Condition: "incorrect-encoding"})
 			}
 		case "abort":
-			return false, c.saslFailure(&auth.Failure{Condition: "aborted"})
+			return nil, false, c.saslFailure(p, &auth.Failure{Condition: "aborted"})
 		default:
-			return false, stream.NewError("policy-violation", "expected a SASL response")
+			return nil, false, stream.NewError("policy-violation", "expected a SASL response")
 		}
 	}
 }
 
-// saslFailure sends <failure/> for err; it returns an error only when the
-// connection cannot go on.
-func (c *conn) saslFailure(err error) error {
+// authenticated makes the connection the account's after ex succeeded.
+func (c *conn) authenticated(ctx context.Context, ex exchange) error {
+	s := c.svc
+	c.number = ex.Number()
+	c.generation = ex.Generation()
+	c.authed = true
+	if err := c.newSessionOf(c.number); err != nil {
+		return err
+	}
+	s.m.Logins.Inc()
+	sctx, scancel := s.cfg.Router.StoreContext(ctx)
+	if err := s.cfg.Accounts.RecordLogin(sctx, c.number, time.Now()); err != nil {
+		s.cfg.Log.Error("recording login failed", "number", c.number, "err", err)
+	}
+	scancel()
+	s.cfg.Log.Info("login", "jid", string(c.number)+"@"+s.cfg.Domain.String(), "ip", c.ip)
+	return nil
+}
+
+// saslFailure sends the failure of err in profile p; it returns an error
+// only when the connection cannot go on.
+func (c *conn) saslFailure(p profile, err error) error {
 	cond, text := "not-authorized", ""
 	var f *auth.Failure
 	if errors.As(err, &f) {
@@ -94,5 +136,16 @@ func (c *conn) saslFailure(err error) error {
 	if cond != "aborted" && cond != "invalid-mechanism" {
 		c.svc.m.LoginFailures.Inc()
 	}
-	return c.st.Write(stream.SASLFailure(cond, text))
+	// Only a failure that judged credentials counts toward SASLAttempts:
+	// one of a mechanism or channel binding the client cannot do (slixmpp
+	// asks for SCRAM-*-PLUS with tls-unique, which TLS 1.3 lacks, then
+	// falls back) tried no password.
+	c.guessed = cond == "not-authorized" || cond == "temporary-auth-failure"
+	return c.st.Write(p.failure(cond, text))
 }
+
+// Failures of requests that never reached a mechanism.
+var (
+	errMalformed = &auth.Failure{Condition: auth.ConditionMalformedRequest, Text: "malformed authentication request"}
+	errEncoding  = &auth.Failure{Condition: "incorrect-encoding"}
+)

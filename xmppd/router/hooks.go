@@ -180,7 +180,25 @@ type ConnInfo struct {
 	WebSocket bool
 	// Session is the authenticated session (nil before authentication).
 	Session *Session
+	// Stream is the stream's own Sink, under any wrapper of Session's
+	// (nil before authentication).
+	Stream Sink
+	// Resume, in PostAuth, makes the stream carry s, a kept session
+	// (Session.Keep) of the same account, instead of Session, which is
+	// dropped: once the nonza's reply is written, the stream serves s
+	// as bound (XEP-0198 resumption). The caller has made the stream
+	// s's Sink underneath its wrappers (Stream).
+	Resume func(s *Session)
 }
+
+// StreamEndHandler decides what becomes of a kept session (Session.Keep)
+// whose stream ended. stream is the Sink of the stream that ended;
+// dropped says it ended without the client closing it or the server
+// ending it with an error (the network went away, the client went
+// silent). True means the module keeps the session (it waits for a new
+// stream, or another stream carries it already): the stream's end is not
+// the session's end, and the module ends it later with Router.Closed.
+type StreamEndHandler func(ctx context.Context, s *Session, stream Sink, dropped bool) bool
 
 // NonzaHandler handles a top-level element that is no stanza (XEP-0198
 // <enable/>, XEP-0352 <active/>). reply, if any, is written to the stream;
@@ -208,6 +226,8 @@ type Hooks struct {
 	sessions [numSessionEvents][]sessionHook
 	features [numPhases][]func(ConnInfo) []byte
 	nonzas   [numPhases]map[string]NonzaHandler
+	ended    StreamEndHandler
+	inlines  [numInlines][]inlineEntry
 	seq      int
 
 	hosts      map[string]Scope
@@ -393,6 +413,16 @@ func (h *Hooks) Nonza(phase Phase, ns string) NonzaHandler {
 	return h.nonzas[phase][ns]
 }
 
+// OnStreamEnd sets the handler of the end of kept sessions' streams (see
+// StreamEndHandler); one module may set it.
+func (h *Hooks) OnStreamEnd(fn StreamEndHandler) {
+	if h.ended != nil {
+		h.errs = append(h.errs, errors.New("router: two handlers of the end of streams"))
+		return
+	}
+	h.ended = fn
+}
+
 // AddHost makes the router serve a component host (upload.DOMAIN,
 // groups.DOMAIN): stanzas to it or to an address at it stay here, iqs go
 // to the handlers registered in the Scope returned, messages and presence
@@ -490,4 +520,80 @@ func (h *Hooks) sort() {
 			return a.seq - b.seq
 		})
 	}
+}
+
+// Inline is a login request that carries elements for other features
+// inline, so that one round trip authenticates, binds and sets the
+// session up (XEP-0388 <authenticate/>, XEP-0386 <bind/>).
+type Inline uint8
+
+// Where inline elements go.
+const (
+	// InlineAuth: children of the authentication request, handled once
+	// the client authenticated, before any binding (XEP-0198 <resume/>).
+	// A handler that took the stream over (resumed an older session)
+	// returns ErrNoBind with its reply, and no resource is bound.
+	InlineAuth Inline = iota
+	// InlineBind: children of the bind request, handled once the
+	// resource is bound and before the client is told (carbons
+	// <enable/>, XEP-0198 <enable/>).
+	InlineBind
+	numInlines
+)
+
+// ErrNoBind is returned by an InlineAuth handler that took the stream
+// over, so that no resource is bound for the request.
+var ErrNoBind = errors.New("router: the stream was taken over; bind nothing")
+
+type inlineEntry struct {
+	advert xml.Name
+	fn     NonzaHandler
+}
+
+// HandleInline registers fn for the inline children of namespace
+// advert.Space of where; advert is how the feature is announced (for
+// InlineAuth an empty element of that name inside the offer's <inline/>;
+// for InlineBind, <feature var=advert.Space/>). fn gets the child as a
+// nonza handler does and its reply goes into the success (InlineAuth) or
+// the bound result (InlineBind); an error other than ErrNoBind ends the
+// stream. Two handlers of one namespace in one place are an error.
+func (h *Hooks) HandleInline(where Inline, advert xml.Name, fn NonzaHandler) {
+	if where >= numInlines {
+		h.errs = append(h.errs, fmt.Errorf("router: no inline place %d", where))
+		return
+	}
+	for _, e := range h.inlines[where] {
+		if e.advert.Space == advert.Space {
+			h.errs = append(h.errs, fmt.Errorf("router: two inline handlers of %s", advert.Space))
+			return
+		}
+	}
+	h.inlines[where] = append(h.inlines[where], inlineEntry{advert, fn})
+}
+
+// InlineHandler returns the handler of inline children of namespace ns
+// in where, or nil.
+func (h *Hooks) InlineHandler(where Inline, ns string) NonzaHandler {
+	if where >= numInlines {
+		return nil
+	}
+	for _, e := range h.inlines[where] {
+		if e.advert.Space == ns {
+			return e.fn
+		}
+	}
+	return nil
+}
+
+// InlineAdverts returns how the inline features of where are announced,
+// in registration order.
+func (h *Hooks) InlineAdverts(where Inline) []xml.Name {
+	if where >= numInlines {
+		return nil
+	}
+	out := make([]xml.Name, 0, len(h.inlines[where]))
+	for _, e := range h.inlines[where] {
+		out = append(out, e.advert)
+	}
+	return out
 }

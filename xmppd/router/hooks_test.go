@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"dialtone/auth"
 	"dialtone/xmppd/router"
+	"dialtone/xmppd/wire"
 )
 
 const domain = "example.net"
@@ -465,5 +467,58 @@ func TestGo(t *testing.T) {
 	}
 	if r.Go(func(context.Context) {}) {
 		t.Fatal("a goroutine started after Close")
+	}
+}
+
+// An AppError goes back with its defined condition, its text and its
+// application condition after them (RFC 6120 §8.3.3.4), wrapped or not.
+func TestAppError(t *testing.T) {
+	name := xml.Name{Space: "urn:x", Local: "q"}
+	mod := router.ModuleFunc(func(h *router.Hooks) error {
+		h.HandleIQ(router.ScopeServer, router.IQGet|router.IQSet, name, func(ctx context.Context, iq *router.Stanza) ([]byte, error) {
+			e := router.NewAppError(stanza.Modify, stanza.NotAcceptable, "urn:x:errors", "too-big")
+			if iq.Type == "set" {
+				return nil, fmt.Errorf("wrapped: %w", e)
+			}
+			return nil, e
+		})
+		return nil
+	})
+	r := newRouter(t, mod)
+	a, as := bind(t, r, full(alice, "a"))
+	for _, typ := range []string{"get", "set"} {
+		send(r, a, &router.Stanza{Kind: router.KindIQ, Type: typ, ID: "e", To: jid.MustParse(domain), Payload: name})
+		want := `<error type="modify"><not-acceptable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/><too-big xmlns="urn:x:errors"/></error>`
+		if got := as.take(); len(got) != 1 || !strings.Contains(got[0], `type="error"`) || !strings.Contains(got[0], want) {
+			t.Fatalf("%s: %q, want %s", typ, got, want)
+		}
+	}
+}
+
+// TestHandleInline: inline handlers are found by namespace in their
+// place, announced in registration order, and one namespace twice in one
+// place is refused.
+func TestHandleInline(t *testing.T) {
+	h := router.NewHooks()
+	called := ""
+	fn := func(ns string) router.NonzaHandler {
+		return func(context.Context, router.ConnInfo, wire.Element) ([]byte, error) { called = ns; return nil, nil }
+	}
+	h.HandleInline(router.InlineBind, xml.Name{Space: "urn:a"}, fn("a"))
+	h.HandleInline(router.InlineBind, xml.Name{Space: "urn:b"}, fn("b"))
+	h.HandleInline(router.InlineAuth, xml.Name{Space: "urn:a", Local: "x"}, fn("auth-a"))
+	if err := h.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.InlineAdverts(router.InlineBind); len(got) != 2 || got[0].Space != "urn:a" || got[1].Space != "urn:b" {
+		t.Fatalf("adverts %v", got)
+	}
+	h.InlineHandler(router.InlineAuth, "urn:a")(context.Background(), router.ConnInfo{}, wire.Element{})
+	if called != "auth-a" || h.InlineHandler(router.InlineAuth, "urn:b") != nil {
+		t.Fatalf("lookup: called %q", called)
+	}
+	h.HandleInline(router.InlineBind, xml.Name{Space: "urn:a"}, fn("again"))
+	if h.Err() == nil {
+		t.Fatal("a namespace registered twice in one place was accepted")
 	}
 }

@@ -261,7 +261,29 @@ func (s *Stanza) ErrorReply(e stanza.Error) *Stanza {
 }
 
 // AppendError appends the <error/> element for e.
-func AppendError(buf []byte, e stanza.Error) []byte {
+func AppendError(buf []byte, e stanza.Error) []byte { return appendError(buf, e, nil) }
+
+// AppError is a stanza error with an application-specific condition (RFC
+// 6120 §8.3.3.4, e.g. XEP-0060's <precondition-not-met/>): App is that
+// element's raw XML, written after the defined condition. IQ handlers and
+// stanza hooks return it as they return a stanza.Error.
+type AppError struct {
+	Err stanza.Error
+	App []byte
+}
+
+// NewAppError makes a stanza error with the application condition
+// <local xmlns=ns/>.
+func NewAppError(typ stanza.ErrorType, cond stanza.Condition, ns, local string) AppError {
+	return AppError{Err: NewError(typ, cond, ""), App: wire.NewBuilder(nil).Element(local, ns, "").Bytes()}
+}
+
+func (e AppError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the stanza error without its application condition.
+func (e AppError) Unwrap() error { return e.Err }
+
+func appendError(buf []byte, e stanza.Error, app []byte) []byte {
 	if e.Type == "" {
 		e.Type = stanza.Cancel
 	}
@@ -277,6 +299,7 @@ func AppendError(buf []byte, e stanza.Error) []byte {
 	for lang, text := range e.Text {
 		b.StartNS("text", NSStanzas, "xml:lang", lang).Text(text).End()
 	}
+	b.Raw(app)
 	return b.End().Bytes()
 }
 

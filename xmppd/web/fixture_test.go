@@ -178,6 +178,33 @@ type fixture struct {
 	names   map[string]string // display names set
 	kicked  []auth.Number     // accounts whose sessions ChangePassword closed
 	nameErr error
+
+	discovery *fakeDiscovery
+}
+
+// fakeDiscovery keeps the contact discovery opt-outs.
+type fakeDiscovery struct {
+	mu     sync.Mutex
+	hidden map[auth.Number]bool
+	sets   int
+	err    error
+}
+
+func (d *fakeDiscovery) Hidden(_ context.Context, n auth.Number) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.hidden[n], d.err
+}
+
+func (d *fakeDiscovery) SetHidden(_ context.Context, n auth.Number, hidden bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err != nil {
+		return d.err
+	}
+	d.sets++
+	d.hidden[n] = hidden
+	return nil
 }
 
 const (
@@ -206,10 +233,11 @@ func newFixtureWith(t *testing.T, tlsServer bool, edit func(*Options)) *fixture 
 		t.Fatal(err)
 	}
 	f := &fixture{
-		store:  newFakeStore(),
-		clock:  &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
-		parser: parser,
-		names:  map[string]string{},
+		store:     newFakeStore(),
+		clock:     &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
+		parser:    parser,
+		names:     map[string]string{},
+		discovery: &fakeDiscovery{hidden: map[auth.Number]bool{}},
 	}
 	f.passwords = &fakePasswords{parser: parser, store: f.store, sms: map[auth.Number]string{}}
 	f.lockout = auth.NewLockout(testLockFailed)
@@ -246,7 +274,8 @@ func newFixtureWith(t *testing.T, tlsServer bool, edit func(*Options)) *fixture 
 			Ports:       []ClientPort{{Port: 5222}, {Port: 5223, DirectTLS: true}},
 			Fingerprint: testFingerprt,
 		},
-		Now: f.clock.Now,
+		Now:       f.clock.Now,
+		Discovery: f.discovery,
 	}
 	if edit != nil {
 		edit(&opts)

@@ -127,6 +127,7 @@ func (s *site) register(mux *http.ServeMux) {
 	handle("GET /account", s.account)
 	handle("POST /account/name", s.setName)
 	handle("POST /account/password", s.changePassword)
+	handle("POST /account/discovery", s.setDiscovery)
 	handle("POST /logout", s.logout)
 	s.registerChat(mux)
 	s.registerLinks(mux)
@@ -197,6 +198,12 @@ type accountView struct {
 	NameNotice     string
 	PasswordError  string
 	PasswordNotice string
+
+	// CanHide shows the contact discovery switch; Hidden is its state
+	// when HiddenKnown (it could be read).
+	CanHide, Hidden, HiddenKnown bool
+	DiscoveryError               string
+	DiscoveryNotice              string
 }
 
 func (s *site) render(w http.ResponseWriter, code int, name string, p *page) {
@@ -447,6 +454,17 @@ func (s *site) accountPage(ctx context.Context, w http.ResponseWriter, r *http.R
 			v.Name = name
 		}
 	}
+	if s.opts.Discovery != nil {
+		v.CanHide = true
+		ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		hidden, err := s.opts.Discovery.Hidden(ctx, n)
+		cancel()
+		if err != nil {
+			s.opts.Log.Error("account page: reading the contact discovery setting", "number", n, "err", err)
+		} else {
+			v.Hidden, v.HiddenKnown = hidden, true
+		}
+	}
 	if s.opts.Offline != nil {
 		v.CountShown = true
 		ctx, cancel := context.WithTimeout(ctx, storeTimeout)
@@ -476,6 +494,8 @@ func (s *site) account(w http.ResponseWriter, r *http.Request) {
 		p.Account.NameNotice = "Your display name is saved."
 	case "password":
 		p.Account.PasswordNotice = "Your password is changed. Log your XMPP apps in again with the new one."
+	case "discovery":
+		p.Account.DiscoveryNotice = "Saved."
 	}
 	s.render(w, http.StatusOK, "account", p)
 }
@@ -522,6 +542,37 @@ func (s *site) setName(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/account?done=name", http.StatusSeeOther)
+}
+
+// setDiscovery is the contact discovery switch: findable=no opts the
+// account out, findable=yes back in.
+func (s *site) setDiscovery(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.accountPost(w, r, s.opts.Discovery != nil)
+	if !ok {
+		return
+	}
+	fail := func(code int, msg string) {
+		p := s.accountPage(r.Context(), w, r, sess.number)
+		p.Account.DiscoveryError = msg
+		s.render(w, code, "account", p)
+	}
+	var hidden bool
+	switch r.PostFormValue("findable") {
+	case "yes":
+	case "no":
+		hidden = true
+	default:
+		fail(http.StatusBadRequest, "Choose whether your contacts may find you.")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
+	defer cancel()
+	if err := s.opts.Discovery.SetHidden(ctx, sess.number, hidden); err != nil {
+		s.opts.Log.Error("account page: setting contact discovery", "number", sess.number, "err", err)
+		fail(http.StatusServiceUnavailable, msgUnavailable)
+		return
+	}
+	http.Redirect(w, r, "/account?done=discovery", http.StatusSeeOther)
 }
 
 func (s *site) changePassword(w http.ResponseWriter, r *http.Request) {

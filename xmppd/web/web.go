@@ -162,6 +162,18 @@ type Options struct {
 	// Links are the one-tap login links of password SMS, opened at
 	// GET /l/TOKEN; nil: none are served.
 	Links LinkStore
+	// Discovery is the account's opt-out of contact discovery (SPEC.md
+	// "App API"), a switch on the account page; nil hides it.
+	Discovery DiscoverySetting
+}
+
+// DiscoverySetting reads and sets whether an account opted out of
+// contact discovery. Implemented by package storage.
+type DiscoverySetting interface {
+	// Hidden reports whether n opted out.
+	Hidden(ctx context.Context, n auth.Number) (bool, error)
+	// SetHidden opts n out (true) or back in.
+	SetHidden(ctx context.Context, n auth.Number, hidden bool) error
 }
 
 // New returns the handler for XMPPD_HTTP_ADDR: the home page and account

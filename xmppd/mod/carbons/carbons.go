@@ -55,7 +55,20 @@ func (m *Module) Register(h *router.Hooks) error {
 	h.Hook(router.PreRoute, router.Messages, 0, m.sent)
 	h.Hook(router.Delivered, router.Messages, 0, m.received)
 	h.OnSession(router.Closed, 0, func(_ context.Context, s *router.Session) { m.set(s, false) })
+	// Bind2 (XEP-0386 §6): <enable/> inside the bind request turns
+	// carbons on for the new session before the client learns its JID.
+	h.HandleInline(router.InlineBind, xml.Name{Space: NS}, m.inlineEnable)
 	return nil
+}
+
+// inlineEnable enables carbons for a session that asked inline in its
+// Bind2 request, and answers <enabled/> in <bound/>.
+func (m *Module) inlineEnable(_ context.Context, c router.ConnInfo, el wire.Element) ([]byte, error) {
+	if c.Session == nil || el.Name.Local != "enable" {
+		return nil, nil
+	}
+	m.set(c.Session, true)
+	return wire.NewBuilder(nil).Element("enabled", NS, "").Bytes(), nil
 }
 
 // set turns carbons on or off for s and keeps the count.

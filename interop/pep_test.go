@@ -1,0 +1,38 @@
+package interop
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// Two slixmpp clients exchange an avatar (XEP-0084) and a nick
+// (XEP-0172) through PEP: notifications by caps interest, the avatar's
+// data fetched by id, items read with xep_0060, and item-not-found for
+// a node that does not exist.
+func TestSlixmppPEP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
+	requirePlugin(t, "xep_0084")
+	dir := t.TempDir()
+	bins := build(t, dir, "xmppd", "xmppctl")
+	s := startServer(t, bins["xmppd"], dir)
+	const a, b = "+821012345678", "+821098765432"
+	aPass := strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", a, "--print"))
+	bPass := strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", b, "--print"))
+	var res struct {
+		OK          bool     `json:"ok"`
+		Error       string   `json:"error"`
+		Steps       []string `json:"steps"`
+		Nick        string   `json:"nick"`
+		NickItems   []string `json:"nick_items"`
+		MissingNode string   `json:"missing_node"`
+	}
+	runScript(t, "slixmpp_pep.py", &res, "--port", s.c2s, "--a", a+"@localhost", "--a-password", aPass,
+		"--b", b+"@localhost", "--b-password", bPass)
+	if !res.OK || res.Nick != "Alice" || !slices.Equal(res.NickItems, []string{"Alice"}) || res.MissingNode != "item-not-found" {
+		t.Fatalf("PEP between slixmpp clients: %+v", res)
+	}
+	s.stop(t)
+}

@@ -1,0 +1,157 @@
+package muc_test
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"dialtone/internal/xmpptest"
+)
+
+func TestHistoryAndArchive(t *testing.T) {
+	e := start(t, newMemStore(), nil)
+	alice, _ := setup(t, e, nil)
+	for _, b := range []string{"one", "two", "three"} {
+		groupchat(alice, b)
+		expectBody(t, alice, room+"/alice", b)
+	}
+	// History on joining: the last two, stamped.
+	bob := e.login(2, "phone")
+	bob.Send(`<presence to='` + room + `/bob'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='2'/></x></presence>`)
+	var got []string
+	for {
+		x := bob.Next()
+		if strings.Contains(x.Inner, "<subject") {
+			break
+		}
+		if x.XMLName.Local == "message" {
+			if !strings.Contains(x.Inner, "urn:xmpp:delay") {
+				t.Fatalf("history without delay: %v", x)
+			}
+			got = append(got, regexp.MustCompile(`<body>(\w+)</body>`).FindStringSubmatch(x.Inner)[1])
+		}
+	}
+	if strings.Join(got, ",") != "two,three" {
+		t.Fatalf("history: %v", got)
+	}
+
+	// The archive: every message, the stanza-ids as archive ids, paged.
+	bob.Send(`<iq type='set' id='q1' to='` + room + `'><query xmlns='urn:xmpp:mam:2' queryid='x'><set xmlns='http://jabber.org/protocol/rsm'><max>2</max></set></query></iq>`)
+	var ids []string
+	for {
+		x := bob.Next()
+		if x.XMLName.Local == "iq" && x.Attr("id") == "q1" {
+			if x.Attr("type") != "result" || strings.Contains(x.Inner, `complete="true"`) {
+				t.Fatalf("fin of the first page: %v", x)
+			}
+			break
+		}
+		if x.XMLName.Local == "message" && strings.Contains(x.Inner, "urn:xmpp:mam:2") {
+			if !strings.Contains(x.Inner, `queryid="x"`) || !strings.Contains(x.Inner, `from="`+room+`/alice"`) {
+				t.Fatalf("result: %v", x)
+			}
+			ids = append(ids, regexp.MustCompile(` id="([^"]+)"`).FindStringSubmatch(x.Inner)[1])
+		}
+	}
+	if len(ids) != 2 {
+		t.Fatalf("first page: %v", ids)
+	}
+	fin := iq(bob, "q2", "set", room, `<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><after>`+ids[1]+`</after></set></query>`)
+	if !strings.Contains(fin.Inner, `complete="true"`) {
+		t.Fatalf("last page: %v", fin)
+	}
+	if r := iq(bob, "q3", "set", room, `<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><after>nope</after></set></query>`); !strings.Contains(r.Inner, "item-not-found") {
+		t.Fatalf("unknown id: %v", r)
+	}
+}
+
+func TestSelfPingPrivateDestroy(t *testing.T) {
+	e := start(t, newMemStore(), nil)
+	alice, cs := setup(t, e, nil, 2)
+	bob := cs[0]
+	if r := iq(bob, "p1", "get", room+"/"+nickOf(2), `<ping xmlns='urn:xmpp:ping'/>`); r.Attr("type") != "result" {
+		t.Fatalf("self-ping while joined: %v", r)
+	}
+	carol := e.login(3, "phone")
+	if r := iq(carol, "p2", "get", room+"/carol", `<ping xmlns='urn:xmpp:ping'/>`); !strings.Contains(r.Inner, "not-acceptable") {
+		t.Fatalf("self-ping of a non-occupant: %v", r)
+	}
+
+	bob.Send(`<message to='` + room + `/alice' type='chat'><body>psst</body></message>`)
+	pm := expectBody(t, alice, room+"/"+nickOf(2), "psst")
+	if pm.Attr("type") != "chat" || !strings.Contains(pm.Inner, "muc#user") {
+		t.Fatalf("private message: %v", pm)
+	}
+	carol.Send(`<message to='` + room + `/alice' type='chat'><body>hi</body></message>`)
+	expectError(t, carol, "message", "not-acceptable")
+
+	// vCard: owners set it, anyone reads it.
+	if r := iq(bob, "v1", "set", room, `<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>AAAA</BINVAL></PHOTO></vCard>`); r.Attr("type") != "error" {
+		t.Fatalf("vcard by a participant: %v", r)
+	}
+	if r := iq(alice, "v2", "set", room, `<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>AAAA</BINVAL></PHOTO></vCard>`); r.Attr("type") != "result" {
+		t.Fatalf("vcard by the owner: %v", r)
+	}
+	if r := iq(carol, "v3", "get", room, `<vCard xmlns='vcard-temp'/>`); !strings.Contains(r.Inner, "AAAA") {
+		t.Fatalf("vcard: %v", r)
+	}
+
+	if r := iq(bob, "d0", "set", room, `<query xmlns='http://jabber.org/protocol/muc#owner'><destroy/></query>`); !strings.Contains(r.Inner, "forbidden") {
+		t.Fatalf("destroy by a participant: %v", r)
+	}
+	if r := iq(alice, "d1", "set", room, `<query xmlns='http://jabber.org/protocol/muc#owner'><destroy jid='new@groups.localhost'><reason>moved</reason></destroy></query>`); r.Attr("type") != "result" {
+		t.Fatalf("destroy: %v", r)
+	}
+	d := bob.Expect("destroyed", func(x xmpptest.Elem) bool {
+		return isPresenceFrom(room+"/"+nickOf(2))(x) && x.Attr("type") == "unavailable"
+	})
+	if !strings.Contains(d.Inner, `<destroy jid="new@groups.localhost"><reason>moved</reason>`) {
+		t.Fatalf("destroy presence: %v", d)
+	}
+	if r := iq(carol, "i", "get", room, `<query xmlns='http://jabber.org/protocol/disco#info'/>`); !strings.Contains(r.Inner, "item-not-found") {
+		t.Fatalf("destroyed room still there: %v", r)
+	}
+}
+
+func TestDiscoAndMediatedInvitation(t *testing.T) {
+	e := start(t, newMemStore(), nil)
+	alice, _ := setup(t, e, map[string]string{"roomname": "Team", "publicroom": "1"})
+	bob := e.login(2, "phone")
+	items := iq(bob, "it", "get", "groups.localhost", `<query xmlns='http://jabber.org/protocol/disco#items'/>`)
+	if !strings.Contains(items.Inner, `jid="`+room+`"`) {
+		t.Fatalf("rooms: %v", items)
+	}
+	info := iq(bob, "in", "get", "groups.localhost", `<query xmlns='http://jabber.org/protocol/disco#info'/>`)
+	if !strings.Contains(info.Inner, `category="conference"`) || !strings.Contains(info.Inner, `http://jabber.org/protocol/muc"`) {
+		t.Fatalf("service info: %v", info)
+	}
+	alice.Send(`<message to='` + room + `'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='` + number(2) + `@localhost'><reason>join us</reason></invite></x></message>`)
+	inv := bob.Expect("invitation", func(x xmpptest.Elem) bool { return x.XMLName.Local == "message" && x.Attr("from") == room })
+	if !strings.Contains(inv.Inner, `<invite from="`+number(1)+`@localhost"><reason>join us</reason>`) {
+		t.Fatalf("invitation: %v", inv)
+	}
+	alice.Send(`<message to='` + room + `'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='not-a-number@localhost'/></x></message>`)
+	expectError(t, alice, "message", "item-not-found")
+}
+
+// A message the store could not take is archived when it can again.
+func TestArchiveRetried(t *testing.T) {
+	store := newMemStore()
+	e := start(t, store, nil)
+	alice, _ := setup(t, e, nil)
+	store.mu.Lock()
+	store.failArchive = 1
+	store.mu.Unlock()
+	groupchat(alice, "late")
+	expectBody(t, alice, room+"/alice", "late")
+	alice.Send(`<iq type='set' id='q' to='` + room + `'><query xmlns='urn:xmpp:mam:2'/></iq>`)
+	r := alice.Expect("archived", func(x xmpptest.Elem) bool { return strings.Contains(x.Inner, "urn:xmpp:mam:2") })
+	if !strings.Contains(r.Inner, "<body>late</body>") {
+		t.Fatalf("archive: %v", r)
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if store.failArchive != 0 || len(store.archive) != 1 {
+		t.Fatalf("the store was not tried again: %d failures left, %d archived", store.failArchive, len(store.archive))
+	}
+}
