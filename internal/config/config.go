@@ -236,6 +236,11 @@ type Config struct {
 	MUCMaxOccupants int `env:"XMPPD_MUC_MAX_OCCUPANTS" envDefault:"1000"`
 	// MUCRoomsPerAccount bounds the groups one account owns; at least 1.
 	MUCRoomsPerAccount int `env:"XMPPD_MUC_ROOMS_PER_ACCOUNT" envDefault:"100"`
+	// Mobile clients (SPEC.md "Mobile clients").
+
+	// ArchiveRetention is how long archived messages (XEP-0313) are
+	// kept; 0: kept until the account goes.
+	ArchiveRetention time.Duration `env:"XMPPD_ARCHIVE_RETENTION" envDefault:"8760h"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -366,6 +371,7 @@ func (c *Config) normalize() error {
 		{"XMPPD_UPLOAD_EXPIRY", c.UploadExpiry, false},
 		{"XMPPD_LOGIN_LINK_TTL", c.LoginLinkTTL, false},
 		{"XMPPD_SM_RESUME_TIMEOUT", c.SMResumeTimeout, true},
+		{"XMPPD_ARCHIVE_RETENTION", c.ArchiveRetention, false},
 	}
 	for _, d := range durations {
 		if d.v < 0 {

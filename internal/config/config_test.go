@@ -70,6 +70,7 @@ func TestDefaults(t *testing.T) {
 	want.DiscoveryPerDay = 2048
 	want.MUCMaxOccupants = 1000
 	want.MUCRoomsPerAccount = 100
+	want.ArchiveRetention = 8760 * time.Hour
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -146,6 +147,7 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_DISCOVERY_PER_DAY":                 "100",
 		"XMPPD_MUC_MAX_OCCUPANTS":                 "50",
 		"XMPPD_MUC_ROOMS_PER_ACCOUNT":             "2",
+		"XMPPD_ARCHIVE_RETENTION":                 "720h",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -222,6 +224,7 @@ func TestEveryVariable(t *testing.T) {
 	want.DiscoveryPerDay = 100
 	want.MUCMaxOccupants = 50
 	want.MUCRoomsPerAccount = 2
+	want.ArchiveRetention = 720 * time.Hour
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -348,6 +351,7 @@ func TestInvalid(t *testing.T) {
 		{"upload quota negative", map[string]string{"XMPPD_UPLOAD_QUOTA": "-1"}, "XMPPD_UPLOAD_QUOTA: must not be negative"},
 		{"upload expiry unparseable", map[string]string{"XMPPD_UPLOAD_EXPIRY": "30d"}, "XMPPD_UPLOAD_EXPIRY: invalid duration"},
 		{"upload expiry negative", map[string]string{"XMPPD_UPLOAD_EXPIRY": "-1h"}, "XMPPD_UPLOAD_EXPIRY: must not be negative"},
+		{"archive retention negative", map[string]string{"XMPPD_ARCHIVE_RETENTION": "-1h"}, "XMPPD_ARCHIVE_RETENTION: must not be negative"},
 		{"turn uri scheme", map[string]string{"XMPPD_TURN_URIS": "stun:a.test,http://a.test"}, `XMPPD_TURN_URIS: "http://a.test": unknown scheme`},
 		{"turn uri transport", map[string]string{"XMPPD_TURN_URIS": "turn:a.test?transport=sctp", "XMPPD_TURN_SECRET": "s"}, "XMPPD_TURN_URIS: "},
 		{"turn without secret", map[string]string{"XMPPD_TURN_URIS": "stun:a.test,turns:a.test"}, "XMPPD_TURN_SECRET: must be set when XMPPD_TURN_URIS has a TURN server (turns:a.test:5349?transport=tcp)"},

@@ -39,6 +39,7 @@ import (
 	"dialtone/xmppd/mod/csi"
 	"dialtone/xmppd/mod/disco"
 	"dialtone/xmppd/mod/extdisco"
+	"dialtone/xmppd/mod/mam"
 	"dialtone/xmppd/mod/muc"
 	offlinemod "dialtone/xmppd/mod/offline"
 	"dialtone/xmppd/mod/pep"
@@ -46,6 +47,7 @@ import (
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
 	"dialtone/xmppd/mod/private"
+	pushmod "dialtone/xmppd/mod/push"
 	"dialtone/xmppd/mod/register"
 	rostermod "dialtone/xmppd/mod/roster"
 	"dialtone/xmppd/mod/sm"
@@ -95,6 +97,12 @@ type Daemon struct {
 	SM *sm.Module
 	// invitations keeps group invitations of numbers without a session.
 	invitations *account.Invitations
+	// Archive is the message archive (XEP-0313); stream management asks
+	// its Archived.
+	Archive *mam.Module
+	// Push announces messages to the app servers of accounts without an
+	// active session (XEP-0357).
+	Push *pushmod.Module
 	// Uploads is HTTP File Upload (XEP-0363): RequestSlot for the slot
 	// request, the PUT and GET on the HTTP listener.
 	Uploads *upload.Service
@@ -178,7 +186,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		return nil, fmt.Errorf("modules: %w", err)
 	}
 	// Recycling a number resets the roster and block list the modules keep.
-	d.accounts.Roster, d.accounts.Blocks = d.roster, d.blocking
+	d.accounts.Roster, d.accounts.Blocks = d.roster, forgetAll{d.blocking, d.Archive, d.Push}
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
 	if err := d.federate(reg); err != nil {
@@ -291,6 +299,11 @@ func (d *Daemon) registerModules() error {
 	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
 	phones := phonebook.New(r, d.parser, d.DB)
 	phones.PerDay = d.cfg.DiscoveryPerDay
+	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log})
+	d.Push = pushmod.New(pushmod.Config{Store: d.DB, Log: d.log})
+	// A message the hibernating stream had fetched from the archive is
+	// left there at the timeout: only its notice goes out.
+	d.SM.Archived = d.Archive.Archived
 	return srv.Load(
 		d.register,
 		ping.New(r),
@@ -301,6 +314,8 @@ func (d *Daemon) registerModules() error {
 		d.blocking,
 		d.roster,
 		presences,
+		d.Archive,
+		d.Push,
 		carbons.New(),
 		peps,
 		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
@@ -329,6 +344,16 @@ func (d *Daemon) groups(r router.Routing) *muc.Module {
 	m.MaxOccupants, m.RoomsPerAccount = d.cfg.MUCMaxOccupants, d.cfg.MUCRoomsPerAccount
 	m.Invites, m.Log = d.invitations, d.log
 	return m
+}
+
+// forgetAll drops what each module caches of an account (account.BlockCache).
+type forgetAll []interface{ Forget(jid.JID) }
+
+// Forget implements account.BlockCache.
+func (f forgetAll) Forget(bare jid.JID) {
+	for _, c := range f {
+		c.Forget(bare)
+	}
 }
 
 func listen(name, addr string) (net.Listener, error) {

@@ -104,6 +104,7 @@ func TestDaemon(t *testing.T) {
 			t.Run("websocket", func(t *testing.T) { testWebSocket(t, s) })
 			t.Run("sessions_per_account", func(t *testing.T) { testSessionsPerAccount(t, s) })
 			t.Run("sm_hibernating_is_available", func(t *testing.T) { testHibernatingAvailable(t, s) })
+			t.Run("archive", func(t *testing.T) { testArchive(t, s) })
 			t.Run("shutdown_restart", func(t *testing.T) { testShutdownRestart(t, s) })
 			t.Logf("%s: all in %v", b.name, time.Since(start).Round(time.Millisecond))
 		})

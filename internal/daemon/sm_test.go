@@ -31,6 +31,7 @@ func TestStreamManagementTimeout(t *testing.T) {
 			t.Run("queued_while_hibernating", func(t *testing.T) { testSMTimeout(t, s, rcv, true) })
 			t.Run("archived_notice_only", func(t *testing.T) { testNoticeOnly(t, s, rcv) })
 			t.Run("offline_handover_not_doubled", func(t *testing.T) { testHandoverNotDoubled(t, s) })
+			t.Run("mam_queried_left_to_archive", func(t *testing.T) { testArchivedAtTimeout(t, s, rcv) })
 		})
 	}
 }
@@ -192,4 +193,41 @@ func testHandoverNotDoubled(t *testing.T, s *daemonUnderTest) {
 		t.Fatalf("delivered %+v", msgs)
 	}
 	waitFor(t, "the delivered message to be removed", func() bool { return stored(t, s, bob.num) == 0 })
+}
+
+// A stream that queried the archive (XEP-0313) and then dropped leaves an
+// unacknowledged, archived message in the archive at the timeout: it is
+// not stored offline (the client will page the archive), and the notice
+// rules run exactly once, as for any offline receiver.
+func testArchivedAtTimeout(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
+	alice, bob := s.newUser(t), s.activeUser(t)
+	a := s.login(t, alice, "x")
+	b, _ := smLogin(t, s, bob, "phone")
+	r, _ := iq(b, "set", "", `<query xmlns='urn:xmpp:mam:2' queryid='q1'/>`)
+	mustResult(t, r)
+	send(t, a, bob.bare(), "from the archive")
+	b.Expect("the message", func(e xmpptest.Elem) bool {
+		return e.XMLName.Local == "message" && strings.Contains(e.Inner, "from the archive")
+	})
+	b.Conn.Close() // never acknowledged
+	m := rcv.Wait(t, bob.num, 1, noticeTimeout)
+	if want := `New message from ` + alice.num + ` on localhost: "from the archive".`; m.Text != want {
+		t.Errorf("notice %q, want %q", m.Text, want)
+	}
+	if n := stored(t, s, bob.num); n != 0 {
+		t.Fatalf("%d stored offline, want none: the archive has it", n)
+	}
+	nb := s.login(t, bob, "again")
+	// iq would skip the results: they come before its answer.
+	nb.Send(`<iq type='set' id='mam2'><query xmlns='urn:xmpp:mam:2' queryid='q2'/></iq>`)
+	found := nb.Expect("the archived message", func(e xmpptest.Elem) bool {
+		return e.XMLName.Local == "message" && strings.Contains(e.Inner, "from the archive")
+	})
+	if !strings.Contains(found.Inner, "urn:xmpp:mam:2") {
+		t.Errorf("not a MAM result: %v", found)
+	}
+	times, err := s.d.DB.QueuedTimes(context.Background(), bob.num, sms.PurposeNotice, time.Time{})
+	if err != nil || len(times) != 1 {
+		t.Fatalf("%d notices queued (%v), want 1", len(times), err)
+	}
 }
