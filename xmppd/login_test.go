@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"mellium.im/sasl"
@@ -22,6 +23,7 @@ import (
 	"dialtone/storage"
 	"dialtone/xmppd"
 	"dialtone/xmppd/mod/carbons"
+	"dialtone/xmppd/mod/sm"
 	"dialtone/xmppd/router"
 )
 
@@ -295,5 +297,39 @@ func TestFAST(t *testing.T) {
 	c.SecureFeatures()
 	if cond := c.Auth(sasl.ScramSha256, alice, pass); cond != "temporary-auth-failure" {
 		t.Fatalf("after five wrong tokens: %q; want the lockout", cond)
+	}
+}
+
+// Bind2 with an inline XEP-0198 <enable/>: the stream is managed from its
+// first stanza, the <enabled/> comes inside <bound/>, and acks work.
+func TestBind2InlineStreamManagement(t *testing.T) {
+	ts := startServerWith(t, []router.Module{&sm.Module{ResumeTimeout: time.Minute}})
+	pass := ts.account(t, alice)
+	c := xmpptest.DialTLS(t, ts.directAddr)
+	c.Open(c.Domain)
+	f := xmpptest.ParseFeatures(c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" }))
+	if b := f.SASL2.Inline.Bind; b == nil || !slices.ContainsFunc(b.Features, func(x struct {
+		Var string `xml:"var,attr"`
+	}) bool {
+		return x.Var == sm.NS
+	}) {
+		t.Fatalf("Bind2 inline features %+v", f.SASL2.Inline.Bind)
+	}
+	cl := &scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", User: alice, Password: pass, BindingType: "tls-exporter", BindingData: c.Exporter()}
+	r := c.Authenticate2(xmpptest.SASL2Request{Mechanism: cl.Mechanism, Initial: cl.First(), Step: cl.Final,
+		UserAgent: "0b9e8f4c-5a7d-4f7e-9a52-3c0f5d1e2a11", Bind: true, Tag: "Phone",
+		BindInline: `<enable xmlns='urn:xmpp:sm:3' resume='true'/>`})
+	if r.Failure != "" {
+		t.Fatalf("login: %s", r.Failure)
+	}
+	if !strings.Contains(r.Success.Inner, "bound") || !strings.Contains(r.Success.Inner, `<enabled xmlns="urn:xmpp:sm:3"`) ||
+		!strings.Contains(r.Success.Inner, `resume="true"`) {
+		t.Fatalf("success without <bound><enabled resume/>: %s", r.Success.Inner)
+	}
+	c.Send(`<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	c.Send(`<r xmlns='urn:xmpp:sm:3'/>`)
+	a := c.Expect("an ack", func(e xmpptest.Elem) bool { return e.XMLName.Local == "a" })
+	if a.Attr("h") != "1" {
+		t.Fatalf("ack %v, want h=1 after one stanza", a)
 	}
 }

@@ -198,6 +198,9 @@ func (m *Module) Register(h *router.Hooks) error {
 	})
 	h.HandleNonza(router.PostAuth, NS, m.beforeBind)
 	h.HandleNonza(router.SessionBound, NS, m.bound)
+	// Bind2 (XEP-0386) may carry the <enable/> a client would send after
+	// binding (XEP-0198 §"Inline"): the same, its <enabled/> in <bound/>.
+	h.HandleInline(router.InlineBind, xml.Name{Space: NS, Local: "enable"}, m.bound)
 	h.OnStreamEnd(m.streamEnded)
 	h.OnSession(router.Closed, -100, m.closed)
 	h.Go(m.sweep)
