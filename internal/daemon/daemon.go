@@ -34,6 +34,7 @@ import (
 	"dialtone/turn"
 	"dialtone/upload"
 	"dialtone/xmppd"
+	"dialtone/xmppd/mod/avatar"
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/carbons"
 	"dialtone/xmppd/mod/disco"
@@ -283,6 +284,10 @@ func (d *Daemon) registerModules() error {
 	presences.Blocked = d.blocking.Blocked
 	peps := pep.New(r, d.DB, d.DB, d.log)
 	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
+	vcards := vcard.New(r, d.DB)
+	avatars := avatar.New(r, vcards, peps, d.DB, d.log)
+	peps.Observe(avatars)
+	vcards.Observe(avatars.VCardSet)
 	phones := phonebook.New(r, d.parser, d.DB)
 	phones.PerDay = d.cfg.DiscoveryPerDay
 	return srv.Load(
@@ -290,13 +295,14 @@ func (d *Daemon) registerModules() error {
 		ping.New(r),
 		version.New(Version),
 		xmpptime.New(),
-		vcard.New(r, d.DB),
+		vcards,
 		private.New(r, d.DB),
 		d.blocking,
 		d.roster,
 		presences,
 		carbons.New(),
 		peps,
+		avatars,
 		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
 		extdisco.New(r, d.TURN),
 		d.Offline,

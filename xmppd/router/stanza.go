@@ -123,6 +123,12 @@ func (s *Stanza) setTo(j jid.JID) {
 	s.raw = nil
 }
 
+// SetInner replaces the raw children, for a hook that adds or replaces a
+// child before the stanza goes on (the rest of the stanza is not
+// re-encoded). inner must not share memory with the old Inner, which
+// clones may still hold.
+func (s *Stanza) SetInner(inner []byte) { s.Inner, s.raw = inner, nil }
+
 // Clone returns a copy that may be changed; Inner and Attrs are shared.
 func (s *Stanza) Clone() *Stanza {
 	c := *s

@@ -82,7 +82,21 @@ type Module struct {
 	// presence-based delivery (XEP-0163) is what clients rely on.
 	subMu sync.Mutex
 	subs  map[string]map[string][]jid.JID
+
+	observers []Observer
 }
+
+// Observer is told of what an account changed in its own PEP service,
+// after it is stored and notified (the conversions of XEP-0398 and
+// XEP-0402 are observers). What the server publishes itself (Publish,
+// Retract) is not told.
+type Observer interface {
+	Published(ctx context.Context, owner jid.JID, node string, it pubsub.Item)
+	Retracted(ctx context.Context, owner jid.JID, node, id string)
+}
+
+// Observe adds an observer. Call it before Register.
+func (m *Module) Observe(o Observer) { m.observers = append(m.observers, o) }
 
 // New returns the PEP module.
 func New(r router.Routing, store pubsub.Store, rosters Rosters, log *slog.Logger) *Module {
@@ -407,29 +421,82 @@ func (m *Module) publish(ctx context.Context, iq *router.Stanza, owner jid.JID, 
 	if it.ID == "" {
 		it.ID = newID()
 	}
-	sctx, cancel := m.r.StoreContext(ctx)
-	defer cancel()
-	cfg, err := m.store.PEPNode(sctx, owner.Localpart(), req.node)
-	switch {
-	case err == nil:
-		if pubsub.Preconditions(cfg, req.fields, m.maxItems()) != nil {
-			return nil, errPrecondition
-		}
-	case errors.Is(err, pubsub.ErrNotFound):
-		if cfg, err = pubsub.Apply(pubsub.Default(), req.fields, m.maxItems()); err != nil {
-			return nil, errPrecondition
-		}
-	default:
-		return nil, storeErr(err, "publish")
+	if err := m.put(ctx, owner, req.node, req.fields, it, true); err != nil {
+		return nil, err
 	}
-	cfg, _, err = m.store.PublishPEPItem(sctx, owner.Localpart(), req.node, cfg, it)
-	if err != nil {
-		return nil, storeErr(err, "publish")
+	for _, o := range m.observers {
+		o.Published(ctx, owner, req.node, it)
 	}
-	m.notify(ctx, owner, req.node, cfg, itemsEvent(req.node, it))
 	b := wire.NewBuilder(nil)
 	b.StartNS("pubsub", NS).Start("publish", "node", req.node).Start("item", "id", it.ID).End()
 	return b.End().Bytes(), nil
+}
+
+// put stores it on owner's node, creating the node with fields applied
+// to the default configuration, checks fields as preconditions on an
+// existing node when check is set, and notifies.
+func (m *Module) put(ctx context.Context, owner jid.JID, node string, fields map[string]string, it pubsub.Item, check bool) error {
+	sctx, cancel := m.r.StoreContext(ctx)
+	defer cancel()
+	cfg, err := m.store.PEPNode(sctx, owner.Localpart(), node)
+	switch {
+	case err == nil:
+		if check && pubsub.Preconditions(cfg, fields, m.maxItems()) != nil {
+			return errPrecondition
+		}
+	case errors.Is(err, pubsub.ErrNotFound):
+		if cfg, err = pubsub.Apply(pubsub.Default(), fields, m.maxItems()); err != nil {
+			return errPrecondition
+		}
+	default:
+		return storeErr(err, "publish")
+	}
+	cfg, _, err = m.store.PublishPEPItem(sctx, owner.Localpart(), node, cfg, it)
+	if err != nil {
+		return storeErr(err, "publish")
+	}
+	m.notify(ctx, owner, node, cfg, itemsEvent(node, it))
+	return nil
+}
+
+// Publish publishes it on owner's node for the server itself (a
+// conversion between protocols): an existing node keeps its
+// configuration, a new one gets fields applied to the default one; the
+// node's readers are notified, the observers are not. The item is held
+// to XMPPD_PEP_MAX_ITEM_BYTES like a client's.
+func (m *Module) Publish(ctx context.Context, owner jid.JID, node string, fields map[string]string, it pubsub.Item) error {
+	if len(it.Payload) > m.maxItemBytes() {
+		return fmt.Errorf("pep: item of %d bytes for %s on %s: %w", len(it.Payload), node, owner, payload.ErrTooLarge)
+	}
+	return m.put(ctx, owner, node, fields, it, false)
+}
+
+// Retract removes an item of owner's node for the server itself, with
+// a notification when the node asks for them; the observers are not
+// told. An item or node that is not there is no error.
+func (m *Module) Retract(ctx context.Context, owner jid.JID, node, id string) error {
+	sctx, cancel := m.r.StoreContext(ctx)
+	defer cancel()
+	cfg, err := m.store.PEPNode(sctx, owner.Localpart(), node)
+	if err == nil {
+		err = m.store.RetractPEPItem(sctx, owner.Localpart(), node, id)
+	}
+	switch {
+	case errors.Is(err, pubsub.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("pep: retract %s of %s on %s: %w", id, node, owner, err)
+	}
+	if cfg.NotifyRetract {
+		m.notify(ctx, owner, node, cfg, retractEvent(node, id))
+	}
+	return nil
+}
+
+func retractEvent(node, id string) []byte {
+	b := wire.NewBuilder(nil)
+	b.StartNS("event", NSEvent).Start("items", "node", node).Start("retract", "id", id).End()
+	return b.End().Bytes()
 }
 
 // itemsEvent is the <event/> of a published item.
@@ -460,9 +527,10 @@ func (m *Module) retract(ctx context.Context, iq *router.Stanza, owner jid.JID, 
 		return nil, storeErr(err, "retract")
 	}
 	if n, _ := payload.Attr(req.attrs, "notify"); (n == "1" || n == "true") && cfg.NotifyRetract {
-		b := wire.NewBuilder(nil)
-		b.StartNS("event", NSEvent).Start("items", "node", req.node).Start("retract", "id", id).End()
-		m.notify(ctx, owner, req.node, cfg, b.End().Bytes())
+		m.notify(ctx, owner, req.node, cfg, retractEvent(req.node, id))
+	}
+	for _, o := range m.observers {
+		o.Retracted(ctx, owner, req.node, id)
 	}
 	return nil, nil
 }
