@@ -36,6 +36,7 @@ import (
 	"dialtone/xmppd"
 	"dialtone/xmppd/mod/avatar"
 	"dialtone/xmppd/mod/blocking"
+	"dialtone/xmppd/mod/bookmarks"
 	"dialtone/xmppd/mod/carbons"
 	"dialtone/xmppd/mod/disco"
 	"dialtone/xmppd/mod/extdisco"
@@ -288,6 +289,10 @@ func (d *Daemon) registerModules() error {
 	avatars := avatar.New(r, vcards, peps, d.DB, d.log)
 	peps.Observe(avatars)
 	vcards.Observe(avatars.VCardSet)
+	privates := private.New(r, d.DB)
+	marks := bookmarks.New(r, peps, d.DB, d.log)
+	peps.Observe(marks)
+	privates.Observe(marks.PrivateSet)
 	phones := phonebook.New(r, d.parser, d.DB)
 	phones.PerDay = d.cfg.DiscoveryPerDay
 	return srv.Load(
@@ -296,13 +301,14 @@ func (d *Daemon) registerModules() error {
 		version.New(Version),
 		xmpptime.New(),
 		vcards,
-		private.New(r, d.DB),
+		privates,
 		d.blocking,
 		d.roster,
 		presences,
 		carbons.New(),
 		peps,
 		avatars,
+		marks,
 		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
 		extdisco.New(r, d.TURN),
 		d.Offline,

@@ -100,6 +100,7 @@ func TestDaemon(t *testing.T) {
 			t.Run("blocking", func(t *testing.T) { testBlocking(t, s) })
 			t.Run("pep", func(t *testing.T) { testPEP(t, s) })
 			t.Run("avatar", func(t *testing.T) { testAvatar(t, s) })
+			t.Run("bookmarks", func(t *testing.T) { testBookmarks(t, s) })
 			t.Run("routing_errors", func(t *testing.T) { testRoutingErrors(t, s) })
 			t.Run("http", func(t *testing.T) { testHTTP(t, s) })
 			t.Run("websocket", func(t *testing.T) { testWebSocket(t, s) })
