@@ -328,6 +328,16 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX muc_invitations_owner ON muc_invitations (owner, seq)`,
 	}},
+	{13, "PEP subscriptions", []string{
+		// Explicit XEP-0060 subscriptions to an account's PEP nodes
+		// (owner: the account; subscriber: a JID as the client gave it).
+		`CREATE TABLE pep_subscriptions (
+			owner {{key}} NOT NULL,
+			node {{key}} NOT NULL,
+			subscriber {{key}} NOT NULL,
+			PRIMARY KEY (owner, node, subscriber)
+		)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
@@ -339,7 +349,7 @@ var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "bl
 	// has no row any more.
 	"uploads",
 	"login_links", "web_tickets", "pep_nodes", "pep_items", "fast_tokens",
-	"muc_invitations"}
+	"muc_invitations", "pep_subscriptions"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {

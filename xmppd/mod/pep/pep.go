@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 
 	"dialtone/auth"
 	"dialtone/pubsub"
@@ -77,12 +76,6 @@ type Module struct {
 	spawn func(f func(ctx context.Context)) bool
 	caps  capsCache
 
-	// subs are the explicit subscriptions (XEP-0060 §6.1), owner bare →
-	// node → subscriber JIDs. They last as long as the server runs:
-	// presence-based delivery (XEP-0163) is what clients rely on.
-	subMu sync.Mutex
-	subs  map[string]map[string][]jid.JID
-
 	observers []Observer
 }
 
@@ -103,7 +96,7 @@ func New(r router.Routing, store pubsub.Store, rosters Rosters, log *slog.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Module{r: r, store: store, rosters: rosters, log: log, subs: map[string]map[string][]jid.JID{}}
+	return &Module{r: r, store: store, rosters: rosters, log: log}
 }
 
 func (m *Module) maxItems() int {
@@ -377,9 +370,9 @@ func (m *Module) handle(ctx context.Context, iq *router.Stanza) ([]byte, error) 
 	case req.action == "subscribe" && set:
 		return m.subscribe(ctx, iq, owner, req)
 	case req.action == "unsubscribe" && set:
-		return m.unsubscribe(iq, owner, req)
+		return m.unsubscribe(ctx, iq, owner, req)
 	case req.action == "subscriptions" && !set:
-		return m.subscriptions(iq, owner, req)
+		return m.subscriptions(ctx, iq, owner, req)
 	case req.action == "configure" && set:
 		return nil, unsupported("config-node") // the owner namespace configures
 	}
@@ -625,16 +618,12 @@ func (m *Module) subscribe(ctx context.Context, iq *router.Stanza, owner jid.JID
 	if err != nil {
 		return nil, err
 	}
-	m.subMu.Lock()
-	nodes := m.subs[owner.String()]
-	if nodes == nil {
-		nodes = map[string][]jid.JID{}
-		m.subs[owner.String()] = nodes
+	sctx, cancel := m.r.StoreContext(ctx)
+	err = m.store.SubscribePEP(sctx, owner.Localpart(), req.node, sub.String())
+	cancel()
+	if err != nil {
+		return nil, storeErr(err, "subscribe")
 	}
-	if !slices.ContainsFunc(nodes[req.node], sub.Equal) {
-		nodes[req.node] = append(nodes[req.node], sub)
-	}
-	m.subMu.Unlock()
 	if cfg.SendLast != pubsub.SendNever {
 		m.sendLast(ctx, owner, req.node, sub)
 	}
@@ -658,39 +647,39 @@ func subscriptionElem(node string, sub jid.JID, state string) []byte {
 	return b.End().Bytes()
 }
 
-func (m *Module) unsubscribe(iq *router.Stanza, owner jid.JID, req request) ([]byte, error) {
+func (m *Module) unsubscribe(ctx context.Context, iq *router.Stanza, owner jid.JID, req request) ([]byte, error) {
 	sub, err := subscriber(iq, req)
 	if err != nil {
 		return nil, err
 	}
-	m.subMu.Lock()
-	defer m.subMu.Unlock()
-	list := m.subs[owner.String()][req.node]
-	i := slices.IndexFunc(list, sub.Equal)
-	if i < 0 {
+	sctx, cancel := m.r.StoreContext(ctx)
+	defer cancel()
+	err = m.store.UnsubscribePEP(sctx, owner.Localpart(), req.node, sub.String())
+	if errors.Is(err, pubsub.ErrNotFound) {
 		return nil, pubsubError(stanza.Cancel, stanza.UnexpectedRequest, "not-subscribed")
 	}
-	m.subs[owner.String()][req.node] = slices.Delete(list, i, i+1)
+	if err != nil {
+		return nil, storeErr(err, "unsubscribe")
+	}
 	return nil, nil
 }
 
 // subscriptions lists the requester's subscriptions to this service
 // (XEP-0060 §5.6).
-func (m *Module) subscriptions(iq *router.Stanza, owner jid.JID, req request) ([]byte, error) {
+func (m *Module) subscriptions(ctx context.Context, iq *router.Stanza, owner jid.JID, req request) ([]byte, error) {
+	sctx, cancel := m.r.StoreContext(ctx)
+	subs, err := m.store.PEPSubscriptions(sctx, owner.Localpart(), req.node)
+	cancel()
+	if err != nil {
+		return nil, storeErr(err, "subscriptions")
+	}
 	b := wire.NewBuilder(nil)
 	b.StartNS("pubsub", NS).Start("subscriptions")
-	m.subMu.Lock()
-	for node, list := range m.subs[owner.String()] {
-		if req.node != "" && node != req.node {
-			continue
-		}
-		for _, s := range list {
-			if s.Bare().Equal(iq.From.Bare()) {
-				b.Start("subscription", "node", node, "jid", s.String(), "subscription", "subscribed").End()
-			}
+	for _, s := range subs {
+		if j, err := jid.Parse(s.JID); err == nil && j.Bare().Equal(iq.From.Bare()) {
+			b.Start("subscription", "node", s.Node, "jid", s.JID, "subscription", "subscribed").End()
 		}
 	}
-	m.subMu.Unlock()
 	return b.End().End().Bytes(), nil
 }
 
@@ -734,15 +723,14 @@ func (m *Module) handleOwner(ctx context.Context, iq *router.Stanza) ([]byte, er
 		if err != nil {
 			return nil, storeErr(err, "delete")
 		}
+		// Read before they go with the node: they are told of it.
+		subs := m.subscribers(ctx, owner, req.node)
 		if err := m.store.DeletePEPNode(sctx, owner.Localpart(), req.node); err != nil {
 			return nil, storeErr(err, "delete")
 		}
 		b := wire.NewBuilder(nil)
 		b.StartNS("event", NSEvent).Start("delete", "node", req.node).End()
-		m.notify(ctx, owner, req.node, cfg, b.End().Bytes())
-		m.subMu.Lock()
-		delete(m.subs[owner.String()], req.node)
-		m.subMu.Unlock()
+		m.notifyTo(ctx, owner, req.node, cfg, subs, b.End().Bytes())
 		return nil, nil
 	case req.action == "purge":
 		return nil, unsupported("purge-nodes")
