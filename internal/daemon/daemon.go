@@ -293,6 +293,9 @@ func (d *Daemon) registerModules() error {
 	marks := bookmarks.New(r, peps, d.DB, d.log)
 	peps.Observe(marks)
 	privates.Observe(marks.PrivateSet)
+	rooms := d.groups(r)
+	// A recycled or released number leaves its groups (SPEC.md "Accounts").
+	d.accounts.Groups = rooms
 	phones := phonebook.New(r, d.parser, d.DB)
 	phones.PerDay = d.cfg.DiscoveryPerDay
 	return srv.Load(
@@ -312,7 +315,7 @@ func (d *Daemon) registerModules() error {
 		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
 		extdisco.New(r, d.TURN),
 		d.Offline,
-		d.groups(r),
+		rooms,
 		router.ModuleFunc(func(h *router.Hooks) error {
 			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
 				ctx, cancel := r.StoreContext(ctx)
