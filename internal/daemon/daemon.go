@@ -391,7 +391,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	actx, cancelAdmin := context.WithCancel(context.Background())
 	defer cancelAdmin()
 	serve(func() error {
-		err := admin.Serve(actx, d.cfg.AdminSocket, adminHandler{d.Server, d.Sender}, d.log)
+		err := admin.Serve(actx, d.cfg.AdminSocket, adminHandler{d.Server, d.Sender, d.accounts}, d.log)
 		if err != nil && actx.Err() == nil {
 			return fmt.Errorf("XMPPD_ADMIN_SOCKET: %w", err)
 		}
@@ -544,7 +544,15 @@ func passwordLength(n int) int {
 // SMS worker.
 type adminHandler struct {
 	*xmppd.Server
-	sender *sms.Sender
+	sender   *sms.Sender
+	accounts *account.Lifecycle
+}
+
+// Forget drops what the server keeps of an account xmppctl deleted or
+// released: its sessions, files, cached block list and group memberships.
+func (h adminHandler) Forget(ctx context.Context, number string) error {
+	h.accounts.Forget(ctx, auth.Number(number))
+	return nil
 }
 
 // Wake nudges the SMS worker after xmppctl queued an SMS.

@@ -1,12 +1,12 @@
 package daemon_test
 
 import (
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"dialtone/auth"
+	"dialtone/internal/admin"
 	"dialtone/internal/xmpptest"
 )
 
@@ -71,15 +71,7 @@ func testGroupsGoWithTheAccount(t *testing.T, dbURL string) {
 		if err := s.d.DB.RecordLogin(t.Context(), auth.Number(u.num), time.Now().Add(-2*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
-		resp, err := http.Post("http://"+s.d.Addr("http")+"/api/v1/password", "application/json",
-			strings.NewReader(`{"phone":"`+u.num+`"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			t.Fatalf("POST /api/v1/password: %d", resp.StatusCode)
-		}
+		postPassword(t, s, u.num)
 		// The recycle is done before the new password is texted.
 		if !gone(u.num)() {
 			t.Errorf("the old owner's membership is still there after the recycle: %s", members())
@@ -97,6 +89,21 @@ func testGroupsGoWithTheAccount(t *testing.T, dbURL string) {
 		waitForLong(t, 20*time.Second, "the released number's membership to go", gone(num))
 		if invs, err := s.d.DB.MUCInvitations(t.Context(), num); err != nil || len(invs) != 0 {
 			t.Errorf("invitations of the released number: %v %v", invs, err)
+		}
+	})
+
+	t.Run("deleted", func(t *testing.T) {
+		// What xmppctl account delete does: the store, then the server.
+		u := s.newUser(t)
+		member(a, u.num)
+		if err := s.d.DB.DeleteAccount(t.Context(), auth.Number(u.num)); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.Forget(t.Context(), s.env["XMPPD_ADMIN_SOCKET"], u.num); err != nil {
+			t.Fatal(err)
+		}
+		if !gone(u.num)() {
+			t.Errorf("the deleted account's membership is still there: %s", members())
 		}
 	})
 }
