@@ -29,6 +29,8 @@ type Notifier interface {
 // either limit, sms.ErrTooManyNewNumbers when the plan's cap refuses it).
 type OfflineStore interface {
 	StoreOffline(ctx context.Context, m offline.Message, limits offline.Limits, plan sms.NoticePlan) (id int64, err error)
+	// StoreNotice writes only the plan: the message is kept elsewhere.
+	StoreNotice(ctx context.Context, owner string, plan sms.NoticePlan) error
 }
 
 // Offline keeps messages for receivers without an available session,
@@ -72,16 +74,33 @@ type Kept struct {
 // limit messages, <= 0: no limit, or Bytes of them) together with its
 // notice, all under StoreTimeout.
 func (o *Offline) Keep(ctx context.Context, m Message, limit int) (Kept, error) {
+	limits := offline.Limits{Messages: limit, Bytes: o.Bytes}
+	var id int64
+	kept, err := o.notify(ctx, m, func(ctx context.Context, plan sms.NoticePlan) (err error) {
+		id, err = o.Store.StoreOffline(ctx, m.Message, limits, plan)
+		return err
+	})
+	kept.ID = id // 0 when it was not stored
+	return kept, err
+}
+
+// Notice runs the notice rules for m as Keep does, without storing it:
+// the receiver's client reads it from elsewhere (the message archive),
+// but the receiver is offline and must be told as for a stored message.
+func (o *Offline) Notice(ctx context.Context, m Message) (Kept, error) {
+	return o.notify(ctx, m, func(ctx context.Context, plan sms.NoticePlan) error {
+		return o.Store.StoreNotice(ctx, m.Owner, plan)
+	})
+}
+
+// notify runs the notice rules for m with write, under StoreTimeout.
+func (o *Offline) notify(ctx context.Context, m Message, write sms.NoticeWrite) (Kept, error) {
 	ctx, cancel := storeContext(ctx, o.StoreTimeout)
 	defer cancel()
 	s := SenderOf(m.From, o.Domain)
 	in := sms.Incoming{To: auth.Number(m.Owner), Sender: s.Name, Counter: s.Counter, Body: m.Body}
-	limits := offline.Limits{Messages: limit, Bytes: o.Bytes}
 	var kept Kept
-	res, err := o.Notices.Notify(ctx, in, func(ctx context.Context, plan sms.NoticePlan) (err error) {
-		kept.ID, err = o.Store.StoreOffline(ctx, m.Message, limits, plan)
-		return err
-	})
+	res, err := o.Notices.Notify(ctx, in, write)
 	if errors.Is(err, sms.ErrTooManyNewNumbers) {
 		// Not stored, so the sender gets this back instead.
 		return Kept{Warning: policyViolation("The message was not stored for " + m.Owner + ": " + s.Who +

@@ -42,6 +42,8 @@ type fakeOfflineStore struct {
 	limits offline.Limits
 	plan   sms.NoticePlan
 	stored []offline.Message
+	// noticed are the owners of StoreNotice calls.
+	noticed []string
 }
 
 func (s *fakeOfflineStore) StoreOffline(ctx context.Context, m offline.Message, limits offline.Limits, plan sms.NoticePlan) (int64, error) {
@@ -55,6 +57,33 @@ func (s *fakeOfflineStore) StoreOffline(ctx context.Context, m offline.Message, 
 	}
 	s.stored = append(s.stored, m)
 	return s.id, nil
+}
+
+func (s *fakeOfflineStore) StoreNotice(ctx context.Context, owner string, plan sms.NoticePlan) error {
+	s.plan = plan
+	s.noticed = append(s.noticed, owner)
+	return s.err
+}
+
+// Notice runs the notice rules with the plan Notify made and stores no
+// message.
+func TestNotice(t *testing.T) {
+	const to = "+15550003333"
+	from := jid.MustParse("+15550002222@example.net/r")
+	plan := sms.NoticePlan{To: to, FirstNotice: true}
+	notices := &fakeNotices{plan: plan}
+	store := &fakeOfflineStore{id: 42}
+	o := &Offline{Domain: "example.net", Store: store, Notices: notices}
+	kept, err := o.Notice(context.Background(), Message{Message: offline.Message{Owner: to}, From: from, Body: "hello"})
+	if err != nil || kept.ID != 0 || kept.Warning != nil {
+		t.Fatalf("Notice = %+v, %v", kept, err)
+	}
+	if len(store.stored) != 0 || len(store.noticed) != 1 || store.noticed[0] != to || !store.plan.FirstNotice {
+		t.Fatalf("stored %v, noticed %v, plan %+v", store.stored, store.noticed, store.plan)
+	}
+	if len(notices.got) != 1 || notices.got[0].Body != "hello" || notices.got[0].To != to {
+		t.Fatalf("Notify got %+v", notices.got)
+	}
 }
 
 func TestSenderOf(t *testing.T) {

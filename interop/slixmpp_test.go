@@ -261,3 +261,31 @@ func TestSlixmppChat(t *testing.T) {
 
 	s.stop(t)
 }
+
+// slixmpp's xep_0313 plugin pages through the archive of a real xmppd
+// (interop/slixmpp_mam.py): newest first with RSM <before/>, oldest first
+// from a start time; the archive ids are the XEP-0359 stanza-ids the
+// receiver got.
+func TestSlixmppMAM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
+	requireSlixmpp(t)
+	dir := t.TempDir()
+	bins := build(t, dir, "xmppd", "xmppctl")
+	s := startServer(t, bins["xmppd"], dir)
+	const a, b = "+821012345678", "+821098765432"
+	aPassword := strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", a, "--print"))
+	bPassword := strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", b, "--print"))
+	var res struct {
+		OK    bool     `json:"ok"`
+		Error string   `json:"error"`
+		Steps []string `json:"steps"`
+	}
+	runPython(t, 90*time.Second, &res, "slixmpp_mam.py", "--host", "127.0.0.1", "--port", s.c2s, "--domain", "localhost",
+		"--a", a, "--a-password", aPassword, "--b", b, "--b-password", bPassword)
+	if !res.OK || len(res.Steps) != 5 {
+		t.Fatalf("slixmpp MAM: %s (steps %v)", res.Error, res.Steps)
+	}
+	s.stop(t)
+}

@@ -16,6 +16,15 @@ const DefaultReleaseBatch = 1000
 
 var _ sms.PasswordStore = (*DB)(nil)
 
+// iterations512 is the sha512_iterations column of k: NULL without
+// SHA-512 keys (a password set before they were kept).
+func iterations512(k auth.ScramKeys) any {
+	if k.StoredKey == nil {
+		return nil
+	}
+	return k.Iterations
+}
+
 // upsertCredentials sets the credentials of n in q, creating the account
 // unclaimed (generation 1) when absent, drops its pending password, and
 // returns the new generation. An unclaimed account's touched time becomes
@@ -24,10 +33,7 @@ var _ sms.PasswordStore = (*DB)(nil)
 // upsert, so concurrent calls for a new number cannot both create.
 func (db *DB) upsertCredentials(ctx context.Context, q querier, n auth.Number, c auth.Credentials, delivered bool) (gen int64, err error) {
 	s1, s256, s512 := c.SHA1, c.SHA256, c.SHA512
-	var it512 any // NULL without SHA-512 keys
-	if s512.StoredKey != nil {
-		it512 = s512.Iterations
-	}
+	it512 := iterations512(s512)
 	now := db.stamp()
 	var deliveredAt any // NULL: not delivered
 	if delivered {

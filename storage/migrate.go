@@ -328,7 +328,41 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX muc_invitations_owner ON muc_invitations (owner, seq)`,
 	}},
-	{13, "PEP subscriptions", []string{
+	{13, "message archive and push registrations", []string{
+		// The message archive (XEP-0313): one row per message per account
+		// involved. id is the archive id (package archive): the stanza-id,
+		// the paging cursor and the time, so every query is a range over
+		// one of the two composite indexes, newest page included (a
+		// backward scan). with_jid is the other party's bare JID.
+		`CREATE TABLE archive (
+			owner {{key}} NOT NULL,
+			id BIGINT NOT NULL,
+			with_jid {{key}} NOT NULL,
+			with_resource TEXT NOT NULL,
+			stanza {{bytes}} NOT NULL,
+			PRIMARY KEY (owner, id)
+		)`,
+		`CREATE INDEX archive_owner_with ON archive (owner, with_jid, id)`,
+		// The retention sweep removes by id (time) across owners.
+		`CREATE INDEX archive_id ON archive (id)`,
+		// Archiving preferences; no row: the default (always).
+		`CREATE TABLE archive_prefs (
+			owner {{key}} PRIMARY KEY,
+			default_mode TEXT NOT NULL,
+			always_json TEXT NOT NULL,
+			never_json TEXT NOT NULL
+		)`,
+		// XEP-0357 registrations: the app server (jid), its node, and the
+		// publish-options form as it was sent.
+		`CREATE TABLE push_registrations (
+			owner {{key}} NOT NULL,
+			jid {{key}} NOT NULL,
+			node {{key}} NOT NULL,
+			options {{bytes}} NOT NULL,
+			PRIMARY KEY (owner, jid, node)
+		)`,
+	}},
+	{14, "PEP subscriptions", []string{
 		// Explicit XEP-0060 subscriptions to an account's PEP nodes
 		// (owner: the account; subscriber: a JID as the client gave it).
 		`CREATE TABLE pep_subscriptions (
@@ -338,7 +372,7 @@ var migrations = []migration{
 			PRIMARY KEY (owner, node, subscriber)
 		)`,
 	}},
-	{14, "group affiliations owned by the account", []string{
+	{15, "group affiliations owned by the account", []string{
 		// The local number of the affiliated JID ('' for a remote one),
 		// so that a recycled, released or deleted number's memberships go
 		// with its account (ownedTables). The group module fills it in
@@ -357,7 +391,7 @@ var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "bl
 	// has no row any more.
 	"uploads",
 	"login_links", "web_tickets", "pep_nodes", "pep_items", "fast_tokens",
-	"muc_invitations", "pep_subscriptions", "muc_affiliations"}
+	"muc_invitations", "archive", "archive_prefs", "push_registrations", "pep_subscriptions", "muc_affiliations"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {

@@ -24,6 +24,20 @@ var _ sms.NoticeStore = (*DB)(nil)
 // refusal, leaves all of it or none. sms.ErrStale when the account changed
 // since plan was made.
 func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limits offline.Limits, plan sms.NoticePlan) (id int64, err error) {
+	return db.storeWithNotice(ctx, m, true, limits, plan)
+}
+
+// StoreNotice writes what plan says a message's arrival causes, as
+// StoreOffline does, without storing the message: one that is kept
+// elsewhere (a message archive the receiver's client reads) but whose
+// receiver must still be told by SMS. owner is the receiver's number.
+func (db *DB) StoreNotice(ctx context.Context, owner string, plan sms.NoticePlan) error {
+	_, err := db.storeWithNotice(ctx, offline.Message{Owner: owner}, false, offline.Limits{}, plan)
+	return err
+}
+
+// storeWithNotice is StoreOffline, or without store StoreNotice.
+func (db *DB) storeWithNotice(ctx context.Context, m offline.Message, store bool, limits offline.Limits, plan sms.NoticePlan) (id int64, err error) {
 	at := plan.At
 	if at.IsZero() {
 		at = m.Stamp
@@ -41,14 +55,16 @@ func (db *DB) StoreOffline(ctx context.Context, m offline.Message, limits offlin
 				return err
 			}
 		}
-		var err error
-		if id, err = db.pushOffline(ctx, q, m, limits); err != nil {
-			return err
+		if store {
+			var err error
+			if id, err = db.pushOffline(ctx, q, m, limits); err != nil {
+				return err
+			}
 		}
 		return applyNoticePlan(ctx, q, n, at, plan)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("storage: store offline message for %s: %w", m.Owner, err)
+		return 0, fmt.Errorf("storage: store offline message (or its notice) for %s: %w", m.Owner, err)
 	}
 	return id, nil
 }
@@ -132,16 +148,18 @@ func applyAccount(ctx context.Context, q querier, n string, at time.Time, plan s
 		if plan.Credentials == nil {
 			return errors.New("a new account without credentials")
 		}
-		s1, s256 := plan.Credentials.SHA1, plan.Credentials.SHA256
+		s1, s256, s512 := plan.Credentials.SHA1, plan.Credentials.SHA256, plan.Credentials.SHA512
 		made, err := q.exec(ctx, `INSERT INTO accounts (number, state, created, touched, generation,
 				password_noticed, password_delivered,
 				sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
-				sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key)
-			VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+				sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key,
+				sha512_salt, sha512_iterations, sha512_stored_key, sha512_server_key)
+			VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (number) DO NOTHING`,
 			n, unclaimed, at, at, noticed, delivered,
 			s1.Salt, s1.Iterations, s1.StoredKey, s1.ServerKey,
-			s256.Salt, s256.Iterations, s256.StoredKey, s256.ServerKey)
+			s256.Salt, s256.Iterations, s256.StoredKey, s256.ServerKey,
+			s512.Salt, iterations512(s512), s512.StoredKey, s512.ServerKey)
 		if err != nil {
 			return err
 		}
@@ -150,15 +168,18 @@ func applyAccount(ctx context.Context, q querier, n string, at time.Time, plan s
 		}
 		return nil
 	case plan.Credentials != nil:
-		s1, s256 := plan.Credentials.SHA1, plan.Credentials.SHA256
+		s1, s256, s512 := plan.Credentials.SHA1, plan.Credentials.SHA256, plan.Credentials.SHA512
 		set, err := q.exec(ctx, `UPDATE accounts SET generation = generation + 1, touched = ?,
 				sha1_salt = ?, sha1_iterations = ?, sha1_stored_key = ?, sha1_server_key = ?,
 				sha256_salt = ?, sha256_iterations = ?, sha256_stored_key = ?, sha256_server_key = ?,
+				sha512_salt = ?, sha512_iterations = ?, sha512_stored_key = ?, sha512_server_key = ?,
 				pending_sha1_stored_key = NULL, pending_sha1_server_key = NULL,
-				pending_sha256_stored_key = NULL, pending_sha256_server_key = NULL
+				pending_sha256_stored_key = NULL, pending_sha256_server_key = NULL,
+				pending_sha512_stored_key = NULL, pending_sha512_server_key = NULL
 			WHERE number = ? AND state = ?`,
 			at, s1.Salt, s1.Iterations, s1.StoredKey, s1.ServerKey,
 			s256.Salt, s256.Iterations, s256.StoredKey, s256.ServerKey,
+			s512.Salt, iterations512(s512), s512.StoredKey, s512.ServerKey,
 			n, unclaimed)
 		if err != nil {
 			return err

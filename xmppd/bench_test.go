@@ -18,8 +18,11 @@ import (
 
 	"mellium.im/sasl"
 
+	"dialtone/archive"
 	"dialtone/auth"
 	"dialtone/internal/tlscert"
+	"dialtone/storage"
+	"dialtone/xmppd/mod/mam"
 	"dialtone/xmppd/router"
 )
 
@@ -183,8 +186,48 @@ func benchLogin(b testing.TB, bs *benchServer, number, res string) *benchConn {
 // session to another over real TLS sockets on loopback: the server reads
 // and checks it, stamps 'from', and writes it to the other stream. The
 // client side only counts end tags, so the server dominates.
-func BenchmarkRouteMessage(b *testing.B) {
-	bs := newBenchServer(b, []router.Module{benchPing}, "+821011112222", "+821033334444")
+func BenchmarkRouteMessage(b *testing.B) { benchRoute(b, benchPing) }
+
+// BenchmarkRouteMessageArchived is BenchmarkRouteMessage with the message
+// archive (XEP-0313) on an embedded SQLite store: every message is
+// archived for both accounts, written behind in batches (the goal: at
+// least 80% of the throughput without).
+func BenchmarkRouteMessageArchived(b *testing.B) {
+	db, err := storage.Open(context.Background(), "", b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	benchRoute(b, benchPing, mam.New(mam.Config{Store: db}))
+}
+
+// BenchmarkRouteMessageArchiveHooks is BenchmarkRouteMessageArchived with
+// a store that discards the batches: what archiving costs the routing path
+// itself (stanza-ids, the queue, the writer's loop), without the database.
+func BenchmarkRouteMessageArchiveHooks(b *testing.B) {
+	benchRoute(b, benchPing, mam.New(mam.Config{Store: discardArchive{}}))
+}
+
+// discardArchive is an archive.Store that keeps nothing.
+type discardArchive struct{}
+
+func (discardArchive) AppendArchive(context.Context, []archive.Message) error { return nil }
+func (discardArchive) QueryArchive(context.Context, archive.Query) ([]archive.Message, bool, error) {
+	return nil, false, nil
+}
+func (discardArchive) LastArchiveID(context.Context) (int64, error) { return 0, nil }
+func (discardArchive) DeleteArchiveBefore(context.Context, int64, int) (int64, error) {
+	return 0, nil
+}
+func (discardArchive) ArchivePrefs(context.Context, string) (archive.Prefs, error) {
+	return archive.Prefs{Default: archive.Always}, nil
+}
+func (discardArchive) SetArchivePrefs(context.Context, string, archive.Prefs) error { return nil }
+
+// benchRoute measures messages from one client to another through a
+// server with mods.
+func benchRoute(b *testing.B, mods ...router.Module) {
+	bs := newBenchServer(b, mods, "+821011112222", "+821033334444")
 	a := benchLogin(b, bs, "+821011112222", "a")
 	r := benchLogin(b, bs, "+821033334444", "b")
 	msg := []byte(`<message type='chat' to='+821033334444@localhost/b'><body>Hello, this is a message of about a hundred bytes on the wire.</body></message>`)

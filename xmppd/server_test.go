@@ -89,15 +89,37 @@ func TestPlusMechanismRefused(t *testing.T) {
 	c := xmpptest.DialTLS(t, ts.directAddr)
 	c.Open("localhost")
 	c.Next()
-	c.Send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>cD10bHMtdW5pcXVlLCxuPXVzZXIscj1hYmM=</auth>`)
-	e := c.Next()
-	if e.XMLName.Local != "failure" || !strings.Contains(e.Inner, "malformed-request") {
-		t.Fatalf("got %v", e)
+	// slixmpp tries every -PLUS mechanism offered with tls-unique before
+	// plain SCRAM: more refusals than SASLAttempts (3), none a guess.
+	for _, mech := range []string{"SCRAM-SHA-512-PLUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"} {
+		c.Send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='` + mech + `'>cD10bHMtdW5pcXVlLCxuPXVzZXIscj1hYmM=</auth>`)
+		e := c.Next()
+		if e.XMLName.Local != "failure" || !strings.Contains(e.Inner, "malformed-request") && !strings.Contains(e.Inner, "invalid-mechanism") {
+			t.Fatalf("%s: got %v", mech, e)
+		}
 	}
 	if cond := c.Auth(sasl.ScramSha256, alice, pass); cond != "" {
 		t.Fatalf("retry after -PLUS: %s", cond)
 	}
 	xmpptest.Login(t, ts.addr, alice, pass, "other") // the server is still up
+}
+
+// Wrong passwords end the stream after SASLAttempts (3 by default).
+func TestWrongPasswordsEndStream(t *testing.T) {
+	ts := startServer(t)
+	ts.account(t, alice)
+	c := xmpptest.DialTLS(t, ts.directAddr)
+	c.Open("localhost")
+	c.Next()
+	for i := range 2 {
+		if cond := c.Auth(sasl.ScramSha256, alice, "wrong password"); cond != "not-authorized" {
+			t.Fatalf("attempt %d: %q", i+1, cond)
+		}
+	}
+	c.Auth(sasl.ScramSha256, alice, "wrong password")
+	if cond := c.ExpectStreamError(); cond != "not-authorized" {
+		t.Fatalf("after 3 wrong passwords: %q", cond)
+	}
 }
 
 func TestPlainRequiresTLS(t *testing.T) {

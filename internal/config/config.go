@@ -217,6 +217,12 @@ type Config struct {
 	// works; 0: password SMS carry no link.
 	LoginLinkTTL time.Duration `env:"XMPPD_LOGIN_LINK_TTL" envDefault:"24h"`
 
+	// SMResumeTimeout is how long a dropped stream with XEP-0198
+	// resumption can be resumed.
+	SMResumeTimeout time.Duration `env:"XMPPD_SM_RESUME_TIMEOUT" envDefault:"5m"`
+	// SMQueueLimit bounds the unacknowledged stanzas of a session; beyond
+	// it the stream is closed with policy-violation.
+	SMQueueLimit int `env:"XMPPD_SM_QUEUE_LIMIT" envDefault:"5000"`
 	// PEPMaxItems is the most items a PEP node keeps (max_items above it
 	// is clamped; "max" means it).
 	PEPMaxItems int `env:"XMPPD_PEP_MAX_ITEMS" envDefault:"256"`
@@ -230,6 +236,11 @@ type Config struct {
 	MUCMaxOccupants int `env:"XMPPD_MUC_MAX_OCCUPANTS" envDefault:"1000"`
 	// MUCRoomsPerAccount bounds the groups one account owns; at least 1.
 	MUCRoomsPerAccount int `env:"XMPPD_MUC_ROOMS_PER_ACCOUNT" envDefault:"100"`
+	// Mobile clients (SPEC.md "Mobile clients").
+
+	// ArchiveRetention is how long archived messages (XEP-0313) are
+	// kept; 0: kept until the account goes.
+	ArchiveRetention time.Duration `env:"XMPPD_ARCHIVE_RETENTION" envDefault:"8760h"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -359,6 +370,8 @@ func (c *Config) normalize() error {
 		{"XMPPD_STORE_TIMEOUT", c.StoreTimeout, true},
 		{"XMPPD_UPLOAD_EXPIRY", c.UploadExpiry, false},
 		{"XMPPD_LOGIN_LINK_TTL", c.LoginLinkTTL, false},
+		{"XMPPD_SM_RESUME_TIMEOUT", c.SMResumeTimeout, true},
+		{"XMPPD_ARCHIVE_RETENTION", c.ArchiveRetention, false},
 	}
 	for _, d := range durations {
 		if d.v < 0 {
@@ -398,6 +411,9 @@ func (c *Config) normalize() error {
 	}{
 		{"XMPPD_MUC_MAX_OCCUPANTS", c.MUCMaxOccupants},
 		{"XMPPD_MUC_ROOMS_PER_ACCOUNT", c.MUCRoomsPerAccount},
+		{"XMPPD_SM_QUEUE_LIMIT", c.SMQueueLimit},
+		{"XMPPD_PEP_MAX_ITEMS", c.PEPMaxItems},
+		{"XMPPD_PEP_MAX_ITEM_BYTES", c.PEPMaxItemBytes},
 	} {
 		if l.v < 1 {
 			return fmt.Errorf("%s: must be at least 1 (got %d)", l.name, l.v)
@@ -416,14 +432,6 @@ func (c *Config) normalize() error {
 	}
 	if err := c.checkTURN(); err != nil {
 		return err
-	}
-	for _, l := range []struct {
-		name string
-		v    int
-	}{{"XMPPD_PEP_MAX_ITEMS", c.PEPMaxItems}, {"XMPPD_PEP_MAX_ITEM_BYTES", c.PEPMaxItemBytes}} {
-		if l.v < 1 {
-			return fmt.Errorf("%s: must be at least 1 (got %d)", l.name, l.v)
-		}
 	}
 	if c.DatabaseMaxConns < 1 {
 		return fmt.Errorf("XMPPD_DATABASE_MAX_CONNS: must be at least 1 (got %d)", c.DatabaseMaxConns)

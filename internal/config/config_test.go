@@ -63,11 +63,14 @@ func TestDefaults(t *testing.T) {
 	want.UploadExpiry = 720 * time.Hour
 	want.WebClient = true
 	want.LoginLinkTTL = 24 * time.Hour
+	want.SMResumeTimeout = 5 * time.Minute
+	want.SMQueueLimit = 5000
 	want.PEPMaxItems = 256
 	want.PEPMaxItemBytes = 65536
 	want.DiscoveryPerDay = 2048
 	want.MUCMaxOccupants = 1000
 	want.MUCRoomsPerAccount = 100
+	want.ArchiveRetention = 8760 * time.Hour
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -137,11 +140,14 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_TURN_SECRET":                       "coturn secret",
 		"XMPPD_WEB_CLIENT":                        "false",
 		"XMPPD_LOGIN_LINK_TTL":                    "0",
+		"XMPPD_SM_RESUME_TIMEOUT":                 "90s",
+		"XMPPD_SM_QUEUE_LIMIT":                    "100",
 		"XMPPD_PEP_MAX_ITEMS":                     "32",
 		"XMPPD_PEP_MAX_ITEM_BYTES":                "1000",
 		"XMPPD_DISCOVERY_PER_DAY":                 "100",
 		"XMPPD_MUC_MAX_OCCUPANTS":                 "50",
 		"XMPPD_MUC_ROOMS_PER_ACCOUNT":             "2",
+		"XMPPD_ARCHIVE_RETENTION":                 "720h",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -211,11 +217,14 @@ func TestEveryVariable(t *testing.T) {
 	want.AppSMSHash = "FA+9qCX9VSu"
 	want.WebClient = false
 	want.LoginLinkTTL = 0
+	want.SMResumeTimeout = 90 * time.Second
+	want.SMQueueLimit = 100
 	want.PEPMaxItems = 32
 	want.PEPMaxItemBytes = 1000
 	want.DiscoveryPerDay = 100
 	want.MUCMaxOccupants = 50
 	want.MUCRoomsPerAccount = 2
+	want.ArchiveRetention = 720 * time.Hour
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -342,12 +351,15 @@ func TestInvalid(t *testing.T) {
 		{"upload quota negative", map[string]string{"XMPPD_UPLOAD_QUOTA": "-1"}, "XMPPD_UPLOAD_QUOTA: must not be negative"},
 		{"upload expiry unparseable", map[string]string{"XMPPD_UPLOAD_EXPIRY": "30d"}, "XMPPD_UPLOAD_EXPIRY: invalid duration"},
 		{"upload expiry negative", map[string]string{"XMPPD_UPLOAD_EXPIRY": "-1h"}, "XMPPD_UPLOAD_EXPIRY: must not be negative"},
+		{"archive retention negative", map[string]string{"XMPPD_ARCHIVE_RETENTION": "-1h"}, "XMPPD_ARCHIVE_RETENTION: must not be negative"},
 		{"turn uri scheme", map[string]string{"XMPPD_TURN_URIS": "stun:a.test,http://a.test"}, `XMPPD_TURN_URIS: "http://a.test": unknown scheme`},
 		{"turn uri transport", map[string]string{"XMPPD_TURN_URIS": "turn:a.test?transport=sctp", "XMPPD_TURN_SECRET": "s"}, "XMPPD_TURN_URIS: "},
 		{"turn without secret", map[string]string{"XMPPD_TURN_URIS": "stun:a.test,turns:a.test"}, "XMPPD_TURN_SECRET: must be set when XMPPD_TURN_URIS has a TURN server (turns:a.test:5349?transport=tcp)"},
 		{"web client unparseable", map[string]string{"XMPPD_WEB_CLIENT": "on"}, `XMPPD_WEB_CLIENT: invalid boolean "on"`},
 		{"login link ttl unparseable", map[string]string{"XMPPD_LOGIN_LINK_TTL": "1 day"}, `XMPPD_LOGIN_LINK_TTL: invalid duration "1 day"`},
 		{"login link ttl negative", map[string]string{"XMPPD_LOGIN_LINK_TTL": "-1h"}, "XMPPD_LOGIN_LINK_TTL: must not be negative"},
+		{"sm resume timeout zero", map[string]string{"XMPPD_SM_RESUME_TIMEOUT": "0"}, "XMPPD_SM_RESUME_TIMEOUT: must be greater than 0"},
+		{"sm queue limit zero", map[string]string{"XMPPD_SM_QUEUE_LIMIT": "0"}, "XMPPD_SM_QUEUE_LIMIT: must be at least 1"},
 		{"pep max items zero", map[string]string{"XMPPD_PEP_MAX_ITEMS": "0"}, "XMPPD_PEP_MAX_ITEMS: must be at least 1"},
 		{"pep item bytes unparseable", map[string]string{"XMPPD_PEP_MAX_ITEM_BYTES": "64k"}, "XMPPD_PEP_MAX_ITEM_BYTES"},
 		{"muc occupants zero", map[string]string{"XMPPD_MUC_MAX_OCCUPANTS": "0"}, "XMPPD_MUC_MAX_OCCUPANTS: must be at least 1"},

@@ -38,8 +38,10 @@ import (
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/bookmarks"
 	"dialtone/xmppd/mod/carbons"
+	"dialtone/xmppd/mod/csi"
 	"dialtone/xmppd/mod/disco"
 	"dialtone/xmppd/mod/extdisco"
+	"dialtone/xmppd/mod/mam"
 	"dialtone/xmppd/mod/muc"
 	offlinemod "dialtone/xmppd/mod/offline"
 	"dialtone/xmppd/mod/pep"
@@ -47,8 +49,10 @@ import (
 	"dialtone/xmppd/mod/ping"
 	"dialtone/xmppd/mod/presence"
 	"dialtone/xmppd/mod/private"
+	pushmod "dialtone/xmppd/mod/push"
 	"dialtone/xmppd/mod/register"
 	rostermod "dialtone/xmppd/mod/roster"
+	"dialtone/xmppd/mod/sm"
 	xmpptime "dialtone/xmppd/mod/time"
 	uploadmod "dialtone/xmppd/mod/upload"
 	"dialtone/xmppd/mod/vcard"
@@ -90,8 +94,17 @@ type Daemon struct {
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
 	Offline *offlinemod.Queue
+	// SM is stream management (XEP-0198); its Archived is for the
+	// archive to set.
+	SM *sm.Module
 	// invitations keeps group invitations of numbers without a session.
 	invitations *account.Invitations
+	// Archive is the message archive (XEP-0313); stream management asks
+	// its Archived.
+	Archive *mam.Module
+	// Push announces messages to the app servers of accounts without an
+	// active session (XEP-0357).
+	Push *pushmod.Module
 	// Uploads is HTTP File Upload (XEP-0363): RequestSlot for the slot
 	// request, the PUT and GET on the HTTP listener.
 	Uploads *upload.Service
@@ -175,7 +188,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		return nil, fmt.Errorf("modules: %w", err)
 	}
 	// Recycling a number resets the roster and block list the modules keep.
-	d.accounts.Roster, d.accounts.Blocks = d.roster, d.blocking
+	d.accounts.Roster, d.accounts.Blocks = d.roster, forgetAll{d.blocking, d.Archive, d.Push}
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
 	if err := d.federate(reg); err != nil {
@@ -283,6 +296,7 @@ func (d *Daemon) registerModules() error {
 	}
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
+	d.SM = &sm.Module{ResumeTimeout: d.cfg.SMResumeTimeout, QueueLimit: d.cfg.SMQueueLimit, Notice: d.Offline.Notice, Log: d.log}
 	peps := pep.New(r, d.DB, d.DB, d.log)
 	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
 	vcards := vcard.New(r, d.DB)
@@ -298,6 +312,11 @@ func (d *Daemon) registerModules() error {
 	d.accounts.Groups = rooms
 	phones := phonebook.New(r, d.parser, d.DB)
 	phones.PerDay = d.cfg.DiscoveryPerDay
+	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log})
+	d.Push = pushmod.New(pushmod.Config{Store: d.DB, Log: d.log})
+	// A message the hibernating stream had fetched from the archive is
+	// left there at the timeout: only its notice goes out.
+	d.SM.Archived = d.Archive.Archived
 	return srv.Load(
 		d.register,
 		ping.New(r),
@@ -308,6 +327,8 @@ func (d *Daemon) registerModules() error {
 		d.blocking,
 		d.roster,
 		presences,
+		d.Archive,
+		d.Push,
 		carbons.New(),
 		peps,
 		avatars,
@@ -315,6 +336,8 @@ func (d *Daemon) registerModules() error {
 		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
 		extdisco.New(r, d.TURN),
 		d.Offline,
+		d.SM,
+		csi.New(),
 		rooms,
 		router.ModuleFunc(func(h *router.Hooks) error {
 			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
@@ -336,6 +359,16 @@ func (d *Daemon) groups(r router.Routing) *muc.Module {
 	m.MaxOccupants, m.RoomsPerAccount = d.cfg.MUCMaxOccupants, d.cfg.MUCRoomsPerAccount
 	m.Invites, m.Log = d.invitations, d.log
 	return m
+}
+
+// forgetAll drops what each module caches of an account (account.BlockCache).
+type forgetAll []interface{ Forget(jid.JID) }
+
+// Forget implements account.BlockCache.
+func (f forgetAll) Forget(bare jid.JID) {
+	for _, c := range f {
+		c.Forget(bare)
+	}
 }
 
 func listen(name, addr string) (net.Listener, error) {
@@ -600,6 +633,11 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 		Keep: func(ctx context.Context, m offline.Message, s offline.Stored, limit int) (offline.Kept, error) {
 			k, err := keeper.Keep(ctx, account.Message{Message: m, From: s.From, Body: s.Body}, limit)
 			return offline.Kept{ID: k.ID, Warning: k.Warning}, err
+		},
+		Notify: func(ctx context.Context, s offline.Stored) error {
+			m := account.Message{Message: offline.Message{Owner: string(s.Owner), From: s.From.String()}, From: s.From, Body: s.Body}
+			_, err := keeper.Notice(ctx, m)
+			return err
 		},
 		Log: d.log,
 	}

@@ -105,6 +105,8 @@ func TestDaemon(t *testing.T) {
 			t.Run("http", func(t *testing.T) { testHTTP(t, s) })
 			t.Run("websocket", func(t *testing.T) { testWebSocket(t, s) })
 			t.Run("sessions_per_account", func(t *testing.T) { testSessionsPerAccount(t, s) })
+			t.Run("sm_hibernating_is_available", func(t *testing.T) { testHibernatingAvailable(t, s) })
+			t.Run("archive", func(t *testing.T) { testArchive(t, s) })
 			t.Run("shutdown_restart", func(t *testing.T) { testShutdownRestart(t, s) })
 			t.Logf("%s: all in %v", b.name, time.Since(start).Round(time.Millisecond))
 		})
@@ -1468,14 +1470,7 @@ func testSessionsPerAccount(t *testing.T, s *daemonUnderTest) {
 		s.login(t, u, fmt.Sprintf("r%d", i))
 	}
 	c := xmpptest.Dial(t, s.c2s())
-	c.Open(domain)
-	c.StartTLS()
-	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
-	if cond := c.Auth(sasl.ScramSha256, u.num, u.pass); cond != "" {
-		t.Fatal(cond)
-	}
-	c.Open(domain)
-	c.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" })
+	c.Authenticate(u.num, u.pass)
 	c.Send(`<iq type='set' id='b11'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r10</resource></bind></iq>`)
 	e := c.Expect("the bind answer", func(e xmpptest.Elem) bool { return e.Attr("id") == "b11" })
 	wantError(t, e, "wait", "resource-constraint")

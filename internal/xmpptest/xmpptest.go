@@ -338,13 +338,29 @@ func Login(t testing.TB, addr, user, pass, res string) *Client {
 // SCRAM-SHA-256 and binding res.
 func (c *Client) Login(user, pass, res string) {
 	c.T.Helper()
+	c.secureAuth(user, pass)
+	c.Bind(res)
+}
+
+// secureAuth opens the stream, secures it and authenticates.
+func (c *Client) secureAuth(user, pass string) {
+	c.T.Helper()
 	c.Open(c.Domain)
 	c.StartTLS()
 	c.Expect("features", func(e Elem) bool { return e.XMLName.Local == "features" })
 	if cond := c.Auth(sasl.ScramSha256, user, pass); cond != "" {
 		c.T.Fatalf("login %s: %s", user, cond)
 	}
-	c.Bind(res)
+}
+
+// Authenticate runs the negotiation on a new connection (Dial) up to
+// binding: STARTTLS, SCRAM-SHA-256, the restart; it returns the features
+// offered then (bind, XEP-0198 resumption).
+func (c *Client) Authenticate(user, pass string) Elem {
+	c.T.Helper()
+	c.secureAuth(user, pass)
+	c.Open(c.Domain)
+	return c.Expect("features", func(e Elem) bool { return e.XMLName.Local == "features" })
 }
 
 // Available sends initial presence and waits until the server has taken it

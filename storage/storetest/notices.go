@@ -29,6 +29,35 @@ var noticeTests = []struct {
 	{"StoreOfflineNewNumbersCap", testStoreOfflineNewNumbers},
 	{"StoreOfflineNewNumbersConcurrent", testStoreOfflineNewNumbersConcurrent},
 	{"StoreOfflineBytes", testStoreOfflineBytes},
+	{"StoreNoticeStoresNoMessage", testStoreNotice},
+}
+
+// StoreNotice writes the plan (the account, the notice, the window) and
+// no message: the message is kept elsewhere.
+func testStoreNotice(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const n = auth.Number("+15550003101")
+	c := creds(5)
+	note := queuedSMS("nn1", string(n), noticeT0)
+	w := sms.NoticeWindow{To: string(n), Opened: noticeT0, Closes: noticeT0.Add(10 * time.Minute)}
+	must(t, db.StoreNotice(ctx, string(n), sms.NoticePlan{To: n, At: noticeT0, Create: true, Credentials: &c,
+		FirstNotice: true, SMS: []sms.Pending{note}, Window: &w}))
+	if a, err := db.Account(ctx, n); err != nil || a.State != auth.StateUnclaimed {
+		t.Errorf("account %+v, %v", a, err)
+	}
+	if got, err := db.CountOffline(ctx, string(n)); err != nil || got != 0 {
+		t.Errorf("%d stored (%v), want none", got, err)
+	}
+	due, err := db.DueSMS(ctx, noticeT0, 10)
+	must(t, err)
+	if len(due) != 1 || !samePending(due[0], note) {
+		t.Errorf("queued %+v, want %+v", due, note)
+	}
+	got, err := db.NoticeWindow(ctx, string(n))
+	must(t, err)
+	if !sameWindow(got, w) {
+		t.Errorf("window %+v, want %+v", got, w)
+	}
 }
 
 // noticeT0 is a fixed time with microseconds, not in UTC.
@@ -55,7 +84,7 @@ func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
 	if r.Exists {
 		t.Fatalf("receiver of a latent number %+v", r)
 	}
-	c := creds(3)
+	c := with512(3) // every key, SHA-512 too, as a notice makes them
 	note := queuedSMS("n1", string(n), noticeT0)
 	note.Sealed, note.Body = true, []byte{0, 1, 2, 255}
 	w := sms.NoticeWindow{To: string(n), Opened: noticeT0, Closes: noticeT0.Add(10 * time.Minute)}
@@ -110,7 +139,7 @@ func testStoreOfflineWithNotice(t *testing.T, db *storage.DB) {
 		t.Errorf("counted window %+v, want %+v", got, w)
 	}
 	// a password for the unclaimed account replaces its credentials
-	c2 := creds(4)
+	c2 := with512(4)
 	_, err = db.StoreOffline(ctx, offlineMsg(string(n), "3", noticeT0.Add(2*time.Minute)), offline.Limits{},
 		sms.NoticePlan{To: n, At: noticeT0.Add(2 * time.Minute), Credentials: &c2, FirstNotice: true, PasswordDelivered: true, DropWindow: true})
 	must(t, err)

@@ -56,6 +56,8 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 	tests = append(tests, sha512Tests...)
 	tests = append(tests, fastTests...)
 	tests = append(tests, groupTests...)
+	tests = append(tests, archiveTests...)
+	tests = append(tests, pushTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

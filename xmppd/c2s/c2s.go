@@ -98,9 +98,11 @@ type conn struct {
 	number     auth.Number
 	generation int64
 	authed     bool
-	lang       string
-	slot       *stream.PendingSlot // its place among the unauthenticated connections
-	sess       *session            // from authentication on
+	// guessed: the last SASL failure judged credentials (saslFailure).
+	guessed bool
+	lang    string
+	slot    *stream.PendingSlot // its place among the unauthenticated connections
+	sess    *session            // from authentication on
 }
 
 // track adds c to the connections Shutdown interrupts; false when the
@@ -251,7 +253,13 @@ func (c *conn) run(start func() error) {
 		} else if !errors.Is(err, io.EOF) {
 			s.cfg.Log.Debug("connection closed during negotiation", "ip", c.ip, "err", err)
 		}
-		if c.sess != nil {
+		switch {
+		case c.sess != nil && c.sess.rs.Kept():
+			// A session resumed as the stream failed: its module decides.
+			if !s.cfg.Router.StreamEnded(c.sess.rs, c.sess, true) {
+				s.cfg.Router.Closed(c.sess.rs)
+			}
+		case c.sess != nil:
 			s.cfg.Router.Closed(c.sess.rs) // authenticated, never bound
 		}
 		return
@@ -338,9 +346,28 @@ func (c *conn) features() []byte {
 func (c *conn) info() router.ConnInfo {
 	ci := router.ConnInfo{Secure: c.secure, WebSocket: c.websocket}
 	if c.sess != nil {
-		ci.Session = c.sess.rs
+		ci.Session, ci.Stream = c.sess.rs, c.sess
 	}
 	return ci
+}
+
+// maxRefusedSASL bounds the SASL failures per connection that judged no
+// credentials (a mechanism or channel binding the client cannot do, a
+// malformed message), on top of SASLAttempts.
+const maxRefusedSASL = 10
+
+// failed counts a failed SASL exchange: as a guess (failures) when it
+// judged credentials, else as refused; too many of either end the stream.
+func (c *conn) failed(failures, refused *int) error {
+	if c.guessed {
+		*failures++
+	} else {
+		*refused++
+	}
+	if *failures >= c.svc.cfg.SASLAttempts || *refused >= maxRefusedSASL {
+		return stream.NewError("not-authorized", "too many failed authentication attempts")
+	}
+	return nil
 }
 
 // negotiate runs STARTTLS, SASL and resource binding, and returns the bound
@@ -350,7 +377,7 @@ func (c *conn) negotiate() (*session, error) {
 		return nil, err
 	}
 	hooks := c.svc.cfg.Router.Hooks()
-	failures := 0
+	failures, refused := 0, 0
 	for {
 		el, err := c.wr.ReadElement()
 		if err != nil {
@@ -375,9 +402,8 @@ func (c *conn) negotiate() (*session, error) {
 				return sess, err
 			}
 			if !ok {
-				failures++
-				if failures >= c.svc.cfg.SASLAttempts {
-					return nil, stream.NewError("not-authorized", "too many failed authentication attempts")
+				if err := c.failed(&failures, &refused); err != nil {
+					return nil, err
 				}
 			}
 		case ns == stream.NSSASL && name == "auth":
@@ -393,9 +419,8 @@ func (c *conn) negotiate() (*session, error) {
 				return nil, err
 			}
 			if !ok {
-				failures++
-				if failures >= c.svc.cfg.SASLAttempts {
-					return nil, stream.NewError("not-authorized", "too many failed authentication attempts")
+				if err := c.failed(&failures, &refused); err != nil {
+					return nil, err
 				}
 				continue
 			}
@@ -411,14 +436,23 @@ func (c *conn) negotiate() (*session, error) {
 				return sess, err
 			}
 		case c.authed && hooks.Nonza(router.PostAuth, ns) != nil:
-			reply, err := hooks.Nonza(router.PostAuth, ns)(c.sess.rs.Context(), c.info(), el)
+			var resumed *router.Session
+			info := c.info()
+			info.Resume = func(s *router.Session) { resumed = s }
+			reply, err := hooks.Nonza(router.PostAuth, ns)(c.sess.rs.Context(), info, el)
 			if err != nil {
 				return nil, err
 			}
 			if len(reply) > 0 {
 				if err := c.st.Write(reply); err != nil {
+					if resumed != nil {
+						c.adopt(resumed) // its end is the module's: it was kept
+					}
 					return nil, err
 				}
+			}
+			if resumed != nil {
+				return c.adopt(resumed), nil
 			}
 		case !c.authed && ns == router.NSClient && name == "iq" && isRegister(el):
 			// XEP-0077 in-band registration: accounts are proven by SMS.
@@ -537,6 +571,16 @@ func (c *conn) bindOrSession(el wire.Element) (*session, error) {
 		return nil, err
 	}
 	return sess, nil
+}
+
+// adopt makes the stream carry s, a kept session resumed on it, instead
+// of the session it authenticated, which ends unbound.
+func (c *conn) adopt(s *router.Session) *session {
+	prev := c.sess.rs
+	c.sess.rs = s
+	c.sess.carried.Store(s)
+	c.svc.cfg.Router.Closed(prev)
+	return c.sess
 }
 
 // confirmGeneration refuses a session that authenticated with a password

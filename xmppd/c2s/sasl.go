@@ -136,6 +136,11 @@ func (c *conn) saslFailure(p profile, err error) error {
 	if cond != "aborted" && cond != "invalid-mechanism" {
 		c.svc.m.LoginFailures.Inc()
 	}
+	// Only a failure that judged credentials counts toward SASLAttempts:
+	// one of a mechanism or channel binding the client cannot do (slixmpp
+	// asks for SCRAM-*-PLUS with tls-unique, which TLS 1.3 lacks, then
+	// falls back) tried no password.
+	c.guessed = cond == "not-authorized" || cond == "temporary-auth-failure"
 	return c.st.Write(p.failure(cond, text))
 }
 

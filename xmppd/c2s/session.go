@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"sync/atomic"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -21,7 +22,10 @@ import (
 type session struct {
 	c  *conn
 	st *stream.Conn
-	rs *router.Session
+	rs *router.Session // the reader's; other goroutines read carried
+	// carried is rs for the callbacks that run on other goroutines (a
+	// resumption replaces rs while the stream is up).
+	carried atomic.Pointer[router.Session]
 }
 
 // newSession makes the session of an authenticated connection, not yet
@@ -29,14 +33,21 @@ type session struct {
 func newSession(c *conn, bare jid.JID) *session {
 	sess := &session{c: c, st: c.st}
 	sess.rs = router.NewSession(context.Background(), bare, sess)
+	sess.carried.Store(sess.rs)
 	r := c.svc.cfg.Router
 	// Out of the table at once when it starts closing, so nothing more is
 	// routed to a stream that is going away (messages fall back to other
 	// resources or offline storage).
-	c.st.OnClose(func() { r.Unregister(sess.rs) })
+	// A session a module keeps across streams (XEP-0198) stays: its Sink
+	// keeps what it is sent, and the module decides at the end.
+	c.st.OnClose(func() {
+		if rs := sess.carried.Load(); !rs.Kept() {
+			r.Unregister(rs)
+		}
+	})
 	c.st.OnOverflow(func() {
 		c.svc.m.SlowClosed.Inc()
-		c.svc.cfg.Log.Warn("closing a session that does not read", "jid", sess.rs.String())
+		c.svc.cfg.Log.Warn("closing a session that does not read", "jid", sess.carried.Load().String())
 	})
 	return sess
 }
@@ -64,7 +75,7 @@ func (sess *session) ping() bool {
 	}
 	ping := &router.Stanza{Kind: router.KindIQ, Type: "get", ID: sess.rs.NextID("ping-"), From: sess.c.svc.cfg.Domain, To: sess.rs.JID(),
 		Inner: wire.NewBuilder(nil).Element("ping", nsPing, "").Bytes()}
-	sess.Send(ping.Bytes())
+	sess.rs.Send(ping.Bytes()) // a stanza: through the session's wrappers, which count it
 	return true
 }
 
@@ -77,10 +88,16 @@ func (sess *session) serve() {
 	err := sess.readLoop(sess.rs.Context())
 	// No condition: the stream ended, or the network went away.
 	sess.st.Close(stream.Condition(err))
+	// Dropped: not closed by the client, nor ended by the server with an
+	// error (a kick, a conflict, a shutdown); a silent client is dropped.
+	cond := sess.st.EndCondition()
+	dropped := !errors.Is(err, wire.ErrPeerClosed) && (cond == "" || cond == "connection-timeout")
 	sess.st.Finish()
 	s.m.Sessions.Dec()
-	s.cfg.Router.Closed(sess.rs)
-	s.cfg.Log.Debug("session ended", "jid", sess.rs.String(), "err", err)
+	if !s.cfg.Router.StreamEnded(sess.rs, sess, dropped) {
+		s.cfg.Router.Closed(sess.rs)
+	}
+	s.cfg.Log.Debug("stream ended", "jid", sess.rs.String(), "err", err, "dropped", dropped)
 }
 
 // readLoop reads stanzas until the stream ends or is closed. It waits
@@ -113,19 +130,21 @@ func (sess *session) readStanza(ctx context.Context, cache *addrCache) error {
 	}
 	st, err := router.Parse(el, router.NSClient, func(raw string) router.Addr { return cache.resolve(raw, r.Normalize) })
 	var se stanza.Error
-	switch {
-	case errors.Is(err, router.ErrUnsupportedStanza):
+	if errors.Is(err, router.ErrUnsupportedStanza) {
 		if h := r.Hooks().Nonza(router.SessionBound, el.Name.Space); h != nil {
 			return sess.nonza(ctx, h, el)
 		}
 		return stream.NewError("unsupported-stanza-type", "")
+	}
+	rs.CountIn() // a stanza, handled from here on (XEP-0198 h)
+	switch {
 	case errors.Is(err, router.ErrBadFrom):
 		return stream.NewError("invalid-from", "")
 	case errors.Is(err, router.ErrBadTo):
 		if st.Type != "error" && st.Type != "result" {
 			re := st.ErrorReply(router.NewError(stanza.Modify, stanza.JIDMalformed, ""))
 			re.From = jid.JID{}
-			sess.Send(re.Bytes())
+			rs.Send(re.Bytes())
 		}
 		return nil
 	case errors.As(err, &se):
@@ -143,7 +162,7 @@ func (sess *session) readStanza(ctx context.Context, cache *addrCache) error {
 	st.SetFrom(rs.JID(), rs.String())
 	if st.Kind == router.KindIQ && st.To.Equal(jid.JID{}) && st.Payload == sessionPayload {
 		// RFC 3921 session establishment, a no-op kept for old clients.
-		sess.Send(st.Reply("result", nil).Bytes())
+		rs.Send(st.Reply("result", nil).Bytes())
 		return nil
 	}
 	r.FromSession(ctx, rs, st)
@@ -152,12 +171,12 @@ func (sess *session) readStanza(ctx context.Context, cache *addrCache) error {
 
 // nonza runs a module's handler of a top-level element that is no stanza.
 func (sess *session) nonza(ctx context.Context, h router.NonzaHandler, el wire.Element) error {
-	reply, err := h(ctx, router.ConnInfo{Secure: sess.c.secure, WebSocket: sess.c.websocket, Session: sess.rs}, el)
+	reply, err := h(ctx, router.ConnInfo{Secure: sess.c.secure, WebSocket: sess.c.websocket, Session: sess.rs, Stream: sess}, el)
 	if err != nil {
 		return err
 	}
 	if len(reply) > 0 {
-		sess.Send(reply)
+		sess.Send(reply) // no stanza: straight to the stream, uncounted
 	}
 	return nil
 }

@@ -180,7 +180,25 @@ type ConnInfo struct {
 	WebSocket bool
 	// Session is the authenticated session (nil before authentication).
 	Session *Session
+	// Stream is the stream's own Sink, under any wrapper of Session's
+	// (nil before authentication).
+	Stream Sink
+	// Resume, in PostAuth, makes the stream carry s, a kept session
+	// (Session.Keep) of the same account, instead of Session, which is
+	// dropped: once the nonza's reply is written, the stream serves s
+	// as bound (XEP-0198 resumption). The caller has made the stream
+	// s's Sink underneath its wrappers (Stream).
+	Resume func(s *Session)
 }
+
+// StreamEndHandler decides what becomes of a kept session (Session.Keep)
+// whose stream ended. stream is the Sink of the stream that ended;
+// dropped says it ended without the client closing it or the server
+// ending it with an error (the network went away, the client went
+// silent). True means the module keeps the session (it waits for a new
+// stream, or another stream carries it already): the stream's end is not
+// the session's end, and the module ends it later with Router.Closed.
+type StreamEndHandler func(ctx context.Context, s *Session, stream Sink, dropped bool) bool
 
 // NonzaHandler handles a top-level element that is no stanza (XEP-0198
 // <enable/>, XEP-0352 <active/>). reply, if any, is written to the stream;
@@ -208,6 +226,7 @@ type Hooks struct {
 	sessions [numSessionEvents][]sessionHook
 	features [numPhases][]func(ConnInfo) []byte
 	nonzas   [numPhases]map[string]NonzaHandler
+	ended    StreamEndHandler
 	inlines  [numInlines][]inlineEntry
 	seq      int
 
@@ -392,6 +411,16 @@ func (h *Hooks) Nonza(phase Phase, ns string) NonzaHandler {
 		return nil
 	}
 	return h.nonzas[phase][ns]
+}
+
+// OnStreamEnd sets the handler of the end of kept sessions' streams (see
+// StreamEndHandler); one module may set it.
+func (h *Hooks) OnStreamEnd(fn StreamEndHandler) {
+	if h.ended != nil {
+		h.errs = append(h.errs, errors.New("router: two handlers of the end of streams"))
+		return
+	}
+	h.ended = fn
 }
 
 // AddHost makes the router serve a component host (upload.DOMAIN,

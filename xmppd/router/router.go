@@ -281,6 +281,41 @@ func (r *Router) Closed(sess *Session) {
 	sess.presence.Store(nil)
 }
 
+// StreamEnded is called by a client stream whose session sess was
+// bound when the stream ended (dropped: see StreamEndHandler). True when
+// a module keeps the session: the stream then leaves it as it is; false
+// when the caller must end it (Closed).
+func (r *Router) StreamEnded(sess *Session, stream Sink, dropped bool) bool {
+	if !sess.Kept() || r.hooks.ended == nil {
+		return false
+	}
+	ctx := context.WithoutCancel(sess.ctx)
+	kept := false
+	func() {
+		defer r.recoverHook("end of a stream")
+		kept = r.hooks.ended(ctx, sess, stream, dropped)
+	}()
+	return kept
+}
+
+// Fire runs the hooks of Hibernated or Resumed for sess, on behalf of the
+// module that keeps sessions across streams; the other events are the
+// router's own, and Fire ignores them.
+func (r *Router) Fire(ctx context.Context, e SessionEvent, sess *Session) {
+	if e == Hibernated || e == Resumed {
+		r.fire(ctx, e, sess)
+	}
+}
+
+// Undeliverable hands a message that was sent to a session which never
+// took it (a XEP-0198 session that ended with stanzas unacknowledged) to
+// the Undelivered hooks, as routing does with a message no session takes.
+func (r *Router) Undeliverable(ctx context.Context, st *Stanza) {
+	if st.Kind == KindMessage {
+		r.undelivered(ctx, st, nil)
+	}
+}
+
 // fire runs the hooks of a session event.
 func (r *Router) fire(ctx context.Context, e SessionEvent, sess *Session) {
 	for _, h := range r.hooks.sessions[e] {

@@ -10,9 +10,11 @@ import (
 )
 
 // Sink is where a Session's stanzas go: the write queue of a client
-// stream (package c2s). Later a hibernating XEP-0198 session keeps a queue
-// without a connection, and a session on another node of a cluster
-// publishes to it: hence an interface.
+// stream (package c2s), under the wrappers modules install
+// (Session.WrapSink: XEP-0198 keeps what is sent, also while the stream
+// is gone; XEP-0352 holds some of it back); later a session on another
+// node of a cluster: hence an interface. Each Send of a stanza carries
+// one element (a WebSocket frames each, XEP-0198 counts each).
 type Sink interface {
 	// Send queues b, one or more complete top-level elements, and never
 	// blocks; false when the stream is closing (or just closed because
@@ -33,7 +35,13 @@ type Session struct {
 	bare     jid.JID
 	bareStr  string
 	resource string
-	sink     Sink
+	sink     atomic.Pointer[sinkBox]
+	sinkMu   sync.Mutex // serialises WrapSink
+
+	// in counts the stanzas read from the client (XEP-0198 h); keeps
+	// says a module keeps the session across its streams (Keep).
+	in    atomic.Uint32
+	keeps atomic.Bool
 
 	// ctx is cancelled when the session closes (Router.Unregister).
 	ctx    context.Context
@@ -54,7 +62,10 @@ type Session struct {
 // from parent and ends when the session closes.
 func NewSession(parent context.Context, j jid.JID, sink Sink) *Session {
 	bare := j.Bare()
-	s := &Session{full: bare, bare: bare, sink: sink}
+	s := &Session{full: bare, bare: bare}
+	if sink != nil {
+		s.sink.Store(&sinkBox{sink})
+	}
 	s.bareStr = bare.String()
 	s.fullStr = s.bareStr
 	if j.Resourcepart() != "" {
@@ -114,19 +125,53 @@ func (s *Session) SetPresence(p *Stanza) (available, unavailable bool) {
 
 // Send queues b for the client; it never blocks (see Sink).
 func (s *Session) Send(b []byte) bool {
-	if s.sink == nil {
-		return false
+	if k := s.sink.Load(); k != nil {
+		return k.Send(b)
 	}
-	return s.sink.Send(b)
+	return false
 }
 
 // Close ends the session's stream with a stream error condition ("" for
 // a plain close) after what is queued for it.
 func (s *Session) Close(cond, text string) {
-	if s.sink != nil {
-		s.sink.Close(cond, text)
+	if k := s.sink.Load(); k != nil {
+		k.Close(cond, text)
 	}
 }
+
+// sinkBox holds a Sink for atomic swaps.
+type sinkBox struct{ Sink }
+
+// WrapSink puts wrap(current sink) in place of the session's sink, for a
+// module that must see, hold or keep what the session is sent (XEP-0198
+// counts and keeps it, XEP-0352 holds some of it back). Wrappers stack:
+// the last one installed sees a stanza first.
+func (s *Session) WrapSink(wrap func(inner Sink) Sink) {
+	s.sinkMu.Lock()
+	defer s.sinkMu.Unlock()
+	var inner Sink
+	if k := s.sink.Load(); k != nil {
+		inner = k.Sink
+	}
+	s.sink.Store(&sinkBox{wrap(inner)})
+}
+
+// CountIn counts one stanza read from the client; the client stream
+// calls it for every stanza it reads.
+func (s *Session) CountIn() { s.in.Add(1) }
+
+// StanzasIn is how many stanzas were read from the client over the
+// session's life (modulo 2^32: XEP-0198's h).
+func (s *Session) StanzasIn() uint32 { return s.in.Load() }
+
+// Keep marks the session as kept by a module across the end of its
+// stream (XEP-0198 resumption): a stream that starts closing no longer
+// takes it out of the table, since its Sink keeps what it is sent; the
+// module decides at Router.StreamEnded and ends it with Router.Closed.
+func (s *Session) Keep() { s.keeps.Store(true) }
+
+// Kept reports whether a module keeps the session (Keep).
+func (s *Session) Kept() bool { return s.keeps.Load() }
 
 // NextID returns an id, unique for the session's whole life, for an iq the
 // server sends it, with the given prefix.
@@ -184,5 +229,10 @@ func (k Key[T]) Get(s *Session) *T {
 	return v
 }
 
-// Sink is where the session's stanzas go.
-func (s *Session) Sink() Sink { return s.sink }
+// Sink is where the session's stanzas go (the outermost wrapper).
+func (s *Session) Sink() Sink {
+	if k := s.sink.Load(); k != nil {
+		return k.Sink
+	}
+	return nil
+}

@@ -123,10 +123,11 @@ func (s *Stanza) setTo(j jid.JID) {
 	s.raw = nil
 }
 
-// SetInner replaces the raw children, for a hook that adds or replaces a
-// child before the stanza goes on (the rest of the stanza is not
-// re-encoded). inner must not share memory with the old Inner, which
-// clones may still hold.
+// SetInner replaces the raw children with inner (which must be
+// well-formed) and forgets the cached serialisation: how a hook adds or
+// removes a child of a stanza it holds (an archive's stanza-id) without
+// decoding it. The stanza must not have been handed to another goroutine
+// yet; inner must not share memory another stanza may change.
 func (s *Stanza) SetInner(inner []byte) { s.Inner, s.raw = inner, nil }
 
 // Clone returns a copy that may be changed; Inner and Attrs are shared.

@@ -205,3 +205,23 @@ func checkForwardable(t testing.TB, st *router.Stanza, from []byte) {
 		}
 	}
 }
+
+// SetInner changes the children a stanza is written with, after Bytes
+// was cached, and leaves a Clone made before it as it was.
+func TestStanzaSetInner(t *testing.T) {
+	got, _ := readAll([]byte(`<message to='+821012345678@localhost' id='m1' type='chat'><body>hi</body></message>`), 1<<16)
+	if len(got) != 1 {
+		t.Fatalf("got %d stanzas", len(got))
+	}
+	m := got[0]
+	before := string(m.Bytes())
+	c := m.Clone()
+	m.SetInner(append(m.Inner[:len(m.Inner):len(m.Inner)], `<stanza-id xmlns="urn:xmpp:sid:0" by="x" id="1"/>`...))
+	want := `<message to="+821012345678@localhost" id="m1" type="chat"><body>hi</body><stanza-id xmlns="urn:xmpp:sid:0" by="x" id="1"/></message>`
+	if string(m.Bytes()) != want {
+		t.Fatalf("bytes\n%s\nwant\n%s", m.Bytes(), want)
+	}
+	if string(c.Bytes()) != before {
+		t.Fatalf("clone changed: %s", c.Bytes())
+	}
+}

@@ -164,6 +164,15 @@ func (c *Conn) Close(cond, text string) bool {
 	return first
 }
 
+// EndCondition is the stream error condition the stream ends with ("" for
+// a plain end), once it is closing: who closed it first decides.
+func (c *Conn) EndCondition() string {
+	if !c.Closed() {
+		return ""
+	}
+	return c.cond
+}
+
 // Closing is closed when the stream starts closing.
 func (c *Conn) Closing() <-chan struct{} { return c.kill }
 

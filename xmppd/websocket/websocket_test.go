@@ -138,7 +138,7 @@ func TestFrameReader(t *testing.T) {
 			t.Fatalf("got %v %v, want %s", el.Name, err, want)
 		}
 	}
-	if el, err := r.ReadElement(); err == nil || err.Error() != "EOF" {
+	if el, err := r.ReadElement(); !errors.Is(err, wire.ErrPeerClosed) {
 		t.Fatalf("after <close/>: %v %v", el.Name, err)
 	}
 

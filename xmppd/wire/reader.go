@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
@@ -39,6 +40,10 @@ var (
 	ErrUnsupportedVersion = errors.New("XML 1.0 only")
 	// ErrUnsupportedEncoding: an XML declaration of another encoding than UTF-8.
 	ErrUnsupportedEncoding = errors.New("UTF-8 only")
+	// ErrPeerClosed is ReadElement's io.EOF when the peer closed its
+	// stream (its end tag, a WebSocket <close/>), as opposed to a
+	// connection that just ended: errors.Is(ErrPeerClosed, io.EOF).
+	ErrPeerClosed = fmt.Errorf("the peer closed its stream: %w", io.EOF)
 )
 
 // NotWellFormedError says why the input is not well-formed XML.
@@ -559,7 +564,7 @@ func (w *Reader) ReadElement() (Element, error) {
 	}
 	el, err := readElement(w.dec, w)
 	if errors.Is(err, errEndTag) {
-		err = io.EOF
+		err = ErrPeerClosed
 	}
 	return el, err
 }
@@ -575,7 +580,7 @@ func (w *Reader) readFramed() (Element, error) {
 			case err == nil:
 				return el, nil
 			case errors.Is(err, errEndTag):
-				return el, io.EOF
+				return el, ErrPeerClosed
 			case errors.Is(err, io.EOF) && el.Start.Name.Local != "", errors.Is(err, io.ErrUnexpectedEOF):
 				return el, errNotWellFormed("incomplete element in a WebSocket frame")
 			case !errors.Is(err, io.EOF):
@@ -588,7 +593,7 @@ func (w *Reader) readFramed() (Element, error) {
 		case err != nil:
 			return Element{}, err
 		case f.Close:
-			return Element{}, io.EOF
+			return Element{}, ErrPeerClosed
 		case f.Open != nil:
 			// A header inside the stream: an element no one expects.
 			return Element{Start: *f.Open, Name: xml.Name{Space: w.ns.headerNS(), Local: f.Open.Name.Local}}, nil

@@ -53,8 +53,12 @@ type Queue struct {
 	// Store.PushOffline alone, and a message to a number without an
 	// account gets service-unavailable.
 	Keep offline.KeepFunc
-	Log  *slog.Logger
-	Now  func() time.Time
+	// Notify, when set, runs the notice rules for a message to an
+	// offline receiver that is kept elsewhere (Notice); nil: Notice does
+	// nothing.
+	Notify func(ctx context.Context, s offline.Stored) error
+	Log    *slog.Logger
+	Now    func() time.Time
 	// AckTimeout is how long a client may take to answer the ping that
 	// follows a chunk; then the delivery stops and what it did not
 	// confirm is delivered again at the next login. Default 2 minutes.
@@ -127,6 +131,20 @@ func (q *Queue) store(ctx context.Context, m *router.Stanza) error {
 		return router.NewError(stanza.Wait, stanza.InternalServerError, "")
 	}
 	return kept.Warning
+}
+
+// Notice runs the SMS notice rules for m, a message to an offline
+// receiver, as store does, but does not store it: it is kept elsewhere
+// (the message archive a XEP-0198 session's client reads, when that
+// session ended without acknowledging it).
+func (q *Queue) Notice(ctx context.Context, m *router.Stanza) error {
+	body, hasBody := bodyOf(m)
+	if q.Notify == nil || !offline.Keeps(m.Type, hasBody) {
+		return nil
+	}
+	sctx, cancel := q.Server.StoreContext(ctx)
+	defer cancel()
+	return q.Notify(sctx, offline.Stored{Owner: auth.Number(m.To.Localpart()), From: m.From, Body: body})
 }
 
 // delayed returns inner with the XEP-0203 stamp added: from the server,

@@ -1,0 +1,107 @@
+package storage_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"dialtone/archive"
+	"dialtone/internal/pgtest"
+	"dialtone/storage"
+)
+
+// archiveSize is the archive the query benchmarks read: one account with
+// a million messages (the goal: its newest page in under 20 ms).
+const archiveSize = 1_000_000
+
+// fillArchive stores archiveSize messages of owner, alternating between
+// ten parties, with bulk inserts of 10,000 a transaction.
+func fillArchive(b *testing.B, db *storage.DB, owner string) {
+	start := time.Now()
+	base := archive.FirstID(time.Now().Add(-24 * time.Hour))
+	const batch = 10_000
+	msgs := make([]archive.Message, batch)
+	for done := 0; done < archiveSize; done += batch {
+		for i := range msgs {
+			n := done + i
+			msgs[i] = archive.Message{Owner: owner, ID: base + int64(n), With: fmt.Sprintf("+8210555500%02d@example.com", n%10),
+				Stanza: fmt.Appendf(nil, `<message type="chat" to="%s@localhost" from="x@example.com/r" id="m%d"><body>message number %d, of about a hundred bytes on the wire</body></message>`, owner, n, n)}
+		}
+		if err := db.AppendArchive(context.Background(), msgs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Logf("%s: %d messages stored in %v", db.Driver(), archiveSize, time.Since(start).Round(time.Millisecond))
+}
+
+func benchArchiveLastPage(b *testing.B, db *storage.DB, analyze func()) {
+	if testing.Short() {
+		b.Skip("builds a 1,000,000-message archive")
+	}
+	const owner = "+821099990000"
+	fillArchive(b, db, owner)
+	// The steady state: the planner has statistics of the table, as
+	// autovacuum keeps them on a server that grew its archive over time.
+	analyze()
+	for _, bc := range []struct {
+		name string
+		q    archive.Query
+	}{
+		{"newest", archive.Query{Owner: owner, Max: 50, Last: true}},
+		{"newest_with", archive.Query{Owner: owner, Max: 50, Last: true, With: "+821055550003@example.com"}},
+		{"oldest", archive.Query{Owner: owner, Max: 50}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			run := func() time.Duration {
+				t := time.Now()
+				page, _, err := db.QueryArchive(context.Background(), bc.q)
+				if err != nil || len(page) != 50 {
+					b.Fatalf("%d messages, %v", len(page), err)
+				}
+				return time.Since(t)
+			}
+			run() // the first read after the bulk load sets PostgreSQL's hint bits
+			var times []time.Duration
+			for b.Loop() {
+				times = append(times, run())
+			}
+			slices.Sort(times)
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+			b.ReportMetric(ms(times[len(times)/2]), "p50-ms")
+			b.ReportMetric(ms(times[len(times)*99/100]), "p99-ms")
+			b.ReportMetric(ms(times[len(times)-1]), "max-ms")
+		})
+	}
+}
+
+func BenchmarkArchiveLastPageSQLite(b *testing.B) {
+	db, err := storage.Open(context.Background(), "", b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	benchArchiveLastPage(b, db, func() {})
+}
+
+func BenchmarkArchiveLastPagePostgres(b *testing.B) {
+	url := pgtest.NewDatabase(b, pgtest.URL(b))
+	db, err := storage.Open(context.Background(), url, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	benchArchiveLastPage(b, db, func() {
+		conn, err := pgx.Connect(context.Background(), url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), "ANALYZE archive"); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
