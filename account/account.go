@@ -44,6 +44,13 @@ type BlockCache interface {
 	Forget(bare jid.JID)
 }
 
+// GroupCache drops what the server keeps in memory of an account's
+// group chat affiliations (its rows go with the account in the store);
+// the group chat module is one.
+type GroupCache interface {
+	ForgetMember(bare jid.JID)
+}
+
 // Store is what Lifecycle needs of the store.
 type Store interface {
 	// SetCredentials replaces the account's credentials (making the
@@ -60,13 +67,17 @@ type Store interface {
 
 // Lifecycle applies the rules of password changes, recycled numbers and
 // released accounts (SPEC.md "Accounts"). Set the fields before first
-// use; Roster and Blocks may stay nil (then there is nothing to reset).
+// use; Roster, Blocks and Groups may stay nil (then there is nothing to
+// reset).
 type Lifecycle struct {
 	Domain   string
 	Store    Store
 	Sessions SessionCloser
 	Roster   RosterResetter
 	Blocks   BlockCache
+	// Groups, when set, forgets a recycled or released account's group
+	// memberships, so that the next owner of the number does not get them.
+	Groups GroupCache
 	// Files, when set, removes the files an account uploaded (XEP-0363)
 	// when it is recycled or released.
 	Files OwnerFiles
@@ -110,8 +121,9 @@ func storeContext(ctx context.Context, timeout time.Duration) (context.Context, 
 }
 
 // Recycle starts the account of n afresh for a new owner of the number:
-// its contacts' subscriptions are cancelled, then all it stored removed,
-// then what the server cached of its block list dropped.
+// its contacts' subscriptions are cancelled, then all it stored removed
+// (group memberships and kept invitations too), then what the server
+// cached of its block list and memberships dropped.
 func (l *Lifecycle) Recycle(ctx context.Context, n auth.Number) error {
 	j, err := auth.CanonicalJID(n, l.Domain)
 	if err != nil {
@@ -126,10 +138,18 @@ func (l *Lifecycle) Recycle(ctx context.Context, n auth.Number) error {
 		return err
 	}
 	l.removeFiles(n)
+	l.forgetCaches(j)
+	return nil
+}
+
+// forgetCaches drops what the modules keep in memory of the account j.
+func (l *Lifecycle) forgetCaches(j jid.JID) {
 	if l.Blocks != nil {
 		l.Blocks.Forget(j)
 	}
-	return nil
+	if l.Groups != nil {
+		l.Groups.ForgetMember(j)
+	}
 }
 
 // CloseSessions closes the sessions of n after its password changed
@@ -202,7 +222,7 @@ func (l *Lifecycle) PromotePending(ctx context.Context, n auth.Number, pending a
 func (l *Lifecycle) Forget(ctx context.Context, n auth.Number) {
 	l.CloseSessions(ctx, n)
 	l.removeFiles(n)
-	if j, err := auth.CanonicalJID(n, l.Domain); err == nil && l.Blocks != nil {
-		l.Blocks.Forget(j)
+	if j, err := auth.CanonicalJID(n, l.Domain); err == nil {
+		l.forgetCaches(j)
 	}
 }

@@ -32,6 +32,9 @@ type Affiliation struct {
 	Affiliation string
 	// Nick is the nick the member reserved, Reason why (a ban's reason).
 	Nick, Reason string
+	// Owner is the number of a local JID (its account owns the row,
+	// which goes with it), "" for a remote one.
+	Owner string
 }
 
 // Message is one message of a room's archive.

@@ -1,12 +1,16 @@
 #!/usr/bin/python3
-"""Two slixmpp clients use PEP (plugins xep_0060, xep_0163, xep_0084, xep_0172).
+"""Two slixmpp clients use PEP (plugins xep_0060, xep_0163, xep_0084, xep_0172,
+xep_0054, xep_0153).
 
 interop/pep_test.go runs it. B logs in with caps that ask for avatar and
 nick notifications (xep_0115 + xep_0163), A befriends B, then publishes an
 avatar (XEP-0084 data and metadata) and a nick (XEP-0172). B must get both
 notifications, fetch the avatar data by the metadata's id and find the
-same bytes, read the nick with xep_0060 get_items, and get item-not-found
-for a node that does not exist. Prints one JSON object with "ok".
+same bytes, find the same bytes as the PHOTO of A's vCard (xep_0054: the
+server's XEP-0398 conversion) and the avatar's hash in A's next presence
+(xep_0153: stamped by the server, A's client does not add it), read the
+nick with xep_0060 get_items, and get item-not-found for a node that does
+not exist. Prints one JSON object with "ok".
 
   /usr/bin/python3 interop/slixmpp_pep.py --port 5222 \\
       --a +821012345678@localhost --a-password PW \\
@@ -27,9 +31,9 @@ from slixmpp_chat import Client
 AVATAR = bytes(range(256)) * 8
 
 
-def pep_client(name, jid, password):
+def pep_client(name, jid, password, *extra):
     c = Client(name, jid, password, "SCRAM-SHA-256")
-    for p in ("xep_0115", "xep_0060", "xep_0163", "xep_0084", "xep_0172"):
+    for p in ("xep_0115", "xep_0060", "xep_0163", "xep_0084", "xep_0172") + extra:
         c.xmpp.register_plugin(p)
     return c
 
@@ -47,8 +51,9 @@ async def befriended(c, other, timeout=15):
 
 async def run(args, result):
     a = pep_client("a", args.a + "/pep", args.a_password)
-    b = pep_client("b", args.b + "/pep", args.b_password)
-    got = {"metadata": asyncio.get_event_loop().create_future(), "nick": asyncio.get_event_loop().create_future()}
+    b = pep_client("b", args.b + "/pep", args.b_password, "xep_0054", "xep_0153")
+    loop = asyncio.get_event_loop()
+    got = {"metadata": loop.create_future(), "nick": loop.create_future(), "hash": loop.create_future()}
 
     def on_metadata(msg):
         if msg["from"].bare == args.a and not got["metadata"].done():
@@ -59,7 +64,13 @@ async def run(args, result):
         if msg["from"].bare == args.a and not got["nick"].done():
             got["nick"].set_result(msg["pubsub_event"]["items"]["item"]["nick"]["nick"])
 
+    def on_presence(pres):
+        photo = pres["vcard_temp_update"]["photo"]
+        if pres["from"].bare == args.a and photo and not got["hash"].done():
+            got["hash"].set_result(photo)
+
     b.xmpp.add_event_handler("avatar_metadata_publish", on_metadata)
+    b.xmpp.add_event_handler("presence_available", on_presence)
     b.xmpp.add_event_handler("user_nick_publish", on_nick)
     try:
         await b.login(args.host, args.port)
@@ -81,6 +92,17 @@ async def run(args, result):
         if data != AVATAR:
             raise RuntimeError("avatar data: %d bytes, not what was published" % len(data))
         result["steps"].append("avatar")
+
+        iq = await b.xmpp["xep_0054"].get_vcard(args.a, cached=False, timeout=10)
+        photo = iq["vcard_temp"]["PHOTO"]
+        if photo["BINVAL"] != AVATAR or photo["TYPE"] != "image/png":
+            raise RuntimeError("vCard photo %r, %d bytes: not the PEP avatar" % (photo["TYPE"], len(photo["BINVAL"] or b"")))
+        result["steps"].append("vcard")
+        a.xmpp.send_presence()
+        result["presence_hash"] = await asyncio.wait_for(got["hash"], 10)
+        if result["presence_hash"] != avatar_id:
+            raise RuntimeError("presence hash %s, want %s" % (result["presence_hash"], avatar_id))
+        result["steps"].append("presence")
 
         await a.xmpp["xep_0172"].publish_nick("Alice", timeout=10)
         result["nick"] = await asyncio.wait_for(got["nick"], 10)

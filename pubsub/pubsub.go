@@ -255,6 +255,12 @@ type Node struct {
 	Config Config
 }
 
+// Subscription is an explicit subscription (XEP-0060 §6.1) to a node.
+type Subscription struct {
+	Node string
+	JID  string // the subscriber, bare or full, as it subscribed
+}
+
 // Store keeps nodes and items per owner (the account's canonical number).
 // Implemented by package storage; removed with the account.
 type Store interface {
@@ -265,8 +271,8 @@ type Store interface {
 	// PutPEPNode creates the node or replaces its configuration, then
 	// drops the oldest items beyond c.MaxItems.
 	PutPEPNode(ctx context.Context, owner, node string, c Config) error
-	// DeletePEPNode removes the node with its items; ErrNotFound when
-	// there is none.
+	// DeletePEPNode removes the node with its items and subscriptions;
+	// ErrNotFound when there is none.
 	DeletePEPNode(ctx context.Context, owner, node string) error
 	// PublishPEPItem stores it as the newest item of node (replacing an
 	// item of the same id), creating the node with c when it does not
@@ -280,4 +286,12 @@ type Store interface {
 	// when ids is not empty (in the store's order), else at most max
 	// (max <= 0: all). ErrNotFound when the node does not exist.
 	PEPItems(ctx context.Context, owner, node string, ids []string, max int) ([]Item, error)
+	// SubscribePEP records sub's subscription to node (kept when it
+	// exists); ErrNotFound when the node does not exist.
+	SubscribePEP(ctx context.Context, owner, node, sub string) error
+	// UnsubscribePEP removes it; ErrNotFound when there is none.
+	UnsubscribePEP(ctx context.Context, owner, node, sub string) error
+	// PEPSubscriptions returns the subscriptions to owner's nodes (to
+	// node alone when it is not empty), by node and subscriber.
+	PEPSubscriptions(ctx context.Context, owner, node string) ([]Subscription, error)
 }

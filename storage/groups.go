@@ -73,9 +73,9 @@ func (db *DB) DeleteMUCRoom(ctx context.Context, room string) error {
 
 // MUCAffiliations returns the affiliations of every stored room.
 func (db *DB) MUCAffiliations(ctx context.Context) ([]groups.Affiliation, error) {
-	r, err := db.b.query(ctx, `SELECT room, jid, affiliation, nick, reason FROM muc_affiliations ORDER BY room, jid`)
+	r, err := db.b.query(ctx, `SELECT room, jid, affiliation, nick, reason, owner FROM muc_affiliations ORDER BY room, jid`)
 	affs, err := collect(r, err, func(r rows) (a groups.Affiliation, err error) {
-		err = r.Scan(&a.Room, &a.JID, &a.Affiliation, &a.Nick, &a.Reason)
+		err = r.Scan(&a.Room, &a.JID, &a.Affiliation, &a.Nick, &a.Reason, &a.Owner)
 		return a, err
 	})
 	if err != nil {
@@ -90,9 +90,9 @@ func (db *DB) SetMUCAffiliation(ctx context.Context, a groups.Affiliation) error
 	if a.Affiliation == "" || a.Affiliation == "none" {
 		_, err = db.b.exec(ctx, `DELETE FROM muc_affiliations WHERE room = ? AND jid = ?`, a.Room, a.JID)
 	} else {
-		_, err = db.b.exec(ctx, `INSERT INTO muc_affiliations (room, jid, affiliation, nick, reason) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (room, jid) DO UPDATE SET affiliation = excluded.affiliation, nick = excluded.nick, reason = excluded.reason`,
-			a.Room, a.JID, a.Affiliation, a.Nick, a.Reason)
+		_, err = db.b.exec(ctx, `INSERT INTO muc_affiliations (room, jid, affiliation, nick, reason, owner) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (room, jid) DO UPDATE SET affiliation = excluded.affiliation, nick = excluded.nick, reason = excluded.reason, owner = excluded.owner`,
+			a.Room, a.JID, a.Affiliation, a.Nick, a.Reason, a.Owner)
 	}
 	if err != nil {
 		return fmt.Errorf("storage: affiliation of %s in %s: %w", a.JID, a.Room, err)

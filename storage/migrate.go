@@ -362,6 +362,24 @@ var migrations = []migration{
 			PRIMARY KEY (owner, jid, node)
 		)`,
 	}},
+	{14, "PEP subscriptions", []string{
+		// Explicit XEP-0060 subscriptions to an account's PEP nodes
+		// (owner: the account; subscriber: a JID as the client gave it).
+		`CREATE TABLE pep_subscriptions (
+			owner {{key}} NOT NULL,
+			node {{key}} NOT NULL,
+			subscriber {{key}} NOT NULL,
+			PRIMARY KEY (owner, node, subscriber)
+		)`,
+	}},
+	{15, "group affiliations owned by the account", []string{
+		// The local number of the affiliated JID ('' for a remote one),
+		// so that a recycled, released or deleted number's memberships go
+		// with its account (ownedTables). The group module fills it in
+		// for the rows stored before, when it loads them.
+		`ALTER TABLE muc_affiliations ADD COLUMN owner {{key}} NOT NULL DEFAULT ''`,
+		`CREATE INDEX muc_affiliations_owner ON muc_affiliations (owner)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
@@ -373,7 +391,7 @@ var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "bl
 	// has no row any more.
 	"uploads",
 	"login_links", "web_tickets", "pep_nodes", "pep_items", "fast_tokens",
-	"muc_invitations", "archive", "archive_prefs", "push_registrations"}
+	"muc_invitations", "archive", "archive_prefs", "push_registrations", "pep_subscriptions", "muc_affiliations"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {

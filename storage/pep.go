@@ -85,7 +85,10 @@ func (db *DB) DeletePEPNode(ctx context.Context, owner, node string) error {
 		if n == 0 {
 			return pubsub.ErrNotFound
 		}
-		_, err = q.exec(ctx, `DELETE FROM pep_items WHERE owner = ? AND node = ?`, owner, node)
+		if _, err = q.exec(ctx, `DELETE FROM pep_items WHERE owner = ? AND node = ?`, owner, node); err != nil {
+			return err
+		}
+		_, err = q.exec(ctx, `DELETE FROM pep_subscriptions WHERE owner = ? AND node = ?`, owner, node)
 		return err
 	})
 	if err != nil {
@@ -169,4 +172,53 @@ func (db *DB) PEPItems(ctx context.Context, owner, node string, ids []string, ma
 		return nil, fmt.Errorf("storage: PEP items of %q of %s: %w", node, owner, err)
 	}
 	return items, nil
+}
+
+// SubscribePEP records sub's subscription to node; an existing one is
+// kept. The node must exist (pubsub.ErrNotFound).
+func (db *DB) SubscribePEP(ctx context.Context, owner, node, sub string) error {
+	err := db.b.inTx(ctx, func(q querier) error {
+		if _, err := pepNode(ctx, q, owner, node); err != nil {
+			return err
+		}
+		_, err := q.exec(ctx, `INSERT INTO pep_subscriptions (owner, node, subscriber) VALUES (?, ?, ?)
+			ON CONFLICT (owner, node, subscriber) DO NOTHING`, owner, node, sub)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("storage: subscribe %s to PEP node %q of %s: %w", sub, node, owner, err)
+	}
+	return nil
+}
+
+// UnsubscribePEP removes sub's subscription to node, or reports
+// pubsub.ErrNotFound.
+func (db *DB) UnsubscribePEP(ctx context.Context, owner, node, sub string) error {
+	n, err := db.b.exec(ctx, `DELETE FROM pep_subscriptions WHERE owner = ? AND node = ? AND subscriber = ?`, owner, node, sub)
+	if err == nil && n == 0 {
+		err = pubsub.ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("storage: unsubscribe %s from PEP node %q of %s: %w", sub, node, owner, err)
+	}
+	return nil
+}
+
+// PEPSubscriptions returns the subscriptions to owner's nodes, to node
+// only when it is not empty, by node and subscriber.
+func (db *DB) PEPSubscriptions(ctx context.Context, owner, node string) ([]pubsub.Subscription, error) {
+	query, args := `SELECT node, subscriber FROM pep_subscriptions WHERE owner = ?`, []any{owner}
+	if node != "" {
+		query += ` AND node = ?`
+		args = append(args, node)
+	}
+	r, err := db.b.query(ctx, query+` ORDER BY node, subscriber`, args...)
+	subs, err := collect(r, err, func(r rows) (s pubsub.Subscription, err error) {
+		err = r.Scan(&s.Node, &s.JID)
+		return s, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: PEP subscriptions of %s: %w", owner, err)
+	}
+	return subs, nil
 }

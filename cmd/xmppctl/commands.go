@@ -240,6 +240,7 @@ func (c *cli) accountDelete(ctx context.Context, cmd *command, args []string) er
 	if err != nil {
 		return fmt.Errorf("%s was deleted, but the running server did not close its sessions: %w", n, err)
 	}
+	c.forget(ctx, n)
 	fmt.Fprintf(c.stdout, "%s: deleted", n)
 	if closed > 0 {
 		fmt.Fprintf(c.stdout, ", %d session(s) closed", closed)
@@ -400,6 +401,7 @@ func (c *cli) accountsSweep(ctx context.Context, cmd *command, args []string) er
 			if _, err := c.kick(ctx, n, conditionReset); err != nil {
 				c.warn("%s: released, but the running server did not close its sessions: %v", n, err)
 			}
+			c.forget(ctx, n)
 		},
 	}
 	released, err := s.SweepOnce(ctx)

@@ -466,6 +466,22 @@ func (c *cli) kick(ctx context.Context, n auth.Number, condition string) (int, e
 	return closed, err
 }
 
+// forget asks the running server to drop what it keeps in memory of n,
+// which was deleted or released (its group memberships, its block list);
+// a failure is a warning: the store no longer has the account, and a
+// restart forgets it too.
+func (c *cli) forget(ctx context.Context, n auth.Number) {
+	cfg, err := c.config()
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, kickTimeout)
+	defer cancel()
+	if err := admin.Forget(ctx, cfg.AdminSocket, string(n)); err != nil && !errors.Is(err, admin.ErrNoServer) {
+		c.warn("%s: the running server may keep its group memberships until it restarts: %v", n, err)
+	}
+}
+
 // warn writes a note on stderr (used for things that do not change the
 // exit status).
 func (c *cli) warn(format string, args ...any) {

@@ -592,6 +592,13 @@ func (k *kickRecorder) Kick(ctx context.Context, number, condition string) (int,
 	return 1, nil
 }
 
+func (k *kickRecorder) Forget(ctx context.Context, number string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.kicks = append(k.kicks, number+" forget")
+	return nil
+}
+
 func (k *kickRecorder) got() []string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -623,7 +630,7 @@ func TestResetAndDeleteCloseSessions(t *testing.T) {
 	if r.stdout != "+821012345678: deleted, 1 session(s) closed\n" {
 		t.Errorf("delete stdout %q", r.stdout)
 	}
-	want := []string{"+821012345678 not-authorized", "+821012345678 not-authorized"}
+	want := []string{"+821012345678 not-authorized", "+821012345678 not-authorized", "+821012345678 forget"}
 	if got := k.got(); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("kicks %q, want %q", got, want)
 	}
@@ -641,8 +648,8 @@ func TestResetAndDeleteCloseSessions(t *testing.T) {
 	k.mu.Lock()
 	wakes, kicks := k.wakes, len(k.kicks)
 	k.mu.Unlock()
-	if wakes != 2 || kicks != 3 {
-		t.Errorf("server woken %d times, %d kicks; want 2 and 3", wakes, kicks)
+	if wakes != 2 || kicks != 4 {
+		t.Errorf("server woken %d times, %d kicks and forgets; want 2 and 4", wakes, kicks)
 	}
 	due, err := e.store().DueSMS(context.Background(), time.Now(), 10)
 	if err != nil || len(due) != 2 || due[0].Purpose != "password" || !due[0].Sealed || due[1].Purpose != "test" {

@@ -12,6 +12,8 @@
 //	← {"error":"why it failed"}
 //	→ {"op":"wake"}
 //	← {"closed":0}
+//	→ {"op":"forget","number":"+821012345678"}
+//	← {"closed":0}
 package admin
 
 import (
@@ -45,6 +47,14 @@ type Handler interface {
 	Wake()
 }
 
+// Forgetter is the optional part of a Handler that drops what the server
+// keeps in memory of an account xmppctl deleted or released in the store
+// (its group memberships, its cached block list), so that the number's
+// next owner does not inherit it.
+type Forgetter interface {
+	Forget(ctx context.Context, number string) error
+}
+
 // Limits of the server side. Variables so that tests can shorten them.
 var (
 	// idleTimeout closes a connection that sends no complete request for this long.
@@ -64,8 +74,9 @@ const (
 
 // Operations.
 const (
-	opKick = "kick"
-	opWake = "wake"
+	opKick   = "kick"
+	opWake   = "wake"
+	opForget = "forget"
 )
 
 type request struct {
@@ -234,6 +245,17 @@ func handle(ctx context.Context, h Handler, req request, log *slog.Logger) respo
 	case opWake:
 		h.Wake()
 		return response{}
+	case opForget:
+		f, ok := h.(Forgetter)
+		if !ok || req.Number == "" {
+			return response{Error: "forget needs a number and a server that forgets"}
+		}
+		if err := f.Forget(ctx, req.Number); err != nil {
+			log.Warn("admin forget failed", "number", req.Number, "err", err)
+			return response{Error: err.Error()}
+		}
+		log.Info("admin forget", "number", req.Number)
+		return response{}
 	default:
 		return response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 	}
@@ -255,6 +277,15 @@ func Kick(ctx context.Context, path, number, condition string) (closed int, err 
 // errors.Is(err, ErrNoServer): then nobody sends it but the caller.
 func Wake(ctx context.Context, path string) error {
 	_, err := call(ctx, path, request{Op: opWake})
+	return err
+}
+
+// Forget asks the server listening on path to drop what it keeps in
+// memory of the account number, which was deleted or released in the
+// store. When no server runs it returns an error that matches
+// errors.Is(err, ErrNoServer): then there is nothing to drop.
+func Forget(ctx context.Context, path, number string) error {
+	_, err := call(ctx, path, request{Op: opForget, Number: number})
 	return err
 }
 

@@ -333,3 +333,37 @@ func TestWakeNoServer(t *testing.T) {
 		t.Errorf("err = %v, want ErrNoServer", err)
 	}
 }
+
+// forgetter is a handler that also forgets accounts.
+type forgetter struct {
+	fakeHandler
+	forgot []string
+}
+
+func (f *forgetter) Forget(ctx context.Context, number string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgot = append(f.forgot, number)
+	return nil
+}
+
+func TestForget(t *testing.T) {
+	path := socketPath(t)
+	f := &forgetter{}
+	start(t, path, f)
+	if err := Forget(context.Background(), path, "+15551234567"); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	got := append([]string(nil), f.forgot...)
+	f.mu.Unlock()
+	if len(got) != 1 || got[0] != "+15551234567" {
+		t.Errorf("forgot %v", got)
+	}
+	// A server whose handler does not forget says so.
+	other := socketPath(t)
+	start(t, other, &fakeHandler{})
+	if err := Forget(context.Background(), other, "+15551234567"); err == nil || errors.Is(err, ErrNoServer) {
+		t.Errorf("forget on a handler without Forget: %v", err)
+	}
+}

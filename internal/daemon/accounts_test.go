@@ -43,9 +43,9 @@ var passwordSMS = regexp.MustCompile(`^Your ` + domain + ` password is ([A-Za-z0
 // client and one-tap login"), on by default.
 const loginLinkRE = `(?:http://[^/ ]+/l/[A-Za-z0-9_-]{22})`
 
-// requestPassword asks the HTTP API for a new password for num and returns
-// the password from its SMS, the n-th SMS to num.
-func requestPassword(t *testing.T, s *daemonUnderTest, rcv *smsReceiver, num string, n int) string {
+// postPassword asks the HTTP API for a new password for num (which
+// recycles an account unused for XMPPD_RECYCLE_AFTER before answering).
+func postPassword(t *testing.T, s *daemonUnderTest, num string) {
 	t.Helper()
 	resp, err := http.Post("http://"+s.d.Addr("http")+"/api/v1/password", "application/json",
 		strings.NewReader(`{"phone":"`+num+`"}`))
@@ -56,6 +56,13 @@ func requestPassword(t *testing.T, s *daemonUnderTest, rcv *smsReceiver, num str
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST /api/v1/password: %d, want 202", resp.StatusCode)
 	}
+}
+
+// requestPassword asks the HTTP API for a new password for num and returns
+// the password from its SMS, the n-th SMS to num.
+func requestPassword(t *testing.T, s *daemonUnderTest, rcv *smsReceiver, num string, n int) string {
+	t.Helper()
+	postPassword(t, s, num)
 	m := rcv.Wait(t, num, n, noticeTimeout)
 	got := passwordSMS.FindStringSubmatch(m.Text)
 	if got == nil || m.Purpose != "password" {

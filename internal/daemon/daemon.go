@@ -34,7 +34,9 @@ import (
 	"dialtone/turn"
 	"dialtone/upload"
 	"dialtone/xmppd"
+	"dialtone/xmppd/mod/avatar"
 	"dialtone/xmppd/mod/blocking"
+	"dialtone/xmppd/mod/bookmarks"
 	"dialtone/xmppd/mod/carbons"
 	"dialtone/xmppd/mod/csi"
 	"dialtone/xmppd/mod/disco"
@@ -297,6 +299,17 @@ func (d *Daemon) registerModules() error {
 	d.SM = &sm.Module{ResumeTimeout: d.cfg.SMResumeTimeout, QueueLimit: d.cfg.SMQueueLimit, Notice: d.Offline.Notice, Log: d.log}
 	peps := pep.New(r, d.DB, d.DB, d.log)
 	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
+	vcards := vcard.New(r, d.DB)
+	avatars := avatar.New(r, vcards, peps, d.DB, d.log)
+	peps.Observe(avatars)
+	vcards.Observe(avatars.VCardSet)
+	privates := private.New(r, d.DB)
+	marks := bookmarks.New(r, peps, d.DB, d.log)
+	peps.Observe(marks)
+	privates.Observe(marks.PrivateSet)
+	rooms := d.groups(r)
+	// A recycled or released number leaves its groups (SPEC.md "Accounts").
+	d.accounts.Groups = rooms
 	phones := phonebook.New(r, d.parser, d.DB)
 	phones.PerDay = d.cfg.DiscoveryPerDay
 	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log})
@@ -309,8 +322,8 @@ func (d *Daemon) registerModules() error {
 		ping.New(r),
 		version.New(Version),
 		xmpptime.New(),
-		vcard.New(r, d.DB),
-		private.New(r, d.DB),
+		vcards,
+		privates,
 		d.blocking,
 		d.roster,
 		presences,
@@ -318,12 +331,14 @@ func (d *Daemon) registerModules() error {
 		d.Push,
 		carbons.New(),
 		peps,
+		avatars,
+		marks,
 		uploadmod.New(r, d.Uploads, d.cfg.UploadMaxFileSize),
 		extdisco.New(r, d.TURN),
 		d.Offline,
 		d.SM,
 		csi.New(),
-		d.groups(r),
+		rooms,
 		router.ModuleFunc(func(h *router.Hooks) error {
 			h.OnSession(router.Available, 0, func(ctx context.Context, s *router.Session) {
 				ctx, cancel := r.StoreContext(ctx)
@@ -409,7 +424,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	actx, cancelAdmin := context.WithCancel(context.Background())
 	defer cancelAdmin()
 	serve(func() error {
-		err := admin.Serve(actx, d.cfg.AdminSocket, adminHandler{d.Server, d.Sender}, d.log)
+		err := admin.Serve(actx, d.cfg.AdminSocket, adminHandler{d.Server, d.Sender, d.accounts}, d.log)
 		if err != nil && actx.Err() == nil {
 			return fmt.Errorf("XMPPD_ADMIN_SOCKET: %w", err)
 		}
@@ -562,7 +577,15 @@ func passwordLength(n int) int {
 // SMS worker.
 type adminHandler struct {
 	*xmppd.Server
-	sender *sms.Sender
+	sender   *sms.Sender
+	accounts *account.Lifecycle
+}
+
+// Forget drops what the server keeps of an account xmppctl deleted or
+// released: its sessions, files, cached block list and group memberships.
+func (h adminHandler) Forget(ctx context.Context, number string) error {
+	h.accounts.Forget(ctx, auth.Number(number))
+	return nil
 }
 
 // Wake nudges the SMS worker after xmppctl queued an SMS.

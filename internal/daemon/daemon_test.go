@@ -99,6 +99,8 @@ func TestDaemon(t *testing.T) {
 			t.Run("private", func(t *testing.T) { testPrivate(t, s) })
 			t.Run("blocking", func(t *testing.T) { testBlocking(t, s) })
 			t.Run("pep", func(t *testing.T) { testPEP(t, s) })
+			t.Run("avatar", func(t *testing.T) { testAvatar(t, s) })
+			t.Run("bookmarks", func(t *testing.T) { testBookmarks(t, s) })
 			t.Run("routing_errors", func(t *testing.T) { testRoutingErrors(t, s) })
 			t.Run("http", func(t *testing.T) { testHTTP(t, s) })
 			t.Run("websocket", func(t *testing.T) { testWebSocket(t, s) })
@@ -1332,6 +1334,10 @@ func testShutdownRestart(t *testing.T, s *daemonUnderTest) {
 	carol := s.newUser(t)
 	r, _ = iq(a, "set", "", `<block xmlns='urn:xmpp:blocking'><item jid='`+carol.bare()+`'/></block>`)
 	mustResult(t, r)
+	// An explicit PEP subscription (XEP-0060 §6.1) of bob to alice's node.
+	mustResult(t, publish(a, nodeNick, "current", `<nick xmlns='`+nodeNick+`'>A</nick>`, ""))
+	r, _ = iq(b, "set", alice.bare(), `<pubsub xmlns='`+nsPubsub+`'><subscribe node='`+nodeNick+`' jid='`+bob.bare()+`'/></pubsub>`)
+	mustResult(t, r)
 	cert := a.Conn.(*tls.Conn).ConnectionState().PeerCertificates[0].Raw
 	// a connection that has not authenticated yet
 	pending := xmpptest.Dial(t, s.c2s())
@@ -1402,6 +1408,13 @@ func testShutdownRestart(t *testing.T, s *daemonUnderTest) {
 	a.Available()
 	b = s.online(t, bob, "laptop")
 	a.Expect("bob after the restart", isPresence("", b.JID))
+	// The PEP subscription lasted: bob, without caps interest, is told.
+	r, _ = iq(b, "get", alice.bare(), `<pubsub xmlns='`+nsPubsub+`'><subscriptions/></pubsub>`)
+	if mustResult(t, r); !strings.Contains(r.Inner, `node="`+nodeNick+`" jid="`+bob.bare()+`" subscription="subscribed"`) {
+		t.Errorf("bob's subscriptions after the restart: %v", r)
+	}
+	mustResult(t, publish(a, nodeNick, "current", `<nick xmlns='`+nodeNick+`'>After</nick>`, ""))
+	until(b, "the subscribed node's notification after the restart", isEvent(alice.bare(), "After"))
 }
 
 // A start that fails half-way (here: the C2S address is taken) returns an

@@ -217,15 +217,7 @@ func testUploadsGoWithTheAccount(t *testing.T, dbURL string) {
 		if code := s.getStatus(t, slot.GetURL); code != 200 {
 			t.Fatalf("GET before the recycle: %d", code)
 		}
-		resp, err := http.Post("http://"+s.d.Addr("http")+"/api/v1/password", "application/json",
-			strings.NewReader(`{"phone":"`+u.num+`"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			t.Fatalf("POST /api/v1/password: %d", resp.StatusCode)
-		}
+		postPassword(t, s, u.num)
 		// The recycle is done before the new password is texted.
 		if !gone(u.num, slot)() {
 			t.Errorf("the old owner's file is still there after the recycle")

@@ -20,6 +20,7 @@ var groupTests = []struct {
 	{"GroupRooms", testGroupRooms},
 	{"GroupArchive", testGroupArchive},
 	{"GroupInvitations", testGroupInvitations},
+	{"GroupAffiliationsGoWithAccount", testGroupAffiliationsGoWithAccount},
 }
 
 const groupRoom = "team@groups.example.org"
@@ -169,5 +170,36 @@ func testGroupInvitations(t *testing.T, db *storage.DB) {
 	must(t, err)
 	if len(invs) != 0 {
 		t.Fatalf("after the account's deletion %+v", invs)
+	}
+}
+
+// The affiliations a local account owns go when it is wiped (recycled),
+// deleted or released; a remote JID's, even with the same localpart, stay.
+func testGroupAffiliationsGoWithAccount(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const room = "gone@groups.example.org"
+	nums := []auth.Number{"+15550003001", "+15550003002", "+15550003003"}
+	for _, n := range nums {
+		creds, err := auth.NewCredentials("pw")
+		must(t, err)
+		_, err = db.SetCredentials(ctx, n, creds)
+		must(t, err)
+		must(t, db.SetMUCAffiliation(ctx, groups.Affiliation{Room: room, JID: string(n) + "@example.org", Affiliation: "member", Owner: string(n)}))
+	}
+	remote := groups.Affiliation{Room: room, JID: "+15550003001@elsewhere.example", Affiliation: "member", Nick: "r"}
+	must(t, db.SetMUCAffiliation(ctx, remote))
+	must(t, db.WipeAccountData(ctx, nums[0]))
+	must(t, db.DeleteAccount(ctx, nums[1]))
+	affs, err := db.MUCAffiliations(ctx)
+	must(t, err)
+	var left []groups.Affiliation
+	for _, a := range affs {
+		if a.Room == room {
+			left = append(left, a)
+		}
+	}
+	want := []groups.Affiliation{remote, {Room: room, JID: "+15550003003@example.org", Affiliation: "member", Owner: "+15550003003"}}
+	if !reflect.DeepEqual(left, want) {
+		t.Fatalf("affiliations left %+v, want %+v", left, want)
 	}
 }

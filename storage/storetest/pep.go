@@ -21,6 +21,7 @@ var pepTests = []struct {
 	{"PEPNodes", testPEPNodes},
 	{"PEPConcurrentPublish", testPEPConcurrentPublish},
 	{"PEPGoesWithAccount", testPEPGoesWithAccount},
+	{"PEPSubscriptions", testPEPSubscriptions},
 }
 
 func itemIDs(items []pubsub.Item) []string {
@@ -178,6 +179,7 @@ func testPEPGoesWithAccount(t *testing.T, db *storage.DB) {
 		must(t, err)
 		_, _, err = db.PublishPEPItem(ctx, string(n), "urn:x", pubsub.Default(), pubsub.Item{ID: "1", Payload: []byte(`<p xmlns="urn:p"/>`)})
 		must(t, err)
+		must(t, db.SubscribePEP(ctx, string(n), "urn:x", "+15550002099@example.com/r"))
 	}
 	must(t, db.DeleteAccount(ctx, "+15550002031"))
 	must(t, db.WipeAccountData(ctx, "+15550002032"))
@@ -188,5 +190,44 @@ func testPEPGoesWithAccount(t *testing.T, db *storage.DB) {
 		if len(nodes) != 0 || !errors.Is(err, pubsub.ErrNotFound) {
 			t.Fatalf("%s: nodes %v, items err %v", n, nodes, err)
 		}
+		if subs, err := db.PEPSubscriptions(ctx, n, ""); err != nil || len(subs) != 0 {
+			t.Fatalf("%s: subscriptions %v, %v", n, subs, err)
+		}
+	}
+}
+
+// Explicit subscriptions last, are idempotent, need the node, and go with
+// the node.
+func testPEPSubscriptions(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const owner, a, b = "+15550002041", "+15550002042@example.com", "+15550002043@example.com/phone"
+	wantPEPNotFound(t, "subscribe to no node", db.SubscribePEP(ctx, owner, "urn:none", a))
+	for _, node := range []string{"urn:x", "urn:y"} {
+		must(t, db.PutPEPNode(ctx, owner, node, pubsub.Default()))
+	}
+	must(t, db.SubscribePEP(ctx, owner, "urn:x", a))
+	must(t, db.SubscribePEP(ctx, owner, "urn:x", a)) // again: still one
+	must(t, db.SubscribePEP(ctx, owner, "urn:x", b))
+	must(t, db.SubscribePEP(ctx, owner, "urn:y", a))
+	all, err := db.PEPSubscriptions(ctx, owner, "")
+	must(t, err)
+	want := []pubsub.Subscription{{Node: "urn:x", JID: a}, {Node: "urn:x", JID: b}, {Node: "urn:y", JID: a}}
+	if !slices.Equal(all, want) {
+		t.Fatalf("subscriptions %v, want %v", all, want)
+	}
+	if x, err := db.PEPSubscriptions(ctx, owner, "urn:y"); err != nil || !slices.Equal(x, want[2:]) {
+		t.Fatalf("subscriptions to urn:y %v, %v", x, err)
+	}
+	if other, err := db.PEPSubscriptions(ctx, "+15550002044", ""); err != nil || len(other) != 0 {
+		t.Fatalf("another owner's subscriptions %v, %v", other, err)
+	}
+	must(t, db.UnsubscribePEP(ctx, owner, "urn:x", b))
+	wantPEPNotFound(t, "unsubscribe again", db.UnsubscribePEP(ctx, owner, "urn:x", b))
+	must(t, db.DeletePEPNode(ctx, owner, "urn:x"))
+	must(t, db.PutPEPNode(ctx, owner, "urn:x", pubsub.Default()))
+	all, err = db.PEPSubscriptions(ctx, owner, "")
+	must(t, err)
+	if !slices.Equal(all, want[2:]) {
+		t.Fatalf("after deleting urn:x: %v, want %v", all, want[2:])
 	}
 }

@@ -122,6 +122,13 @@ func TestStanzaKeepsRawChildren(t *testing.T) {
 	if got[1].Kind != router.KindPresence || got[1].Inner != nil {
 		t.Fatalf("presence %+v", got[1])
 	}
+	// A hook that adds a child: the serialisation cached above is
+	// dropped, the rest of the stanza written as it was.
+	m.SetInner(append(append([]byte(nil), m.Inner...), "<z xmlns='urn:z'/>"...))
+	want = `<message to="+821012345678@localhost" id="m1" type="chat" xml:lang="ko"><body>a &lt; b</body><x:y xmlns:x='urn:x'/><z xmlns='urn:z'/></message>`
+	if string(m.Bytes()) != want {
+		t.Fatalf("after SetInner\n%s\nwant\n%s", m.Bytes(), want)
+	}
 }
 
 // headerPrefixStream declares a prefix only on the sender's stream header.

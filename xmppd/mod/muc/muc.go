@@ -211,9 +211,43 @@ func (m *Module) load(ctx context.Context) error {
 			continue
 		}
 		v.(*room).affs[a.JID] = affRecord{aff: aff, nick: a.Nick, reason: a.Reason}
+		if owner := m.ownerOf(a.JID); owner != a.Owner {
+			// Stored before rows had owners: give it its account's, so
+			// that it goes with the account.
+			a.Owner = owner
+			if err := m.store.SetMUCAffiliation(sctx, a); err != nil {
+				m.Log.Error("owning a group affiliation", "room", a.Room, "jid", a.JID, "err", err)
+			}
+		}
 	}
 	m.loaded = true
 	return nil
+}
+
+// ownerOf is the number owning the affiliation row of bare: its localpart
+// when it is a local account's JID, else "".
+func (m *Module) ownerOf(bare string) string {
+	j, err := jid.Parse(bare)
+	if err != nil || j.Domainpart() != m.r.Domain() {
+		return ""
+	}
+	return j.Localpart()
+}
+
+// ForgetMember drops the affiliations of a local account that was
+// recycled, released or deleted from the rooms in memory (the store
+// removes its rows with the account), so that whoever gets the number
+// next is not in its groups. Rooms are not loaded for it: loading reads
+// the store, which no longer has them.
+func (m *Module) ForgetMember(bare jid.JID) {
+	key := bare.Bare().String()
+	m.rooms.Range(func(_, v any) bool {
+		rm := v.(*room)
+		rm.mu.Lock()
+		delete(rm.affs, key)
+		rm.mu.Unlock()
+		return true
+	})
 }
 
 // room returns the room at bare, or nil.
@@ -361,6 +395,7 @@ func (m *Module) saveAffiliations(ctx context.Context, affs []groups.Affiliation
 	sctx, cancel := m.r.StoreContext(ctx)
 	defer cancel()
 	for _, a := range affs {
+		a.Owner = m.ownerOf(a.JID)
 		if err := m.store.SetMUCAffiliation(sctx, a); err != nil {
 			return fmt.Errorf("muc: storing the affiliation of %s in %s: %w", a.JID, a.Room, err)
 		}

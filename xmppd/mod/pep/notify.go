@@ -240,6 +240,29 @@ func (m *Module) send(ctx context.Context, owner, to jid.JID, event []byte) {
 // available resources that announced +notify interest and may read the
 // node, and its explicit subscribers.
 func (m *Module) notify(ctx context.Context, owner jid.JID, node string, cfg pubsub.Config, event []byte) {
+	m.notifyTo(ctx, owner, node, cfg, m.subscribers(ctx, owner, node), event)
+}
+
+// subscribers returns the explicit subscribers of node; a store failure
+// is logged (the presence-based notifications still go).
+func (m *Module) subscribers(ctx context.Context, owner jid.JID, node string) []jid.JID {
+	sctx, cancel := m.r.StoreContext(ctx)
+	subs, err := m.store.PEPSubscriptions(sctx, owner.Localpart(), node)
+	cancel()
+	if err != nil {
+		m.log.Warn("pep: subscribers", "owner", owner.String(), "node", node, "err", err)
+	}
+	var out []jid.JID
+	for _, s := range subs {
+		if j, err := jid.Parse(s.JID); err == nil {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// notifyTo is notify with the explicit subscribers given.
+func (m *Module) notifyTo(ctx context.Context, owner jid.JID, node string, cfg pubsub.Config, subs []jid.JID, event []byte) {
 	sent := map[string]bool{}
 	to := func(s *router.Session) {
 		if s.Available() && wants(s, node) && !sent[s.String()] {
@@ -270,9 +293,6 @@ func (m *Module) notify(ctx context.Context, owner jid.JID, node string, cfg pub
 			}
 		}
 	}
-	m.subMu.Lock()
-	subs := append([]jid.JID(nil), m.subs[owner.String()][node]...)
-	m.subMu.Unlock()
 	for _, j := range subs {
 		if !sent[j.String()] {
 			sent[j.String()] = true

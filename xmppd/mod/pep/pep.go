@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 
 	"dialtone/auth"
 	"dialtone/pubsub"
@@ -77,19 +76,27 @@ type Module struct {
 	spawn func(f func(ctx context.Context)) bool
 	caps  capsCache
 
-	// subs are the explicit subscriptions (XEP-0060 §6.1), owner bare →
-	// node → subscriber JIDs. They last as long as the server runs:
-	// presence-based delivery (XEP-0163) is what clients rely on.
-	subMu sync.Mutex
-	subs  map[string]map[string][]jid.JID
+	observers []Observer
 }
+
+// Observer is told of what an account changed in its own PEP service,
+// after it is stored and notified (the conversions of XEP-0398 and
+// XEP-0402 are observers). What the server publishes itself (Publish,
+// Retract) is not told.
+type Observer interface {
+	Published(ctx context.Context, owner jid.JID, node string, it pubsub.Item)
+	Retracted(ctx context.Context, owner jid.JID, node, id string)
+}
+
+// Observe adds an observer. Call it before Register.
+func (m *Module) Observe(o Observer) { m.observers = append(m.observers, o) }
 
 // New returns the PEP module.
 func New(r router.Routing, store pubsub.Store, rosters Rosters, log *slog.Logger) *Module {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Module{r: r, store: store, rosters: rosters, log: log, subs: map[string]map[string][]jid.JID{}}
+	return &Module{r: r, store: store, rosters: rosters, log: log}
 }
 
 func (m *Module) maxItems() int {
@@ -363,9 +370,9 @@ func (m *Module) handle(ctx context.Context, iq *router.Stanza) ([]byte, error) 
 	case req.action == "subscribe" && set:
 		return m.subscribe(ctx, iq, owner, req)
 	case req.action == "unsubscribe" && set:
-		return m.unsubscribe(iq, owner, req)
+		return m.unsubscribe(ctx, iq, owner, req)
 	case req.action == "subscriptions" && !set:
-		return m.subscriptions(iq, owner, req)
+		return m.subscriptions(ctx, iq, owner, req)
 	case req.action == "configure" && set:
 		return nil, unsupported("config-node") // the owner namespace configures
 	}
@@ -407,29 +414,82 @@ func (m *Module) publish(ctx context.Context, iq *router.Stanza, owner jid.JID, 
 	if it.ID == "" {
 		it.ID = newID()
 	}
-	sctx, cancel := m.r.StoreContext(ctx)
-	defer cancel()
-	cfg, err := m.store.PEPNode(sctx, owner.Localpart(), req.node)
-	switch {
-	case err == nil:
-		if pubsub.Preconditions(cfg, req.fields, m.maxItems()) != nil {
-			return nil, errPrecondition
-		}
-	case errors.Is(err, pubsub.ErrNotFound):
-		if cfg, err = pubsub.Apply(pubsub.Default(), req.fields, m.maxItems()); err != nil {
-			return nil, errPrecondition
-		}
-	default:
-		return nil, storeErr(err, "publish")
+	if err := m.put(ctx, owner, req.node, req.fields, it, true); err != nil {
+		return nil, err
 	}
-	cfg, _, err = m.store.PublishPEPItem(sctx, owner.Localpart(), req.node, cfg, it)
-	if err != nil {
-		return nil, storeErr(err, "publish")
+	for _, o := range m.observers {
+		o.Published(ctx, owner, req.node, it)
 	}
-	m.notify(ctx, owner, req.node, cfg, itemsEvent(req.node, it))
 	b := wire.NewBuilder(nil)
 	b.StartNS("pubsub", NS).Start("publish", "node", req.node).Start("item", "id", it.ID).End()
 	return b.End().Bytes(), nil
+}
+
+// put stores it on owner's node, creating the node with fields applied
+// to the default configuration, checks fields as preconditions on an
+// existing node when check is set, and notifies.
+func (m *Module) put(ctx context.Context, owner jid.JID, node string, fields map[string]string, it pubsub.Item, check bool) error {
+	sctx, cancel := m.r.StoreContext(ctx)
+	defer cancel()
+	cfg, err := m.store.PEPNode(sctx, owner.Localpart(), node)
+	switch {
+	case err == nil:
+		if check && pubsub.Preconditions(cfg, fields, m.maxItems()) != nil {
+			return errPrecondition
+		}
+	case errors.Is(err, pubsub.ErrNotFound):
+		if cfg, err = pubsub.Apply(pubsub.Default(), fields, m.maxItems()); err != nil {
+			return errPrecondition
+		}
+	default:
+		return storeErr(err, "publish")
+	}
+	cfg, _, err = m.store.PublishPEPItem(sctx, owner.Localpart(), node, cfg, it)
+	if err != nil {
+		return storeErr(err, "publish")
+	}
+	m.notify(ctx, owner, node, cfg, itemsEvent(node, it))
+	return nil
+}
+
+// Publish publishes it on owner's node for the server itself (a
+// conversion between protocols): an existing node keeps its
+// configuration, a new one gets fields applied to the default one; the
+// node's readers are notified, the observers are not. The item is held
+// to XMPPD_PEP_MAX_ITEM_BYTES like a client's.
+func (m *Module) Publish(ctx context.Context, owner jid.JID, node string, fields map[string]string, it pubsub.Item) error {
+	if len(it.Payload) > m.maxItemBytes() {
+		return fmt.Errorf("pep: item of %d bytes for %s on %s: %w", len(it.Payload), node, owner, payload.ErrTooLarge)
+	}
+	return m.put(ctx, owner, node, fields, it, false)
+}
+
+// Retract removes an item of owner's node for the server itself, with
+// a notification when the node asks for them; the observers are not
+// told. An item or node that is not there is no error.
+func (m *Module) Retract(ctx context.Context, owner jid.JID, node, id string) error {
+	sctx, cancel := m.r.StoreContext(ctx)
+	defer cancel()
+	cfg, err := m.store.PEPNode(sctx, owner.Localpart(), node)
+	if err == nil {
+		err = m.store.RetractPEPItem(sctx, owner.Localpart(), node, id)
+	}
+	switch {
+	case errors.Is(err, pubsub.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("pep: retract %s of %s on %s: %w", id, node, owner, err)
+	}
+	if cfg.NotifyRetract {
+		m.notify(ctx, owner, node, cfg, retractEvent(node, id))
+	}
+	return nil
+}
+
+func retractEvent(node, id string) []byte {
+	b := wire.NewBuilder(nil)
+	b.StartNS("event", NSEvent).Start("items", "node", node).Start("retract", "id", id).End()
+	return b.End().Bytes()
 }
 
 // itemsEvent is the <event/> of a published item.
@@ -460,9 +520,10 @@ func (m *Module) retract(ctx context.Context, iq *router.Stanza, owner jid.JID, 
 		return nil, storeErr(err, "retract")
 	}
 	if n, _ := payload.Attr(req.attrs, "notify"); (n == "1" || n == "true") && cfg.NotifyRetract {
-		b := wire.NewBuilder(nil)
-		b.StartNS("event", NSEvent).Start("items", "node", req.node).Start("retract", "id", id).End()
-		m.notify(ctx, owner, req.node, cfg, b.End().Bytes())
+		m.notify(ctx, owner, req.node, cfg, retractEvent(req.node, id))
+	}
+	for _, o := range m.observers {
+		o.Retracted(ctx, owner, req.node, id)
 	}
 	return nil, nil
 }
@@ -557,16 +618,12 @@ func (m *Module) subscribe(ctx context.Context, iq *router.Stanza, owner jid.JID
 	if err != nil {
 		return nil, err
 	}
-	m.subMu.Lock()
-	nodes := m.subs[owner.String()]
-	if nodes == nil {
-		nodes = map[string][]jid.JID{}
-		m.subs[owner.String()] = nodes
+	sctx, cancel := m.r.StoreContext(ctx)
+	err = m.store.SubscribePEP(sctx, owner.Localpart(), req.node, sub.String())
+	cancel()
+	if err != nil {
+		return nil, storeErr(err, "subscribe")
 	}
-	if !slices.ContainsFunc(nodes[req.node], sub.Equal) {
-		nodes[req.node] = append(nodes[req.node], sub)
-	}
-	m.subMu.Unlock()
 	if cfg.SendLast != pubsub.SendNever {
 		m.sendLast(ctx, owner, req.node, sub)
 	}
@@ -590,39 +647,39 @@ func subscriptionElem(node string, sub jid.JID, state string) []byte {
 	return b.End().Bytes()
 }
 
-func (m *Module) unsubscribe(iq *router.Stanza, owner jid.JID, req request) ([]byte, error) {
+func (m *Module) unsubscribe(ctx context.Context, iq *router.Stanza, owner jid.JID, req request) ([]byte, error) {
 	sub, err := subscriber(iq, req)
 	if err != nil {
 		return nil, err
 	}
-	m.subMu.Lock()
-	defer m.subMu.Unlock()
-	list := m.subs[owner.String()][req.node]
-	i := slices.IndexFunc(list, sub.Equal)
-	if i < 0 {
+	sctx, cancel := m.r.StoreContext(ctx)
+	defer cancel()
+	err = m.store.UnsubscribePEP(sctx, owner.Localpart(), req.node, sub.String())
+	if errors.Is(err, pubsub.ErrNotFound) {
 		return nil, pubsubError(stanza.Cancel, stanza.UnexpectedRequest, "not-subscribed")
 	}
-	m.subs[owner.String()][req.node] = slices.Delete(list, i, i+1)
+	if err != nil {
+		return nil, storeErr(err, "unsubscribe")
+	}
 	return nil, nil
 }
 
 // subscriptions lists the requester's subscriptions to this service
 // (XEP-0060 §5.6).
-func (m *Module) subscriptions(iq *router.Stanza, owner jid.JID, req request) ([]byte, error) {
+func (m *Module) subscriptions(ctx context.Context, iq *router.Stanza, owner jid.JID, req request) ([]byte, error) {
+	sctx, cancel := m.r.StoreContext(ctx)
+	subs, err := m.store.PEPSubscriptions(sctx, owner.Localpart(), req.node)
+	cancel()
+	if err != nil {
+		return nil, storeErr(err, "subscriptions")
+	}
 	b := wire.NewBuilder(nil)
 	b.StartNS("pubsub", NS).Start("subscriptions")
-	m.subMu.Lock()
-	for node, list := range m.subs[owner.String()] {
-		if req.node != "" && node != req.node {
-			continue
-		}
-		for _, s := range list {
-			if s.Bare().Equal(iq.From.Bare()) {
-				b.Start("subscription", "node", node, "jid", s.String(), "subscription", "subscribed").End()
-			}
+	for _, s := range subs {
+		if j, err := jid.Parse(s.JID); err == nil && j.Bare().Equal(iq.From.Bare()) {
+			b.Start("subscription", "node", s.Node, "jid", s.JID, "subscription", "subscribed").End()
 		}
 	}
-	m.subMu.Unlock()
 	return b.End().End().Bytes(), nil
 }
 
@@ -666,15 +723,14 @@ func (m *Module) handleOwner(ctx context.Context, iq *router.Stanza) ([]byte, er
 		if err != nil {
 			return nil, storeErr(err, "delete")
 		}
+		// Read before they go with the node: they are told of it.
+		subs := m.subscribers(ctx, owner, req.node)
 		if err := m.store.DeletePEPNode(sctx, owner.Localpart(), req.node); err != nil {
 			return nil, storeErr(err, "delete")
 		}
 		b := wire.NewBuilder(nil)
 		b.StartNS("event", NSEvent).Start("delete", "node", req.node).End()
-		m.notify(ctx, owner, req.node, cfg, b.End().Bytes())
-		m.subMu.Lock()
-		delete(m.subs[owner.String()], req.node)
-		m.subMu.Unlock()
+		m.notifyTo(ctx, owner, req.node, cfg, subs, b.End().Bytes())
 		return nil, nil
 	case req.action == "purge":
 		return nil, unsupported("purge-nodes")

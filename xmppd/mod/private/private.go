@@ -13,6 +13,7 @@ import (
 	"dialtone/xmppd/router"
 	"dialtone/xmppd/wire"
 
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 )
 
@@ -27,12 +28,22 @@ const DefaultMax = 64 << 10
 // ("{namespace}localname"), and gets them back. Nobody else may read or
 // write them.
 type Module struct {
-	r     router.Routing
-	store Store
+	r         router.Routing
+	store     Store
+	observers []Observer
 	// MaxSize is the largest element stored under one key, in bytes as
 	// re-serialised; zero means DefaultMax. Set it before Register.
 	MaxSize int
 }
+
+// Observer is told of an element an account stored (data nil: it
+// removed it), by its key, after it is stored; the XEP-0402 bookmarks
+// compatibility is one.
+type Observer func(ctx context.Context, owner jid.JID, key string, data []byte)
+
+// Observe adds an observer of what accounts store. Call it before
+// Register.
+func (p *Module) Observe(o Observer) { p.observers = append(p.observers, o) }
 
 // New returns the private storage module.
 func New(r router.Routing, store Store) *Module { return &Module{r: r, store: store} }
@@ -114,7 +125,7 @@ func (p *Module) handle(ctx context.Context, iq *router.Stanza) ([]byte, error) 
 		return nil, errPrivateReserved
 	}
 	owner := iq.To.Localpart()
-	ctx, cancel := p.r.StoreContext(ctx)
+	sctx, cancel := p.r.StoreContext(ctx)
 	defer cancel()
 
 	if iq.Type == "set" {
@@ -123,8 +134,11 @@ func (p *Module) handle(ctx context.Context, iq *router.Stanza) ([]byte, error) 
 			if bytes.Equal(data, payload.Empty(e.name)) {
 				data = nil // storing the empty element is deleting
 			}
-			if err := p.store.PutPrivate(ctx, owner, Key(e.name), data); err != nil {
+			if err := p.store.PutPrivate(sctx, owner, Key(e.name), data); err != nil {
 				return nil, fmt.Errorf("store private %s of %s: %w", Key(e.name), owner, err)
+			}
+			for _, o := range p.observers {
+				o(ctx, iq.To.Bare(), Key(e.name), data)
 			}
 		}
 		return nil, nil
@@ -133,7 +147,7 @@ func (p *Module) handle(ctx context.Context, iq *router.Stanza) ([]byte, error) 
 	b := wire.NewBuilder(nil)
 	b.StartNS("query", NS)
 	for _, e := range elems {
-		data, err := p.store.Private(ctx, owner, Key(e.name))
+		data, err := p.store.Private(sctx, owner, Key(e.name))
 		switch {
 		case errors.Is(err, auth.ErrNotFound) || err == nil && len(data) == 0:
 			data = payload.Empty(e.name)

@@ -4,14 +4,17 @@ package vcard
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"strings"
 
 	"dialtone/auth"
 	"dialtone/xmppd/mod/internal/payload"
 	"dialtone/xmppd/router"
 
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 )
 
@@ -30,12 +33,21 @@ const vcardKey = NS
 // the client sent, re-serialised (so it is well-formed on its own whatever
 // prefixes the client used) and bounded in size.
 type Module struct {
-	r     router.Routing
-	store Store
+	r         router.Routing
+	store     Store
+	observers []Observer
 	// MaxSize is the largest vCard stored, in bytes as re-serialised;
 	// zero means DefaultMax. Set it before Register.
 	MaxSize int
 }
+
+// Observer is told of the vCard an account set (nil: it removed it),
+// after it is stored; the avatar conversion (XEP-0398) is one.
+type Observer func(ctx context.Context, owner jid.JID, card []byte)
+
+// Observe adds an observer of vCards set by accounts. Call it before
+// Register.
+func (v *Module) Observe(o Observer) { v.observers = append(v.observers, o) }
 
 // New returns the vCard module.
 func New(r router.Routing, store Store) *Module {
@@ -87,6 +99,9 @@ func (v *Module) handle(ctx context.Context, iq *router.Stanza) ([]byte, error) 
 		if err := v.store.PutPrivate(sctx, iq.To.Localpart(), vcardKey, b); err != nil {
 			return nil, fmt.Errorf("store vCard of %s: %w", iq.To.Localpart(), err)
 		}
+		for _, o := range v.observers {
+			o(ctx, iq.To.Bare(), b)
+		}
 		return nil, nil
 	}
 	return nil, router.NewError(stanza.Modify, stanza.BadRequest, "")
@@ -126,6 +141,70 @@ func (v *Module) FullName(ctx context.Context, owner string) (string, error) {
 // rest of it; an empty fn removes FN. owner is the account's number, as
 // the store keys it.
 func (v *Module) SetFullName(ctx context.Context, owner, fn string) error {
+	return v.replace(ctx, owner, "FN", func(w *payload.Writer) {
+		if fn != "" {
+			w.Start(xml.StartElement{Name: xml.Name{Space: NS, Local: "FN"}})
+			w.Text([]byte(fn))
+			w.End()
+		}
+	})
+}
+
+// Photo returns the PHOTO of owner's vCard (XEP-0153): its TYPE and the
+// decoded BINVAL; no data when it has none (or only an EXTVAL).
+func (v *Module) Photo(ctx context.Context, owner string) (typ string, data []byte, err error) {
+	b, err := v.load(ctx, owner)
+	if err != nil {
+		return "", nil, err
+	}
+	typ, data = parsePhoto(b)
+	return typ, data, nil
+}
+
+// parsePhoto reads the PHOTO of a vCard: its TYPE and decoded BINVAL
+// (whitespace in the base64 allowed); nothing when there is none or it
+// does not decode.
+func parsePhoto(card []byte) (typ string, data []byte) {
+	var c struct {
+		Photo struct {
+			Type   string `xml:"vcard-temp TYPE"`
+			BinVal string `xml:"vcard-temp BINVAL"`
+		} `xml:"vcard-temp PHOTO"`
+	}
+	if xml.Unmarshal(card, &c) != nil || c.Photo.BinVal == "" {
+		return "", nil
+	}
+	data, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(c.Photo.BinVal), ""))
+	if err != nil || len(data) == 0 {
+		return "", nil
+	}
+	return strings.TrimSpace(c.Photo.Type), data
+}
+
+// SetPhoto sets the PHOTO of owner's vCard to an image of MIME type typ,
+// keeping the rest of it; no data removes PHOTO. The observers are not
+// told: this is the server converting, not the account setting its vCard.
+func (v *Module) SetPhoto(ctx context.Context, owner, typ string, data []byte) error {
+	return v.replace(ctx, owner, "PHOTO", func(w *payload.Writer) {
+		if len(data) == 0 {
+			return
+		}
+		w.Start(xml.StartElement{Name: xml.Name{Space: NS, Local: "PHOTO"}})
+		if typ != "" {
+			w.Start(xml.StartElement{Name: xml.Name{Space: NS, Local: "TYPE"}})
+			w.Text([]byte(typ))
+			w.End()
+		}
+		w.Start(xml.StartElement{Name: xml.Name{Space: NS, Local: "BINVAL"}})
+		w.Text([]byte(base64.StdEncoding.EncodeToString(data)))
+		w.End()
+		w.End()
+	})
+}
+
+// replace rewrites owner's stored vCard with its child elements named
+// local replaced by what write writes (first), the rest kept as it is.
+func (v *Module) replace(ctx context.Context, owner, local string, write func(w *payload.Writer)) error {
 	old, err := v.load(ctx, owner)
 	if err != nil {
 		return err
@@ -137,11 +216,7 @@ func (v *Module) SetFullName(ctx context.Context, owner, fn string) error {
 	}
 	w := payload.NewWriter(v.max())
 	w.Start(start)
-	if fn != "" {
-		w.Start(xml.StartElement{Name: xml.Name{Space: NS, Local: "FN"}})
-		w.Text([]byte(fn))
-		w.End()
-	}
+	write(w)
 	for {
 		child, ok, err := payload.NextChild(d)
 		if err != nil {
@@ -150,7 +225,7 @@ func (v *Module) SetFullName(ctx context.Context, owner, fn string) error {
 		if !ok {
 			break
 		}
-		if child.Name == (xml.Name{Space: NS, Local: "FN"}) {
+		if child.Name == (xml.Name{Space: NS, Local: local}) {
 			if err := payload.Skip(d); err != nil {
 				return fmt.Errorf("stored vCard of %s: %w", owner, err)
 			}
