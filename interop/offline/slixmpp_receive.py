@@ -55,8 +55,13 @@ class Receiver:
         self.disconnected = asyncio.Event()
         x = self.xmpp
         x.add_event_handler("session_start", self._session_start)
-        x.add_event_handler("failed_auth", lambda s: self._fail("SASL failure %s" % s["condition"]))
-        x.add_event_handler("no_auth", lambda _: self._fail("no_auth"))
+        # A failed mechanism is not the end: slixmpp tries SCRAM-*-PLUS with
+        # tls-unique first (TLS 1.3 has none, so the server refuses it) and
+        # then the next mechanism, as any slixmpp client does; running out
+        # of mechanisms is no_auth.
+        self.sasl_failures = []
+        x.add_event_handler("failed_auth", lambda s: self.sasl_failures.append(s["condition"]))
+        x.add_event_handler("no_auth", lambda _: self._fail("no_auth after SASL failures %s" % self.sasl_failures))
         x.add_event_handler("connection_failed", lambda e: self._fail("connection_failed: %s" % e))
         x.add_event_handler("stream_error", lambda e: self._fail("stream_error: %s" % e["condition"]))
         x.add_event_handler("disconnected", self._disconnected)
