@@ -29,6 +29,7 @@ import (
 	"dialtone/internal/xmpptest"
 	"dialtone/xmppd"
 	"dialtone/xmppd/internal/servertest"
+	"dialtone/xmppd/router"
 )
 
 // testCA issues certificates for the federation tests.
@@ -116,6 +117,7 @@ type fedOpts struct {
 	cert    tls.Certificate
 	fed     xmppd.FederationConfig
 	metrics *xmppd.Metrics // nil: the server's own
+	mods    []router.Module // loaded after servertest.Basic()
 }
 
 // startFedServer starts a server for domain whose s2s listener is l.
@@ -138,7 +140,7 @@ func startFedServer(t *testing.T, domain string, l net.Listener, o fedOpts) *fed
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Load(servertest.Basic()...); err != nil {
+	if err := srv.Load(append(servertest.Basic(), o.mods...)...); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
