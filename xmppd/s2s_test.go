@@ -116,7 +116,7 @@ type fedServer struct {
 type fedOpts struct {
 	cert    tls.Certificate
 	fed     xmppd.FederationConfig
-	metrics *xmppd.Metrics // nil: the server's own
+	metrics *xmppd.Metrics  // nil: the server's own
 	mods    []router.Module // loaded after servertest.Basic()
 }
 

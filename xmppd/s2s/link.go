@@ -58,8 +58,8 @@ type link struct {
 
 	mu     sync.Mutex
 	authed map[pair]bool // (local, remote) pairs the peer may send on: from remote to local
-	up     bool            // counted in the links gauge
-	idle   *time.Timer     // closes the link after IdleTimeout without stanzas
+	up     bool          // counted in the links gauge
+	idle   *time.Timer   // closes the link after IdleTimeout without stanzas
 
 	active atomic.Int64 // unix nanoseconds of the last stanza either way
 }
