@@ -79,7 +79,11 @@ func startEjabberd(t *testing.T, dir string, p *pki, users map[string]string) *e
 	render(t, filepath.Join(td, "ejabberdctl.cfg.tmpl"), filepath.Join(edir, "ejabberdctl.cfg"), map[string]any{
 		"Node": node, "Dir": edir, "DistPort": freePort(t, "127.0.0.1"),
 	})
-	dns := serveDNS(t, map[string]string{dialtoneDomain: dialtoneIP, ejabberdDomain: ejabberdIP, prosodyDomain: prosodyIP})
+	names := map[string]string{ejabberdDomain: ejabberdIP, prosodyDomain: prosodyIP}
+	for d, r := range dialtoneRoutes() {
+		names[d] = r.IP
+	}
+	dns := serveDNS(t, names)
 	render(t, filepath.Join(td, "inetrc.tmpl"), filepath.Join(edir, "inetrc"), map[string]any{"DNSPort": dns})
 	e.args = []string{"--config-dir", edir, "--spool", spool, "--logs", logs, "--node", node}
 	cmd := exec.Command("ejabberdctl", append(append([]string{}, e.args...), "foreground")...)
