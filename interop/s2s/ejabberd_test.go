@@ -99,15 +99,22 @@ func startEjabberd(t *testing.T, dir string, p *pki, users map[string]string) *e
 	return e
 }
 
-func TestS2SEjabberd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("interop: not with -short (make check); make test runs it")
-	}
+// requireEjabberd skips the test (fails it in CI) without ejabberd or
+// the permission to run it.
+func requireEjabberd(t *testing.T) {
+	t.Helper()
 	require(t, "ejabberd", have("ejabberdctl") && have("erl"), "install the Debian package ejabberd")
 	// Debian's ejabberdctl runs only as root (it then switches to the
 	// ejabberd user) or as that user.
 	u, _ := osuser.Current()
 	require(t, "permission to run ejabberdctl", os.Getuid() == 0 || u != nil && u.Username == "ejabberd", "run the tests as root or as the user ejabberd")
+}
+
+func TestS2SEjabberd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
+	requireEjabberd(t)
 	requireSlixmpp(t)
 	dir := shortTempDir(t)
 	xmppdBin, xmppctl := build(t, dir)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	osuser "os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -96,32 +95,43 @@ func TestS2SGroupChat(t *testing.T) {
 		t.Skip("interop: not with -short (make check); make test runs it")
 	}
 	require(t, "prosody", have("prosody") && have("prosodyctl"), "install the Debian package prosody")
-	require(t, "ejabberd", have("ejabberdctl") && have("erl"), "install the Debian package ejabberd")
-	u, _ := osuser.Current()
-	require(t, "permission to run ejabberdctl", os.Getuid() == 0 || u != nil && u.Username == "ejabberd", "run the tests as root or as the user ejabberd")
+	requireEjabberd(t)
 	requireSlixmpp(t)
 	dir := shortTempDir(t)
 	xmppdBin, xmppctl := build(t, dir)
 	p := newPKI(t, dir)
-	dir = filepath.Join(dir, "muc") // the binaries are in dir
-	os.MkdirAll(dir, 0o755)
-	ph := phases[1] // dialback
-	pusers := map[string]string{"alice": "alice-pw-muc", "bob": "bob-pw-muc"}
-	pc2s := startProsody(t, dir, p, ph, pusers)
 	e := startEjabberd(t, dir, p, map[string]string{"carol": "carol-pw-muc"})
-	x := startXmppd(t, xmppdBin, dir, p, false,
-		"XMPPD_S2S_ROUTES="+prosodyDomain+"="+prosodyIP+":5269,"+prosodyConference+"="+prosodyIP+":5269,"+ejabberdDomain+"="+ejabberdIP+":5269",
-		"XMPPD_S2S_INSECURE_DOMAINS="+prosodyDomain+","+prosodyConference+","+ejabberdDomain)
-	numbers := []string{"+821055550001", "+821055550002"}
+	carol := mucUser{user{jid: "carol@" + ejabberdDomain, password: "carol-pw-muc", host: ejabberdIP, port: e.c2s}, "carol"}
+	routes := "XMPPD_S2S_ROUTES=" + prosodyDomain + "=" + prosodyIP + ":5269," + prosodyConference + "=" + prosodyIP + ":5269," + ejabberdDomain + "=" + ejabberdIP + ":5269"
+	for i, ph := range []phase{phases[1], phases[0]} { // dialback, sasl-external
+		t.Run(ph.name, func(t *testing.T) {
+			pdir := filepath.Join(dir, "muc-"+ph.name) // the binaries are in dir
+			os.MkdirAll(pdir, 0o755)
+			pusers := map[string]string{"alice": "alice-pw-muc", "bob": "bob-pw-muc"}
+			pc2s := startProsody(t, pdir, p, ph, pusers)
+			env := []string{routes}
+			if !ph.trusted {
+				env = append(env, "XMPPD_S2S_INSECURE_DOMAINS="+prosodyDomain+","+prosodyConference+","+ejabberdDomain)
+			}
+			x := startXmppd(t, xmppdBin, pdir, p, ph.trusted, env...)
+			groupChats(t, x, xmppctl, ph, carol,
+				mucUser{user{jid: "alice@" + prosodyDomain, password: pusers["alice"], host: prosodyIP, port: pc2s}, "alice"},
+				mucUser{user{jid: "bob@" + prosodyDomain, password: pusers["bob"], host: prosodyIP, port: pc2s}, "bob"},
+				[]string{"+82105555" + strconv.Itoa(i) + "001", "+82105555" + strconv.Itoa(i) + "002"})
+			x.stop(t)
+		})
+	}
+}
+
+// groupChats runs the group chats and the phone-book request of one
+// phase and checks how xmppd authenticated its links.
+func groupChats(t *testing.T, x *xmppd, xmppctl string, ph phase, carol, alice, bob mucUser, numbers []string) {
+	t.Helper()
 	dialtone := make([]mucUser, len(numbers))
 	for i, n := range numbers {
 		dialtone[i] = mucUser{user{jid: n + "@" + dialtoneDomain, password: x.account(t, xmppctl, n), host: dialtoneIP, port: x.c2s}, "dialtone" + strconv.Itoa(i)}
 	}
-	alice := mucUser{user{jid: "alice@" + prosodyDomain, password: pusers["alice"], host: prosodyIP, port: pc2s}, "alice"}
-	bob := mucUser{user{jid: "bob@" + prosodyDomain, password: pusers["bob"], host: prosodyIP, port: pc2s}, "bob"}
-	carol := mucUser{user{jid: "carol@" + ejabberdDomain, password: "carol-pw-muc", host: ejabberdIP, port: e.c2s}, "carol"}
 	const count = 5
-
 	t.Run("room at groups.DOMAIN", func(t *testing.T) {
 		users := []mucUser{dialtone[0], alice, carol}
 		res := runMUC(t, users, "--room", "federated@"+groupsHost, "--count", strconv.Itoa(count))
@@ -138,12 +148,20 @@ func TestS2SGroupChat(t *testing.T) {
 			t.Errorf("a Prosody user's phone book: %s from %s (names the number: %v), want not-authorized from %s", res.Condition, res.ErrorFrom, res.NamesNumber, apiHost)
 		}
 	})
-	in := x.metric(t, "xmppd_s2s_auth_total", `direction="in"`, `method="dialback"`, `result="ok"`)
-	out := x.metric(t, "xmppd_s2s_auth_total", `direction="out"`, `method="dialback"`, `result="ok"`)
-	t.Logf("xmppd dialback authentications: incoming %v, outgoing %v; rejected %v", in, out, x.metric(t, "xmppd_s2s_rejected_total"))
+	other := "dialback"
+	if ph.method == "dialback" {
+		other = "external"
+	}
+	in := x.metric(t, "xmppd_s2s_auth_total", `direction="in"`, `method="`+ph.method+`"`, `result="ok"`)
+	out := x.metric(t, "xmppd_s2s_auth_total", `direction="out"`, `method="`+ph.method+`"`, `result="ok"`)
+	wrong := x.metric(t, "xmppd_s2s_auth_total", `method="`+other+`"`, `result="ok"`)
+	t.Logf("xmppd %s authentications: incoming %v, outgoing %v; %s %v; rejected %v", ph.method, in, out, other, wrong, x.metric(t, "xmppd_s2s_rejected_total"))
 	// Outgoing at least: groups.DOMAIN to prosody.test and ejabberd.test,
 	// DOMAIN to conference.prosody.test, api.DOMAIN to prosody.test.
 	if out < 4 {
-		t.Errorf("xmppd authenticated %v outgoing links, want one per pair of domains (at least 4)", out)
+		t.Errorf("xmppd authenticated %v outgoing links by %s, want one per pair of domains (at least 4)", out, ph.method)
+	}
+	if wrong != 0 {
+		t.Errorf("xmppd used %s %v times in the %s phase", other, wrong, ph.name)
 	}
 }

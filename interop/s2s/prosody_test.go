@@ -16,7 +16,7 @@ func startProsody(t *testing.T, dir string, p *pki, ph phase, users map[string]s
 	t.Helper()
 	pdir := filepath.Join(dir, "prosody")
 	os.MkdirAll(filepath.Join(pdir, "data"), 0o750)
-	cert, key := p.issue(t, prosodyDomain)
+	cert, key := p.issue(t, prosodyDomain, prosodyConference)
 	c2s = freePort(t, prosodyIP)
 	cfg := filepath.Join(pdir, "prosody.cfg.lua")
 	render(t, filepath.Join(testdata(t), "prosody.cfg.lua.tmpl"), cfg, map[string]any{

@@ -21,15 +21,12 @@ import json
 import logging
 import ssl
 import sys
-import time
 import xml.etree.ElementTree as ET
 
 import slixmpp
 from slixmpp.exceptions import IqError
 
-
-class Failure(Exception):
-    pass
+from s2s_chat import Failure, until
 
 
 class User:
@@ -64,15 +61,6 @@ class User:
     def _groupchat(self, msg):
         if msg["body"]:
             self.groupchat.append((str(msg["from"]), msg["body"]))
-
-
-async def until(what, cond, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        await asyncio.sleep(0.1)
-    raise Failure("timed out waiting for " + what)
 
 
 async def phonebook(args, users, steps, result):
