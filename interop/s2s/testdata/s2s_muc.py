@@ -33,8 +33,7 @@ class User:
     def __init__(self, spec):
         jid, password, host, port, nick = spec.split("|")
         self.nick, self.host, self.port = nick, host, int(port)
-        # SCRAM-SHA-1 without channel binding: every server here has it,
-        # and slixmpp would offer -PLUS with tls-unique, which TLS 1.3 lacks.
+        # See s2s_chat.py: no -PLUS with tls-unique.
         x = slixmpp.ClientXMPP(jid + "/muc", password, sasl_mech="SCRAM-SHA-1")
         for p in ("xep_0004", "xep_0030", "xep_0045", "xep_0199"):
             x.register_plugin(p)
