@@ -659,7 +659,8 @@ func newS2SMetrics(reg prometheus.Registerer) *s2sMetrics {
 	return m
 }
 
-// RemoteDomains is how many remote domains the federation keeps state for.
+// RemoteDomains is how many remote domains the federation keeps state
+// for, counted once per domain served here that writes to them.
 func (f *Federation) RemoteDomains() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
