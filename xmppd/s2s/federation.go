@@ -4,6 +4,14 @@
 // XEP-0344), bidirectional (XEP-0288), closed when idle, and the check that
 // every stanza a peer sends comes from a domain it authenticated. The
 // router hands it the stanzas for other domains (Federation.Send).
+//
+// Every domain served here federates: the domain and the component hosts
+// modules add (groups.DOMAIN, api.DOMAIN, ...). Authentication is per
+// (local, remote) pair of domains (XEP-0220): outgoing, one link per pair,
+// as Prosody and ejabberd keep them, so a host's stanzas leave on a link
+// authenticated for that host; incoming, a stream may be opened to any
+// served domain and carry several pairs (XEP-0220 §2.4), and a stanza is
+// taken only for a pair its peer authenticated.
 package s2s
 
 import (
