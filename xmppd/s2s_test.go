@@ -117,7 +117,7 @@ type fedOpts struct {
 	cert    tls.Certificate
 	fed     xmppd.FederationConfig
 	metrics *xmppd.Metrics  // nil: the server's own
-	mods    []router.Module // loaded after the basic ones
+	mods    []router.Module // loaded after servertest.Basic()
 }
 
 // startFedServer starts a server for domain whose s2s listener is l.

@@ -79,7 +79,11 @@ func startEjabberd(t *testing.T, dir string, p *pki, users map[string]string) *e
 	render(t, filepath.Join(td, "ejabberdctl.cfg.tmpl"), filepath.Join(edir, "ejabberdctl.cfg"), map[string]any{
 		"Node": node, "Dir": edir, "DistPort": freePort(t, "127.0.0.1"),
 	})
-	dns := serveDNS(t, map[string]string{dialtoneDomain: dialtoneIP, ejabberdDomain: ejabberdIP, prosodyDomain: prosodyIP})
+	names := map[string]string{ejabberdDomain: ejabberdIP, prosodyDomain: prosodyIP}
+	for d, r := range dialtoneRoutes() {
+		names[d] = r.IP
+	}
+	dns := serveDNS(t, names)
 	render(t, filepath.Join(td, "inetrc.tmpl"), filepath.Join(edir, "inetrc"), map[string]any{"DNSPort": dns})
 	e.args = []string{"--config-dir", edir, "--spool", spool, "--logs", logs, "--node", node}
 	cmd := exec.Command("ejabberdctl", append(append([]string{}, e.args...), "foreground")...)
@@ -95,15 +99,22 @@ func startEjabberd(t *testing.T, dir string, p *pki, users map[string]string) *e
 	return e
 }
 
-func TestS2SEjabberd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("interop: not with -short (make check); make test runs it")
-	}
+// requireEjabberd skips the test (fails it in CI) without ejabberd or
+// the permission to run it.
+func requireEjabberd(t *testing.T) {
+	t.Helper()
 	require(t, "ejabberd", have("ejabberdctl") && have("erl"), "install the Debian package ejabberd")
 	// Debian's ejabberdctl runs only as root (it then switches to the
 	// ejabberd user) or as that user.
 	u, _ := osuser.Current()
 	require(t, "permission to run ejabberdctl", os.Getuid() == 0 || u != nil && u.Username == "ejabberd", "run the tests as root or as the user ejabberd")
+}
+
+func TestS2SEjabberd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop: not with -short (make check); make test runs it")
+	}
+	requireEjabberd(t)
 	requireSlixmpp(t)
 	dir := shortTempDir(t)
 	xmppdBin, xmppctl := build(t, dir)

@@ -16,7 +16,7 @@ func startProsody(t *testing.T, dir string, p *pki, ph phase, users map[string]s
 	t.Helper()
 	pdir := filepath.Join(dir, "prosody")
 	os.MkdirAll(filepath.Join(pdir, "data"), 0o750)
-	cert, key := p.issue(t, prosodyDomain)
+	cert, key := p.issue(t, prosodyDomain, prosodyConference)
 	c2s = freePort(t, prosodyIP)
 	cfg := filepath.Join(pdir, "prosody.cfg.lua")
 	render(t, filepath.Join(testdata(t), "prosody.cfg.lua.tmpl"), cfg, map[string]any{
@@ -35,7 +35,7 @@ func startProsody(t *testing.T, dir string, p *pki, ph phase, users map[string]s
 		// Without XEP-0288 each side opens its own link, so both of
 		// xmppd's roles are exercised.
 		"Bidi":   ph.bidi,
-		"Routes": map[string]route{dialtoneDomain: {dialtoneIP, 5269}},
+		"Routes": dialtoneRoutes(),
 	})
 	for u, pw := range users {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

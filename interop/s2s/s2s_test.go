@@ -103,15 +103,15 @@ func newPKI(t *testing.T, dir string) *pki {
 	return p
 }
 
-// issue writes domain.pem and domain.key, a certificate for domain (DNS
-// name) signed by the CA, and returns their paths.
-func (p *pki) issue(t *testing.T, domain string) (certFile, keyFile string) {
+// issue writes domain.pem and domain.key, a certificate for domain and
+// the names in also (DNS names) signed by the CA, and returns their paths.
+func (p *pki) issue(t *testing.T, domain string, also ...string) (certFile, keyFile string) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: domain},
-		DNSNames:     []string{domain},
+		DNSNames:     append([]string{domain}, also...),
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
@@ -338,7 +338,9 @@ func startXmppd(t *testing.T, bin, dir string, p *pki, trusted bool, extra ...st
 		"XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY": "1",
 	}
 	if trusted {
-		cert, key := p.issue(t, dialtoneDomain)
+		// Valid for the component hosts too: they authenticate with
+		// SASL EXTERNAL like the domain (muc_test.go).
+		cert, key := p.issue(t, dialtoneDomain, groupsHost, apiHost)
 		vars["XMPPD_TLS_CERT_FILE"], vars["XMPPD_TLS_KEY_FILE"] = cert, key
 		vars["SSL_CERT_FILE"] = p.caFile // Go's "system roots" become the test CA
 	} else {

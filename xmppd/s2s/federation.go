@@ -4,6 +4,14 @@
 // XEP-0344), bidirectional (XEP-0288), closed when idle, and the check that
 // every stanza a peer sends comes from a domain it authenticated. The
 // router hands it the stanzas for other domains (Federation.Send).
+//
+// Every domain served here federates: the domain and the component hosts
+// modules add (groups.DOMAIN, api.DOMAIN, ...). Authentication is per
+// (local, remote) pair of domains (XEP-0220): outgoing, one link per pair,
+// as Prosody and ejabberd keep them, so a host's stanzas leave on a link
+// authenticated for that host; incoming, a stream may be opened to any
+// served domain and carry several pairs (XEP-0220 §2.4), and a stanza is
+// taken only for a pair its peer authenticated.
 package s2s
 
 import (
@@ -108,7 +116,7 @@ type Federation struct {
 	lookupSRV  func(ctx context.Context, service, proto, name string) (string, []*net.SRV, error)
 
 	mu        sync.Mutex
-	remotes   map[string]*remote
+	remotes   map[pair]*remote
 	pruneAt   int       // prune remotes when a new one would make this many
 	prunedAt  time.Time // or when the last pruning is older than RetryAfter
 	links     map[*link]struct{}
@@ -117,9 +125,17 @@ type Federation struct {
 	wg        sync.WaitGroup
 }
 
-// remote is what the federation knows about one remote domain.
+// pair is one XEP-0220 authentication: remote proved to local (or local
+// to remote). Links are kept per pair, not per remote domain: a stanza
+// from a component host (groups.DOMAIN) must go on a stream authenticated
+// for that host, which Prosody and ejabberd also keep one of per pair.
+type pair struct{ local, remote string }
+
+// remote is what the federation knows about one remote domain, as seen
+// from one of the domains served here.
 type remote struct {
-	domain    string
+	local     string           // the domain served here that the link is from
+	domain    string           // the remote domain
 	out       *link            // the authenticated stream stanzas to domain go on
 	queue     []*router.Stanza // waiting for the link
 	queued    int              // bytes in queue
@@ -175,7 +191,7 @@ func New(srv Server, cfg Config) (*Federation, error) {
 		domain:     srv.Router.Domain(),
 		insecure:   map[string]bool{},
 		secretHash: sha256.Sum256(cfg.DialbackSecret),
-		remotes:    map[string]*remote{},
+		remotes:    map[pair]*remote{},
 		pruneAt:    64,
 		links:      map[*link]struct{}{},
 		listeners:  map[net.Listener]struct{}{},
@@ -220,6 +236,27 @@ func (f *Federation) Serve(l net.Listener) error {
 		}
 		go s.runIncoming()
 	})
+}
+
+// hosted reports whether domain is served here: the domain or one of the
+// component hosts the modules added (h.AddHost). The hosts are read when
+// asked, as the modules are loaded after the federation is made.
+func (f *Federation) hosted(domain string) bool {
+	if domain == f.domain {
+		return true
+	}
+	_, ok := f.srv.Router.Hooks().Hosts()[domain]
+	return ok
+}
+
+// localOf is the served domain a stanza from j leaves from: its own when
+// it is served here, else the domain (the router sends only from served
+// domains; this keeps a stray one on the domain's links).
+func (f *Federation) localOf(j jid.JID) string {
+	if d := j.Domainpart(); f.hosted(d) {
+		return d
+	}
+	return f.domain
 }
 
 func (f *Federation) isClosing() bool {
@@ -290,19 +327,20 @@ func (f *Federation) Shutdown(ctx context.Context) error {
 // waits (bounded) for the link to come up.
 func (f *Federation) Send(ctx context.Context, st *router.Stanza) {
 	domain := st.To.Domainpart()
+	k := pair{f.localOf(st.From), domain}
 	f.mu.Lock()
 	if f.closing {
 		f.mu.Unlock()
 		f.bounce(st, "remote-server-not-found", "federation is shutting down")
 		return
 	}
-	r := f.remotes[domain]
+	r := f.remotes[k]
 	if r == nil {
 		if now := time.Now(); len(f.remotes) >= f.pruneAt || now.Sub(f.prunedAt) >= f.cfg.RetryAfter {
 			f.pruneLocked(now)
 		}
-		r = &remote{domain: domain}
-		f.remotes[domain] = r
+		r = &remote{local: k.local, domain: domain}
+		f.remotes[k] = r
 	}
 	if s := r.out; s != nil {
 		if s.send(st.Bytes()) {
@@ -340,7 +378,7 @@ func (f *Federation) connect(r *remote) {
 	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.ConnectTimeout)
 	defer cancel()
 	start := time.Now()
-	s, err := f.dialAuthenticated(ctx, r.domain)
+	s, err := f.dialAuthenticated(ctx, r.local, r.domain)
 	f.mu.Lock()
 	r.dialing = false
 	if err != nil {
@@ -349,7 +387,7 @@ func (f *Federation) connect(r *remote) {
 		waiting := r.queue
 		r.queue, r.queued = nil, 0
 		f.mu.Unlock()
-		f.log.Warn("no link to remote domain", "domain", r.domain, "err", err, "after", time.Since(start).Round(time.Millisecond), "bounced", len(waiting))
+		f.log.Warn("no link to remote domain", "domain", r.domain, "local", r.local, "err", err, "after", time.Since(start).Round(time.Millisecond), "bounced", len(waiting))
 		for _, st := range waiting {
 			f.bounce(st, cond, "")
 		}
@@ -396,14 +434,15 @@ func (f *Federation) pruneLocked(now time.Time) {
 	f.pruneAt = max(64, 2*len(f.remotes))
 }
 
-// setSender makes s the stream that stanzas to domain go on, unless one
-// is in place (a bidirectional incoming link).
-func (f *Federation) setSender(domain string, s *link) {
+// setSender makes s the stream that stanzas from local to domain go on,
+// unless one is in place (a bidirectional incoming link).
+func (f *Federation) setSender(local, domain string, s *link) {
 	f.mu.Lock()
-	r := f.remotes[domain]
+	k := pair{local, domain}
+	r := f.remotes[k]
 	if r == nil {
-		r = &remote{domain: domain}
-		f.remotes[domain] = r
+		r = &remote{local: local, domain: domain}
+		f.remotes[k] = r
 	}
 	if r.out == nil {
 		r.out = s
@@ -494,7 +533,7 @@ func (f *Federation) resolve(ctx context.Context, domain string) ([]s2sTarget, e
 // reached (no address connects, in time or at all) is
 // remote-server-not-found; a link that fails later, the TLS and
 // certificate rules included, is remote-server-timeout (SPEC.md).
-func (f *Federation) dial(ctx context.Context, domain string) (*link, *s2sFeatures, error) {
+func (f *Federation) dial(ctx context.Context, local, domain string) (*link, *s2sFeatures, error) {
 	targets, err := f.resolve(ctx, domain)
 	if err != nil {
 		return nil, nil, err
@@ -515,7 +554,7 @@ func (f *Federation) dial(ctx context.Context, domain string) (*link, *s2sFeatur
 		}
 		reached = true
 		s := f.newLink(nc, true)
-		s.peer = domain
+		s.peer, s.local = domain, local
 		s.ip = stream.RemoteIP(nc)
 		if !f.track(s) {
 			nc.Close()
@@ -541,10 +580,10 @@ func (f *Federation) dial(ctx context.Context, domain string) (*link, *s2sFeatur
 	return nil, nil, &s2sFailure{"remote-server-timeout", lastErr}
 }
 
-// dialAuthenticated opens an authenticated outgoing link to domain and
-// starts reading from it.
-func (f *Federation) dialAuthenticated(ctx context.Context, domain string) (*link, error) {
-	s, feats, err := f.dial(ctx, domain)
+// dialAuthenticated opens an outgoing link from local to domain,
+// authenticated as local, and starts reading from it.
+func (f *Federation) dialAuthenticated(ctx context.Context, local, domain string) (*link, error) {
+	s, feats, err := f.dial(ctx, local, domain)
 	if err != nil {
 		return nil, err
 	}
@@ -628,7 +667,8 @@ func newS2SMetrics(reg prometheus.Registerer) *s2sMetrics {
 	return m
 }
 
-// RemoteDomains is how many remote domains the federation keeps state for.
+// RemoteDomains is how many remote domains the federation keeps state
+// for, counted once per domain served here that writes to them.
 func (f *Federation) RemoteDomains() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

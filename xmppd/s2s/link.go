@@ -41,6 +41,7 @@ type link struct {
 	ip       string
 	id       string // stream id: ours on incoming streams, the peer's on outgoing ones
 	peer     string // outgoing: the domain dialed; incoming: the header's 'from' (may be "")
+	local    string // the served domain of our header: outgoing, the one dialling; incoming, the header's 'to' (or the domain)
 	secure   bool
 	certOK   bool // the peer's certificate is valid for peer (outgoing) / for its header 'from' (incoming)
 	certs    []*x509.Certificate
@@ -56,9 +57,9 @@ type link struct {
 	cancel context.CancelFunc
 
 	mu     sync.Mutex
-	authed map[string]bool // domains the peer may send from on this stream
-	up     bool            // counted in the links gauge
-	idle   *time.Timer     // closes the link after IdleTimeout without stanzas
+	authed map[pair]bool // (local, remote) pairs the peer may send on: from remote to local
+	up     bool          // counted in the links gauge
+	idle   *time.Timer   // closes the link after IdleTimeout without stanzas
 
 	active atomic.Int64 // unix nanoseconds of the last stanza either way
 }
@@ -70,7 +71,8 @@ func (f *Federation) newLink(nc net.Conn, outgoing bool) *link {
 		tcp:      t,
 		wr:       t.Reader(),
 		outgoing: outgoing,
-		authed:   map[string]bool{},
+		local:    f.domain,
+		authed:   map[pair]bool{},
 	}
 	s.st = stream.NewConn(t, f.streams)
 	s.st.OnOverflow(func() {
@@ -127,10 +129,26 @@ func (s *link) isAuthed() bool {
 	return len(s.authed) > 0
 }
 
-func (s *link) authedFor(domain string) bool {
+// authedFrom reports whether the peer authenticated domain for any of
+// the domains served here on this stream.
+func (s *link) authedFrom(domain string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.authed[domain]
+	for p := range s.authed {
+		if p.remote == domain {
+			return true
+		}
+	}
+	return false
+}
+
+// authedPair reports whether the peer authenticated remote to local on
+// this stream (XEP-0220 §2.4: a stanza is accepted only for a verified
+// pair of domains).
+func (s *link) authedPair(local, remote string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.authed[pair{local, remote}]
 }
 
 // isUp reports whether the stream is an established link, in either
@@ -144,23 +162,24 @@ func (s *link) isUp() bool {
 	return s.up
 }
 
-// authenticate records that the peer proved it is domain on this stream.
-func (s *link) authenticate(domain, method string) {
+// authenticate records that the peer proved it is domain to local on
+// this stream.
+func (s *link) authenticate(local, domain, method string) {
 	s.mu.Lock()
 	first := len(s.authed) == 0
-	s.authed[domain] = true
+	s.authed[pair{local, domain}] = true
 	s.mu.Unlock()
-	s.f.log.Info("s2s link authenticated", "peer", domain, "direction", s.direction(), "method", method, "tls", s.secure, "bidi", s.bidi, "ip", s.ip)
+	s.f.log.Info("s2s link authenticated", "peer", domain, "local", local, "direction", s.direction(), "method", method, "tls", s.secure, "bidi", s.bidi, "ip", s.ip)
 	if first {
 		s.established(method)
 	}
 }
 
-// sendOn makes a bidirectional stream the way to domain, once the peer
-// has been told it is authenticated.
-func (s *link) sendOn(domain string) {
+// sendOn makes a bidirectional stream the way from local to domain, once
+// the peer has been told it is authenticated.
+func (s *link) sendOn(local, domain string) {
 	if s.bidi {
-		s.f.setSender(domain, s)
+		s.f.setSender(local, domain, s)
 	}
 }
 
@@ -236,7 +255,7 @@ var errPeerStreamError = errors.New("the peer sent a stream error")
 
 // header returns our stream header. On incoming streams it carries a new id.
 func (s *link) header() stream.Header {
-	h := stream.Header{ContentNS: router.NSServer, Dialback: true, From: s.f.domain, To: s.peer}
+	h := stream.Header{ContentNS: router.NSServer, Dialback: true, From: s.local, To: s.peer}
 	if !s.outgoing {
 		s.id = stream.NewID()
 		h.ID = s.id
@@ -263,9 +282,12 @@ func (s *link) readHeader() error {
 		return nil
 	}
 	if ph.HasTo {
-		if j, err := jid.Parse(ph.To); err != nil || !j.Equal(s.f.srv.Router.DomainJID()) {
+		// Any domain served here: the domain or a component host.
+		j, err := jid.Parse(ph.To)
+		if err != nil || j.Localpart() != "" || j.Resourcepart() != "" || !s.f.hosted(j.Domainpart()) {
 			return stream.NewError("host-unknown", "this server does not serve that domain")
 		}
+		s.local = j.Domainpart()
 	}
 	if ph.HasFrom {
 		j, err := jid.Parse(ph.From)
@@ -445,7 +467,7 @@ func (s *link) authenticateOut(ctx context.Context, ft *s2sFeatures) (string, er
 		s.bidi = true
 	}
 	if s.secure && ft.offers("EXTERNAL") {
-		if err := s.st.Write(stream.SASLElement("auth", []byte(f.domain), "mechanism", "EXTERNAL")); err != nil {
+		if err := s.st.Write(stream.SASLElement("auth", []byte(s.local), "mechanism", "EXTERNAL")); err != nil {
 			return "", err
 		}
 		el, err := s.wr.ReadElement()
@@ -474,8 +496,8 @@ func (s *link) authenticateOut(ctx context.Context, ft *s2sFeatures) (string, er
 	if ft.Dialback == nil && !s.secure {
 		return "", errors.New("the peer offers no way to authenticate")
 	}
-	key := f.dialbackKey(s.peer, f.domain, s.id)
-	if err := s.st.Write(wire.NewBuilder(nil).Start("db:result", "from", f.domain, "to", s.peer).Text(key).Bytes()); err != nil {
+	key := f.dialbackKey(s.peer, s.local, s.id)
+	if err := s.st.Write(wire.NewBuilder(nil).Start("db:result", "from", s.local, "to", s.peer).Text(key).Bytes()); err != nil {
 		return "", err
 	}
 	for {
@@ -487,7 +509,7 @@ func (s *link) authenticateOut(ctx context.Context, ft *s2sFeatures) (string, er
 		switch {
 		case ns == nsDialback && name == "result":
 			d := parseDialback(el)
-			if d.from != s.peer {
+			if d.from != s.peer || d.to != "" && d.to != s.local {
 				continue
 			}
 			if typ := d.typ; typ == "valid" {
@@ -512,10 +534,10 @@ func (s *link) finishOut() {
 	s.wr.SetDeadline(time.Time{})
 	if s.bidi {
 		s.mu.Lock()
-		s.authed[s.peer] = true
+		s.authed[pair{s.local, s.peer}] = true
 		s.mu.Unlock()
 	}
-	s.f.log.Info("s2s link up", "peer", s.peer, "direction", "out", "tls", s.secure, "bidi", s.bidi, "cert_valid", s.certOK, "ip", s.ip)
+	s.f.log.Info("s2s link up", "peer", s.peer, "local", s.local, "direction", "out", "tls", s.secure, "bidi", s.bidi, "cert_valid", s.certOK, "ip", s.ip)
 }
 
 // serveOutgoing reads an established outgoing stream until it ends.
@@ -638,7 +660,7 @@ func (s *link) readLoop() error {
 				if err := s.acceptHeader(); err != nil {
 					return err
 				}
-				s.sendOn(s.peer) // after the restart: our new header is out
+				s.sendOn(s.local, s.peer) // after the restart: our new header is out
 			}
 		case ns == nsBidi && name == "bidi" && !s.outgoing && !s.f.cfg.DisableBidi:
 			s.bidi = true
@@ -668,13 +690,19 @@ func (s *link) stanza(el wire.Element) error {
 		f.log.Warn("stanza without addresses from a peer", "peer", s.peer, "ip", s.ip)
 		return stream.NewError("improper-addressing", "stanzas between servers need 'to' and 'from'")
 	}
-	if !s.authedFor(st.From.Domainpart()) {
+	from, to := st.From.Domainpart(), st.To.Domainpart()
+	if !s.authedFrom(from) {
 		f.log.Warn("rejected a stanza from a domain the peer did not authenticate", "peer", s.peer, "from", st.From.String(), "to", st.To.String(), "ip", s.ip)
 		return stream.NewError("invalid-from", "'from' is not a domain authenticated on this stream")
 	}
-	if st.To.Domainpart() != f.domain {
+	if !f.hosted(to) {
 		f.log.Warn("rejected a stanza for a domain not served here", "peer", s.peer, "to", st.To.String(), "ip", s.ip)
 		return stream.NewError("host-unknown", "this server does not serve that domain")
+	}
+	if !s.authedPair(to, from) {
+		// Authenticated, but to another of our domains (XEP-0220 §2.4).
+		f.log.Warn("rejected a stanza for a domain pair the peer did not authenticate", "peer", s.peer, "from", st.From.String(), "to", st.To.String(), "ip", s.ip)
+		return stream.NewError("invalid-from", "'from' is not authenticated on this stream for that 'to'")
 	}
 	s.active.Store(time.Now().UnixNano())
 	f.m.stanzasIn.Inc()
@@ -745,7 +773,7 @@ func (s *link) external(el wire.Element) (bool, error) {
 	}
 	s.sasl = true
 	f.m.auth.WithLabelValues("in", "external", "ok").Inc()
-	s.authenticate(authz, "external")
+	s.authenticate(s.local, authz, "external")
 	return true, nil
 }
 
@@ -763,14 +791,16 @@ func (s *link) receiveResult(el wire.Element) error {
 	if !ok {
 		return stream.NewError("improper-addressing", "a dialback request needs 'from', 'to' and a key")
 	}
-	if to != f.domain {
+	// Any domain served here, whatever the header said: several pairs
+	// may share one stream (XEP-0220 §2.4, multiplexing).
+	if !f.hosted(to) {
 		b := wire.NewBuilder(nil)
 		b.Start("db:result", "from", to, "to", from, "type", "error")
 		b.Start("error", "type", "cancel").Element("item-not-found", router.NSStanzas, "")
 		s.send(b.Bytes())
 		return nil
 	}
-	if from == f.domain {
+	if f.hosted(from) {
 		return stream.NewError("invalid-from", "that is this server's own domain")
 	}
 	id := s.id
@@ -785,7 +815,7 @@ func (s *link) receiveResult(el wire.Element) error {
 		} else {
 			ctx, cancel := context.WithTimeout(f.ctx, f.cfg.ConnectTimeout)
 			var err error
-			ok, err = f.verifyKey(ctx, from, id, key)
+			ok, err = f.verifyKey(ctx, to, from, id, key)
 			cancel()
 			if err != nil {
 				f.log.Info("dialback verification failed", "peer", from, "err", err)
@@ -796,14 +826,14 @@ func (s *link) receiveResult(el wire.Element) error {
 			typ = "valid"
 			// Before the answer goes out: the peer's stanzas follow it at once.
 			f.m.auth.WithLabelValues("in", "dialback", "ok").Inc()
-			s.authenticate(from, method)
+			s.authenticate(to, from, method)
 		} else {
 			f.m.auth.WithLabelValues("in", "dialback", "failed").Inc()
 			f.log.Warn("dialback key not confirmed", "peer", from, "ip", s.ip)
 		}
-		answer := wire.NewBuilder(nil).Start("db:result", "from", f.domain, "to", from, "type", typ).Bytes()
+		answer := wire.NewBuilder(nil).Start("db:result", "from", to, "to", from, "type", typ).Bytes()
 		if s.send(answer) && ok {
-			s.sendOn(from)
+			s.sendOn(to, from)
 		}
 	}()
 	return nil
@@ -817,12 +847,17 @@ func (s *link) answerVerify(el wire.Element) {
 	if d.typ != "" {
 		return // an answer, for a verification we did not ask on this stream
 	}
+	// We are the authoritative server of every domain served here.
 	typ := "invalid"
-	if d.to == f.domain && d.from != "" && d.id != "" && f.checkDialbackKey(d.key, d.from, f.domain, d.id) {
+	if f.hosted(d.to) && d.from != "" && d.id != "" && f.checkDialbackKey(d.key, d.from, d.to, d.id) {
 		typ = "valid"
 	}
-	f.log.Debug("dialback verify answered", "receiving", d.from, "type", typ)
-	s.send(verifyAnswer(f.domain, d.from, d.id, typ))
+	from := d.to
+	if !f.hosted(from) {
+		from = f.domain
+	}
+	f.log.Debug("dialback verify answered", "receiving", d.from, "originating", d.to, "type", typ)
+	s.send(verifyAnswer(from, d.from, d.id, typ))
 }
 
 // verifyAnswer is our answer to a <db:verify/> (XEP-0220 §2.4).
@@ -831,9 +866,10 @@ func verifyAnswer(from, to, id, typ string) []byte {
 }
 
 // verifyKey asks the authoritative server of originating whether key is
-// the one it made for stream id to us (XEP-0220 §2.3), on a stream of its own.
-func (f *Federation) verifyKey(ctx context.Context, originating, id, key string) (bool, error) {
-	s, _, err := f.dial(ctx, originating)
+// the one it made for stream id to receiving, served here (XEP-0220
+// §2.3), on a stream of its own.
+func (f *Federation) verifyKey(ctx context.Context, receiving, originating, id, key string) (bool, error) {
+	s, _, err := f.dial(ctx, receiving, originating)
 	if err != nil {
 		return false, err
 	}
@@ -844,7 +880,7 @@ func (f *Federation) verifyKey(ctx context.Context, originating, id, key string)
 	dl, _ := ctx.Deadline()
 	s.wr.SetDeadline(dl)
 	defer s.interruptOn(ctx)()
-	req := wire.NewBuilder(nil).Start("db:verify", "from", f.domain, "to", originating, "id", id).Text(key).Bytes()
+	req := wire.NewBuilder(nil).Start("db:verify", "from", receiving, "to", originating, "id", id).Text(key).Bytes()
 	if err := s.st.Write(req); err != nil {
 		return false, err
 	}

@@ -35,7 +35,10 @@ class User:
     def __init__(self, name, jid, password, host, port):
         self.name = name
         self.host, self.port = host, port
-        x = slixmpp.ClientXMPP(jid, password)
+        # SCRAM-SHA-1 without channel binding: every server here has it,
+        # and slixmpp 1.8 would try -PLUS with tls-unique, which TLS 1.3
+        # lacks and Dialtone does not offer (it fails the login).
+        x = slixmpp.ClientXMPP(jid, password, sasl_mech="SCRAM-SHA-1")
         x.register_plugin("xep_0030")
         x.register_plugin("xep_0199")
         x.ssl_context.check_hostname = False
