@@ -488,7 +488,7 @@ func TestAppError(t *testing.T) {
 	a, as := bind(t, r, full(alice, "a"))
 	for _, typ := range []string{"get", "set"} {
 		send(r, a, &router.Stanza{Kind: router.KindIQ, Type: typ, ID: "e", To: jid.MustParse(domain), Payload: name})
-		want := `<error type="modify"><not-acceptable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/><too-big xmlns="urn:x:errors"/></error>`
+		want := `<error type="modify" code="406"><not-acceptable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/><too-big xmlns="urn:x:errors"/></error>`
 		if got := as.take(); len(got) != 1 || !strings.Contains(got[0], `type="error"`) || !strings.Contains(got[0], want) {
 			t.Fatalf("%s: %q, want %s", typ, got, want)
 		}
@@ -520,5 +520,18 @@ func TestHandleInline(t *testing.T) {
 	h.HandleInline(router.InlineBind, xml.Name{Space: "urn:a"}, fn("again"))
 	if h.Err() == nil {
 		t.Fatal("a namespace registered twice in one place was accepted")
+	}
+}
+
+// Errors carry the XEP-0086 code of their condition (clients such as
+// profanity read only it); a condition without one gets none.
+func TestLegacyErrorCode(t *testing.T) {
+	for cond, want := range map[stanza.Condition]string{
+		stanza.ItemNotFound: ` code="404"`, stanza.ServiceUnavailable: ` code="503"`, stanza.PolicyViolation: ``,
+	} {
+		got := string(router.AppendError(nil, router.NewError(stanza.Cancel, cond, "")))
+		if !strings.HasPrefix(got, `<error type="cancel"`+want+`><`+string(cond)+` `) {
+			t.Errorf("%s: %s", cond, got)
+		}
 	}
 }

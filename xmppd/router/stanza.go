@@ -292,6 +292,9 @@ func appendError(buf []byte, e stanza.Error, app []byte) []byte {
 	}
 	b := wire.NewBuilder(buf)
 	b.Start("error", "type", string(e.Type))
+	if code, ok := legacyCodes[e.Condition]; ok {
+		b.Attr("code", code)
+	}
 	if !e.By.Equal(jid.JID{}) {
 		b.Attr("by", e.By.String())
 	}
@@ -301,6 +304,22 @@ func appendError(buf []byte, e stanza.Error, app []byte) []byte {
 	}
 	b.Raw(app)
 	return b.End().Bytes()
+}
+
+// legacyCodes are the XEP-0086 error codes of the defined conditions,
+// carried as the code attribute beside the condition as ejabberd does:
+// deprecated, but some clients still read only the code (profanity 0.13
+// takes an OMEMO device list that is not there yet as absent only from
+// code='404', and otherwise never publishes its own).
+var legacyCodes = map[stanza.Condition]string{
+	stanza.BadRequest: "400", stanza.Conflict: "409", stanza.FeatureNotImplemented: "501",
+	stanza.Forbidden: "403", stanza.Gone: "302", stanza.InternalServerError: "500",
+	stanza.ItemNotFound: "404", stanza.JIDMalformed: "400", stanza.NotAcceptable: "406",
+	stanza.NotAllowed: "405", stanza.NotAuthorized: "401",
+	stanza.RecipientUnavailable: "404", stanza.Redirect: "302", stanza.RegistrationRequired: "407",
+	stanza.RemoteServerNotFound: "404", stanza.RemoteServerTimeout: "504", stanza.ResourceConstraint: "500",
+	stanza.ServiceUnavailable: "503", stanza.SubscriptionRequired: "407", stanza.UndefinedCondition: "500",
+	stanza.UnexpectedRequest: "400",
 }
 
 // NewError makes a stanza error with an optional text.
