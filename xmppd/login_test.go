@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -332,4 +333,39 @@ func TestBind2InlineStreamManagement(t *testing.T) {
 	if a.Attr("h") != "1" {
 		t.Fatalf("ack %v, want h=1 after one stanza", a)
 	}
+	id := regexp.MustCompile(`<enabled xmlns="urn:xmpp:sm:3" id="([^"]+)"`).FindStringSubmatch(r.Success.Inner)
+	if id == nil {
+		t.Fatalf("no stream id in %s", r.Success.Inner)
+	}
+
+	// A message the session never acknowledges, then the network drops.
+	sender := xmpptest.Login(t, ts.addr, bob, ts.account(t, bob), "b")
+	sender.Send(`<message type='chat' id='lost' to='` + r.Identifier + `'><body>resend me</body></message>`)
+	c.Expect("the message", func(e xmpptest.Elem) bool { return e.XMLName.Local == "message" && e.Attr("id") == "lost" })
+	c.Conn.Close()
+
+	// SASL2 with an inline <resume/> (and a Bind2 request, which the
+	// resumption makes moot): authenticated and resumed in one exchange.
+	c2 := xmpptest.DialTLS(t, ts.directAddr)
+	c2.Open(c2.Domain)
+	f2 := xmpptest.ParseFeatures(c2.Expect("features", func(e xmpptest.Elem) bool { return e.XMLName.Local == "features" }))
+	if f2.SASL2 == nil || f2.SASL2.Inline.SM == nil {
+		t.Fatalf("SASL2 inline features do not offer <sm/>: %+v", f2.SASL2)
+	}
+	cl2 := &scramtest.Client{Mechanism: "SCRAM-SHA-256-PLUS", User: alice, Password: pass, BindingType: "tls-exporter", BindingData: c2.Exporter()}
+	r2 := c2.Authenticate2(xmpptest.SASL2Request{Mechanism: cl2.Mechanism, Initial: cl2.First(), Step: cl2.Final,
+		UserAgent: "0b9e8f4c-5a7d-4f7e-9a52-3c0f5d1e2a11", Bind: true, Tag: "Phone",
+		Inline: `<resume xmlns='urn:xmpp:sm:3' previd='` + id[1] + `' h='1'/>`})
+	if r2.Failure != "" {
+		t.Fatalf("resume: %s", r2.Failure)
+	}
+	if !strings.Contains(r2.Success.Inner, `<resumed xmlns="urn:xmpp:sm:3"`) || strings.Contains(r2.Success.Inner, "bound") {
+		t.Fatalf("success without <resumed/> (or with a new binding): %s", r2.Success.Inner)
+	}
+	if r2.Identifier != r.Identifier {
+		t.Fatalf("resumed as %q, want the old session %q", r2.Identifier, r.Identifier)
+	}
+	c2.Expect("the unacknowledged message again", func(e xmpptest.Elem) bool {
+		return e.XMLName.Local == "message" && e.Attr("id") == "lost"
+	})
 }

@@ -26,6 +26,8 @@ type Features struct {
 			FAST *struct {
 				Mechanisms []string `xml:"mechanism"`
 			} `xml:"urn:xmpp:fast:0 fast"`
+			// SM is XEP-0198's inline <resume/> offer.
+			SM *struct{} `xml:"urn:xmpp:sm:3 sm"`
 		} `xml:"inline"`
 	} `xml:"urn:xmpp:sasl:2 authentication"`
 }

@@ -239,23 +239,34 @@ func (c *conn) sasl2Success(req *authenticateReq, data, token []byte) (*session,
 	ctx := c.sess.rs.Context()
 	var inline []byte
 	bind := req.Bind != nil
+	// An inline handler may hand the stream a kept session (XEP-0198
+	// <resume/>): then nothing is bound, and the stream carries it.
+	var resumed *router.Session
+	info := c.info()
+	info.Resume = func(s *router.Session) { resumed = s }
 	for _, x := range req.Inline {
 		fn := hooks.InlineHandler(router.InlineAuth, x.XMLName.Space)
 		if fn == nil {
 			continue // XEP-0388 §2.3: unknown inline elements are ignored
 		}
-		reply, err := fn(ctx, c.info(), x.element())
+		reply, err := fn(ctx, info, x.element())
 		switch {
 		case errors.Is(err, router.ErrNoBind):
 			bind = false
 		case err != nil:
+			if resumed != nil {
+				c.adopt(resumed) // its end is the module's: it was kept
+			}
 			return nil, false, err
 		}
 		inline = append(inline, reply...)
 	}
 	ident := jid.JID{}
 	var bound []byte
-	if bind {
+	if resumed != nil {
+		bind = false
+		ident = resumed.JID()
+	} else if bind {
 		full, replies, err := c.bind2(ctx, req)
 		if err != nil {
 			return nil, false, err
@@ -273,6 +284,16 @@ func (c *conn) sasl2Success(req *authenticateReq, data, token []byte) (*session,
 	b.Element("authorization-identifier", "", ident.String())
 	b.Raw(inline).Raw(bound).Raw(token)
 	b.End()
+	if resumed != nil {
+		// The kept session, bound already; what it missed follows the
+		// success (the module queued it).
+		err := c.st.Write(b.Bytes())
+		sess := c.adopt(resumed)
+		if err != nil {
+			return nil, false, err
+		}
+		return sess, true, nil
+	}
 	if !bind {
 		// Not bound: the negotiation goes on, with the features of an
 		// authenticated stream and no restart.

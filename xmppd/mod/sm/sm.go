@@ -201,6 +201,9 @@ func (m *Module) Register(h *router.Hooks) error {
 	// Bind2 (XEP-0386) may carry the <enable/> a client would send after
 	// binding (XEP-0198 §"Inline"): the same, its <enabled/> in <bound/>.
 	h.HandleInline(router.InlineBind, xml.Name{Space: NS, Local: "enable"}, m.bound)
+	// SASL2 (XEP-0388) may carry <resume/>: authenticated and resumed in
+	// one round trip, announced as <sm/> in the offer's <inline/>.
+	h.HandleInline(router.InlineAuth, xml.Name{Space: NS, Local: "sm"}, m.inlineResume)
 	h.OnStreamEnd(m.streamEnded)
 	h.OnSession(router.Closed, -100, m.closed)
 	h.Go(m.sweep)
@@ -292,6 +295,24 @@ func (m *Module) enable(c router.ConnInfo, resumable bool) []byte {
 	sess.Keep()
 	max := strconv.Itoa(int(m.resumeTimeout() / time.Second))
 	return b.StartNS("enabled", NS, "id", st.id, "resume", "true", "max", max).End().Bytes()
+}
+
+// inlineResume is <resume/> inside a SASL2 <authenticate/>: on success
+// nothing is bound (router.ErrNoBind) and <resumed/> goes into <success/>;
+// a <failed/> goes there too, and the client's Bind2 request, if any,
+// binds a new session (XEP-0198 and XEP-0388).
+func (m *Module) inlineResume(ctx context.Context, c router.ConnInfo, el wire.Element) ([]byte, error) {
+	if el.Name.Local != "resume" || c.Resume == nil {
+		return nil, nil
+	}
+	took := false
+	resume := c.Resume
+	c.Resume = func(s *router.Session) { took = true; resume(s) }
+	reply, err := m.resume(ctx, c, el)
+	if err == nil && took {
+		return reply, router.ErrNoBind
+	}
+	return reply, err
 }
 
 // resume hands the session of previd over to c's stream.
