@@ -161,7 +161,15 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 			t.Fatalf("disco#info after restart lacks %s: %v", f, info)
 		}
 	}
-	joined(t, bob, "bob")
+	// The discussion history survives too (it is kept in memory, refilled
+	// from the room's archive).
+	join(bob, "bob")
+	bob.Expect("self-presence", isPresenceFrom(room+"/bob"))
+	h := bob.Expect("history", func(x xmpptest.Elem) bool { return x.XMLName.Local == "message" })
+	if !strings.Contains(h.Inner, "<body>before</body>") || !strings.Contains(h.Inner, "urn:xmpp:delay") || h.Attr("from") != room+"/alice" {
+		t.Fatalf("history after restart: %v", h)
+	}
+	bob.Expect("subject", func(e xmpptest.Elem) bool { return strings.Contains(e.Inner, "<subject") })
 	bob.Send(`<iq type='set' id='q' to='` + room + `'><query xmlns='urn:xmpp:mam:2' queryid='q1'/></iq>`)
 	r := bob.Expect("archived message", func(x xmpptest.Elem) bool { return strings.Contains(x.Inner, "urn:xmpp:mam:2") })
 	if !strings.Contains(r.Inner, "<body>before</body>") {

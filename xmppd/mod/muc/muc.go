@@ -220,8 +220,48 @@ func (m *Module) load(ctx context.Context) error {
 			}
 		}
 	}
+	m.rooms.Range(func(_, v any) bool {
+		m.restoreHistory(ctx, v.(*room))
+		return true
+	})
 	m.loaded = true
 	return nil
+}
+
+// restoreHistory refills the discussion history of an archived room from
+// its archive: the history is kept in memory, and a restart must not make a
+// persistent room forget what was said in it. A failure costs the history,
+// not the room.
+func (m *Module) restoreHistory(ctx context.Context, rm *room) {
+	if !rm.cfg.MAM {
+		return
+	}
+	sctx, cancel := m.r.StoreContext(ctx)
+	defer cancel()
+	msgs, _, err := m.store.MUCArchive(sctx, rm.jidStr, groups.Query{Last: true, Max: historyKept})
+	if err != nil {
+		m.Log.Error("restoring a group's discussion history", "room", rm.jidStr, "err", err)
+		return
+	}
+	items := make([]histItem, 0, len(msgs))
+	for _, msg := range msgs {
+		var st struct {
+			ID    string `xml:"id,attr"`
+			Inner []byte `xml:",innerxml"`
+		}
+		if err := xml.Unmarshal(msg.Stanza, &st); err != nil {
+			m.Log.Error("an archived group message that does not parse", "room", rm.jidStr, "id", msg.ID, "err", err)
+			continue
+		}
+		items = append(items, histItem{stamp: msg.Stamp,
+			out: &outgoing{kind: router.KindMessage, from: rm.occupantJID(msg.Nick), typ: "groupchat", id: st.ID, inner: st.Inner}})
+	}
+	rm.mu.Lock()
+	rm.history = append(items, rm.history...)
+	if n := len(rm.history); n > historyKept {
+		rm.history = rm.history[n-historyKept:]
+	}
+	rm.mu.Unlock()
 }
 
 // ownerOf is the number owning the affiliation row of bare: its localpart
