@@ -155,3 +155,76 @@ func TestArchiveRetried(t *testing.T) {
 		t.Fatalf("the store was not tried again: %d failures left, %d archived", store.failArchive, len(store.archive))
 	}
 }
+
+// mamBodies runs a MAM query on the room's archive and returns the bodies
+// of the results, or the error condition's element name.
+func mamBodies(t *testing.T, c *xmpptest.Client, id, with string) string {
+	t.Helper()
+	c.Send(`<iq type='set' id='` + id + `' to='` + room + `'><query xmlns='urn:xmpp:mam:2' queryid='` + id + `'><x xmlns='jabber:x:data' type='submit'>` +
+		`<field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field><field var='with'><value>` + with + `</value></field></x></query></iq>`)
+	var got []string
+	for {
+		x := c.Next()
+		if x.XMLName.Local == "iq" && x.Attr("id") == id {
+			if x.Attr("type") == "error" {
+				return "error:" + regexp.MustCompile(`<(bad-request|forbidden|item-not-found)`).FindStringSubmatch(x.Inner)[1]
+			}
+			return strings.Join(got, ",")
+		}
+		if x.XMLName.Local == "message" && strings.Contains(x.Inner, `queryid="`+id+`"`) {
+			got = append(got, regexp.MustCompile(`<body>(\w+)</body>`).FindStringSubmatch(x.Inner)[1])
+		}
+	}
+}
+
+// The archive's 'with' filter (XEP-0313 on a MUC): an occupant JID selects
+// a nick; a real bare JID, for those who may see real JIDs, a user under
+// any nick.
+func TestArchiveWith(t *testing.T) {
+	e := start(t, newMemStore(), nil)
+	alice, cs := setup(t, e, nil, 2)
+	bob := cs[0]
+	bobNick := nickOf(2)
+	groupchat(alice, "a1")
+	expectBody(t, bob, room+"/alice", "a1")
+	groupchat(bob, "b1")
+	expectBody(t, alice, room+"/"+bobNick, "b1")
+	join(bob, "bobby")
+	alice.Expect("new nick", isPresenceFrom(room+"/bobby"))
+	groupchat(bob, "b2")
+	expectBody(t, alice, room+"/bobby", "b2")
+	groupchat(alice, "a2")
+	expectBody(t, bob, room+"/alice", "a2")
+
+	bobJID := number(2) + "@localhost"
+	for _, tc := range []struct {
+		c          *xmpptest.Client
+		with, want string
+	}{
+		{bob, room + "/alice", "a1,a2"},
+		{bob, room + "/" + bobNick, "b1"},
+		{bob, room + "/bobby", "b2"},
+		{bob, room + "/nobody", ""},
+		{bob, room, "a1,b1,b2,a2"},
+		// Semi-anonymous: a participant may not filter by real JID, the
+		// owner may.
+		{bob, bobJID, "error:forbidden"},
+		{alice, bobJID, "b1,b2"},
+		{alice, bobJID + "/phone", "b1,b2"},
+		{alice, number(1) + "@localhost", "a1,a2"},
+		{alice, "@bad", "error:bad-request"},
+	} {
+		if got := mamBodies(t, tc.c, "w", tc.with); got != tc.want {
+			t.Errorf("with %s: got %q, want %q", tc.with, got, tc.want)
+		}
+	}
+	// Non-anonymous: anyone may.
+	configure(t, alice, map[string]string{"whois": "anyone"})
+	if got := mamBodies(t, bob, "w2", bobJID); got != "b1,b2" {
+		t.Errorf("with a real JID in a non-anonymous group: %q", got)
+	}
+	// The field is in the form.
+	if f := iq(bob, "f", "get", room, `<query xmlns='urn:xmpp:mam:2'/>`); !strings.Contains(f.Inner, `var="with"`) {
+		t.Errorf("form: %v", f)
+	}
+}
