@@ -1,6 +1,7 @@
 package muc_test
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -226,5 +227,91 @@ func TestArchiveWith(t *testing.T) {
 	// The field is in the form.
 	if f := iq(bob, "f", "get", room, `<query xmlns='urn:xmpp:mam:2'/>`); !strings.Contains(f.Inner, `var="with"`) {
 		t.Errorf("form: %v", f)
+	}
+}
+
+// joinHistory joins the room as nick with the given <history/> attributes
+// and returns the bodies of the history up to the subject, with the delay
+// stamps.
+func joinHistory(t *testing.T, c *xmpptest.Client, nick, attrs string) (bodies, stamps []string) {
+	t.Helper()
+	c.Send(`<presence to='` + room + `/` + nick + `'><x xmlns='http://jabber.org/protocol/muc'><history ` + attrs + `/></x></presence>`)
+	for {
+		x := c.Next()
+		if strings.Contains(x.Inner, "<subject") {
+			return bodies, stamps
+		}
+		if x.XMLName.Local != "message" {
+			continue
+		}
+		st := regexp.MustCompile(`<delay xmlns="urn:xmpp:delay" stamp="([^"]+)"`).FindStringSubmatch(x.Inner)
+		if st == nil {
+			t.Fatalf("history without delay: %v", x)
+		}
+		bodies = append(bodies, regexp.MustCompile(`<body>(\w+)</body>`).FindStringSubmatch(x.Inner)[1])
+		stamps = append(stamps, st[1])
+	}
+}
+
+// Discussion history with since, seconds and maxchars (XEP-0045 §7.2.15):
+// every limit given applies.
+func TestHistoryLimits(t *testing.T) {
+	e := start(t, newMemStore(), nil)
+	alice, _ := setup(t, e, nil)
+	var last xmpptest.Elem
+	for _, b := range []string{"one", "two", "three", "four"} {
+		groupchat(alice, b)
+		last = expectBody(t, alice, room+"/alice", b)
+	}
+	c := e.login(2, "phone")
+	all, stamps := joinHistory(t, c, "c", "")
+	if strings.Join(all, ",") != "one,two,three,four" {
+		t.Fatalf("full history: %v", all)
+	}
+	// since: the messages sent at or after the instant; a stamp as the
+	// room gave it (milliseconds) selects its message and the later ones.
+	var want []string
+	for i, st := range stamps {
+		if st >= stamps[1] {
+			want = append(want, all[i])
+		}
+	}
+	for _, tc := range []struct {
+		attrs, want string
+	}{
+		{`since='` + stamps[1] + `'`, strings.Join(want, ",")},
+		{`since='2000-01-01T00:00:00Z'`, "one,two,three,four"},
+		{`since='2999-01-01T00:00:00Z'`, ""},
+		{`since='2000-01-01T00:00:00Z' maxstanzas='1'`, "four"},
+		{`since='2999-01-01T00:00:00Z' maxstanzas='10'`, ""},
+		// seconds: the messages of the last so many seconds.
+		{`seconds='0'`, ""},
+		{`seconds='3600'`, "one,two,three,four"},
+		{`seconds='3600' maxstanzas='2'`, "three,four"},
+		{`seconds='0' since='2000-01-01T00:00:00Z'`, ""},
+		{`seconds='3600' since='2999-01-01T00:00:00Z'`, ""},
+		// maxchars counts whole stanzas: 0 (what clients with MAM ask)
+		// and less than one stanza send none.
+		{`maxchars='0'`, ""},
+		{`maxchars='20'`, ""},
+		{`maxchars='100000'`, "one,two,three,four"},
+		{`maxchars='100000' maxstanzas='3' seconds='3600'`, "two,three,four"},
+	} {
+		c.Send(`<presence to='` + room + `/c' type='unavailable'/>`)
+		c.Expect("left", func(x xmpptest.Elem) bool { return isPresenceFrom(room+"/c")(x) && x.Attr("type") == "unavailable" })
+		if got, _ := joinHistory(t, c, "c", tc.attrs); strings.Join(got, ",") != tc.want {
+			t.Errorf("history %s: got %v, want %s", tc.attrs, got, tc.want)
+		}
+	}
+	// maxchars that fits one stanza (as sent, give or take the
+	// serialisation) but not two sends the newest only.
+	c.Send(`<presence to='` + room + `/c' type='unavailable'/>`)
+	c.Expect("left", func(x xmpptest.Elem) bool { return isPresenceFrom(room+"/c")(x) && x.Attr("type") == "unavailable" })
+	size := len(`<message></message>`) + len(last.Inner)
+	for _, a := range last.Attrs {
+		size += len(a.Name.Local) + len(a.Value) + 4
+	}
+	if got, _ := joinHistory(t, c, "c", fmt.Sprintf(`maxchars='%d'`, size*3/2)); strings.Join(got, ",") != "four" {
+		t.Errorf("history maxchars=%d (one stanza ~%d): %v", size*3/2, size, got)
 	}
 }
