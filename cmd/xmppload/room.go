@@ -123,7 +123,10 @@ func (rc *roomClient) join(ctx context.Context, roomJID string, maxElems int) er
 // later joins. It returns how long joining took.
 func joinAll(ctx context.Context, c *config, clients []*roomClient, readers *sync.WaitGroup) (time.Duration, error) {
 	start := time.Now()
-	jctx, cancel := context.WithTimeout(ctx, loginTimeout+time.Duration(len(clients))*10*time.Millisecond)
+	// Joins cost the server about clients² presences: the budget grows so
+	// (100 µs each), within the run's bound.
+	n := time.Duration(len(clients))
+	jctx, cancel := context.WithTimeout(ctx, loginTimeout+n*n*100*time.Microsecond)
 	defer cancel()
 	roomJID := c.roomJID()
 	maxElems := 4*len(clients) + 100
