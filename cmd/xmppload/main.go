@@ -121,8 +121,8 @@ func (c *config) check() error {
 		return fmt.Errorf("--concurrency %d: want 1..%d", c.concurrency, maxConcurrency)
 	case c.duration <= 0 || c.duration > maxDuration:
 		return fmt.Errorf("--duration %s: want more than 0 and at most %s", c.duration, maxDuration)
-	case c.drain < 0 || c.drain > time.Minute:
-		return fmt.Errorf("--drain %s: want 0..1m", c.drain)
+	case c.drain < 0 || c.drain > maxDuration:
+		return fmt.Errorf("--drain %s: want 0..%s", c.drain, maxDuration)
 	case c.rate < 0 || c.rate > maxRate:
 		return fmt.Errorf("--rate %g: want 0..%d", c.rate, maxRate)
 	case c.size < 32 || c.size > maxSize:
