@@ -61,6 +61,10 @@ type Query struct {
 	Last bool
 	// Max bounds the page; <= 0: no bound.
 	Max int
+	// Nick and Sender filter by the sender (XEP-0313 'with' on a room:
+	// an occupant JID gives the nick, a real bare JID the sender); "":
+	// any.
+	Nick, Sender string
 }
 
 // Invitation is an invitation to a room kept for a number until it logs

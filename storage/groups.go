@@ -142,6 +142,12 @@ func (db *DB) MUCArchive(ctx context.Context, room string, q groups.Query) ([]gr
 	if !q.End.IsZero() {
 		where, args = where+` AND stamp <= ?`, append(args, q.End)
 	}
+	if q.Nick != "" {
+		where, args = where+` AND nick = ?`, append(args, q.Nick)
+	}
+	if q.Sender != "" {
+		where, args = where+` AND sender = ?`, append(args, q.Sender)
+	}
 	for _, b := range []struct {
 		id, op string
 	}{{q.AfterID, ">"}, {q.BeforeID, "<"}} {

@@ -56,6 +56,9 @@ type config struct {
 	drain       time.Duration
 	pid         int
 	label       string
+	muc         string
+	room        string
+	messages    int
 }
 
 func main() {
@@ -81,11 +84,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.saveAccts, "save-accounts", "", "write the accounts used to this file (for --accounts later)")
 	fs.IntVar(&c.clients, "clients", 100, fmt.Sprintf("clients (route: an even number, in pairs; max %d)", maxClients))
 	fs.IntVar(&c.concurrency, "concurrency", 32, "logins in progress at once (Dialtone allows 50 unauthenticated connections per IP)")
-	fs.StringVar(&c.scenario, "scenario", "route", "login, route or idle")
-	fs.DurationVar(&c.duration, "duration", 20*time.Second, "route: sending time; idle: holding time (max 5m)")
+	fs.StringVar(&c.scenario, "scenario", "route", "login, route, idle or room")
+	fs.StringVar(&c.muc, "muc", "", "room: the MUC service's domain (e.g. groups.localhost)")
+	fs.StringVar(&c.room, "room", "", "room: the room's local part; default a new name per run")
+	fs.IntVar(&c.messages, "messages", 100, "room: groupchat messages each client sends (within --duration)")
+	fs.DurationVar(&c.duration, "duration", 20*time.Second, "route: sending time; room: most sending time; idle: holding time (max 5m)")
 	fs.Float64Var(&c.rate, "rate", 0, "route: total messages/s over all senders; 0: as fast as possible (within --window)")
 	fs.IntVar(&c.size, "size", 100, "route: body bytes")
-	fs.IntVar(&c.window, "window", 128, "route: most messages of one sender not yet received by its peer")
+	fs.IntVar(&c.window, "window", 128, "route: most messages of one sender not yet received by its peer; room: not yet reflected to it")
 	fs.DurationVar(&c.drain, "drain", 5*time.Second, "route: how long to wait for messages in flight after sending stops")
 	fs.IntVar(&c.pid, "pid", 0, "server PID: report its (and its descendants') RSS and CPU time from /proc")
 	fs.StringVar(&c.label, "label", "", "name of the server, copied into the JSON")
@@ -95,13 +101,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	if c.scenario == "room" && c.room == "" {
+		c.room = fmt.Sprintf("load%d", time.Now().UnixNano())
+	}
 	return c, c.check()
 }
 
 func (c *config) check() error {
 	switch {
-	case c.scenario != "login" && c.scenario != "route" && c.scenario != "idle":
-		return fmt.Errorf("--scenario %q: want login, route or idle", c.scenario)
+	case c.scenario != "login" && c.scenario != "route" && c.scenario != "idle" && c.scenario != "room":
+		return fmt.Errorf("--scenario %q: want login, route, idle or room", c.scenario)
 	case c.tls != "starttls" && c.tls != "direct":
 		return fmt.Errorf("--tls %q: want starttls or direct", c.tls)
 	case c.clients < 1 || c.clients > maxClients:
@@ -112,8 +121,8 @@ func (c *config) check() error {
 		return fmt.Errorf("--concurrency %d: want 1..%d", c.concurrency, maxConcurrency)
 	case c.duration <= 0 || c.duration > maxDuration:
 		return fmt.Errorf("--duration %s: want more than 0 and at most %s", c.duration, maxDuration)
-	case c.drain < 0 || c.drain > time.Minute:
-		return fmt.Errorf("--drain %s: want 0..1m", c.drain)
+	case c.drain < 0 || c.drain > maxDuration:
+		return fmt.Errorf("--drain %s: want 0..%s", c.drain, maxDuration)
 	case c.rate < 0 || c.rate > maxRate:
 		return fmt.Errorf("--rate %g: want 0..%d", c.rate, maxRate)
 	case c.size < 32 || c.size > maxSize:
@@ -127,6 +136,23 @@ func (c *config) check() error {
 	}
 	if _, err := mechanism(c.mech); err != nil {
 		return err
+	}
+	if c.scenario == "room" {
+		return c.checkRoom()
+	}
+	return nil
+}
+
+func (c *config) checkRoom() error {
+	switch {
+	case c.muc == "" || strings.ContainsAny(c.muc, "@/'<>&\" \t"):
+		return fmt.Errorf("--muc %q: want the MUC service's domain", c.muc)
+	case c.room == "" || strings.ContainsAny(c.room, "@/'<>&\" \t") || strings.Contains(c.room, idMarker):
+		return fmt.Errorf("--room %q: want a room's local part", c.room)
+	case c.messages < 1 || c.messages > maxDeliveries:
+		return fmt.Errorf("--messages %d: want 1..%d", c.messages, maxDeliveries)
+	case int64(c.clients)*int64(c.clients)*int64(c.messages) > maxDeliveries:
+		return fmt.Errorf("--clients %d × --clients × --messages %d: more than %d deliveries", c.clients, c.messages, maxDeliveries)
 	}
 	return nil
 }
@@ -202,6 +228,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		res, err = runRoute(ctx, &c, d, accs, stderr)
 	case "idle":
 		res, err = runIdle(ctx, &c, d, accs, stderr)
+	case "room":
+		res, err = runRoom(ctx, &c, d, accs, stderr)
 	}
 	if res != nil {
 		res.print(stdout, stderr)

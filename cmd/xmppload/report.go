@@ -35,10 +35,15 @@ type result struct {
 	Errors     int64   `json:"errors,omitempty"`
 	Duplicates int64   `json:"duplicates,omitempty"`
 	MsgsPerSec float64 `json:"msgs_per_s,omitempty"`
-	LatP50ms   float64 `json:"lat_p50_ms,omitempty"`
-	LatP90ms   float64 `json:"lat_p90_ms,omitempty"`
-	LatP99ms   float64 `json:"lat_p99_ms,omitempty"`
-	LatMaxms   float64 `json:"lat_max_ms,omitempty"`
+	// The room scenario: MsgsPerSec counts deliveries, SentPerSec the
+	// messages sent to the room.
+	Room         string  `json:"room,omitempty"`
+	MessagesEach int     `json:"messages_each,omitempty"`
+	SentPerSec   float64 `json:"sent_per_s,omitempty"`
+	LatP50ms     float64 `json:"lat_p50_ms,omitempty"`
+	LatP90ms     float64 `json:"lat_p90_ms,omitempty"`
+	LatP99ms     float64 `json:"lat_p99_ms,omitempty"`
+	LatMaxms     float64 `json:"lat_max_ms,omitempty"`
 
 	ClientCPUs          float64 `json:"client_cpu_s,omitempty"`
 	ServerCPUs          float64 `json:"server_cpu_s,omitempty"`
@@ -72,8 +77,19 @@ func (r *result) print(stdout, stderr io.Writer) {
 		row("msgs/s", "%.0f", r.MsgsPerSec)
 		row("latency p50/p90/p99/max", "%.2f / %.2f / %.2f / %.1f ms", r.LatP50ms, r.LatP90ms, r.LatP99ms, r.LatMaxms)
 	}
+	if r.Scenario == "room" {
+		row("room", "%s (%d messages each)", r.Room, r.MessagesEach)
+		row("sent / deliveries", "%d / %d", r.Sent, r.Received)
+		row("lost / errors / dup", "%d / %d / %d", r.Lost, r.Errors, r.Duplicates)
+		row("sent/s / deliveries/s", "%.0f / %.0f", r.SentPerSec, r.MsgsPerSec)
+		row("latency p50/p90/p99/max", "%.2f / %.2f / %.2f / %.1f ms", r.LatP50ms, r.LatP90ms, r.LatP99ms, r.LatMaxms)
+	}
 	if r.ServerCPUPerMsgUs > 0 {
-		row("server CPU / msg", "%.1f µs", r.ServerCPUPerMsgUs)
+		unit := "msg"
+		if r.Scenario == "room" {
+			unit = "delivery"
+		}
+		row("server CPU / "+unit, "%.1f µs", r.ServerCPUPerMsgUs)
 	}
 	if r.ServerCPUPerLoginUs > 0 {
 		row("server CPU / login", "%.0f µs", r.ServerCPUPerLoginUs)

@@ -13,9 +13,16 @@ import (
 // receiver finds them in the raw bytes of the stream: no XML decoding.
 const idMarker = "dlt-"
 
-// appendMessage appends one message stanza to b.
+// appendMessage appends one chat message to b.
 func appendMessage(b []byte, to string, seq uint64, nowNano int64, size int) []byte {
-	b = append(b, "<message type='chat' to='"...)
+	return appendTyped(b, "chat", to, seq, nowNano, size)
+}
+
+// appendTyped appends one message of type typ to b.
+func appendTyped(b []byte, typ, to string, seq uint64, nowNano int64, size int) []byte {
+	b = append(b, "<message type='"...)
+	b = append(b, typ...)
+	b = append(b, "' to='"...)
 	b = append(b, to...)
 	b = append(b, "' id='"+idMarker...)
 	b = strconv.AppendUint(b, seq, 10)

@@ -308,46 +308,13 @@ func (cl *routeClient) send(ctx context.Context, c *config, peer *routeClient, i
 	// The session's own writer is empty after login; a larger one here.
 	w := bufio.NewWriterSize(cl.s.conn, 32<<10)
 	defer w.Flush()
-	var interval time.Duration
-	next := start
-	if c.rate > 0 {
-		interval = time.Duration(float64(n) / c.rate * float64(time.Second))
-		next = start.Add(interval * time.Duration(idx) / time.Duration(n)) // spread the senders
-	}
+	p := newPacer(c, w, cl.wake, idx, n, start, stopAt)
 	buf := make([]byte, 0, c.size+256)
 	var seq int64
 	for seq < 1<<40 {
-		now := time.Now()
-		if !now.Before(stopAt) || ctx.Err() != nil {
+		now, ok := p.wait(ctx, func() int64 { return seq - peer.rx.Load() - cl.bounced.Load() })
+		if !ok {
 			return
-		}
-		if interval > 0 {
-			if now.Before(next) {
-				if w.Flush() != nil {
-					return
-				}
-				time.Sleep(next.Sub(now))
-				now = time.Now()
-				if !now.Before(stopAt) {
-					return
-				}
-			}
-			next = next.Add(interval)
-		}
-		for seq-peer.rx.Load()-cl.bounced.Load() >= int64(c.window) {
-			if w.Flush() != nil {
-				return
-			}
-			t := time.NewTimer(min(50*time.Millisecond, time.Until(stopAt)))
-			select {
-			case <-cl.wake:
-			case <-t.C:
-			}
-			t.Stop()
-			if !time.Now().Before(stopAt) || ctx.Err() != nil {
-				return
-			}
-			now = time.Now()
 		}
 		buf = appendMessage(buf[:0], cl.peer, uint64(seq), now.UnixNano(), c.size)
 		if _, err := w.Write(buf); err != nil {
@@ -358,51 +325,130 @@ func (cl *routeClient) send(ctx context.Context, c *config, peer *routeClient, i
 	}
 }
 
+// pacer holds a sender to its share of --rate and to its --window.
+type pacer struct {
+	w            *bufio.Writer
+	wake         <-chan struct{}
+	window       int64
+	interval     time.Duration
+	next, stopAt time.Time
+}
+
+// newPacer paces sender idx of n, the senders spread over an interval.
+func newPacer(c *config, w *bufio.Writer, wake <-chan struct{}, idx, n int, start, stopAt time.Time) *pacer {
+	p := &pacer{w: w, wake: wake, window: int64(c.window), next: start, stopAt: stopAt}
+	if c.rate > 0 {
+		p.interval = time.Duration(float64(n) / c.rate * float64(time.Second))
+		p.next = start.Add(p.interval * time.Duration(idx) / time.Duration(n))
+	}
+	return p
+}
+
+// wait returns when the next message may go (inFlight, the sender's
+// messages not yet acknowledged, under the window), with the time to stamp
+// it; false when the run is over or the connection failed. It flushes
+// before waiting.
+func (p *pacer) wait(ctx context.Context, inFlight func() int64) (time.Time, bool) {
+	now := time.Now()
+	if !now.Before(p.stopAt) || ctx.Err() != nil {
+		return now, false
+	}
+	if p.interval > 0 {
+		if now.Before(p.next) {
+			if p.w.Flush() != nil {
+				return now, false
+			}
+			time.Sleep(p.next.Sub(now))
+			now = time.Now()
+			if !now.Before(p.stopAt) {
+				return now, false
+			}
+		}
+		p.next = p.next.Add(p.interval)
+	}
+	for inFlight() >= p.window {
+		if p.w.Flush() != nil {
+			return now, false
+		}
+		t := time.NewTimer(min(50*time.Millisecond, time.Until(p.stopAt)))
+		select {
+		case <-p.wake:
+		case <-t.C:
+		}
+		t.Stop()
+		if !time.Now().Before(p.stopAt) || ctx.Err() != nil {
+			return now, false
+		}
+		now = time.Now()
+	}
+	return now, true
+}
+
 // read counts the peer's messages (and this client's bounces) in the raw
 // stream until the connection closes.
 func (cl *routeClient) read(peer *routeClient) {
 	var set seqSet
+	cl.readErr = scanStream(cl.s.r, func(m seen, nowNano int64) {
+		if m.isError {
+			cl.bounced.Add(1)
+			return
+		}
+		if !set.add(m.seq) {
+			cl.dup.Add(1)
+			return
+		}
+		cl.rx.Add(1)
+		cl.lat.addSince(m.sentAt, nowNano)
+	}, func(nowNano int64) {
+		cl.lastRx.Store(nowNano)
+		// The peer's sender may wait for its window (and this
+		// client's, for its bounces).
+		peer.poke()
+		cl.poke()
+	})
+}
+
+func (cl *routeClient) poke() { poke(cl.wake) }
+
+// poke wakes a sender waiting for its window, if it waits.
+func poke(wake chan struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
+// scanStream feeds what r reads to a scanner until r fails: onMsg for each
+// message found, then onFound after each read that found some. It returns
+// the scanner's error (nil when the connection ended).
+func scanStream(r io.Reader, onMsg func(m seen, nowNano int64), onFound func(nowNano int64)) error {
 	sc := scanner{maxBuf: 4 << 20}
 	buf := make([]byte, 32<<10)
 	for {
-		k, err := cl.s.r.Read(buf)
+		k, err := r.Read(buf)
 		if k > 0 {
-			now := time.Now()
-			nowNano := now.UnixNano()
+			nowNano := time.Now().UnixNano()
 			found := false
 			ferr := sc.feed(buf[:k], func(m seen) {
 				found = true
-				if m.isError {
-					cl.bounced.Add(1)
-					return
-				}
-				if !set.add(m.seq) {
-					cl.dup.Add(1)
-					return
-				}
-				cl.rx.Add(1)
-				if m.sentAt > 0 && nowNano >= m.sentAt {
-					cl.lat.add(uint64((nowNano - m.sentAt) / 1000))
-				}
+				onMsg(m, nowNano)
 			})
 			if found {
-				cl.lastRx.Store(nowNano)
-				// The peer's sender may wait for its window (and
-				// this client's, for its bounces).
-				for _, s := range [2]*routeClient{peer, cl} {
-					select {
-					case s.wake <- struct{}{}:
-					default:
-					}
-				}
+				onFound(nowNano)
 			}
 			if ferr != nil {
-				cl.readErr = ferr
-				return
+				return ferr
 			}
 		}
 		if err != nil {
-			return
+			return nil
 		}
+	}
+}
+
+// addSince records a latency from a body's timestamp, when it has one.
+func (h *hist) addSince(sentAt, nowNano int64) {
+	if sentAt > 0 && nowNano >= sentAt {
+		h.add(uint64((nowNano - sentAt) / 1000))
 	}
 }

@@ -77,12 +77,21 @@ func testGroupArchive(t *testing.T, db *storage.DB) {
 	ctx := t.Context()
 	var batch []groups.Message
 	for i := range 10 {
+		// Messages 3, 6 and 9 are bob's (nick "bob", then "robert" for 9).
+		nick, sender := "alice", "+15550000001@example.org"
+		if i%3 == 0 && i > 0 {
+			nick, sender = "bob", "+15550000002@example.org"
+		}
+		if i == 9 {
+			nick = "robert"
+		}
 		batch = append(batch, groups.Message{Room: groupRoom, ID: fmt.Sprintf("id%d", i), Stamp: groupT0.Add(time.Duration(i) * time.Minute),
-			Nick: "alice", Sender: "+15550000001@example.org", Stanza: []byte(fmt.Sprintf("<message><body>%d</body></message>", i))})
+			Nick: nick, Sender: sender, Stanza: []byte(fmt.Sprintf("<message><body>%d</body></message>", i))})
 	}
 	must(t, db.AppendMUCArchive(ctx, batch[:4]))
 	must(t, db.AppendMUCArchive(ctx, batch[4:]))
-	must(t, db.AppendMUCArchive(ctx, []groups.Message{{Room: "other@groups.example.org", ID: "id0", Stamp: groupT0, Stanza: []byte("<message/>")}}))
+	must(t, db.AppendMUCArchive(ctx, []groups.Message{{Room: "other@groups.example.org", ID: "id0", Stamp: groupT0, Nick: "bob",
+		Sender: "+15550000002@example.org", Stanza: []byte("<message/>")}}))
 	ids := func(msgs []groups.Message) string {
 		s := ""
 		for _, m := range msgs {
@@ -104,6 +113,13 @@ func testGroupArchive(t *testing.T, db *storage.DB) {
 		{"before", groups.Query{Max: 3, Last: true, BeforeID: "id7"}, "456", false},
 		{"oldest before", groups.Query{Max: 3, Last: true, BeforeID: "id2"}, "01", true},
 		{"time range", groups.Query{Start: groupT0.Add(2 * time.Minute), End: groupT0.Add(4 * time.Minute)}, "234", true},
+		{"with nick", groups.Query{Nick: "bob"}, "36", true},
+		{"with sender", groups.Query{Sender: "+15550000002@example.org"}, "369", true},
+		{"with sender, paged", groups.Query{Sender: "+15550000002@example.org", Max: 1, AfterID: "id3"}, "6", false},
+		{"with sender, newest", groups.Query{Sender: "+15550000002@example.org", Max: 2, Last: true}, "69", false},
+		{"with sender and nick", groups.Query{Sender: "+15550000002@example.org", Nick: "robert"}, "9", true},
+		{"with nick, time range", groups.Query{Nick: "alice", Start: groupT0.Add(4 * time.Minute)}, "4578", true},
+		{"with nobody", groups.Query{Nick: "carol"}, "", true},
 	} {
 		msgs, complete, err := db.MUCArchive(ctx, groupRoom, tc.q)
 		must(t, err)

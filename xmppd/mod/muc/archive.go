@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
 	"dialtone/groups"
@@ -161,7 +162,7 @@ func (m *Module) mamQuery(ctx context.Context, iq *router.Stanza) ([]byte, error
 		b := wire.NewBuilder(nil)
 		b.StartNS("query", nsMAM).StartNS("x", nsData, "type", "form")
 		b.Start("field", "var", "FORM_TYPE", "type", "hidden").Element("value", "", nsMAM).End()
-		for _, f := range []string{"start", "end", "after-id", "before-id"} {
+		for _, f := range []string{"with", "start", "end", "after-id", "before-id"} {
 			b.Start("field", "var", f, "type", "text-single").End()
 		}
 		return b.End().End().Bytes(), nil
@@ -172,8 +173,10 @@ func (m *Module) mamQuery(ctx context.Context, iq *router.Stanza) ([]byte, error
 	}
 	rm.mu.Lock()
 	aff := rm.affOf(iq.From.Bare().String())
-	in := rm.byFull[iq.FromString()] != nil
-	allowed := aff != Outcast && (!rm.cfg.MembersOnly || aff >= Member || in)
+	occ := rm.byFull[iq.FromString()]
+	allowed := aff != Outcast && (!rm.cfg.MembersOnly || aff >= Member || occ != nil)
+	// Who may see real JIDs (§7.2.3/§7.2.4) may filter by them.
+	seesJIDs := rm.cfg.WhoisAnyone || aff >= Admin || occ != nil && occ.role == Moderator
 	rm.mu.Unlock()
 	if !allowed {
 		return nil, authError(stanza.Forbidden, "only members may read this group's archive")
@@ -181,6 +184,11 @@ func (m *Module) mamQuery(ctx context.Context, iq *router.Stanza) ([]byte, error
 	gq := groups.Query{Max: mamMax}
 	if q.Form != nil {
 		v := q.Form.values()
+		if vals := v["with"]; len(vals) > 0 && vals[0] != "" {
+			if err := rm.withFilter(&gq, vals[0], seesJIDs); err != nil {
+				return nil, err
+			}
+		}
 		for name, dst := range map[string]*time.Time{"start": &gq.Start, "end": &gq.End} {
 			if vals := v[name]; len(vals) > 0 && vals[0] != "" {
 				t, err := time.Parse(time.RFC3339, vals[0])
@@ -236,6 +244,27 @@ func (m *Module) mamQuery(ctx context.Context, iq *router.Stanza) ([]byte, error
 		b.Element("first", "", msgs[0].ID).Element("last", "", msgs[len(msgs)-1].ID)
 	}
 	return b.End().End().Bytes(), nil
+}
+
+// withFilter narrows q to the messages of one sender (XEP-0313 §"Querying
+// a MUC archive"): an occupant JID (room@groups/nick) selects the messages
+// sent under that nick; a real bare JID, which only those who may see
+// real JIDs may give, those its user sent under any nick.
+func (rm *room) withFilter(q *groups.Query, with string, seesJIDs bool) error {
+	w, err := jid.Parse(with)
+	if err != nil {
+		return router.NewError(stanza.Modify, stanza.BadRequest, "'with' is not a JID")
+	}
+	if w.Bare().Equal(rm.jid) {
+		// The room's own JID: every message is with it.
+		q.Nick = w.Resourcepart()
+		return nil
+	}
+	if !seesJIDs {
+		return authError(stanza.Forbidden, "this group hides its members' addresses")
+	}
+	q.Sender = w.Bare().String()
+	return nil
 }
 
 // sendResult sends one archived message to the requester of iq.

@@ -91,28 +91,38 @@ func (s *memStore) AppendMUCArchive(_ context.Context, msgs []groups.Message) er
 func (s *memStore) MUCArchive(_ context.Context, room string, q groups.Query) ([]groups.Message, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var all []groups.Message
+	// Paging ids are positions in the room's archive, found whether or
+	// not the filters select them (as in the SQL stores).
+	var inRoom []groups.Message
 	for _, m := range s.archive {
-		if m.Room == room && (q.Start.IsZero() || !m.Stamp.Before(q.Start)) && (q.End.IsZero() || !m.Stamp.After(q.End)) {
-			all = append(all, m)
+		if m.Room == room {
+			inRoom = append(inRoom, m)
 		}
 	}
 	idx := func(id string) int {
-		return slices.IndexFunc(all, func(m groups.Message) bool { return m.ID == id })
+		return slices.IndexFunc(inRoom, func(m groups.Message) bool { return m.ID == id })
 	}
+	lo, hi := 0, len(inRoom)
 	if q.AfterID != "" {
 		i := idx(q.AfterID)
 		if i < 0 {
 			return nil, false, groups.ErrUnknownID
 		}
-		all = all[i+1:]
+		lo = i + 1
 	}
 	if q.BeforeID != "" {
 		i := idx(q.BeforeID)
 		if i < 0 {
 			return nil, false, groups.ErrUnknownID
 		}
-		all = all[:i]
+		hi = i
+	}
+	var all []groups.Message
+	for _, m := range inRoom[lo:max(lo, hi)] {
+		if (q.Start.IsZero() || !m.Stamp.Before(q.Start)) && (q.End.IsZero() || !m.Stamp.After(q.End)) &&
+			(q.Nick == "" || m.Nick == q.Nick) && (q.Sender == "" || m.Sender == q.Sender) {
+			all = append(all, m)
+		}
 	}
 	if q.Max <= 0 || len(all) <= q.Max {
 		return all, true, nil

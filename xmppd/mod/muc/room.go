@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -256,13 +257,14 @@ func (rm *room) sendPresence(ctx context.Context, o *occupant, typ string, pc pr
 type joinRequest struct {
 	password   string
 	maxStanzas int // -1: not said
+	maxChars   int // -1: not said
 	seconds    int // -1: not said
 	since      time.Time
 	pres       []byte // the presence's children without the muc element
 }
 
 func parseJoin(st *router.Stanza) (joinRequest, error) {
-	jr := joinRequest{maxStanzas: -1, seconds: -1}
+	jr := joinRequest{maxStanzas: -1, maxChars: -1, seconds: -1}
 	if len(st.Inner) == 0 {
 		return jr, nil
 	}
@@ -281,6 +283,7 @@ func parseJoin(st *router.Stanza) (joinRequest, error) {
 			Password string `xml:"password"`
 			History  *struct {
 				MaxStanzas *int   `xml:"maxstanzas,attr"`
+				MaxChars   *int   `xml:"maxchars,attr"`
 				Seconds    *int   `xml:"seconds,attr"`
 				Since      string `xml:"since,attr"`
 			} `xml:"history"`
@@ -292,6 +295,9 @@ func parseJoin(st *router.Stanza) (joinRequest, error) {
 		if h := x.History; h != nil {
 			if h.MaxStanzas != nil {
 				jr.maxStanzas = *h.MaxStanzas
+			}
+			if h.MaxChars != nil {
+				jr.maxChars = *h.MaxChars
 			}
 			if h.Seconds != nil {
 				jr.seconds = *h.Seconds
@@ -422,26 +428,38 @@ func (rm *room) occupantsTo(ctx context.Context, s *session, skip *occupant) {
 }
 
 // historyTo sends the discussion history the join asked for (XEP-0045
-// §7.2.13).
+// §7.2.15): the newest messages that every limit given allows
+// (maxstanzas, maxchars counted over the whole stanzas as sent, seconds,
+// since), oldest first.
 func (rm *room) historyTo(ctx context.Context, s *session, jr joinRequest) {
-	items := rm.history
-	if jr.maxStanzas >= 0 && jr.maxStanzas < len(items) {
-		items = items[len(items)-jr.maxStanzas:]
-	}
 	since := jr.since
 	if jr.seconds >= 0 {
 		if t := time.Now().Add(-time.Duration(jr.seconds) * time.Second); t.After(since) {
 			since = t
 		}
 	}
-	for _, h := range items {
-		if !since.IsZero() && h.stamp.Before(since) {
-			continue
+	// The 'to' attribute each stanza gets, for maxchars.
+	toChars := utf8.RuneCountInString(s.fullStr) + len(` to=""`)
+	var picked []*outgoing
+	chars := 0
+	for i := len(rm.history) - 1; i >= 0; i-- {
+		h := rm.history[i]
+		if jr.maxStanzas >= 0 && len(picked) >= jr.maxStanzas || !since.IsZero() && h.stamp.Before(since) {
+			break
 		}
 		b := wire.NewBuilder(make([]byte, 0, len(h.out.inner)+128))
 		b.Raw(h.out.inner)
 		b.StartNS("delay", nsDelay, "stamp", h.stamp.Format("2006-01-02T15:04:05.000Z"), "from", rm.jidStr).End()
-		rm.send(ctx, s, &outgoing{kind: router.KindMessage, from: h.out.from, typ: "groupchat", id: h.out.id, inner: b.Bytes()})
+		out := &outgoing{kind: router.KindMessage, from: h.out.from, typ: "groupchat", id: h.out.id, inner: b.Bytes()}
+		if jr.maxChars >= 0 {
+			if chars += utf8.RuneCount(out.serialised()) + toChars; chars > jr.maxChars {
+				break
+			}
+		}
+		picked = append(picked, out)
+	}
+	for i := len(picked) - 1; i >= 0; i-- {
+		rm.send(ctx, s, picked[i])
 	}
 }
 
