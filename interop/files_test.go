@@ -67,12 +67,10 @@ func TestSlixmppUpload(t *testing.T) {
 		t.Skip("interop: not with -short (make check); make test runs it")
 	}
 	requirePlugin(t, "xep_0363")
-	dir := t.TempDir()
-	bins := build(t, dir, "xmppd", "xmppctl")
-	// The default public URL: http://localhost:PORT of the HTTP listener.
-	s := startServer(t, bins["xmppd"], dir, map[string]string{"XMPPD_UPLOAD_MAX_FILE_SIZE": "2000000"})
 	const a = "+821012345678"
-	pass := strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", a, "--print"))
+	// The default public URL: http://localhost:PORT of the HTTP listener.
+	s, dir, pw := serverWithAccounts(t, map[string]string{"XMPPD_UPLOAD_MAX_FILE_SIZE": "2000000"}, a)
+	pass := pw[0]
 	file := filepath.Join(dir, "photo.bin")
 	content := make([]byte, 300<<10)
 	rand.Read(content)

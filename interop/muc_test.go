@@ -1,7 +1,6 @@
 package interop
 
 import (
-	"strings"
 	"testing"
 	"time"
 )
@@ -14,12 +13,9 @@ func TestSlixmppGroups(t *testing.T) {
 		t.Skip("interop: not with -short (make check); make test runs it")
 	}
 	requireSlixmpp(t)
-	dir := t.TempDir()
-	bins := build(t, dir, "xmppd", "xmppctl")
-	s := startServer(t, bins["xmppd"], dir)
 	const a, b = "+821012345678", "+821098765432"
-	aPassword := strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", a, "--print"))
-	bPassword := strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", b, "--print"))
+	s, _, pw := serverWithAccounts(t, nil, a, b)
+	aPassword, bPassword := pw[0], pw[1]
 	var res struct {
 		OK    bool             `json:"ok"`
 		Error string           `json:"error"`

@@ -2,7 +2,6 @@ package interop
 
 import (
 	"slices"
-	"strings"
 	"testing"
 )
 
@@ -17,12 +16,9 @@ func TestSlixmppPEP(t *testing.T) {
 	}
 	requirePlugin(t, "xep_0084")
 	requirePlugin(t, "xep_0153")
-	dir := t.TempDir()
-	bins := build(t, dir, "xmppd", "xmppctl")
-	s := startServer(t, bins["xmppd"], dir)
 	const a, b = "+821012345678", "+821098765432"
-	aPass := strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", a, "--print"))
-	bPass := strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", b, "--print"))
+	s, _, pw := serverWithAccounts(t, nil, a, b)
+	aPass, bPass := pw[0], pw[1]
 	var res struct {
 		OK          bool     `json:"ok"`
 		Error       string   `json:"error"`

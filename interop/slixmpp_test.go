@@ -64,6 +64,22 @@ func hermeticEnv(vars map[string]string, more ...map[string]string) []string {
 	return env
 }
 
+// serverWithAccounts builds xmppd and xmppctl, starts xmppd in a temporary
+// directory (with extra settings; nil: none) and makes the accounts of
+// numbers with xmppctl; it returns the server, the directory and the
+// passwords, in the order of numbers.
+func serverWithAccounts(t *testing.T, extra map[string]string, numbers ...string) (*server, string, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	bins := build(t, dir, "xmppd", "xmppctl")
+	s := startServer(t, bins["xmppd"], dir, extra)
+	passwords := make([]string, len(numbers))
+	for i, n := range numbers {
+		passwords[i] = strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", n, "--print"))
+	}
+	return s, dir, passwords
+}
+
 func startServer(t *testing.T, bin, dir string, extra ...map[string]string) *server {
 	t.Helper()
 	// Short data dir path: the admin socket lives in it.
@@ -271,12 +287,9 @@ func TestSlixmppMAM(t *testing.T) {
 		t.Skip("interop: not with -short (make check); make test runs it")
 	}
 	requireSlixmpp(t)
-	dir := t.TempDir()
-	bins := build(t, dir, "xmppd", "xmppctl")
-	s := startServer(t, bins["xmppd"], dir)
 	const a, b = "+821012345678", "+821098765432"
-	aPassword := strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", a, "--print"))
-	bPassword := strings.TrimSpace(s.xmppctl(t, bins["xmppctl"], "account", "reset", b, "--print"))
+	s, _, pw := serverWithAccounts(t, nil, a, b)
+	aPassword, bPassword := pw[0], pw[1]
 	var res struct {
 		OK    bool     `json:"ok"`
 		Error string   `json:"error"`
