@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -104,4 +105,39 @@ func BenchmarkArchiveLastPagePostgres(b *testing.B) {
 			b.Fatal(err)
 		}
 	})
+}
+
+// BenchmarkAppendArchive measures the archive writer's batches: a
+// conversation between two accounts, both copies of each message, 4,096
+// messages a batch (the write-behind queue's batch), per message.
+func BenchmarkAppendArchive(b *testing.B) {
+	db, err := storage.Open(context.Background(), "", b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	const batch = 4096
+	msgs := make([]archive.Message, batch)
+	// Bodies that differ, as a chat's do (compression gains less on them
+	// than on one repeated text).
+	rng := rand.New(rand.NewPCG(1, 2))
+	bodies := []string{"Hello, this is a message of about a hundred bytes on the wire.", "are you coming tonight?",
+		"I'll be there in ten minutes, the bus is late again", "ok", "Did you see the pictures from Saturday? Mina sent them",
+		"네, 알겠습니다. 내일 뵙겠습니다!", "Can you call me back when you're free", "lol", "Meeting moved to 3pm, room 401",
+		"Thanks!! 🎉", "The package arrived, thank you so much", "what time is it there?"}
+	id := archive.FirstID(time.Now())
+	b.ReportAllocs()
+	for done := 0; b.Loop(); done++ {
+		if done%(batch/2) == 0 && done > 0 {
+			if err := db.AppendArchive(context.Background(), msgs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		i := done % (batch / 2)
+		id += 2
+		st := fmt.Appendf(nil, `<message type="chat" to="+821033334444@localhost/b" from="+821011112222@localhost/a" id="%x"><body>%s (%d)</body><stanza-id xmlns="urn:xmpp:sid:0" by="+821033334444@localhost" id="%s"/></message>`,
+			rng.Uint64(), bodies[rng.IntN(len(bodies))], rng.IntN(1000), archive.FormatID(id))
+		msgs[2*i] = archive.Message{Owner: "+821011112222", ID: id, With: "+821033334444@localhost", WithResource: "b", Stanza: st}
+		msgs[2*i+1] = archive.Message{Owner: "+821033334444", ID: id + 1, With: "+821011112222@localhost", WithResource: "a", Stanza: st}
+	}
 }

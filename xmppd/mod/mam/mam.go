@@ -544,7 +544,7 @@ func (m *Module) Sweep(ctx context.Context, now time.Time) {
 			m.cfg.Log.Error("archive retention sweep", "err", err)
 			return
 		}
-		if n < step {
+		if n == 0 {
 			return
 		}
 	}
