@@ -60,16 +60,21 @@ const (
 	chunkCompressFrom = 512
 )
 
-// packChunk is the row's data: encodeChunk's, compressed when large
-// enough to gain (S2 finds what consecutive stanzas repeat).
-func packChunk(msgs []archive.Message) []byte {
-	plain := encodeChunk(msgs)
+// packChunk appends the row's data to buf: encodeChunk's form of msgs
+// (built in *scratch, which it keeps for the next chunk), compressed when
+// large enough to gain (S2 finds what consecutive stanzas repeat). One
+// buffer for a batch's rows and one scratch spare the writer an
+// allocation per chunk.
+func packChunk(buf []byte, scratch *[]byte, msgs []archive.Message) []byte {
+	plain := encodeChunk((*scratch)[:0], msgs)
+	*scratch = plain
 	if len(plain) < chunkCompressFrom {
-		return append([]byte{chunkPlain}, plain...)
+		return append(append(buf, chunkPlain), plain...)
 	}
-	out := make([]byte, 1+s2.MaxEncodedLen(len(plain)))
-	out[0] = chunkS2
-	return out[:1+len(s2.Encode(out[1:], plain))]
+	buf = append(buf, chunkS2)
+	at := len(buf)
+	buf = slices.Grow(buf, s2.MaxEncodedLen(len(plain)))
+	return buf[:at+len(s2.Encode(buf[at:at+s2.MaxEncodedLen(len(plain))], plain))]
 }
 
 // unpackChunk is packChunk's data in the plain form.
@@ -92,12 +97,12 @@ func unpackChunk(data []byte) ([]byte, error) {
 
 // encodeChunk is the plain form of a row's data: per message the id minus
 // first_id, the resource and the stanza, each length-prefixed (uvarints).
-func encodeChunk(msgs []archive.Message) []byte {
+func encodeChunk(out []byte, msgs []archive.Message) []byte {
 	size := 0
 	for _, m := range msgs {
 		size += 3*binary.MaxVarintLen64 + len(m.WithResource) + len(m.Stanza)
 	}
-	out := make([]byte, 0, size)
+	out = slices.Grow(out, size)
 	first := msgs[0].ID
 	for _, m := range msgs {
 		out = binary.AppendUvarint(out, uint64(m.ID-first))
@@ -153,43 +158,55 @@ func decodeChunk(owner, with string, first int64, data []byte) ([]archive.Messag
 }
 
 // chunksOf groups a batch into chunks: by owner and party, in id order,
-// cut at the bounds of a chunk.
+// cut at the bounds of a chunk. The chunks share one copy of the batch,
+// laid out group by group (a counting sort: no message moved twice).
 func chunksOf(msgs []archive.Message) []chunk {
 	type conversation struct{ owner, with string }
-	at := make(map[conversation]int) // → index in groups
-	var groups [][]archive.Message
-	for _, m := range msgs {
+	at := make(map[conversation]int) // → group
+	group := make([]int, len(msgs))
+	var count []int
+	for i, m := range msgs {
 		k := conversation{m.Owner, m.With}
-		i, ok := at[k]
+		g, ok := at[k]
 		if !ok {
-			i = len(groups)
-			at[k] = i
-			groups = append(groups, nil)
+			g = len(count)
+			at[k] = g
+			count = append(count, 0)
 		}
-		groups[i] = append(groups[i], m)
+		group[i] = g
+		count[g]++
 	}
+	start := make([]int, len(count)+1)
+	for g, n := range count {
+		start[g+1] = start[g] + n
+	}
+	laid := make([]archive.Message, len(msgs))
+	next := slices.Clone(start[:len(count)])
+	for i, m := range msgs {
+		laid[next[group[i]]] = m
+		next[group[i]]++
+	}
+	byID := func(a, b archive.Message) int { return cmp.Compare(a.ID, b.ID) }
 	var out []chunk
-	for _, g := range groups {
+	for g := range count {
+		gm := laid[start[g]:start[g+1]]
 		// The queue is nearly in id order: usually already sorted.
-		if !slices.IsSortedFunc(g, func(a, b archive.Message) int { return cmp.Compare(a.ID, b.ID) }) {
-			slices.SortStableFunc(g, func(a, b archive.Message) int { return cmp.Compare(a.ID, b.ID) })
+		if !slices.IsSortedFunc(gm, byID) {
+			slices.SortStableFunc(gm, byID)
 		}
-		size := 0
-		for i, m := range g {
-			if i > 0 && m.ID == g[i-1].ID {
-				continue // the same message twice in a batch: kept once
+		// The same message twice in a batch (a retry) is kept once.
+		gm = slices.CompactFunc(gm, func(a, b archive.Message) bool { return a.ID == b.ID })
+		from, size := 0, 0
+		for i, m := range gm {
+			if i > from && (i-from >= chunkMaxMessages || size+len(m.Stanza) > chunkMaxBytes || m.ID-gm[from].ID > chunkMaxSpan) {
+				out = append(out, chunk{owner: m.Owner, with: m.With, first: gm[from].ID, last: gm[i-1].ID, msgs: gm[from:i]})
+				from, size = i, 0
 			}
-			if i > 0 {
-				c := &out[len(out)-1]
-				if len(c.msgs) < chunkMaxMessages && size+len(m.Stanza) <= chunkMaxBytes && m.ID-c.first <= chunkMaxSpan {
-					c.msgs = append(c.msgs, m)
-					c.last = m.ID
-					size += len(m.Stanza)
-					continue
-				}
-			}
-			out = append(out, chunk{owner: m.Owner, with: m.With, first: m.ID, last: m.ID, msgs: g[i : i+1 : i+1]})
-			size = len(m.Stanza)
+			size += len(m.Stanza)
+		}
+		if len(gm) > from {
+			last := gm[len(gm)-1]
+			out = append(out, chunk{owner: last.Owner, with: last.With, first: gm[from].ID, last: last.ID, msgs: gm[from:]})
 		}
 	}
 	return out
@@ -209,28 +226,39 @@ func (db *DB) AppendArchive(ctx context.Context, msgs []archive.Message) error {
 		return nil
 	}
 	chunks := chunksOf(msgs)
+	// Every row's data, packed once (a retried transaction reuses it) into
+	// one arena.
+	data := make([][]byte, len(chunks))
+	var arena, scratch []byte
+	for i, c := range chunks {
+		at := len(arena)
+		arena = packChunk(arena, &scratch, c.msgs)
+		data[i] = arena[at:len(arena):len(arena)]
+	}
+	// Slices taken before the arena grew point into its old array, which
+	// stays valid: nothing writes there again.
 	err := db.b.inTx(ctx, func(q querier) error {
 		if c, ok := q.(sqliteConn); ok {
 			if tx, ok := c.r.(*sql.Tx); ok {
-				return appendPrepared(ctx, tx, chunks)
+				return appendPrepared(ctx, tx, chunks, data)
 			}
 		}
-		for len(chunks) > 0 {
-			n := min(len(chunks), archiveRowsPerInsert)
+		for from := 0; from < len(chunks); {
+			n := min(len(chunks)-from, archiveRowsPerInsert)
 			var sb strings.Builder
 			sb.WriteString(insertChunk)
 			args := make([]any, 0, 6*n)
-			for i, c := range chunks[:n] {
+			for i, c := range chunks[from : from+n] {
 				if i > 0 {
 					sb.WriteString(", (?, ?, ?, ?, ?, ?)")
 				}
-				args = append(args, c.owner, c.last, c.first, c.with, len(c.msgs), packChunk(c.msgs))
+				args = append(args, c.owner, c.last, c.first, c.with, len(c.msgs), data[from+i])
 			}
 			sb.WriteString(` ON CONFLICT (owner, last_id) DO NOTHING`)
 			if _, err := q.exec(ctx, sb.String(), args...); err != nil {
 				return err
 			}
-			chunks = chunks[n:]
+			from += n
 		}
 		return nil
 	})
@@ -243,14 +271,14 @@ func (db *DB) AppendArchive(ctx context.Context, msgs []archive.Message) error {
 // appendPrepared inserts with one statement prepared for the batch: the
 // SQLite driver parses the SQL of every Exec, which for a multi-row
 // INSERT costs as much as the insert itself.
-func appendPrepared(ctx context.Context, tx *sql.Tx, chunks []chunk) error {
+func appendPrepared(ctx context.Context, tx *sql.Tx, chunks []chunk, data [][]byte) error {
 	st, err := tx.PrepareContext(ctx, insertChunk+` ON CONFLICT (owner, last_id) DO NOTHING`)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	for _, c := range chunks {
-		if _, err := st.ExecContext(ctx, c.owner, c.last, c.first, c.with, len(c.msgs), packChunk(c.msgs)); err != nil {
+	for i, c := range chunks {
+		if _, err := st.ExecContext(ctx, c.owner, c.last, c.first, c.with, len(c.msgs), data[i]); err != nil {
 			return err
 		}
 	}
@@ -481,7 +509,7 @@ func (db *DB) DeleteArchiveBefore(ctx context.Context, id int64, limit int) (int
 			keep := slices.DeleteFunc(msgs, func(m archive.Message) bool { return m.ID < id })
 			removed += int64(len(msgs) - len(keep))
 			if _, err := q.exec(ctx, `UPDATE archive_chunks SET first_id = ?, n = ?, data = ? WHERE owner = ? AND last_id = ?`,
-				keep[0].ID, len(keep), packChunk(keep), s.owner, s.c.last); err != nil {
+				keep[0].ID, len(keep), packChunk(nil, new([]byte), keep), s.owner, s.c.last); err != nil {
 				return err
 			}
 		}
@@ -553,7 +581,7 @@ func chunkArchive(ctx context.Context, q querier) error {
 		}
 		for _, c := range chunksOf(msgs) {
 			if _, err := q.exec(ctx, insertChunk+` ON CONFLICT (owner, last_id) DO NOTHING`,
-				c.owner, c.last, c.first, c.with, len(c.msgs), packChunk(c.msgs)); err != nil {
+				c.owner, c.last, c.first, c.with, len(c.msgs), packChunk(nil, new([]byte), c.msgs)); err != nil {
 				return err
 			}
 		}
