@@ -405,6 +405,27 @@ var migrations = []migration{
 		`CREATE INDEX archive_chunks_with ON archive_chunks (owner, with_jid, last_id)`,
 		`CREATE INDEX archive_chunks_last ON archive_chunks (last_id)`,
 	}},
+	{17, "limits and secrets shared by the nodes of a cluster", []string{
+		// One row per limit key (login lockouts, password request
+		// windows): the limit's own state, the end of a lock every node
+		// polls (held_until), and when the row can go.
+		`CREATE TABLE shared_limits (
+			kind {{key}} NOT NULL,
+			key {{key}} NOT NULL,
+			state {{bytes}} NOT NULL,
+			held_until {{time}},
+			expires {{time}} NOT NULL,
+			PRIMARY KEY (kind, key)
+		)`,
+		`CREATE INDEX shared_limits_held ON shared_limits (kind, held_until)`,
+		`CREATE INDEX shared_limits_expires ON shared_limits (expires)`,
+		// Keys made once for the whole cluster by whichever node starts
+		// first (XMPPD_SECRET_KEY, XMPPD_S2S_DIALBACK_SECRET when unset).
+		`CREATE TABLE shared_secrets (
+			name {{key}} PRIMARY KEY,
+			value {{bytes}} NOT NULL
+		)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount

@@ -138,13 +138,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate: %w", err)
 	}
-	secret, err := secret.Key(cfg)
-	if err != nil {
-		return nil, err
-	}
 	d.DB, err = storage.OpenWith(ctx, cfg.DatabaseURL, cfg.DataDir, storage.Options{MaxConns: cfg.DatabaseMaxConns, StoreTimeout: cfg.StoreTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("XMPPD_DATABASE_URL: %w", err)
+	}
+	// After the store: the nodes of a cluster share the key through it.
+	secret, err := secret.SharedKey(ctx, cfg, d.DB)
+	if err != nil {
+		return nil, err
 	}
 	parser, err := auth.NewNumberParser(cfg.DefaultRegion, cfg.AllowedRegions)
 	if err != nil {
@@ -156,6 +157,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	// One client IP may fail ten times as often as one number before
 	// it is locked out the same way (1 min, doubling, at most 1 h).
 	d.ipLockout = auth.NewLockout(10 * cfg.LoginFailures)
+	if d.clustered() {
+		d.Lockout.Share(d.DB, "login number", cfg.StoreTimeout)
+		d.ipLockout.Share(d.DB, "login ip", cfg.StoreTimeout)
+	}
 	d.Server, err = xmppd.NewServer(xmppd.Config{
 		Domain: cfg.Domain,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
@@ -312,7 +317,7 @@ func (d *Daemon) registerModules() error {
 	d.accounts.Groups = rooms
 	phones := phonebook.New(r, d.parser, d.DB)
 	phones.PerDay = d.cfg.DiscoveryPerDay
-	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log})
+	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log, Exclusive: d.exclusive})
 	d.Push = pushmod.New(pushmod.Config{Store: d.DB, Log: d.log})
 	// A message the hibernating stream had fetched from the archive is
 	// left there at the timeout: only its notice goes out.
@@ -438,14 +443,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Error("SMS worker stopped", "err", err)
 		}
 	})
-	wg.Go(func() { d.sweeper.Run(bctx) })
-	wg.Go(func() { d.Notices.Run(bctx) })
+	// Each node sends from the shared outbox (it claims what it sends);
+	// the jobs below run on one node of a cluster at a time.
+	wg.Go(func() { d.exclusive(bctx, "unclaimed account sweeper", d.sweeper.Run) })
+	wg.Go(func() { d.exclusive(bctx, "notice windows", d.Notices.Run) })
+	wg.Go(func() { d.exclusive(bctx, "shared limits prune", d.pruneLimits) })
+	wg.Go(func() { d.Lockout.Run(bctx) })
+	wg.Go(func() { d.ipLockout.Run(bctx) })
 	wg.Go(func() {
 		if err := d.Notices.Minter.Run(bctx); err != nil && bctx.Err() == nil {
 			d.log.Error("passwords for new accounts: no more can be made", "err", err)
 		}
 	})
-	wg.Go(func() { d.Uploads.Run(bctx) })
+	wg.Go(func() { d.exclusive(bctx, "upload expiry", d.Uploads.Run) })
 	if d.s2s != nil {
 		serve(func() error { return d.fed.Serve(d.s2s) })
 	}
@@ -494,14 +504,20 @@ func (d *Daemon) closeAll() {
 // binds the s2s listener, unless XMPPD_S2S_ADDR is empty.
 func (d *Daemon) federate(reg prometheus.Registerer) error {
 	cfg := d.cfg
-	secret, err := xmppd.LoadDialbackSecret(cfg.S2SDialbackSecret, cfg.DataDir)
+	dialback, err := xmppd.LoadDialbackSecret(cfg.S2SDialbackSecret, cfg.DataDir)
+	if err == nil && cfg.S2SDialbackSecret == "" {
+		// The nodes of a cluster answer each other's dialback checks.
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.StoreTimeout)
+		dialback, err = secret.Shared(ctx, d.DB, secret.SharedDialbackName, dialback)
+		cancel()
+	}
 	if err != nil {
 		return fmt.Errorf("XMPPD_S2S_DIALBACK_SECRET: %w", err)
 	}
 	d.fed, err = xmppd.NewFederation(d.Server, xmppd.FederationConfig{
 		Routes:          cfg.S2SRoutes,
 		AllowPlaintext:  !cfg.S2SRequireTLS,
-		DialbackSecret:  secret,
+		DialbackSecret:  dialback,
 		InsecureDomains: cfg.S2SInsecureDomains,
 		IdleTimeout:     cfg.S2SIdleTimeout,
 		Rate:            cfg.S2SRate,
@@ -517,6 +533,51 @@ func (d *Daemon) federate(reg prometheus.Registerer) error {
 		return err
 	}
 	return nil
+}
+
+// clustered reports whether other nodes may share the store: PostgreSQL.
+// Then limits are counted in it and periodic jobs run on one node at a
+// time (SPEC.md "Several servers (clustering)").
+func (d *Daemon) clustered() bool { return d.DB.Driver() == "postgres" }
+
+// sharedLimits is where the password request limits are counted: the
+// store for a cluster, nil (memory) for a single node.
+func (d *Daemon) sharedLimits() auth.SharedLimits {
+	if d.clustered() {
+		return d.DB
+	}
+	return nil
+}
+
+// jobRetry is how often a node that does not run a cluster job checks
+// whether the node that did is still there.
+const jobRetry = 5 * time.Second
+
+// exclusive runs a periodic job until ctx is done, on one node of the
+// cluster at a time (storage.DB.RunExclusive); on SQLite it just runs.
+func (d *Daemon) exclusive(ctx context.Context, name string, job func(context.Context)) {
+	d.DB.RunExclusive(ctx, name, jobRetry, job)
+}
+
+// pruneLimits removes the expired shared limits every hour.
+func (d *Daemon) pruneLimits(ctx context.Context) {
+	if !d.clustered() {
+		return
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		sctx, cancel := context.WithTimeout(ctx, d.cfg.StoreTimeout)
+		if err := d.DB.PruneLimits(sctx, time.Now()); err != nil && ctx.Err() == nil {
+			d.log.Error("shared limits prune", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // accountLifecycle makes the SMS worker, the password service, the
@@ -546,6 +607,7 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 		OnIssued:      d.accounts.CloseSessions,
 		Wake:          d.Sender.Wake,
 		Throttled:     sms.NewThrottledCounter(reg),
+		Shared:        d.sharedLimits(),
 		Links:         sms.NewLoginLinks(cfg.PublicURL, cfg.LoginLinkTTL, d.DB),
 		Log:           d.log,
 	}

@@ -79,6 +79,9 @@ type Config struct {
 	Linger time.Duration
 	// Log takes write errors; nil discards them.
 	Log *slog.Logger
+	// Exclusive, when set, runs the retention sweep (a job named name
+	// until ctx ends) on one node of a cluster at a time; nil: here.
+	Exclusive func(ctx context.Context, name string, job func(context.Context))
 }
 
 // Priority is the priority of the archive's hooks: after blocking's
@@ -195,7 +198,11 @@ func (m *Module) Register(h *router.Hooks) error {
 	})
 	h.Go(m.write)
 	if m.cfg.Retention > 0 {
-		h.Go(m.sweep)
+		if m.cfg.Exclusive != nil {
+			h.Go(func(ctx context.Context) { m.cfg.Exclusive(ctx, "archive retention", m.sweep) })
+		} else {
+			h.Go(m.sweep)
+		}
 	}
 	return nil
 }
