@@ -34,9 +34,10 @@ const (
 	// whole chunks, so they stay small next to a page.
 	chunkMaxMessages = 128
 	chunkMaxBytes    = 64 << 10
-	// chunkMaxSpan is the greatest last_id - first_id of a chunk: about
-	// a second of ids (archive.CounterBits per millisecond).
-	chunkMaxSpan = int64(1000) << archive.CounterBits
+	// chunkMaxSpan is the greatest last_id - first_id of a chunk: 100 ms
+	// of ids (archive.CounterBits per millisecond), ten times the
+	// writer's linger. A forward read looks this far past its page.
+	chunkMaxSpan = int64(100) << archive.CounterBits
 	// chunksPerRead is how many chunks a query reads per round trip.
 	chunksPerRead = 32
 )

@@ -26,13 +26,15 @@ const archiveSize = 1_000_000
 // nearly).
 func fillArchive(b *testing.B, db *storage.DB, owner string, parties int) {
 	start := time.Now()
+	// A message a millisecond: a very busy account (a thousand messages
+	// a second), for a forward read the worst case of its look-ahead.
 	base := archive.FirstID(time.Now().Add(-24 * time.Hour))
 	const batch = 10_000
 	msgs := make([]archive.Message, batch)
 	for done := 0; done < archiveSize; done += batch {
 		for i := range msgs {
 			n := done + i
-			msgs[i] = archive.Message{Owner: owner, ID: base + int64(n), With: fmt.Sprintf("+821055%06d@example.com", n%parties),
+			msgs[i] = archive.Message{Owner: owner, ID: base + int64(n)<<archive.CounterBits, With: fmt.Sprintf("+821055%06d@example.com", n%parties),
 				Stanza: fmt.Appendf(nil, `<message type="chat" to="%s@localhost" from="x@example.com/r" id="m%d"><body>message number %d, of about a hundred bytes on the wire</body></message>`, owner, n, n)}
 		}
 		if err := db.AppendArchive(context.Background(), msgs); err != nil {

@@ -57,8 +57,11 @@ const (
 	// first message (unless a query waits, or the batch is full): one
 	// transaction and one sync per linger instead of per message when the
 	// writer is faster than the traffic, and larger chunks per
-	// conversation.
-	DefaultLinger = 10 * time.Millisecond
+	// conversation. Every commit rewrites the index pages of each owner
+	// in it (SQLite logs whole pages), so with many conversations the
+	// cost per message falls with the linger: at 200 clients chatting,
+	// 10 ms cost routing 44% of its throughput, 50 ms 2%.
+	DefaultLinger = 50 * time.Millisecond
 	// DefaultMax is the page size of a query without <max/>; MaxPage
 	// bounds a larger one.
 	DefaultMax = 50
