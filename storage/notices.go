@@ -63,6 +63,9 @@ func (db *DB) storeWithNotice(ctx context.Context, m offline.Message, store bool
 		}
 		return applyNoticePlan(ctx, q, n, at, plan)
 	})
+	if err == nil && store {
+		db.stored(m)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("storage: store offline message (or its notice) for %s: %w", m.Owner, err)
 	}

@@ -30,6 +30,9 @@ type DB struct {
 	// now is the clock for the times the store itself stamps (account
 	// creation, offline messages without a stamp).
 	now func() time.Time
+	// usage caches, in the DB of an InTx, what each owner's stored
+	// messages take; nil elsewhere.
+	usage map[string]offlineUsage
 }
 
 // Open opens the store and brings its schema up to date. An empty

@@ -1,0 +1,137 @@
+package storetest
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"dialtone/auth"
+	"dialtone/offline"
+	"dialtone/sms"
+	"dialtone/storage"
+)
+
+// groupCommitTests are the contract of InTx, the group commit of offline
+// messages; Run runs them.
+var groupCommitTests = []struct {
+	name string
+	fn   func(t *testing.T, db *storage.DB)
+}{
+	{"GroupCommitKeepsEachRule", testGroupCommit},
+	{"GroupCommitRollsBackAll", testGroupCommitRollback},
+}
+
+// Many messages in one transaction obey every rule as if each had its
+// own: the limits (counted once, then kept up to date through released
+// and rolled-back savepoints), a stale plan undoing only its own message
+// and notice, reads seeing what the transaction wrote; then one commit
+// keeps what was accepted.
+func testGroupCommit(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const a, b = auth.Number("+15550003201"), auth.Number("+15550003202")
+	c := creds(7)
+	_, err := db.SetCredentials(ctx, a, c)
+	must(t, err)
+	must(t, db.RecordLogin(ctx, a, noticeT0)) // claimed: a new password for it is stale
+	one := offlineMsg(string(a), "0123456789", noticeT0)
+	limits := offline.Limits{Messages: 3, Bytes: 3 * len(one.Stanza)}
+	w := sms.NoticeWindow{To: string(a), Opened: noticeT0, Closes: noticeT0.Add(10 * time.Minute)}
+	var ids []int64
+	err = db.InTx(ctx, func(tx *storage.DB) error {
+		id, err := tx.StoreOffline(ctx, one, limits, sms.NoticePlan{To: a, At: noticeT0, Window: &w,
+			SMS: []sms.Pending{queuedSMS("g1", string(a), noticeT0)}})
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+		// stored, then its plan is stale: the message and the SMS go,
+		// and the limit does not count it
+		_, err = tx.StoreOffline(ctx, one, limits, sms.NoticePlan{To: a, At: noticeT0, Credentials: &c,
+			SMS: []sms.Pending{queuedSMS("g-stale", string(a), noticeT0)}})
+		if !errors.Is(err, sms.ErrStale) {
+			t.Errorf("stale plan in a group: %v, want ErrStale", err)
+		}
+		if got, err := tx.NoticeWindow(ctx, string(a)); err != nil || !sameWindow(got, w) {
+			t.Errorf("window read in the group: %+v %v, want %+v", got, err, w)
+		}
+		for range 2 {
+			id, err := tx.StoreOffline(ctx, one, limits, sms.NoticePlan{To: a, At: noticeT0})
+			if err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		if _, err := tx.StoreOffline(ctx, one, limits, sms.NoticePlan{To: a, At: noticeT0}); !errors.Is(err, offline.ErrFull) {
+			t.Errorf("a 4th message over a limit of 3: %v, want ErrFull", err)
+		}
+		if n, err := tx.CountOffline(ctx, string(a)); err != nil || n != 3 {
+			t.Errorf("counted %d (%v) in the group, want 3", n, err)
+		}
+		// room made in the group is room again
+		if err := tx.DeleteOffline(ctx, string(a), ids[:1]); err != nil {
+			return err
+		}
+		id, err = tx.StoreOffline(ctx, one, limits, sms.NoticePlan{To: a, At: noticeT0})
+		if err != nil {
+			return err
+		}
+		ids = append(ids[1:], id)
+		id, err = tx.StoreOffline(ctx, offlineMsg(string(b), "x", noticeT0), limits, sms.NoticePlan{To: b, At: noticeT0})
+		if err != nil {
+			return err
+		}
+		_, err = tx.PushOffline(ctx, offlineMsg(string(b), "y", noticeT0), 1)
+		if !errors.Is(err, offline.ErrFull) {
+			t.Errorf("PushOffline over its limit in a group: %v, want ErrFull", err)
+		}
+		return nil
+	})
+	must(t, err)
+	msgs, err := db.OfflineMessages(ctx, string(a), 0)
+	must(t, err)
+	if len(msgs) != 3 || msgs[0].ID != ids[0] || msgs[1].ID != ids[1] || msgs[2].ID != ids[2] {
+		t.Errorf("committed %d messages of %s, want ids %v", len(msgs), a, ids)
+	}
+	if n, err := db.CountOffline(ctx, string(b)); err != nil || n != 1 {
+		t.Errorf("%s has %d (%v), want 1", b, n, err)
+	}
+	due, err := db.DueSMS(ctx, noticeT0, 10)
+	must(t, err)
+	if got := pendingIDs(due); len(got) != 1 || got[0] != "g1" {
+		t.Errorf("queued %v, want [g1] (not the stale plan's)", got)
+	}
+	if got, err := db.NoticeWindow(ctx, string(a)); err != nil || !sameWindow(got, w) {
+		t.Errorf("window %+v %v, want %+v", got, err, w)
+	}
+}
+
+// A group whose function fails keeps none of it.
+func testGroupCommitRollback(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const n = auth.Number("+15550003211")
+	boom := errors.New("boom")
+	err := db.InTx(ctx, func(tx *storage.DB) error {
+		for i := range 3 {
+			plan := sms.NoticePlan{To: n, At: noticeT0}
+			if i == 0 {
+				plan.SMS = []sms.Pending{queuedSMS("r1", string(n), noticeT0)}
+			}
+			if _, err := tx.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), offline.Limits{}, plan); err != nil {
+				return err
+			}
+		}
+		if err := tx.InTx(ctx, func(*storage.DB) error { return nil }); err == nil {
+			t.Error("InTx inside InTx did not fail")
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("InTx: %v, want the function's error", err)
+	}
+	if c, err := db.CountOffline(ctx, string(n)); err != nil || c != 0 {
+		t.Errorf("%d stored (%v) by a group rolled back", c, err)
+	}
+	if due, err := db.DueSMS(ctx, noticeT0, 10); err != nil || len(due) != 0 {
+		t.Errorf("queued %v (%v) by a group rolled back", pendingIDs(due), err)
+	}
+}
