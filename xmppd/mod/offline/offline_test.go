@@ -99,6 +99,7 @@ type server struct {
 	bound     bool
 	answer    bool // answer the pings
 	queries   int
+	bounced   []string
 	wg        sync.WaitGroup
 }
 
@@ -133,6 +134,15 @@ func (s *server) Go(f func(ctx context.Context)) bool {
 
 func (s *server) StoreContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, time.Minute)
+}
+
+// Bounce records the bounces: "id condition".
+func (s *server) Bounce(st *router.Stanza, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var se stanza.Error
+	errors.As(err, &se)
+	s.bounced = append(s.bounced, st.ID+" "+string(se.Condition))
 }
 
 func message(typ, id, inner string) *router.Stanza {
