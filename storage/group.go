@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"dialtone/sms"
 )
 
 // InTx runs fn on a DB bound to one transaction, committed when fn
@@ -18,7 +20,8 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *DB) error) error {
 		return errors.New("storage: InTx inside InTx")
 	}
 	return db.b.inTx(ctx, func(q querier) error {
-		return fn(&DB{b: &txBackend{querier: q, outer: db.b}, now: db.now, usage: map[string]offlineUsage{}})
+		return fn(&DB{b: &txBackend{querier: q, outer: db.b}, now: db.now, usage: map[string]offlineUsage{},
+			notices: &noticeCache{receivers: map[string]sms.Receiver{}, windows: map[string]*sms.NoticeWindow{}}})
 	})
 }
 

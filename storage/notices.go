@@ -61,11 +61,15 @@ func (db *DB) storeWithNotice(ctx context.Context, m offline.Message, store bool
 				return err
 			}
 		}
+		if db.knownClaimed(n, plan) {
+			return applyNoticeWrites(ctx, q, n, at, plan) // applyAccount would change nothing
+		}
 		return applyNoticePlan(ctx, q, n, at, plan)
 	})
 	if err == nil && store {
 		db.stored(m)
 	}
+	db.planned(n, plan, err)
 	if err != nil {
 		return 0, fmt.Errorf("storage: store offline message (or its notice) for %s: %w", m.Owner, err)
 	}
@@ -79,6 +83,11 @@ func applyNoticePlan(ctx context.Context, q querier, n string, at time.Time, pla
 	if err := applyAccount(ctx, q, n, at, plan); err != nil {
 		return err
 	}
+	return applyNoticeWrites(ctx, q, n, at, plan)
+}
+
+// applyNoticeWrites is applyNoticePlan without the account.
+func applyNoticeWrites(ctx context.Context, q querier, n string, at time.Time, plan sms.NoticePlan) error {
 	for _, p := range plan.SMS {
 		if err := enqueueSMS(ctx, q, p); err != nil {
 			return err
@@ -205,6 +214,17 @@ func applyAccount(ctx context.Context, q querier, n string, at time.Time, plan s
 
 // NoticeReceiver returns the account of n as the notices see it.
 func (db *DB) NoticeReceiver(ctx context.Context, n auth.Number) (sms.Receiver, error) {
+	if r, ok := db.notices.receiver(string(n)); ok {
+		return r, nil
+	}
+	r, err := db.noticeReceiver(ctx, n)
+	if err == nil && db.notices != nil {
+		db.notices.receivers[string(n)] = r
+	}
+	return r, err
+}
+
+func (db *DB) noticeReceiver(ctx context.Context, n auth.Number) (sms.Receiver, error) {
 	var state string
 	var noticed, delivered time.Time
 	err := db.b.queryRow(ctx, `SELECT state, password_noticed, password_delivered FROM accounts WHERE number = ?`,
@@ -227,6 +247,25 @@ func scanWindow(r interface{ Scan(...any) error }, w *sms.NoticeWindow) error {
 
 // NoticeWindow returns the open notice window of to, or auth.ErrNotFound.
 func (db *DB) NoticeWindow(ctx context.Context, to string) (sms.NoticeWindow, error) {
+	if w, ok := db.notices.window(to); ok {
+		if w == nil {
+			return sms.NoticeWindow{}, fmt.Errorf("storage: notice window of %s: %w", to, auth.ErrNotFound)
+		}
+		return *w, nil
+	}
+	w, err := db.noticeWindow(ctx, to)
+	if db.notices != nil {
+		switch {
+		case err == nil:
+			db.notices.windows[to] = &w
+		case errors.Is(err, auth.ErrNotFound):
+			db.notices.windows[to] = nil
+		}
+	}
+	return w, err
+}
+
+func (db *DB) noticeWindow(ctx context.Context, to string) (sms.NoticeWindow, error) {
 	var w sms.NoticeWindow
 	err := db.b.queryRow(ctx, `SELECT `+windowColumns+` FROM notice_windows WHERE owner = ?`, []any{to},
 		&w.To, timeCol{&w.Opened}, timeCol{&w.Closes}, &w.Count, &w.Sender)
@@ -257,6 +296,7 @@ func (db *DB) DueNoticeWindows(ctx context.Context, now time.Time, limit int) ([
 // CloseNoticeWindow removes w if it is still the window opened at
 // w.Opened and, in the same transaction, queues p (when not nil).
 func (db *DB) CloseNoticeWindow(ctx context.Context, w sms.NoticeWindow, p *sms.Pending) (closed bool, err error) {
+	db.notices.forgetWindow(w.To)
 	err = db.b.inTx(ctx, func(q querier) error {
 		gone, err := q.exec(ctx, `DELETE FROM notice_windows WHERE owner = ? AND opened = ?`, w.To, w.Opened)
 		if err != nil || gone == 0 {
@@ -276,6 +316,7 @@ func (db *DB) CloseNoticeWindow(ctx context.Context, w sms.NoticeWindow, p *sms.
 
 // DropNoticeWindow removes the notice window of to, if any.
 func (db *DB) DropNoticeWindow(ctx context.Context, to string) error {
+	db.notices.forgetWindow(to) // read again when next needed
 	if _, err := db.b.exec(ctx, `DELETE FROM notice_windows WHERE owner = ?`, to); err != nil {
 		return fmt.Errorf("storage: drop notice window of %s: %w", to, err)
 	}
@@ -312,4 +353,78 @@ func (db *DB) PruneNoticedNumbers(ctx context.Context, before time.Time) error {
 		}
 	}
 	return nil
+}
+
+// noticeCache is what the DB of an InTx knows of the receivers and
+// windows its notice plans read: read once in the transaction, then
+// kept up to date from the plans it writes (planned), so that a group
+// of messages to one receiver reads them once. Only the group's own
+// writes change them meanwhile: SQLite's write lock keeps everyone else
+// out, and on PostgreSQL the notice locks (sms.Hold) keep out the other
+// writers of windows; a receiver claimed meanwhile makes a plan stale
+// (sms.ErrStale), which drops what is known of it.
+type noticeCache struct {
+	receivers map[string]sms.Receiver
+	windows   map[string]*sms.NoticeWindow // nil: none open
+}
+
+// planned updates the cache after plan for n was written (err nil) or
+// rolled back.
+func (db *DB) planned(n string, plan sms.NoticePlan, err error) {
+	c := db.notices
+	if c == nil {
+		return
+	}
+	if err != nil {
+		delete(c.receivers, n)
+		delete(c.windows, n)
+		return
+	}
+	if r, ok := c.receivers[n]; ok || plan.Create {
+		if plan.Create {
+			r = sms.Receiver{Exists: true}
+		}
+		r.FirstNoticed = r.FirstNoticed || plan.FirstNotice
+		r.PasswordDelivered = r.PasswordDelivered || plan.PasswordDelivered
+		c.receivers[n] = r
+	}
+	switch {
+	case plan.Window != nil:
+		w := *plan.Window
+		w.To = n
+		w.Opened, w.Closes = w.Opened.UTC().Truncate(timeUnit), w.Closes.UTC().Truncate(timeUnit)
+		c.windows[n] = &w
+	case plan.DropWindow:
+		c.windows[n] = nil
+	}
+}
+
+// knownClaimed reports whether n's account is known (in an InTx) to be
+// claimed and plan changes nothing of it: the plan's only write to the
+// account, the touched time of an unclaimed one, would match no row.
+func (db *DB) knownClaimed(n string, plan sms.NoticePlan) bool {
+	r, ok := db.notices.receiver(n)
+	return ok && r.Exists && r.Claimed && !plan.Create && plan.Credentials == nil && !plan.FirstNotice && !plan.PasswordDelivered
+}
+
+func (c *noticeCache) receiver(n string) (sms.Receiver, bool) {
+	if c == nil {
+		return sms.Receiver{}, false
+	}
+	r, ok := c.receivers[n]
+	return r, ok
+}
+
+func (c *noticeCache) window(n string) (*sms.NoticeWindow, bool) {
+	if c == nil {
+		return nil, false
+	}
+	w, ok := c.windows[n]
+	return w, ok
+}
+
+func (c *noticeCache) forgetWindow(n string) {
+	if c != nil {
+		delete(c.windows, n)
+	}
 }

@@ -33,6 +33,9 @@ type DB struct {
 	// usage caches, in the DB of an InTx, what each owner's stored
 	// messages take; nil elsewhere.
 	usage map[string]offlineUsage
+	// notices caches, in the DB of an InTx, the receivers and windows
+	// that notice plans read; nil elsewhere.
+	notices *noticeCache
 }
 
 // Open opens the store and brings its schema up to date. An empty

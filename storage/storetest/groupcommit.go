@@ -37,6 +37,8 @@ func testGroupCommit(t *testing.T, db *storage.DB) {
 	limits := offline.Limits{Messages: 3, Bytes: 3 * len(one.Stanza)}
 	w := sms.NoticeWindow{To: string(a), Opened: noticeT0, Closes: noticeT0.Add(10 * time.Minute)}
 	var ids []int64
+	const c3 = auth.Number("+15550003203")
+	want := sms.Receiver{Exists: true, FirstNoticed: true, PasswordDelivered: true}
 	err = db.InTx(ctx, func(tx *storage.DB) error {
 		id, err := tx.StoreOffline(ctx, one, limits, sms.NoticePlan{To: a, At: noticeT0, Window: &w,
 			SMS: []sms.Pending{queuedSMS("g1", string(a), noticeT0)}})
@@ -80,6 +82,24 @@ func testGroupCommit(t *testing.T, db *storage.DB) {
 		if err != nil {
 			return err
 		}
+		// what the group's plans wrote is what its reads see
+		if r, err := tx.NoticeReceiver(ctx, a); err != nil || !r.Exists || !r.Claimed {
+			t.Errorf("receiver %s in the group: %+v %v, want claimed", a, r, err)
+		}
+		c3creds := creds(9)
+		if _, err := tx.NoticeReceiver(ctx, c3); err != nil {
+			return err
+		}
+		if _, err := tx.StoreOffline(ctx, offlineMsg(string(c3), "z", noticeT0), limits, sms.NoticePlan{To: c3, At: noticeT0,
+			Create: true, Credentials: &c3creds, FirstNotice: true, PasswordDelivered: true, DropWindow: true}); err != nil {
+			return err
+		}
+		if r, err := tx.NoticeReceiver(ctx, c3); err != nil || r != want {
+			t.Errorf("receiver %s made in the group: %+v %v, want %+v", c3, r, err, want)
+		}
+		if _, err := tx.NoticeWindow(ctx, string(c3)); !errors.Is(err, auth.ErrNotFound) {
+			t.Errorf("window of %s after a plan that drops it: %v", c3, err)
+		}
 		_, err = tx.PushOffline(ctx, offlineMsg(string(b), "y", noticeT0), 1)
 		if !errors.Is(err, offline.ErrFull) {
 			t.Errorf("PushOffline over its limit in a group: %v, want ErrFull", err)
@@ -87,6 +107,9 @@ func testGroupCommit(t *testing.T, db *storage.DB) {
 		return nil
 	})
 	must(t, err)
+	if r, err := db.NoticeReceiver(ctx, c3); err != nil || r != want {
+		t.Errorf("receiver %s after the commit: %+v %v, want %+v", c3, r, err, want)
+	}
 	msgs, err := db.OfflineMessages(ctx, string(a), 0)
 	must(t, err)
 	if len(msgs) != 3 || msgs[0].ID != ids[0] || msgs[1].ID != ids[1] || msgs[2].ID != ids[2] {

@@ -1,0 +1,133 @@
+package account_test
+
+import (
+	"context"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"dialtone/account"
+	"dialtone/auth"
+	"dialtone/internal/pgtest"
+	"dialtone/offline"
+	"dialtone/sms"
+	"dialtone/storage"
+)
+
+// groupFixture is a Group on a real store, as the daemon builds it: a
+// claimed receiver, notices with a window.
+type groupFixture struct {
+	db     *storage.DB
+	keeper *account.Offline
+	group  *account.Group
+	to     auth.Number
+	from   jid.JID
+}
+
+func newGroupFixture(tb testing.TB, dbURL string) *groupFixture {
+	ctx := context.Background()
+	db, err := storage.Open(ctx, dbURL, tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	f := &groupFixture{db: db, to: "+821033334444", from: jid.MustParse("+821011112222@localhost/a")}
+	if _, err := db.SetCredentials(ctx, f.to, auth.Credentials{}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := db.RecordLogin(ctx, f.to, time.Now()); err != nil {
+		tb.Fatal(err)
+	}
+	notices := &sms.Notices{Domain: "localhost", Store: db, Window: 10 * time.Minute, PerDay: 10,
+		NewNumbersPerSenderDay: 20, StoredNewNumbersPerSenderDay: 50}
+	f.keeper = &account.Offline{Domain: "localhost", Store: db, Notices: notices, StoreTimeout: 10 * time.Second}
+	f.group = &account.Group{Offline: f.keeper, Notices: notices,
+		InTx: func(ctx context.Context, fn func(tx account.TxStore) error) error {
+			return db.InTx(ctx, func(tx *storage.DB) error { return fn(tx) })
+		}}
+	gctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); f.group.Run(gctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	return f
+}
+
+func (f *groupFixture) message(i int) account.Message {
+	return account.Message{Message: offline.Message{Owner: string(f.to), From: f.from.String(),
+		Stanza: []byte("<message type='chat'><body>a message of some size, like a chat line typed on a phone</body></message>")},
+		From: f.from, Body: "a message"}
+}
+
+// BenchmarkKeep is the store before groups: one transaction per
+// message, the sender waiting for each.
+func BenchmarkKeep(b *testing.B) {
+	for _, store := range benchStores(b) {
+		b.Run(store.name, func(b *testing.B) {
+			f := newGroupFixture(b, store.url)
+			ctx := context.Background()
+			cpu := cpuMeter(b)
+			for i := 0; b.Loop(); i++ {
+				if _, err := f.keeper.Keep(ctx, f.message(i), 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu()
+		})
+	}
+}
+
+// BenchmarkGroupKeep is one sender pipelining its messages to one
+// receiver through a Group, then waiting for the last commit.
+func BenchmarkGroupKeep(b *testing.B) {
+	for _, store := range benchStores(b) {
+		b.Run(store.name, func(b *testing.B) {
+			f := newGroupFixture(b, store.url)
+			ctx := context.Background()
+			var wg sync.WaitGroup
+			cpu := cpuMeter(b)
+			b.ResetTimer()
+			for i := range b.N {
+				wg.Add(1)
+				f.group.Keep(ctx, f.message(i), 0, func(_ account.Kept, err error) {
+					if err != nil {
+						b.Error(err)
+					}
+					wg.Done()
+				})
+			}
+			wg.Wait()
+			cpu()
+			b.ReportMetric(float64(f.group.Stored.Load())/float64(max(1, f.group.Commits.Load())), "msgs/commit")
+		})
+	}
+}
+
+type benchStore struct{ name, url string }
+
+// benchStores: SQLite, and PostgreSQL when DIALTONE_BENCH_PG is set.
+func benchStores(tb testing.TB) []benchStore {
+	s := []benchStore{{"sqlite", ""}}
+	if os.Getenv("DIALTONE_BENCH_PG") != "" {
+		s = append(s, benchStore{"postgres", pgtest.NewDatabase(tb, pgtest.URL(tb))})
+	}
+	return s
+}
+
+// cpuMeter reports the process's CPU time per op (the machine is shared:
+// wall time says little) when the returned func is called.
+func cpuMeter(b *testing.B) func() {
+	t0 := cpuTime()
+	return func() { b.ReportMetric(float64((cpuTime()-t0).Microseconds())/float64(b.N), "cpu-µs/op") }
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
