@@ -20,8 +20,12 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *DB) error) error {
 		return errors.New("storage: InTx inside InTx")
 	}
 	return db.b.inTx(ctx, func(q querier) error {
-		return fn(&DB{b: &txBackend{querier: q, outer: db.b}, now: db.now, usage: map[string]offlineUsage{},
-			notices: &noticeCache{receivers: map[string]sms.Receiver{}, windows: map[string]*sms.NoticeWindow{}}})
+		tx := &DB{b: &txBackend{querier: q, outer: db.b}, now: db.now, usage: map[string]offlineUsage{},
+			notices: &noticeCache{receivers: map[string]sms.Receiver{}, windows: map[string]*sms.NoticeWindow{}}}
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return tx.flushNotices(ctx)
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"dialtone/auth"
@@ -49,7 +50,13 @@ func (db *DB) storeWithNotice(ctx context.Context, m offline.Message, store bool
 	if n == "" {
 		n = m.Owner
 	}
-	err = db.b.inTx(ctx, func(q querier) error {
+	// In a group (InTx), the window is written once per receiver at the
+	// commit (flushNotices), and the account is not written when that
+	// would change nothing: a message to a claimed account with no SMS is
+	// one INSERT, which needs no savepoint of its own.
+	grouped := db.notices != nil
+	claimed := db.knownClaimed(n, plan)
+	write := func(q querier) error {
 		if c := plan.NewNumber; c != nil {
 			if err := db.countNewNumber(ctx, q, n, at, *c); err != nil {
 				return err
@@ -61,11 +68,18 @@ func (db *DB) storeWithNotice(ctx context.Context, m offline.Message, store bool
 				return err
 			}
 		}
-		if db.knownClaimed(n, plan) {
-			return applyNoticeWrites(ctx, q, n, at, plan) // applyAccount would change nothing
+		if !claimed {
+			if err := applyAccount(ctx, q, n, at, plan); err != nil {
+				return err
+			}
 		}
-		return applyNoticePlan(ctx, q, n, at, plan)
-	})
+		return applyNoticeWrites(ctx, q, n, at, plan, grouped)
+	}
+	if grouped && claimed && store && plan.NewNumber == nil && len(plan.SMS) == 0 && plan.CountFor == "" {
+		err = write(db.b)
+	} else {
+		err = db.b.inTx(ctx, write)
+	}
 	if err == nil && store {
 		db.stored(m)
 	}
@@ -83,28 +97,27 @@ func applyNoticePlan(ctx context.Context, q querier, n string, at time.Time, pla
 	if err := applyAccount(ctx, q, n, at, plan); err != nil {
 		return err
 	}
-	return applyNoticeWrites(ctx, q, n, at, plan)
+	return applyNoticeWrites(ctx, q, n, at, plan, false)
 }
 
-// applyNoticeWrites is applyNoticePlan without the account.
-func applyNoticeWrites(ctx context.Context, q querier, n string, at time.Time, plan sms.NoticePlan) error {
+// applyNoticeWrites is applyNoticePlan without the account; without the
+// window too when laterWindow (a group's DB writes it at the commit).
+func applyNoticeWrites(ctx context.Context, q querier, n string, at time.Time, plan sms.NoticePlan, laterWindow bool) error {
 	for _, p := range plan.SMS {
 		if err := enqueueSMS(ctx, q, p); err != nil {
 			return err
 		}
 	}
-	if plan.DropWindow {
-		if _, err := q.exec(ctx, `DELETE FROM notice_windows WHERE owner = ?`, n); err != nil {
-			return err
+	if !laterWindow {
+		if plan.DropWindow {
+			if err := dropWindow(ctx, q, n); err != nil {
+				return err
+			}
 		}
-	}
-	if w := plan.Window; w != nil {
-		if _, err := q.exec(ctx, `INSERT INTO notice_windows (owner, opened, closes, messages, sender)
-			VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (owner) DO UPDATE SET opened = excluded.opened, closes = excluded.closes,
-				messages = excluded.messages, sender = excluded.sender`,
-			n, w.Opened, w.Closes, w.Count, w.Sender); err != nil {
-			return err
+		if w := plan.Window; w != nil {
+			if err := putWindow(ctx, q, n, *w); err != nil {
+				return err
+			}
 		}
 	}
 	if plan.CountFor != "" {
@@ -296,7 +309,9 @@ func (db *DB) DueNoticeWindows(ctx context.Context, now time.Time, limit int) ([
 // CloseNoticeWindow removes w if it is still the window opened at
 // w.Opened and, in the same transaction, queues p (when not nil).
 func (db *DB) CloseNoticeWindow(ctx context.Context, w sms.NoticeWindow, p *sms.Pending) (closed bool, err error) {
-	db.notices.forgetWindow(w.To)
+	if err := db.forgetWindow(ctx, w.To); err != nil {
+		return false, err
+	}
 	err = db.b.inTx(ctx, func(q querier) error {
 		gone, err := q.exec(ctx, `DELETE FROM notice_windows WHERE owner = ? AND opened = ?`, w.To, w.Opened)
 		if err != nil || gone == 0 {
@@ -316,7 +331,9 @@ func (db *DB) CloseNoticeWindow(ctx context.Context, w sms.NoticeWindow, p *sms.
 
 // DropNoticeWindow removes the notice window of to, if any.
 func (db *DB) DropNoticeWindow(ctx context.Context, to string) error {
-	db.notices.forgetWindow(to) // read again when next needed
+	if err := db.forgetWindow(ctx, to); err != nil {
+		return err
+	}
 	if _, err := db.b.exec(ctx, `DELETE FROM notice_windows WHERE owner = ?`, to); err != nil {
 		return fmt.Errorf("storage: drop notice window of %s: %w", to, err)
 	}
@@ -355,6 +372,39 @@ func (db *DB) PruneNoticedNumbers(ctx context.Context, before time.Time) error {
 	return nil
 }
 
+func dropWindow(ctx context.Context, q querier, n string) error {
+	_, err := q.exec(ctx, `DELETE FROM notice_windows WHERE owner = ?`, n)
+	return err
+}
+
+func putWindow(ctx context.Context, q querier, n string, w sms.NoticeWindow) error {
+	_, err := q.exec(ctx, `INSERT INTO notice_windows (owner, opened, closes, messages, sender)
+		VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (owner) DO UPDATE SET opened = excluded.opened, closes = excluded.closes,
+			messages = excluded.messages, sender = excluded.sender`,
+		n, w.Opened, w.Closes, w.Count, w.Sender)
+	return err
+}
+
+// flushNotices writes, before a group's commit, the last state of each
+// window its plans changed.
+func (db *DB) flushNotices(ctx context.Context) error {
+	c := db.notices
+	for _, n := range c.changed {
+		var err error
+		if w := c.windows[n]; w != nil {
+			err = putWindow(ctx, db.b, n, *w)
+		} else {
+			err = dropWindow(ctx, db.b, n)
+		}
+		if err != nil {
+			return fmt.Errorf("storage: notice window of %s: %w", n, err)
+		}
+	}
+	c.changed = c.changed[:0]
+	return nil
+}
+
 // noticeCache is what the DB of an InTx knows of the receivers and
 // windows its notice plans read: read once in the transaction, then
 // kept up to date from the plans it writes (planned), so that a group
@@ -366,6 +416,17 @@ func (db *DB) PruneNoticedNumbers(ctx context.Context, before time.Time) error {
 type noticeCache struct {
 	receivers map[string]sms.Receiver
 	windows   map[string]*sms.NoticeWindow // nil: none open
+	// changed lists the receivers whose window the plans changed, to be
+	// written at the commit (each once).
+	changed []string
+}
+
+// changeWindow records w (nil: none) as n's window, written at the commit.
+func (c *noticeCache) changeWindow(n string, w *sms.NoticeWindow) {
+	if !slices.Contains(c.changed, n) {
+		c.changed = append(c.changed, n)
+	}
+	c.windows[n] = w
 }
 
 // planned updates the cache after plan for n was written (err nil) or
@@ -377,7 +438,9 @@ func (db *DB) planned(n string, plan sms.NoticePlan, err error) {
 	}
 	if err != nil {
 		delete(c.receivers, n)
-		delete(c.windows, n)
+		if !slices.Contains(c.changed, n) { // else it holds what is to be written
+			delete(c.windows, n)
+		}
 		return
 	}
 	if r, ok := c.receivers[n]; ok || plan.Create {
@@ -393,9 +456,9 @@ func (db *DB) planned(n string, plan sms.NoticePlan, err error) {
 		w := *plan.Window
 		w.To = n
 		w.Opened, w.Closes = w.Opened.UTC().Truncate(timeUnit), w.Closes.UTC().Truncate(timeUnit)
-		c.windows[n] = &w
+		c.changeWindow(n, &w)
 	case plan.DropWindow:
-		c.windows[n] = nil
+		c.changeWindow(n, nil)
 	}
 }
 
@@ -423,8 +486,16 @@ func (c *noticeCache) window(n string) (*sms.NoticeWindow, bool) {
 	return w, ok
 }
 
-func (c *noticeCache) forgetWindow(n string) {
-	if c != nil {
-		delete(c.windows, n)
+// forgetWindow, in the DB of an InTx, writes what its plans changed
+// and forgets n's window, which a statement of its own is about to
+// change: it is read again when next needed.
+func (db *DB) forgetWindow(ctx context.Context, n string) error {
+	if db.notices == nil {
+		return nil
 	}
+	if err := db.flushNotices(ctx); err != nil {
+		return err
+	}
+	delete(db.notices.windows, n)
+	return nil
 }

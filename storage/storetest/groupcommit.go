@@ -19,6 +19,50 @@ var groupCommitTests = []struct {
 }{
 	{"GroupCommitKeepsEachRule", testGroupCommit},
 	{"GroupCommitRollsBackAll", testGroupCommitRollback},
+	{"GroupCommitWindowLastState", testGroupCommitWindow},
+}
+
+// The window a group's plans count in is written once, as the last
+// plan that was kept left it; a dropped one is deleted.
+func testGroupCommitWindow(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const n, gone = auth.Number("+15550003221"), auth.Number("+15550003222")
+	c := creds(3)
+	for _, x := range []auth.Number{n, gone} {
+		_, err := db.SetCredentials(ctx, x, c)
+		must(t, err)
+		must(t, db.RecordLogin(ctx, x, noticeT0))
+	}
+	old := sms.NoticeWindow{To: string(gone), Opened: noticeT0, Closes: noticeT0.Add(time.Minute), Count: 4}
+	_, err := db.StoreOffline(ctx, offlineMsg(string(gone), "x", noticeT0), offline.Limits{}, sms.NoticePlan{To: gone, At: noticeT0, Window: &old})
+	must(t, err)
+	w := sms.NoticeWindow{To: string(n), Opened: noticeT0, Closes: noticeT0.Add(10 * time.Minute), Sender: "+15550009999"}
+	limits := offline.Limits{Messages: 3}
+	err = db.InTx(ctx, func(tx *storage.DB) error {
+		for i := range 4 {
+			if _, err := tx.NoticeReceiver(ctx, n); err != nil {
+				return err
+			}
+			w.Count = i + 1
+			_, err := tx.StoreOffline(ctx, offlineMsg(string(n), "x", noticeT0), limits, sms.NoticePlan{To: n, At: noticeT0, Window: &w})
+			if i == 3 && !errors.Is(err, offline.ErrFull) || i < 3 && err != nil {
+				t.Errorf("message %d: %v", i, err)
+			}
+		}
+		if got, err := tx.NoticeWindow(ctx, string(gone)); err != nil || got.Count != 4 {
+			t.Errorf("window of %s in the group: %+v %v", gone, got, err)
+		}
+		_, err := tx.StoreOffline(ctx, offlineMsg(string(gone), "y", noticeT0), offline.Limits{}, sms.NoticePlan{To: gone, At: noticeT0, DropWindow: true})
+		return err
+	})
+	must(t, err)
+	w.Count = 3
+	if got, err := db.NoticeWindow(ctx, string(n)); err != nil || !sameWindow(got, w) {
+		t.Errorf("window %+v %v, want %+v (the last kept plan's)", got, err, w)
+	}
+	if _, err := db.NoticeWindow(ctx, string(gone)); !errors.Is(err, auth.ErrNotFound) {
+		t.Errorf("dropped window of %s: %v", gone, err)
+	}
 }
 
 // Many messages in one transaction obey every rule as if each had its
