@@ -210,6 +210,9 @@ func bodyOf(m *router.Stanza) (string, bool) {
 	if !bytes.Contains(m.Inner, []byte("body")) {
 		return "", false
 	}
+	if s, ok := plainBody(m.Inner); ok {
+		return s, true
+	}
 	d := xml.NewDecoder(bytes.NewReader(m.Wrapped()))
 	depth := 0
 	for {
@@ -231,6 +234,23 @@ func bodyOf(m *router.Stanza) (string, bool) {
 			depth--
 		}
 	}
+}
+
+// plainBody is bodyOf without a decoder for what most clients write: a
+// first child <body> of plain text (no markup, no reference, no CR that
+// XML would normalise). It says false for anything else, which bodyOf
+// then decodes; a decoder for every stored message cost as much as
+// storing it.
+func plainBody(inner []byte) (string, bool) {
+	rest, ok := bytes.CutPrefix(bytes.TrimLeft(inner, " \t\n"), []byte("<body>"))
+	if !ok {
+		return "", false
+	}
+	i := bytes.IndexAny(rest, "<&\r")
+	if i < 0 || !bytes.HasPrefix(rest[i:], []byte("</body>")) {
+		return "", false
+	}
+	return string(rest[:i]), true
 }
 
 var pingPayload = wire.NewBuilder(nil).Element("ping", "urn:xmpp:ping", "").Bytes()
