@@ -2,6 +2,8 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ var groupCommitTests = []struct {
 	{"GroupCommitKeepsEachRule", testGroupCommit},
 	{"GroupCommitRollsBackAll", testGroupCommitRollback},
 	{"GroupCommitWindowLastState", testGroupCommitWindow},
+	{"RecordLoginConcurrent", testRecordLoginConcurrent},
 }
 
 // The window a group's plans count in is written once, as the last
@@ -200,5 +203,47 @@ func testGroupCommitRollback(t *testing.T, db *storage.DB) {
 	}
 	if due, err := db.DueSMS(ctx, noticeT0, 10); err != nil || len(due) != 0 {
 		t.Errorf("queued %v (%v) by a group rolled back", pendingIDs(due), err)
+	}
+}
+
+// Concurrent logins are stamped together (one transaction for many), and
+// each caller learns its own result: committed, or auth.ErrNotFound for
+// a number without an account in the same group.
+func testRecordLoginConcurrent(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const accounts = 8
+	num := func(i int) auth.Number { return auth.Number(fmt.Sprintf("+155500032%02d", 30+i)) }
+	for i := range accounts {
+		_, err := db.SetCredentials(ctx, num(i), creds(byte(i)))
+		must(t, err)
+	}
+	at := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	var wg sync.WaitGroup
+	errs := make([]error, 4*accounts)
+	for k := range errs {
+		wg.Go(func() {
+			n := num(k % accounts)
+			if k >= 3*accounts {
+				n = num(accounts + k) // no account
+			}
+			errs[k] = db.RecordLogin(ctx, n, at.Add(time.Duration(k)*time.Second))
+		})
+	}
+	wg.Wait()
+	for k, err := range errs {
+		if k >= 3*accounts {
+			if !errors.Is(err, auth.ErrNotFound) {
+				t.Errorf("login %d without an account: %v, want ErrNotFound", k, err)
+			}
+		} else if err != nil {
+			t.Errorf("login %d: %v", k, err)
+		}
+	}
+	for i := range accounts {
+		a, err := db.Account(ctx, num(i))
+		must(t, err)
+		if a.State != auth.StateActive || a.LastLogin.IsZero() {
+			t.Errorf("%s after its logins: %+v", num(i), a)
+		}
 	}
 }
