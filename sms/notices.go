@@ -643,7 +643,15 @@ func (n *Notices) CameOnline(ctx context.Context, to auth.Number) {
 	unlock, err := n.lock(ctx, "to "+string(to))
 	if err == nil {
 		defer unlock()
-		err = n.Store.DropNoticeWindow(ctx, string(to))
+		// Most logins find no window: a read then, not a write, which
+		// would take the database's write lock for every login.
+		_, err = n.Store.NoticeWindow(ctx, string(to))
+		switch {
+		case errors.Is(err, auth.ErrNotFound):
+			err = nil
+		case err == nil:
+			err = n.Store.DropNoticeWindow(ctx, string(to))
+		}
 	}
 	if err != nil {
 		n.log().LogAttrs(ctx, slog.LevelError, "notice window", slog.String("to", string(to)), slog.String("error", err.Error()))
