@@ -2,8 +2,10 @@ package account_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +19,9 @@ import (
 	"dialtone/sms"
 	"dialtone/storage"
 )
+
+// TestMain runs the PostgreSQL cluster of the tests (internal/pgtest).
+func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // groupFixture is a Group on a real store, as the daemon builds it: a
 // claimed receiver, notices with a window.
@@ -130,4 +135,96 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// A group keeps what it is handed, in order, each sender told after the
+// commit; a receiver whose notice lock someone else holds waits for it
+// (outside any transaction); after Run stops, what was queued is written
+// and what comes later is refused.
+func TestGroup(t *testing.T) {
+	for _, store := range []string{"sqlite", "postgres"} {
+		t.Run(store, func(t *testing.T) {
+			url := ""
+			if store == "postgres" {
+				url = pgtest.NewDatabase(t, pgtest.URL(t)) // skipped with -short
+			}
+			f := newGroupFixture(t, url)
+			ctx := t.Context()
+			type res struct {
+				k   account.Kept
+				err error
+			}
+			keep := func(m account.Message, check func()) <-chan res {
+				ch := make(chan res, 1)
+				f.group.Keep(ctx, m, 0, func(k account.Kept, err error) {
+					if check != nil {
+						check()
+					}
+					ch <- res{k, err}
+				})
+				return ch
+			}
+			var chans []<-chan res
+			for i := range 50 {
+				chans = append(chans, keep(f.message(i), nil))
+			}
+			var last int64
+			for i, ch := range chans {
+				r := <-ch
+				if r.err != nil || r.k.ID <= last {
+					t.Fatalf("message %d: %+v %v (previous id %d)", i, r.k, r.err, last)
+				}
+				last = r.k.ID
+			}
+			if n, err := f.db.CountOffline(ctx, string(f.to)); err != nil || n != 50 {
+				t.Fatalf("%d stored (%v), want 50", n, err)
+			}
+
+			// Someone else holds the receiver's lock: the message waits.
+			other := f.group.Notices.Hold()
+			if err := other.Take(ctx, string(f.to), "", true); err != nil {
+				t.Fatal(err)
+			}
+			var released atomic.Bool
+			ch := keep(f.message(50), func() {
+				if !released.Load() {
+					t.Error("kept while another held the receiver's lock")
+				}
+			})
+			released.Store(true)
+			other.Release()
+			if r := <-ch; r.err != nil || r.k.ID <= last {
+				t.Fatalf("after the lock: %+v %v", r.k, r.err)
+			}
+		})
+	}
+}
+
+// What a group that fails to commit held is reported to every sender
+// in it, and nothing of it is stored.
+func TestGroupStoreDown(t *testing.T) {
+	f := newGroupFixture(t, "")
+	boom := errors.New("the store is gone")
+	f.group.InTx = func(ctx context.Context, fn func(tx account.TxStore) error) error {
+		err := f.db.InTx(ctx, func(tx *storage.DB) error { return fn(tx) })
+		if err != nil {
+			return err
+		}
+		return boom // as a failed commit: the caller must treat it so
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for i := range 10 {
+		wg.Add(1)
+		f.group.Keep(t.Context(), f.message(i), 0, func(k account.Kept, err error) {
+			defer wg.Done()
+			if errors.Is(err, boom) && k.ID == 0 {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() != 10 {
+		t.Fatalf("%d of 10 senders told of the failure", failed.Load())
+	}
 }
