@@ -140,7 +140,10 @@ func receiveOffline(ctx context.Context, c *config, d *dialer, acc account, star
 	}
 	dec := xml.NewDecoder(s.r)
 	var seqs seqSet
-	for got < want {
+	for range maxDeliveries {
+		if got >= want {
+			break
+		}
 		s.conn.SetReadDeadline(time.Now().Add(c.drain))
 		el, err := nextElement(dec)
 		if err != nil {
