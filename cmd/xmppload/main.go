@@ -84,10 +84,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.saveAccts, "save-accounts", "", "write the accounts used to this file (for --accounts later)")
 	fs.IntVar(&c.clients, "clients", 100, fmt.Sprintf("clients (route: an even number, in pairs; max %d)", maxClients))
 	fs.IntVar(&c.concurrency, "concurrency", 32, "logins in progress at once (Dialtone allows 50 unauthenticated connections per IP)")
-	fs.StringVar(&c.scenario, "scenario", "route", "login, route, idle or room")
+	fs.StringVar(&c.scenario, "scenario", "route", "login, route, idle, room or offline")
 	fs.StringVar(&c.muc, "muc", "", "room: the MUC service's domain (e.g. groups.localhost)")
 	fs.StringVar(&c.room, "room", "", "room: the room's local part; default a new name per run")
-	fs.IntVar(&c.messages, "messages", 100, "room: groupchat messages each client sends (within --duration)")
+	fs.IntVar(&c.messages, "messages", 100, "room: groupchat messages each client sends (within --duration); offline: messages to the offline receiver")
 	fs.DurationVar(&c.duration, "duration", 20*time.Second, "route: sending time; room: most sending time; idle: holding time (max 5m)")
 	fs.Float64Var(&c.rate, "rate", 0, "route: total messages/s over all senders; 0: as fast as possible (within --window)")
 	fs.IntVar(&c.size, "size", 100, "route: body bytes")
@@ -109,8 +109,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 
 func (c *config) check() error {
 	switch {
-	case c.scenario != "login" && c.scenario != "route" && c.scenario != "idle" && c.scenario != "room":
-		return fmt.Errorf("--scenario %q: want login, route, idle or room", c.scenario)
+	case c.scenario != "login" && c.scenario != "route" && c.scenario != "idle" && c.scenario != "room" && c.scenario != "offline":
+		return fmt.Errorf("--scenario %q: want login, route, idle, room or offline", c.scenario)
+	case c.scenario == "offline" && c.clients != 2:
+		return fmt.Errorf("--clients %d: offline takes 2 (a sender and an offline receiver)", c.clients)
+	case c.scenario == "offline" && (c.messages < 1 || c.messages > maxWindow):
+		return fmt.Errorf("--messages %d: want 1..%d", c.messages, maxWindow)
 	case c.tls != "starttls" && c.tls != "direct":
 		return fmt.Errorf("--tls %q: want starttls or direct", c.tls)
 	case c.clients < 1 || c.clients > maxClients:
@@ -230,6 +234,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		res, err = runIdle(ctx, &c, d, accs, stderr)
 	case "room":
 		res, err = runRoom(ctx, &c, d, accs, stderr)
+	case "offline":
+		res, err = runOffline(ctx, &c, d, accs, stderr)
 	}
 	if res != nil {
 		res.print(stdout, stderr)

@@ -22,6 +22,9 @@ type dialer struct {
 	domain string
 	direct bool   // TLS from the first byte (XEP-0368) instead of STARTTLS
 	mech   string // SASL mechanism name
+	// quiet: login ends after binding, without presence (the offline
+	// scenario's receiver sends it when it is ready to count).
+	quiet bool
 }
 
 // session is one logged-in client stream. After login the raw bufio.Reader
@@ -153,6 +156,9 @@ func (d *dialer) negotiate(raw net.Conn, acc account, resource string) (*session
 		if err := expectIQ(dec, "sess1", nil); err != nil {
 			return nil, fmt.Errorf("session: %w", err)
 		}
+	}
+	if d.quiet {
+		return s, nil
 	}
 	// The ping's answer comes after the presence has been handled.
 	if err := s.send(`<presence/><iq type='get' id='ready1'><ping xmlns='urn:xmpp:ping'/></iq>`); err != nil {

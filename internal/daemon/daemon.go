@@ -94,6 +94,8 @@ type Daemon struct {
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
 	Offline *offlinemod.Queue
+	// offlineGroup writes Offline's messages, many per transaction.
+	offlineGroup *account.Group
 	// SM is stream management (XEP-0198); its Archived is for the
 	// archive to set.
 	SM *sm.Module
@@ -450,6 +452,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Go(func() { d.exclusive(bctx, "shared limits prune", d.pruneLimits) })
 	wg.Go(func() { d.Lockout.Run(bctx) })
 	wg.Go(func() { d.ipLockout.Run(bctx) })
+	wg.Go(func() { d.offlineGroup.Run(bctx) }) // what is queued is written before the store closes
 	wg.Go(func() {
 		if err := d.Notices.Minter.Run(bctx); err != nil && bctx.Err() == nil {
 			d.log.Error("passwords for new accounts: no more can be made", "err", err)
@@ -702,5 +705,16 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 			return err
 		},
 		Log: d.log,
+	}
+	// Messages to offline receivers are kept in groups of one
+	// transaction, off the senders' readers (issue 15).
+	d.offlineGroup = &account.Group{Offline: keeper, Notices: d.Notices,
+		InTx: func(ctx context.Context, fn func(tx account.TxStore) error) error {
+			return d.DB.InTx(ctx, func(tx *storage.DB) error { return fn(tx) })
+		}}
+	d.Offline.Group = func(ctx context.Context, m offline.Message, s offline.Stored, limit int, done func(offline.Kept, error)) {
+		d.offlineGroup.Keep(ctx, account.Message{Message: m, From: s.From, Body: s.Body}, limit, func(k account.Kept, err error) {
+			done(offline.Kept{ID: k.ID, Warning: k.Warning}, err)
+		})
 	}
 }

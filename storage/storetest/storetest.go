@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 	}
 	tests = append(tests, outboxTests...)
 	tests = append(tests, noticeTests...)
+	tests = append(tests, groupCommitTests...)
 	tests = append(tests, rosterCountTests...)
 	tests = append(tests, passwordTests...)
 	tests = append(tests, pinTests...)

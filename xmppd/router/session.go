@@ -54,6 +54,9 @@ type Session struct {
 	// state holds what modules keep for the session (Key); made on first use.
 	stateMu sync.Mutex
 	state   atomic.Pointer[[]atomic.Value]
+
+	// pending is the work under way for what the client sent (Hold).
+	pending barrier
 }
 
 // NewSession returns a session of j whose stanzas go to sink: unbound

@@ -246,6 +246,14 @@ func (m *Module) bound(ctx context.Context, c router.ConnInfo, el wire.Element) 
 		if st == nil {
 			return failed("unexpected-request", 0, false), nil
 		}
+		// h acknowledges what the client sent: not before what is still
+		// being stored for it (offline messages) is durable, within the
+		// store's deadline (then the failures reach the client as errors).
+		sctx, cancel := m.r.StoreContext(ctx)
+		if err := c.Session.Settle(sctx); err != nil {
+			m.log().Warn("sm: <a/> after the store's deadline", "err", err)
+		}
+		cancel()
 		return wire.NewBuilder(nil).StartNS("a", NS, "h", strconv.FormatUint(uint64(st.handled()), 10)).End().Bytes(), nil
 	case "a":
 		if st == nil {
