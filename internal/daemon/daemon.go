@@ -34,6 +34,7 @@ import (
 	"dialtone/turn"
 	"dialtone/upload"
 	"dialtone/xmppd"
+	"dialtone/xmppd/cluster"
 	"dialtone/xmppd/mod/avatar"
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/bookmarks"
@@ -119,11 +120,17 @@ type Daemon struct {
 	sweeper  *auth.Sweeper
 	roster   *rostermod.Module
 	register *register.Module
+	// Cluster links this node to the others (XMPPD_NATS_URL); nil for a
+	// single node.
+	Cluster *cluster.Cluster
 }
 
 // New opens the store, builds the server and binds every listener, so that
 // a bad address or an unreachable database stops the start at once.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, err error) {
+	if cfg.NATSURL != "" {
+		log = log.With("node", cfg.NodeName)
+	}
 	d = &Daemon{cfg: cfg, log: log}
 	built := d // d is nil by the time a failed start returns
 	defer func() {
@@ -184,6 +191,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	if err := d.filesAndCalls(secret); err != nil {
 		return nil, err
 	}
+	if cfg.NATSURL != "" {
+		d.Cluster, err = cluster.New(cluster.Config{URL: cfg.NATSURL, Node: cfg.NodeName, Router: d.Server.Router(), Log: log})
+		if err != nil {
+			return nil, err
+		}
+	}
 	if err := d.registerModules(); err != nil {
 		return nil, fmt.Errorf("modules: %w", err)
 	}
@@ -241,7 +254,7 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 	}
 	return web.Options{
 		App:            app,
-		Health:         d.DB.Ping,
+		Health:         d.health,
 		Gatherer:       reg,
 		MetricsAllow:   d.cfg.MetricsAllow,
 		PublicURL:      d.cfg.PublicURL,
@@ -348,8 +361,30 @@ func (d *Daemon) registerModules() error {
 			return nil
 		}),
 		phones,
+		d.clusterLink(),
 		disco.New(r, "Dialtone"),
 	)
+}
+
+// clusterLink is the module that announces this node's sessions to the
+// others; nothing for a single node.
+func (d *Daemon) clusterLink() router.Module {
+	if d.Cluster == nil {
+		return router.ModuleFunc(func(*router.Hooks) error { return nil })
+	}
+	return d.Cluster
+}
+
+// health is /healthz: the store answers and, in a cluster, the NATS link
+// is up (a node cut off from the others cannot route to them).
+func (d *Daemon) health(ctx context.Context) error {
+	if err := d.DB.Ping(ctx); err != nil {
+		return err
+	}
+	if d.Cluster != nil {
+		return d.Cluster.Health(ctx)
+	}
+	return nil
 }
 
 // groups is the group chat service at groups.DOMAIN; invitations of
@@ -449,6 +484,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.s2s != nil {
 		serve(func() error { return d.fed.Serve(d.s2s) })
 	}
+	if d.Cluster != nil {
+		d.Cluster.Start()
+	}
 	d.log.Info("xmppd started", "domain", d.cfg.Domain, "c2s", d.Addr("c2s"), "c2s_direct_tls", d.Addr("direct"),
 		"http", d.Addr("http"), "s2s", d.Addr("s2s"), "store", d.DB.Driver(), "version", Version)
 
@@ -470,6 +508,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Server.Shutdown(sctx); err != nil {
 		d.log.Error("sessions did not end in time", "err", err)
 	}
+	if d.Cluster != nil {
+		// After the sessions (their unbinds went out), before the store
+		// (what another node never took is stored offline).
+		d.Cluster.Close()
+	}
 	cancelAdmin()
 	cancelBlocking()
 	wg.Wait()
@@ -484,6 +527,9 @@ func (d *Daemon) closeAll() {
 		if l != nil {
 			l.Close()
 		}
+	}
+	if d.Cluster != nil {
+		d.Cluster.Close()
 	}
 	if d.DB != nil {
 		d.DB.Close()

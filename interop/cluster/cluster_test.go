@@ -1,0 +1,478 @@
+// Package cluster runs three xmppd processes on one PostgreSQL and one
+// NATS server (SPEC.md "Several servers (clustering)") and checks with
+// real clients over TLS that they serve one domain together.
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"dialtone/internal/pgtest"
+	"dialtone/internal/testbin"
+	"dialtone/internal/xmpptest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const (
+	numberA = "+821011112222"
+	numberB = "+821033334444"
+	numberC = "+821055556666"
+)
+
+// node is one running xmppd of the cluster.
+type node struct {
+	name      string
+	cmd       *exec.Cmd
+	done      chan struct{}
+	log       string
+	env       []string
+	c2s, http string
+}
+
+// startNATS runs a NATS server in this process on a free loopback port.
+func startNATS(t *testing.T) (url string, ns *natsserver.Server) {
+	port, _ := strconv.Atoi(testbin.FreePort(t))
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	return fmt.Sprintf("nats://127.0.0.1:%d", port), ns
+}
+
+func startNode(t *testing.T, bin, name string, shared map[string]string) *node {
+	dataDir, err := os.MkdirTemp("", "cl-"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	n := &node{name: name, done: make(chan struct{}), log: filepath.Join(t.TempDir(), name+".log"),
+		c2s: testbin.FreePort(t), http: testbin.FreePort(t)}
+	vars := map[string]string{
+		"XMPPD_DATA_DIR":            dataDir,
+		"XMPPD_DOMAIN":              "localhost",
+		"XMPPD_C2S_ADDR":            "127.0.0.1:" + n.c2s,
+		"XMPPD_C2S_DIRECT_TLS_ADDR": "",
+		"XMPPD_HTTP_ADDR":           "127.0.0.1:" + n.http,
+		"XMPPD_S2S_ADDR":            "",
+		"XMPPD_DEFAULT_REGION":      "KR",
+		"XMPPD_LOG_LEVEL":           "debug",
+		"XMPPD_NODE_NAME":           name,
+	}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "XMPPD_") {
+			n.env = append(n.env, kv)
+		}
+	}
+	for _, m := range []map[string]string{vars, shared} {
+		for k, v := range m {
+			n.env = append(n.env, k+"="+v)
+		}
+	}
+	f, err := os.Create(n.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.cmd = exec.Command(bin)
+	n.cmd.Env, n.cmd.Stdout, n.cmd.Stderr = n.env, f, f
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { n.cmd.Wait(); f.Close(); close(n.done) }()
+	t.Cleanup(func() {
+		n.kill()
+		if t.Failed() {
+			b, _ := os.ReadFile(n.log)
+			if len(b) > 15000 {
+				b = b[len(b)-15000:]
+			}
+			t.Logf("%s output:\n%s", name, b)
+		}
+	})
+	n.waitHealthy(t)
+	return n
+}
+
+func (n *node) kill() {
+	select {
+	case <-n.done:
+	default:
+		n.cmd.Process.Signal(syscall.SIGKILL)
+		<-n.done
+	}
+}
+
+func (n *node) waitHealthy(t *testing.T) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := client.Get("http://127.0.0.1:" + n.http + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-n.done:
+			t.Fatalf("%s exited before it was healthy", n.name)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not healthy after 30 s (%v)", n.name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitLog polls n's log until it holds every one of lines, for at most d.
+func (n *node) waitLog(t *testing.T, d time.Duration, lines ...string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		b, _ := os.ReadFile(n.log)
+		missing := ""
+		for _, l := range lines {
+			if !bytes.Contains(b, []byte(l)) {
+				missing = l
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: log never showed %q", n.name, missing)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func xmppctl(t *testing.T, bin string, env []string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("xmppctl %v: %v\n%s", args, err, errb.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+// reach waits until from's node routes an iq to the full JID to (a
+// session on another node it has learnt of), which to's client answers.
+func reach(t *testing.T, from, to *xmpptest.Client) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("reach%d", i)
+		from.Send(`<iq type='get' id='` + id + `' to='` + to.JID + `'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		res := from.Expect("ping answer", func(e xmpptest.Elem) bool { return e.Attr("id") == id })
+		if res.Attr("type") != "error" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never reached %s: %v", from.JID, to.JID, res)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// answering answers every iq get c receives until stop is called
+// (which ends it with a ping of its own: reading never times out, which
+// would break the client's decoder).
+func answering(c *xmpptest.Client) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 1000; i++ {
+			e, err := c.TryNext(20 * time.Second)
+			if err != nil || e.Attr("id") == "stop-answering" {
+				return
+			}
+			answerPings(c, e)
+		}
+	}()
+	return func() {
+		c.Send(`<iq type='get' id='stop-answering' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		<-done
+	}
+}
+
+// answerPings answers a ping the client got as an iq get.
+func answerPings(c *xmpptest.Client, e xmpptest.Elem) bool {
+	if e.XMLName.Local == "iq" && e.Attr("type") == "get" {
+		c.Send(`<iq type='result' id='` + e.Attr("id") + `' to='` + e.Attr("from") + `'/>`)
+		return true
+	}
+	return false
+}
+
+func body(e xmpptest.Elem) string {
+	var m struct {
+		Body string `xml:"body"`
+	}
+	xml.Unmarshal([]byte("<m>"+e.Inner+"</m>"), &m)
+	return m.Body
+}
+
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster: not with -short (make check); make test runs it")
+	}
+	dbURL := pgtest.NewDatabase(t, pgtest.URL(t))
+	natsURL, ns := startNATS(t)
+	sms := testbin.NewSMSReceiver(t)
+	bins := testbin.Build(t, t.TempDir(), "xmppd", "xmppctl")
+	shared := map[string]string{
+		"XMPPD_DATABASE_URL":        dbURL,
+		"XMPPD_NATS_URL":            natsURL,
+		"XMPPD_SECRET_KEY":          strings.Repeat("5a", 32),
+		"XMPPD_S2S_DIALBACK_SECRET": "cluster-test",
+		"XMPPD_SMS_GATEWAY":         "webhook",
+		"XMPPD_SMS_WEBHOOK_URL":     sms.URL,
+		"XMPPD_NOTICE_WINDOW":       "400ms",
+		"XMPPD_NOTICES_PER_DAY":     "1000",
+		"XMPPD_C2S_RATE":            "0",
+	}
+	nodes := make([]*node, 3)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Go(func() { nodes[i] = startNode(t, bins["xmppd"], fmt.Sprintf("n%d", i+1), shared) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, n := range nodes {
+		var others []string
+		for j := range nodes {
+			if j != i {
+				others = append(others, fmt.Sprintf(`"msg":"cluster: node joined","node":"%s","peer":"n%d"`, n.name, j+1))
+			}
+		}
+		n.waitLog(t, 10*time.Second, others...)
+	}
+	pass := map[string]string{}
+	for _, num := range []string{numberA, numberB, numberC} {
+		pass[num] = xmppctl(t, bins["xmppctl"], nodes[0].env, "account", "reset", num, "--print")
+	}
+	addr := func(i int) string { return "127.0.0.1:" + nodes[i].c2s }
+
+	// A on n1, B on n2: chat both ways, to the bare and the full JID.
+	a := xmpptest.Login(t, addr(0), numberA, pass[numberA], "a1")
+	a.Available()
+	b := xmpptest.Login(t, addr(1), numberB, pass[numberB], "b1")
+	b.Available()
+	stop := answering(b)
+	reach(t, a, b)
+	stop()
+	stop = answering(a)
+	reach(t, b, a)
+	stop()
+	t.Run("chat across nodes", func(t *testing.T) {
+		a.Send(`<message type='chat' to='` + numberB + `@localhost' id='m1'><body>hello from n1</body></message>`)
+		got := b.Expect("message from A", func(e xmpptest.Elem) bool { return e.XMLName.Local == "message" })
+		if body(got) != "hello from n1" || !strings.HasPrefix(got.Attr("from"), numberA+"@localhost/a1") {
+			t.Errorf("B got %v", got)
+		}
+		b.Send(`<message type='chat' to='` + a.JID + `' id='m2'><body>hello from n2</body></message>`)
+		got = a.Expect("message from B", func(e xmpptest.Elem) bool { return e.XMLName.Local == "message" })
+		if body(got) != "hello from n2" || got.Attr("from") != b.JID {
+			t.Errorf("A got %v", got)
+		}
+	})
+
+	t.Run("presence across nodes", func(t *testing.T) {
+		a.Send(`<presence type='subscribe' to='` + numberB + `@localhost'/>`)
+		b.Expect("subscription request", func(e xmpptest.Elem) bool {
+			return e.XMLName.Local == "presence" && e.Attr("type") == "subscribe"
+		})
+		b.Send(`<presence type='subscribed' to='` + numberA + `@localhost'/>`)
+		a.Expect("B's presence after approval", func(e xmpptest.Elem) bool {
+			return e.XMLName.Local == "presence" && e.Attr("from") == b.JID && e.Attr("type") == ""
+		})
+		b.Send(`<presence><show>away</show></presence>`)
+		a.Expect("B away", func(e xmpptest.Elem) bool {
+			return e.XMLName.Local == "presence" && e.Attr("from") == b.JID && strings.Contains(e.Inner, "away")
+		})
+		// A second resource of A on n3 probes B's presence at login: the
+		// answer comes from n3's mirror of B's session on n2.
+		a3 := xmpptest.Login(t, addr(2), numberA, pass[numberA], "a3")
+		a3.Send(`<presence/>`)
+		a3.Expect("B's presence (probe)", func(e xmpptest.Elem) bool {
+			return e.XMLName.Local == "presence" && e.Attr("from") == b.JID && strings.Contains(e.Inner, "away")
+		})
+		a3.Send(`</stream:stream>`)
+	})
+
+	t.Run("offline on one node, delivered on another, one notice", func(t *testing.T) {
+		a.Send(`<message type='chat' to='` + numberC + `@localhost' id='off1'><body>while you were out</body></message>`)
+		a.Sync()
+		first := sms.Wait(t, numberC, 1, 15*time.Second)
+		if first.Purpose != "notice" {
+			t.Errorf("SMS to C: %+v", first)
+		}
+		c := xmpptest.Login(t, addr(2), numberC, pass[numberC], "c3")
+		c.Send(`<presence/>`)
+		c.Send(`<iq type='get' id='after' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		n := 0
+		for i := 0; i < 40; i++ {
+			e := c.Next()
+			if answerPings(c, e) && e.Attr("id") != "after" {
+				continue
+			}
+			if e.Attr("id") == "after" {
+				break
+			}
+			if e.XMLName.Local == "message" && body(e) == "while you were out" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("C got the offline message %d times, want 1", n)
+		}
+		ids := map[string]bool{}
+		for _, m := range sms.To(numberC) {
+			ids[m.ID] = true
+		}
+		if len(ids) != 1 {
+			t.Errorf("C got %d distinct SMS, want 1: %+v", len(ids), sms.To(numberC))
+		}
+	})
+
+	t.Run("SIGKILL of the receiver's node", func(t *testing.T) {
+		killReceiverNode(t, a, b, nodes[1], addr(2), pass[numberB])
+	})
+
+	// /healthz reports the NATS link: a node cut off from the others is
+	// unavailable.
+	t.Run("healthz without NATS", func(t *testing.T) {
+		ns.Shutdown()
+		client := &http.Client{Timeout: 2 * time.Second}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := client.Get("http://127.0.0.1:" + nodes[0].http + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusServiceUnavailable {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("n1 /healthz still not 503 10 s after NATS stopped (%v)", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
+// killReceiverNode: A on n1 streams numbered messages to B on n2 with a
+// ping after every 8; n2 is killed after 100 were confirmed. Every message
+// sent before an answered ping reaches B: on n2 before the kill, or from
+// offline storage when B logs in on n3.
+func killReceiverNode(t *testing.T, a, b *xmpptest.Client, n2 *node, addr3, passB string) {
+	const total, killAt, every = 300, 100, 8
+	var mu sync.Mutex
+	got := map[int]int{}
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			e, err := b.TryNext(30 * time.Second)
+			if err != nil {
+				return
+			}
+			if answerPings(b, e) {
+				continue
+			}
+			if k, err := strconv.Atoi(strings.TrimPrefix(body(e), "n")); err == nil && strings.HasPrefix(body(e), "n") {
+				mu.Lock()
+				got[k]++
+				mu.Unlock()
+			}
+		}
+	}()
+	confirmed := 0
+	killed := false
+	for k := 1; k <= total; k++ {
+		a.Send(fmt.Sprintf(`<message type='chat' to='%s@localhost'><body>n%d</body></message>`, numberB, k))
+		if k%every == 0 || k == total {
+			id := "k" + strconv.Itoa(k)
+			a.Send(`<iq type='get' id='` + id + `' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+			a.Expect("ping answer", func(e xmpptest.Elem) bool { return e.Attr("id") == id })
+			confirmed = k
+			if !killed && confirmed >= killAt {
+				n2.kill()
+				killed = true
+			}
+		}
+	}
+	<-readerDone
+	mu.Lock()
+	before := len(got)
+	mu.Unlock()
+	b3 := xmpptest.Login(t, addr3, numberB, passB, "b3")
+	b3.Send(`<presence/>`)
+	// Offline messages come in chunks, each followed by a ping the client
+	// answers; read until every confirmed message is there, for at most
+	// 20 s.
+	deadline := time.Now().Add(20 * time.Second)
+	missing := func() bool {
+		for k := 1; k <= confirmed; k++ {
+			if got[k] == 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for missing() && time.Now().Before(deadline) {
+		e, err := b3.TryNext(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		if answerPings(b3, e) {
+			continue
+		}
+		if k, err := strconv.Atoi(strings.TrimPrefix(body(e), "n")); err == nil && strings.HasPrefix(body(e), "n") {
+			got[k]++
+		}
+	}
+	var lost []int
+	dups := 0
+	for k := 1; k <= confirmed; k++ {
+		switch got[k] {
+		case 0:
+			lost = append(lost, k)
+		case 1:
+		default:
+			dups++
+		}
+	}
+	t.Logf("%d confirmed, %d received on n2 before the kill, %d in all; %d twice", confirmed, before, len(got), dups)
+	if len(lost) > 0 {
+		t.Errorf("%d acknowledged messages lost: %v", len(lost), lost)
+	}
+}

@@ -1,0 +1,586 @@
+// Package cluster links the xmppd nodes that serve one domain together
+// (SPEC.md "Several servers (clustering)") over plain NATS core.
+//
+// The session registry is replicated: each node announces its sessions
+// (bind, every presence change, unbind) on its own state subject, which
+// every node reads, and every node keeps a mirror of every remote session
+// in its router's table (router.NewRemoteSession). This is what ejabberd
+// does with its replicated session table; it was chosen over asking "who
+// has X" per stanza because routing then needs no round trip: a message
+// to a bare JID picks the highest priority over all nodes, presence
+// broadcasts and probes see every resource, and the data path has no
+// branch for clusters at all (a single node has no mirrors). NATS core
+// suffices: the registry is soft state, rebuilt from the nodes themselves
+// (a node that sees a new node asks it to announce all its sessions), so
+// no JetStream. A node beats every Heartbeat on its state subject; one
+// not heard for DeadAfter is dropped with its sessions, and so is one
+// that says goodbye at shutdown.
+//
+// A mirror's Sink publishes the stanza's bytes, unchanged, to the owning
+// node's subject; the owner writes them to the session's stream and acks.
+// What is not acked (the owner died, or AckTimeout passed) is not lost: a
+// message goes to the Undelivered hooks (offline storage and the SMS
+// notice) on the sending node. A message for an account with no session
+// on any node is stored by the node that routed it, the only one that saw
+// it: exactly once.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"mellium.im/xmpp/jid"
+
+	"dialtone/xmppd/router"
+)
+
+// Defaults of Config.
+const (
+	DefaultHeartbeat  = 500 * time.Millisecond
+	DefaultDeadAfter  = 3 * time.Second
+	DefaultAckTimeout = 10 * time.Second
+	// maxPending bounds the stanzas awaiting an ack from one node; beyond
+	// it a message is handed to the Undelivered hooks at once.
+	maxPending = 1 << 16
+)
+
+// Config configures a Cluster.
+type Config struct {
+	// URL is XMPPD_NATS_URL: one or more NATS URLs, comma-separated.
+	URL string
+	// Node is this node's name (XMPPD_NODE_NAME), unique in the cluster.
+	Node string
+	// Router is this node's router.
+	Router *router.Router
+	// Log takes the link's events; nil discards them.
+	Log *slog.Logger
+	// Heartbeat, DeadAfter and AckTimeout: 0 for the defaults.
+	Heartbeat, DeadAfter, AckTimeout time.Duration
+}
+
+// Cluster is this node's link to the others. It is a router module
+// (Register) that announces the local sessions.
+type Cluster struct {
+	cfg    Config
+	r      *router.Router
+	log    *slog.Logger
+	nc     *nats.Conn
+	prefix string // "xmppd.<domain>."
+	boot   string // this run of the node: a restart under the same name is a new node
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	seq    atomic.Uint64
+
+	// stateMu orders this node's announcements with the dump of all its
+	// sessions, so that a dump never re-announces a session after its
+	// unbind went out.
+	stateMu sync.Mutex
+
+	mu    sync.Mutex
+	peers map[string]*peer
+	subs  []*nats.Subscription
+}
+
+// peer is another node as this one knows it.
+type peer struct {
+	name, boot string
+	seen       time.Time
+	sessions   map[string]*router.Session // full JID → mirror
+
+	pmu     sync.Mutex
+	pending map[uint64]pending // stanzas sent, not yet acked
+	gone    bool
+}
+
+type pending struct {
+	b  []byte
+	at time.Time
+}
+
+// New connects to NATS and subscribes; the node announces itself once
+// Start runs. The connection reconnects forever: a NATS restart costs
+// the routing between nodes its duration, not the node.
+func New(cfg Config) (*Cluster, error) {
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.DeadAfter <= 0 {
+		cfg.DeadAfter = DefaultDeadAfter
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = DefaultAckTimeout
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	var id [8]byte
+	rand.Read(id[:])
+	c := &Cluster{cfg: cfg, r: cfg.Router, log: cfg.Log, boot: hex.EncodeToString(id[:]),
+		prefix: "xmppd." + cfg.Router.Domain() + ".", peers: map[string]*peer{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	nc, err := nats.Connect(cfg.URL,
+		nats.Name("xmppd "+cfg.Node),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			c.log.Warn("cluster: NATS link lost", "err", err)
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { c.log.Info("cluster: NATS link back") }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("XMPPD_NATS_URL: %w", err)
+	}
+	c.nc = nc
+	for subj, h := range map[string]nats.MsgHandler{
+		c.prefix + "state.*":          c.onState,
+		c.prefix + "node." + cfg.Node: c.onNode,
+		c.prefix + "ack." + cfg.Node:  c.onAck,
+	} {
+		sub, err := nc.Subscribe(subj, h)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("cluster: subscribe %s: %w", subj, err)
+		}
+		// Deliveries must not be dropped as a slow consumer's would be.
+		sub.SetPendingLimits(-1, 256<<20)
+		c.subs = append(c.subs, sub)
+	}
+	if err := nc.Flush(); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("XMPPD_NATS_URL: %w", err)
+	}
+	return c, nil
+}
+
+// Start announces the node and starts its heartbeat and the watch over
+// the other nodes and the unacknowledged stanzas.
+func (c *Cluster) Start() {
+	c.beat()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		t := time.NewTicker(c.cfg.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-t.C:
+				c.beat()
+				c.watch(time.Now())
+			}
+		}
+	}()
+}
+
+// Close says goodbye (the others drop this node's sessions at once: call
+// it after the local sessions ended) and closes the link.
+func (c *Cluster) Close() {
+	c.cancel()
+	c.wg.Wait()
+	c.publish(c.prefix+"state."+c.cfg.Node, encode(opBye))
+	for _, s := range c.subs {
+		s.Unsubscribe()
+	}
+	c.nc.Flush()
+	c.nc.Close()
+	// What still waits for an ack will get none.
+	c.mu.Lock()
+	peers := c.peers
+	c.peers = map[string]*peer{}
+	c.mu.Unlock()
+	for _, p := range peers {
+		c.drop(p)
+	}
+}
+
+// Health reports whether the NATS link is up (for /healthz).
+func (c *Cluster) Health(context.Context) error {
+	if st := c.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("cluster: NATS link is %s", st)
+	}
+	return nil
+}
+
+// Node is this node's name.
+func (c *Cluster) Node() string { return c.cfg.Node }
+
+// Peers returns the names of the other nodes alive now.
+func (c *Cluster) Peers() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.peers))
+	for n := range c.peers {
+		out = append(out, n)
+	}
+	return out
+}
+
+// Register implements router.Module: the local sessions are announced
+// when bound, at each presence they set, and when they end.
+func (c *Cluster) Register(h *router.Hooks) error {
+	h.OnSession(router.Bound, 0, func(_ context.Context, s *router.Session) { c.announce(s) })
+	h.OnSession(router.PresenceSet, 0, func(_ context.Context, s *router.Session) { c.announce(s) })
+	h.OnSession(router.Closed, -1000, func(_ context.Context, s *router.Session) {
+		c.stateMu.Lock()
+		defer c.stateMu.Unlock()
+		c.publish(c.prefix+"state."+c.cfg.Node, encode(opUnbind, []byte(s.String())))
+	})
+	return nil
+}
+
+func (c *Cluster) announce(s *router.Session) {
+	if s.Remote() || s.Resource() == "" {
+		return
+	}
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	c.publish(c.prefix+"state."+c.cfg.Node, upsert(s))
+}
+
+func upsert(s *router.Session) []byte {
+	avail, inner, lang := []byte("0"), []byte(nil), []byte(nil)
+	if p := s.Presence(); p != nil {
+		avail, inner, lang = []byte("1"), p.Inner, []byte(p.Lang)
+	}
+	return encode(opUpsert, []byte(s.String()), avail, inner, lang)
+}
+
+func (c *Cluster) beat() {
+	c.publish(c.prefix+"state."+c.cfg.Node, encode(opBeat, []byte(c.boot)))
+}
+
+func (c *Cluster) publish(subj string, b []byte) bool {
+	if err := c.nc.Publish(subj, b); err != nil {
+		c.log.Warn("cluster: publish failed", "subject", subj, "err", err)
+		return false
+	}
+	return true
+}
+
+// onState reads another node's announcements.
+func (c *Cluster) onState(m *nats.Msg) {
+	name := m.Subject[len(c.prefix)+len("state."):]
+	if name == c.cfg.Node {
+		return
+	}
+	op, f, err := decode(m.Data)
+	if err != nil {
+		c.log.Warn("cluster: bad announcement", "node", name, "err", err)
+		return
+	}
+	if op == opBye {
+		c.forget(name, "left")
+		return
+	}
+	p := c.peer(name, op, f)
+	if p == nil {
+		return
+	}
+	switch {
+	case op == opUpsert && len(f) == 4:
+		full, err := jid.Parse(string(f[0]))
+		if err != nil || full.Resourcepart() == "" {
+			return
+		}
+		c.mu.Lock()
+		s := p.sessions[string(f[0])]
+		if s == nil {
+			s = router.NewRemoteSession(c.ctx, full, &sink{c: c, p: p, full: string(f[0])})
+			p.sessions[string(f[0])] = s
+			c.r.AddRemote(s)
+		}
+		c.mu.Unlock()
+		if string(f[1]) == "1" {
+			s.SetPresence(&router.Stanza{Kind: router.KindPresence, From: full, Inner: clone(f[2]), Lang: string(f[3])})
+		} else {
+			s.SetPresence(nil)
+		}
+	case op == opUnbind && len(f) == 1:
+		c.mu.Lock()
+		s := p.sessions[string(f[0])]
+		delete(p.sessions, string(f[0]))
+		c.mu.Unlock()
+		if s != nil {
+			c.r.RemoveRemote(s)
+		}
+	}
+}
+
+// peer returns the node name as known, after a beat or an announcement
+// from it; a node not known yet, or back under a new boot id, is (re)made
+// and asked for all its sessions. Nil when it is being dropped.
+func (c *Cluster) peer(name string, op byte, f [][]byte) *peer {
+	boot := ""
+	if op == opBeat && len(f) == 1 {
+		boot = string(f[0])
+	}
+	c.mu.Lock()
+	p := c.peers[name]
+	var stale *peer
+	if p != nil && boot != "" && p.boot != "" && p.boot != boot {
+		stale, p = p, nil // restarted: its old sessions are gone
+		delete(c.peers, name)
+	}
+	fresh := p == nil
+	if fresh {
+		p = &peer{name: name, boot: boot, sessions: map[string]*router.Session{}, pending: map[uint64]pending{}}
+		c.peers[name] = p
+	} else if p.boot == "" {
+		p.boot = boot
+	}
+	p.seen = time.Now()
+	c.mu.Unlock()
+	if stale != nil {
+		c.log.Info("cluster: node restarted", "peer", name)
+		c.drop(stale)
+	}
+	if fresh {
+		c.log.Info("cluster: node joined", "peer", name)
+		c.publish(c.prefix+"node."+name, encode(opDump, []byte(c.cfg.Node)))
+	}
+	return p
+}
+
+// watch drops the nodes not heard for DeadAfter and fails the stanzas
+// unacknowledged for AckTimeout.
+func (c *Cluster) watch(now time.Time) {
+	var dead, alive []*peer
+	c.mu.Lock()
+	for n, p := range c.peers {
+		if now.Sub(p.seen) > c.cfg.DeadAfter {
+			dead = append(dead, p)
+			delete(c.peers, n)
+		} else {
+			alive = append(alive, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range dead {
+		c.log.Warn("cluster: node silent, dropped with its sessions", "peer", p.name, "silent", now.Sub(p.seen).Round(time.Millisecond))
+		c.drop(p)
+	}
+	for _, p := range alive {
+		var late []pending
+		p.pmu.Lock()
+		for seq, e := range p.pending {
+			if now.Sub(e.at) > c.cfg.AckTimeout {
+				late = append(late, e)
+				delete(p.pending, seq)
+			}
+		}
+		p.pmu.Unlock()
+		if len(late) > 0 {
+			c.log.Warn("cluster: stanzas not acknowledged in time", "peer", p.name, "count", len(late))
+		}
+		for _, e := range late {
+			c.undeliverable(e.b)
+		}
+	}
+}
+
+// forget drops the node name now (it said goodbye).
+func (c *Cluster) forget(name, why string) {
+	c.mu.Lock()
+	p := c.peers[name]
+	delete(c.peers, name)
+	c.mu.Unlock()
+	if p != nil {
+		c.log.Info("cluster: node "+why, "peer", name)
+		c.drop(p)
+	}
+}
+
+// drop removes a node that is gone: its mirrors leave the table, and what
+// it never acknowledged is routed again from here.
+func (c *Cluster) drop(p *peer) {
+	c.mu.Lock()
+	sessions := p.sessions
+	p.sessions = map[string]*router.Session{}
+	c.mu.Unlock()
+	for _, s := range sessions {
+		c.r.RemoveRemote(s)
+	}
+	p.pmu.Lock()
+	p.gone = true
+	left := p.pending
+	p.pending = map[uint64]pending{}
+	p.pmu.Unlock()
+	for _, e := range left {
+		c.reroute(e.b)
+	}
+}
+
+// reroute routes again a message sent to a session of a node that died
+// before it acknowledged it: the node's mirrors are out of the table, so
+// it goes to the account's other resources (the client may have logged in
+// again elsewhere already) or, with none, to offline storage.
+func (c *Cluster) reroute(b []byte) { c.again(b, c.r.Route) }
+
+// undeliverable hands a message a node that is still there did not take
+// (no ack in time, or too many waiting) to the Undelivered hooks (offline
+// storage, its notice): routing it again could pick the same session.
+func (c *Cluster) undeliverable(b []byte) { c.again(b, c.r.Undeliverable) }
+
+// again reads back a message sent to another node and hands it to f.
+// Other stanzas are dropped, as a broken stream's are.
+func (c *Cluster) again(b []byte, f func(context.Context, *router.Stanza)) {
+	st, err := parseStanza(b)
+	if err != nil {
+		c.log.Error("cluster: a stanza sent to another node cannot be read back", "err", err)
+		return
+	}
+	if st.Kind == router.KindMessage {
+		f(context.WithoutCancel(c.ctx), st)
+	}
+}
+
+// onNode reads what other nodes send to this one.
+func (c *Cluster) onNode(m *nats.Msg) {
+	op, f, err := decode(m.Data)
+	if err != nil {
+		c.log.Warn("cluster: bad message", "err", err)
+		return
+	}
+	switch {
+	case op == opSend && len(f) == 4:
+		c.deliver(f[2], f[3])
+		c.publish(c.prefix+"ack."+string(f[0]), encode(opAck, []byte(c.cfg.Node), f[1]))
+	case op == opClose && len(f) == 3:
+		if s := c.local(f[0]); s != nil {
+			s.Close(string(f[1]), string(f[2]))
+		}
+	case op == opDump && len(f) == 1:
+		c.dump()
+	}
+}
+
+// local returns the local session full, nil when it is not on this node.
+func (c *Cluster) local(full []byte) *router.Session {
+	j, err := jid.Parse(string(full))
+	if err != nil {
+		return nil
+	}
+	if s := c.r.Session(j); s != nil && !s.Remote() {
+		return s
+	}
+	return nil
+}
+
+// deliver writes a stanza another node routed to the local session full;
+// when that session just went away it is routed again from here (a
+// message falls back to the account's other resources or offline storage,
+// an iq is answered with an error).
+func (c *Cluster) deliver(full, b []byte) {
+	if s := c.local(full); s != nil && s.Send(b) {
+		return
+	}
+	st, err := parseStanza(b)
+	if err != nil {
+		c.log.Error("cluster: a stanza from another node cannot be read", "err", err)
+		return
+	}
+	if st.Kind != router.KindPresence {
+		c.r.Route(context.WithoutCancel(c.ctx), st)
+	}
+}
+
+// dump announces every local session (another node asked: it is new).
+func (c *Cluster) dump() {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	for _, s := range c.r.All() {
+		if s.Resource() != "" {
+			c.publish(c.prefix+"state."+c.cfg.Node, upsert(s))
+		}
+	}
+}
+
+// onAck takes the acknowledgements of stanzas this node sent: the acking
+// node's name, then seqs.
+func (c *Cluster) onAck(m *nats.Msg) {
+	op, f, err := decode(m.Data)
+	if err != nil || op != opAck || len(f) < 1 {
+		return
+	}
+	c.mu.Lock()
+	p := c.peers[string(f[0])]
+	c.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.pmu.Lock()
+	defer p.pmu.Unlock()
+	for _, raw := range f[1:] {
+		if seq, err := strconv.ParseUint(string(raw), 36, 64); err == nil {
+			delete(p.pending, seq)
+		}
+	}
+}
+
+// sink is a mirror's Sink: what the session is sent goes to its node.
+type sink struct {
+	c    *Cluster
+	p    *peer
+	full string
+}
+
+// Send implements router.Sink: it publishes b to the owning node and
+// keeps it until acknowledged. It never blocks on the other node.
+func (k *sink) Send(b []byte) bool {
+	c := k.c
+	seq := c.seq.Add(1)
+	p := k.p
+	p.pmu.Lock()
+	if p.gone {
+		// Routed to a session of a node dropped meanwhile.
+		p.pmu.Unlock()
+		c.reroute(b)
+		return false
+	}
+	full := len(p.pending) >= maxPending
+	if !full {
+		p.pending[seq] = pending{b: b, at: time.Now()}
+	}
+	p.pmu.Unlock()
+	if full {
+		c.log.Warn("cluster: too many stanzas unacknowledged by a node", "peer", p.name)
+		c.undeliverable(b)
+		return false
+	}
+	msg := encode(opSend, []byte(c.cfg.Node), []byte(strconv.FormatUint(seq, 36)), []byte(k.full), b)
+	if !c.publish(c.prefix+"node."+p.name, msg) {
+		p.pmu.Lock()
+		_, mine := p.pending[seq]
+		delete(p.pending, seq)
+		p.pmu.Unlock()
+		if mine {
+			c.undeliverable(b)
+		}
+		return false
+	}
+	return true
+}
+
+// Close implements router.Sink: the owning node closes the stream (a
+// conflict with a newer resource here, an account reset, a kick).
+func (k *sink) Close(cond, text string) {
+	k.c.publish(k.c.prefix+"node."+k.p.name, encode(opClose, []byte(k.full), []byte(cond), []byte(text)))
+}
+
+func clone(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
