@@ -202,6 +202,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	}
 	// Recycling a number resets the roster and block list the modules keep.
 	d.accounts.Roster, d.accounts.Blocks = d.roster, forgetAll{d.blocking, d.Archive, d.Push}
+	d.shareCaches()
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
 	if err := d.federate(reg); err != nil {
@@ -374,6 +375,36 @@ func (d *Daemon) clusterLink() router.Module {
 	}
 	return d.Cluster
 }
+
+// shareCaches makes the caches of account data the modules keep per node
+// follow changes made on other nodes of a cluster: a blocklist changed on
+// one node, an account recycled through another.
+func (d *Daemon) shareCaches() {
+	if d.Cluster == nil {
+		return
+	}
+	forget := func(f interface{ Forget(jid.JID) }) func(string) {
+		return func(key string) {
+			if j, err := jid.Parse(key); err == nil {
+				f.Forget(j)
+			}
+		}
+	}
+	d.Cluster.OnInvalidate("blocking", forget(d.blocking))
+	d.blocking.Changed = func(owner jid.JID) { d.Cluster.Invalidate("blocking", owner.Bare().String()) }
+	local := d.accounts.Blocks
+	d.Cluster.OnInvalidate("account", forget(local))
+	d.accounts.Blocks = forgetAll{local, clusterForget{d.Cluster, "account"}}
+}
+
+// clusterForget tells the other nodes to forget an account's cached data.
+type clusterForget struct {
+	c     *cluster.Cluster
+	topic string
+}
+
+// Forget implements account.BlockCache.
+func (f clusterForget) Forget(bare jid.JID) { f.c.Invalidate(f.topic, bare.Bare().String()) }
 
 // health is /healthz: the store answers and, in a cluster, the NATS link
 // is up (a node cut off from the others cannot route to them).

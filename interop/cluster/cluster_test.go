@@ -221,6 +221,36 @@ func answering(c *xmpptest.Client) (stop func()) {
 	}
 }
 
+// blockedWithin sends messages from a to b until one is refused (true)
+// or, after d, one is delivered (false). A ping after each message orders
+// it: an error for it comes back before the ping's answer.
+func blockedWithin(t *testing.T, a, b *xmpptest.Client, d time.Duration) bool {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for i := 0; i < 1000; i++ {
+		id := fmt.Sprintf("bl%d", i)
+		a.Send(`<message type='chat' id='` + id + `' to='` + numberB + `@localhost'><body>` + id + `</body></message>`)
+		a.Send(`<iq type='get' id='p` + id + `' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		refused := false
+		a.Expect("ping answer", func(e xmpptest.Elem) bool {
+			if e.Attr("id") == id && e.Attr("type") == "error" {
+				refused = true
+			}
+			return e.Attr("id") == "p"+id
+		})
+		if refused {
+			return true
+		}
+		b.Expect("message "+id, func(e xmpptest.Elem) bool { return e.XMLName.Local == "message" && body(e) == id })
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("blockedWithin: neither refused nor past the deadline in 1000 tries")
+	return false
+}
+
 // answerPings answers a ping the client got as an iq get.
 func answerPings(c *xmpptest.Client, e xmpptest.Elem) bool {
 	if e.XMLName.Local == "iq" && e.Attr("type") == "get" {
@@ -326,6 +356,28 @@ func TestCluster(t *testing.T) {
 			return e.XMLName.Local == "presence" && e.Attr("from") == b.JID && strings.Contains(e.Inner, "away")
 		})
 		a3.Send(`</stream:stream>`)
+	})
+
+	// B blocks A on n2; n1, where A's messages are routed and B's
+	// blocklist is cached too, learns it through NATS.
+	t.Run("blocking across nodes", func(t *testing.T) {
+		b.Send(`<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'><item jid='` + numberA + `@localhost'/></block></iq>`)
+		b.Expect("block result", func(e xmpptest.Elem) bool { return e.Attr("id") == "blk" })
+		if !blockedWithin(t, a, b, 5*time.Second) {
+			t.Fatal("n1 never applied B's block made on n2")
+		}
+		b.Send(`<iq type='set' id='unblk'><unblock xmlns='urn:xmpp:blocking'/></iq>`)
+		b.Expect("unblock result", func(e xmpptest.Elem) bool { return e.Attr("id") == "unblk" })
+		if blockedWithin(t, a, b, 0) {
+			// The unblock may take a moment to reach n1 too.
+			deadline := time.Now().Add(5 * time.Second)
+			for blockedWithin(t, a, b, 0) {
+				if time.Now().After(deadline) {
+					t.Fatal("n1 never applied B's unblock made on n2")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
 	})
 
 	t.Run("offline on one node, delivered on another, one notice", func(t *testing.T) {

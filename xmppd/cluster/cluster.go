@@ -88,6 +88,8 @@ type Cluster struct {
 	mu    sync.Mutex
 	peers map[string]*peer
 	subs  []*nats.Subscription
+
+	forgetters map[string]func(key string) // by topic; set before Start
 }
 
 // peer is another node as this one knows it.
@@ -226,6 +228,23 @@ func (c *Cluster) Peers() []string {
 	return out
 }
 
+// OnInvalidate makes fn drop what this node caches of a key when another
+// node says, with Invalidate(topic, key), that it changed in the store.
+// Call it before Start.
+func (c *Cluster) OnInvalidate(topic string, fn func(key string)) {
+	if c.forgetters == nil {
+		c.forgetters = map[string]func(string){}
+	}
+	c.forgetters[topic] = fn
+}
+
+// Invalidate tells the other nodes that what is stored of key changed, so
+// that they drop their cached copy (a blocklist: each node filters with
+// its own copy).
+func (c *Cluster) Invalidate(topic, key string) {
+	c.publish(c.prefix+"state."+c.cfg.Node, encode(opForget, []byte(topic), []byte(key)))
+}
+
 // Register implements router.Module: the local sessions are announced
 // when bound, at each presence they set, and when they end.
 func (c *Cluster) Register(h *router.Hooks) error {
@@ -279,8 +298,14 @@ func (c *Cluster) onState(m *nats.Msg) {
 		c.log.Warn("cluster: bad announcement", "node", name, "err", err)
 		return
 	}
-	if op == opBye {
+	switch {
+	case op == opBye:
 		c.forget(name, "left")
+		return
+	case op == opForget && len(f) == 2:
+		if fn := c.forgetters[string(f[0])]; fn != nil {
+			fn(string(f[1]))
+		}
 		return
 	}
 	p := c.peer(name, op, f)

@@ -21,6 +21,7 @@ const (
 	opUpsert byte = 'u' // full JID, available "1"/"0", presence children, xml:lang
 	opUnbind byte = 'x' // full JID
 	opBye    byte = 'b' // the node leaves: drop its sessions now
+	opForget byte = 'f' // topic, key: drop what you cache of key (Invalidate)
 
 	// On a node's own subject:
 	opSend  byte = 's' // sender node, seq, full JID, stanza bytes
