@@ -443,8 +443,10 @@ func TestCluster(t *testing.T) {
 
 // killReceiverNode: A on n1 streams numbered messages to B on n2 with a
 // ping after every 8; n2 is killed after 100 were confirmed. Every message
-// sent before an answered ping reaches B: on n2 before the kill, or from
-// offline storage when B logs in on n3.
+// sent before an answered ping reaches B: on n2 before the kill, or, once
+// n1 found n2 dead, routed again to B's new session on n3 (or stored, and
+// delivered at that login). A, subscribed to B, learns that B's session on
+// n2 went offline.
 func killReceiverNode(t *testing.T, a, b *xmpptest.Client, n2 *node, addr3, passB string) {
 	const total, killAt, every = 300, 100, 8
 	var mu sync.Mutex
@@ -469,12 +471,21 @@ func killReceiverNode(t *testing.T, a, b *xmpptest.Client, n2 *node, addr3, pass
 	}()
 	confirmed := 0
 	killed := false
+	gone := 0 // unavailable presence from B's session on n2
+	isGone := func(e xmpptest.Elem) bool {
+		return e.XMLName.Local == "presence" && e.Attr("type") == "unavailable" && e.Attr("from") == b.JID
+	}
 	for k := 1; k <= total; k++ {
 		a.Send(fmt.Sprintf(`<message type='chat' to='%s@localhost'><body>n%d</body></message>`, numberB, k))
 		if k%every == 0 || k == total {
 			id := "k" + strconv.Itoa(k)
 			a.Send(`<iq type='get' id='` + id + `' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
-			a.Expect("ping answer", func(e xmpptest.Elem) bool { return e.Attr("id") == id })
+			a.Expect("ping answer", func(e xmpptest.Elem) bool {
+				if isGone(e) {
+					gone++
+				}
+				return e.Attr("id") == id
+			})
 			confirmed = k
 			if !killed && confirmed >= killAt {
 				n2.kill()
@@ -526,5 +537,8 @@ func killReceiverNode(t *testing.T, a, b *xmpptest.Client, n2 *node, addr3, pass
 	t.Logf("%d confirmed, %d received on n2 before the kill, %d in all; %d twice", confirmed, before, len(got), dups)
 	if len(lost) > 0 {
 		t.Errorf("%d acknowledged messages lost: %v", len(lost), lost)
+	}
+	if gone == 0 {
+		a.Expect("B's session on n2 gone", isGone)
 	}
 }

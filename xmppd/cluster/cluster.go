@@ -202,7 +202,7 @@ func (c *Cluster) Close() {
 	c.peers = map[string]*peer{}
 	c.mu.Unlock()
 	for _, p := range peers {
-		c.drop(p)
+		c.drop(p, false)
 	}
 }
 
@@ -251,6 +251,9 @@ func (c *Cluster) Register(h *router.Hooks) error {
 	h.OnSession(router.Bound, 0, func(_ context.Context, s *router.Session) { c.announce(s) })
 	h.OnSession(router.PresenceSet, 0, func(_ context.Context, s *router.Session) { c.announce(s) })
 	h.OnSession(router.Closed, -1000, func(_ context.Context, s *router.Session) {
+		if s.Remote() {
+			return // a dead node's session, closed here for its contacts
+		}
 		c.stateMu.Lock()
 		defer c.stateMu.Unlock()
 		c.publish(c.prefix+"state."+c.cfg.Node, encode(opUnbind, []byte(s.String())))
@@ -368,7 +371,7 @@ func (c *Cluster) peer(name string, op byte, f [][]byte) *peer {
 	c.mu.Unlock()
 	if stale != nil {
 		c.log.Info("cluster: node restarted", "peer", name)
-		c.drop(stale)
+		c.background(func() { c.drop(stale, true) })
 	}
 	if fresh {
 		c.log.Info("cluster: node joined", "peer", name)
@@ -393,7 +396,9 @@ func (c *Cluster) watch(now time.Time) {
 	c.mu.Unlock()
 	for _, p := range dead {
 		c.log.Warn("cluster: node silent, dropped with its sessions", "peer", p.name, "silent", now.Sub(p.seen).Round(time.Millisecond))
-		c.drop(p)
+		// Rerouting and presence take store calls: not on the heartbeat's
+		// goroutine.
+		c.background(func() { c.drop(p, true) })
 	}
 	for _, p := range alive {
 		var late []pending
@@ -414,6 +419,15 @@ func (c *Cluster) watch(now time.Time) {
 	}
 }
 
+// background runs f on a goroutine Close waits for.
+func (c *Cluster) background(f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+}
+
 // forget drops the node name now (it said goodbye).
 func (c *Cluster) forget(name, why string) {
 	c.mu.Lock()
@@ -422,13 +436,16 @@ func (c *Cluster) forget(name, why string) {
 	c.mu.Unlock()
 	if p != nil {
 		c.log.Info("cluster: node "+why, "peer", name)
-		c.drop(p)
+		c.drop(p, false)
 	}
 }
 
 // drop removes a node that is gone: its mirrors leave the table, and what
-// it never acknowledged is routed again from here.
-func (c *Cluster) drop(p *peer) {
+// it never acknowledged is routed again from here. When it died (rather
+// than left, closing its sessions itself), the contacts of its users are
+// told they went offline, by one node: the one whose name comes first
+// among those still here.
+func (c *Cluster) drop(p *peer, died bool) {
 	c.mu.Lock()
 	sessions := p.sessions
 	p.sessions = map[string]*router.Session{}
@@ -444,6 +461,26 @@ func (c *Cluster) drop(p *peer) {
 	for _, e := range left {
 		c.reroute(e.b)
 	}
+	if died && c.first() {
+		for _, s := range sessions {
+			// As if its stream had ended: unavailable presence to its
+			// subscribers and the user's other resources.
+			c.r.Closed(s)
+		}
+	}
+}
+
+// first reports whether this node's name comes first among the nodes it
+// sees.
+func (c *Cluster) first() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for n := range c.peers {
+		if n < c.cfg.Node {
+			return false
+		}
+	}
+	return true
 }
 
 // reroute routes again a message sent to a session of a node that died
