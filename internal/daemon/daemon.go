@@ -120,6 +120,7 @@ type Daemon struct {
 	sweeper  *auth.Sweeper
 	roster   *rostermod.Module
 	register *register.Module
+	carbons  *carbons.Module
 	// Cluster links this node to the others (XMPPD_NATS_URL); nil for a
 	// single node.
 	Cluster *cluster.Cluster
@@ -326,6 +327,7 @@ func (d *Daemon) registerModules() error {
 	d.accounts.Groups = rooms
 	phones := phonebook.New(r, d.parser, d.DB)
 	phones.PerDay = d.cfg.DiscoveryPerDay
+	d.carbons = carbons.New()
 	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log})
 	d.Push = pushmod.New(pushmod.Config{Store: d.DB, Log: d.log})
 	// A message the hibernating stream had fetched from the archive is
@@ -343,7 +345,7 @@ func (d *Daemon) registerModules() error {
 		presences,
 		d.Archive,
 		d.Push,
-		carbons.New(),
+		d.carbons,
 		peps,
 		avatars,
 		marks,
@@ -395,6 +397,17 @@ func (d *Daemon) shareCaches() {
 	local := d.accounts.Blocks
 	d.Cluster.OnInvalidate("account", forget(local))
 	d.accounts.Blocks = forgetAll{local, clusterForget{d.Cluster, "account"}}
+	// Carbons for a resource on another node are copied where the message
+	// is routed: its mirror there carries the flag.
+	d.carbons.Changed = func(s *router.Session, on bool) { d.Cluster.SetAttr(s, "carbons", onOff(on)) }
+	d.Cluster.OnAttr("carbons", func(s *router.Session, v string) { d.carbons.SetMirror(s, v == "1") })
+}
+
+func onOff(on bool) string {
+	if on {
+		return "1"
+	}
+	return ""
 }
 
 // clusterForget tells the other nodes to forget an account's cached data.

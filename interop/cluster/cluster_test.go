@@ -251,6 +251,44 @@ func blockedWithin(t *testing.T, a, b *xmpptest.Client, d time.Duration) bool {
 	return false
 }
 
+// until has from write chat messages to "to" (read by rcv, whose stream
+// is drained up to a last message) every 50 ms, at most 100, until wait
+// returns: the other nodes learn of a change through NATS, a moment later.
+func until(t *testing.T, from, rcv *xmpptest.Client, to, tag string, wait func()) {
+	t.Helper()
+	stop := make(chan struct{})
+	var once sync.Once
+	halt := func() { once.Do(func() { close(stop) }) }
+	defer halt() // also when wait fails the test
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := 0; i < 100; i++ {
+			from.Send(`<message type='chat' to='` + to + `'><body>` + tag + strconv.Itoa(i) + `</body></message>`)
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for i := 0; i < 200; i++ {
+			e, err := rcv.TryNext(20 * time.Second)
+			if err != nil || body(e) == tag+"-end" {
+				return
+			}
+		}
+	}()
+	wait()
+	halt()
+	<-sent
+	from.Send(`<message type='chat' to='` + to + `'><body>` + tag + `-end</body></message>`)
+	<-drained
+}
+
 // answerPings answers a ping the client got as an iq get.
 func answerPings(c *xmpptest.Client, e xmpptest.Elem) bool {
 	if e.XMLName.Local == "iq" && e.Attr("type") == "get" {
@@ -378,6 +416,26 @@ func TestCluster(t *testing.T) {
 				time.Sleep(20 * time.Millisecond)
 			}
 		}
+	})
+
+	// A's third resource, on n3, enables carbons: it gets copies of what
+	// B (n2) writes to A's resource on n1, made on n2, and of what A writes
+	// from n1, made on n1.
+	t.Run("carbons across nodes", func(t *testing.T) {
+		a3 := xmpptest.Login(t, addr(2), numberA, pass[numberA], "carbons")
+		a3.Send(`<iq type='set' id='cb'><enable xmlns='urn:xmpp:carbons:2'/></iq>`)
+		a3.Expect("carbons enabled", func(e xmpptest.Elem) bool { return e.Attr("id") == "cb" && e.Attr("type") == "result" })
+		until(t, b, a, a.JID, "rcv", func() {
+			a3.Expect("received carbon", func(e xmpptest.Elem) bool {
+				return e.XMLName.Local == "message" && strings.Contains(e.Inner, "<received xmlns=\"urn:xmpp:carbons:2\"")
+			})
+		})
+		until(t, a, b, numberB+"@localhost", "snt", func() {
+			a3.Expect("sent carbon", func(e xmpptest.Elem) bool {
+				return e.XMLName.Local == "message" && strings.Contains(e.Inner, "<sent xmlns=\"urn:xmpp:carbons:2\"")
+			})
+		})
+		a3.Send(`</stream:stream>`)
 	})
 
 	t.Run("offline on one node, delivered on another, one notice", func(t *testing.T) {

@@ -89,7 +89,8 @@ type Cluster struct {
 	peers map[string]*peer
 	subs  []*nats.Subscription
 
-	forgetters map[string]func(key string) // by topic; set before Start
+	forgetters map[string]func(key string)              // by topic; set before Start
+	attrFns    map[string]func(*router.Session, string) // by attribute; set before Start
 }
 
 // peer is another node as this one knows it.
@@ -270,12 +271,116 @@ func (c *Cluster) announce(s *router.Session) {
 	c.publish(c.prefix+"state."+c.cfg.Node, upsert(s))
 }
 
+// upsert is the announcement of a local session: its JID, presence and
+// attributes (SetAttr), in pairs after the fourth field.
 func upsert(s *router.Session) []byte {
 	avail, inner, lang := []byte("0"), []byte(nil), []byte(nil)
 	if p := s.Presence(); p != nil {
 		avail, inner, lang = []byte("1"), p.Inner, []byte(p.Lang)
 	}
-	return encode(opUpsert, []byte(s.String()), avail, inner, lang)
+	fields := [][]byte{[]byte(s.String()), avail, inner, lang}
+	a := attrsOf.Get(s)
+	a.mu.Lock()
+	for k, v := range a.m {
+		fields = append(fields, []byte(k), []byte(v))
+	}
+	a.mu.Unlock()
+	return encode(opUpsert, fields...)
+}
+
+// attrs are a session's attributes that its mirrors carry (SetAttr).
+type attrs struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+var attrsOf = router.NewKey[attrs]()
+
+// set records k=v ("" deletes) and reports whether it changed.
+func (a *attrs) set(k, v string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m[k] == v {
+		return false
+	}
+	if v == "" {
+		delete(a.m, k)
+		return true
+	}
+	if a.m == nil {
+		a.m = map[string]string{}
+	}
+	a.m[k] = v
+	return true
+}
+
+// take returns and forgets the attributes.
+func (a *attrs) take() map[string]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := a.m
+	a.m = nil
+	return m
+}
+
+// SetAttr sets an attribute of the local session s that the other nodes
+// see on their mirror of it ("" removes it): a module's per-session state
+// that routing there needs (carbons enabled). A bound session is
+// announced again.
+func (c *Cluster) SetAttr(s *router.Session, key, value string) {
+	if s.Remote() || !attrsOf.Get(s).set(key, value) {
+		return
+	}
+	c.announce(s)
+}
+
+// OnAttr makes fn apply an attribute to a mirror when it is announced,
+// changed, or removed ("" when it is removed or the mirror goes).
+// Call it before Start.
+func (c *Cluster) OnAttr(key string, fn func(mirror *router.Session, value string)) {
+	if c.attrFns == nil {
+		c.attrFns = map[string]func(*router.Session, string){}
+	}
+	c.attrFns[key] = fn
+}
+
+// applyAttrs brings a mirror's attributes to those announced (pairs).
+func (c *Cluster) applyAttrs(s *router.Session, pairs [][]byte) {
+	a := attrsOf.Get(s)
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		k, v := string(pairs[i]), string(pairs[i+1])
+		seen[k] = true
+		if a.set(k, v) {
+			if fn := c.attrFns[k]; fn != nil {
+				fn(s, v)
+			}
+		}
+	}
+	a.mu.Lock()
+	var gone []string
+	for k := range a.m {
+		if !seen[k] {
+			gone = append(gone, k)
+		}
+	}
+	a.mu.Unlock()
+	for _, k := range gone {
+		a.set(k, "")
+		if fn := c.attrFns[k]; fn != nil {
+			fn(s, "")
+		}
+	}
+}
+
+// removeMirror takes a mirror out of the table and undoes its attributes.
+func (c *Cluster) removeMirror(s *router.Session) {
+	c.r.RemoveRemote(s)
+	for k := range attrsOf.Get(s).take() {
+		if fn := c.attrFns[k]; fn != nil {
+			fn(s, "")
+		}
+	}
 }
 
 func (c *Cluster) beat() {
@@ -316,7 +421,7 @@ func (c *Cluster) onState(m *nats.Msg) {
 		return
 	}
 	switch {
-	case op == opUpsert && len(f) == 4:
+	case op == opUpsert && len(f) >= 4 && len(f)%2 == 0:
 		full, err := jid.Parse(string(f[0]))
 		if err != nil || full.Resourcepart() == "" {
 			return
@@ -334,13 +439,14 @@ func (c *Cluster) onState(m *nats.Msg) {
 		} else {
 			s.SetPresence(nil)
 		}
+		c.applyAttrs(s, f[4:])
 	case op == opUnbind && len(f) == 1:
 		c.mu.Lock()
 		s := p.sessions[string(f[0])]
 		delete(p.sessions, string(f[0]))
 		c.mu.Unlock()
 		if s != nil {
-			c.r.RemoveRemote(s)
+			c.removeMirror(s)
 		}
 	}
 }
@@ -451,7 +557,7 @@ func (c *Cluster) drop(p *peer, died bool) {
 	p.sessions = map[string]*router.Session{}
 	c.mu.Unlock()
 	for _, s := range sessions {
-		c.r.RemoveRemote(s)
+		c.removeMirror(s)
 	}
 	p.pmu.Lock()
 	p.gone = true
