@@ -44,10 +44,27 @@ type node struct {
 	c2s, http string
 }
 
-// startNATS runs a NATS server in this process on a free loopback port.
-func startNATS(t *testing.T) (url string, ns *natsserver.Server) {
+// natsServer is a NATS server run in this process on a fixed loopback
+// port, so that it can be stopped and started again under the nodes.
+type natsServer struct {
+	port int
+	mu   sync.Mutex
+	ns   *natsserver.Server
+}
+
+func startNATS(t *testing.T) *natsServer {
 	port, _ := strconv.Atoi(testbin.FreePort(t))
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
+	n := &natsServer{port: port}
+	n.start(t)
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
+
+func (n *natsServer) start(t *testing.T) {
+	t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: n.port, NoLog: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +72,19 @@ func startNATS(t *testing.T) (url string, ns *natsserver.Server) {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server not ready")
 	}
-	t.Cleanup(ns.Shutdown)
-	return fmt.Sprintf("nats://127.0.0.1:%d", port), ns
+	n.mu.Lock()
+	n.ns = ns
+	n.mu.Unlock()
+}
+
+func (n *natsServer) stop() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ns != nil {
+		n.ns.Shutdown()
+		n.ns.WaitForShutdown()
+		n.ns = nil
+	}
 }
 
 func startNode(t *testing.T, bin, name string, shared map[string]string) *node {
@@ -311,12 +339,12 @@ func TestCluster(t *testing.T) {
 		t.Skip("cluster: not with -short (make check); make test runs it")
 	}
 	dbURL := pgtest.NewDatabase(t, pgtest.URL(t))
-	natsURL, ns := startNATS(t)
+	nats := startNATS(t)
 	sms := testbin.NewSMSReceiver(t)
 	bins := testbin.Build(t, t.TempDir(), "xmppd", "xmppctl")
 	shared := map[string]string{
 		"XMPPD_DATABASE_URL":        dbURL,
-		"XMPPD_NATS_URL":            natsURL,
+		"XMPPD_NATS_URL":            nats.url(),
 		"XMPPD_SECRET_KEY":          strings.Repeat("5a", 32),
 		"XMPPD_S2S_DIALBACK_SECRET": "cluster-test",
 		"XMPPD_SMS_GATEWAY":         "webhook",
@@ -473,30 +501,131 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	var b3 *xmpptest.Client
+	tt := t
 	t.Run("SIGKILL of the receiver's node", func(t *testing.T) {
-		killReceiverNode(t, a, b, nodes[1], addr(2), pass[numberB])
+		b3 = killReceiverNode(t, a, b, nodes[1], func() *xmpptest.Client {
+			// The new session outlives this subtest: the next one uses it.
+			return xmpptest.Login(tt, addr(2), numberB, pass[numberB], "b3")
+		})
 	})
+	if b3 == nil {
+		t.FailNow()
+	}
+	t.Run("NATS restarted under load", func(t *testing.T) {
+		restartNATS(t, nats, a, b3, nodes[0])
+	})
+}
 
-	// /healthz reports the NATS link: a node cut off from the others is
-	// unavailable.
-	t.Run("healthz without NATS", func(t *testing.T) {
-		ns.Shutdown()
-		client := &http.Client{Timeout: 2 * time.Second}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			resp, err := client.Get("http://127.0.0.1:" + nodes[0].http + "/healthz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusServiceUnavailable {
+// health waits until n's /healthz answers want, for at most 10 s.
+func (n *node) health(t *testing.T, want int) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := client.Get("http://127.0.0.1:" + n.http + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s /healthz not %d after 10 s (%v)", n.name, want, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// restartNATS: A on n1 streams numbered messages to B on n3 with a ping
+// after every 8; NATS stops after 40 were confirmed (n1's /healthz turns
+// 503), A goes on, NATS starts again (200), A goes on. Every confirmed
+// message reaches B: once the nodes are back on NATS, or, if it waited
+// longer than the ack timeout, from offline storage at B's next
+// available presence.
+func restartNATS(t *testing.T, nats *natsServer, a, b *xmpptest.Client, n1 *node) {
+	const total, every, stopAt, startAt = 200, 8, 40, 120
+	var mu sync.Mutex
+	got := map[int]int{}
+	all := make(chan struct{})
+	confirmed := 0
+	done := false
+	go func() {
+		for i := 0; i < 10*total; i++ {
+			e, err := b.TryNext(60 * time.Second)
+			if err != nil {
+				return
+			}
+			if answerPings(b, e) {
+				continue
+			}
+			if e.Attr("id") == "nats-end" {
+				return
+			}
+			if k, err := strconv.Atoi(strings.TrimPrefix(body(e), "r")); err == nil && strings.HasPrefix(body(e), "r") {
+				mu.Lock()
+				got[k]++
+				complete := done && len(got) >= confirmed
+				mu.Unlock()
+				if complete {
+					close(all)
 					return
 				}
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("n1 /healthz still not 503 10 s after NATS stopped (%v)", err)
-			}
-			time.Sleep(100 * time.Millisecond)
 		}
-	})
+	}()
+	for k := 1; k <= total; k++ {
+		a.Send(fmt.Sprintf(`<message type='chat' to='%s@localhost'><body>r%d</body></message>`, numberB, k))
+		if k%every != 0 {
+			continue
+		}
+		id := "r" + strconv.Itoa(k)
+		a.Send(`<iq type='get' id='` + id + `' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		a.Expect("ping answer", func(e xmpptest.Elem) bool { return e.Attr("id") == id })
+		switch k {
+		case stopAt:
+			nats.stop()
+			n1.health(t, http.StatusServiceUnavailable)
+		case startAt:
+			nats.start(t)
+			n1.health(t, http.StatusOK)
+		}
+	}
+	mu.Lock()
+	confirmed, done = total, true
+	complete := len(got) >= confirmed
+	mu.Unlock()
+	if complete {
+		close(all)
+	}
+	select {
+	case <-all:
+	case <-time.After(15 * time.Second):
+		// Past the ack timeout what was not taken is stored: B's next
+		// available presence brings it.
+		b.Send(`<presence type='unavailable'/>`)
+		b.Send(`<presence/>`)
+		select {
+		case <-all:
+		case <-time.After(15 * time.Second):
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var lost []int
+	dups := 0
+	for k := 1; k <= confirmed; k++ {
+		if got[k] == 0 {
+			lost = append(lost, k)
+		}
+		if got[k] > 1 {
+			dups++
+		}
+	}
+	t.Logf("%d confirmed, %d received, %d twice", confirmed, len(got), dups)
+	if len(lost) > 0 {
+		t.Errorf("%d acknowledged messages lost across the NATS restart: %v", len(lost), lost)
+	}
 }
 
 // killReceiverNode: A on n1 streams numbered messages to B on n2 with a
@@ -505,7 +634,7 @@ func TestCluster(t *testing.T) {
 // n1 found n2 dead, routed again to B's new session on n3 (or stored, and
 // delivered at that login). A, subscribed to B, learns that B's session on
 // n2 went offline.
-func killReceiverNode(t *testing.T, a, b *xmpptest.Client, n2 *node, addr3, passB string) {
+func killReceiverNode(t *testing.T, a, b *xmpptest.Client, n2 *node, login func() *xmpptest.Client) *xmpptest.Client {
 	const total, killAt, every = 300, 100, 8
 	var mu sync.Mutex
 	got := map[int]int{}
@@ -555,7 +684,7 @@ func killReceiverNode(t *testing.T, a, b *xmpptest.Client, n2 *node, addr3, pass
 	mu.Lock()
 	before := len(got)
 	mu.Unlock()
-	b3 := xmpptest.Login(t, addr3, numberB, passB, "b3")
+	b3 := login()
 	b3.Send(`<presence/>`)
 	// Offline messages come in chunks, each followed by a ping the client
 	// answers; read until every confirmed message is there, for at most
@@ -599,4 +728,5 @@ func killReceiverNode(t *testing.T, a, b *xmpptest.Client, n2 *node, addr3, pass
 	if gone == 0 {
 		a.Expect("B's session on n2 gone", isGone)
 	}
+	return b3
 }

@@ -138,7 +138,10 @@ func New(cfg Config) (*Cluster, error) {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			c.log.Warn("cluster: NATS link lost", "err", err)
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) { c.log.Info("cluster: NATS link back") }),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			c.log.Info("cluster: NATS link back")
+			c.heardAll(time.Now())
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("XMPPD_NATS_URL: %w", err)
@@ -489,6 +492,13 @@ func (c *Cluster) peer(name string, op byte, f [][]byte) *peer {
 // watch drops the nodes not heard for DeadAfter and fails the stanzas
 // unacknowledged for AckTimeout.
 func (c *Cluster) watch(now time.Time) {
+	if c.nc.Status() != nats.CONNECTED {
+		// Cut off from NATS, this node hears nobody: that says nothing
+		// of the others. They keep their sessions here, and what is sent
+		// to them waits in the client's reconnect buffer (or, past
+		// AckTimeout, goes offline).
+		c.heardAll(now)
+	}
 	var dead, alive []*peer
 	c.mu.Lock()
 	for n, p := range c.peers {
@@ -532,6 +542,15 @@ func (c *Cluster) background(f func()) {
 		defer c.wg.Done()
 		f()
 	}()
+}
+
+// heardAll counts every known node as heard at now.
+func (c *Cluster) heardAll(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.peers {
+		p.seen = now
+	}
 }
 
 // forget drops the node name now (it said goodbye).
