@@ -85,7 +85,9 @@ type testNode struct {
 	undelivered atomic.Int32
 }
 
-func newNode(t *testing.T, url, name string) *testNode { return newNodeDead(t, url, name, 400*time.Millisecond) }
+func newNode(t *testing.T, url, name string) *testNode {
+	return newNodeDead(t, url, name, 400*time.Millisecond)
+}
 
 // newNodeDead is newNode with the given DeadAfter.
 func newNodeDead(t *testing.T, url, name string, deadAfter time.Duration) *testNode {
