@@ -515,6 +515,84 @@ func TestCluster(t *testing.T) {
 	t.Run("NATS restarted under load", func(t *testing.T) {
 		restartNATS(t, nats, a, b3, nodes[0])
 	})
+	t.Run("SIGKILL of the sender's node", func(t *testing.T) {
+		killSenderNode(t, a, b3, nodes[0])
+		// A's client logs in again on another node.
+		a3 := xmpptest.Login(t, addr(2), numberA, pass[numberA], "again")
+		a3.Send(`<message type='chat' to='` + b3.JID + `'><body>back</body></message>`)
+		// B may still get some of what A wrote after the last answered
+		// ping before it.
+		for i := 0; ; i++ {
+			if e := b3.Next(); body(e) == "back" {
+				break
+			}
+			if i > 500 {
+				t.Fatal("B never got A's message from n3")
+			}
+		}
+	})
+}
+
+// killSenderNode: A on n1 streams numbered messages to B on n3 with a
+// ping after every 8; n1 is killed after 40 were confirmed. Every
+// message sent before an answered ping reaches B (n1 answers an iq only
+// once what it published before is at the NATS server).
+func killSenderNode(t *testing.T, a, b *xmpptest.Client, n1 *node) {
+	const total, every, killAt = 400, 8, 40
+	var mu sync.Mutex
+	got := map[int]bool{}
+	confirmed := 0
+	for k := 1; k <= total; k++ {
+		a.Send(fmt.Sprintf(`<message type='chat' to='%s'><body>s%d</body></message>`, b.JID, k))
+		if k%every != 0 {
+			continue
+		}
+		id := "s" + strconv.Itoa(k)
+		a.Send(`<iq type='get' id='` + id + `' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		a.Expect("ping answer", func(e xmpptest.Elem) bool { return e.Attr("id") == id })
+		confirmed = k
+		if k == killAt {
+			// Killed while A goes on writing: what it wrote after this
+			// answer may be lost, nothing before.
+			go n1.kill()
+			for j := k + 1; j <= total; j++ {
+				if _, err := fmt.Fprintf(a.Conn, `<message type='chat' to='%s'><body>s%d</body></message>`, b.JID, j); err != nil {
+					break
+				}
+			}
+			break
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	missing := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for k := 1; k <= confirmed; k++ {
+			if !got[k] {
+				n++
+			}
+		}
+		return n
+	}
+	for missing() > 0 && time.Now().Before(deadline) {
+		e, err := b.TryNext(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		if answerPings(b, e) {
+			continue
+		}
+		if k, err := strconv.Atoi(strings.TrimPrefix(body(e), "s")); err == nil && strings.HasPrefix(body(e), "s") {
+			mu.Lock()
+			got[k] = true
+			mu.Unlock()
+		}
+	}
+	<-n1.done
+	if n := missing(); n > 0 {
+		t.Errorf("%d of %d acknowledged messages lost with the sender's node", n, confirmed)
+	}
 }
 
 // health waits until n's /healthz answers want, for at most 10 s.
@@ -547,29 +625,27 @@ func restartNATS(t *testing.T, nats *natsServer, a, b *xmpptest.Client, n1 *node
 	const total, every, stopAt, startAt = 200, 8, 40, 120
 	var mu sync.Mutex
 	got := map[int]int{}
-	all := make(chan struct{})
-	confirmed := 0
-	done := false
+	more := make(chan struct{}, 1)
+	readerDone := make(chan struct{})
+	// B's reader runs until the answer to its own last ping, so that it
+	// takes nothing the next test expects.
 	go func() {
+		defer close(readerDone)
 		for i := 0; i < 10*total; i++ {
 			e, err := b.TryNext(60 * time.Second)
-			if err != nil {
+			if err != nil || e.Attr("id") == "nats-end" {
 				return
 			}
 			if answerPings(b, e) {
 				continue
 			}
-			if e.Attr("id") == "nats-end" {
-				return
-			}
 			if k, err := strconv.Atoi(strings.TrimPrefix(body(e), "r")); err == nil && strings.HasPrefix(body(e), "r") {
 				mu.Lock()
 				got[k]++
-				complete := done && len(got) >= confirmed
 				mu.Unlock()
-				if complete {
-					close(all)
-					return
+				select {
+				case more <- struct{}{}:
+				default:
 				}
 			}
 		}
@@ -591,30 +667,34 @@ func restartNATS(t *testing.T, nats *natsServer, a, b *xmpptest.Client, n1 *node
 			n1.health(t, http.StatusOK)
 		}
 	}
-	mu.Lock()
-	confirmed, done = total, true
-	complete := len(got) >= confirmed
-	mu.Unlock()
-	if complete {
-		close(all)
+	complete := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= total
 	}
-	select {
-	case <-all:
-	case <-time.After(15 * time.Second):
-		// Past the ack timeout what was not taken is stored: B's next
-		// available presence brings it.
-		b.Send(`<presence type='unavailable'/>`)
-		b.Send(`<presence/>`)
+	// Within the resend delay once the nodes are back; past the ack
+	// timeout a message is stored, and B's next available presence
+	// brings it.
+	deadline := time.Now().Add(20 * time.Second)
+	nudged := false
+	for !complete() && time.Now().Before(deadline) {
 		select {
-		case <-all:
-		case <-time.After(15 * time.Second):
+		case <-more:
+		case <-time.After(100 * time.Millisecond):
+		}
+		if !nudged && time.Until(deadline) < 8*time.Second {
+			nudged = true
+			b.Send(`<presence type='unavailable'/>`)
+			b.Send(`<presence/>`)
 		}
 	}
+	b.Send(`<iq type='get' id='nats-end' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	<-readerDone
 	mu.Lock()
 	defer mu.Unlock()
 	var lost []int
 	dups := 0
-	for k := 1; k <= confirmed; k++ {
+	for k := 1; k <= total; k++ {
 		if got[k] == 0 {
 			lost = append(lost, k)
 		}
@@ -622,7 +702,7 @@ func restartNATS(t *testing.T, nats *natsServer, a, b *xmpptest.Client, n1 *node
 			dups++
 		}
 	}
-	t.Logf("%d confirmed, %d received, %d twice", confirmed, len(got), dups)
+	t.Logf("%d confirmed, %d received, %d twice; B nudged to fetch stored ones: %v", total, len(got), dups, nudged)
 	if len(lost) > 0 {
 		t.Errorf("%d acknowledged messages lost across the NATS restart: %v", len(lost), lost)
 	}

@@ -31,6 +31,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -80,6 +81,11 @@ type Cluster struct {
 	wg     sync.WaitGroup
 	seq    atomic.Uint64
 
+	// published counts the stanzas handed to NATS for other nodes;
+	// flushed how many of them are known to have reached the NATS server
+	// (barrier).
+	published, flushed atomic.Uint64
+
 	// stateMu orders this node's announcements with the dump of all its
 	// sessions, so that a dump never re-announces a session after its
 	// unbind went out.
@@ -87,6 +93,7 @@ type Cluster struct {
 
 	mu    sync.Mutex
 	peers map[string]*peer
+	from  sync.Map // node name → *received
 	subs  []*nats.Subscription
 
 	forgetters map[string]func(key string)              // by topic; set before Start
@@ -105,8 +112,49 @@ type peer struct {
 }
 
 type pending struct {
-	b  []byte
-	at time.Time
+	b        []byte
+	at, sent time.Time // first and last published
+	msg      []byte    // as published, for a resend
+}
+
+// resendAfter is how long a stanza waits for its ack before it is
+// published again, once its node is heard from: NATS core drops what it
+// cannot deliver (a NATS server restarting, the node not subscribed again
+// yet), and the receiving node drops what it already had (received).
+const resendAfter = time.Second
+
+// dedupWindow is how many of the last stanzas from one node a node
+// remembers, to drop a resent one it already wrote (its ack was lost).
+const dedupWindow = maxPending
+
+// received remembers the seqs of the last dedupWindow stanzas from one
+// node.
+type received struct {
+	mu   sync.Mutex
+	set  map[uint64]struct{}
+	ring []uint64
+	next int
+}
+
+// add records seq; false when it was there already.
+func (r *received) add(seq uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.set[seq]; dup {
+		return false
+	}
+	if r.set == nil {
+		r.set = make(map[uint64]struct{})
+	}
+	if len(r.ring) < dedupWindow {
+		r.ring = append(r.ring, seq)
+	} else {
+		delete(r.set, r.ring[r.next])
+		r.ring[r.next] = seq
+		r.next = (r.next + 1) % dedupWindow
+	}
+	r.set[seq] = struct{}{}
+	return true
 }
 
 // New connects to NATS and subscribes; the node announces itself once
@@ -130,6 +178,9 @@ func New(cfg Config) (*Cluster, error) {
 	c := &Cluster{cfg: cfg, r: cfg.Router, log: cfg.Log, boot: hex.EncodeToString(id[:]),
 		prefix: "xmppd." + cfg.Router.Domain() + ".", peers: map[string]*peer{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	// Seqs grow across restarts too: a node's stanzas after a restart are
+	// never taken for ones the others remember from before (received).
+	c.seq.Store(uint64(time.Now().UnixNano()))
 	nc, err := nats.Connect(cfg.URL,
 		nats.Name("xmppd "+cfg.Node),
 		nats.MaxReconnects(-1),
@@ -252,6 +303,10 @@ func (c *Cluster) Invalidate(topic, key string) {
 // Register implements router.Module: the local sessions are announced
 // when bound, at each presence they set, and when they end.
 func (c *Cluster) Register(h *router.Hooks) error {
+	h.Hook(router.PreRoute, router.IQs, 1<<20, func(context.Context, *router.Event) error {
+		c.barrier()
+		return nil
+	})
 	h.OnSession(router.Bound, 0, func(_ context.Context, s *router.Session) { c.announce(s) })
 	h.OnSession(router.PresenceSet, 0, func(_ context.Context, s *router.Session) { c.announce(s) })
 	h.OnSession(router.Closed, -1000, func(_ context.Context, s *router.Session) {
@@ -263,6 +318,31 @@ func (c *Cluster) Register(h *router.Hooks) error {
 		c.publish(c.prefix+"state."+c.cfg.Node, encode(opUnbind, []byte(s.String())))
 	})
 	return nil
+}
+
+// barrier waits, before an iq from a client is handled, until what this
+// node published for other nodes reached the NATS server (a round trip,
+// only when something was published since the last one). A client counts
+// a message as accepted once a later iq of its own is answered (SPEC.md:
+// a node that dies loses no acknowledged message); without the barrier
+// the answer could leave while the message still sat in the NATS client's
+// buffer of this node. Cut off from NATS it does not wait: what is sent
+// then waits for an ack, and past AckTimeout is stored.
+func (c *Cluster) barrier() {
+	n := c.published.Load()
+	if c.flushed.Load() >= n || c.nc.Status() != nats.CONNECTED {
+		return
+	}
+	if err := c.nc.FlushTimeout(2 * time.Second); err != nil {
+		c.log.Warn("cluster: NATS flush failed", "err", err)
+		return
+	}
+	for {
+		f := c.flushed.Load()
+		if f >= n || c.flushed.CompareAndSwap(f, n) {
+			return
+		}
+	}
 }
 
 func (c *Cluster) announce(s *router.Session) {
@@ -423,6 +503,10 @@ func (c *Cluster) onState(m *nats.Msg) {
 	if p == nil {
 		return
 	}
+	if op == opBeat {
+		c.resend(p, time.Now())
+		return
+	}
 	switch {
 	case op == opUpsert && len(f) >= 4 && len(f)%2 == 0:
 		full, err := jid.Parse(string(f[0]))
@@ -553,6 +637,35 @@ func (c *Cluster) heardAll(now time.Time) {
 	}
 }
 
+// resend publishes again, in order, what p did not acknowledge within
+// resendAfter: p is heard from, so it is subscribed.
+func (c *Cluster) resend(p *peer, now time.Time) {
+	var again []uint64
+	p.pmu.Lock()
+	for seq, e := range p.pending {
+		if now.Sub(e.sent) > resendAfter {
+			again = append(again, seq)
+		}
+	}
+	if len(again) == 0 {
+		p.pmu.Unlock()
+		return
+	}
+	slices.Sort(again)
+	msgs := make([][]byte, 0, len(again))
+	for _, seq := range again {
+		e := p.pending[seq]
+		e.sent = now
+		p.pending[seq] = e
+		msgs = append(msgs, e.msg)
+	}
+	p.pmu.Unlock()
+	c.log.Info("cluster: resending unacknowledged stanzas", "peer", p.name, "count", len(msgs))
+	for _, m := range msgs {
+		c.publish(c.prefix+"node."+p.name, m)
+	}
+}
+
 // forget drops the node name now (it said goodbye).
 func (c *Cluster) forget(name, why string) {
 	c.mu.Lock()
@@ -641,7 +754,14 @@ func (c *Cluster) onNode(m *nats.Msg) {
 	}
 	switch {
 	case op == opSend && len(f) == 4:
-		c.deliver(f[2], f[3])
+		seq, err := strconv.ParseUint(string(f[1]), 36, 64)
+		if err != nil {
+			return
+		}
+		v, _ := c.from.LoadOrStore(string(f[0]), &received{})
+		if v.(*received).add(seq) {
+			c.deliver(f[2], f[3])
+		}
 		c.publish(c.prefix+"ack."+string(f[0]), encode(opAck, []byte(c.cfg.Node), f[1]))
 	case op == opClose && len(f) == 3:
 		if s := c.local(f[0]); s != nil {
@@ -736,8 +856,10 @@ func (k *sink) Send(b []byte) bool {
 		return false
 	}
 	full := len(p.pending) >= maxPending
+	msg := encode(opSend, []byte(c.cfg.Node), []byte(strconv.FormatUint(seq, 36)), []byte(k.full), b)
 	if !full {
-		p.pending[seq] = pending{b: b, at: time.Now()}
+		now := time.Now()
+		p.pending[seq] = pending{b: b, at: now, sent: now, msg: msg}
 	}
 	p.pmu.Unlock()
 	if full {
@@ -745,7 +867,7 @@ func (k *sink) Send(b []byte) bool {
 		c.undeliverable(b)
 		return false
 	}
-	msg := encode(opSend, []byte(c.cfg.Node), []byte(strconv.FormatUint(seq, 36)), []byte(k.full), b)
+	c.published.Add(1)
 	if !c.publish(c.prefix+"node."+p.name, msg) {
 		p.pmu.Lock()
 		_, mine := p.pending[seq]

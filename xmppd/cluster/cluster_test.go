@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,6 +181,17 @@ func TestMirrors(t *testing.T) {
 	})
 	p := n2.c.peerNamed("n1")
 	eventually(t, "n1 acknowledges", func() bool { return p.pendingLen() == 0 })
+
+	// A resend (its ack was lost) is acknowledged and not written twice.
+	msg := encode(opSend, []byte("n2"), []byte(strconv.FormatUint(n2.c.seq.Load(), 36)), []byte(a.JID().String()), []byte("<message/>"))
+	p.pmu.Lock()
+	p.pending[n2.c.seq.Load()] = pending{msg: msg, at: time.Now(), sent: time.Now().Add(-time.Minute)}
+	p.pmu.Unlock()
+	n2.c.resend(p, time.Now())
+	eventually(t, "the resend is acknowledged", func() bool { return p.pendingLen() == 0 })
+	if got, _ := ak.snapshot(); len(got) != 1 {
+		t.Fatalf("alice got %d stanzas, want 1: %q", len(got), got)
+	}
 
 	n3 := newNode(t, url, "n3")
 	eventually(t, "the late node mirrors alice/a and bob/b", func() bool {
