@@ -204,6 +204,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	// Recycling a number resets the roster and block list the modules keep.
 	d.accounts.Roster, d.accounts.Blocks = d.roster, forgetAll{d.blocking, d.Archive, d.Push}
 	d.shareCaches()
+	if err := d.resumeAcrossNodes(); err != nil {
+		return nil, err
+	}
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
 	if err := d.federate(reg); err != nil {
@@ -408,6 +411,37 @@ func onOff(on bool) string {
 		return "1"
 	}
 	return ""
+}
+
+// resumeAcrossNodes lets a client resume (XEP-0198) on this node a session
+// that hibernated on another node of the cluster, and another node take
+// over one that hibernated here.
+func (d *Daemon) resumeAcrossNodes() error {
+	if d.Cluster == nil {
+		return nil
+	}
+	d.SM.Remote = func(ctx context.Context, previd, owner string, h uint32) (sm.Handover, bool) {
+		b, ok := d.Cluster.Ask(ctx, "sm", sm.Request{Previd: previd, Owner: owner, H: h}.Marshal())
+		if !ok {
+			return sm.Handover{}, false
+		}
+		ho, err := sm.ParseHandover(b)
+		return ho, err == nil
+	}
+	return d.Cluster.OnAsk("sm", func(q []byte) ([]byte, bool) {
+		req, err := sm.ParseRequest(q)
+		if err != nil {
+			return nil, false
+		}
+		ho, ok := d.SM.HandOver(req.Previd, req.Owner, req.H)
+		if !ok {
+			return nil, false
+		}
+		if ho.Failed == nil {
+			d.Cluster.Left(ho.Full)
+		}
+		return ho.Marshal(), true
+	})
 }
 
 // clusterForget tells the other nodes to forget an account's cached data.

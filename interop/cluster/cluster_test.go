@@ -32,6 +32,7 @@ const (
 	numberA = "+821011112222"
 	numberB = "+821033334444"
 	numberC = "+821055556666"
+	numberD = "+821077778888"
 )
 
 // node is one running xmppd of the cluster.
@@ -303,7 +304,7 @@ func until(t *testing.T, from, rcv *xmpptest.Client, to, tag string, wait func()
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
-		for i := 0; i < 200; i++ {
+		for i := 0; i < 200 && rcv != nil; i++ {
 			e, err := rcv.TryNext(20 * time.Second)
 			if err != nil || body(e) == tag+"-end" {
 				return
@@ -313,7 +314,9 @@ func until(t *testing.T, from, rcv *xmpptest.Client, to, tag string, wait func()
 	wait()
 	halt()
 	<-sent
-	from.Send(`<message type='chat' to='` + to + `'><body>` + tag + `-end</body></message>`)
+	if rcv != nil {
+		from.Send(`<message type='chat' to='` + to + `'><body>` + tag + `-end</body></message>`)
+	}
 	<-drained
 }
 
@@ -372,7 +375,7 @@ func TestCluster(t *testing.T) {
 		n.waitLog(t, 10*time.Second, others...)
 	}
 	pass := map[string]string{}
-	for _, num := range []string{numberA, numberB, numberC} {
+	for _, num := range []string{numberA, numberB, numberC, numberD} {
 		pass[num] = xmppctl(t, bins["xmppctl"], nodes[0].env, "account", "reset", num, "--print")
 	}
 	addr := func(i int) string { return "127.0.0.1:" + nodes[i].c2s }
@@ -464,6 +467,10 @@ func TestCluster(t *testing.T) {
 			})
 		})
 		a3.Send(`</stream:stream>`)
+	})
+
+	t.Run("stream resumed on another node", func(t *testing.T) {
+		resumeElsewhere(t, a, addr(1), addr(2), pass[numberD])
 	})
 
 	t.Run("offline on one node, delivered on another, one notice", func(t *testing.T) {
@@ -809,4 +816,47 @@ func killReceiverNode(t *testing.T, a, b *xmpptest.Client, n2 *node, login func(
 		a.Expect("B's session on n2 gone", isGone)
 	}
 	return b3
+}
+
+// resumeElsewhere: D enables resumable stream management on n2, its
+// connection drops, A (n1) writes to it while it hibernates; D resumes on
+// n3 and gets what it missed; then A's messages reach it on n3.
+func resumeElsewhere(t *testing.T, a *xmpptest.Client, addr2, addr3, passD string) {
+	d := xmpptest.Login(t, addr2, numberD, passD, "d2")
+	d.Send(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
+	en := d.Expect("enabled", func(e xmpptest.Elem) bool { return e.XMLName.Local == "enabled" })
+	d.Available()
+	stop := answering(d)
+	reach(t, a, d)
+	stop()
+	d.Conn.Close()
+	a.Send(`<message type='chat' to='` + d.JID + `'><body>while you hibernate</body></message>`)
+	a.Sync()
+	// n2 sees the connection drop a moment later; until then the session
+	// is not resumable elsewhere (item-not-found): try again.
+	var r *xmpptest.Client
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r = xmpptest.Dial(t, addr3)
+		r.Authenticate(numberD, passD)
+		r.Send(`<resume xmlns='urn:xmpp:sm:3' previd='` + en.Attr("id") + `' h='0'/>`)
+		e := r.Expect("resumed or failed", func(e xmpptest.Elem) bool {
+			return e.XMLName.Local == "resumed" || e.XMLName.Local == "failed"
+		})
+		if e.XMLName.Local == "resumed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never resumed on n3: %v", e)
+		}
+		r.Conn.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.JID = d.JID
+	r.Expect("the message sent while it hibernated", func(e xmpptest.Elem) bool { return body(e) == "while you hibernate" })
+	// Routed to n3 now (n1 learns it a moment later).
+	until(t, a, nil, d.JID, "resumed", func() {
+		r.Expect("a message on n3", func(e xmpptest.Elem) bool { return strings.HasPrefix(body(e), "resumed") })
+	})
+	r.Send(`</stream:stream>`)
 }

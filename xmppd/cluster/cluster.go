@@ -246,7 +246,10 @@ func (c *Cluster) Close() {
 	c.cancel()
 	c.wg.Wait()
 	c.publish(c.prefix+"state."+c.cfg.Node, encode(opBye))
-	for _, s := range c.subs {
+	c.mu.Lock()
+	subs := c.subs
+	c.mu.Unlock()
+	for _, s := range subs {
 		s.Unsubscribe()
 	}
 	c.nc.Flush()
@@ -298,6 +301,52 @@ func (c *Cluster) OnInvalidate(topic string, fn func(key string)) {
 // its own copy).
 func (c *Cluster) Invalidate(topic, key string) {
 	c.publish(c.prefix+"state."+c.cfg.Node, encode(opForget, []byte(topic), []byte(key)))
+}
+
+// askTimeout bounds Ask: the node that has the answer replies within
+// a round trip; the others never do.
+const askTimeout = time.Second
+
+// Ask asks the other nodes about payload under topic and returns the
+// answer of the one that has it; false when none answers in time.
+func (c *Cluster) Ask(ctx context.Context, topic string, payload []byte) ([]byte, bool) {
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	m, err := c.nc.RequestWithContext(ctx, c.prefix+"ask."+topic, encode(opAsk, []byte(c.cfg.Node), payload))
+	if err != nil {
+		return nil, false
+	}
+	return m.Data, true
+}
+
+// OnAsk answers the other nodes' Ask under topic with fn, which returns
+// false when this node has nothing to say (it then stays silent).
+func (c *Cluster) OnAsk(topic string, fn func(payload []byte) ([]byte, bool)) error {
+	sub, err := c.nc.Subscribe(c.prefix+"ask."+topic, func(m *nats.Msg) {
+		op, f, err := decode(m.Data)
+		if err != nil || op != opAsk || len(f) != 2 || string(f[0]) == c.cfg.Node {
+			return
+		}
+		if answer, ok := fn(f[1]); ok {
+			m.Respond(answer)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: subscribe %s: %w", topic, err)
+	}
+	c.mu.Lock()
+	c.subs = append(c.subs, sub)
+	c.mu.Unlock()
+	return nil
+}
+
+// Left announces that the local session full left this node without ending
+// (handed over to another node, which binds it again): no Closed event
+// announces it.
+func (c *Cluster) Left(full string) {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	c.publish(c.prefix+"state."+c.cfg.Node, encode(opUnbind, []byte(full)))
 }
 
 // Register implements router.Module: the local sessions are announced

@@ -28,6 +28,9 @@ const (
 	opClose byte = 'c' // full JID, condition, text
 	opDump  byte = 'd' // the asking node: announce all your sessions
 
+	// On an ask subject (Ask, OnAsk): the asking node, the question.
+	opAsk byte = 'q'
+
 	// On a node's ack subject: seqs of stanzas written to their session.
 	opAck byte = 'a'
 )
