@@ -193,7 +193,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 		return nil, err
 	}
 	if cfg.NATSURL != "" {
-		d.Cluster, err = cluster.New(cluster.Config{URL: cfg.NATSURL, Node: cfg.NodeName, Router: d.Server.Router(), Log: log})
+		d.Cluster, err = cluster.New(cluster.Config{URL: cfg.NATSURL, Node: cfg.NodeName, Router: d.Server.Router(), Log: log, Metrics: reg})
 		if err != nil {
 			return nil, err
 		}

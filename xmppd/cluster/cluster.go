@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"mellium.im/xmpp/jid"
 
 	"dialtone/xmppd/router"
@@ -65,6 +66,8 @@ type Config struct {
 	Log *slog.Logger
 	// Heartbeat, DeadAfter and AckTimeout: 0 for the defaults.
 	Heartbeat, DeadAfter, AckTimeout time.Duration
+	// Metrics, when set, gets the link's metrics (xmppd_cluster_*).
+	Metrics prometheus.Registerer
 }
 
 // Cluster is this node's link to the others. It is a router module
@@ -85,6 +88,8 @@ type Cluster struct {
 	// flushed how many of them are known to have reached the NATS server
 	// (barrier).
 	published, flushed atomic.Uint64
+	// received, resent and rerouted count stanzas for the metrics.
+	received, resent, rerouted atomic.Uint64
 
 	// stateMu orders this node's announcements with the dump of all its
 	// sessions, so that a dump never re-announces a session after its
@@ -216,7 +221,58 @@ func New(cfg Config) (*Cluster, error) {
 		nc.Close()
 		return nil, fmt.Errorf("XMPPD_NATS_URL: %w", err)
 	}
+	if cfg.Metrics != nil {
+		if err := c.register(cfg.Metrics); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// register adds the link's metrics, read from its counters when scraped.
+func (c *Cluster) register(reg prometheus.Registerer) error {
+	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	for _, m := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xmppd_cluster_nats_connected", Help: "1 while the NATS link is up."}, func() float64 {
+			if c.nc.Status() == nats.CONNECTED {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xmppd_cluster_peers", Help: "Other nodes heard from."}, func() float64 {
+			return float64(len(c.Peers()))
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xmppd_cluster_unacknowledged", Help: "Stanzas sent to other nodes and not acknowledged yet."}, func() float64 {
+			return float64(c.unacknowledged())
+		}),
+		counter("xmppd_cluster_stanzas_sent_total", "Stanzas sent to sessions on other nodes.", &c.published),
+		counter("xmppd_cluster_stanzas_received_total", "Stanzas other nodes sent to sessions here.", &c.received),
+		counter("xmppd_cluster_stanzas_resent_total", "Stanzas sent again for want of an acknowledgement.", &c.resent),
+		counter("xmppd_cluster_stanzas_rerouted_total", "Messages routed again or stored because their node died or never acknowledged them.", &c.rerouted),
+	} {
+		if err := reg.Register(m); err != nil {
+			return fmt.Errorf("cluster metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// unacknowledged counts what waits for an ack, over all nodes.
+func (c *Cluster) unacknowledged() int {
+	c.mu.Lock()
+	peers := make([]*peer, 0, len(c.peers))
+	for _, p := range c.peers {
+		peers = append(peers, p)
+	}
+	c.mu.Unlock()
+	n := 0
+	for _, p := range peers {
+		n += p.pendingLen()
+	}
+	return n
 }
 
 // Start announces the node and starts its heartbeat and the watch over
@@ -710,6 +766,7 @@ func (c *Cluster) resend(p *peer, now time.Time) {
 	}
 	p.pmu.Unlock()
 	c.log.Info("cluster: resending unacknowledged stanzas", "peer", p.name, "count", len(msgs))
+	c.resent.Add(uint64(len(msgs)))
 	for _, m := range msgs {
 		c.publish(c.prefix+"node."+p.name, m)
 	}
@@ -790,6 +847,7 @@ func (c *Cluster) again(b []byte, f func(context.Context, *router.Stanza)) {
 		return
 	}
 	if st.Kind == router.KindMessage {
+		c.rerouted.Add(1)
 		f(context.WithoutCancel(c.ctx), st)
 	}
 }
@@ -809,6 +867,7 @@ func (c *Cluster) onNode(m *nats.Msg) {
 		}
 		v, _ := c.from.LoadOrStore(string(f[0]), &received{})
 		if v.(*received).add(seq) {
+			c.received.Add(1)
 			c.deliver(f[2], f[3])
 		}
 		c.publish(c.prefix+"ack."+string(f[0]), encode(opAck, []byte(c.cfg.Node), f[1]))
@@ -941,4 +1000,10 @@ func clone(b []byte) []byte {
 		return nil
 	}
 	return append([]byte(nil), b...)
+}
+
+func (p *peer) pendingLen() int {
+	p.pmu.Lock()
+	defer p.pmu.Unlock()
+	return len(p.pending)
 }

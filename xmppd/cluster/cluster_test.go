@@ -12,6 +12,7 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/prometheus/client_golang/prometheus"
 	"mellium.im/xmpp/jid"
 
 	"dialtone/auth"
@@ -81,6 +82,7 @@ func natsURL(t *testing.T) string {
 // testNode is a router with its cluster link; undelivered counts the
 // messages its Undelivered hooks got.
 type testNode struct {
+	reg         *prometheus.Registry
 	r           *router.Router
 	c           *Cluster
 	undelivered atomic.Int32
@@ -101,8 +103,8 @@ func newNodeDead(t *testing.T, url, name string, deadAfter time.Duration) *testN
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &testNode{r: r}
-	n.c, err = New(Config{URL: url, Node: name, Router: r,
+	n := &testNode{r: r, reg: prometheus.NewRegistry()}
+	n.c, err = New(Config{URL: url, Node: name, Router: r, Metrics: n.reg,
 		Heartbeat: 50 * time.Millisecond, DeadAfter: deadAfter, AckTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -192,6 +194,22 @@ func TestMirrors(t *testing.T) {
 	if got, _ := ak.snapshot(); len(got) != 1 {
 		t.Fatalf("alice got %d stanzas, want 1: %q", len(got), got)
 	}
+	for _, c := range []struct {
+		n    *testNode
+		name string
+		want float64
+	}{
+		{n2, "xmppd_cluster_stanzas_sent_total", 1},
+		{n2, "xmppd_cluster_stanzas_resent_total", 1},
+		{n2, "xmppd_cluster_unacknowledged", 0},
+		{n2, "xmppd_cluster_peers", 1},
+		{n2, "xmppd_cluster_nats_connected", 1},
+		{n1, "xmppd_cluster_stanzas_received_total", 1},
+	} {
+		if got := metric(t, c.n.reg, c.name); got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, got, c.want)
+		}
+	}
 
 	n3 := newNode(t, url, "n3")
 	eventually(t, "the late node mirrors alice/a and bob/b", func() bool {
@@ -262,8 +280,22 @@ func (c *Cluster) peerNamed(name string) *peer {
 	return c.peers[name]
 }
 
-func (p *peer) pendingLen() int {
-	p.pmu.Lock()
-	defer p.pmu.Unlock()
-	return len(p.pending)
+// metric reads the value of a metric without labels.
+func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) == 1 {
+			m := mf.Metric[0]
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+			return m.Gauge.GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
