@@ -412,7 +412,10 @@ func (c *Cluster) Register(h *router.Hooks) error {
 		c.barrier()
 		return nil
 	})
-	h.OnSession(router.Bound, 0, func(_ context.Context, s *router.Session) { c.announce(s) })
+	h.OnSession(router.Bound, 0, func(_ context.Context, s *router.Session) {
+		boundAt.Get(s).Store(time.Now().UnixNano())
+		c.announce(s)
+	})
 	h.OnSession(router.PresenceSet, 0, func(_ context.Context, s *router.Session) { c.announce(s) })
 	h.OnSession(router.Closed, -1000, func(_ context.Context, s *router.Session) {
 		if s.Remote() {
@@ -459,14 +462,16 @@ func (c *Cluster) announce(s *router.Session) {
 	c.publish(c.prefix+"state."+c.cfg.Node, upsert(s))
 }
 
-// upsert is the announcement of a local session: its JID, presence and
-// attributes (SetAttr), in pairs after the fourth field.
+// upsert is the announcement of a local session: its JID, presence, when
+// it was bound, and its attributes (SetAttr), in pairs after the fifth
+// field.
 func upsert(s *router.Session) []byte {
 	avail, inner, lang := []byte("0"), []byte(nil), []byte(nil)
 	if p := s.Presence(); p != nil {
 		avail, inner, lang = []byte("1"), p.Inner, []byte(p.Lang)
 	}
-	fields := [][]byte{[]byte(s.String()), avail, inner, lang}
+	at := strconv.FormatInt(boundAt.Get(s).Load(), 36)
+	fields := [][]byte{[]byte(s.String()), avail, inner, lang, []byte(at)}
 	a := attrsOf.Get(s)
 	a.mu.Lock()
 	for k, v := range a.m {
@@ -613,25 +618,34 @@ func (c *Cluster) onState(m *nats.Msg) {
 		return
 	}
 	switch {
-	case op == opUpsert && len(f) >= 4 && len(f)%2 == 0:
+	case op == opUpsert && len(f) >= 5 && len(f)%2 == 1:
 		full, err := jid.Parse(string(f[0]))
 		if err != nil || full.Resourcepart() == "" {
 			return
 		}
+		at, _ := strconv.ParseInt(string(f[4]), 36, 64)
 		c.mu.Lock()
 		s := p.sessions[string(f[0])]
-		if s == nil {
-			s = router.NewRemoteSession(c.ctx, full, &sink{c: c, p: p, full: string(f[0])})
-			p.sessions[string(f[0])] = s
-			c.r.AddRemote(s)
-		}
 		c.mu.Unlock()
+		if s == nil {
+			if !c.newer(full, at, name) {
+				return
+			}
+			c.mu.Lock()
+			if s = p.sessions[string(f[0])]; s == nil {
+				s = router.NewRemoteSession(c.ctx, full, &sink{c: c, p: p, full: string(f[0])})
+				boundAt.Get(s).Store(at)
+				p.sessions[string(f[0])] = s
+				c.r.AddRemote(s)
+			}
+			c.mu.Unlock()
+		}
 		if string(f[1]) == "1" {
 			s.SetPresence(&router.Stanza{Kind: router.KindPresence, From: full, Inner: clone(f[2]), Lang: string(f[3])})
 		} else {
 			s.SetPresence(nil)
 		}
-		c.applyAttrs(s, f[4:])
+		c.applyAttrs(s, f[5:])
 	case op == opUnbind && len(f) == 1:
 		c.mu.Lock()
 		s := p.sessions[string(f[0])]
@@ -641,6 +655,29 @@ func (c *Cluster) onState(m *nats.Msg) {
 			c.removeMirror(s)
 		}
 	}
+}
+
+// boundAt is when a session was bound (Unix ns), on its own node's clock.
+var boundAt = router.NewKey[atomic.Int64]()
+
+// newer decides between a local session and one of the same full JID
+// that node announces, bound at at: the one bound later stays (RFC 6120
+// §7.7.2.2: the new connection replaces the old), the node name breaking
+// a tie; both nodes decide alike. It closes the local one, or asks that
+// node to close its own, and reports whether the announced one stays.
+func (c *Cluster) newer(full jid.JID, at int64, node string) bool {
+	j := []byte(full.String())
+	local := c.local(j)
+	if local == nil {
+		return true
+	}
+	mine := boundAt.Get(local).Load()
+	if at > mine || at == mine && node > c.cfg.Node {
+		local.Close("conflict", "replaced by a new connection with the same resource")
+		return true
+	}
+	c.publish(c.prefix+"node."+node, encode(opClose, j, []byte("conflict"), []byte("replaced by a new connection with the same resource")))
+	return false
 }
 
 // peer returns the node name as known, after a beat or an announcement

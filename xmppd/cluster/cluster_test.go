@@ -299,3 +299,39 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+// TestSameResourceOnTwoNodes: a resource bound on one node while another
+// node has it closes the older session with conflict (RFC 6120
+// §7.7.2.2), wherever each is; an announcement of an older session than
+// the local one leaves the local one in place.
+func TestSameResourceOnTwoNodes(t *testing.T) {
+	url := natsURL(t)
+	n1, n2 := newNode(t, url, "n1"), newNode(t, url, "n2")
+	old, oldSink := n1.bind(t, full(alice, "x"))
+	eventually(t, "n2 mirrors alice/x", func() bool { return n2.r.Session(old.JID()) != nil })
+	young, youngSink := n2.bind(t, full(alice, "x"))
+	eventually(t, "the older session is closed", func() bool { _, c := oldSink.snapshot(); return c == "conflict" })
+	eventually(t, "n1 routes alice/x to n2", func() bool {
+		s := n1.r.Session(young.JID())
+		return s != nil && s.Remote()
+	})
+	if _, c := youngSink.snapshot(); c != "" {
+		t.Fatalf("the newer session was closed: %s", c)
+	}
+
+	// A stale announcement from n2 of an alice/y bound before n1's.
+	mine, mineSink := n1.bind(t, full(alice, "y"))
+	before := boundAt.Get(mine).Load() - 1
+	n2.c.publish(n2.c.prefix+"state.n2", encode(opUpsert, []byte(mine.String()), []byte("0"), nil, nil, []byte(strconv.FormatInt(before, 36))))
+	// Then one of alice/z on the same subject: once n1 mirrors it, it
+	// has read the one before.
+	z := full(alice, "z")
+	n2.c.publish(n2.c.prefix+"state.n2", encode(opUpsert, []byte(z.String()), []byte("0"), nil, nil, []byte("1")))
+	eventually(t, "n1 mirrors alice/z", func() bool { return n1.r.Session(z) != nil })
+	if s := n1.r.Session(mine.JID()); s != mine {
+		t.Fatalf("the local alice/y was replaced by %v", s)
+	}
+	if _, c := mineSink.snapshot(); c != "" {
+		t.Fatalf("the local alice/y was closed: %s", c)
+	}
+}
