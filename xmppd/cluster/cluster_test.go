@@ -59,7 +59,7 @@ func (s *recSink) snapshot() ([]string, string) {
 }
 
 // natsURL runs a NATS server in the test's process on a free loopback port.
-func natsURL(t *testing.T) string {
+func natsURL(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -88,12 +88,12 @@ type testNode struct {
 	undelivered atomic.Int32
 }
 
-func newNode(t *testing.T, url, name string) *testNode {
+func newNode(t testing.TB, url, name string) *testNode {
 	return newNodeDead(t, url, name, 400*time.Millisecond)
 }
 
 // newNodeDead is newNode with the given DeadAfter.
-func newNodeDead(t *testing.T, url, name string, deadAfter time.Duration) *testNode {
+func newNodeDead(t testing.TB, url, name string, deadAfter time.Duration) *testNode {
 	t.Helper()
 	parser, err := auth.NewNumberParser("KR", nil)
 	if err != nil {
@@ -281,7 +281,7 @@ func (c *Cluster) peerNamed(name string) *peer {
 }
 
 // metric reads the value of a metric without labels.
-func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
+func metric(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
