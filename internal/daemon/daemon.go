@@ -315,6 +315,7 @@ func (d *Daemon) registerModules() error {
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
 	d.SM = &sm.Module{ResumeTimeout: d.cfg.SMResumeTimeout, QueueLimit: d.cfg.SMQueueLimit, Notice: d.Offline.Notice, Log: d.log}
+	d.carbons = carbons.New()
 	peps := pep.New(r, d.DB, d.DB, d.log)
 	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
 	vcards := vcard.New(r, d.DB)
@@ -330,7 +331,6 @@ func (d *Daemon) registerModules() error {
 	d.accounts.Groups = rooms
 	phones := phonebook.New(r, d.parser, d.DB)
 	phones.PerDay = d.cfg.DiscoveryPerDay
-	d.carbons = carbons.New()
 	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log})
 	d.Push = pushmod.New(pushmod.Config{Store: d.DB, Log: d.log})
 	// A message the hibernating stream had fetched from the archive is
