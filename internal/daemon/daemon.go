@@ -34,6 +34,7 @@ import (
 	"dialtone/turn"
 	"dialtone/upload"
 	"dialtone/xmppd"
+	"dialtone/xmppd/cluster"
 	"dialtone/xmppd/mod/avatar"
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/bookmarks"
@@ -121,11 +122,18 @@ type Daemon struct {
 	sweeper  *auth.Sweeper
 	roster   *rostermod.Module
 	register *register.Module
+	carbons  *carbons.Module
+	// Cluster links this node to the others (XMPPD_NATS_URL); nil for a
+	// single node.
+	Cluster *cluster.Cluster
 }
 
 // New opens the store, builds the server and binds every listener, so that
 // a bad address or an unreachable database stops the start at once.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, err error) {
+	if cfg.NATSURL != "" {
+		log = log.With("node", cfg.NodeName)
+	}
 	d = &Daemon{cfg: cfg, log: log}
 	built := d // d is nil by the time a failed start returns
 	defer func() {
@@ -191,11 +199,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	if err := d.filesAndCalls(secret); err != nil {
 		return nil, err
 	}
+	if cfg.NATSURL != "" {
+		d.Cluster, err = cluster.New(cluster.Config{URL: cfg.NATSURL, Node: cfg.NodeName, Router: d.Server.Router(), Log: log, Metrics: reg})
+		if err != nil {
+			return nil, err
+		}
+	}
 	if err := d.registerModules(); err != nil {
 		return nil, fmt.Errorf("modules: %w", err)
 	}
 	// Recycling a number resets the roster and block list the modules keep.
 	d.accounts.Roster, d.accounts.Blocks = d.roster, forgetAll{d.blocking, d.Archive, d.Push}
+	d.shareCaches()
+	if err := d.resumeAcrossNodes(); err != nil {
+		return nil, err
+	}
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
 	if err := d.federate(reg); err != nil {
@@ -248,7 +266,7 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 	}
 	return web.Options{
 		App:            app,
-		Health:         d.DB.Ping,
+		Health:         d.health,
 		Gatherer:       reg,
 		MetricsAllow:   d.cfg.MetricsAllow,
 		PublicURL:      d.cfg.PublicURL,
@@ -304,6 +322,7 @@ func (d *Daemon) registerModules() error {
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
 	d.SM = &sm.Module{ResumeTimeout: d.cfg.SMResumeTimeout, QueueLimit: d.cfg.SMQueueLimit, Notice: d.Offline.Notice, Log: d.log}
+	d.carbons = carbons.New()
 	peps := pep.New(r, d.DB, d.DB, d.log)
 	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
 	vcards := vcard.New(r, d.DB)
@@ -336,7 +355,7 @@ func (d *Daemon) registerModules() error {
 		presences,
 		d.Archive,
 		d.Push,
-		carbons.New(),
+		d.carbons,
 		peps,
 		avatars,
 		marks,
@@ -355,8 +374,102 @@ func (d *Daemon) registerModules() error {
 			return nil
 		}),
 		phones,
+		d.clusterLink(),
 		disco.New(r, "Dialtone"),
 	)
+}
+
+// clusterLink is the module that announces this node's sessions to the
+// others; nothing for a single node.
+func (d *Daemon) clusterLink() router.Module {
+	if d.Cluster == nil {
+		return router.ModuleFunc(func(*router.Hooks) error { return nil })
+	}
+	return d.Cluster
+}
+
+// shareCaches makes the caches of account data the modules keep per node
+// follow changes made on other nodes of a cluster: a blocklist changed on
+// one node, an account recycled through another.
+func (d *Daemon) shareCaches() {
+	if d.Cluster == nil {
+		return
+	}
+	forget := func(f interface{ Forget(jid.JID) }) func(string) {
+		return func(key string) {
+			if j, err := jid.Parse(key); err == nil {
+				f.Forget(j)
+			}
+		}
+	}
+	d.Cluster.OnInvalidate("blocking", forget(d.blocking))
+	d.blocking.Changed = func(owner jid.JID) { d.Cluster.Invalidate("blocking", owner.Bare().String()) }
+	local := d.accounts.Blocks
+	d.Cluster.OnInvalidate("account", forget(local))
+	d.accounts.Blocks = forgetAll{local, clusterForget{d.Cluster, "account"}}
+	// Carbons for a resource on another node are copied where the message
+	// is routed: its mirror there carries the flag.
+	d.carbons.Changed = func(s *router.Session, on bool) { d.Cluster.SetAttr(s, "carbons", onOff(on)) }
+	d.Cluster.OnAttr("carbons", func(s *router.Session, v string) { d.carbons.SetMirror(s, v == "1") })
+}
+
+func onOff(on bool) string {
+	if on {
+		return "1"
+	}
+	return ""
+}
+
+// resumeAcrossNodes lets a client resume (XEP-0198) on this node a session
+// that hibernated on another node of the cluster, and another node take
+// over one that hibernated here.
+func (d *Daemon) resumeAcrossNodes() error {
+	if d.Cluster == nil {
+		return nil
+	}
+	d.SM.Remote = func(ctx context.Context, previd, owner string, h uint32) (sm.Handover, bool) {
+		b, ok := d.Cluster.Ask(ctx, "sm", sm.Request{Previd: previd, Owner: owner, H: h}.Marshal())
+		if !ok {
+			return sm.Handover{}, false
+		}
+		ho, err := sm.ParseHandover(b)
+		return ho, err == nil
+	}
+	return d.Cluster.OnAsk("sm", func(q []byte) ([]byte, bool) {
+		req, err := sm.ParseRequest(q)
+		if err != nil {
+			return nil, false
+		}
+		ho, ok := d.SM.HandOver(req.Previd, req.Owner, req.H)
+		if !ok {
+			return nil, false
+		}
+		if ho.Failed == nil {
+			d.Cluster.Left(ho.Full)
+		}
+		return ho.Marshal(), true
+	})
+}
+
+// clusterForget tells the other nodes to forget an account's cached data.
+type clusterForget struct {
+	c     *cluster.Cluster
+	topic string
+}
+
+// Forget implements account.BlockCache.
+func (f clusterForget) Forget(bare jid.JID) { f.c.Invalidate(f.topic, bare.Bare().String()) }
+
+// health is /healthz: the store answers and, in a cluster, the NATS link
+// is up (a node cut off from the others cannot route to them).
+func (d *Daemon) health(ctx context.Context) error {
+	if err := d.DB.Ping(ctx); err != nil {
+		return err
+	}
+	if d.Cluster != nil {
+		return d.Cluster.Health(ctx)
+	}
+	return nil
 }
 
 // groups is the group chat service at groups.DOMAIN; invitations of
@@ -462,6 +575,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.s2s != nil {
 		serve(func() error { return d.fed.Serve(d.s2s) })
 	}
+	if d.Cluster != nil {
+		d.Cluster.Start()
+	}
 	d.log.Info("xmppd started", "domain", d.cfg.Domain, "c2s", d.Addr("c2s"), "c2s_direct_tls", d.Addr("direct"),
 		"http", d.Addr("http"), "s2s", d.Addr("s2s"), "store", d.DB.Driver(), "version", Version)
 
@@ -483,6 +599,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Server.Shutdown(sctx); err != nil {
 		d.log.Error("sessions did not end in time", "err", err)
 	}
+	if d.Cluster != nil {
+		// After the sessions (their unbinds went out), before the store
+		// (what another node never took is stored offline).
+		d.Cluster.Close()
+	}
 	cancelAdmin()
 	cancelBlocking()
 	wg.Wait()
@@ -497,6 +618,9 @@ func (d *Daemon) closeAll() {
 		if l != nil {
 			l.Close()
 		}
+	}
+	if d.Cluster != nil {
+		d.Cluster.Close()
 	}
 	if d.DB != nil {
 		d.DB.Close()

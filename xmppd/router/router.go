@@ -342,6 +342,7 @@ func (r *Router) SetPresence(ctx context.Context, sess *Session, p *Stanza) {
 	case unavailable:
 		r.fire(ctx, Unavailable, sess)
 	}
+	r.fire(ctx, PresenceSet, sess)
 }
 
 func presencePriority(p *Stanza) int {

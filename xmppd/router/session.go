@@ -42,6 +42,9 @@ type Session struct {
 	// says a module keeps the session across its streams (Keep).
 	in    atomic.Uint32
 	keeps atomic.Bool
+	// remote: the session is on another node of a cluster; this is its
+	// mirror (NewRemoteSession).
+	remote bool
 
 	// ctx is cancelled when the session closes (Router.Unregister).
 	ctx    context.Context

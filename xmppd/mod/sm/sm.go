@@ -71,6 +71,10 @@ type Module struct {
 	Notice func(ctx context.Context, st *router.Stanza) error
 	// Log takes what goes wrong; nil discards it.
 	Log *slog.Logger
+	// Remote, when set, asks the other nodes of a cluster for a session
+	// this node does not know (HandOver there): found reports whether one
+	// had it.
+	Remote func(ctx context.Context, previd, owner string, h uint32) (ho Handover, found bool)
 
 	r *router.Router
 
@@ -336,6 +340,11 @@ func (m *Module) resume(ctx context.Context, c router.ConnInfo, el wire.Element)
 	st := m.byID[previd]
 	gone, wasKnown := m.expired[previd]
 	m.mu.Unlock()
+	if st == nil && !wasKnown && m.Remote != nil {
+		if ho, found := m.Remote(ctx, previd, owner, h); found {
+			return m.resumeHere(ctx, c, previd, ho)
+		}
+	}
 	if st == nil || st.sess.Bare().String() != owner {
 		known := wasKnown && gone.owner == owner
 		return failed("item-not-found", gone.h, known), nil
