@@ -33,6 +33,7 @@ const (
 	numberB = "+821033334444"
 	numberC = "+821055556666"
 	numberD = "+821077778888"
+	numberE = "+821099990000"
 )
 
 // node is one running xmppd of the cluster.
@@ -375,7 +376,7 @@ func TestCluster(t *testing.T) {
 		n.waitLog(t, 10*time.Second, others...)
 	}
 	pass := map[string]string{}
-	for _, num := range []string{numberA, numberB, numberC, numberD} {
+	for _, num := range []string{numberA, numberB, numberC, numberD, numberE} {
 		pass[num] = xmppctl(t, bins["xmppctl"], nodes[0].env, "account", "reset", num, "--print")
 	}
 	addr := func(i int) string { return "127.0.0.1:" + nodes[i].c2s }
@@ -468,6 +469,25 @@ func TestCluster(t *testing.T) {
 			})
 		})
 		a3.Send(`</stream:stream>`)
+	})
+
+	// xmppctl on any node: a reset made through n1 closes E's sessions
+	// on n2 and n3 (n1 closes its mirrors of them through their nodes).
+	t.Run("account reset closes sessions on every node", func(t *testing.T) {
+		e2 := xmpptest.Login(t, addr(1), numberE, pass[numberE], "e2")
+		e3 := xmpptest.Login(t, addr(2), numberE, pass[numberE], "e3")
+		for _, e := range []*xmpptest.Client{e2, e3} {
+			e.Available()
+			stop := answering(e)
+			reach(t, a, e) // n1 knows the session
+			stop()
+		}
+		xmppctl(t, bins["xmppctl"], nodes[0].env, "account", "reset", numberE, "--print")
+		for _, c := range []*xmpptest.Client{e2, e3} {
+			if cond := c.ExpectStreamError(); cond != "not-authorized" {
+				t.Errorf("%s: stream error %q, want not-authorized", c.JID, cond)
+			}
+		}
 	})
 
 	t.Run("stream resumed on another node", func(t *testing.T) {
