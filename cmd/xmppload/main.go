@@ -72,7 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("xmppload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.addr, "addr", "127.0.0.1:5222", "server host:port (loopback only: 127.0.0.0/8 or ::1)")
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:5222", "server host:port (loopback only: 127.0.0.0/8 or ::1); several, comma-separated, spread the clients over the nodes of a cluster (client i on address i mod n)")
 	fs.StringVar(&c.domain, "domain", "localhost", "XMPP domain (stream 'to' and TLS server name)")
 	fs.StringVar(&c.tls, "tls", "starttls", "starttls, or direct (TLS from the first byte, XEP-0368); any certificate is accepted")
 	fs.StringVar(&c.mech, "mech", "SCRAM-SHA-256", "SASL mechanism: SCRAM-SHA-256, SCRAM-SHA-1 or PLAIN")
@@ -213,17 +213,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxRun)
 	defer cancel()
-	addr, err := resolveLoopback(ctx, c.addr, net.DefaultResolver.LookupIPAddr)
-	if err != nil {
-		fmt.Fprintln(stderr, "xmppload:", err)
-		return 2
+	var addrs []string
+	for _, a := range strings.Split(c.addr, ",") {
+		addr, err := resolveLoopback(ctx, strings.TrimSpace(a), net.DefaultResolver.LookupIPAddr)
+		if err != nil {
+			fmt.Fprintln(stderr, "xmppload:", err)
+			return 2
+		}
+		addrs = append(addrs, addr)
 	}
 	accs, err := loadAccounts(ctx, &c, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "xmppload:", err)
 		return 1
 	}
-	d := &dialer{addr: addr, domain: c.domain, direct: c.tls == "direct", mech: strings.ToUpper(c.mech)}
+	d := &dialer{addr: addrs[0], domain: c.domain, direct: c.tls == "direct", mech: strings.ToUpper(c.mech)}
+	if len(addrs) > 1 {
+		d.spread(addrs, accs)
+	}
 	var res *result
 	switch c.scenario {
 	case "login":

@@ -25,6 +25,26 @@ type dialer struct {
 	// quiet: login ends after binding, without presence (the offline
 	// scenario's receiver sends it when it is ready to count).
 	quiet bool
+	// at, when set, is the address of each account (--addr with several
+	// nodes of a cluster); addr serves the others.
+	at map[string]string
+}
+
+// spread gives account i the address i mod len(addrs): the two clients
+// of a route pair (i and i^1) are then always on different nodes.
+func (d *dialer) spread(addrs []string, accs []account) {
+	d.at = make(map[string]string, len(accs))
+	for i, a := range accs {
+		d.at[a.jid] = addrs[i%len(addrs)]
+	}
+}
+
+// addrOf is where acc logs in.
+func (d *dialer) addrOf(acc account) string {
+	if a, ok := d.at[acc.jid]; ok {
+		return a
+	}
+	return d.addr
 }
 
 // session is one logged-in client stream. After login the raw bufio.Reader
@@ -65,7 +85,7 @@ type features struct {
 // server has processed everything when it returns. The context bounds it.
 func (d *dialer) login(ctx context.Context, acc account, resource string) (*session, error) {
 	var nd net.Dialer
-	raw, err := nd.DialContext(ctx, "tcp", d.addr)
+	raw, err := nd.DialContext(ctx, "tcp", d.addrOf(acc))
 	if err != nil {
 		return nil, err
 	}
