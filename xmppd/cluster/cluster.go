@@ -710,13 +710,16 @@ func (c *Cluster) peer(name string, op byte, f [][]byte) *peer {
 	c.mu.Unlock()
 	if stale != nil {
 		c.log.Info("cluster: node restarted", "peer", name)
-		c.background(func() { c.drop(stale, true) })
+		c.background(func() {
+			c.drop(stale, true)
+			c.changed()
+		})
 	}
 	if fresh {
 		c.log.Info("cluster: node joined", "peer", name)
 		c.publish(c.prefix+"node."+name, encode(opDump, []byte(c.cfg.Node)))
 	}
-	if fresh || stale != nil {
+	if fresh {
 		c.changed()
 	}
 	return p
@@ -747,10 +750,10 @@ func (c *Cluster) watch(now time.Time) {
 		c.log.Warn("cluster: node silent, dropped with its sessions", "peer", p.name, "silent", now.Sub(p.seen).Round(time.Millisecond))
 		// Rerouting and presence take store calls: not on the heartbeat's
 		// goroutine.
-		c.background(func() { c.drop(p, true) })
-	}
-	if len(dead) > 0 {
-		c.changed()
+		c.background(func() {
+			c.drop(p, true)
+			c.changed()
+		})
 	}
 	for _, p := range alive {
 		var late []pending
@@ -827,8 +830,8 @@ func (c *Cluster) forget(name, why string) {
 	c.mu.Unlock()
 	if p != nil {
 		c.log.Info("cluster: node "+why, "peer", name)
-		c.changed()
 		c.drop(p, false)
+		c.changed()
 	}
 }
 

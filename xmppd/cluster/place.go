@@ -68,8 +68,9 @@ func (c *Cluster) OnForward(fn func(ctx context.Context, st *router.Stanza)) {
 }
 
 // OnChange adds fn to what runs when the set of alive nodes changes (a
-// node joins, restarts, dies or leaves): what Owner returns may have
-// changed. fn must not block. Call it before Start.
+// node joins, restarts, dies or leaves; after the mirrors of a node gone
+// left the table): what Owner returns may have changed. fn must not
+// block. Call it before Start.
 func (c *Cluster) OnChange(fn func()) {
 	c.onChange = append(c.onChange, fn)
 }
