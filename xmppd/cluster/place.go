@@ -16,6 +16,12 @@ func (c *Cluster) Owner(key string) string {
 	return owner(key, c.cfg.Node, c.Peers())
 }
 
+// OwnerAmong is the node Owner picks for key when the alive nodes are
+// nodes (not empty).
+func OwnerAmong(key string, nodes []string) string {
+	return owner(key, nodes[0], nodes[1:])
+}
+
 // owner is Owner over the nodes self and peers.
 func owner(key, self string, peers []string) string {
 	best, top := self, weight(key, self)
