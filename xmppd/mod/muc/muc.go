@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -69,8 +70,10 @@ type Module struct {
 
 	rooms sync.Map // bare room JID string → *room
 
-	loadMu sync.Mutex // loading the stored rooms, once
-	loaded bool
+	loadMu   sync.Mutex // loading the stored rooms, once (per change of the cluster's nodes)
+	loaded   bool
+	loadedAt uint64        // nodes at the last load
+	nodes    atomic.Uint64 // changes of the cluster's nodes (NodesChanged)
 
 	createMu sync.Mutex // creating a room: the rooms-per-account count
 
@@ -195,7 +198,8 @@ func (m *Module) sessionGone(ctx context.Context, s *router.Session) {
 func (m *Module) load(ctx context.Context) error {
 	m.loadMu.Lock()
 	defer m.loadMu.Unlock()
-	if m.loaded {
+	nodes := m.nodes.Load()
+	if m.loaded && m.loadedAt == nodes {
 		return nil
 	}
 	sctx, cancel := m.r.StoreContext(ctx)
@@ -251,7 +255,7 @@ func (m *Module) load(ctx context.Context) error {
 		m.restoreHistory(ctx, rm)
 		m.rooms.LoadOrStore(rm.jidStr, rm)
 	}
-	m.loaded = true
+	m.loaded, m.loadedAt = true, nodes
 	return nil
 }
 

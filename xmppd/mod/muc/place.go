@@ -55,6 +55,8 @@ func (m *Module) NodesChanged() {
 	if m.moved == nil {
 		return
 	}
+	// The next stanza loads the stored groups this node runs now.
+	m.nodes.Add(1)
 	select {
 	case m.moved <- struct{}{}:
 	default: // one pending run covers this change too
@@ -62,9 +64,9 @@ func (m *Module) NodesChanged() {
 }
 
 // rebalance runs after each change of the nodes: the groups this node no
-// longer runs are saved and unloaded, the stored groups it runs now are
-// loaded on the next stanza, and occupants whose session is gone with a
-// dead node leave the groups that stay here.
+// longer runs are saved and unloaded, and occupants whose session is gone
+// with a dead node leave the groups that stay here. (The stored groups it
+// runs now are loaded on the next stanza: NodesChanged.)
 func (m *Module) rebalance(ctx context.Context) {
 	for {
 		select {
@@ -72,9 +74,6 @@ func (m *Module) rebalance(ctx context.Context) {
 			return
 		case <-m.moved:
 		}
-		m.loadMu.Lock()
-		m.loaded = false
-		m.loadMu.Unlock()
 		var away, stay []*room
 		m.rooms.Range(func(_, v any) bool {
 			rm := v.(*room)
