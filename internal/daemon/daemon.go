@@ -478,6 +478,12 @@ func (d *Daemon) groups(r router.Routing) *muc.Module {
 	m := muc.New(r, d.DB)
 	m.MaxOccupants, m.RoomsPerAccount = d.cfg.MUCMaxOccupants, d.cfg.MUCRoomsPerAccount
 	m.Invites, m.Log = d.invitations, d.log
+	if d.Cluster != nil {
+		// Each group runs on one node: stanzas for it go there.
+		m.Cluster = d.Cluster
+		d.Cluster.OnForward(m.Forwarded)
+		d.Cluster.OnChange(m.NodesChanged)
+	}
 	return m
 }
 

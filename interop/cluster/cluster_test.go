@@ -338,10 +338,9 @@ func body(e xmpptest.Elem) string {
 	return m.Body
 }
 
-func TestCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster: not with -short (make check); make test runs it")
-	}
+// startCluster starts three nodes, n1 to n3, on a new PostgreSQL database
+// and a NATS server, and waits until each has heard of the others.
+func startCluster(t *testing.T) ([]*node, *natsServer, *testbin.SMSReceiver, map[string]string) {
 	dbURL := pgtest.NewDatabase(t, pgtest.URL(t))
 	nats := startNATS(t)
 	sms := testbin.NewSMSReceiver(t)
@@ -375,6 +374,14 @@ func TestCluster(t *testing.T) {
 		}
 		n.waitLog(t, 10*time.Second, others...)
 	}
+	return nodes, nats, sms, bins
+}
+
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster: not with -short (make check); make test runs it")
+	}
+	nodes, nats, sms, bins := startCluster(t)
 	pass := map[string]string{}
 	for _, num := range []string{numberA, numberB, numberC, numberD, numberE} {
 		pass[num] = xmppctl(t, bins["xmppctl"], nodes[0].env, "account", "reset", num, "--print")

@@ -40,6 +40,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
 
 	"dialtone/xmppd/router"
 )
@@ -103,6 +104,8 @@ type Cluster struct {
 
 	forgetters map[string]func(key string)              // by topic; set before Start
 	attrFns    map[string]func(*router.Session, string) // by attribute; set before Start
+	onForward  func(context.Context, *router.Stanza)    // set before Start
+	onChange   []func()                                 // set before Start
 }
 
 // peer is another node as this one knows it.
@@ -120,6 +123,7 @@ type pending struct {
 	b        []byte
 	at, sent time.Time // first and last published
 	msg      []byte    // as published, for a resend
+	fwd      bool      // handed over with Forward, not to a session
 }
 
 // resendAfter is how long a stanza waits for its ack before it is
@@ -706,11 +710,17 @@ func (c *Cluster) peer(name string, op byte, f [][]byte) *peer {
 	c.mu.Unlock()
 	if stale != nil {
 		c.log.Info("cluster: node restarted", "peer", name)
-		c.background(func() { c.drop(stale, true) })
+		c.background(func() {
+			c.drop(stale, true)
+			c.changed()
+		})
 	}
 	if fresh {
 		c.log.Info("cluster: node joined", "peer", name)
 		c.publish(c.prefix+"node."+name, encode(opDump, []byte(c.cfg.Node)))
+	}
+	if fresh {
+		c.changed()
 	}
 	return p
 }
@@ -740,7 +750,10 @@ func (c *Cluster) watch(now time.Time) {
 		c.log.Warn("cluster: node silent, dropped with its sessions", "peer", p.name, "silent", now.Sub(p.seen).Round(time.Millisecond))
 		// Rerouting and presence take store calls: not on the heartbeat's
 		// goroutine.
-		c.background(func() { c.drop(p, true) })
+		c.background(func() {
+			c.drop(p, true)
+			c.changed()
+		})
 	}
 	for _, p := range alive {
 		var late []pending
@@ -756,7 +769,7 @@ func (c *Cluster) watch(now time.Time) {
 			c.log.Warn("cluster: stanzas not acknowledged in time", "peer", p.name, "count", len(late))
 		}
 		for _, e := range late {
-			c.undeliverable(e.b)
+			c.failed(e.b, e.fwd)
 		}
 	}
 }
@@ -818,6 +831,7 @@ func (c *Cluster) forget(name, why string) {
 	if p != nil {
 		c.log.Info("cluster: node "+why, "peer", name)
 		c.drop(p, false)
+		c.changed()
 	}
 }
 
@@ -840,7 +854,13 @@ func (c *Cluster) drop(p *peer, died bool) {
 	p.pending = map[uint64]pending{}
 	p.pmu.Unlock()
 	for _, e := range left {
-		c.reroute(e.b)
+		if e.fwd {
+			// Handed to a node that is gone: handed again, to the one
+			// that takes its place (Owner has changed).
+			c.again(e.b, true, c.r.Route)
+		} else {
+			c.reroute(e.b)
+		}
 	}
 	if died && c.first() {
 		for _, s := range sessions {
@@ -868,22 +888,31 @@ func (c *Cluster) first() bool {
 // before it acknowledged it: the node's mirrors are out of the table, so
 // it goes to the account's other resources (the client may have logged in
 // again elsewhere already) or, with none, to offline storage.
-func (c *Cluster) reroute(b []byte) { c.again(b, c.r.Route) }
+func (c *Cluster) reroute(b []byte) { c.again(b, false, c.r.Route) }
 
 // undeliverable hands a message a node that is still there did not take
 // (no ack in time, or too many waiting) to the Undelivered hooks (offline
 // storage, its notice): routing it again could pick the same session.
-func (c *Cluster) undeliverable(b []byte) { c.again(b, c.r.Undeliverable) }
+func (c *Cluster) undeliverable(b []byte) { c.again(b, false, c.r.Undeliverable) }
 
-// again reads back a message sent to another node and hands it to f.
-// Other stanzas are dropped, as a broken stream's are.
-func (c *Cluster) again(b []byte, f func(context.Context, *router.Stanza)) {
+// bounce answers a stanza handed over with Forward that its node never
+// acknowledged with an error: the node is there, but did not take it.
+func (c *Cluster) bounce(b []byte) {
+	c.again(b, true, func(_ context.Context, st *router.Stanza) {
+		c.r.Bounce(st, router.NewError(stanza.Wait, stanza.RemoteServerTimeout, "the node that runs it did not answer"))
+	})
+}
+
+// again reads back a stanza sent to another node and hands it to f: a
+// message, or any stanza when all. Other stanzas are dropped, as a broken
+// stream's are.
+func (c *Cluster) again(b []byte, all bool, f func(context.Context, *router.Stanza)) {
 	st, err := parseStanza(b)
 	if err != nil {
 		c.log.Error("cluster: a stanza sent to another node cannot be read back", "err", err)
 		return
 	}
-	if st.Kind == router.KindMessage {
+	if all || st.Kind == router.KindMessage {
 		c.rerouted.Add(1)
 		f(context.WithoutCancel(c.ctx), st)
 	}
@@ -906,6 +935,17 @@ func (c *Cluster) onNode(m *nats.Msg) {
 		if v.(*received).add(seq) {
 			c.received.Add(1)
 			c.deliver(f[2], f[3])
+		}
+		c.publish(c.prefix+"ack."+string(f[0]), encode(opAck, []byte(c.cfg.Node), f[1]))
+	case op == opRoute && len(f) == 3:
+		seq, err := strconv.ParseUint(string(f[1]), 36, 64)
+		if err != nil {
+			return
+		}
+		v, _ := c.from.LoadOrStore(string(f[0]), &received{})
+		if v.(*received).add(seq) {
+			c.received.Add(1)
+			c.forwarded(f[2])
 		}
 		c.publish(c.prefix+"ack."+string(f[0]), encode(opAck, []byte(c.cfg.Node), f[1]))
 	case op == opClose && len(f) == 3:
@@ -989,41 +1029,59 @@ type sink struct {
 
 // Send implements router.Sink: it publishes b to the owning node and
 // keeps it until acknowledged. It never blocks on the other node.
-func (k *sink) Send(b []byte) bool {
-	c := k.c
-	seq := c.seq.Add(1)
-	p := k.p
+func (k *sink) Send(b []byte) bool { return k.c.send(k.p, b, []byte(k.full)) }
+
+// send publishes b to p, to the session full (nil: handed over with
+// Forward), and keeps it until acknowledged.
+func (c *Cluster) send(p *peer, b, full []byte) bool {
+	fwd := full == nil
+	id := c.seq.Add(1)
+	seq := []byte(strconv.FormatUint(id, 36))
+	fields := [][]byte{[]byte(c.cfg.Node), seq, full, b}
+	op := opSend
+	if fwd {
+		op, fields = opRoute, slices.Delete(fields, 2, 3)
+	}
 	p.pmu.Lock()
 	if p.gone {
-		// Routed to a session of a node dropped meanwhile.
+		// Routed to a node dropped meanwhile.
 		p.pmu.Unlock()
-		c.reroute(b)
+		c.again(b, fwd, c.r.Route)
 		return false
 	}
-	full := len(p.pending) >= maxPending
-	msg := encode(opSend, []byte(c.cfg.Node), []byte(strconv.FormatUint(seq, 36)), []byte(k.full), b)
-	if !full {
+	full0 := len(p.pending) >= maxPending
+	msg := encode(op, fields...)
+	if !full0 {
 		now := time.Now()
-		p.pending[seq] = pending{b: b, at: now, sent: now, msg: msg}
+		p.pending[id] = pending{b: b, at: now, sent: now, msg: msg, fwd: fwd}
 	}
 	p.pmu.Unlock()
-	if full {
+	if full0 {
 		c.log.Warn("cluster: too many stanzas unacknowledged by a node", "peer", p.name)
-		c.undeliverable(b)
+		c.failed(b, fwd)
 		return false
 	}
 	c.published.Add(1)
 	if !c.publish(c.prefix+"node."+p.name, msg) {
 		p.pmu.Lock()
-		_, mine := p.pending[seq]
-		delete(p.pending, seq)
+		_, mine := p.pending[id]
+		delete(p.pending, id)
 		p.pmu.Unlock()
 		if mine {
-			c.undeliverable(b)
+			c.failed(b, fwd)
 		}
 		return false
 	}
 	return true
+}
+
+// failed hands back what could not be sent to a node that is there.
+func (c *Cluster) failed(b []byte, fwd bool) {
+	if fwd {
+		c.bounce(b)
+	} else {
+		c.undeliverable(b)
+	}
 }
 
 // Close implements router.Sink: the owning node closes the stream (a

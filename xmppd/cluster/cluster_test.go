@@ -95,6 +95,13 @@ func newNode(t testing.TB, url, name string) *testNode {
 // newNodeDead is newNode with the given DeadAfter.
 func newNodeDead(t testing.TB, url, name string, deadAfter time.Duration) *testNode {
 	t.Helper()
+	return newNodeWith(t, url, name, deadAfter, nil)
+}
+
+// newNodeWith is newNodeDead with setup run before the link starts; it
+// returns more modules to load.
+func newNodeWith(t testing.TB, url, name string, deadAfter time.Duration, setup func(*testNode) []router.Module) *testNode {
+	t.Helper()
 	parser, err := auth.NewNumberParser("KR", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +123,11 @@ func newNodeDead(t testing.TB, url, name string, deadAfter time.Duration) *testN
 		})
 		return nil
 	})
-	if err := r.Load(n.c, undelivered); err != nil {
+	mods := []router.Module{n.c, undelivered}
+	if setup != nil {
+		mods = append(mods, setup(n)...)
+	}
+	if err := r.Load(mods...); err != nil {
 		t.Fatal(err)
 	}
 	n.c.Start()

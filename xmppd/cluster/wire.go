@@ -27,6 +27,7 @@ const (
 	opSend  byte = 's' // sender node, seq, full JID, stanza bytes
 	opClose byte = 'c' // full JID, condition, text
 	opDump  byte = 'd' // the asking node: announce all your sessions
+	opRoute byte = 'r' // sender node, seq, stanza bytes: handle it here (Forward)
 
 	// On an ask subject (Ask, OnAsk): the asking node, the question.
 	opAsk byte = 'q'

@@ -91,6 +91,10 @@ const (
 	PresenceIn
 	// Probe: presence probes to a local account, after Inbound.
 	Probe
+	// ToHost: any stanza to a component host (Hooks.AddHost) or an
+	// address at it, before its IQ handlers and ToServer hooks (a cluster
+	// hands a stanza for a group to the node that runs the group).
+	ToHost
 	numPoints
 )
 

@@ -414,6 +414,50 @@ func TestHost(t *testing.T) {
 	}
 }
 
+// ToHost sees every stanza to a component host first, iqs included; one
+// it takes goes no further, the others reach the host's handlers.
+func TestToHost(t *testing.T) {
+	var seen []string
+	served := 0
+	mod := router.ModuleFunc(func(h *router.Hooks) error {
+		host := h.AddHost("groups." + domain)
+		h.HandleIQ(host, router.IQGet, pingName, func(context.Context, *router.Stanza) ([]byte, error) {
+			served++
+			return nil, nil
+		})
+		h.Hook(router.ToHost, router.Messages|router.Presences|router.IQs, 0, func(ctx context.Context, ev *router.Event) error {
+			seen = append(seen, ev.Stanza.Kind.String()+" "+ev.Stanza.To.String())
+			if ev.Stanza.To.Localpart() == "elsewhere" {
+				return router.ErrHandled
+			}
+			return nil
+		})
+		h.Hook(router.ToServer, router.Messages, 0, func(context.Context, *router.Event) error { return router.ErrHandled })
+		return nil
+	})
+	r := newRouter(t, mod)
+	a, as := bind(t, r, full(alice, "a"))
+	here, away := jid.MustParse("room@groups."+domain), jid.MustParse("elsewhere@groups."+domain)
+	send(r, a, &router.Stanza{Kind: router.KindIQ, Type: "get", ID: "p1", To: here, Payload: pingName})
+	send(r, a, &router.Stanza{Kind: router.KindIQ, Type: "get", ID: "p2", To: away, Payload: pingName})
+	send(r, a, message(away, "hm"))
+	if served != 1 {
+		t.Fatalf("handler served %d iqs, want 1 (the other was taken)", served)
+	}
+	if got := as.take(); len(got) != 1 || !strings.Contains(got[0], `id="p1"`) {
+		t.Fatalf("answers: %q", got)
+	}
+	want := []string{"iq " + here.String(), "iq " + away.String(), "message " + away.String()}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("ToHost saw %v, want %v", seen, want)
+	}
+	// Stanzas to the domain do not meet it.
+	send(r, a, message(jid.MustParse(domain), "hm"))
+	if len(seen) != 3 {
+		t.Fatalf("ToHost saw a stanza to the domain: %v", seen)
+	}
+}
+
 // A payload name without a local part takes its whole namespace, after the
 // exact names.
 func TestIQNamespaceHandler(t *testing.T) {

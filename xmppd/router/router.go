@@ -519,6 +519,9 @@ func (r *Router) toServer(ctx context.Context, st *Stanza, origin *Session) {
 
 // toHost handles stanzas addressed to a component host or an address at it.
 func (r *Router) toHost(ctx context.Context, sc Scope, st *Stanza, origin *Session) {
+	if r.run(ctx, ToHost, st, origin) {
+		return
+	}
 	if st.Kind == KindIQ {
 		r.serveIQ(ctx, sc, st, origin)
 		return

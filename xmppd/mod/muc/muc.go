@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -57,6 +58,9 @@ type Module struct {
 	Invites Inviter
 	// Log: nil discards.
 	Log *slog.Logger
+	// Cluster places each group on one node of a cluster; nil on a
+	// single node, which runs them all.
+	Cluster Placement
 
 	r       router.Routing
 	store   groups.Store
@@ -66,12 +70,27 @@ type Module struct {
 
 	rooms sync.Map // bare room JID string → *room
 
-	loadMu sync.Mutex // loading the stored rooms, once
-	loaded bool
+	loadMu   sync.Mutex // loading the stored rooms, once (per change of the cluster's nodes)
+	loaded   bool
+	loadedAt uint64        // nodes at the last load
+	nodes    atomic.Uint64 // changes of the cluster's nodes (NodesChanged)
 
 	createMu sync.Mutex // creating a room: the rooms-per-account count
 
 	archive archiver
+
+	moved chan struct{} // the cluster's nodes changed (Placement)
+}
+
+// Placement puts each group on one node of a cluster (cluster.Cluster).
+type Placement interface {
+	// Node is this node's name.
+	Node() string
+	// Owner is the node that runs the group with this bare JID.
+	Owner(room string) string
+	// Forward hands a stanza's bytes to node, which hands them to
+	// Module.Forwarded; false when node is gone.
+	Forward(node string, b []byte) bool
 }
 
 // New returns the group chat service of r's domain at groups.DOMAIN.
@@ -159,6 +178,11 @@ func (m *Module) Register(h *router.Hooks) error {
 	h.OnSession(router.Available, 0, m.deliverInvitations)
 	m.archive.init(m)
 	h.Go(m.archive.run)
+	if m.Cluster != nil {
+		h.Hook(router.ToHost, router.Messages|router.Presences|router.IQs, 1<<20, m.place)
+		m.moved = make(chan struct{}, 1)
+		h.Go(m.rebalance)
+	}
 	return nil
 }
 
@@ -174,7 +198,8 @@ func (m *Module) sessionGone(ctx context.Context, s *router.Session) {
 func (m *Module) load(ctx context.Context) error {
 	m.loadMu.Lock()
 	defer m.loadMu.Unlock()
-	if m.loaded {
+	nodes := m.nodes.Load()
+	if m.loaded && m.loadedAt == nodes {
 		return nil
 	}
 	sctx, cancel := m.r.StoreContext(ctx)
@@ -187,10 +212,16 @@ func (m *Module) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("muc: loading affiliations: %w", err)
 	}
+	// In a cluster this runs again after the nodes changed: it adds the
+	// groups this node runs now, and keeps those it had.
+	fresh := map[string]*room{}
 	for _, rec := range rooms {
 		j, err := jid.Parse(rec.JID)
 		if err != nil {
 			m.Log.Error("stored room with a bad JID", "room", rec.JID)
+			continue
+		}
+		if _, ok := m.rooms.Load(j.Bare().String()); ok || !m.here(j.Bare().String()) {
 			continue
 		}
 		cfg, err := decodeConfig(rec.Config)
@@ -199,10 +230,10 @@ func (m *Module) load(ctx context.Context) error {
 		}
 		rm := m.newRoom(j, cfg)
 		rm.created, rm.subject, rm.subjectBy, rm.vcard = rec.Created, rec.Subject, rec.SubjectBy, rec.VCard
-		m.rooms.Store(rm.jidStr, rm)
+		fresh[rm.jidStr] = rm
 	}
 	for _, a := range affs {
-		v, ok := m.rooms.Load(a.Room)
+		rm, ok := fresh[a.Room]
 		if !ok {
 			continue
 		}
@@ -210,7 +241,7 @@ func (m *Module) load(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		v.(*room).affs[a.JID] = affRecord{aff: aff, nick: a.Nick, reason: a.Reason}
+		rm.affs[a.JID] = affRecord{aff: aff, nick: a.Nick, reason: a.Reason}
 		if owner := m.ownerOf(a.JID); owner != a.Owner {
 			// Stored before rows had owners: give it its account's, so
 			// that it goes with the account.
@@ -220,11 +251,11 @@ func (m *Module) load(ctx context.Context) error {
 			}
 		}
 	}
-	m.rooms.Range(func(_, v any) bool {
-		m.restoreHistory(ctx, v.(*room))
-		return true
-	})
-	m.loaded = true
+	for _, rm := range fresh {
+		m.restoreHistory(ctx, rm)
+		m.rooms.LoadOrStore(rm.jidStr, rm)
+	}
+	m.loaded, m.loadedAt = true, nodes
 	return nil
 }
 
