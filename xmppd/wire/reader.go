@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -69,6 +70,26 @@ type Conn interface {
 	SetReadDeadline(t time.Time) error
 }
 
+// Waiter is a Conn that can wait for input without reading it: on the
+// socket alone, with a shallow stack, when it holds nothing already read
+// from the network (a TLS connection's records). The Reader then gives
+// back its read buffer while it waits, so that an idle stream holds
+// neither a buffer nor a deep stack.
+type Waiter interface {
+	// Pending reports whether the Conn holds input that a Read would
+	// return without the network.
+	Pending() bool
+	// WaitReadable waits until the network has input (or end of file, or
+	// an error) for the next Read, until the read deadline.
+	WaitReadable() error
+}
+
+// brPool holds the read buffers of streams that are waiting.
+var brPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+
+// readBufSize is the read buffer of a byte stream.
+const readBufSize = 1024
+
 // Limiter is charged with the bytes of each read (a rate limit); it may
 // make the reader wait.
 type Limiter interface {
@@ -82,15 +103,19 @@ type Limiter interface {
 // and keeps read deadlines itself, because encoding/xml makes every read
 // error permanent. It belongs to one goroutine, the stream's reader.
 type Reader struct {
-	conn  Conn
-	br    *bufio.Reader
-	dec   *xml.Decoder // of the current stream (a new one at each restart)
-	off   int64        // bytes handed to the decoder so far
-	last  byte
-	rec   bool
-	buf   []byte
-	count int // bytes since the last top-level element ended
-	max   int
+	conn Conn
+	src  io.Reader // conn's Read
+	// br buffers src; nil while a Waiter waits (an idle stream holds no
+	// read buffer: it comes from brPool when input does).
+	br     *bufio.Reader
+	waiter Waiter       // conn as a Waiter, or nil
+	dec    *xml.Decoder // of the current stream (a new one at each restart)
+	off    int64        // bytes handed to the decoder so far
+	last   byte
+	rec    bool
+	buf    []byte
+	count  int // bytes since the last top-level element ended
+	max    int
 
 	// The recording copies br's buffer in runs, not byte by byte: seg is
 	// the part of it not yet copied to buf, from offset segOff on; lost
@@ -140,7 +165,9 @@ type FrameSource interface {
 // NewReader returns a Reader of conn that refuses top-level elements
 // longer than max bytes.
 func NewReader(conn Conn, max int) *Reader {
-	return &Reader{conn: conn, br: bufio.NewReaderSize(readFunc(conn.Read), 1024), max: max}
+	w := &Reader{max: max}
+	w.Reset(conn)
+	return w
 }
 
 // NewFrameReader returns a Reader of a framed transport: each frame must
@@ -166,12 +193,23 @@ func (f readFunc) Read(p []byte) (int, error) { return f(p) }
 // Reset points the reader at a new connection (after STARTTLS).
 func (w *Reader) Reset(conn Conn) {
 	w.conn = conn
-	w.br.Reset(readFunc(conn.Read))
+	w.src = readFunc(conn.Read)
+	w.waiter, _ = conn.(Waiter)
+	if w.br == nil {
+		w.br = bufio.NewReaderSize(w.src, readBufSize)
+	} else {
+		w.br.Reset(w.src)
+	}
 }
 
 // Buffered is the number of bytes read from the connection and not yet
 // handed on: after STARTTLS's <proceed/> there must be none.
-func (w *Reader) Buffered() int { return w.br.Buffered() }
+func (w *Reader) Buffered() int {
+	if w.br == nil {
+		return 0
+	}
+	return w.br.Buffered()
+}
 
 // SetDeadline bounds all reading to t (a negotiation's deadline); the
 // zero time removes the bound.
@@ -202,7 +240,7 @@ func (w *Reader) Stop(after time.Duration) {
 
 // ReadByte implements io.ByteReader for encoding/xml.
 func (w *Reader) ReadByte() (byte, error) {
-	if w.br.Buffered() == 0 {
+	if w.Buffered() == 0 {
 		if w.rec {
 			w.sync() // br's buffer is about to be overwritten
 		}
@@ -254,6 +292,25 @@ func (w *Reader) fill() error {
 	for {
 		if err := w.setReadDeadline(w.nextDeadline()); err != nil {
 			return err
+		}
+		if w.waiter != nil && !w.rec && !w.waiter.Pending() {
+			// Nothing anywhere but maybe in the socket: wait there, with
+			// the buffer back in the pool.
+			if w.br != nil {
+				w.br.Reset(nil)
+				brPool.Put(w.br)
+				w.br = nil
+			}
+			if err := w.waiter.WaitReadable(); err != nil {
+				if again, err := w.retry(err); !again {
+					return err
+				}
+				continue
+			}
+		}
+		if w.br == nil {
+			w.br = brPool.Get().(*bufio.Reader)
+			w.br.Reset(w.src)
 		}
 		_, err := w.br.Peek(1)
 		if err == nil {
@@ -373,7 +430,7 @@ func (w *Reader) WaitInput() error {
 // reach the decoder, nor its offset nor the capture.
 func (w *Reader) skipSpace() error {
 	for {
-		if w.br.Buffered() == 0 {
+		if w.Buffered() == 0 {
 			if err := w.fill(); err != nil {
 				return err
 			}
@@ -401,7 +458,10 @@ func (w *Reader) startCapture(dec *xml.Decoder) {
 		w.buf = append(w.buf, w.last)
 	}
 	w.rec = true
-	w.seg, _ = w.br.Peek(w.br.Buffered())
+	w.seg = nil
+	if w.br != nil {
+		w.seg, _ = w.br.Peek(w.br.Buffered())
+	}
 	w.segOff = w.off
 }
 
