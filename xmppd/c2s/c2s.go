@@ -69,6 +69,12 @@ type Service struct {
 	conns   map[*conn]struct{} // connections not yet bound
 	closing bool
 	wg      sync.WaitGroup
+
+	// shared is the TLS configuration of every connection when the
+	// certificate is fixed, and sharedLeaf its certificate.
+	sharedTLS  sync.Once
+	shared     *tls.Config
+	sharedLeaf []byte
 }
 
 // New returns the service of cfg.
@@ -193,8 +199,21 @@ func (s *Service) Wait(ctx context.Context) error { return stream.Wait(ctx, &s.w
 
 // tlsConfig is the server's TLS configuration for one connection; leaf
 // receives the DER certificate presented to the client, for
-// tls-server-end-point.
+// tls-server-end-point. With a fixed certificate every connection shares
+// one configuration (a copy per connection cost each session its bytes
+// and each login a clone); a GetCertificate needs one per connection to
+// learn the certificate chosen.
 func (s *Service) tlsConfig(leaf *[]byte) *tls.Config {
+	if s.cfg.TLS.GetCertificate == nil {
+		s.sharedTLS.Do(func() { s.shared = s.newTLSConfig(&s.sharedLeaf) })
+		*leaf = s.sharedLeaf
+		return s.shared
+	}
+	return s.newTLSConfig(leaf)
+}
+
+// newTLSConfig makes a TLS configuration of the server's, for tlsConfig.
+func (s *Service) newTLSConfig(leaf *[]byte) *tls.Config {
 	cfg := s.cfg.TLS.Clone()
 	switch {
 	case cfg.GetCertificate != nil:
