@@ -48,6 +48,7 @@ type Config struct {
 	AuthTimeout   time.Duration // the whole negotiation
 	IdleTimeout   time.Duration // silence before the server pings
 	PingTimeout   time.Duration // silence after the ping before closing
+	ParkAfter     time.Duration // silence before the session parks (wire.Parker); 0: never
 	SASLAttempts  int           // failed SASL attempts per connection
 	MaxStanzaSize int
 	// Rate is the bytes per second one client may send (a burst of ten
@@ -241,7 +242,12 @@ func (s *Service) newTLSConfig(leaf *[]byte) *tls.Config {
 // resource is bound, serves the session.
 func (c *conn) run(start func() error) {
 	s := c.svc
-	defer s.wg.Done()
+	parked := false
+	defer func() {
+		if !parked { // a parked session's resume calls Done
+			s.wg.Done()
+		}
+	}()
 	defer func() {
 		s.untrack(c)
 		c.slot.Release()
@@ -285,7 +291,7 @@ func (c *conn) run(start func() error) {
 	}
 	c.slot.Release()
 	s.untrack(c)
-	sess.serve()
+	parked = sess.serve()
 }
 
 // header is our stream header; to is the client's validated 'from'.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -111,6 +112,8 @@ type tlsSource struct {
 	// more: the last Read filled its buffer, so TLS may hold more of
 	// the record it decrypted.
 	more bool
+	// parked is the last parked wait (Park), for Wake.
+	parked atomic.Pointer[parkedWait]
 }
 
 func (s *tlsSource) Read(p []byte) (int, error) {

@@ -84,6 +84,25 @@ type Waiter interface {
 	WaitReadable() error
 }
 
+// Parker is a Waiter that can also wait with no goroutine at all: the
+// stack of a goroutine blocked on each idle stream was most of what an
+// idle session cost.
+type Parker interface {
+	Waiter
+	// Park arranges for resume to run, once, on a goroutine of its own,
+	// when input (or end of file) comes, at deadline (none when zero),
+	// or at Wake, and returns at once; false if it cannot park (the
+	// caller then waits as a Waiter).
+	Park(deadline time.Time, resume func()) bool
+	// Wake runs the resume of a parked wait now (none: nothing). It may
+	// be called from any goroutine.
+	Wake()
+}
+
+// ErrParked is the error of a read that parked the stream (SetPark): the
+// goroutine that read must leave the Reader alone; resume reads on.
+var ErrParked = errors.New("wire: parked")
+
 // brPool holds the read buffers of streams that are waiting.
 var brPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
 
@@ -108,14 +127,22 @@ type Reader struct {
 	// br buffers src; nil while a Waiter waits (an idle stream holds no
 	// read buffer: it comes from brPool when input does).
 	br     *bufio.Reader
-	waiter Waiter       // conn as a Waiter, or nil
-	dec    *xml.Decoder // of the current stream (a new one at each restart)
-	off    int64        // bytes handed to the decoder so far
-	last   byte
-	rec    bool
-	buf    []byte
-	count  int // bytes since the last top-level element ended
-	max    int
+	waiter Waiter // conn as a Waiter, or nil
+	parker Parker // conn as a Parker, or nil
+	// Parking (SetPark): after parkAfter without input the stream waits
+	// with no goroutine; resume runs when it must read on, and its
+	// first wait keeps the deadline parkedDL of the wait it cut short.
+	parkAfter time.Duration
+	resume    func()
+	resumed   bool
+	parkedDL  time.Time
+	dec       *xml.Decoder // of the current stream (a new one at each restart)
+	off       int64        // bytes handed to the decoder so far
+	last      byte
+	rec       bool
+	buf       []byte
+	count     int // bytes since the last top-level element ended
+	max       int
 
 	// The recording copies br's buffer in runs, not byte by byte: seg is
 	// the part of it not yet copied to buf, from offset segOff on; lost
@@ -195,6 +222,7 @@ func (w *Reader) Reset(conn Conn) {
 	w.conn = conn
 	w.src = readFunc(conn.Read)
 	w.waiter, _ = conn.(Waiter)
+	w.parker, _ = conn.(Parker)
 	if w.br == nil {
 		w.br = bufio.NewReaderSize(w.src, readBufSize)
 	} else {
@@ -226,6 +254,14 @@ func (w *Reader) SetIdle(idle, grace time.Duration, onIdle func() bool) {
 	w.idle, w.grace, w.onIdle = idle, grace, onIdle
 }
 
+// SetPark lets the reader park a stream (see Parker) that had no input
+// for after while it waits between elements under the idle policy: the
+// read returns ErrParked and resume runs later to read on (WaitInput
+// again). Only a Conn that is a Parker parks.
+func (w *Reader) SetPark(after time.Duration, resume func()) {
+	w.parkAfter, w.resume = after, resume
+}
+
 // SetLimiter makes every read charge l.
 func (w *Reader) SetLimiter(l Limiter) { w.limit = l }
 
@@ -236,6 +272,9 @@ func (w *Reader) Stop(after time.Duration) {
 	at := time.Now().Add(after)
 	w.stopAt.Store(at.UnixNano())
 	w.conn.SetReadDeadline(at)
+	if w.parker != nil {
+		w.parker.Wake()
+	}
 }
 
 // ReadByte implements io.ByteReader for encoding/xml.
@@ -290,7 +329,11 @@ func (w *Reader) fill() error {
 	// The loop of wait, written out: this is the stack of every idle
 	// connection, kept shallow.
 	for {
-		if err := w.setReadDeadline(w.nextDeadline()); err != nil {
+		dl := w.nextDeadline()
+		if w.resumed {
+			dl, w.resumed = w.parkedDL, false
+		}
+		if err := w.setReadDeadline(dl); err != nil {
 			return err
 		}
 		if w.waiter != nil && !w.rec && !w.waiter.Pending() {
@@ -301,7 +344,10 @@ func (w *Reader) fill() error {
 				brPool.Put(w.br)
 				w.br = nil
 			}
-			if err := w.waiter.WaitReadable(); err != nil {
+			if err := w.waitOrPark(dl); err != nil {
+				if errors.Is(err, ErrParked) {
+					return err
+				}
 				if again, err := w.retry(err); !again {
 					return err
 				}
@@ -324,6 +370,38 @@ func (w *Reader) fill() error {
 			return err
 		}
 	}
+}
+
+// waitOrPark waits for the socket to have input until dl, the read
+// deadline already set: a while with this goroutine, then parked, when
+// the stream may park.
+func (w *Reader) waitOrPark(dl time.Time) error {
+	if w.parker == nil || w.resume == nil || !w.deadline.IsZero() || w.stopAt.Load() != 0 ||
+		!dl.IsZero() && time.Until(dl) <= w.parkAfter {
+		return w.waiter.WaitReadable()
+	}
+	if err := w.setReadDeadline(time.Now().Add(w.parkAfter)); err != nil {
+		return err
+	}
+	err := w.waiter.WaitReadable()
+	var ne net.Error
+	if err == nil || !errors.As(err, &ne) || !ne.Timeout() || w.stopAt.Load() != 0 {
+		return err // input, a real error, or Stop's deadline
+	}
+	if err := w.setReadDeadline(dl); err != nil {
+		return err
+	}
+	// Set before parking: the resumed goroutine may run at once.
+	w.parkedDL, w.resumed = dl, true
+	if !w.parker.Park(dl, w.resume) {
+		w.resumed = false
+		return w.waiter.WaitReadable()
+	}
+	// A Stop before Park could not wake it: wake it now.
+	if w.stopAt.Load() != 0 {
+		w.parker.Wake()
+	}
+	return ErrParked
 }
 
 // wait runs read (which blocks until input comes or the read deadline)
