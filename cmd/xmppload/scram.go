@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,4 +151,48 @@ func (c *scramClient) verify(final string) error {
 		return errors.New("scram: the server's signature is wrong")
 	}
 	return nil
+}
+
+// loadScramCache reads SaltedPasswords saved by saveScramCache (a file
+// that does not exist yet is an empty cache): a real client keeps them
+// across runs, and so may the load tool.
+func loadScramCache(path string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for i, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 5 {
+			return fmt.Errorf("%s:%d: want 5 fields", path, i+1)
+		}
+		pass, err1 := base64.StdEncoding.DecodeString(f[1])
+		salt, err2 := base64.StdEncoding.DecodeString(f[2])
+		iter, err3 := strconv.Atoi(f[3])
+		salted, err4 := base64.StdEncoding.DecodeString(f[4])
+		if err := errors.Join(err1, err2, err3, err4); err != nil {
+			return fmt.Errorf("%s:%d: %w", path, i+1, err)
+		}
+		saltedCache.Store(scramKey{mech: f[0], pass: string(pass), salt: string(salt), iter: iter}, salted)
+	}
+	return nil
+}
+
+// saveScramCache writes the cache for loadScramCache (mode 0600: it
+// derives from passwords).
+func saveScramCache(path string) error {
+	var b strings.Builder
+	enc := base64.StdEncoding.EncodeToString
+	saltedCache.Range(func(k, v any) bool {
+		key := k.(scramKey)
+		fmt.Fprintf(&b, "%s %s %s %d %s\n", key.mech, enc([]byte(key.pass)), enc([]byte(key.salt)), key.iter, enc(v.([]byte)))
+		return true
+	})
+	return os.WriteFile(path, []byte(b.String()), 0o600)
 }

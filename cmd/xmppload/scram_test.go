@@ -49,3 +49,29 @@ func TestScramClient(t *testing.T) {
 		t.Fatal("a nonce not extending ours was accepted")
 	}
 }
+
+// TestScramCacheFile: SaltedPasswords saved by one run are used by the
+// next, which then derives nothing.
+func TestScramCacheFile(t *testing.T) {
+	path := t.TempDir() + "/scram"
+	c, _ := newScram("SCRAM-SHA-256", "u", "secret with spaces")
+	if _, err := c.salted([]byte("salt\x00\xff"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := saveScramCache(path); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := saltedCache.Load(scramKey{mech: "SCRAM-SHA-256", pass: "secret with spaces", salt: "salt\x00\xff", iter: 4096})
+	saltedCache.Clear()
+	if err := loadScramCache(path); err != nil {
+		t.Fatal(err)
+	}
+	before := derivations.Load()
+	got, err := c.salted([]byte("salt\x00\xff"), 4096)
+	if err != nil || string(got) != string(want.([]byte)) || derivations.Load() != before {
+		t.Fatalf("after reload: %x %v, %d derivations", got, err, derivations.Load()-before)
+	}
+	if err := loadScramCache(t.TempDir() + "/none"); err != nil {
+		t.Fatalf("a missing file is an empty cache: %v", err)
+	}
+}
