@@ -38,6 +38,11 @@ const pollEvery = 200 // milliseconds
 func (p *poller) park(w *parkedWait, deadline time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if w.woken.Load() {
+		// A Wake came first (it takes the lock after marking w): resume
+		// runs already, and nothing must stay registered for it.
+		return true
+	}
 	if p.epfd == 0 {
 		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 		if err != nil {
