@@ -38,13 +38,9 @@ func (c *holdConn) flush() error {
 	return err
 }
 
-// TestTLSWaitSeesRecordsReadTogether: elements in TLS records that arrive
-// in one segment are all read, although the stream waits for input on the
-// socket between elements (crypto/tls must not hold a whole record the
-// socket no longer shows), TLS's own read buffers can be trimmed between
-// elements (trimTLS finds crypto/tls still has them where trimTLS looks),
-// and a stream that read everything holds no read buffer of its socket.
-func TestTLSWaitSeesRecordsReadTogether(t *testing.T) {
+// testCert is a self-signed certificate for localhost.
+func testCert(t *testing.T) tls.Certificate {
+	t.Helper()
 	certPEM, keyPEM, err := tlscert.Generate("localhost", time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +49,17 @@ func TestTLSWaitSeesRecordsReadTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cert
+}
+
+// TestTLSWaitSeesRecordsReadTogether: elements in TLS records that arrive
+// in one segment are all read, although the stream waits for input on the
+// socket between elements (crypto/tls must not hold a whole record the
+// socket no longer shows), TLS's own read buffers can be trimmed between
+// elements (trimTLS finds crypto/tls still has them where trimTLS looks),
+// and a stream that read everything holds no read buffer of its socket.
+func TestTLSWaitSeesRecordsReadTogether(t *testing.T) {
+	cert := testCert(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -384,9 +384,14 @@ func (w *Reader) waitOrPark(dl time.Time) error {
 		return err
 	}
 	err := w.waiter.WaitReadable()
+	if err == nil {
+		// Input: the rest of it (a TLS record may come in parts) is read
+		// under the real deadline, not the short one of this wait.
+		return w.setReadDeadline(dl)
+	}
 	var ne net.Error
-	if err == nil || !errors.As(err, &ne) || !ne.Timeout() || w.stopAt.Load() != 0 {
-		return err // input, a real error, or Stop's deadline
+	if !errors.As(err, &ne) || !ne.Timeout() || w.stopAt.Load() != 0 {
+		return err // a real error, or Stop's deadline
 	}
 	if err := w.setReadDeadline(dl); err != nil {
 		return err
