@@ -27,6 +27,7 @@ ROUTE_TIME=${ROUTE_TIME:-10s}
 IDLE_TIME=${IDLE_TIME:-20s}
 OFFLINE=${OFFLINE:-1000}      # offline phase: messages to an offline account
 SERVERS=${SERVERS:-"prosody ejabberd dialtone"}
+# PHASES: a subset of "login route rate idle offline"
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-7200}
 BIN=${BIN:-bin}
 
@@ -41,6 +42,7 @@ started=()   # PIDs this script started
 end_at=$(( $(date +%s) + BENCH_TIMEOUT ))
 
 cleanup() {
+	local rc=$?
 	for pid in "${started[@]}"; do
 		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
 	done
@@ -48,7 +50,11 @@ cleanup() {
 		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL -- "-$pid" 2>/dev/null || true
 	done
-	[ -n "${KEEP:-}" ] || rm -rf "$work"
+	if [ -n "${KEEP:-}" ] || [ "$rc" != 0 ]; then
+		echo "bench-peers: logs and results kept in $work" >&2
+	else
+		rm -rf "$work"
+	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -84,16 +90,17 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -s
 chmod 644 "$work/key.pem" "$work/cert.pem"
 
 # ---- Dialtone: accounts made once on a template data dir, copied per run.
-dt_port=$(free_port)
+dt_port=
 dt_env() {
 	export XMPPD_DATA_DIR=$1 XMPPD_C2S_ADDR=127.0.0.1:$dt_port XMPPD_C2S_DIRECT_TLS_ADDR= \
 		XMPPD_HTTP_ADDR=127.0.0.1:$(( dt_port + 1 )) XMPPD_S2S_ADDR= XMPPD_LOGIN_FAILURES=1000000 \
 		XMPPD_C2S_RATE=0 XMPPD_LOG_LEVEL=warn XMPPD_TLS_CERT_FILE=$work/cert.pem XMPPD_TLS_KEY_FILE=$work/key.pem
 }
 dt_start() { # dir
+	dt_port=$(free_port) # fresh: a port free at the start may be taken since
 	dt_env "$1"
 	setsid "$BIN/xmppd" 2>>"$1/xmppd.log" & pid=$!; started+=("$pid")
-	wait_port "$dt_port" "$pid" xmppd
+	wait_port "$dt_port" "$pid" xmppd || { tail -3 "$1/xmppd.log" >&2; return 1; }
 	for _ in $(seq 100); do [ -S "$1/admin.sock" ] && break; sleep 0.1; done
 }
 setup_dialtone() {
@@ -112,10 +119,10 @@ start_dialtone() {
 }
 
 # ---- Prosody: accounts written as internal_hashed files (SCRAM-SHA-1 keys).
-pr_port=$(free_port)
-setup_prosody() {
+pr_port=
+prosody_config() {
 	local d=$work/prosody
-	mkdir -p "$d/data/localhost/accounts"
+	pr_port=$(free_port)
 	cat >"$d/prosody.cfg.lua" <<-EOF
 	run_as_root = true
 	daemonize = false
@@ -136,6 +143,10 @@ setup_prosody() {
 	ssl = { certificate = "$work/cert.pem"; key = "$work/key.pem"; protocol = "tlsv1_2+" }
 	VirtualHost "localhost"
 	EOF
+}
+setup_prosody() {
+	local d=$work/prosody
+	mkdir -p "$d/data/localhost/accounts"
 	python3 - "$d/data/localhost/accounts" "$need" >"$work/prosody.accounts" <<-'EOF'
 	import hashlib, hmac, os, sys
 	out, n = sys.argv[1], int(sys.argv[2])
@@ -151,18 +162,19 @@ setup_prosody() {
 	EOF
 }
 start_prosody() {
+	prosody_config
 	setsid prosody --config "$work/prosody/prosody.cfg.lua" -F >>"$work/prosody/stdout.log" 2>&1 & pid=$!; started+=("$pid")
-	wait_port "$pr_port" "$pid" prosody
+	wait_port "$pr_port" "$pid" prosody || { tail -3 "$work/prosody/prosody.log" >&2; return 1; }
 	port=$pr_port accounts=$work/prosody.accounts
 }
 
 # ---- ejabberd: accounts registered through mod_http_api (loopback only).
-ej_port=$(free_port) ej_api=$(free_port)
+ej_port= ej_api=
 ej_node=bench-peers-$$@localhost
 ej_args=()
-setup_ejabberd() {
+ejabberd_config() {
 	local d=$work/ejabberd
-	mkdir -p "$d/spool" "$d/logs"
+	ej_port=$(free_port) ej_api=$(free_port)
 	cat >"$d/ejabberd.yml" <<-EOF
 	hosts: [localhost]
 	loglevel: warning
@@ -190,6 +202,10 @@ setup_ejabberd() {
 	shaper_rules:
 	  max_user_offline_messages: 100000
 	EOF
+}
+setup_ejabberd() {
+	local d=$work/ejabberd
+	mkdir -p "$d/spool" "$d/logs"
 	chown -R ejabberd:ejabberd "$d"
 	ej_args=(--config-dir "$d" --spool "$d/spool" --logs "$d/logs" --node "$ej_node")
 	start_ejabberd
@@ -218,10 +234,11 @@ start_ejabberd() {
 	ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {127,0,0,1}"
 	EJABBERD_PID_PATH=$d/ejabberd.pid
 	EOF
-	chown ejabberd:ejabberd "$d/ejabberdctl.cfg"
+	ejabberd_config
+	chown ejabberd:ejabberd "$d/ejabberdctl.cfg" "$d/ejabberd.yml"
 	(cd "$work/ejabberd" && HOME=$work/ejabberd setsid setpriv --reuid=ejabberd --regid=ejabberd --init-groups \
 		ejabberdctl "${ej_args[@]}" foreground >>"$work/ejabberd/stdout.log" 2>&1) & pid=$!; started+=("$pid")
-	wait_port "$ej_port" "$pid" ejabberd
+	wait_port "$ej_port" "$pid" ejabberd || { tail -3 "$work/ejabberd/logs/error.log" >&2; return 1; }
 	port=$ej_port accounts=$work/ejabberd.accounts
 }
 stop_ejabberd() {
@@ -235,6 +252,7 @@ has_offline=false
 "$BIN/xmppload" --help 2>&1 | grep -q offline && has_offline=true
 phases="login route rate idle"
 $has_offline && phases="$phases offline"
+phases=${PHASES:-$phases}
 
 load() { # server phase -> one JSON line on stdout
 	local s=$1 ph=$2 args=()
@@ -247,8 +265,10 @@ load() { # server phase -> one JSON line on stdout
 	esac
 	local left=$(( end_at - $(date +%s) ))
 	[ "$left" -gt 60 ] || { echo "bench-peers: out of time (BENCH_TIMEOUT)" >&2; exit 1; }
-	timeout "$left" "$BIN/xmppload" --addr 127.0.0.1:$port --accounts "$accounts" --mech SCRAM-SHA-1 \
-		--scram-cache "$work/$s.scram" --pid "$pid" --label "$s" "${args[@]}" 2>>"$work/xmppload.log" | tail -1
+	# A run that failed in part (lost messages, failed logins) still has
+	# its line, which says so.
+	{ timeout "$left" "$BIN/xmppload" --addr 127.0.0.1:$port --accounts "$accounts" --mech SCRAM-SHA-1 \
+		--scram-cache "$work/$s.scram" --pid "$pid" --label "$s" "${args[@]}" 2>>"$work/xmppload.log" || true; } | tail -1
 }
 
 for s in $SERVERS; do
@@ -262,7 +282,11 @@ for ph in $phases; do
 	for run in $(seq "$RUNS"); do
 		for s in $SERVERS; do
 			echo "bench-peers: $ph run $run: $s" >&2
-			"start_$s"
+			if ! "start_$s"; then
+				echo "bench-peers: $s did not start; this run is left out" >&2
+				stop "$pid"
+				continue
+			fi
 			line=$(load "$s" "$ph") || line=
 			[ "$s" = ejabberd ] && stop_ejabberd || stop "$pid"
 			[ -n "$line" ] && printf '{"phase":"%s","run":%d,"result":%s}\n' "$ph" "$run" "$line" >>"$results"
