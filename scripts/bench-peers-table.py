@@ -10,7 +10,7 @@ FIGURES = [
     ("login", "logins_per_s", "full logins/s", "{:,.0f}"),
     ("login", "login_p99_ms", "login p99 (ms)", "{:,.0f}"),
     ("login", "server_cpu_us_per_login", "server CPU per login (us)", "{:,.0f}"),
-    ("offline", "msgs_per_s", "durable offline stores/s", "{:,.0f}"),
+    ("offline", "stores_per_s", "durable offline stores/s", "{:,.0f}"),
     ("idle", "kib_per_session", "memory per idle TLS session (KiB RSS)", "{:,.1f}"),
     ("route", "msgs_per_s", "burst routing, msgs/s", "{:,.0f}"),
     ("route", "server_cpu_us_per_msg", "server CPU per routed message (us)", "{:,.1f}"),
