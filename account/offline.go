@@ -97,10 +97,20 @@ func (o *Offline) Notice(ctx context.Context, m Message) (Kept, error) {
 func (o *Offline) notify(ctx context.Context, m Message, write sms.NoticeWrite) (Kept, error) {
 	ctx, cancel := storeContext(ctx, o.StoreTimeout)
 	defer cancel()
-	s := SenderOf(m.From, o.Domain)
-	in := sms.Incoming{To: auth.Number(m.Owner), Sender: s.Name, Counter: s.Counter, Body: m.Body}
-	var kept Kept
+	in, s := o.incoming(m)
 	res, err := o.Notices.Notify(ctx, in, write)
+	return o.outcome(m, s, res, err)
+}
+
+// incoming is m as the notices see it, and its sender.
+func (o *Offline) incoming(m Message) (sms.Incoming, Sender) {
+	s := SenderOf(m.From, o.Domain)
+	return sms.Incoming{To: auth.Number(m.Owner), Sender: s.Name, Counter: s.Counter, Body: m.Body}, s
+}
+
+// outcome is what the sender of m learns from what its notice did.
+func (o *Offline) outcome(m Message, s Sender, res sms.NoticeResult, err error) (Kept, error) {
+	var kept Kept
 	if errors.Is(err, sms.ErrTooManyNewNumbers) {
 		// Not stored, so the sender gets this back instead.
 		return Kept{Warning: policyViolation("The message was not stored for " + m.Owner + ": " + s.Who +

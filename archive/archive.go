@@ -139,8 +139,10 @@ type Store interface {
 	QueryArchive(ctx context.Context, q Query) (page []Message, more bool, err error)
 	// LastArchiveID is the greatest id stored, 0 when none.
 	LastArchiveID(ctx context.Context) (int64, error)
-	// DeleteArchiveBefore removes up to limit messages (of any owner)
-	// with an id below id, and returns how many it removed.
+	// DeleteArchiveBefore removes messages (of any owner) with an id
+	// below id, a step of at most about limit at a time (the store keeps
+	// messages in groups and removes whole groups), and returns how many
+	// it removed: 0 once none is left.
 	DeleteArchiveBefore(ctx context.Context, id int64, limit int) (int64, error)
 	// ArchivePrefs returns owner's preferences (Default "always" and no
 	// lists when never set).

@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"context"
+	"encoding/json"
 	"slices"
 	"sync"
 	"time"
@@ -33,6 +35,139 @@ type Lockout struct {
 
 	mu      sync.Mutex
 	entries map[Number]*lockEntry
+
+	// The shared mode (Share): failures are counted in the store, locks
+	// are polled from it (held), and successes are cleared in batches
+	// (clears), so that a login costs the store nothing more.
+	shared  SharedLimits
+	kind    string
+	timeout time.Duration
+	held    map[Number]time.Time
+	clears  map[Number]bool
+}
+
+// Share makes l count across the nodes of a cluster in store, as limits of
+// the given kind (one per Lockout sharing a store). A failure is counted
+// in the store at once (timeout bounds the call; if the store fails, l
+// counts it in memory as before). Whether a number is locked is answered
+// from memory: Run polls the store's locks every LockoutSync, so a lock
+// set on another node holds here within that time. Call it before use,
+// and run Run.
+func (l *Lockout) Share(store SharedLimits, kind string, timeout time.Duration) {
+	l.shared, l.kind, l.timeout = store, kind, timeout
+	l.held = make(map[Number]time.Time)
+	l.clears = make(map[Number]bool)
+}
+
+// LockoutSync is how often a shared Lockout polls the locks of the other
+// nodes and clears the failures of the numbers that logged in.
+const LockoutSync = time.Second
+
+// maxClears bounds the successes waiting to be cleared; beyond it, the
+// oldest failures of some numbers are kept (they expire with lockMemory).
+const maxClears = 100000
+
+// lockState is a lockEntry as the store keeps it.
+type lockState struct {
+	Failures int       `json:"f"`
+	Locks    int       `json:"l"`
+	Until    time.Time `json:"u"`
+	Last     time.Time `json:"t"`
+}
+
+// failShared counts a failure in the store; it reports false when the
+// store failed and l must count it itself.
+func (l *Lockout) failShared(n Number, now time.Time) bool {
+	l.mu.Lock()
+	cleared := l.clears[n] // a success here since the last sync: start afresh
+	delete(l.clears, n)
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	defer cancel()
+	var until time.Time
+	err := l.shared.UpdateLimit(ctx, l.kind, string(n), now, func(state []byte) (LimitState, error) {
+		var st lockState
+		if state != nil && !cleared {
+			if err := json.Unmarshal(state, &st); err != nil {
+				st = lockState{} // unreadable: counted afresh
+			}
+		}
+		e := lockEntry{failures: st.Failures, locks: st.Locks, until: st.Until, last: st.Last}
+		e.fail(now, l.max)
+		until = e.until
+		b, err := json.Marshal(lockState{e.failures, e.locks, e.until, e.last})
+		return LimitState{State: b, Held: e.until, Expires: e.last.Add(lockMemory)}, err
+	})
+	if err != nil {
+		return false
+	}
+	if now.Before(until) {
+		l.mu.Lock()
+		l.held[n] = until
+		l.mu.Unlock()
+	}
+	return true
+}
+
+// Run keeps a shared Lockout in step with the store until ctx is done:
+// every LockoutSync it clears the numbers that logged in and reads the
+// locks of every node. It returns at once for a Lockout not shared.
+func (l *Lockout) Run(ctx context.Context) {
+	if l == nil || l.shared == nil || l.max < 1 {
+		return
+	}
+	t := time.NewTicker(LockoutSync)
+	defer t.Stop()
+	for {
+		l.Sync(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Sync does one step of Run: the successes since the last one are
+// cleared in the store, and the locks are read from it.
+func (l *Lockout) Sync(ctx context.Context) {
+	l.mu.Lock()
+	keys := make([]string, 0, len(l.clears))
+	for n := range l.clears {
+		keys = append(keys, string(n))
+	}
+	clear(l.clears)
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	if len(keys) > 0 {
+		if err := l.shared.ClearLimits(ctx, l.kind, keys); err != nil {
+			l.mu.Lock()
+			for _, k := range keys {
+				if len(l.clears) < maxClears {
+					l.clears[Number(k)] = true
+				}
+			}
+			l.mu.Unlock()
+		}
+	}
+	now := l.now()
+	held, err := l.shared.HeldLimits(ctx, l.kind, now, lockoutCapacity)
+	if err != nil {
+		return // the locks known stay until they end
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// A lock this node set since the read began is not in it yet.
+	for n, until := range l.held {
+		if _, ok := held[string(n)]; !ok && now.Before(until) && len(held) < lockoutCapacity {
+			held[string(n)] = until
+		}
+	}
+	l.held = make(map[Number]time.Time, len(held))
+	for k, until := range held {
+		l.held[Number(k)] = until
+	}
 }
 
 type lockEntry struct {
@@ -63,11 +198,14 @@ func (l *Lockout) Locked(n Number) time.Duration {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	e := l.entries[n]
-	if e == nil || !now.Before(e.until) {
+	until := l.held[n]
+	if e := l.entries[n]; e != nil && e.until.After(until) {
+		until = e.until
+	}
+	if !now.Before(until) {
 		return 0
 	}
-	return e.until.Sub(now)
+	return until.Sub(now)
 }
 
 // Fail counts one failed login for n. Failures while n is locked are not
@@ -77,6 +215,9 @@ func (l *Lockout) Fail(n Number) {
 		return
 	}
 	now := l.now()
+	if l.shared != nil && l.failShared(n, now) {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e := l.entries[n]
@@ -89,12 +230,17 @@ func (l *Lockout) Fail(n Number) {
 		e = &lockEntry{}
 		l.entries[n] = e
 	}
+	e.fail(now, l.max)
+}
+
+// fail counts one failure at now, locking after max of them.
+func (e *lockEntry) fail(now time.Time, max int) {
 	if now.Before(e.until) {
 		return
 	}
 	e.last = now
 	e.failures++
-	if e.failures < l.max {
+	if e.failures < max {
 		return
 	}
 	e.failures = 0
@@ -113,6 +259,12 @@ func (l *Lockout) Succeed(n Number) {
 	}
 	l.mu.Lock()
 	delete(l.entries, n)
+	if l.shared != nil {
+		delete(l.held, n)
+		if len(l.clears) < maxClears {
+			l.clears[n] = true
+		}
+	}
 	l.mu.Unlock()
 }
 

@@ -293,7 +293,7 @@ func (n *Notices) lock(ctx context.Context, keys ...string) (func(), error) {
 // an error.
 func (n *Notices) Notify(ctx context.Context, in Incoming, write NoticeWrite) (NoticeResult, error) {
 	return n.notify(ctx, in.To, in.Counter, func(now time.Time) (NoticePlan, NoticeResult, error) {
-		return n.plan(ctx, in, now)
+		return n.own().plan(ctx, in, now)
 	}, write)
 }
 
@@ -308,27 +308,54 @@ func (n *Notices) notify(ctx context.Context, to auth.Number, counter string,
 		return NoticeResult{}, err
 	}
 	defer unlock()
+	res, wake, poke, err := n.planAndWrite(ctx, plan, write)
+	n.kick(wake, poke)
+	return res, err
+}
+
+// planAndWrite makes a plan and has write store it (again when the
+// receiver changed meanwhile), under the locks notify or a Hold took. It
+// reports whether the plan queued an SMS (wake) or opened a window (poke).
+func (n *Notices) planAndWrite(ctx context.Context,
+	plan func(now time.Time) (NoticePlan, NoticeResult, error), write NoticeWrite) (res NoticeResult, wake, poke bool, err error) {
 	for attempt := 0; ; attempt++ {
-		plan, res, err := plan(n.now())
+		p, res, err := plan(n.now())
 		if err != nil {
-			return NoticeResult{}, err
+			return NoticeResult{}, false, false, err
 		}
-		err = write(ctx, plan)
+		err = write(ctx, p)
 		if errors.Is(err, ErrStale) && attempt < 3 {
 			continue
 		}
 		if err != nil {
-			return NoticeResult{}, err
+			return NoticeResult{}, false, false, err
 		}
-		if len(plan.SMS) > 0 && n.Wake != nil {
-			n.Wake()
-		}
-		if plan.Window != nil && plan.Window.Count == 0 {
-			n.poke() // a new window: the scheduler may sleep past its closing
-		}
-		return res, nil
+		return res, len(p.SMS) > 0, p.Window != nil && p.Window.Count == 0, nil
 	}
 }
+
+// kick wakes the SMS worker after an SMS was queued, and the window
+// scheduler after a window opened (it may sleep past its closing); both
+// only once what they read is committed.
+func (n *Notices) kick(wake, poke bool) {
+	if wake && n.Wake != nil {
+		n.Wake()
+	}
+	if poke {
+		n.poke()
+	}
+}
+
+// storeView is the Notices reading and writing through Store and Links:
+// their own (own), or a group's transaction (Hold.Notify). Its fields
+// shadow those of the Notices, so the planning methods read the view's.
+type storeView struct {
+	*Notices
+	Store NoticeStore
+	Links *LoginLinks
+}
+
+func (n *Notices) own() storeView { return storeView{n, n.Store, n.Links} }
 
 // Invite is an invitation to a group about to be kept for a number
 // (SPEC.md "Group chats").
@@ -351,12 +378,12 @@ var ErrNoticesPerDay = errors.New("the number had today's notices already")
 // window.
 func (n *Notices) NotifyInvite(ctx context.Context, in Invite, write NoticeWrite) (NoticeResult, error) {
 	return n.notify(ctx, in.To, in.Counter, func(now time.Time) (NoticePlan, NoticeResult, error) {
-		return n.planInvite(ctx, in, now)
+		return n.own().planInvite(ctx, in, now)
 	}, write)
 }
 
 // planInvite makes the plan for an invitation at now.
-func (n *Notices) planInvite(ctx context.Context, in Invite, now time.Time) (NoticePlan, NoticeResult, error) {
+func (n storeView) planInvite(ctx context.Context, in Invite, now time.Time) (NoticePlan, NoticeResult, error) {
 	p := NoticePlan{To: in.To, At: now}
 	var res NoticeResult
 	rc, password, err := n.receiver(ctx, in.To, &p)
@@ -390,7 +417,7 @@ func (n *Notices) planInvite(ctx context.Context, in Invite, now time.Time) (Not
 
 // receiver reads the receiver's account; a number without one is made
 // unclaimed by the plan, with a new password (returned).
-func (n *Notices) receiver(ctx context.Context, to auth.Number, p *NoticePlan) (Receiver, string, error) {
+func (n storeView) receiver(ctx context.Context, to auth.Number, p *NoticePlan) (Receiver, string, error) {
 	rc, err := n.Store.NoticeReceiver(ctx, to)
 	if err != nil {
 		return rc, "", fmt.Errorf("sms: notice to %s: %w", to, err)
@@ -410,7 +437,7 @@ func (n *Notices) receiver(ctx context.Context, to auth.Number, p *NoticePlan) (
 // refusal says whether the notice to to is a call (a landline), or why
 // none goes out: a landline and no voice gateway (ErrNoSMS), or the
 // sender's cap of new numbers (ErrNewNumbersCap).
-func (n *Notices) refusal(ctx context.Context, rc Receiver, to auth.Number, counter string, now time.Time) (voice bool, refused, err error) {
+func (n storeView) refusal(ctx context.Context, rc Receiver, to auth.Number, counter string, now time.Time) (voice bool, refused, err error) {
 	voice = n.Parser != nil && n.Parser.IsFixedLine(to)
 	if voice && !n.Voice {
 		return voice, ErrNoSMS, nil
@@ -422,7 +449,7 @@ func (n *Notices) refusal(ctx context.Context, rc Receiver, to auth.Number, coun
 // newNumbersCap returns (as its first result) ErrNewNumbersCap when
 // counter caused notices to XMPPD_NOTICE_NEW_NUMBERS_PER_SENDER_DAY other
 // never-claimed numbers.
-func (n *Notices) newNumbersCap(ctx context.Context, rc Receiver, to auth.Number, counter string, now time.Time) (refused, err error) {
+func (n storeView) newNumbersCap(ctx context.Context, rc Receiver, to auth.Number, counter string, now time.Time) (refused, err error) {
 	if rc.Claimed || n.NewNumbersPerSenderDay <= 0 || counter == "" {
 		return nil, nil
 	}
@@ -440,7 +467,7 @@ func (n *Notices) newNumbersCap(ctx context.Context, rc Receiver, to auth.Number
 // calls for: a new password in the first notice to an unclaimed account
 // (password, or one made here), how to log in when its password was
 // handed out already, nothing for the others; p records it.
-func (n *Notices) noticeSMS(ctx context.Context, rc Receiver, p *NoticePlan, password string, voice bool, now time.Time, base Notice) (Pending, error) {
+func (n storeView) noticeSMS(ctx context.Context, rc Receiver, p *NoticePlan, password string, voice bool, now time.Time, base Notice) (Pending, error) {
 	loginHint := false
 	switch {
 	case rc.Claimed || rc.FirstNoticed:
@@ -480,7 +507,7 @@ func (n *Notices) noticeSMS(ctx context.Context, rc Receiver, p *NoticePlan, pas
 }
 
 // plan makes the plan for in at now.
-func (n *Notices) plan(ctx context.Context, in Incoming, now time.Time) (NoticePlan, NoticeResult, error) {
+func (n storeView) plan(ctx context.Context, in Incoming, now time.Time) (NoticePlan, NoticeResult, error) {
 	p := NoticePlan{To: in.To, At: now}
 	var res NoticeResult
 	rc, password, err := n.receiver(ctx, in.To, &p)
@@ -580,7 +607,7 @@ func (n *Notices) newPassword(ctx context.Context) (string, *auth.Credentials, e
 }
 
 // sentToday counts the notices queued for to in the 24 hours before now.
-func (n *Notices) sentToday(ctx context.Context, to auth.Number, now time.Time) (int, error) {
+func (n storeView) sentToday(ctx context.Context, to auth.Number, now time.Time) (int, error) {
 	if n.PerDay <= 0 {
 		return 0, nil
 	}
@@ -616,7 +643,15 @@ func (n *Notices) CameOnline(ctx context.Context, to auth.Number) {
 	unlock, err := n.lock(ctx, "to "+string(to))
 	if err == nil {
 		defer unlock()
-		err = n.Store.DropNoticeWindow(ctx, string(to))
+		// Most logins find no window: a read then, not a write, which
+		// would take the database's write lock for every login.
+		_, err = n.Store.NoticeWindow(ctx, string(to))
+		switch {
+		case errors.Is(err, auth.ErrNotFound):
+			err = nil
+		case err == nil:
+			err = n.Store.DropNoticeWindow(ctx, string(to))
+		}
 	}
 	if err != nil {
 		n.log().LogAttrs(ctx, slog.LevelError, "notice window", slog.String("to", string(to)), slog.String("error", err.Error()))
@@ -681,7 +716,7 @@ func (n *Notices) close(ctx context.Context, w NoticeWindow, now time.Time) erro
 	}
 	var p *Pending
 	if cur.Count > 0 && (n.IsOnline == nil || !n.IsOnline(auth.Number(cur.To))) {
-		sent, err := n.sentToday(ctx, auth.Number(cur.To), now)
+		sent, err := n.own().sentToday(ctx, auth.Number(cur.To), now)
 		if err != nil {
 			return err
 		}

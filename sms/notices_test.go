@@ -644,8 +644,32 @@ func (s hangingDrop) DropNoticeWindow(ctx context.Context, to string) error {
 
 // CameOnline runs for a client's presence: a store that hangs costs it
 // StoreTimeout.
+
+// CameOnline writes nothing when no window is open (a read, not the
+// database's write lock, for most logins), and drops one that is.
+func TestNoticeCameOnlineWritesOnlyAWindow(t *testing.T) {
+	e := newNoticeEnv(t)
+	store := hangingDrop{e.store, make(chan error, 1)}
+	e.n.Store, e.n.StoreTimeout = store, 5*time.Second
+	e.n.CameOnline(t.Context(), bob)
+	select {
+	case err := <-store.calls:
+		t.Fatalf("CameOnline dropped a window that was not there (%v)", err)
+	default:
+	}
+	e.n.Store = e.store
+	e.send(t, alice, bob, "hi")
+	e.n.CameOnline(t.Context(), bob)
+	if _, err := e.store.NoticeWindow(t.Context(), string(bob)); !errors.Is(err, auth.ErrNotFound) {
+		t.Errorf("window after CameOnline: %v, want none", err)
+	}
+}
 func TestNoticeCameOnlineStoreTimeout(t *testing.T) {
 	e := newNoticeEnv(t)
+	e.send(t, alice, bob, "hi") // a window for CameOnline to drop
+	if _, err := e.store.NoticeWindow(t.Context(), string(bob)); err != nil {
+		t.Fatalf("no window open: %v", err)
+	}
 	store := hangingDrop{e.store, make(chan error, 1)}
 	e.n.Store, e.n.StoreTimeout = store, 50*time.Millisecond
 	done := make(chan struct{})

@@ -38,3 +38,16 @@ type Outbox interface {
 	// given time, oldest first (for the per-number caps).
 	QueuedTimes(ctx context.Context, to, purpose string, since time.Time) ([]time.Time, error)
 }
+
+// Claimer is an Outbox that several senders (the nodes of a cluster) can
+// share: ClaimDueSMS takes the messages due at now as DueSMS would, and in
+// the same step moves their NextAttempt to until, so that no other sender
+// takes them before this one deleted or rescheduled them, or until passed
+// (the sender died: then another one sends them, with the same id).
+type Claimer interface {
+	ClaimDueSMS(ctx context.Context, now, until time.Time, limit int) ([]Pending, error)
+}
+
+// ClaimLease is how long a claimed message is left to its sender: well
+// past the gateway's SendTimeout for each message of a batch.
+const ClaimLease = 2 * time.Minute

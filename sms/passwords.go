@@ -78,6 +78,11 @@ type Passwords struct {
 	Now func() time.Time
 	// Log gets one line per refusal and recycling; nil: slog.Default().
 	Log *slog.Logger
+	// Shared, when set, keeps the per-IP, per-prefix and per-installation
+	// counts in the store, so that the nodes of a cluster count them
+	// together; nil: in memory. (The per-number limits are always read
+	// from the SMS log in the store.)
+	Shared auth.SharedLimits
 
 	once     sync.Once
 	ips      *window
@@ -90,8 +95,8 @@ type Passwords struct {
 
 func (p *Passwords) init() {
 	p.once.Do(func() {
-		p.ips = &window{span: hour, limit: p.PerIPHour}
-		p.prefixes = &window{span: hour, limit: p.PerPrefixHour}
+		p.ips = &window{span: hour, limit: p.PerIPHour, shared: p.Shared, kind: "password per ip"}
+		p.prefixes = &window{span: hour, limit: p.PerPrefixHour, shared: p.Shared, kind: "password per prefix"}
 		p.seed = maphash.MakeSeed()
 	})
 }
@@ -130,11 +135,13 @@ func (p *Passwords) Request(ctx context.Context, phone, ip string) error {
 	}
 	defer unlock()
 	prefix := prefixKey(string(n))
-	if ok, wait := p.prefixes.take(prefix, now); !ok {
+	if ok, wait, err := p.prefixes.take(ctx, prefix, now); err != nil {
+		return err
+	} else if !ok {
 		return p.refuse(ctx, n, ip, ReasonPerPrefix, wait)
 	}
 	if err := p.request(ctx, n, now); err != nil {
-		p.prefixes.undo(prefix, now)
+		p.prefixes.undo(ctx, prefix, now)
 		return err
 	}
 	return nil

@@ -108,7 +108,7 @@ type PINs struct {
 func (s *PINs) init() {
 	s.Passwords.init()
 	s.once.Do(func() {
-		s.installations = &window{span: day, limit: s.PerInstallationDay}
+		s.installations = &window{span: day, limit: s.PerInstallationDay, shared: s.Passwords.Shared, kind: "pin per installation"}
 	})
 }
 
@@ -129,17 +129,22 @@ func (s *PINs) Request(ctx context.Context, phone, ip, installation string) erro
 	defer unlock()
 	// Counted only for PINs that go out: a refused request costs the app
 	// nothing of its daily three.
-	if ok, wait := s.installations.take(installation, now); !ok {
+	if ok, wait, err := s.installations.take(ctx, installation, now); err != nil {
+		return err
+	} else if !ok {
 		return s.refuse(ctx, n, ip, ReasonPerInstallation, wait)
 	}
 	prefix := prefixKey(string(n))
-	if ok, wait := p.prefixes.take(prefix, now); !ok {
-		s.installations.undo(installation, now)
+	if ok, wait, err := p.prefixes.take(ctx, prefix, now); err != nil || !ok {
+		s.installations.undo(ctx, installation, now)
+		if err != nil {
+			return err
+		}
 		return s.refuse(ctx, n, ip, ReasonPerPrefix, wait)
 	}
 	if err := s.issue(ctx, n, now); err != nil {
-		s.installations.undo(installation, now)
-		p.prefixes.undo(prefix, now)
+		s.installations.undo(ctx, installation, now)
+		p.prefixes.undo(ctx, prefix, now)
 		return err
 	}
 	return nil
@@ -269,7 +274,9 @@ func (p *Passwords) admit(ctx context.Context, phone, ip string,
 		return "", time.Time{}, nil, err
 	}
 	now = p.now()
-	if ok, wait := p.ips.take(ipKey(ip), now); !ok {
+	if ok, wait, err := p.ips.take(ctx, ipKey(ip), now); err != nil {
+		return "", time.Time{}, nil, err
+	} else if !ok {
 		return "", time.Time{}, nil, refuse(ctx, n, ip, ReasonPerIP, wait)
 	}
 	mu := p.numberLock(n)

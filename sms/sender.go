@@ -217,12 +217,21 @@ func (s *Sender) sendDue(ctx context.Context, now time.Time, done func(Pending, 
 	if batch <= 0 {
 		batch = defaultBatch
 	}
-	due, err := s.Outbox.DueSMS(ctx, now, batch)
+	var due []Pending
+	claimer, claims := s.Outbox.(Claimer)
+	if claims {
+		due, err = claimer.ClaimDueSMS(ctx, now, now.Add(ClaimLease), batch)
+	} else {
+		due, err = s.Outbox.DueSMS(ctx, now, batch)
+	}
 	if err != nil {
 		return false, fmt.Errorf("sms: outbox: %w", err)
 	}
-	for _, p := range due {
+	for i, p := range due {
 		if ctx.Err() != nil {
+			if claims {
+				s.unclaim(ctx, due[i:])
+			}
 			return false, ctx.Err()
 		}
 		err := s.send(ctx, p)
@@ -262,7 +271,10 @@ func (s *Sender) send(ctx context.Context, p Pending) error {
 	}
 	if ctx.Err() != nil {
 		// Shutting down: the attempt was cut short, not failed; the
-		// message stays due for the next start.
+		// message stays due for the next start (or another node).
+		if _, ok := s.Outbox.(Claimer); ok {
+			s.unclaim(ctx, []Pending{p})
+		}
 		return err
 	}
 	s.Metrics.failed(p.Purpose)
@@ -278,6 +290,22 @@ func (s *Sender) send(ctx context.Context, p Pending) error {
 		log.LogAttrs(ctx, slog.LevelError, "sms outbox", append(attrs, slog.String("error", rerr.Error()))...)
 	}
 	return err
+}
+
+// unclaim hands claimed messages that were not attempted back at once,
+// rather than when their lease ends: the sender is stopping and another
+// node may send them now. It runs after ctx ended, so with its own short
+// deadline.
+func (s *Sender) unclaim(ctx context.Context, ps []Pending) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	now := s.now()
+	for _, p := range ps {
+		if err := s.Outbox.RetrySMS(ctx, p.ID, p.Attempts, now, p.LastError); err != nil {
+			s.log().LogAttrs(ctx, slog.LevelError, "sms outbox", slog.String("id", p.ID), slog.String("error", err.Error()))
+			return
+		}
+	}
 }
 
 // errCannotSend marks a message that no retry will send.

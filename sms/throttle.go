@@ -1,6 +1,8 @@
 package sms
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -8,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"dialtone/auth"
 )
 
 // Reasons a password request is refused, the label values of
@@ -82,6 +86,10 @@ type window struct {
 	span     time.Duration
 	limit    int // 0: no limit, nothing is kept
 	capacity int // keys at most; 0: maxWindowKeys
+	// shared, when set, keeps the events in the store instead, as limits
+	// of kind, so that every node of a cluster counts them.
+	shared auth.SharedLimits
+	kind   string
 
 	mu     sync.Mutex
 	events map[string][]time.Time // oldest first
@@ -90,10 +98,13 @@ type window struct {
 // take counts one event for key at now unless the key already has limit
 // events in the window; then it returns false and the time until the
 // oldest of them leaves it. A refused event is not counted, so the wait
-// it answers is exact.
-func (w *window) take(key string, now time.Time) (bool, time.Duration) {
+// it answers is exact. Only a shared window fails (its store did).
+func (w *window) take(ctx context.Context, key string, now time.Time) (bool, time.Duration, error) {
 	if w.limit <= 0 {
-		return true, 0
+		return true, 0, nil
+	}
+	if w.shared != nil {
+		return w.takeShared(ctx, key, now)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -101,20 +112,88 @@ func (w *window) take(key string, now time.Time) (bool, time.Duration) {
 		w.events = make(map[string][]time.Time)
 	}
 	ev := w.live(key, now)
-	if len(ev) >= w.limit {
-		return false, ev[len(ev)-w.limit].Add(w.span).Sub(now)
+	if ok, wait := w.admits(ev, now); !ok {
+		return false, wait, nil
 	}
 	if _, ok := w.events[key]; !ok {
 		w.makeRoom(now)
 	}
 	w.events[key] = append(ev, now)
+	return true, 0, nil
+}
+
+// admits decides on one more event at now given the live ones.
+func (w *window) admits(live []time.Time, now time.Time) (bool, time.Duration) {
+	if len(live) >= w.limit {
+		return false, live[len(live)-w.limit].Add(w.span).Sub(now)
+	}
 	return true, 0
+}
+
+// takeShared is take on the store: the key's events are read, decided on
+// and written back under the store's lock of the key.
+func (w *window) takeShared(ctx context.Context, key string, now time.Time) (ok bool, wait time.Duration, err error) {
+	err = w.shared.UpdateLimit(ctx, w.kind, key, now, func(state []byte) (auth.LimitState, error) {
+		ev := w.liveShared(state, now)
+		if ok, wait = w.admits(ev, now); ok {
+			ev = append(ev, now)
+		}
+		return w.stateOf(ev)
+	})
+	if err != nil {
+		return false, 0, fmt.Errorf("sms: %s limit: %w", w.kind, err)
+	}
+	return ok, wait, nil
+}
+
+// liveShared decodes the events a shared window stored, keeping those
+// still in the window. Unreadable state counts as none.
+func (w *window) liveShared(state []byte, now time.Time) []time.Time {
+	var micros []int64
+	if state != nil && json.Unmarshal(state, &micros) != nil {
+		micros = nil
+	}
+	from := now.Add(-w.span)
+	ev := make([]time.Time, 0, len(micros)+1)
+	for _, m := range micros {
+		if t := time.UnixMicro(m); t.After(from) {
+			ev = append(ev, t)
+		}
+	}
+	return ev
+}
+
+// stateOf encodes events for the store: nil (no row) when none are left.
+func (w *window) stateOf(ev []time.Time) (auth.LimitState, error) {
+	if len(ev) == 0 {
+		return auth.LimitState{}, nil
+	}
+	micros := make([]int64, len(ev))
+	for i, t := range ev {
+		micros[i] = t.UnixMicro()
+	}
+	b, err := json.Marshal(micros)
+	return auth.LimitState{State: b, Expires: ev[len(ev)-1].Add(w.span)}, err
 }
 
 // undo takes back the event that take counted for key at t, when what it
 // was counted for did not happen after all.
-func (w *window) undo(key string, t time.Time) {
+func (w *window) undo(ctx context.Context, key string, t time.Time) {
 	if w.limit <= 0 {
+		return
+	}
+	if w.shared != nil {
+		// Best effort: an event not taken back only ends its window early.
+		_ = w.shared.UpdateLimit(ctx, w.kind, key, t, func(state []byte) (auth.LimitState, error) {
+			ev := w.liveShared(state, t.Add(-time.Microsecond))
+			for i := len(ev) - 1; i >= 0; i-- {
+				if ev[i].Equal(t.Truncate(time.Microsecond)) {
+					ev = slices.Delete(ev, i, i+1)
+					break
+				}
+			}
+			return w.stateOf(ev)
+		})
 		return
 	}
 	w.mu.Lock()

@@ -1,9 +1,13 @@
 package sms
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
+
+	"dialtone/auth"
 )
 
 var t0 = time.Date(2030, 3, 4, 5, 6, 7, 0, time.UTC)
@@ -52,10 +56,22 @@ func TestNumberRetry(t *testing.T) {
 }
 
 func TestWindow(t *testing.T) {
-	w := &window{span: time.Hour, limit: 3}
+	testWindow(t, &window{span: time.Hour, limit: 3})
+}
+
+// The shared window decides as the one in memory; its state round-trips
+// through the store's encoding (storetest runs it on both real stores).
+func TestWindowShared(t *testing.T) {
+	testWindow(t, &window{span: time.Hour, limit: 3, shared: &memLimits{}, kind: "test"})
+}
+
+func testWindow(t *testing.T, w *window) {
 	take := func(key string, at time.Duration, wantOK bool, wantWait time.Duration) {
 		t.Helper()
-		ok, wait := w.take(key, t0.Add(at))
+		ok, wait, err := w.take(t.Context(), key, t0.Add(at))
+		if err != nil {
+			t.Fatal(err)
+		}
 		if ok != wantOK || wait != wantWait {
 			t.Fatalf("take(%s, +%v) = %v %v, want %v %v", key, at, ok, wait, wantOK, wantWait)
 		}
@@ -71,17 +87,20 @@ func TestWindow(t *testing.T) {
 	take("a", time.Hour+time.Second, false, 10*time.Minute-time.Second)
 
 	// undo takes back one event.
-	w.undo("a", t0.Add(time.Hour))
+	w.undo(t.Context(), "a", t0.Add(time.Hour))
 	take("a", time.Hour+2*time.Second, true, 0)
-	w.undo("b", t0.Add(20*time.Minute))
+	w.undo(t.Context(), "b", t0.Add(20*time.Minute))
 	if _, ok := w.events["b"]; ok {
 		t.Error("a key without events is kept")
+	}
+	if m, ok := w.shared.(*memLimits); ok && m.rows["test b"] != nil {
+		t.Error("a shared key without events is kept")
 	}
 
 	// No limit: nothing is counted or kept.
 	free := &window{span: time.Hour}
 	for range 100 {
-		if ok, _ := free.take("a", t0); !ok {
+		if ok, _, _ := free.take(t.Context(), "a", t0); !ok {
 			t.Fatal("a window without limit refused")
 		}
 	}
@@ -94,16 +113,16 @@ func TestWindow(t *testing.T) {
 func TestWindowBounded(t *testing.T) {
 	w := &window{span: time.Hour, limit: 2, capacity: 100}
 	for i := range 100 {
-		w.take(fmt.Sprint("old", i), t0)
+		w.take(t.Context(), fmt.Sprint("old", i), t0)
 	}
-	w.take("old0", t0.Add(2*time.Minute)) // old0 is the most recent now
+	w.take(t.Context(), "old0", t0.Add(2*time.Minute)) // old0 is the most recent now
 	// An hour later all but old0 have expired and make room.
-	w.take("new", t0.Add(time.Hour+time.Minute))
+	w.take(t.Context(), "new", t0.Add(time.Hour+time.Minute))
 	if len(w.events) != 2 {
 		t.Fatalf("%d keys after expiry, want old0 and new", len(w.events))
 	}
 	for i := range 200 {
-		w.take(fmt.Sprint("k", i), t0.Add(time.Hour+time.Duration(i)*time.Second))
+		w.take(t.Context(), fmt.Sprint("k", i), t0.Add(time.Hour+time.Duration(i)*time.Second))
 	}
 	if n := len(w.events); n > 100 {
 		t.Fatalf("%d keys, capacity 100", n)
@@ -146,3 +165,37 @@ func TestPrefixKey(t *testing.T) {
 		}
 	}
 }
+
+// memLimits is an auth.SharedLimits in memory, for the shared mode's logic.
+type memLimits struct {
+	mu   sync.Mutex
+	rows map[string]*auth.LimitState
+}
+
+func (m *memLimits) UpdateLimit(_ context.Context, kind, key string, now time.Time, fn func([]byte) (auth.LimitState, error)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.rows == nil {
+		m.rows = map[string]*auth.LimitState{}
+	}
+	var state []byte
+	if r := m.rows[kind+" "+key]; r != nil && r.Expires.After(now) {
+		state = r.State
+	}
+	next, err := fn(state)
+	if err != nil {
+		return err
+	}
+	if next.State == nil {
+		delete(m.rows, kind+" "+key)
+	} else {
+		m.rows[kind+" "+key] = &next
+	}
+	return nil
+}
+
+func (m *memLimits) HeldLimits(context.Context, string, time.Time, int) (map[string]time.Time, error) {
+	return nil, nil
+}
+func (m *memLimits) ClearLimits(context.Context, string, []string) error { return nil }
+func (m *memLimits) PruneLimits(context.Context, time.Time) error        { return nil }

@@ -132,15 +132,23 @@ func (db *DB) PromotePending(ctx context.Context, n auth.Number, pending auth.Cr
 }
 
 // RecordLogin marks a successful login at t: state active, LastLogin t.
+// Concurrent logins are written in one transaction (loginStamps); each
+// returns once its own stamp is committed.
 func (db *DB) RecordLogin(ctx context.Context, n auth.Number, t time.Time) error {
 	if t.IsZero() {
 		// A zero time would be stored as "never logged in".
 		return fmt.Errorf("storage: record login of %s: zero time", n)
 	}
-	changed, err := db.b.exec(ctx, `UPDATE accounts SET state = ?, last_login = ? WHERE number = ?`,
-		string(auth.StateActive), t, string(n))
-	if err == nil && changed == 0 {
-		err = auth.ErrNotFound
+	var err error
+	if db.stamps != nil {
+		err = db.stamps.record(ctx, db.b, string(n), t)
+	} else {
+		var changed int64
+		changed, err = db.b.exec(ctx, `UPDATE accounts SET state = ?, last_login = ? WHERE number = ?`,
+			string(auth.StateActive), t, string(n))
+		if err == nil && changed == 0 {
+			err = auth.ErrNotFound
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("storage: record login of %s: %w", n, err)

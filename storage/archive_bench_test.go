@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -18,17 +19,22 @@ import (
 // a million messages (the goal: its newest page in under 20 ms).
 const archiveSize = 1_000_000
 
-// fillArchive stores archiveSize messages of owner, alternating between
-// ten parties, with bulk inserts of 10,000 a transaction.
-func fillArchive(b *testing.B, db *storage.DB, owner string) {
+// fillArchive stores archiveSize messages of owner, going round parties
+// parties, with bulk inserts of 10,000 a transaction: with 10 parties a
+// conversation's messages fill whole chunks (a busy conversation), with
+// 5,000 a chunk holds two (the sparse case: rows as many as messages
+// nearly).
+func fillArchive(b *testing.B, db *storage.DB, owner string, parties int) {
 	start := time.Now()
+	// A message a millisecond: a very busy account (a thousand messages
+	// a second), for a forward read the worst case of its look-ahead.
 	base := archive.FirstID(time.Now().Add(-24 * time.Hour))
 	const batch = 10_000
 	msgs := make([]archive.Message, batch)
 	for done := 0; done < archiveSize; done += batch {
 		for i := range msgs {
 			n := done + i
-			msgs[i] = archive.Message{Owner: owner, ID: base + int64(n), With: fmt.Sprintf("+8210555500%02d@example.com", n%10),
+			msgs[i] = archive.Message{Owner: owner, ID: base + int64(n)<<archive.CounterBits, With: fmt.Sprintf("+821055%06d@example.com", n%parties),
 				Stanza: fmt.Appendf(nil, `<message type="chat" to="%s@localhost" from="x@example.com/r" id="m%d"><body>message number %d, of about a hundred bytes on the wire</body></message>`, owner, n, n)}
 		}
 		if err := db.AppendArchive(context.Background(), msgs); err != nil {
@@ -38,21 +44,31 @@ func fillArchive(b *testing.B, db *storage.DB, owner string) {
 	b.Logf("%s: %d messages stored in %v", db.Driver(), archiveSize, time.Since(start).Round(time.Millisecond))
 }
 
-func benchArchiveLastPage(b *testing.B, db *storage.DB, analyze func()) {
+func benchArchiveLastPage(b *testing.B, open func(b *testing.B) *storage.DB, analyze func(db *storage.DB)) {
 	if testing.Short() {
 		b.Skip("builds a 1,000,000-message archive")
 	}
+	for _, parties := range []int{10, 5000} {
+		b.Run(fmt.Sprintf("parties=%d", parties), func(b *testing.B) {
+			db := open(b)
+			defer db.Close()
+			benchArchiveQueries(b, db, parties, analyze)
+		})
+	}
+}
+
+func benchArchiveQueries(b *testing.B, db *storage.DB, parties int, analyze func(db *storage.DB)) {
 	const owner = "+821099990000"
-	fillArchive(b, db, owner)
+	fillArchive(b, db, owner, parties)
 	// The steady state: the planner has statistics of the table, as
 	// autovacuum keeps them on a server that grew its archive over time.
-	analyze()
+	analyze(db)
 	for _, bc := range []struct {
 		name string
 		q    archive.Query
 	}{
 		{"newest", archive.Query{Owner: owner, Max: 50, Last: true}},
-		{"newest_with", archive.Query{Owner: owner, Max: 50, Last: true, With: "+821055550003@example.com"}},
+		{"newest_with", archive.Query{Owner: owner, Max: 50, Last: true, With: "+821055000003@example.com"}},
 		{"oldest", archive.Query{Owner: owner, Max: 50}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
@@ -79,29 +95,67 @@ func benchArchiveLastPage(b *testing.B, db *storage.DB, analyze func()) {
 }
 
 func BenchmarkArchiveLastPageSQLite(b *testing.B) {
-	db, err := storage.Open(context.Background(), "", b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	benchArchiveLastPage(b, db, func() {})
+	benchArchiveLastPage(b, func(b *testing.B) *storage.DB {
+		db, err := storage.Open(context.Background(), "", b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return db
+	}, func(*storage.DB) {})
 }
 
 func BenchmarkArchiveLastPagePostgres(b *testing.B) {
-	url := pgtest.NewDatabase(b, pgtest.URL(b))
-	db, err := storage.Open(context.Background(), url, "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	benchArchiveLastPage(b, db, func() {
+	var url string
+	benchArchiveLastPage(b, func(b *testing.B) *storage.DB {
+		url = pgtest.NewDatabase(b, pgtest.URL(b))
+		db, err := storage.Open(context.Background(), url, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		return db
+	}, func(*storage.DB) {
 		conn, err := pgx.Connect(context.Background(), url)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer conn.Close(context.Background())
-		if _, err := conn.Exec(context.Background(), "ANALYZE archive"); err != nil {
+		if _, err := conn.Exec(context.Background(), "ANALYZE archive_chunks"); err != nil {
 			b.Fatal(err)
 		}
 	})
+}
+
+// BenchmarkAppendArchive measures the archive writer's batches: a
+// conversation between two accounts, both copies of each message (one op),
+// 4,096 copies a batch (the write-behind queue's batch).
+func BenchmarkAppendArchive(b *testing.B) {
+	db, err := storage.Open(context.Background(), "", b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	const batch = 4096
+	msgs := make([]archive.Message, batch)
+	// Bodies that differ, as a chat's do (compression gains less on them
+	// than on one repeated text).
+	rng := rand.New(rand.NewPCG(1, 2))
+	bodies := []string{"Hello, this is a message of about a hundred bytes on the wire.", "are you coming tonight?",
+		"I'll be there in ten minutes, the bus is late again", "ok", "Did you see the pictures from Saturday? Mina sent them",
+		"네, 알겠습니다. 내일 뵙겠습니다!", "Can you call me back when you're free", "lol", "Meeting moved to 3pm, room 401",
+		"Thanks!! 🎉", "The package arrived, thank you so much", "what time is it there?"}
+	id := archive.FirstID(time.Now())
+	b.ReportAllocs()
+	for done := 0; b.Loop(); done++ {
+		if done%(batch/2) == 0 && done > 0 {
+			if err := db.AppendArchive(context.Background(), msgs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		i := done % (batch / 2)
+		id += 2
+		st := fmt.Appendf(nil, `<message type="chat" to="+821033334444@localhost/b" from="+821011112222@localhost/a" id="%x"><body>%s (%d)</body><stanza-id xmlns="urn:xmpp:sid:0" by="+821033334444@localhost" id="%s"/></message>`,
+			rng.Uint64(), bodies[rng.IntN(len(bodies))], rng.IntN(1000), archive.FormatID(id))
+		msgs[2*i] = archive.Message{Owner: "+821011112222", ID: id, With: "+821033334444@localhost", WithResource: "b", Stanza: st}
+		msgs[2*i+1] = archive.Message{Owner: "+821033334444", ID: id + 1, With: "+821011112222@localhost", WithResource: "a", Stanza: st}
+	}
 }

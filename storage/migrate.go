@@ -18,6 +18,13 @@ type migration struct {
 	stmts   []string
 }
 
+// conversions run after the statements of the migration of their version,
+// in the same transaction: data that SQL common to both dialects cannot
+// rewrite.
+var conversions = map[int]func(ctx context.Context, q querier) error{
+	16: chunkArchive,
+}
+
 // migrations is the schema's history, oldest first, versions 1, 2, 3, …
 var migrations = []migration{
 	{1, "initial schema", []string{
@@ -380,6 +387,45 @@ var migrations = []migration{
 		`ALTER TABLE muc_affiliations ADD COLUMN owner {{key}} NOT NULL DEFAULT ''`,
 		`CREATE INDEX muc_affiliations_owner ON muc_affiliations (owner)`,
 	}},
+	{16, "message archive in chunks", []string{
+		// The archive in chunks (storage/archive.go): a row per owner, party
+		// and write batch, so that a busy server writes a row per
+		// conversation and batch instead of one per message. Chunks are read
+		// in last_id order, per owner or per owner and party; the retention
+		// sweep goes by last_id across owners.
+		`CREATE TABLE archive_chunks (
+			owner {{key}} NOT NULL,
+			last_id BIGINT NOT NULL,
+			first_id BIGINT NOT NULL,
+			with_jid {{key}} NOT NULL,
+			n INTEGER NOT NULL,
+			data {{bytes}} NOT NULL,
+			PRIMARY KEY (owner, last_id)
+		)`,
+		`CREATE INDEX archive_chunks_with ON archive_chunks (owner, with_jid, last_id)`,
+		`CREATE INDEX archive_chunks_last ON archive_chunks (last_id)`,
+	}},
+	{17, "limits and secrets shared by the nodes of a cluster", []string{
+		// One row per limit key (login lockouts, password request
+		// windows): the limit's own state, the end of a lock every node
+		// polls (held_until), and when the row can go.
+		`CREATE TABLE shared_limits (
+			kind {{key}} NOT NULL,
+			key {{key}} NOT NULL,
+			state {{bytes}} NOT NULL,
+			held_until {{time}},
+			expires {{time}} NOT NULL,
+			PRIMARY KEY (kind, key)
+		)`,
+		`CREATE INDEX shared_limits_held ON shared_limits (kind, held_until)`,
+		`CREATE INDEX shared_limits_expires ON shared_limits (expires)`,
+		// Keys made once for the whole cluster by whichever node starts
+		// first (XMPPD_SECRET_KEY, XMPPD_S2S_DIALBACK_SECRET when unset).
+		`CREATE TABLE shared_secrets (
+			name {{key}} PRIMARY KEY,
+			value {{bytes}} NOT NULL
+		)`,
+	}},
 }
 
 // ownedTables are the tables with an owner column: what DeleteAccount
@@ -391,7 +437,7 @@ var ownedTables = []string{"roster_items", "roster_versions", "private_xml", "bl
 	// has no row any more.
 	"uploads",
 	"login_links", "web_tickets", "pep_nodes", "pep_items", "fast_tokens",
-	"muc_invitations", "archive", "archive_prefs", "push_registrations", "pep_subscriptions", "muc_affiliations"}
+	"muc_invitations", "archive_chunks", "archive_prefs", "push_registrations", "pep_subscriptions", "muc_affiliations"}
 
 // Migration is one applied schema step, as recorded in schema_migrations.
 type Migration struct {
@@ -437,6 +483,11 @@ func (db *DB) migrateSteps(ctx context.Context, migrations []migration) error {
 			}
 			for _, s := range m.stmts {
 				if _, err := q.exec(ctx, db.b.ddl(s)); err != nil {
+					return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+				}
+			}
+			if convert := conversions[m.version]; convert != nil {
+				if err := convert(ctx, q); err != nil {
 					return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
 				}
 			}

@@ -2,26 +2,102 @@ package storage
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
+	"dialtone/archive"
 	"dialtone/auth"
 	"dialtone/internal/pgtest"
 )
+
+// engines open an empty database of each engine.
+var engines = []struct {
+	name string
+	open func(t *testing.T) (backend, error)
+}{
+	{"sqlite", func(t *testing.T) (backend, error) { return openSQLite(t.Context(), t.TempDir(), Options{}) }},
+	{"postgres", func(t *testing.T) (backend, error) {
+		return openPostgres(t.Context(), pgtest.NewDatabase(t, pgtest.URL(t)), Options{})
+	}},
+}
+
+// Upgrading to migration 16 moves an archive of a row per message into
+// chunks: every message reads back as it was, pages and filters included,
+// across the conversion's pages.
+func TestMigrationChunksArchive(t *testing.T) {
+	for _, engine := range engines {
+		t.Run(engine.name, func(t *testing.T) {
+			t.Parallel()
+			b, err := engine.open(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db := &DB{b: b, now: time.Now}
+			defer db.Close()
+			ctx := context.Background()
+			if err := db.migrateSteps(ctx, migrations[:15]); err != nil {
+				t.Fatal(err)
+			}
+			const n = 10_050 // more than one page of the conversion
+			var want []int64
+			err = db.b.inTx(ctx, func(q querier) error {
+				for i := range n {
+					owner := []string{"+15550006001", "+15550006002"}[i%2]
+					with := fmt.Sprintf("+1555000700%d@example.com", i%3)
+					if owner == "+15550006001" {
+						want = append(want, int64(1000+i))
+					}
+					if _, err := q.exec(ctx, `INSERT INTO archive (owner, id, with_jid, with_resource, stanza) VALUES (?, ?, ?, ?, ?)`,
+						owner, 1000+i, with, fmt.Sprint("r", i%5), fmt.Appendf(nil, "<message><body>%d</body></message>", i)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var got []archive.Message
+			q := archive.Query{Owner: "+15550006001", Max: 250}
+			for range n {
+				page, more, err := db.QueryArchive(ctx, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, page...)
+				if !more {
+					break
+				}
+				q.After = page[len(page)-1].ID
+			}
+			ids := make([]int64, len(got))
+			for i, m := range got {
+				ids[i] = m.ID
+			}
+			if !slices.Equal(ids, want) {
+				t.Fatalf("after the upgrade %d messages, want %d (first %v)", len(ids), len(want), ids[:min(5, len(ids))])
+			}
+			m := got[7] // message 14
+			if m.With != "+15550007002@example.com" || m.WithResource != "r4" || string(m.Stanza) != "<message><body>14</body></message>" {
+				t.Fatalf("message 14 read back as %+v", m)
+			}
+			if _, err := db.b.exec(ctx, `SELECT 1 FROM archive`); err == nil {
+				t.Fatal("the old archive table is still there")
+			}
+		})
+	}
+}
 
 // Upgrading to migration 4 marks the passwords of the accounts already
 // there as delivered: one printed by xmppctl left no trace, and a notice
 // must not replace a password someone may hold.
 func TestMigrationMarksPasswordsDelivered(t *testing.T) {
-	for _, engine := range []struct {
-		name string
-		open func(t *testing.T) (backend, error)
-	}{
-		{"sqlite", func(t *testing.T) (backend, error) { return openSQLite(t.Context(), t.TempDir(), Options{}) }},
-		{"postgres", func(t *testing.T) (backend, error) {
-			return openPostgres(t.Context(), pgtest.NewDatabase(t, pgtest.URL(t)), Options{})
-		}},
-	} {
+	for _, engine := range engines {
 		t.Run(engine.name, func(t *testing.T) {
 			t.Parallel()
 			b, err := engine.open(t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"dialtone/auth"
@@ -49,7 +50,13 @@ func (db *DB) storeWithNotice(ctx context.Context, m offline.Message, store bool
 	if n == "" {
 		n = m.Owner
 	}
-	err = db.b.inTx(ctx, func(q querier) error {
+	// In a group (InTx), the window is written once per receiver at the
+	// commit (flushNotices), and the account is not written when that
+	// would change nothing: a message to a claimed account with no SMS is
+	// one INSERT, which needs no savepoint of its own.
+	grouped := db.notices != nil
+	claimed := db.knownClaimed(n, plan)
+	write := func(q querier) error {
 		if c := plan.NewNumber; c != nil {
 			if err := db.countNewNumber(ctx, q, n, at, *c); err != nil {
 				return err
@@ -61,8 +68,22 @@ func (db *DB) storeWithNotice(ctx context.Context, m offline.Message, store bool
 				return err
 			}
 		}
-		return applyNoticePlan(ctx, q, n, at, plan)
-	})
+		if !claimed {
+			if err := applyAccount(ctx, q, n, at, plan); err != nil {
+				return err
+			}
+		}
+		return applyNoticeWrites(ctx, q, n, at, plan, grouped)
+	}
+	if grouped && claimed && store && plan.NewNumber == nil && len(plan.SMS) == 0 && plan.CountFor == "" {
+		err = write(db.b)
+	} else {
+		err = db.b.inTx(ctx, write)
+	}
+	if err == nil && store {
+		db.stored(m)
+	}
+	db.planned(n, plan, err)
 	if err != nil {
 		return 0, fmt.Errorf("storage: store offline message (or its notice) for %s: %w", m.Owner, err)
 	}
@@ -76,23 +97,27 @@ func applyNoticePlan(ctx context.Context, q querier, n string, at time.Time, pla
 	if err := applyAccount(ctx, q, n, at, plan); err != nil {
 		return err
 	}
+	return applyNoticeWrites(ctx, q, n, at, plan, false)
+}
+
+// applyNoticeWrites is applyNoticePlan without the account; without the
+// window too when laterWindow (a group's DB writes it at the commit).
+func applyNoticeWrites(ctx context.Context, q querier, n string, at time.Time, plan sms.NoticePlan, laterWindow bool) error {
 	for _, p := range plan.SMS {
 		if err := enqueueSMS(ctx, q, p); err != nil {
 			return err
 		}
 	}
-	if plan.DropWindow {
-		if _, err := q.exec(ctx, `DELETE FROM notice_windows WHERE owner = ?`, n); err != nil {
-			return err
+	if !laterWindow {
+		if plan.DropWindow {
+			if err := dropWindow(ctx, q, n); err != nil {
+				return err
+			}
 		}
-	}
-	if w := plan.Window; w != nil {
-		if _, err := q.exec(ctx, `INSERT INTO notice_windows (owner, opened, closes, messages, sender)
-			VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (owner) DO UPDATE SET opened = excluded.opened, closes = excluded.closes,
-				messages = excluded.messages, sender = excluded.sender`,
-			n, w.Opened, w.Closes, w.Count, w.Sender); err != nil {
-			return err
+		if w := plan.Window; w != nil {
+			if err := putWindow(ctx, q, n, *w); err != nil {
+				return err
+			}
 		}
 	}
 	if plan.CountFor != "" {
@@ -202,6 +227,17 @@ func applyAccount(ctx context.Context, q querier, n string, at time.Time, plan s
 
 // NoticeReceiver returns the account of n as the notices see it.
 func (db *DB) NoticeReceiver(ctx context.Context, n auth.Number) (sms.Receiver, error) {
+	if r, ok := db.notices.receiver(string(n)); ok {
+		return r, nil
+	}
+	r, err := db.noticeReceiver(ctx, n)
+	if err == nil && db.notices != nil {
+		db.notices.receivers[string(n)] = r
+	}
+	return r, err
+}
+
+func (db *DB) noticeReceiver(ctx context.Context, n auth.Number) (sms.Receiver, error) {
 	var state string
 	var noticed, delivered time.Time
 	err := db.b.queryRow(ctx, `SELECT state, password_noticed, password_delivered FROM accounts WHERE number = ?`,
@@ -224,6 +260,25 @@ func scanWindow(r interface{ Scan(...any) error }, w *sms.NoticeWindow) error {
 
 // NoticeWindow returns the open notice window of to, or auth.ErrNotFound.
 func (db *DB) NoticeWindow(ctx context.Context, to string) (sms.NoticeWindow, error) {
+	if w, ok := db.notices.window(to); ok {
+		if w == nil {
+			return sms.NoticeWindow{}, fmt.Errorf("storage: notice window of %s: %w", to, auth.ErrNotFound)
+		}
+		return *w, nil
+	}
+	w, err := db.noticeWindow(ctx, to)
+	if db.notices != nil {
+		switch {
+		case err == nil:
+			db.notices.windows[to] = &w
+		case errors.Is(err, auth.ErrNotFound):
+			db.notices.windows[to] = nil
+		}
+	}
+	return w, err
+}
+
+func (db *DB) noticeWindow(ctx context.Context, to string) (sms.NoticeWindow, error) {
 	var w sms.NoticeWindow
 	err := db.b.queryRow(ctx, `SELECT `+windowColumns+` FROM notice_windows WHERE owner = ?`, []any{to},
 		&w.To, timeCol{&w.Opened}, timeCol{&w.Closes}, &w.Count, &w.Sender)
@@ -254,6 +309,9 @@ func (db *DB) DueNoticeWindows(ctx context.Context, now time.Time, limit int) ([
 // CloseNoticeWindow removes w if it is still the window opened at
 // w.Opened and, in the same transaction, queues p (when not nil).
 func (db *DB) CloseNoticeWindow(ctx context.Context, w sms.NoticeWindow, p *sms.Pending) (closed bool, err error) {
+	if err := db.forgetWindow(ctx, w.To); err != nil {
+		return false, err
+	}
 	err = db.b.inTx(ctx, func(q querier) error {
 		gone, err := q.exec(ctx, `DELETE FROM notice_windows WHERE owner = ? AND opened = ?`, w.To, w.Opened)
 		if err != nil || gone == 0 {
@@ -273,6 +331,9 @@ func (db *DB) CloseNoticeWindow(ctx context.Context, w sms.NoticeWindow, p *sms.
 
 // DropNoticeWindow removes the notice window of to, if any.
 func (db *DB) DropNoticeWindow(ctx context.Context, to string) error {
+	if err := db.forgetWindow(ctx, to); err != nil {
+		return err
+	}
 	if _, err := db.b.exec(ctx, `DELETE FROM notice_windows WHERE owner = ?`, to); err != nil {
 		return fmt.Errorf("storage: drop notice window of %s: %w", to, err)
 	}
@@ -308,5 +369,133 @@ func (db *DB) PruneNoticedNumbers(ctx context.Context, before time.Time) error {
 			return fmt.Errorf("storage: prune noticed numbers: %w", err)
 		}
 	}
+	return nil
+}
+
+func dropWindow(ctx context.Context, q querier, n string) error {
+	_, err := q.exec(ctx, `DELETE FROM notice_windows WHERE owner = ?`, n)
+	return err
+}
+
+func putWindow(ctx context.Context, q querier, n string, w sms.NoticeWindow) error {
+	_, err := q.exec(ctx, `INSERT INTO notice_windows (owner, opened, closes, messages, sender)
+		VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (owner) DO UPDATE SET opened = excluded.opened, closes = excluded.closes,
+			messages = excluded.messages, sender = excluded.sender`,
+		n, w.Opened, w.Closes, w.Count, w.Sender)
+	return err
+}
+
+// flushNotices writes, before a group's commit, the last state of each
+// window its plans changed.
+func (db *DB) flushNotices(ctx context.Context) error {
+	c := db.notices
+	for _, n := range c.changed {
+		var err error
+		if w := c.windows[n]; w != nil {
+			err = putWindow(ctx, db.b, n, *w)
+		} else {
+			err = dropWindow(ctx, db.b, n)
+		}
+		if err != nil {
+			return fmt.Errorf("storage: notice window of %s: %w", n, err)
+		}
+	}
+	c.changed = c.changed[:0]
+	return nil
+}
+
+// noticeCache is what the DB of an InTx knows of the receivers and
+// windows its notice plans read: read once in the transaction, then
+// kept up to date from the plans it writes (planned), so that a group
+// of messages to one receiver reads them once. Only the group's own
+// writes change them meanwhile: SQLite's write lock keeps everyone else
+// out, and on PostgreSQL the notice locks (sms.Hold) keep out the other
+// writers of windows; a receiver claimed meanwhile makes a plan stale
+// (sms.ErrStale), which drops what is known of it.
+type noticeCache struct {
+	receivers map[string]sms.Receiver
+	windows   map[string]*sms.NoticeWindow // nil: none open
+	// changed lists the receivers whose window the plans changed, to be
+	// written at the commit (each once).
+	changed []string
+}
+
+// changeWindow records w (nil: none) as n's window, written at the commit.
+func (c *noticeCache) changeWindow(n string, w *sms.NoticeWindow) {
+	if !slices.Contains(c.changed, n) {
+		c.changed = append(c.changed, n)
+	}
+	c.windows[n] = w
+}
+
+// planned updates the cache after plan for n was written (err nil) or
+// rolled back.
+func (db *DB) planned(n string, plan sms.NoticePlan, err error) {
+	c := db.notices
+	if c == nil {
+		return
+	}
+	if err != nil {
+		delete(c.receivers, n)
+		if !slices.Contains(c.changed, n) { // else it holds what is to be written
+			delete(c.windows, n)
+		}
+		return
+	}
+	if r, ok := c.receivers[n]; ok || plan.Create {
+		if plan.Create {
+			r = sms.Receiver{Exists: true}
+		}
+		r.FirstNoticed = r.FirstNoticed || plan.FirstNotice
+		r.PasswordDelivered = r.PasswordDelivered || plan.PasswordDelivered
+		c.receivers[n] = r
+	}
+	switch {
+	case plan.Window != nil:
+		w := *plan.Window
+		w.To = n
+		w.Opened, w.Closes = w.Opened.UTC().Truncate(timeUnit), w.Closes.UTC().Truncate(timeUnit)
+		c.changeWindow(n, &w)
+	case plan.DropWindow:
+		c.changeWindow(n, nil)
+	}
+}
+
+// knownClaimed reports whether n's account is known (in an InTx) to be
+// claimed and plan changes nothing of it: the plan's only write to the
+// account, the touched time of an unclaimed one, would match no row.
+func (db *DB) knownClaimed(n string, plan sms.NoticePlan) bool {
+	r, ok := db.notices.receiver(n)
+	return ok && r.Exists && r.Claimed && !plan.Create && plan.Credentials == nil && !plan.FirstNotice && !plan.PasswordDelivered
+}
+
+func (c *noticeCache) receiver(n string) (sms.Receiver, bool) {
+	if c == nil {
+		return sms.Receiver{}, false
+	}
+	r, ok := c.receivers[n]
+	return r, ok
+}
+
+func (c *noticeCache) window(n string) (*sms.NoticeWindow, bool) {
+	if c == nil {
+		return nil, false
+	}
+	w, ok := c.windows[n]
+	return w, ok
+}
+
+// forgetWindow, in the DB of an InTx, writes what its plans changed
+// and forgets n's window, which a statement of its own is about to
+// change: it is read again when next needed.
+func (db *DB) forgetWindow(ctx context.Context, n string) error {
+	if db.notices == nil {
+		return nil
+	}
+	if err := db.flushNotices(ctx); err != nil {
+		return err
+	}
+	delete(db.notices.windows, n)
 	return nil
 }

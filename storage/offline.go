@@ -18,6 +18,9 @@ func (db *DB) PushOffline(ctx context.Context, m offline.Message, limit int) (id
 		id, err = db.pushOffline(ctx, q, m, offline.Limits{Messages: limit})
 		return err
 	})
+	if err == nil {
+		db.stored(m)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("storage: store offline message for %s: %w", m.Owner, err)
 	}
@@ -38,19 +41,32 @@ func (db *DB) pushOffline(ctx context.Context, q querier, m offline.Message, lim
 		return 0, err
 	}
 	if limits.Messages > 0 || limits.Bytes > 0 {
-		var n, size int64
-		if err := q.queryRow(ctx, `SELECT COUNT(*), COALESCE(SUM(LENGTH(stanza)), 0) FROM offline_messages WHERE owner = ?`,
-			[]any{m.Owner}, &n, &size); err != nil {
-			return 0, err
+		u, cached := db.usage[m.Owner]
+		if !cached {
+			if err := q.queryRow(ctx, `SELECT COUNT(*), COALESCE(SUM(LENGTH(stanza)), 0) FROM offline_messages WHERE owner = ?`,
+				[]any{m.Owner}, &u.n, &u.size); err != nil {
+				return 0, err
+			}
+			if db.usage != nil {
+				db.usage[m.Owner] = u // as it is before m, whether m is then kept or rolled back
+			}
 		}
-		if limits.Messages > 0 && n >= int64(limits.Messages) ||
-			limits.Bytes > 0 && size+int64(len(m.Stanza)) > int64(limits.Bytes) {
+		if limits.Messages > 0 && u.n >= int64(limits.Messages) ||
+			limits.Bytes > 0 && u.size+int64(len(m.Stanza)) > int64(limits.Bytes) {
 			return 0, offline.ErrFull
 		}
 	}
 	err = q.queryRow(ctx, `INSERT INTO offline_messages (owner, sender, stamp, stanza)
 		VALUES (?, ?, ?, ?) RETURNING id`, []any{m.Owner, m.From, m.Stamp, m.Stanza}, &id)
 	return id, err
+}
+
+// stored notes, in the DB of an InTx, that the savepoint that stored m
+// for its owner was released: the cached usage grows by it.
+func (db *DB) stored(m offline.Message) {
+	if u, cached := db.usage[m.Owner]; cached {
+		db.usage[m.Owner] = offlineUsage{u.n + 1, u.size + int64(len(m.Stanza))}
+	}
 }
 
 // OfflineMessages returns up to max (<= 0: all) of owner's messages, oldest
@@ -78,6 +94,7 @@ func (db *DB) DeleteOffline(ctx context.Context, owner string, ids []int64) erro
 	if len(ids) == 0 {
 		return nil
 	}
+	delete(db.usage, owner) // counted again when next needed
 	err := execEach(ctx, db.b, `DELETE FROM offline_messages WHERE owner = ? AND id = ?`, owner, ids)
 	if err != nil {
 		return fmt.Errorf("storage: delete offline messages of %s: %w", owner, err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"dialtone/sms"
@@ -71,6 +73,44 @@ func (db *DB) DueSMS(ctx context.Context, now time.Time, limit int) ([]sms.Pendi
 	if err != nil {
 		return nil, fmt.Errorf("storage: due SMS: %w", err)
 	}
+	return due, nil
+}
+
+// ClaimDueSMS implements sms.Claimer: the messages due at now, earliest
+// first, get NextAttempt until in the statement that selects them. On
+// PostgreSQL the rows another node is claiming are skipped (FOR UPDATE SKIP
+// LOCKED), so two senders never take the same message; SQLite has one
+// writer at a time.
+func (db *DB) ClaimDueSMS(ctx context.Context, now, until time.Time, limit int) ([]sms.Pending, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	skip := ""
+	if _, ok := db.b.(*postgresDB); ok {
+		skip = " FOR UPDATE SKIP LOCKED"
+	}
+	var due []sms.Pending
+	err := db.b.inTx(ctx, func(q querier) error {
+		r, err := q.query(ctx, `UPDATE sms_outbox SET next_attempt = ? WHERE id IN (
+				SELECT id FROM sms_outbox WHERE next_attempt <= ? ORDER BY next_attempt, created, id LIMIT ?`+skip+`)
+			RETURNING id, recipient, purpose, voice, sealed, body, created, attempts, next_attempt, last_error`, until, now, limit)
+		due, err = collect(r, err, func(r rows) (p sms.Pending, err error) {
+			err = r.Scan(&p.ID, &p.To, &p.Purpose, &p.Voice, &p.Sealed, &p.Body,
+				timeCol{&p.Created}, &p.Attempts, timeCol{&p.NextAttempt}, &p.LastError)
+			return p, err
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: claim due SMS: %w", err)
+	}
+	// RETURNING keeps no order: the oldest first, as DueSMS.
+	slices.SortFunc(due, func(a, b sms.Pending) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
 	return due, nil
 }
 

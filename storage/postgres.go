@@ -98,6 +98,8 @@ func (c postgresConn) queryRow(ctx context.Context, query string, args []any, de
 type postgresDB struct {
 	postgresConn
 	pool *pgxpool.Pool
+	// jobs holds the job locks of RunExclusive.
+	jobs jobLocks
 }
 
 func (b *postgresDB) inTx(ctx context.Context, fn func(querier) error) error {
@@ -122,6 +124,6 @@ func (b *postgresDB) ddl(stmt string) string { return postgresTypes.Replace(stmt
 
 func (b *postgresDB) ping(ctx context.Context) error { return b.pool.Ping(ctx) }
 
-func (b *postgresDB) close() error { b.pool.Close(); return nil }
+func (b *postgresDB) close() error { b.jobs.close(); b.pool.Close(); return nil }
 
 func (b *postgresDB) driver() string { return "postgres" }

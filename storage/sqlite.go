@@ -129,6 +129,55 @@ type sqlRunner interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+// preparedTx runs each statement of a transaction prepared once: a group
+// commit (DB.InTx) runs the same few statements for every message, and
+// compiling SQL is most of what SQLite spends on one. The statements
+// close with the transaction.
+type preparedTx struct {
+	*sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+func (p *preparedTx) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := p.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := p.Tx.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if p.stmts == nil {
+		p.stmts = map[string]*sql.Stmt{}
+	}
+	p.stmts[query] = st
+	return st, nil
+}
+
+func (p *preparedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := p.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (p *preparedTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := p.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func (p *preparedTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := p.stmt(ctx, query)
+	if err != nil {
+		// a Row that reports err: the statement is refused again, unprepared
+		return p.Tx.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
 // sqliteConn adapts database/sql to querier.
 type sqliteConn struct{ r sqlRunner }
 
@@ -170,7 +219,7 @@ func (b *sqliteDB) inTx(ctx context.Context, fn func(querier) error) error {
 	if err != nil {
 		return err
 	}
-	if err := fn(sqliteConn{tx}); err != nil {
+	if err := fn(sqliteConn{&preparedTx{Tx: tx}}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}

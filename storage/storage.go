@@ -30,6 +30,15 @@ type DB struct {
 	// now is the clock for the times the store itself stamps (account
 	// creation, offline messages without a stamp).
 	now func() time.Time
+	// usage caches, in the DB of an InTx, what each owner's stored
+	// messages take; nil elsewhere.
+	usage map[string]offlineUsage
+	// notices caches, in the DB of an InTx, the receivers and windows
+	// that notice plans read; nil elsewhere.
+	notices *noticeCache
+	// stamps writes the login stamps in groups (RecordLogin); nil in the
+	// DB of an InTx, which writes them in its transaction.
+	stamps *loginStamps
 }
 
 // Open opens the store and brings its schema up to date. An empty
@@ -87,7 +96,7 @@ func OpenWith(ctx context.Context, databaseURL, dataDir string, opts Options) (*
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{b: b, now: time.Now}
+	db := &DB{b: b, now: time.Now, stamps: &loginStamps{}}
 	if err := db.migrate(ctx); err != nil {
 		b.close()
 		return nil, err
@@ -104,7 +113,12 @@ func (db *DB) Ping(ctx context.Context) error {
 }
 
 // Close releases the connections. The DB must not be used afterwards.
-func (db *DB) Close() error { return db.b.close() }
+func (db *DB) Close() error {
+	if db.stamps != nil {
+		db.stamps.close()
+	}
+	return db.b.close()
+}
 
 // Driver names the engine: "sqlite" or "postgres".
 func (db *DB) Driver() string { return db.b.driver() }

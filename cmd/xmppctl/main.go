@@ -409,7 +409,8 @@ func (c *cli) outbox(ctx context.Context) (config.Config, *storage.DB, []byte, e
 	if err != nil {
 		return config.Config{}, nil, nil, err
 	}
-	key, err := secret.Key(cfg)
+	// The cluster's key when the store is shared, as the server does.
+	key, err := secret.SharedKey(ctx, cfg, db)
 	if err != nil {
 		return config.Config{}, nil, nil, err
 	}

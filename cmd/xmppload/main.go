@@ -73,7 +73,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("xmppload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.addr, "addr", "127.0.0.1:5222", "server host:port (loopback only: 127.0.0.0/8 or ::1)")
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:5222", "server host:port (loopback only: 127.0.0.0/8 or ::1); several, comma-separated, spread the clients over the nodes of a cluster (client i on address i mod n)")
 	fs.StringVar(&c.domain, "domain", "localhost", "XMPP domain (stream 'to' and TLS server name)")
 	fs.StringVar(&c.tls, "tls", "starttls", "starttls, or direct (TLS from the first byte, XEP-0368); any certificate is accepted")
 	fs.StringVar(&c.mech, "mech", "SCRAM-SHA-256", "SASL mechanism: SCRAM-SHA-256, SCRAM-SHA-1 or PLAIN")
@@ -85,10 +85,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.saveAccts, "save-accounts", "", "write the accounts used to this file (for --accounts later)")
 	fs.IntVar(&c.clients, "clients", 100, fmt.Sprintf("clients (route: an even number, in pairs; max %d)", maxClients))
 	fs.IntVar(&c.concurrency, "concurrency", 32, "logins in progress at once (Dialtone allows 50 unauthenticated connections per IP)")
-	fs.StringVar(&c.scenario, "scenario", "route", "login, route, idle or room")
+	fs.StringVar(&c.scenario, "scenario", "route", "login, route, idle, room or offline")
 	fs.StringVar(&c.muc, "muc", "", "room: the MUC service's domain (e.g. groups.localhost)")
 	fs.StringVar(&c.room, "room", "", "room: the room's local part; default a new name per run")
-	fs.IntVar(&c.messages, "messages", 100, "room: groupchat messages each client sends (within --duration)")
+	fs.IntVar(&c.messages, "messages", 100, "room: groupchat messages each client sends (within --duration); offline: messages to the offline receiver")
 	fs.DurationVar(&c.duration, "duration", 20*time.Second, "route: sending time; room: most sending time; idle: holding time (max 5m)")
 	fs.Float64Var(&c.rate, "rate", 0, "route: total messages/s over all senders; 0: as fast as possible (within --window)")
 	fs.IntVar(&c.size, "size", 100, "route: body bytes")
@@ -111,8 +111,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 
 func (c *config) check() error {
 	switch {
-	case c.scenario != "login" && c.scenario != "route" && c.scenario != "idle" && c.scenario != "room":
-		return fmt.Errorf("--scenario %q: want login, route, idle or room", c.scenario)
+	case c.scenario != "login" && c.scenario != "route" && c.scenario != "idle" && c.scenario != "room" && c.scenario != "offline":
+		return fmt.Errorf("--scenario %q: want login, route, idle, room or offline", c.scenario)
+	case c.scenario == "offline" && c.clients != 2:
+		return fmt.Errorf("--clients %d: offline takes 2 (a sender and an offline receiver)", c.clients)
+	case c.scenario == "offline" && (c.messages < 1 || c.messages > maxWindow):
+		return fmt.Errorf("--messages %d: want 1..%d", c.messages, maxWindow)
 	case c.tls != "starttls" && c.tls != "direct":
 		return fmt.Errorf("--tls %q: want starttls or direct", c.tls)
 	case c.clients < 1 || c.clients > maxClients:
@@ -211,10 +215,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxRun)
 	defer cancel()
-	addr, err := resolveLoopback(ctx, c.addr, net.DefaultResolver.LookupIPAddr)
-	if err != nil {
-		fmt.Fprintln(stderr, "xmppload:", err)
-		return 2
+	var addrs []string
+	for _, a := range strings.Split(c.addr, ",") {
+		addr, err := resolveLoopback(ctx, strings.TrimSpace(a), net.DefaultResolver.LookupIPAddr)
+		if err != nil {
+			fmt.Fprintln(stderr, "xmppload:", err)
+			return 2
+		}
+		addrs = append(addrs, addr)
 	}
 	accs, err := loadAccounts(ctx, &c, stderr)
 	if err != nil {
@@ -232,7 +240,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}()
 	}
-	d := &dialer{addr: addr, domain: c.domain, direct: c.tls == "direct", mech: strings.ToUpper(c.mech)}
+	d := &dialer{addr: addrs[0], domain: c.domain, direct: c.tls == "direct", mech: strings.ToUpper(c.mech)}
+	if len(addrs) > 1 {
+		d.spread(addrs, accs)
+	}
 	var res *result
 	switch c.scenario {
 	case "login":
@@ -243,6 +254,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		res, err = runIdle(ctx, &c, d, accs, stderr)
 	case "room":
 		res, err = runRoom(ctx, &c, d, accs, stderr)
+	case "offline":
+		res, err = runOffline(ctx, &c, d, accs, stderr)
 	}
 	if res != nil {
 		res.print(stdout, stderr)

@@ -40,6 +40,9 @@ type result struct {
 	Room         string  `json:"room,omitempty"`
 	MessagesEach int     `json:"messages_each,omitempty"`
 	SentPerSec   float64 `json:"sent_per_s,omitempty"`
+	// The offline scenario: messages stored per second, up to the
+	// answer to the ping that follows them.
+	StoresPerSec float64 `json:"stores_per_s,omitempty"`
 	LatP50ms     float64 `json:"lat_p50_ms,omitempty"`
 	LatP90ms     float64 `json:"lat_p90_ms,omitempty"`
 	LatP99ms     float64 `json:"lat_p99_ms,omitempty"`
@@ -83,6 +86,11 @@ func (r *result) print(stdout, stderr io.Writer) {
 		row("lost / errors / dup", "%d / %d / %d", r.Lost, r.Errors, r.Duplicates)
 		row("sent/s / deliveries/s", "%.0f / %.0f", r.SentPerSec, r.MsgsPerSec)
 		row("latency p50/p90/p99/max", "%.2f / %.2f / %.2f / %.1f ms", r.LatP50ms, r.LatP90ms, r.LatP99ms, r.LatMaxms)
+	}
+	if r.Scenario == "offline" {
+		row("sent / stored-then-received", "%d / %d", r.Sent, r.Received)
+		row("lost / errors / dup", "%d / %d / %d", r.Lost, r.Errors, r.Duplicates)
+		row("stores/s", "%.0f (%.3f s to the ping's answer)", r.StoresPerSec, r.Seconds)
 	}
 	if r.ServerCPUPerMsgUs > 0 {
 		unit := "msg"

@@ -22,6 +22,29 @@ type dialer struct {
 	domain string
 	direct bool   // TLS from the first byte (XEP-0368) instead of STARTTLS
 	mech   string // SASL mechanism name
+	// quiet: login ends after binding, without presence (the offline
+	// scenario's receiver sends it when it is ready to count).
+	quiet bool
+	// at, when set, is the address of each account (--addr with several
+	// nodes of a cluster); addr serves the others.
+	at map[string]string
+}
+
+// spread gives account i the address i mod len(addrs): the two clients
+// of a route pair (i and i^1) are then always on different nodes.
+func (d *dialer) spread(addrs []string, accs []account) {
+	d.at = make(map[string]string, len(accs))
+	for i, a := range accs {
+		d.at[a.jid] = addrs[i%len(addrs)]
+	}
+}
+
+// addrOf is where acc logs in.
+func (d *dialer) addrOf(acc account) string {
+	if a, ok := d.at[acc.jid]; ok {
+		return a
+	}
+	return d.addr
 }
 
 // session is one logged-in client stream. After login the raw bufio.Reader
@@ -62,7 +85,7 @@ type features struct {
 // server has processed everything when it returns. The context bounds it.
 func (d *dialer) login(ctx context.Context, acc account, resource string) (*session, error) {
 	var nd net.Dialer
-	raw, err := nd.DialContext(ctx, "tcp", d.addr)
+	raw, err := nd.DialContext(ctx, "tcp", d.addrOf(acc))
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +176,9 @@ func (d *dialer) negotiate(raw net.Conn, acc account, resource string) (*session
 		if err := expectIQ(dec, "sess1", nil); err != nil {
 			return nil, fmt.Errorf("session: %w", err)
 		}
+	}
+	if d.quiet {
+		return s, nil
 	}
 	// The ping's answer comes after the presence has been handled.
 	if err := s.send(`<presence/><iq type='get' id='ready1'><ping xmlns='urn:xmpp:ping'/></iq>`); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -213,5 +214,30 @@ func TestParseProc(t *testing.T) {
 	}
 	if rss := parseRSS("Name:\txmppd\nVmHWM:\t  9999 kB\nVmRSS:\t   51540 kB\n"); rss != 51540 {
 		t.Errorf("rss %d", rss)
+	}
+}
+
+// With several addresses, client i logs in at address i mod n: the two
+// clients of every route pair are on different nodes.
+func TestSpread(t *testing.T) {
+	var accs []account
+	for i := range 10 {
+		accs = append(accs, account{jid: fmt.Sprintf("+8210000000%02d@localhost", i)})
+	}
+	d := &dialer{addr: "127.0.0.1:1"}
+	if got := d.addrOf(accs[3]); got != "127.0.0.1:1" {
+		t.Fatalf("one address: %s", got)
+	}
+	addrs := []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}
+	d.spread(addrs, accs)
+	count := map[string]int{}
+	for i, a := range accs {
+		count[d.addrOf(a)]++
+		if d.addrOf(a) == d.addrOf(accs[i^1]) {
+			t.Errorf("pair %d and %d on one node %s", i, i^1, d.addrOf(a))
+		}
+	}
+	if count[addrs[0]] != 4 || count[addrs[1]] != 3 || count[addrs[2]] != 3 {
+		t.Errorf("spread %v", count)
 	}
 }

@@ -241,6 +241,14 @@ type Config struct {
 	// ArchiveRetention is how long archived messages (XEP-0313) are
 	// kept; 0: kept until the account goes.
 	ArchiveRetention time.Duration `env:"XMPPD_ARCHIVE_RETENTION" envDefault:"8760h"`
+
+	// NATSURL is the NATS cluster the nodes of a cluster route through
+	// (SPEC.md "Several servers (clustering)"): one or more nats:// URLs,
+	// comma-separated. Empty: a single node, no NATS. Needs DatabaseURL.
+	NATSURL string `env:"XMPPD_NATS_URL"`
+	// NodeName names this node in the cluster (unique per node) and in
+	// its logs. Default: the host name.
+	NodeName string `env:"XMPPD_NODE_NAME"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -466,11 +474,45 @@ func (c *Config) normalize() error {
 			c.AdminSocket, len(c.AdminSocket), maxSocketPath)
 	}
 
+	if err := c.checkCluster(); err != nil {
+		return err
+	}
+
 	lvl := strings.ToLower(strings.TrimSpace(c.LogLevel))
 	if _, ok := levels[lvl]; !ok {
 		return fmt.Errorf("XMPPD_LOG_LEVEL: unknown level %q (want debug, info, warn, error)", c.LogLevel)
 	}
 	c.LogLevel = lvl
+	return nil
+}
+
+// checkCluster validates XMPPD_NATS_URL and XMPPD_NODE_NAME. A cluster
+// shares its state in PostgreSQL: nodes on separate SQLite files would
+// route to each other but each keep their own accounts, so that is refused.
+func (c *Config) checkCluster() error {
+	c.NATSURL = strings.TrimSpace(c.NATSURL)
+	if c.NATSURL != "" {
+		if c.DatabaseURL == "" {
+			return errors.New("XMPPD_NATS_URL: a cluster needs a shared PostgreSQL: set XMPPD_DATABASE_URL (or unset XMPPD_NATS_URL for a single node)")
+		}
+		for _, u := range strings.Split(c.NATSURL, ",") {
+			if err := checkURL(strings.TrimSpace(u), "nats", "tls"); err != nil {
+				return fmt.Errorf("XMPPD_NATS_URL: %w", err)
+			}
+		}
+	}
+	c.NodeName = strings.TrimSpace(c.NodeName)
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "xmppd"
+		}
+		c.NodeName = h
+	}
+	// The name is a NATS subject token: no dots, spaces or wildcards.
+	if strings.ContainsAny(c.NodeName, ". \t\r\n*>") {
+		return fmt.Errorf("XMPPD_NODE_NAME: %q must not contain dots, spaces, * or >", c.NodeName)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -71,6 +72,7 @@ func TestDefaults(t *testing.T) {
 	want.MUCMaxOccupants = 1000
 	want.MUCRoomsPerAccount = 100
 	want.ArchiveRetention = 8760 * time.Hour
+	want.NodeName, _ = os.Hostname()
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -148,6 +150,8 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_MUC_MAX_OCCUPANTS":                 "50",
 		"XMPPD_MUC_ROOMS_PER_ACCOUNT":             "2",
 		"XMPPD_ARCHIVE_RETENTION":                 "720h",
+		"XMPPD_NATS_URL":                          "nats://10.0.0.5:4222, nats://10.0.0.6:4222",
+		"XMPPD_NODE_NAME":                         "node-a",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -225,6 +229,8 @@ func TestEveryVariable(t *testing.T) {
 	want.MUCMaxOccupants = 50
 	want.MUCRoomsPerAccount = 2
 	want.ArchiveRetention = 720 * time.Hour
+	want.NATSURL = "nats://10.0.0.5:4222, nats://10.0.0.6:4222"
+	want.NodeName = "node-a"
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -464,5 +470,28 @@ func TestSTUNWithoutSecret(t *testing.T) {
 	c, err := LoadFrom(map[string]string{"XMPPD_TURN_URIS": "stun:stun.example.com:19302,"})
 	if err != nil || !reflect.DeepEqual(c.TURNURIs, []string{"stun:stun.example.com:19302"}) {
 		t.Fatalf("%v %v", c.TURNURIs, err)
+	}
+}
+
+// TestClusterNeedsPostgres: XMPPD_NATS_URL without a PostgreSQL
+// XMPPD_DATABASE_URL stops the start (SPEC.md "Several servers"): nodes on
+// their own SQLite files would share no accounts.
+func TestClusterNeedsPostgres(t *testing.T) {
+	_, err := LoadFrom(map[string]string{"XMPPD_NATS_URL": "nats://127.0.0.1:4222"})
+	if err == nil || !strings.HasPrefix(err.Error(), "XMPPD_NATS_URL:") || !strings.Contains(err.Error(), "XMPPD_DATABASE_URL") {
+		t.Errorf("NATS without PostgreSQL: err = %v", err)
+	}
+	for _, bad := range []map[string]string{
+		{"XMPPD_NATS_URL": "http://127.0.0.1:4222", "XMPPD_DATABASE_URL": "postgres://db/x"},
+		{"XMPPD_NODE_NAME": "a.b"},
+		{"XMPPD_NODE_NAME": "a*"},
+	} {
+		if _, err := LoadFrom(bad); err == nil {
+			t.Errorf("%v: accepted", bad)
+		}
+	}
+	c, err := LoadFrom(map[string]string{"XMPPD_NATS_URL": " nats://127.0.0.1:4222 ", "XMPPD_DATABASE_URL": "postgres://db/x", "XMPPD_NODE_NAME": "n1"})
+	if err != nil || c.NATSURL != "nats://127.0.0.1:4222" || c.NodeName != "n1" {
+		t.Errorf("cluster config = %q %q, %v", c.NATSURL, c.NodeName, err)
 	}
 }

@@ -34,6 +34,7 @@ import (
 	"dialtone/turn"
 	"dialtone/upload"
 	"dialtone/xmppd"
+	"dialtone/xmppd/cluster"
 	"dialtone/xmppd/mod/avatar"
 	"dialtone/xmppd/mod/blocking"
 	"dialtone/xmppd/mod/bookmarks"
@@ -94,6 +95,8 @@ type Daemon struct {
 	// Offline stores messages for accounts without an available
 	// resource (XEP-0160) and delivers them at the next login.
 	Offline *offlinemod.Queue
+	// offlineGroup writes Offline's messages, many per transaction.
+	offlineGroup *account.Group
 	// SM is stream management (XEP-0198); its Archived is for the
 	// archive to set.
 	SM *sm.Module
@@ -119,11 +122,18 @@ type Daemon struct {
 	sweeper  *auth.Sweeper
 	roster   *rostermod.Module
 	register *register.Module
+	carbons  *carbons.Module
+	// Cluster links this node to the others (XMPPD_NATS_URL); nil for a
+	// single node.
+	Cluster *cluster.Cluster
 }
 
 // New opens the store, builds the server and binds every listener, so that
 // a bad address or an unreachable database stops the start at once.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, err error) {
+	if cfg.NATSURL != "" {
+		log = log.With("node", cfg.NodeName)
+	}
 	d = &Daemon{cfg: cfg, log: log}
 	built := d // d is nil by the time a failed start returns
 	defer func() {
@@ -138,13 +148,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate: %w", err)
 	}
-	secret, err := secret.Key(cfg)
-	if err != nil {
-		return nil, err
-	}
 	d.DB, err = storage.OpenWith(ctx, cfg.DatabaseURL, cfg.DataDir, storage.Options{MaxConns: cfg.DatabaseMaxConns, StoreTimeout: cfg.StoreTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("XMPPD_DATABASE_URL: %w", err)
+	}
+	// After the store: the nodes of a cluster share the key through it.
+	secret, err := secret.SharedKey(ctx, cfg, d.DB)
+	if err != nil {
+		return nil, err
 	}
 	parser, err := auth.NewNumberParser(cfg.DefaultRegion, cfg.AllowedRegions)
 	if err != nil {
@@ -156,6 +167,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	// One client IP may fail ten times as often as one number before
 	// it is locked out the same way (1 min, doubling, at most 1 h).
 	d.ipLockout = auth.NewLockout(10 * cfg.LoginFailures)
+	if d.clustered() {
+		d.Lockout.Share(d.DB, "login number", cfg.StoreTimeout)
+		d.ipLockout.Share(d.DB, "login ip", cfg.StoreTimeout)
+	}
 	d.Server, err = xmppd.NewServer(xmppd.Config{
 		Domain: cfg.Domain,
 		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
@@ -184,11 +199,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Daemon, e
 	if err := d.filesAndCalls(secret); err != nil {
 		return nil, err
 	}
+	if cfg.NATSURL != "" {
+		d.Cluster, err = cluster.New(cluster.Config{URL: cfg.NATSURL, Node: cfg.NodeName, Router: d.Server.Router(), Log: log, Metrics: reg})
+		if err != nil {
+			return nil, err
+		}
+	}
 	if err := d.registerModules(); err != nil {
 		return nil, fmt.Errorf("modules: %w", err)
 	}
 	// Recycling a number resets the roster and block list the modules keep.
 	d.accounts.Roster, d.accounts.Blocks = d.roster, forgetAll{d.blocking, d.Archive, d.Push}
+	d.shareCaches()
+	if err := d.resumeAcrossNodes(); err != nil {
+		return nil, err
+	}
 	// Federation always: an empty XMPPD_S2S_ADDR stops only the listener,
 	// links to other servers are still opened (SPEC.md).
 	if err := d.federate(reg); err != nil {
@@ -241,7 +266,7 @@ func (d *Daemon) webOptions(cert tls.Certificate, secret []byte, reg *prometheus
 	}
 	return web.Options{
 		App:            app,
-		Health:         d.DB.Ping,
+		Health:         d.health,
 		Gatherer:       reg,
 		MetricsAllow:   d.cfg.MetricsAllow,
 		PublicURL:      d.cfg.PublicURL,
@@ -297,6 +322,7 @@ func (d *Daemon) registerModules() error {
 	// Requests stored before their sender was blocked are not delivered.
 	presences.Blocked = d.blocking.Blocked
 	d.SM = &sm.Module{ResumeTimeout: d.cfg.SMResumeTimeout, QueueLimit: d.cfg.SMQueueLimit, Notice: d.Offline.Notice, Log: d.log}
+	d.carbons = carbons.New()
 	peps := pep.New(r, d.DB, d.DB, d.log)
 	peps.MaxItems, peps.MaxItemBytes = d.cfg.PEPMaxItems, d.cfg.PEPMaxItemBytes
 	vcards := vcard.New(r, d.DB)
@@ -312,7 +338,7 @@ func (d *Daemon) registerModules() error {
 	d.accounts.Groups = rooms
 	phones := phonebook.New(r, d.parser, d.DB)
 	phones.PerDay = d.cfg.DiscoveryPerDay
-	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log})
+	d.Archive = mam.New(mam.Config{Store: d.DB, Retention: d.cfg.ArchiveRetention, Log: d.log, Exclusive: d.exclusive})
 	d.Push = pushmod.New(pushmod.Config{Store: d.DB, Log: d.log})
 	// A message the hibernating stream had fetched from the archive is
 	// left there at the timeout: only its notice goes out.
@@ -329,7 +355,7 @@ func (d *Daemon) registerModules() error {
 		presences,
 		d.Archive,
 		d.Push,
-		carbons.New(),
+		d.carbons,
 		peps,
 		avatars,
 		marks,
@@ -348,8 +374,102 @@ func (d *Daemon) registerModules() error {
 			return nil
 		}),
 		phones,
+		d.clusterLink(),
 		disco.New(r, "Dialtone"),
 	)
+}
+
+// clusterLink is the module that announces this node's sessions to the
+// others; nothing for a single node.
+func (d *Daemon) clusterLink() router.Module {
+	if d.Cluster == nil {
+		return router.ModuleFunc(func(*router.Hooks) error { return nil })
+	}
+	return d.Cluster
+}
+
+// shareCaches makes the caches of account data the modules keep per node
+// follow changes made on other nodes of a cluster: a blocklist changed on
+// one node, an account recycled through another.
+func (d *Daemon) shareCaches() {
+	if d.Cluster == nil {
+		return
+	}
+	forget := func(f interface{ Forget(jid.JID) }) func(string) {
+		return func(key string) {
+			if j, err := jid.Parse(key); err == nil {
+				f.Forget(j)
+			}
+		}
+	}
+	d.Cluster.OnInvalidate("blocking", forget(d.blocking))
+	d.blocking.Changed = func(owner jid.JID) { d.Cluster.Invalidate("blocking", owner.Bare().String()) }
+	local := d.accounts.Blocks
+	d.Cluster.OnInvalidate("account", forget(local))
+	d.accounts.Blocks = forgetAll{local, clusterForget{d.Cluster, "account"}}
+	// Carbons for a resource on another node are copied where the message
+	// is routed: its mirror there carries the flag.
+	d.carbons.Changed = func(s *router.Session, on bool) { d.Cluster.SetAttr(s, "carbons", onOff(on)) }
+	d.Cluster.OnAttr("carbons", func(s *router.Session, v string) { d.carbons.SetMirror(s, v == "1") })
+}
+
+func onOff(on bool) string {
+	if on {
+		return "1"
+	}
+	return ""
+}
+
+// resumeAcrossNodes lets a client resume (XEP-0198) on this node a session
+// that hibernated on another node of the cluster, and another node take
+// over one that hibernated here.
+func (d *Daemon) resumeAcrossNodes() error {
+	if d.Cluster == nil {
+		return nil
+	}
+	d.SM.Remote = func(ctx context.Context, previd, owner string, h uint32) (sm.Handover, bool) {
+		b, ok := d.Cluster.Ask(ctx, "sm", sm.Request{Previd: previd, Owner: owner, H: h}.Marshal())
+		if !ok {
+			return sm.Handover{}, false
+		}
+		ho, err := sm.ParseHandover(b)
+		return ho, err == nil
+	}
+	return d.Cluster.OnAsk("sm", func(q []byte) ([]byte, bool) {
+		req, err := sm.ParseRequest(q)
+		if err != nil {
+			return nil, false
+		}
+		ho, ok := d.SM.HandOver(req.Previd, req.Owner, req.H)
+		if !ok {
+			return nil, false
+		}
+		if ho.Failed == nil {
+			d.Cluster.Left(ho.Full)
+		}
+		return ho.Marshal(), true
+	})
+}
+
+// clusterForget tells the other nodes to forget an account's cached data.
+type clusterForget struct {
+	c     *cluster.Cluster
+	topic string
+}
+
+// Forget implements account.BlockCache.
+func (f clusterForget) Forget(bare jid.JID) { f.c.Invalidate(f.topic, bare.Bare().String()) }
+
+// health is /healthz: the store answers and, in a cluster, the NATS link
+// is up (a node cut off from the others cannot route to them).
+func (d *Daemon) health(ctx context.Context) error {
+	if err := d.DB.Ping(ctx); err != nil {
+		return err
+	}
+	if d.Cluster != nil {
+		return d.Cluster.Health(ctx)
+	}
+	return nil
 }
 
 // groups is the group chat service at groups.DOMAIN; invitations of
@@ -438,16 +558,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Error("SMS worker stopped", "err", err)
 		}
 	})
-	wg.Go(func() { d.sweeper.Run(bctx) })
-	wg.Go(func() { d.Notices.Run(bctx) })
+	// Each node sends from the shared outbox (it claims what it sends);
+	// the jobs below run on one node of a cluster at a time.
+	wg.Go(func() { d.exclusive(bctx, "unclaimed account sweeper", d.sweeper.Run) })
+	wg.Go(func() { d.exclusive(bctx, "notice windows", d.Notices.Run) })
+	wg.Go(func() { d.exclusive(bctx, "shared limits prune", d.pruneLimits) })
+	wg.Go(func() { d.Lockout.Run(bctx) })
+	wg.Go(func() { d.ipLockout.Run(bctx) })
+	wg.Go(func() { d.offlineGroup.Run(bctx) }) // what is queued is written before the store closes
 	wg.Go(func() {
 		if err := d.Notices.Minter.Run(bctx); err != nil && bctx.Err() == nil {
 			d.log.Error("passwords for new accounts: no more can be made", "err", err)
 		}
 	})
-	wg.Go(func() { d.Uploads.Run(bctx) })
+	wg.Go(func() { d.exclusive(bctx, "upload expiry", d.Uploads.Run) })
 	if d.s2s != nil {
 		serve(func() error { return d.fed.Serve(d.s2s) })
+	}
+	if d.Cluster != nil {
+		d.Cluster.Start()
 	}
 	d.log.Info("xmppd started", "domain", d.cfg.Domain, "c2s", d.Addr("c2s"), "c2s_direct_tls", d.Addr("direct"),
 		"http", d.Addr("http"), "s2s", d.Addr("s2s"), "store", d.DB.Driver(), "version", Version)
@@ -470,6 +599,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Server.Shutdown(sctx); err != nil {
 		d.log.Error("sessions did not end in time", "err", err)
 	}
+	if d.Cluster != nil {
+		// After the sessions (their unbinds went out), before the store
+		// (what another node never took is stored offline).
+		d.Cluster.Close()
+	}
 	cancelAdmin()
 	cancelBlocking()
 	wg.Wait()
@@ -485,6 +619,9 @@ func (d *Daemon) closeAll() {
 			l.Close()
 		}
 	}
+	if d.Cluster != nil {
+		d.Cluster.Close()
+	}
 	if d.DB != nil {
 		d.DB.Close()
 	}
@@ -494,14 +631,20 @@ func (d *Daemon) closeAll() {
 // binds the s2s listener, unless XMPPD_S2S_ADDR is empty.
 func (d *Daemon) federate(reg prometheus.Registerer) error {
 	cfg := d.cfg
-	secret, err := xmppd.LoadDialbackSecret(cfg.S2SDialbackSecret, cfg.DataDir)
+	dialback, err := xmppd.LoadDialbackSecret(cfg.S2SDialbackSecret, cfg.DataDir)
+	if err == nil && cfg.S2SDialbackSecret == "" {
+		// The nodes of a cluster answer each other's dialback checks.
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.StoreTimeout)
+		dialback, err = secret.Shared(ctx, d.DB, secret.SharedDialbackName, dialback)
+		cancel()
+	}
 	if err != nil {
 		return fmt.Errorf("XMPPD_S2S_DIALBACK_SECRET: %w", err)
 	}
 	d.fed, err = xmppd.NewFederation(d.Server, xmppd.FederationConfig{
 		Routes:          cfg.S2SRoutes,
 		AllowPlaintext:  !cfg.S2SRequireTLS,
-		DialbackSecret:  secret,
+		DialbackSecret:  dialback,
 		InsecureDomains: cfg.S2SInsecureDomains,
 		IdleTimeout:     cfg.S2SIdleTimeout,
 		Rate:            cfg.S2SRate,
@@ -517,6 +660,51 @@ func (d *Daemon) federate(reg prometheus.Registerer) error {
 		return err
 	}
 	return nil
+}
+
+// clustered reports whether other nodes may share the store: PostgreSQL.
+// Then limits are counted in it and periodic jobs run on one node at a
+// time (SPEC.md "Several servers (clustering)").
+func (d *Daemon) clustered() bool { return d.DB.Driver() == "postgres" }
+
+// sharedLimits is where the password request limits are counted: the
+// store for a cluster, nil (memory) for a single node.
+func (d *Daemon) sharedLimits() auth.SharedLimits {
+	if d.clustered() {
+		return d.DB
+	}
+	return nil
+}
+
+// jobRetry is how often a node that does not run a cluster job checks
+// whether the node that did is still there.
+const jobRetry = 5 * time.Second
+
+// exclusive runs a periodic job until ctx is done, on one node of the
+// cluster at a time (storage.DB.RunExclusive); on SQLite it just runs.
+func (d *Daemon) exclusive(ctx context.Context, name string, job func(context.Context)) {
+	d.DB.RunExclusive(ctx, name, jobRetry, job)
+}
+
+// pruneLimits removes the expired shared limits every hour.
+func (d *Daemon) pruneLimits(ctx context.Context) {
+	if !d.clustered() {
+		return
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		sctx, cancel := context.WithTimeout(ctx, d.cfg.StoreTimeout)
+		if err := d.DB.PruneLimits(sctx, time.Now()); err != nil && ctx.Err() == nil {
+			d.log.Error("shared limits prune", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // accountLifecycle makes the SMS worker, the password service, the
@@ -546,6 +734,7 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 		OnIssued:      d.accounts.CloseSessions,
 		Wake:          d.Sender.Wake,
 		Throttled:     sms.NewThrottledCounter(reg),
+		Shared:        d.sharedLimits(),
 		Links:         sms.NewLoginLinks(cfg.PublicURL, cfg.LoginLinkTTL, d.DB),
 		Log:           d.log,
 	}
@@ -640,5 +829,16 @@ func (d *Daemon) offlineMessages(parser *auth.NumberParser, secret []byte) {
 			return err
 		},
 		Log: d.log,
+	}
+	// Messages to offline receivers are kept in groups of one
+	// transaction, off the senders' readers (issue 15).
+	d.offlineGroup = &account.Group{Offline: keeper, Notices: d.Notices,
+		InTx: func(ctx context.Context, fn func(tx account.TxStore) error) error {
+			return d.DB.InTx(ctx, func(tx *storage.DB) error { return fn(tx) })
+		}}
+	d.Offline.Group = func(ctx context.Context, m offline.Message, s offline.Stored, limit int, done func(offline.Kept, error)) {
+		d.offlineGroup.Keep(ctx, account.Message{Message: m, From: s.From, Body: s.Body}, limit, func(k account.Kept, err error) {
+			done(offline.Kept{ID: k.ID, Warning: k.Warning}, err)
+		})
 	}
 }

@@ -82,6 +82,29 @@ func TestDatabaseGoesAway(t *testing.T) {
 		t.Fatalf("message that could not be stored: %v", e)
 	}
 
+	// Pipelined, each one gets its error, with its id, before the answer
+	// to the ping that follows them (issue 15: nothing is dropped, and the
+	// answer acknowledges only what was settled).
+	ca.Send(`<message type='chat' id='off2' to='` + c.bare() + `'><body>2</body></message>` +
+		`<message type='chat' id='off3' to='` + c.bare() + `'><body>3</body></message>` +
+		`<iq type='get' id='after-off' to='` + domain + `'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	var order []string
+	for len(order) < 3 {
+		e := ca.Next()
+		switch id := e.Attr("id"); id {
+		case "off2", "off3":
+			if e.Attr("type") != "error" || !strings.Contains(e.Inner, "internal-server-error") {
+				t.Fatalf("pipelined message that could not be stored: %v", e)
+			}
+			order = append(order, id)
+		case "after-off":
+			order = append(order, id)
+		}
+	}
+	if order[2] != "after-off" {
+		t.Fatalf("got %v: the ping was answered before every message's error", order)
+	}
+
 	// The password API does not claim it sent anything.
 	req, _ := http.NewRequest("POST", "http://"+s.d.Addr("http")+"/api/v1/password", strings.NewReader(`{"phone":"010-5555-0199"}`))
 	req.Header.Set("Content-Type", "application/json")

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ func TestStreamManagementTimeout(t *testing.T) {
 			t.Run("archived_notice_only", func(t *testing.T) { testNoticeOnly(t, s, rcv) })
 			t.Run("offline_handover_not_doubled", func(t *testing.T) { testHandoverNotDoubled(t, s) })
 			t.Run("mam_queried_left_to_archive", func(t *testing.T) { testArchivedAtTimeout(t, s, rcv) })
+			t.Run("ack_after_offline_stores", func(t *testing.T) { testAckAfterStores(t, s) })
 		})
 	}
 }
@@ -229,5 +231,36 @@ func testArchivedAtTimeout(t *testing.T, s *daemonUnderTest, rcv *smsReceiver) {
 	times, err := s.d.DB.QueuedTimes(context.Background(), bob.num, sms.PurposeNotice, time.Time{})
 	if err != nil || len(times) != 1 {
 		t.Fatalf("%d notices queued (%v), want 1", len(times), err)
+	}
+}
+
+// Issue 15: messages to an offline account are stored off the sender's
+// reader, so a client pipelines them; the <a/> that answers its <r/>, and
+// the answer to its ping, acknowledge them: both come only once every one
+// of them is in the store.
+func testAckAfterStores(t *testing.T, s *daemonUnderTest) {
+	alice, bob := s.newUser(t), s.activeUser(t)
+	a, _ := smLogin(t, s, alice, "pipe")
+	count := func() int {
+		n, err := s.d.DB.CountOffline(context.Background(), bob.num)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	const n = 200
+	for round, ack := range []string{`<r xmlns='urn:xmpp:sm:3'/>`, `<iq type='get' id='pipe-ping' to='` + domain + `'><ping xmlns='urn:xmpp:ping'/></iq>`} {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, `<message type='chat' id='p%d-%d' to='%s'><body>pipelined %d</body></message>`, round, i, bob.bare(), i)
+		}
+		b.WriteString(ack)
+		a.Send(b.String())
+		e := a.Expect("the acknowledgement", func(e xmpptest.Elem) bool {
+			return e.XMLName.Local == "a" || e.Attr("id") == "pipe-ping"
+		})
+		if got := count(); got != (round+1)*n {
+			t.Fatalf("%v came with %d messages stored, want %d", e, got, (round+1)*n)
+		}
 	}
 }

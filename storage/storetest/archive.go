@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"testing"
@@ -23,6 +24,7 @@ var archiveTests = []struct {
 	{"ArchiveRetention", testArchiveRetention},
 	{"ArchivePrefs", testArchivePrefs},
 	{"ArchiveGoesWithTheAccount", testArchiveWithAccount},
+	{"ArchiveAgainstModel", testArchiveAgainstModel},
 }
 
 // archiveFill stores n messages of owner, alternating between two
@@ -110,24 +112,34 @@ func testArchiveFilters(t *testing.T, db *storage.DB) {
 }
 
 // The retention sweep removes what is older than its bound, across
-// owners, in limited steps.
+// owners, in limited steps: whole chunks first, then the messages below
+// the bound of a chunk that straddles it.
 func testArchiveRetention(t *testing.T, db *storage.DB) {
 	ctx := t.Context()
 	const a, b = "+15550009020", "+15550009021"
 	archiveFill(t, db, a, 5000, 10)
 	ib := archiveFill(t, db, b, 5010, 10)
-	n, err := db.DeleteArchiveBefore(ctx, 5015, 12)
+	n, err := db.DeleteArchiveBefore(ctx, 5015, 1)
 	must(t, err)
-	if n != 12 {
-		t.Fatalf("first step removed %d, want 12", n)
+	if n <= 0 || n >= 10 {
+		t.Fatalf("a step of one chunk removed %d messages, want some of a's 10", n)
 	}
-	n, err = db.DeleteArchiveBefore(ctx, 5015, 12)
-	must(t, err)
-	if n != 3 {
-		t.Fatalf("second step removed %d, want 3", n)
+	total := n
+	for i := 0; i < 10; i++ {
+		n, err = db.DeleteArchiveBefore(ctx, 5015, 1)
+		must(t, err)
+		if n == 0 {
+			break
+		}
+		total += n
+	}
+	if n != 0 || total != 15 {
+		t.Fatalf("removed %d in all (last step %d), want 15 and a last step of 0", total, n)
 	}
 	query(t, db, archive.Query{Owner: a, Max: 100}, []int64{}, false)
 	query(t, db, archive.Query{Owner: b, Max: 100}, ib[5:], false)
+	query(t, db, archive.Query{Owner: b, Max: 100, With: "+15550009001@example.com"}, []int64{ib[6], ib[8]}, false)
+	query(t, db, archive.Query{Owner: b, Max: 100, IDs: []int64{ib[4], ib[5]}}, []int64{ib[5]}, false)
 }
 
 func testArchivePrefs(t *testing.T, db *storage.DB) {
@@ -176,4 +188,109 @@ func testArchiveWithAccount(t *testing.T, db *storage.DB) {
 		}
 	}
 	query(t, db, archive.Query{Owner: keep, Max: 10}, []int64{100, 101, 102}, false)
+}
+
+// Batches of interleaved parties, ids that arrive out of order across
+// batches, conversations longer than a chunk and gaps longer than a
+// chunk's span, read by every kind of query in both directions: each page
+// is what a plain list of the messages gives.
+func testArchiveAgainstModel(t *testing.T, db *storage.DB) {
+	ctx := t.Context()
+	const owner = "+15550009050"
+	rng := rand.New(rand.NewPCG(1, 2))
+	parties := []string{"+15550009051@example.com", "+15550009052@example.com", "+15550009053@example.com"}
+	var all []archive.Message // the model, in id order
+	id := archive.FirstID(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC))
+	var late []archive.Message
+	for batch := 0; batch < 40; batch++ {
+		n := 1 + rng.IntN(300)
+		if batch%10 == 9 {
+			id += archive.FirstID(time.UnixMilli(2500)) // a pause longer than a chunk's span
+		}
+		msgs := make([]archive.Message, n)
+		for i := range msgs {
+			id += 1 + int64(rng.IntN(3))
+			msgs[i] = archive.Message{Owner: owner, ID: id, With: parties[rng.IntN(len(parties))],
+				WithResource: fmt.Sprint("r", rng.IntN(2)), Stanza: fmt.Appendf(nil, "<message><body>%d</body></message>", id)}
+		}
+		// Ids handed out late: a few of one batch come with the next.
+		rng.Shuffle(len(msgs), func(i, j int) { msgs[i], msgs[j] = msgs[j], msgs[i] })
+		k := rng.IntN(min(len(msgs), 5))
+		msgs, late = append(late, msgs[k:]...), msgs[:k]
+		must(t, db.AppendArchive(ctx, msgs))
+		all = append(all, msgs...)
+	}
+	must(t, db.AppendArchive(ctx, late))
+	all = append(all, late...)
+	slices.SortFunc(all, func(a, b archive.Message) int { return int(a.ID - b.ID) })
+	model := func(q archive.Query) ([]int64, bool) {
+		var sel []int64
+		for _, m := range all {
+			if (q.With == "" || m.With == q.With) && (q.WithResource == "" || m.WithResource == q.WithResource) &&
+				(q.After == 0 || m.ID > q.After) && (q.Before == 0 || m.ID < q.Before) &&
+				(len(q.IDs) == 0 || slices.Contains(q.IDs, m.ID)) {
+				sel = append(sel, m.ID)
+			}
+		}
+		if len(sel) <= q.Max {
+			return sel, false
+		}
+		if q.Last {
+			return sel[len(sel)-q.Max:], true
+		}
+		return sel[:q.Max], true
+	}
+	for i := 0; i < 300; i++ {
+		q := archive.Query{Owner: owner, Max: 1 + rng.IntN(120), Last: rng.IntN(2) == 0}
+		if rng.IntN(2) == 0 {
+			q.With = parties[rng.IntN(len(parties))]
+			if rng.IntN(3) == 0 {
+				q.WithResource = "r1"
+			}
+		}
+		if rng.IntN(2) == 0 {
+			q.After = all[rng.IntN(len(all))].ID
+		}
+		if rng.IntN(2) == 0 {
+			q.Before = all[rng.IntN(len(all))].ID
+		}
+		if rng.IntN(5) == 0 {
+			for range 1 + rng.IntN(20) {
+				q.IDs = append(q.IDs, all[rng.IntN(len(all))].ID+int64(rng.IntN(2)))
+			}
+		}
+		want, wantMore := model(q)
+		page := query(t, db, q, want, wantMore)
+		for _, m := range page {
+			if want := fmt.Sprintf("<message><body>%d</body></message>", m.ID); string(m.Stanza) != want || m.Owner != owner {
+				t.Fatalf("message %d read back as %+v", m.ID, m)
+			}
+		}
+	}
+	// Paging through the whole archive, both ways, gives every message once.
+	for _, last := range []bool{false, true} {
+		var got []int64
+		q := archive.Query{Owner: owner, Max: 97, Last: last}
+		for range len(all) {
+			page, more, err := db.QueryArchive(ctx, q)
+			must(t, err)
+			ids := pageIDs(page)
+			if last {
+				got = append(ids, got...)
+			} else {
+				got = append(got, ids...)
+			}
+			if !more {
+				break
+			}
+			if last {
+				q.Before = ids[0]
+			} else {
+				q.After = ids[len(ids)-1]
+			}
+		}
+		if !slices.Equal(got, pageIDs(all)) {
+			t.Fatalf("paging (last %v) read %d messages, want %d", last, len(got), len(all))
+		}
+	}
 }

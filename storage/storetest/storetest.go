@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 	}
 	tests = append(tests, outboxTests...)
 	tests = append(tests, noticeTests...)
+	tests = append(tests, groupCommitTests...)
 	tests = append(tests, rosterCountTests...)
 	tests = append(tests, passwordTests...)
 	tests = append(tests, pinTests...)
@@ -58,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) *storage.DB) {
 	tests = append(tests, groupTests...)
 	tests = append(tests, archiveTests...)
 	tests = append(tests, pushTests...)
+	tests = append(tests, clusterTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -81,6 +83,10 @@ func RunReopen(t *testing.T, newDatabase func(t *testing.T) (open func() (*stora
 	t.Run("ConcurrentOpen", func(t *testing.T) {
 		t.Parallel()
 		testConcurrentOpen(t, newDatabase(t))
+	})
+	t.Run("TwoNodes", func(t *testing.T) {
+		t.Parallel()
+		runTwoNodes(t, newDatabase(t))
 	})
 }
 

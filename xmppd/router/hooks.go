@@ -151,6 +151,11 @@ const (
 	// Hibernated and Resumed are for stream management (XEP-0198).
 	Hibernated
 	Resumed
+	// PresenceSet: a bound session's presence was recorded
+	// (Router.SetPresence), every time, also when it stays available (a
+	// new status or priority) or goes unavailable; after Available or
+	// Unavailable. For modules that mirror sessions elsewhere (a cluster).
+	PresenceSet
 	numSessionEvents
 )
 

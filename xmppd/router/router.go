@@ -342,6 +342,7 @@ func (r *Router) SetPresence(ctx context.Context, sess *Session, p *Stanza) {
 	case unavailable:
 		r.fire(ctx, Unavailable, sess)
 	}
+	r.fire(ctx, PresenceSet, sess)
 }
 
 func presencePriority(p *Stanza) int {
@@ -492,7 +493,7 @@ func (r *Router) route(ctx context.Context, st *Stanza, origin *Session) {
 		r.routeMessage(ctx, st, origin)
 	case KindIQ:
 		if to.Resourcepart() == "" {
-			r.serveIQ(ctx, ScopeAccount, st)
+			r.serveIQ(ctx, ScopeAccount, st, origin)
 			return
 		}
 		if sess := r.Session(to); sess != nil {
@@ -513,13 +514,13 @@ func (r *Router) toServer(ctx context.Context, st *Stanza, origin *Session) {
 		r.Bounce(st, NewError(stanza.Cancel, stanza.ServiceUnavailable, ""))
 		return
 	}
-	r.serveIQ(ctx, ScopeServer, st)
+	r.serveIQ(ctx, ScopeServer, st, origin)
 }
 
 // toHost handles stanzas addressed to a component host or an address at it.
 func (r *Router) toHost(ctx context.Context, sc Scope, st *Stanza, origin *Session) {
 	if st.Kind == KindIQ {
-		r.serveIQ(ctx, sc, st)
+		r.serveIQ(ctx, sc, st, origin)
 		return
 	}
 	if !r.run(ctx, ToServer, st, origin) && st.Kind == KindMessage {
@@ -527,8 +528,11 @@ func (r *Router) toHost(ctx context.Context, sc Scope, st *Stanza, origin *Sessi
 	}
 }
 
-// serveIQ runs the handler registered for an iq get/set.
-func (r *Router) serveIQ(ctx context.Context, scope Scope, st *Stanza) {
+// serveIQ runs the handler registered for an iq get/set. Its answer
+// acknowledges what origin (nil: not a local session) sent before it, so
+// it is written only once the work held for those stanzas is done
+// (Session.Hold): a timeout there answers internal-server-error instead.
+func (r *Router) serveIQ(ctx context.Context, scope Scope, st *Stanza, origin *Session) {
 	if st.Type != "get" && st.Type != "set" {
 		if st.Type != "result" && st.Type != "error" {
 			r.Bounce(st, NewError(stanza.Modify, stanza.BadRequest, "iq type must be get, set, result or error"))
@@ -556,6 +560,14 @@ func (r *Router) serveIQ(ctx context.Context, scope Scope, st *Stanza) {
 		}()
 		return h(hctx, st)
 	}()
+	if origin != nil { // an error answers too, so it waits as well
+		sctx, cancel := r.StoreContext(ctx)
+		if serr := origin.Settle(sctx); serr != nil {
+			r.log.Error("iq answer held back: earlier stanzas not stored in time", "err", serr)
+			err = NewError(stanza.Wait, stanza.InternalServerError, "")
+		}
+		cancel()
+	}
 	if err != nil {
 		r.Bounce(st, err)
 		return

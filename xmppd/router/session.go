@@ -42,6 +42,9 @@ type Session struct {
 	// says a module keeps the session across its streams (Keep).
 	in    atomic.Uint32
 	keeps atomic.Bool
+	// remote: the session is on another node of a cluster; this is its
+	// mirror (NewRemoteSession).
+	remote bool
 
 	// ctx is cancelled when the session closes (Router.Unregister).
 	ctx    context.Context
@@ -54,6 +57,9 @@ type Session struct {
 	// state holds what modules keep for the session (Key); made on first use.
 	stateMu sync.Mutex
 	state   atomic.Pointer[[]atomic.Value]
+
+	// pending is the work under way for what the client sent (Hold).
+	pending barrier
 }
 
 // NewSession returns a session of j whose stanzas go to sink: unbound

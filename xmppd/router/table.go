@@ -83,14 +83,20 @@ func (r *Router) unregister(sess *Session) {
 	}
 }
 
-// All returns every bound session.
+// All returns every bound session of this node (not the mirrors of
+// sessions on other nodes of a cluster: shutting one node down must not
+// close them).
 func (r *Router) All() []*Session {
 	var all []*Session
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.RLock()
 		for _, l := range sh.accounts {
-			all = append(all, l...)
+			for _, s := range l {
+				if !s.remote {
+					all = append(all, s)
+				}
+			}
 		}
 		sh.mu.RUnlock()
 	}

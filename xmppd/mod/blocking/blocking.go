@@ -64,6 +64,9 @@ type Module struct {
 	// blocking always sends unavailable presence to a blocked account JID
 	// and unblocking sends none.
 	PresenceAllowed func(ctx context.Context, user, contact jid.JID) bool
+	// Changed, when set, is told of each account whose blocklist changed
+	// in the store (a cluster tells the other nodes to Forget their copy).
+	Changed func(owner jid.JID)
 
 	// Set the options above before Register; they are not read under lock.
 
@@ -571,6 +574,7 @@ func (b *Module) blockIQ(ctx context.Context, iq *router.Stanza) ([]byte, error)
 	}
 	targets := b.pushTargets(e)
 	e.mu.Unlock()
+	b.changed(owner)
 	b.push(owner, targets, appendItems(nil, "block", strs(items)))
 	return nil, nil
 }
@@ -620,9 +624,16 @@ func (b *Module) unblockIQ(ctx context.Context, iq *router.Stanza) ([]byte, erro
 	e.set.Store(next)
 	targets := b.pushTargets(e)
 	e.mu.Unlock()
+	b.changed(owner)
 	b.sendPresence(ctx, owner, removed)
 	b.push(owner, targets, appendItems(nil, "unblock", strs(items)))
 	return nil, nil
+}
+
+func (b *Module) changed(owner jid.JID) {
+	if b.Changed != nil {
+		b.Changed(owner)
+	}
 }
 
 // sendUnavailable sends unavailable presence from each available resource

@@ -39,6 +39,10 @@ var enabled = router.NewKey[atomic.Bool]()
 type Module struct {
 	r  router.Routing
 	on atomic.Int64 // sessions with carbons enabled
+
+	// Changed, when set, is told when a local session turns carbons on or
+	// off (a cluster shows it on the session's mirrors on other nodes).
+	Changed func(s *router.Session, on bool)
 }
 
 // New returns the module.
@@ -80,6 +84,18 @@ func (m *Module) set(s *router.Session, on bool) {
 		} else {
 			m.on.Add(-1)
 		}
+		if m.Changed != nil && !s.Remote() {
+			m.Changed(s, on)
+		}
+	}
+}
+
+// SetMirror turns carbons on or off for the mirror of a session on
+// another node of a cluster (router.Session.Remote), as that node said:
+// copies for it are then made here and sent there.
+func (m *Module) SetMirror(s *router.Session, on bool) {
+	if s.Remote() {
+		m.set(s, on)
 	}
 }
 

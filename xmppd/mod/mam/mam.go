@@ -53,6 +53,15 @@ const (
 const (
 	DefaultQueueSize = 8192
 	DefaultBatchSize = 4096
+	// DefaultLinger is how long the writer lets a batch gather after its
+	// first message (unless a query waits, or the batch is full): one
+	// transaction and one sync per linger instead of per message when the
+	// writer is faster than the traffic, and larger chunks per
+	// conversation. Every commit rewrites the index pages of each owner
+	// in it (SQLite logs whole pages), so with many conversations the
+	// cost per message falls with the linger: at 200 clients chatting,
+	// 10 ms cost routing 44% of its throughput, 50 ms 2%.
+	DefaultLinger = 50 * time.Millisecond
 	// DefaultMax is the page size of a query without <max/>; MaxPage
 	// bounds a larger one.
 	DefaultMax = 50
@@ -68,8 +77,14 @@ type Config struct {
 	// QueueSize bounds the messages waiting to be written; BatchSize the
 	// messages written in one transaction.
 	QueueSize, BatchSize int
+	// Linger is how long a batch gathers after its first message
+	// (DefaultLinger when 0; negative: not at all).
+	Linger time.Duration
 	// Log takes write errors; nil discards them.
 	Log *slog.Logger
+	// Exclusive, when set, runs the retention sweep (a job named name
+	// until ctx ends) on one node of a cluster at a time; nil: here.
+	Exclusive func(ctx context.Context, name string, job func(context.Context))
 }
 
 // Priority is the priority of the archive's hooks: after blocking's
@@ -80,6 +95,21 @@ const Priority = 90
 // queried marks a session that queried the archive on its stream.
 var queried = router.NewKey[atomic.Bool]()
 
+// senderCopy is the sender's copy of a message from a local session to an
+// account here, left by the PreRoute hook to the Inbound one (both run on
+// the sender's goroutine, one after the other): it is stored with the
+// bytes the receiver's copy is serialised into anyway, so the routing
+// path neither copies the stanza nor serialises it twice.
+type senderCopy struct {
+	st  *router.Stanza
+	msg archive.Message
+}
+
+// deferred is the session's senderCopy waiting for its Inbound hook (one
+// at most: the next message replaces one that never got there, refused
+// before the archive's Inbound hook, e.g. blocked by the receiver).
+var deferred = router.NewKey[senderCopy]()
+
 // Module is the archive module.
 type Module struct {
 	cfg    Config
@@ -89,6 +119,9 @@ type Module struct {
 
 	queue   chan item
 	pending atomic.Int64 // queued and not yet committed
+	// wake cuts the writer's linger short: a query waits, or a batch
+	// is ready.
+	wake chan struct{}
 
 	prefs  sync.Map // owner → archive.Prefs
 	prefsN atomic.Int64
@@ -103,7 +136,10 @@ type item struct {
 	msg archive.Message
 	// st, when set, is serialised into msg.Stanza by the writer, off the
 	// routing path (a copy of a stanza that the routing changes after).
-	st      *router.Stanza
+	st *router.Stanza
+	// also, when its Owner is set, is a second message (the sender's
+	// copy of msg, sharing its stanza).
+	also    archive.Message
 	flushed chan struct{}
 }
 
@@ -115,10 +151,13 @@ func New(cfg Config) *Module {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = DefaultBatchSize
 	}
+	if cfg.Linger == 0 {
+		cfg.Linger = DefaultLinger
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Module{cfg: cfg, queue: make(chan item, cfg.QueueSize)}
+	return &Module{cfg: cfg, queue: make(chan item, cfg.QueueSize), wake: make(chan struct{}, 1)}
 }
 
 // Register hooks the archiving in before carbons (PreRoute) and before
@@ -162,7 +201,11 @@ func (m *Module) Register(h *router.Hooks) error {
 	})
 	h.Go(m.write)
 	if m.cfg.Retention > 0 {
-		h.Go(m.sweep)
+		if m.cfg.Exclusive != nil {
+			h.Go(func(ctx context.Context) { m.cfg.Exclusive(ctx, "archive retention", m.sweep) })
+		} else {
+			h.Go(m.sweep)
+		}
 	}
 	return nil
 }
@@ -281,9 +324,15 @@ func (m *Module) outgoing(ctx context.Context, ev *router.Event) error {
 		return nil
 	}
 	id := m.clock.Next()
-	// The copy is serialised by the writer: the sent stanza is not
-	// written to any stream here, so its bytes are not needed now.
-	m.enqueue(ctx, item{msg: archive.Message{Owner: owner, ID: id, With: to, WithResource: st.To.Resourcepart()}, st: st.Clone()})
+	msg := archive.Message{Owner: owner, ID: id, With: to, WithResource: st.To.Resourcepart()}
+	if st.To.Domainpart() == m.domain {
+		// To an account here: stored by incoming with the receiver's copy.
+		*deferred.Get(from) = senderCopy{st: st, msg: msg}
+	} else {
+		// The copy is serialised by the writer: the sent stanza is not
+		// written to any stream here, so its bytes are not needed now.
+		m.enqueue(ctx, item{msg: msg, st: st.Clone()})
+	}
 	if len(m.r.Sessions(bare)) > 1 {
 		st.SetInner(withStanzaID(st.Inner, bare.String(), id))
 	}
@@ -295,6 +344,13 @@ func (m *Module) outgoing(ctx context.Context, ev *router.Event) error {
 func (m *Module) incoming(ctx context.Context, ev *router.Event) error {
 	st := ev.Stanza
 	m.strip(st)
+	var sent archive.Message // the sender's copy, when left to this hook
+	if ev.Origin != nil {
+		if d := deferred.Get(ev.Origin); d.st == st {
+			sent = d.msg
+			*d = senderCopy{}
+		}
+	}
 	if !archivable(st) {
 		return nil
 	}
@@ -304,12 +360,22 @@ func (m *Module) incoming(ctx context.Context, ev *router.Event) error {
 	owner := st.To.Localpart()
 	with := st.From.Bare().String()
 	if !m.archives(owner, with) {
+		if sent.Owner != "" {
+			sent.Stanza = st.Bytes()
+			m.enqueue(ctx, item{msg: sent})
+		}
 		return nil
 	}
 	id := m.clock.Next()
 	st.SetInner(withStanzaID(st.Inner, st.ToBare(), id))
-	// Delivery needs these bytes too (Bytes caches them).
-	m.enqueue(ctx, item{msg: archive.Message{Owner: owner, ID: id, With: with, WithResource: st.From.Resourcepart(), Stanza: st.Bytes()}})
+	// Delivery needs these bytes too (Bytes caches them); the sender's
+	// copy shares them (its client reads only the stanza-id by its own
+	// account).
+	b := st.Bytes()
+	if sent.Owner != "" {
+		sent.Stanza = b
+	}
+	m.enqueue(ctx, item{msg: archive.Message{Owner: owner, ID: id, With: with, WithResource: st.From.Resourcepart(), Stanza: b}, also: sent})
 	return nil
 }
 
@@ -399,17 +465,36 @@ func (m *Module) notArchived(id int64) {
 // sender (backpressure from a database that falls behind) until there is
 // room or its context ends.
 func (m *Module) enqueue(ctx context.Context, it item) {
-	m.pending.Add(1)
+	n := int64(1)
+	if it.also.Owner != "" {
+		n = 2
+	}
+	m.pending.Add(n)
 	select {
 	case m.queue <- it:
+		if len(m.queue) >= m.cfg.BatchSize {
+			m.poke()
+		}
 	default:
+		m.poke()
 		select {
 		case m.queue <- it:
 		case <-ctx.Done():
-			m.pending.Add(-1)
+			m.pending.Add(-n)
 			m.notArchived(it.msg.ID)
+			if n == 2 {
+				m.notArchived(it.also.ID)
+			}
 			m.cfg.Log.Error("archive queue full; message not archived", "owner", it.msg.Owner)
 		}
+	}
+}
+
+// poke wakes the writer if it lingers.
+func (m *Module) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -421,6 +506,7 @@ func (m *Module) flush(ctx context.Context) error {
 	done := make(chan struct{})
 	select {
 	case m.queue <- item{flushed: done}:
+		m.poke()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -432,9 +518,10 @@ func (m *Module) flush(ctx context.Context) error {
 	}
 }
 
-// write is the writer: it takes what has queued, up to BatchSize
-// messages, and commits it in one transaction, until the server shuts
-// down; then it writes what is left.
+// write is the writer: it takes what queues for Linger after the first
+// message (less when a query waits or a batch is ready), up to BatchSize
+// messages, and commits it in one transaction, until the server shuts down; then it
+// writes what is left.
 func (m *Module) write(ctx context.Context) {
 	batch := make([]archive.Message, 0, m.cfg.BatchSize)
 	var marks []chan struct{}
@@ -447,6 +534,9 @@ func (m *Module) write(ctx context.Context) {
 			fallthrough
 		default:
 			batch = append(batch, it.msg)
+			if it.also.Owner != "" {
+				batch = append(batch, it.also)
+			}
 		}
 	}
 	commit := func() {
@@ -459,6 +549,8 @@ func (m *Module) write(ctx context.Context) {
 		}
 		batch, marks = batch[:0], marks[:0]
 	}
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
 		case it := <-m.queue:
@@ -476,6 +568,17 @@ func (m *Module) write(ctx context.Context) {
 					return
 				}
 			}
+		}
+		// Linger asleep, not waiting on the queue: a writer woken by
+		// every message would cost the routing path a wake-up each.
+		if m.cfg.Linger > 0 && len(marks) == 0 && len(m.queue) < m.cfg.BatchSize {
+			linger.Reset(m.cfg.Linger)
+			select {
+			case <-linger.C:
+			case <-m.wake:
+			case <-ctx.Done():
+			}
+			linger.Stop()
 		}
 	more:
 		for len(batch) < m.cfg.BatchSize {
@@ -544,7 +647,7 @@ func (m *Module) Sweep(ctx context.Context, now time.Time) {
 			m.cfg.Log.Error("archive retention sweep", "err", err)
 			return
 		}
-		if n < step {
+		if n == 0 {
 			return
 		}
 	}

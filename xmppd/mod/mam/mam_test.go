@@ -506,3 +506,48 @@ func TestWriterChecks(t *testing.T) {
 		}
 	}
 }
+
+// The sender's copy of a message to an account here is stored with the
+// receiver's bytes by the Inbound hook: stored even when the receiver's
+// preferences leave the receiver's copy out, not stored when the message
+// is refused before that hook, and a refused message's copy never turns up
+// with a later one.
+func TestSenderCopyWithReceiverCopy(t *testing.T) {
+	refuse := router.ModuleFunc(func(h *router.Hooks) error {
+		h.Hook(router.Inbound, router.Messages, mam.Priority+5, func(_ context.Context, ev *router.Event) error {
+			if ev.Stanza.ID == "refused" {
+				return router.ErrHandled
+			}
+			return nil
+		})
+		return nil
+	})
+	f := start(t, mam.Config{}, refuse)
+	a := f.login(t, alice, "phone")
+	b := f.login(t, bob, "phone")
+	a.Send(`<message type='chat' to='` + bobJID + `' id='refused'><body>refused</body></message>`)
+	for i := range 2 {
+		a.Send(fmt.Sprintf(`<message type='chat' to='%s' id='m%d'><body>hello %d</body></message>`, bobJID, i, i))
+		b.Expect("message", func(e xmpptest.Elem) bool { return e.Attr("id") == fmt.Sprintf("m%d", i) })
+		if i == 0 {
+			// Bob stops archiving alice: her copies go on.
+			b.Send(`<iq type='set' id='p'><prefs xmlns='urn:xmpp:mam:2' default='always'><always/><never><jid>` + aliceJID + `</jid></never></prefs></iq>`)
+			b.Expect("prefs result", func(e xmpptest.Elem) bool { return e.Attr("id") == "p" })
+			// What was routed before is in bob's archive.
+			if rs, _ := query(t, b, "b0", "", ""); !slices.Equal(bodies(rs), []string{"hello 0"}) {
+				t.Fatalf("bob's archive %v, want [hello 0]", bodies(rs))
+			}
+		}
+	}
+	rs, _ := query(t, a, "a1", "", "")
+	if want := []string{"hello 0", "hello 1"}; !slices.Equal(bodies(rs), want) {
+		t.Fatalf("alice's archive %v, want %v", bodies(rs), want)
+	}
+	if rs[1].Fwd.Message.From != aliceJID+"/phone" || rs[1].Fwd.Message.To != bobJID {
+		t.Fatalf("alice's copy %+v", rs[1])
+	}
+	rs, _ = query(t, b, "b1", "", "")
+	if want := []string{"hello 0"}; !slices.Equal(bodies(rs), want) {
+		t.Fatalf("bob's archive %v, want %v", bodies(rs), want)
+	}
+}

@@ -306,6 +306,11 @@ func (m *Module) prefsIQ(ctx context.Context, iq *router.Stanza) ([]byte, error)
 			*l.out = append(*l.out, j.Bare().String())
 		}
 	}
+	// What was routed before the change is written under the old
+	// preferences: the writer applies the cached ones to what it takes.
+	if err := m.flush(sctx); err != nil {
+		return nil, err
+	}
 	if err := m.cfg.Store.SetArchivePrefs(sctx, owner, p); err != nil {
 		return nil, err
 	}

@@ -36,6 +36,9 @@ type Router interface {
 	QuerySession(ctx context.Context, full jid.JID, typ string, payload []byte) (*router.Stanza, error)
 	Go(f func(ctx context.Context)) bool
 	StoreContext(ctx context.Context) (context.Context, context.CancelFunc)
+	// Bounce answers a stanza with an error (RFC 6120 §8.3): a message
+	// that a Group failed to keep, after its sender's reader moved on.
+	Bounce(st *router.Stanza, err error)
 }
 
 // Queue is the module. Set its fields, then load it on the router; the
@@ -53,6 +56,14 @@ type Queue struct {
 	// Store.PushOffline alone, and a message to a number without an
 	// account gets service-unavailable.
 	Keep offline.KeepFunc
+	// Group, when set, keeps each message as Keep does, in groups of one
+	// transaction, off the sender's reader (account.Group.Keep): done is
+	// called once the message is committed or failed. The sender's
+	// session holds (router.Session.Hold) until then, so the server's
+	// answer to its next iq, or a XEP-0198 <a/>, acknowledges only
+	// messages that are durable; a failure comes back to the sender as a
+	// message error with the original id.
+	Group func(ctx context.Context, m offline.Message, s offline.Stored, limit int, done func(offline.Kept, error))
 	// Notify, when set, runs the notice rules for a message to an
 	// offline receiver that is kept elsewhere (Notice); nil: Notice does
 	// nothing.
@@ -70,6 +81,10 @@ type Queue struct {
 // advertises msgoffline.
 func (q *Queue) Register(h *router.Hooks) error {
 	h.Hook(router.Undelivered, router.Messages, 0, func(ctx context.Context, ev *router.Event) error {
+		if q.Group != nil {
+			q.storeGrouped(ctx, ev.Stanza, ev.Origin)
+			return router.ErrHandled
+		}
 		if err := q.store(ctx, ev.Stanza); err != nil {
 			return err
 		}
@@ -112,10 +127,7 @@ func (q *Queue) store(ctx context.Context, m *router.Stanza) error {
 			return router.NewError(stanza.Wait, stanza.InternalServerError, "")
 		}
 	}
-	now := q.now().UTC()
-	st := m.Clone()
-	st.Inner = delayed(m.Inner, q.Server.Domain(), now)
-	msg := offline.Message{Owner: string(owner), From: m.From.String(), Stamp: now, Stanza: st.Bytes()}
+	msg := q.message(m, owner)
 	var kept offline.Kept
 	var err error
 	if q.Keep != nil {
@@ -123,14 +135,52 @@ func (q *Queue) store(ctx context.Context, m *router.Stanza) error {
 	} else {
 		kept.ID, err = q.Store.PushOffline(sctx, msg, q.Limit)
 	}
-	if errors.Is(err, offline.ErrFull) {
+	return q.outcome(owner, kept, err)
+}
+
+// message is m as it is stored for owner: stamped with its delay.
+func (q *Queue) message(m *router.Stanza, owner auth.Number) offline.Message {
+	now := q.now().UTC()
+	st := m.Clone()
+	st.Inner = delayed(m.Inner, q.Server.Domain(), now)
+	return offline.Message{Owner: string(owner), From: m.From.String(), Stamp: now, Stanza: st.Bytes()}
+}
+
+// outcome is what the sender of a message learns from keeping it: nil,
+// or the stanza.Error to bounce.
+func (q *Queue) outcome(owner auth.Number, kept offline.Kept, err error) error {
+	switch {
+	case errors.Is(err, offline.ErrFull):
 		return router.NewError(stanza.Wait, stanza.ResourceConstraint, "the receiver's offline storage is full")
-	}
-	if err != nil {
+	case err != nil: // a database that fails or hangs (SPEC.md: internal-server-error)
 		q.log().Error("offline: storing failed", "owner", owner, "err", err)
 		return router.NewError(stanza.Wait, stanza.InternalServerError, "")
 	}
 	return kept.Warning
+}
+
+// storeGrouped is store through Group: m is handed to the writer and
+// the sender's reader goes on; origin (nil: not a local session) holds
+// until m is committed, and a failure is bounced to the sender then.
+func (q *Queue) storeGrouped(ctx context.Context, m *router.Stanza, origin *router.Session) {
+	body, hasBody := bodyOf(m)
+	if !offline.Keeps(m.Type, hasBody) {
+		return
+	}
+	owner := auth.Number(m.To.Localpart())
+	release := func() {}
+	if origin != nil {
+		release = origin.Hold()
+	}
+	reply := m.Clone() // what a bounce needs; the reader's stanza is not kept
+	reply.Inner = nil
+	q.Group(ctx, q.message(m, owner), offline.Stored{Owner: owner, From: m.From, Body: body}, q.Limit,
+		func(kept offline.Kept, err error) {
+			defer release() // after the bounce: an answer that follows comes after it
+			if e := q.outcome(owner, kept, err); e != nil {
+				q.Server.Bounce(reply, e)
+			}
+		})
 }
 
 // Notice runs the SMS notice rules for m, a message to an offline
@@ -160,6 +210,9 @@ func bodyOf(m *router.Stanza) (string, bool) {
 	if !bytes.Contains(m.Inner, []byte("body")) {
 		return "", false
 	}
+	if s, ok := plainBody(m.Inner); ok {
+		return s, true
+	}
 	d := xml.NewDecoder(bytes.NewReader(m.Wrapped()))
 	depth := 0
 	for {
@@ -181,6 +234,23 @@ func bodyOf(m *router.Stanza) (string, bool) {
 			depth--
 		}
 	}
+}
+
+// plainBody is bodyOf without a decoder for what most clients write: a
+// first child <body> of plain text (no markup, no reference, no CR that
+// XML would normalise). It says false for anything else, which bodyOf
+// then decodes; a decoder for every stored message cost as much as
+// storing it.
+func plainBody(inner []byte) (string, bool) {
+	rest, ok := bytes.CutPrefix(bytes.TrimLeft(inner, " \t\n"), []byte("<body>"))
+	if !ok {
+		return "", false
+	}
+	i := bytes.IndexAny(rest, "<&\r")
+	if i < 0 || !bytes.HasPrefix(rest[i:], []byte("</body>")) {
+		return "", false
+	}
+	return string(rest[:i]), true
 }
 
 var pingPayload = wire.NewBuilder(nil).Element("ping", "urn:xmpp:ping", "").Bytes()

@@ -99,6 +99,7 @@ type server struct {
 	bound     bool
 	answer    bool // answer the pings
 	queries   int
+	bounced   []string
 	wg        sync.WaitGroup
 }
 
@@ -133,6 +134,15 @@ func (s *server) Go(f func(ctx context.Context)) bool {
 
 func (s *server) StoreContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, time.Minute)
+}
+
+// Bounce records the bounces: "id condition".
+func (s *server) Bounce(st *router.Stanza, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var se stanza.Error
+	errors.As(err, &se)
+	s.bounced = append(s.bounced, st.ID+" "+string(se.Condition))
 }
 
 func message(typ, id, inner string) *router.Stanza {
@@ -318,3 +328,32 @@ func (r *recorder) wait(t *testing.T, n int) []string {
 }
 
 func (r *recorder) Close(string, string) {}
+
+// The fast path of bodyOf agrees with decoding, and declines what it
+// cannot read exactly.
+func TestPlainBody(t *testing.T) {
+	for _, inner := range []string{
+		`<body>hello</body>`,
+		` <body>hello there</body><request xmlns='urn:xmpp:receipts'/>`,
+		`<body></body>`,
+		`<body>a &amp; b</body>`,
+		`<body>a&#13;b</body>`,
+		"<body>a\r\nb</body>",
+		`<body><![CDATA[x]]></body>`,
+		`<active xmlns='http://jabber.org/protocol/chatstates'/><body>later</body>`,
+		`<body xml:lang='en'>tagged</body>`,
+		`<body xmlns='urn:other'>not the client's</body><body>real</body>`,
+		`<x xmlns='y'><body>nested</body></x>`,
+	} {
+		st := message("chat", "p", inner)
+		// Text before the first child keeps the fast path out: decoded.
+		want, wantOK := bodyOf(message("chat", "p", "x"+inner))
+		got, ok := bodyOf(st)
+		if got != want || ok != wantOK {
+			t.Errorf("%q: fast %q %v, decoded %q %v", inner, got, ok, want, wantOK)
+		}
+		if s, fastOK := plainBody([]byte(inner)); fastOK && (s != want || !wantOK) {
+			t.Errorf("%q: plainBody took it as %q", inner, s)
+		}
+	}
+}

@@ -71,6 +71,10 @@ type Module struct {
 	Notice func(ctx context.Context, st *router.Stanza) error
 	// Log takes what goes wrong; nil discards it.
 	Log *slog.Logger
+	// Remote, when set, asks the other nodes of a cluster for a session
+	// this node does not know (HandOver there): found reports whether one
+	// had it.
+	Remote func(ctx context.Context, previd, owner string, h uint32) (ho Handover, found bool)
 
 	r *router.Router
 
@@ -246,6 +250,14 @@ func (m *Module) bound(ctx context.Context, c router.ConnInfo, el wire.Element) 
 		if st == nil {
 			return failed("unexpected-request", 0, false), nil
 		}
+		// h acknowledges what the client sent: not before what is still
+		// being stored for it (offline messages) is durable, within the
+		// store's deadline (then the failures reach the client as errors).
+		sctx, cancel := m.r.StoreContext(ctx)
+		if err := c.Session.Settle(sctx); err != nil {
+			m.log().Warn("sm: <a/> after the store's deadline", "err", err)
+		}
+		cancel()
 		return wire.NewBuilder(nil).StartNS("a", NS, "h", strconv.FormatUint(uint64(st.handled()), 10)).End().Bytes(), nil
 	case "a":
 		if st == nil {
@@ -328,6 +340,11 @@ func (m *Module) resume(ctx context.Context, c router.ConnInfo, el wire.Element)
 	st := m.byID[previd]
 	gone, wasKnown := m.expired[previd]
 	m.mu.Unlock()
+	if st == nil && !wasKnown && m.Remote != nil {
+		if ho, found := m.Remote(ctx, previd, owner, h); found {
+			return m.resumeHere(ctx, c, previd, ho)
+		}
+	}
 	if st == nil || st.sess.Bare().String() != owner {
 		known := wasKnown && gone.owner == owner
 		return failed("item-not-found", gone.h, known), nil
