@@ -39,10 +39,15 @@ BIN=$(cd "$BIN" && pwd)
 work=$(mktemp -d /tmp/bench-peers.XXXXXX)
 chmod 755 "$work"
 started=()   # PIDs this script started
+results=$work/results.jsonl
 end_at=$(( $(date +%s) + BENCH_TIMEOUT ))
 
 cleanup() {
 	local rc=$?
+	# Out of time or interrupted: the table of what was measured.
+	if [ "$rc" != 0 ] && [ -s "${results:-}" ]; then
+		python3 "$here/scripts/bench-peers-table.py" "$results" $SERVERS || true
+	fi
 	for pid in "${started[@]}"; do
 		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
 	done
@@ -277,7 +282,6 @@ for s in $SERVERS; do
 	# Fill the client's SCRAM cache, as a client that logged in before has it.
 	"start_$s"; load "$s" login >/dev/null; [ "$s" = ejabberd ] && stop_ejabberd || stop "$pid"
 done
-results=$work/results.jsonl
 for ph in $phases; do
 	for run in $(seq "$RUNS"); do
 		for s in $SERVERS; do
