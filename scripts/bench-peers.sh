@@ -98,7 +98,7 @@ chmod 644 "$work/key.pem" "$work/cert.pem"
 dt_port=
 dt_env() {
 	export XMPPD_DATA_DIR=$1 XMPPD_C2S_ADDR=127.0.0.1:$dt_port XMPPD_C2S_DIRECT_TLS_ADDR= \
-		XMPPD_HTTP_ADDR=127.0.0.1:$(( dt_port + 1 )) XMPPD_S2S_ADDR= XMPPD_LOGIN_FAILURES=1000000 \
+		XMPPD_HTTP_ADDR=127.0.0.1:$(free_port) XMPPD_S2S_ADDR= XMPPD_LOGIN_FAILURES=1000000 \
 		XMPPD_C2S_RATE=0 XMPPD_LOG_LEVEL=warn XMPPD_TLS_CERT_FILE=$work/cert.pem XMPPD_TLS_KEY_FILE=$work/key.pem
 }
 dt_start() { # dir
