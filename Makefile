@@ -12,7 +12,7 @@ TESTFLAGS ?= -count=1 -timeout 20m
 FUZZTIME  ?= 15s
 BENCHTIME ?= 1s
 
-.PHONY: all build run check test fuzz bench loadtest clean
+.PHONY: all build run check test fuzz bench loadtest bench-peers clean
 
 all: build
 
@@ -73,6 +73,13 @@ loadtest: build
 		--scenario login --clients $(LOAD_CLIENTS); \
 	$(BIN)/xmppload $$L --accounts $$dir/accounts --scenario route --clients $(LOAD_CLIENTS) --duration $(LOAD_DURATION); \
 	$(BIN)/xmppload $$L --accounts $$dir/accounts --scenario route --clients $(LOAD_CLIENTS) --duration $(LOAD_DURATION) --rate 1000
+
+# Issue 15's comparison with Debian's Prosody and ejabberd (as root; an
+# hour or more at the default sizes, see scripts/bench-peers.sh). Not part
+# of make test.
+bench-peers: build
+	$(GO) build -o $(BIN)/xmppload ./cmd/xmppload
+	BIN=$(BIN) scripts/bench-peers.sh
 
 clean:
 	rm -rf $(BIN)

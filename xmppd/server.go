@@ -41,6 +41,7 @@ type Config struct {
 	AuthTimeout     time.Duration // whole negotiation, default 30s
 	IdleTimeout     time.Duration // silence before the server pings, default 5m
 	PingTimeout     time.Duration // silence after the ping before closing, default 30s
+	ParkAfter       time.Duration // silence before a client session waits with no goroutine (its stack was most of an idle session), default 2s
 	WriteTimeout    time.Duration // one flush to a client, default 30s
 	MaxStanzaSize   int           // default DefaultMaxStanzaSize
 	MaxPending      int           // unauthenticated connections at once, default 1000 (see stream.PendingTable)
@@ -127,6 +128,7 @@ func NewServer(cfg Config) (*Server, error) {
 	def(&cfg.AuthTimeout, 30*time.Second)
 	def(&cfg.IdleTimeout, 5*time.Minute)
 	def(&cfg.PingTimeout, 30*time.Second)
+	def(&cfg.ParkAfter, 2*time.Second)
 	def(&cfg.WriteTimeout, 30*time.Second)
 	defi := func(p *int, v int) {
 		if *p <= 0 {
@@ -173,6 +175,7 @@ func NewServer(cfg Config) (*Server, error) {
 		AuthTimeout:     cfg.AuthTimeout,
 		IdleTimeout:     cfg.IdleTimeout,
 		PingTimeout:     cfg.PingTimeout,
+		ParkAfter:       cfg.ParkAfter,
 		SASLAttempts:    cfg.SASLAttempts,
 		MaxStanzaSize:   cfg.MaxStanzaSize,
 		Rate:            cfg.C2SRate,

@@ -59,6 +59,7 @@ type config struct {
 	muc         string
 	room        string
 	messages    int
+	scramCache  string
 }
 
 func main() {
@@ -95,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.drain, "drain", 5*time.Second, "route: how long to wait for messages in flight after sending stops")
 	fs.IntVar(&c.pid, "pid", 0, "server PID: report its (and its descendants') RSS and CPU time from /proc")
 	fs.StringVar(&c.label, "label", "", "name of the server, copied into the JSON")
+	fs.StringVar(&c.scramCache, "scram-cache", "", "file of SCRAM SaltedPasswords, read before and written after the run (as a client keeps them: PBKDF2 once per account, not per login)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -226,6 +228,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "xmppload:", err)
 		return 1
+	}
+	if c.scramCache != "" {
+		if err := loadScramCache(c.scramCache); err != nil {
+			fmt.Fprintln(stderr, "xmppload:", err)
+			return 1
+		}
+		defer func() {
+			if err := saveScramCache(c.scramCache); err != nil {
+				fmt.Fprintln(stderr, "xmppload:", err)
+			}
+		}()
 	}
 	d := &dialer{addr: addrs[0], domain: c.domain, direct: c.tls == "direct", mech: strings.ToUpper(c.mech)}
 	if len(addrs) > 1 {

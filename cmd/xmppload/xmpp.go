@@ -320,9 +320,19 @@ func (s *session) auth(dec *xml.Decoder, offered []string, mechName string, acc 
 		return fmt.Errorf("server does not offer %s (offers %v)", m.Name, offered)
 	}
 	user, pass := acc.local(), acc.password
-	c := sasl.NewClient(m, sasl.Credentials(func() ([]byte, []byte, []byte) {
-		return []byte(user), []byte(pass), nil
-	}), sasl.TLSState(cs), sasl.RemoteMechanisms(offered...))
+	var c interface {
+		Step([]byte) (bool, []byte, error)
+	}
+	if strings.HasPrefix(m.Name, "SCRAM") {
+		// Our own SCRAM client: it caches SaltedPassword as real clients do.
+		if c, err = newScram(m.Name, user, pass); err != nil {
+			return err
+		}
+	} else {
+		c = sasl.NewClient(m, sasl.Credentials(func() ([]byte, []byte, []byte) {
+			return []byte(user), []byte(pass), nil
+		}), sasl.TLSState(cs), sasl.RemoteMechanisms(offered...))
+	}
 	_, resp, err := c.Step(nil)
 	if err != nil {
 		return fmt.Errorf("sasl: %w", err)

@@ -48,6 +48,7 @@ type Config struct {
 	AuthTimeout   time.Duration // the whole negotiation
 	IdleTimeout   time.Duration // silence before the server pings
 	PingTimeout   time.Duration // silence after the ping before closing
+	ParkAfter     time.Duration // silence before the session parks (wire.Parker); 0: never
 	SASLAttempts  int           // failed SASL attempts per connection
 	MaxStanzaSize int
 	// Rate is the bytes per second one client may send (a burst of ten
@@ -69,6 +70,12 @@ type Service struct {
 	conns   map[*conn]struct{} // connections not yet bound
 	closing bool
 	wg      sync.WaitGroup
+
+	// shared is the TLS configuration of every connection when the
+	// certificate is fixed, and sharedLeaf its certificate.
+	sharedTLS  sync.Once
+	shared     *tls.Config
+	sharedLeaf []byte
 }
 
 // New returns the service of cfg.
@@ -193,8 +200,21 @@ func (s *Service) Wait(ctx context.Context) error { return stream.Wait(ctx, &s.w
 
 // tlsConfig is the server's TLS configuration for one connection; leaf
 // receives the DER certificate presented to the client, for
-// tls-server-end-point.
+// tls-server-end-point. With a fixed certificate every connection shares
+// one configuration (a copy per connection cost each session its bytes
+// and each login a clone); a GetCertificate needs one per connection to
+// learn the certificate chosen.
 func (s *Service) tlsConfig(leaf *[]byte) *tls.Config {
+	if s.cfg.TLS.GetCertificate == nil {
+		s.sharedTLS.Do(func() { s.shared = s.newTLSConfig(&s.sharedLeaf) })
+		*leaf = s.sharedLeaf
+		return s.shared
+	}
+	return s.newTLSConfig(leaf)
+}
+
+// newTLSConfig makes a TLS configuration of the server's, for tlsConfig.
+func (s *Service) newTLSConfig(leaf *[]byte) *tls.Config {
 	cfg := s.cfg.TLS.Clone()
 	switch {
 	case cfg.GetCertificate != nil:
@@ -222,7 +242,12 @@ func (s *Service) tlsConfig(leaf *[]byte) *tls.Config {
 // resource is bound, serves the session.
 func (c *conn) run(start func() error) {
 	s := c.svc
-	defer s.wg.Done()
+	parked := false
+	defer func() {
+		if !parked { // a parked session's resume calls Done
+			s.wg.Done()
+		}
+	}()
 	defer func() {
 		s.untrack(c)
 		c.slot.Release()
@@ -266,7 +291,7 @@ func (c *conn) run(start func() error) {
 	}
 	c.slot.Release()
 	s.untrack(c)
-	sess.serve()
+	parked = sess.serve()
 }
 
 // header is our stream header; to is the client's validated 'from'.

@@ -79,13 +79,48 @@ func (sess *session) ping() bool {
 	return true
 }
 
-// serve runs the bound session until the stream ends.
-func (sess *session) serve() {
+// serve runs the bound session until the stream ends, or until it parks:
+// then it returns true and the session goes on (resume) on another
+// goroutine when there is input.
+func (sess *session) serve() (parked bool) {
 	s := sess.c.svc
 	s.m.Sessions.Inc()
 	sess.st.Start()
 	sess.c.wr.SetIdle(s.cfg.IdleTimeout, s.cfg.PingTimeout, sess.ping)
+	// An active session keeps its goroutine; an idle one costs none.
+	if s.cfg.ParkAfter > 0 {
+		sess.c.wr.SetPark(s.cfg.ParkAfter, func() { sess.resume() })
+	}
+	return sess.read()
+}
+
+// resume reads on after the session was parked; the connection's place
+// in the service's wait group goes with it.
+func (sess *session) resume() {
+	s := sess.c.svc
+	parked := false
+	defer func() {
+		if !parked {
+			s.wg.Done()
+		}
+	}()
+	defer func() { // as run does for the first goroutine
+		if r := recover(); r != nil {
+			s.cfg.Log.Error("panic in session", "ip", sess.c.ip, "panic", r)
+			sess.st.Transport().Close()
+		}
+	}()
+	parked = sess.read()
+}
+
+// read runs the read loop until the stream ends (and then ends the
+// session) or parks.
+func (sess *session) read() (parked bool) {
+	s := sess.c.svc
 	err := sess.readLoop(sess.rs.Context())
+	if errors.Is(err, wire.ErrParked) {
+		return true
+	}
 	// No condition: the stream ended, or the network went away.
 	sess.st.Close(stream.Condition(err))
 	// Dropped: not closed by the client, nor ended by the server with an
@@ -98,6 +133,7 @@ func (sess *session) serve() {
 		s.cfg.Router.Closed(sess.rs)
 	}
 	s.cfg.Log.Debug("stream ended", "jid", sess.rs.String(), "err", err, "dropped", dropped)
+	return false
 }
 
 // readLoop reads stanzas until the stream ends or is closed. It waits

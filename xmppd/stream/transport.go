@@ -78,10 +78,11 @@ func (t *TCP) Handshake(cfg *tls.Config, client bool, deadline time.Time) (*tls.
 		return nil, NewError("policy-violation", "data after starttls")
 	}
 	var tc *tls.Conn
+	rec := newRecordConn(t.raw)
 	if client {
-		tc = tls.Client(t.raw, cfg)
+		tc = tls.Client(rec, cfg)
 	} else {
-		tc = tls.Server(t.raw, cfg)
+		tc = tls.Server(rec, cfg)
 	}
 	t.raw.SetDeadline(deadline)
 	if err := tc.Handshake(); err != nil {
@@ -90,7 +91,7 @@ func (t *TCP) Handshake(cfg *tls.Config, client bool, deadline time.Time) (*tls.
 	t.mu.Lock()
 	t.nc = tc
 	t.mu.Unlock()
-	t.r.Reset(tc)
+	t.r.Reset(&tlsSource{tc: tc, rec: rec})
 	return tc, nil
 }
 

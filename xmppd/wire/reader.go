@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -69,6 +70,45 @@ type Conn interface {
 	SetReadDeadline(t time.Time) error
 }
 
+// Waiter is a Conn that can wait for input without reading it: on the
+// socket alone, with a shallow stack, when it holds nothing already read
+// from the network (a TLS connection's records). The Reader then gives
+// back its read buffer while it waits, so that an idle stream holds
+// neither a buffer nor a deep stack.
+type Waiter interface {
+	// Pending reports whether the Conn holds input that a Read would
+	// return without the network.
+	Pending() bool
+	// WaitReadable waits until the network has input (or end of file, or
+	// an error) for the next Read, until the read deadline.
+	WaitReadable() error
+}
+
+// Parker is a Waiter that can also wait with no goroutine at all: the
+// stack of a goroutine blocked on each idle stream was most of what an
+// idle session cost.
+type Parker interface {
+	Waiter
+	// Park arranges for resume to run, once, on a goroutine of its own,
+	// when input (or end of file) comes, at deadline (none when zero),
+	// or at Wake, and returns at once; false if it cannot park (the
+	// caller then waits as a Waiter).
+	Park(deadline time.Time, resume func()) bool
+	// Wake runs the resume of a parked wait now (none: nothing). It may
+	// be called from any goroutine.
+	Wake()
+}
+
+// ErrParked is the error of a read that parked the stream (SetPark): the
+// goroutine that read must leave the Reader alone; resume reads on.
+var ErrParked = errors.New("wire: parked")
+
+// brPool holds the read buffers of streams that are waiting.
+var brPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+
+// readBufSize is the read buffer of a byte stream.
+const readBufSize = 1024
+
 // Limiter is charged with the bytes of each read (a rate limit); it may
 // make the reader wait.
 type Limiter interface {
@@ -82,15 +122,27 @@ type Limiter interface {
 // and keeps read deadlines itself, because encoding/xml makes every read
 // error permanent. It belongs to one goroutine, the stream's reader.
 type Reader struct {
-	conn  Conn
-	br    *bufio.Reader
-	dec   *xml.Decoder // of the current stream (a new one at each restart)
-	off   int64        // bytes handed to the decoder so far
-	last  byte
-	rec   bool
-	buf   []byte
-	count int // bytes since the last top-level element ended
-	max   int
+	conn Conn
+	src  io.Reader // conn's Read
+	// br buffers src; nil while a Waiter waits (an idle stream holds no
+	// read buffer: it comes from brPool when input does).
+	br     *bufio.Reader
+	waiter Waiter // conn as a Waiter, or nil
+	parker Parker // conn as a Parker, or nil
+	// Parking (SetPark): after parkAfter without input the stream waits
+	// with no goroutine; resume runs when it must read on, and its
+	// first wait keeps the deadline parkedDL of the wait it cut short.
+	parkAfter time.Duration
+	resume    func()
+	resumed   bool
+	parkedDL  time.Time
+	dec       *xml.Decoder // of the current stream (a new one at each restart)
+	off       int64        // bytes handed to the decoder so far
+	last      byte
+	rec       bool
+	buf       []byte
+	count     int // bytes since the last top-level element ended
+	max       int
 
 	// The recording copies br's buffer in runs, not byte by byte: seg is
 	// the part of it not yet copied to buf, from offset segOff on; lost
@@ -140,7 +192,9 @@ type FrameSource interface {
 // NewReader returns a Reader of conn that refuses top-level elements
 // longer than max bytes.
 func NewReader(conn Conn, max int) *Reader {
-	return &Reader{conn: conn, br: bufio.NewReaderSize(readFunc(conn.Read), 1024), max: max}
+	w := &Reader{max: max}
+	w.Reset(conn)
+	return w
 }
 
 // NewFrameReader returns a Reader of a framed transport: each frame must
@@ -166,12 +220,24 @@ func (f readFunc) Read(p []byte) (int, error) { return f(p) }
 // Reset points the reader at a new connection (after STARTTLS).
 func (w *Reader) Reset(conn Conn) {
 	w.conn = conn
-	w.br.Reset(readFunc(conn.Read))
+	w.src = readFunc(conn.Read)
+	w.waiter, _ = conn.(Waiter)
+	w.parker, _ = conn.(Parker)
+	if w.br == nil {
+		w.br = bufio.NewReaderSize(w.src, readBufSize)
+	} else {
+		w.br.Reset(w.src)
+	}
 }
 
 // Buffered is the number of bytes read from the connection and not yet
 // handed on: after STARTTLS's <proceed/> there must be none.
-func (w *Reader) Buffered() int { return w.br.Buffered() }
+func (w *Reader) Buffered() int {
+	if w.br == nil {
+		return 0
+	}
+	return w.br.Buffered()
+}
 
 // SetDeadline bounds all reading to t (a negotiation's deadline); the
 // zero time removes the bound.
@@ -188,6 +254,14 @@ func (w *Reader) SetIdle(idle, grace time.Duration, onIdle func() bool) {
 	w.idle, w.grace, w.onIdle = idle, grace, onIdle
 }
 
+// SetPark lets the reader park a stream (see Parker) that had no input
+// for after while it waits between elements under the idle policy: the
+// read returns ErrParked and resume runs later to read on (WaitInput
+// again). Only a Conn that is a Parker parks.
+func (w *Reader) SetPark(after time.Duration, resume func()) {
+	w.parkAfter, w.resume = after, resume
+}
+
 // SetLimiter makes every read charge l.
 func (w *Reader) SetLimiter(l Limiter) { w.limit = l }
 
@@ -198,11 +272,14 @@ func (w *Reader) Stop(after time.Duration) {
 	at := time.Now().Add(after)
 	w.stopAt.Store(at.UnixNano())
 	w.conn.SetReadDeadline(at)
+	if w.parker != nil {
+		w.parker.Wake()
+	}
 }
 
 // ReadByte implements io.ByteReader for encoding/xml.
 func (w *Reader) ReadByte() (byte, error) {
-	if w.br.Buffered() == 0 {
+	if w.Buffered() == 0 {
 		if w.rec {
 			w.sync() // br's buffer is about to be overwritten
 		}
@@ -252,8 +329,34 @@ func (w *Reader) fill() error {
 	// The loop of wait, written out: this is the stack of every idle
 	// connection, kept shallow.
 	for {
-		if err := w.setReadDeadline(w.nextDeadline()); err != nil {
+		dl := w.nextDeadline()
+		if w.resumed {
+			dl, w.resumed = w.parkedDL, false
+		}
+		if err := w.setReadDeadline(dl); err != nil {
 			return err
+		}
+		if w.waiter != nil && !w.rec && !w.waiter.Pending() {
+			// Nothing anywhere but maybe in the socket: wait there, with
+			// the buffer back in the pool.
+			if w.br != nil {
+				w.br.Reset(nil)
+				brPool.Put(w.br)
+				w.br = nil
+			}
+			if err := w.waitOrPark(dl); err != nil {
+				if errors.Is(err, ErrParked) {
+					return err
+				}
+				if again, err := w.retry(err); !again {
+					return err
+				}
+				continue
+			}
+		}
+		if w.br == nil {
+			w.br = brPool.Get().(*bufio.Reader)
+			w.br.Reset(w.src)
 		}
 		_, err := w.br.Peek(1)
 		if err == nil {
@@ -267,6 +370,43 @@ func (w *Reader) fill() error {
 			return err
 		}
 	}
+}
+
+// waitOrPark waits for the socket to have input until dl, the read
+// deadline already set: a while with this goroutine, then parked, when
+// the stream may park.
+func (w *Reader) waitOrPark(dl time.Time) error {
+	if w.parker == nil || w.resume == nil || !w.deadline.IsZero() || w.stopAt.Load() != 0 ||
+		!dl.IsZero() && time.Until(dl) <= w.parkAfter {
+		return w.waiter.WaitReadable()
+	}
+	if err := w.setReadDeadline(time.Now().Add(w.parkAfter)); err != nil {
+		return err
+	}
+	err := w.waiter.WaitReadable()
+	if err == nil {
+		// Input: the rest of it (a TLS record may come in parts) is read
+		// under the real deadline, not the short one of this wait.
+		return w.setReadDeadline(dl)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || w.stopAt.Load() != 0 {
+		return err // a real error, or Stop's deadline
+	}
+	if err := w.setReadDeadline(dl); err != nil {
+		return err
+	}
+	// Set before parking: the resumed goroutine may run at once.
+	w.parkedDL, w.resumed = dl, true
+	if !w.parker.Park(dl, w.resume) {
+		w.resumed = false
+		return w.waiter.WaitReadable()
+	}
+	// A Stop before Park could not wake it: wake it now.
+	if w.stopAt.Load() != 0 {
+		w.parker.Wake()
+	}
+	return ErrParked
 }
 
 // wait runs read (which blocks until input comes or the read deadline)
@@ -373,7 +513,7 @@ func (w *Reader) WaitInput() error {
 // reach the decoder, nor its offset nor the capture.
 func (w *Reader) skipSpace() error {
 	for {
-		if w.br.Buffered() == 0 {
+		if w.Buffered() == 0 {
 			if err := w.fill(); err != nil {
 				return err
 			}
@@ -401,7 +541,10 @@ func (w *Reader) startCapture(dec *xml.Decoder) {
 		w.buf = append(w.buf, w.last)
 	}
 	w.rec = true
-	w.seg, _ = w.br.Peek(w.br.Buffered())
+	w.seg = nil
+	if w.br != nil {
+		w.seg, _ = w.br.Peek(w.br.Buffered())
+	}
 	w.segOff = w.off
 }
 
