@@ -263,7 +263,7 @@ load() { # server phase -> one JSON line on stdout
 	local s=$1 ph=$2 args=()
 	case $ph in
 	login) args=(--scenario login --clients "$LOGINS" --concurrency 50) ;;
-	route) args=(--scenario route --clients $(( 2 * PAIRS )) --concurrency 50 --duration "$ROUTE_TIME") ;;
+	route) args=(--scenario route --clients $(( 2 * PAIRS )) --concurrency 50 --duration "$ROUTE_TIME" --drain 60s) ;;
 	rate) args=(--scenario route --clients 100 --concurrency 50 --duration "$ROUTE_TIME" --rate 1000) ;;
 	idle) args=(--scenario idle --clients "$IDLE" --concurrency 50 --duration "$IDLE_TIME") ;;
 	offline) args=(--scenario offline --clients 2 --messages "$OFFLINE") ;;
