@@ -379,6 +379,16 @@ func (d *Daemon) registerModules() error {
 	)
 }
 
+// soloOutbox is the store's outbox without its claims (sms.Claimer), for a
+// single node: it is the only sender, and a claim that a node killed in
+// the middle of a send left behind would hold that SMS back for
+// sms.ClaimLease after the restart.
+type soloOutbox struct {
+	sms.Outbox
+	sms.OutboxCounter
+	sms.OutboxPruner
+}
+
 // clusterLink is the module that announces this node's sessions to the
 // others; nothing for a single node.
 func (d *Daemon) clusterLink() router.Module {
@@ -724,7 +734,11 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 	}
 	d.parser = parser
 	d.accounts = &account.Lifecycle{Domain: cfg.Domain, Store: d.DB, Sessions: d.Server, StoreTimeout: cfg.StoreTimeout, Log: d.log}
-	d.Sender = &sms.Sender{Outbox: d.DB, Gateway: gw, Key: secret, Log: d.log, Metrics: sms.NewMetrics(reg)}
+	var outbox sms.Outbox = d.DB
+	if cfg.NATSURL == "" {
+		outbox = soloOutbox{d.DB, d.DB, d.DB}
+	}
+	d.Sender = &sms.Sender{Outbox: outbox, Gateway: gw, Key: secret, Log: d.log, Metrics: sms.NewMetrics(reg)}
 	d.Passwords = &sms.Passwords{
 		Domain:        cfg.Domain,
 		Length:        cfg.PasswordLength,
