@@ -45,7 +45,12 @@ type Outbox interface {
 // takes them before this one deleted or rescheduled them, or until passed
 // (the sender died: then another one sends them, with the same id).
 type Claimer interface {
-	ClaimDueSMS(ctx context.Context, now, until time.Time, limit int) ([]Pending, error)
+	// ClaimDueSMS claims for the sender named by (its node).
+	ClaimDueSMS(ctx context.Context, by string, now, until time.Time, limit int) ([]Pending, error)
+	// ReleaseClaims makes the messages by still holds due at now: a
+	// sender that starts again (a node restarted after a crash) sends
+	// what it claimed and never sent at once, not when the lease ends.
+	ReleaseClaims(ctx context.Context, by string, now time.Time) error
 }
 
 // ClaimLease is how long a claimed message is left to its sender: well

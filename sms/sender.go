@@ -79,6 +79,9 @@ func NewPending(m SMS, now time.Time, key []byte) (Pending, error) {
 type Sender struct {
 	// Outbox is the durable queue.
 	Outbox Outbox
+	// Node names this sender in the claims it takes when Outbox is a
+	// Claimer (the node of a cluster, XMPPD_NODE_NAME).
+	Node string
 	// Gateway delivers; a voice message needs a Gateway that is also a
 	// VoiceGateway, else it is dropped with an error.
 	Gateway Gateway
@@ -126,6 +129,11 @@ func (s *Sender) Run(ctx context.Context) error {
 		return errors.New("sms: sender needs an outbox and a gateway")
 	}
 	wake := s.wakeCh()
+	if c, ok := s.Outbox.(Claimer); ok && s.Node != "" {
+		if err := c.ReleaseClaims(ctx, s.Node, s.now()); err != nil {
+			s.log().LogAttrs(ctx, slog.LevelError, "sms outbox: releasing this node's claims", slog.String("error", err.Error()))
+		}
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -220,7 +228,7 @@ func (s *Sender) sendDue(ctx context.Context, now time.Time, done func(Pending, 
 	var due []Pending
 	claimer, claims := s.Outbox.(Claimer)
 	if claims {
-		due, err = claimer.ClaimDueSMS(ctx, now, now.Add(ClaimLease), batch)
+		due, err = claimer.ClaimDueSMS(ctx, s.Node, now, now.Add(ClaimLease), batch)
 	} else {
 		due, err = s.Outbox.DueSMS(ctx, now, batch)
 	}

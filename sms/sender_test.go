@@ -489,3 +489,33 @@ func TestSenderPrunesLog(t *testing.T) {
 		t.Fatalf("log after pruning: %v, %v; want the 2 younger than 48 h", times, err)
 	}
 }
+
+// A node that starts again sends at once what it had claimed and not sent
+// (it died in between); another node leaves those claims to their lease.
+func TestSenderReleasesItsClaims(t *testing.T) {
+	db := openStore(t, t.TempDir())
+	enqueue(t, db, sms.SMS{ID: "claimed", To: "+15551230005", Text: "claimed by n1", Purpose: sms.PurposeTest}, nil)
+	now := time.Now()
+	got, err := db.ClaimDueSMS(t.Context(), "n1", now.Add(time.Second), now.Add(time.Hour), 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("claim: %v %v", got, err)
+	}
+	hook := newWebhook(t, 0)
+	other := &sms.Sender{Outbox: db, Node: "n2", Gateway: &sms.WebhookGateway{URL: hook.URL}, Key: testKey, Log: quietLog()}
+	stop := start(t, other)
+	enqueue(t, db, sms.SMS{ID: "later", To: "+15551230006", Text: "queued later", Purpose: sms.PurposeTest}, nil)
+	other.Wake()
+	hook.wait(t, 1)
+	// Sent and deleted: only the claimed one is left.
+	waitFor(t, func() bool { n, err := db.CountSMS(t.Context()); return err == nil && n == 1 })
+	stop()
+	if h := hook.got(); len(h) != 1 || h[0].sms["id"] != "later" {
+		t.Fatalf("n2 sent %v, want only the unclaimed one", h)
+	}
+	restarted := &sms.Sender{Outbox: db, Node: "n1", Gateway: &sms.WebhookGateway{URL: hook.URL}, Key: testKey, Log: quietLog()}
+	start(t, restarted)
+	hook.wait(t, 1) // one more
+	if h := hook.got(); len(h) != 2 || h[1].sms["id"] != "claimed" {
+		t.Fatalf("after n1 started again the receiver got %v", h)
+	}
+}

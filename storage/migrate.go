@@ -425,6 +425,9 @@ var migrations = []migration{
 			name {{key}} PRIMARY KEY,
 			value {{bytes}} NOT NULL
 		)`,
+		// Who claimed an SMS of the outbox (a node's name): a node that
+		// starts again sends at once what it claimed before it died.
+		`ALTER TABLE sms_outbox ADD COLUMN claimed_by {{key}} NOT NULL DEFAULT ''`,
 	}},
 }
 

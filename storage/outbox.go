@@ -81,7 +81,7 @@ func (db *DB) DueSMS(ctx context.Context, now time.Time, limit int) ([]sms.Pendi
 // PostgreSQL the rows another node is claiming are skipped (FOR UPDATE SKIP
 // LOCKED), so two senders never take the same message; SQLite has one
 // writer at a time.
-func (db *DB) ClaimDueSMS(ctx context.Context, now, until time.Time, limit int) ([]sms.Pending, error) {
+func (db *DB) ClaimDueSMS(ctx context.Context, by string, now, until time.Time, limit int) ([]sms.Pending, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
@@ -91,9 +91,9 @@ func (db *DB) ClaimDueSMS(ctx context.Context, now, until time.Time, limit int) 
 	}
 	var due []sms.Pending
 	err := db.b.inTx(ctx, func(q querier) error {
-		r, err := q.query(ctx, `UPDATE sms_outbox SET next_attempt = ? WHERE id IN (
+		r, err := q.query(ctx, `UPDATE sms_outbox SET next_attempt = ?, claimed_by = ? WHERE id IN (
 				SELECT id FROM sms_outbox WHERE next_attempt <= ? ORDER BY next_attempt, created, id LIMIT ?`+skip+`)
-			RETURNING id, recipient, purpose, voice, sealed, body, created, attempts, next_attempt, last_error`, until, now, limit)
+			RETURNING id, recipient, purpose, voice, sealed, body, created, attempts, next_attempt, last_error`, until, by, now, limit)
 		due, err = collect(r, err, func(r rows) (p sms.Pending, err error) {
 			err = r.Scan(&p.ID, &p.To, &p.Purpose, &p.Voice, &p.Sealed, &p.Body,
 				timeCol{&p.Created}, &p.Attempts, timeCol{&p.NextAttempt}, &p.LastError)
@@ -114,6 +114,18 @@ func (db *DB) ClaimDueSMS(ctx context.Context, now, until time.Time, limit int) 
 	return due, nil
 }
 
+// ReleaseClaims implements sms.Claimer: by's claims still in the outbox
+// are due at now (and claimed by nobody).
+func (db *DB) ReleaseClaims(ctx context.Context, by string, now time.Time) error {
+	if by == "" {
+		return nil // unnamed claims cannot be told from unclaimed rows
+	}
+	if _, err := db.b.exec(ctx, `UPDATE sms_outbox SET next_attempt = ?, claimed_by = '' WHERE claimed_by = ? AND next_attempt > ?`, now, by, now); err != nil {
+		return fmt.Errorf("storage: release the SMS claims of %s: %w", by, err)
+	}
+	return nil
+}
+
 // DeleteSMS removes a message from the outbox; its log entry stays for the
 // caps. A message no longer there is no error.
 func (db *DB) DeleteSMS(ctx context.Context, id string) error {
@@ -129,7 +141,7 @@ func (db *DB) RetrySMS(ctx context.Context, id string, attempts int, next time.T
 	if next.IsZero() {
 		return fmt.Errorf("storage: retry SMS %s: zero time", id) // NULL would break NOT NULL
 	}
-	if _, err := db.b.exec(ctx, `UPDATE sms_outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?`,
+	if _, err := db.b.exec(ctx, `UPDATE sms_outbox SET attempts = ?, next_attempt = ?, last_error = ?, claimed_by = '' WHERE id = ?`,
 		attempts, next, lastErr, id); err != nil {
 		return fmt.Errorf("storage: retry SMS %s: %w", id, err)
 	}

@@ -738,7 +738,7 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 	if cfg.NATSURL == "" {
 		outbox = soloOutbox{d.DB, d.DB, d.DB}
 	}
-	d.Sender = &sms.Sender{Outbox: outbox, Gateway: gw, Key: secret, Log: d.log, Metrics: sms.NewMetrics(reg)}
+	d.Sender = &sms.Sender{Outbox: outbox, Node: cfg.NodeName, Gateway: gw, Key: secret, Log: d.log, Metrics: sms.NewMetrics(reg)}
 	d.Passwords = &sms.Passwords{
 		Domain:        cfg.Domain,
 		Length:        cfg.PasswordLength,

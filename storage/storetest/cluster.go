@@ -151,7 +151,7 @@ func testClaimDueSMS(t *testing.T, db *storage.DB) {
 		must(t, db.EnqueueSMS(ctx, p))
 	}
 	lease := smsT0.Add(time.Minute)
-	got, err := db.ClaimDueSMS(ctx, smsT0.Add(time.Second), lease, 10)
+	got, err := db.ClaimDueSMS(ctx, "n1", smsT0.Add(time.Second), lease, 10)
 	must(t, err)
 	if ids := fmt.Sprint(pendingIDs(got)); ids != "[c0 c1]" {
 		t.Fatalf("claimed %s, want [c0 c1]", ids)
@@ -160,7 +160,7 @@ func testClaimDueSMS(t *testing.T, db *storage.DB) {
 		t.Fatalf("claimed body %q", got[0].Body)
 	}
 	// Claimed ones are not due again before the lease ends.
-	again, err := db.ClaimDueSMS(ctx, smsT0.Add(30*time.Second), lease, 10)
+	again, err := db.ClaimDueSMS(ctx, "n2", smsT0.Add(30*time.Second), lease, 10)
 	must(t, err)
 	if len(again) != 0 {
 		t.Fatalf("claimed again within the lease: %v", pendingIDs(again))
@@ -170,8 +170,26 @@ func testClaimDueSMS(t *testing.T, db *storage.DB) {
 	if len(due) != 2 {
 		t.Fatalf("due at the lease's end: %v", pendingIDs(due))
 	}
+	// Another node's release leaves n1's claims alone; n1's own (it
+	// started again) makes them due at once.
+	must(t, db.ReleaseClaims(ctx, "n2", smsT0.Add(31*time.Second)))
+	if due, err := db.DueSMS(ctx, smsT0.Add(31*time.Second), 10); err != nil || len(due) != 0 {
+		t.Fatalf("due after another node's release: %v %v", pendingIDs(due), err)
+	}
+	must(t, db.ReleaseClaims(ctx, "n1", smsT0.Add(32*time.Second)))
+	if due, err := db.DueSMS(ctx, smsT0.Add(32*time.Second), 10); err != nil || fmt.Sprint(pendingIDs(due)) != "[c0 c1]" {
+		t.Fatalf("due after n1's release: %v %v", pendingIDs(due), err)
+	}
+	// A failed attempt's retry time is its own: no release moves it.
+	again, err = db.ClaimDueSMS(ctx, "n1", smsT0.Add(33*time.Second), lease, 10)
+	must(t, err)
+	must(t, db.RetrySMS(ctx, again[0].ID, 1, smsT0.Add(40*time.Minute), "gateway down"))
+	must(t, db.ReleaseClaims(ctx, "n1", smsT0.Add(34*time.Second)))
+	if due, err := db.DueSMS(ctx, smsT0.Add(34*time.Second), 10); err != nil || fmt.Sprint(pendingIDs(due)) != "["+again[1].ID+"]" {
+		t.Fatalf("due after a retry and a release: %v %v", pendingIDs(due), err)
+	}
 	// limit bounds a claim.
-	one, err := db.ClaimDueSMS(ctx, smsT0.Add(2*time.Hour), smsT0.Add(3*time.Hour), 1)
+	one, err := db.ClaimDueSMS(ctx, "n1", smsT0.Add(2*time.Hour), smsT0.Add(3*time.Hour), 1)
 	must(t, err)
 	if len(one) != 1 {
 		t.Fatalf("claimed %d with limit 1", len(one))
