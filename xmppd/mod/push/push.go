@@ -78,12 +78,17 @@ type registration struct {
 	pushreg.Registration
 	includeBody bool
 	errors      int
+	// lastError is the sequence number of the latest publish answered
+	// with an error: a result for an older publish (answers may come back
+	// over another link, out of order) does not clear the errors.
+	lastError uint64
 }
 
 // sent is a publish waiting for its answer.
 type sent struct {
 	owner string
 	reg   *registration
+	seq   uint64 // the publish's place in the order they were sent
 }
 
 // New returns the module.
@@ -356,7 +361,8 @@ func (m *Module) publish(ctx context.Context, bare jid.JID, r *registration, cou
 	if r.Options != nil {
 		b.Start("publish-options").Raw(r.Options).End()
 	}
-	id := "push-" + strconv.FormatUint(m.seq.Add(1), 36)
+	seq := m.seq.Add(1)
+	id := "push-" + strconv.FormatUint(seq, 36)
 	m.mu.Lock()
 	if len(m.pending) >= pendingMax {
 		n := 0
@@ -367,7 +373,7 @@ func (m *Module) publish(ctx context.Context, bare jid.JID, r *registration, cou
 			}
 		}
 	}
-	m.pending[id] = sent{owner: bare.Localpart(), reg: r}
+	m.pending[id] = sent{owner: bare.Localpart(), reg: r, seq: seq}
 	m.mu.Unlock()
 	m.r.Route(ctx, &router.Stanza{Kind: router.KindIQ, Type: "set", ID: id, To: to, From: bare,
 		Payload: xml.Name{Space: NSPubsub, Local: "pubsub"}, Inner: b.Bytes()})
@@ -398,11 +404,14 @@ func (m *Module) answer(ctx context.Context, ev *router.Event) error {
 	acc := v.(*account)
 	acc.mu.Lock()
 	if st.Type == "result" {
-		p.reg.errors = 0
+		if p.seq > p.reg.lastError {
+			p.reg.errors = 0
+		}
 		acc.mu.Unlock()
 		return router.ErrHandled
 	}
 	p.reg.errors++
+	p.reg.lastError = max(p.reg.lastError, p.seq)
 	drop := p.reg.errors >= m.cfg.MaxErrors
 	if drop {
 		acc.regs = slicesDelete(acc.regs, p.reg)
