@@ -337,6 +337,20 @@ type chunkRow struct {
 	data        []byte
 }
 
+// selected appends to found the messages of c that q selects.
+func (c chunkRow) selected(q archive.Query, found []archive.Message) ([]archive.Message, error) {
+	msgs, err := decodeChunk(q.Owner, c.with, c.first, c.data)
+	if err != nil {
+		return found, err
+	}
+	for _, m := range msgs {
+		if selects(q, m) {
+			found = append(found, m)
+		}
+	}
+	return found, nil
+}
+
 func scanChunk(r rows) (c chunkRow, err error) {
 	err = r.Scan(&c.last, &c.first, &c.with, &c.data)
 	return c, err
@@ -389,14 +403,8 @@ func (db *DB) archiveScan(ctx context.Context, q archive.Query) ([]archive.Messa
 			if settled(found, c.last) > q.Max {
 				return found, nil
 			}
-			msgs, err := decodeChunk(q.Owner, c.with, c.first, c.data)
-			if err != nil {
+			if found, err = c.selected(q, found); err != nil {
 				return nil, err
-			}
-			for _, m := range msgs {
-				if selects(q, m) {
-					found = append(found, m)
-				}
 			}
 		}
 		if len(read) < chunksPerRead {
@@ -439,14 +447,8 @@ func (db *DB) archiveByIDs(ctx context.Context, q archive.Query) ([]archive.Mess
 			return nil, err
 		}
 		for _, c := range read {
-			msgs, err := decodeChunk(q.Owner, c.with, c.first, c.data)
-			if err != nil {
+			if found, err = c.selected(q, found); err != nil {
 				return nil, err
-			}
-			for _, m := range msgs {
-				if selects(q, m) {
-					found = append(found, m)
-				}
 			}
 		}
 	}

@@ -12,15 +12,34 @@ import (
 	"dialtone/internal/pgtest"
 )
 
-// engines open an empty database of each engine.
-var engines = []struct {
+// engine opens an empty database of one engine.
+type engine struct {
 	name string
 	open func(t *testing.T) (backend, error)
-}{
+}
+
+// engines are both engines.
+var engines = []engine{
 	{"sqlite", func(t *testing.T) (backend, error) { return openSQLite(t.Context(), t.TempDir(), Options{}) }},
 	{"postgres", func(t *testing.T) (backend, error) {
 		return openPostgres(t.Context(), pgtest.NewDatabase(t, pgtest.URL(t)), Options{})
 	}},
+}
+
+// at opens an empty database of the engine with the first n migrations
+// applied (closed at the end of the test).
+func (e engine) at(t *testing.T, n int) *DB {
+	t.Helper()
+	b, err := e.open(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := &DB{b: b, now: time.Now}
+	t.Cleanup(func() { db.Close() })
+	if err := db.migrateSteps(context.Background(), migrations[:n]); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }
 
 // Upgrading to migration 16 moves an archive of a row per message into
@@ -30,19 +49,11 @@ func TestMigrationChunksArchive(t *testing.T) {
 	for _, engine := range engines {
 		t.Run(engine.name, func(t *testing.T) {
 			t.Parallel()
-			b, err := engine.open(t)
-			if err != nil {
-				t.Fatal(err)
-			}
-			db := &DB{b: b, now: time.Now}
-			defer db.Close()
+			db := engine.at(t, 15)
 			ctx := context.Background()
-			if err := db.migrateSteps(ctx, migrations[:15]); err != nil {
-				t.Fatal(err)
-			}
 			const n = 10_050 // more than one page of the conversion
 			var want []int64
-			err = db.b.inTx(ctx, func(q querier) error {
+			err := db.b.inTx(ctx, func(q querier) error {
 				for i := range n {
 					owner := []string{"+15550006001", "+15550006002"}[i%2]
 					with := fmt.Sprintf("+1555000700%d@example.com", i%3)
@@ -100,16 +111,8 @@ func TestMigrationMarksPasswordsDelivered(t *testing.T) {
 	for _, engine := range engines {
 		t.Run(engine.name, func(t *testing.T) {
 			t.Parallel()
-			b, err := engine.open(t)
-			if err != nil {
-				t.Fatal(err)
-			}
-			db := &DB{b: b, now: time.Now}
-			defer db.Close()
+			db := engine.at(t, 3)
 			ctx := context.Background()
-			if err := db.migrateSteps(ctx, migrations[:3]); err != nil {
-				t.Fatal(err)
-			}
 			at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 			for _, n := range []string{"+15550005001", "+15550005002"} {
 				if _, err := db.b.exec(ctx, `INSERT INTO accounts (number, state, created, touched, generation,

@@ -918,6 +918,21 @@ func (c *Cluster) again(b []byte, all bool, f func(context.Context, *router.Stan
 	}
 }
 
+// once runs take for the stanza numbered seq (base 36) from node unless it
+// came before (a resend), and acknowledges it either way.
+func (c *Cluster) once(node, seq []byte, take func()) {
+	n, err := strconv.ParseUint(string(seq), 36, 64)
+	if err != nil {
+		return
+	}
+	v, _ := c.from.LoadOrStore(string(node), &received{})
+	if v.(*received).add(n) {
+		c.received.Add(1)
+		take()
+	}
+	c.publish(c.prefix+"ack."+string(node), encode(opAck, []byte(c.cfg.Node), seq))
+}
+
 // onNode reads what other nodes send to this one.
 func (c *Cluster) onNode(m *nats.Msg) {
 	op, f, err := decode(m.Data)
@@ -927,27 +942,9 @@ func (c *Cluster) onNode(m *nats.Msg) {
 	}
 	switch {
 	case op == opSend && len(f) == 4:
-		seq, err := strconv.ParseUint(string(f[1]), 36, 64)
-		if err != nil {
-			return
-		}
-		v, _ := c.from.LoadOrStore(string(f[0]), &received{})
-		if v.(*received).add(seq) {
-			c.received.Add(1)
-			c.deliver(f[2], f[3])
-		}
-		c.publish(c.prefix+"ack."+string(f[0]), encode(opAck, []byte(c.cfg.Node), f[1]))
+		c.once(f[0], f[1], func() { c.deliver(f[2], f[3]) })
 	case op == opRoute && len(f) == 3:
-		seq, err := strconv.ParseUint(string(f[1]), 36, 64)
-		if err != nil {
-			return
-		}
-		v, _ := c.from.LoadOrStore(string(f[0]), &received{})
-		if v.(*received).add(seq) {
-			c.received.Add(1)
-			c.forwarded(f[2])
-		}
-		c.publish(c.prefix+"ack."+string(f[0]), encode(opAck, []byte(c.cfg.Node), f[1]))
+		c.once(f[0], f[1], func() { c.forwarded(f[2]) })
 	case op == opClose && len(f) == 3:
 		if s := c.local(f[0]); s != nil {
 			s.Close(string(f[1]), string(f[2]))
