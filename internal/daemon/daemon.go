@@ -437,6 +437,9 @@ func (d *Daemon) resumeAcrossNodes() error {
 	if d.Cluster == nil {
 		return nil
 	}
+	// A node that stops keeps its resumable sessions for a moment, for
+	// their clients to resume them on the nodes that stay.
+	d.SM.ShutdownGrace = shutdownHandoff
 	d.SM.Remote = func(ctx context.Context, previd, owner string, h uint32) (sm.Handover, bool) {
 		b, ok := d.Cluster.Ask(ctx, "sm", sm.Request{Previd: previd, Owner: owner, H: h}.Marshal())
 		if !ok {
@@ -445,7 +448,7 @@ func (d *Daemon) resumeAcrossNodes() error {
 		ho, err := sm.ParseHandover(b)
 		return ho, err == nil
 	}
-	return d.Cluster.OnAsk("sm", func(q []byte) ([]byte, bool) {
+	return d.Cluster.OnAsk("sm", func(from string, q []byte) ([]byte, bool) {
 		req, err := sm.ParseRequest(q)
 		if err != nil {
 			return nil, false
@@ -455,11 +458,20 @@ func (d *Daemon) resumeAcrossNodes() error {
 			return nil, false
 		}
 		if ho.Failed == nil {
-			d.Cluster.Left(ho.Full)
+			var presence *router.Stanza
+			if full, err := jid.Parse(ho.Full); err == nil && ho.Available {
+				presence = &router.Stanza{Kind: router.KindPresence, From: full, Inner: ho.Presence, Lang: ho.Lang}
+			}
+			d.Cluster.Moved(ho.Full, from, presence)
 		}
 		return ho.Marshal(), true
 	})
 }
+
+// shutdownHandoff is how long a stopping node of a cluster keeps the
+// resumable sessions it ends for their clients to resume elsewhere: a
+// client reconnects at once, so a few seconds do.
+const shutdownHandoff = 5 * time.Second
 
 // clusterForget tells the other nodes to forget an account's cached data.
 type clusterForget struct {

@@ -303,6 +303,13 @@ func (c *Cluster) Start() {
 // Close says goodbye (the others drop this node's sessions at once: call
 // it after the local sessions ended) and closes the link.
 func (c *Cluster) Close() {
+	// What the others did not acknowledge yet would be routed again from
+	// here once the link is gone (to offline storage): a node that
+	// leaves waits a moment for their acks (the heartbeat still resends
+	// meanwhile), so that nothing they wrote is stored a second time.
+	if n := c.settle(settleFor); n > 0 {
+		c.log.Warn("cluster: leaving with stanzas not acknowledged; they are routed again from here", "count", n)
+	}
 	c.cancel()
 	c.wg.Wait()
 	c.publish(c.prefix+"state."+c.cfg.Node, encode(opBye))
@@ -322,6 +329,21 @@ func (c *Cluster) Close() {
 	for _, p := range peers {
 		c.drop(p, false)
 	}
+}
+
+// settleFor bounds how long Close waits for the acks of the other nodes.
+const settleFor = 2 * time.Second
+
+// settle waits, at most d, until no stanza waits for an ack, and returns
+// how many still do.
+func (c *Cluster) settle(d time.Duration) int {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	n := c.unacknowledged()
+	for end := time.Now().Add(d); n > 0 && time.Now().Before(end); <-t.C {
+		n = c.unacknowledged()
+	}
+	return n
 }
 
 // Health reports whether the NATS link is up (for /healthz).
@@ -379,15 +401,16 @@ func (c *Cluster) Ask(ctx context.Context, topic string, payload []byte) ([]byte
 	return m.Data, true
 }
 
-// OnAsk answers the other nodes' Ask under topic with fn, which returns
-// false when this node has nothing to say (it then stays silent).
-func (c *Cluster) OnAsk(topic string, fn func(payload []byte) ([]byte, bool)) error {
+// OnAsk answers the other nodes' Ask under topic with fn (from is the
+// asking node), which returns false when this node has nothing to say (it
+// then stays silent).
+func (c *Cluster) OnAsk(topic string, fn func(from string, payload []byte) ([]byte, bool)) error {
 	sub, err := c.nc.Subscribe(c.prefix+"ask."+topic, func(m *nats.Msg) {
 		op, f, err := decode(m.Data)
 		if err != nil || op != opAsk || len(f) != 2 || string(f[0]) == c.cfg.Node {
 			return
 		}
-		if answer, ok := fn(f[1]); ok {
+		if answer, ok := fn(string(f[0]), f[1]); ok {
 			m.Respond(answer)
 		}
 	})
@@ -407,6 +430,32 @@ func (c *Cluster) Left(full string) {
 	c.stateMu.Lock()
 	defer c.stateMu.Unlock()
 	c.publish(c.prefix+"state."+c.cfg.Node, encode(opUnbind, []byte(full)))
+}
+
+// Moved is Left for a session that node takes over (XEP-0198 handover),
+// last seen with presence (nil: unavailable). This node mirrors it on
+// node at once, as if node had announced it: what still comes here for
+// it (from the nodes that have not yet read the unbind, or routed here)
+// goes on to node rather than to offline storage.
+func (c *Cluster) Moved(full, node string, presence *router.Stanza) {
+	c.Left(full)
+	j, err := jid.Parse(full)
+	if err != nil || j.Resourcepart() == "" {
+		return
+	}
+	c.mu.Lock()
+	p := c.peers[node]
+	var s *router.Session
+	if p != nil && p.sessions[full] == nil {
+		s = router.NewRemoteSession(c.ctx, j, &sink{c: c, p: p, full: full})
+		boundAt.Get(s).Store(time.Now().UnixNano())
+		p.sessions[full] = s
+		c.r.AddRemote(s)
+	}
+	c.mu.Unlock()
+	if s != nil && presence != nil {
+		s.SetPresence(presence)
+	}
 }
 
 // Register implements router.Module: the local sessions are announced
@@ -822,17 +871,45 @@ func (c *Cluster) resend(p *peer, now time.Time) {
 	}
 }
 
-// forget drops the node name now (it said goodbye).
+// byeWait bounds how long a node that said goodbye is kept for its last
+// acks.
+const byeWait = time.Second
+
+// forget drops the node name, which said goodbye. Its sessions leave the
+// table at once (nothing new is sent there); what it did not acknowledge
+// is routed again once its last acks had a moment to arrive: it sent them
+// before its goodbye, but NATS hands each subscription its messages on its
+// own goroutine, so the goodbye may be read first, and routing again what
+// it did take would deliver it twice.
 func (c *Cluster) forget(name, why string) {
 	c.mu.Lock()
 	p := c.peers[name]
-	delete(c.peers, name)
-	c.mu.Unlock()
+	var sessions map[string]*router.Session
 	if p != nil {
-		c.log.Info("cluster: node "+why, "peer", name)
+		sessions = p.sessions
+		p.sessions = map[string]*router.Session{}
+	}
+	c.mu.Unlock()
+	if p == nil {
+		return
+	}
+	c.log.Info("cluster: node "+why, "peer", name)
+	for _, s := range sessions {
+		c.removeMirror(s)
+	}
+	c.background(func() {
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for end := time.Now().Add(byeWait); p.pendingLen() > 0 && time.Now().Before(end); <-t.C {
+		}
+		c.mu.Lock()
+		if c.peers[name] == p {
+			delete(c.peers, name)
+		}
+		c.mu.Unlock()
 		c.drop(p, false)
 		c.changed()
-	}
+	})
 }
 
 // drop removes a node that is gone: its mirrors leave the table, and what

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"time"
 
 	"mellium.im/xmpp/jid"
 
@@ -63,6 +64,7 @@ func (m *Module) HandOver(previd, owner string, h uint32) (Handover, bool) {
 	if st == nil || st.sess.Bare().String() != owner {
 		return Handover{}, false
 	}
+	st.awaitStreamEnd()
 	st.mu.Lock()
 	if !st.hibernating || st.ended || st.overflowed {
 		hin := st.handled()
@@ -78,7 +80,7 @@ func (m *Module) HandOver(previd, owner string, h uint32) (Handover, bool) {
 	ho := Handover{Full: st.sess.String(), H: st.handled(), Acked: st.acked, Unacked: st.unacked}
 	// Ended: its Closed event never comes (the session goes on elsewhere)
 	// and what still reaches it here is undelivered, not lost.
-	st.unacked, st.ended, st.hibernating = nil, true, false
+	st.unacked, st.ended, st.hibernating, st.handedOver = nil, true, false, true
 	st.mu.Unlock()
 	if p := st.sess.Presence(); p != nil {
 		ho.Available, ho.Presence, ho.Lang = true, p.Inner, p.Lang
@@ -89,6 +91,30 @@ func (m *Module) HandOver(previd, owner string, h uint32) (Handover, bool) {
 	m.mu.Unlock()
 	m.r.Unregister(st.sess)
 	return ho, true
+}
+
+// handoffWait bounds how long HandOver waits for the end of a stream this
+// server is closing (system-shutdown) to reach streamEnded: less than the
+// cluster's question waits for the answer (a second). A client closes its
+// side once it read the stream's end, which ends it here at once; one
+// that does not gets item-not-found and logs in again.
+const handoffWait = 800 * time.Millisecond
+
+// awaitStreamEnd waits, at most handoffWait, until a session kept for
+// another node (handoff) hibernates: its client saw the stream's end and
+// reconnected before the server finished ending it, and the session's
+// counts are final only once the stream has read its last stanza.
+func (st *state) awaitStreamEnd() {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for end := time.Now().Add(handoffWait); time.Now().Before(end); <-t.C {
+		st.mu.Lock()
+		waiting := st.handoff && !st.hibernating && !st.ended
+		st.mu.Unlock()
+		if !waiting {
+			return
+		}
+	}
 }
 
 // resumeHere binds, on this node, a session another node handed over
@@ -109,8 +135,14 @@ func (m *Module) resumeHere(ctx context.Context, c router.ConnInfo, previd strin
 	st.acked, st.unacked = ho.Acked, ho.Unacked
 	st.sent = ho.Acked + uint32(len(ho.Unacked))
 	slot.Get(sess).st = st
-	sess.WrapSink(func(inner router.Sink) router.Sink {
-		st.inner = inner
+	// Until what the other node handed over is written, what comes for
+	// the session (from the moment it is bound; offline messages at its
+	// presence) only queues after it, as while it hibernated: written
+	// directly it would go out before the older stanzas and, still in
+	// the queue, a second time with them.
+	var inner router.Sink
+	sess.WrapSink(func(in router.Sink) router.Sink {
+		inner = in
 		return st
 	})
 	sess.Keep()
@@ -132,6 +164,7 @@ func (m *Module) resumeHere(ctx context.Context, c router.ConnInfo, previd strin
 		c.Stream.Send(requestAck)
 		st.requested = st.sent
 	}
+	st.inner = inner
 	st.mu.Unlock()
 	c.Resume(sess)
 	m.r.Fire(ctx, router.Resumed, sess)

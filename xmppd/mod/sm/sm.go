@@ -75,6 +75,14 @@ type Module struct {
 	// this node does not know (HandOver there): found reports whether one
 	// had it.
 	Remote func(ctx context.Context, previd, owner string, h uint32) (ho Handover, found bool)
+	// ShutdownGrace, when set (a node of a cluster), is how long a
+	// stopping server keeps the resumable sessions whose streams it ends
+	// (system-shutdown) hibernating, so that their clients resume them on
+	// another node (HandOver) with nothing lost or sent twice; what is
+	// not taken over by then is stored as at any session's end. 0: they
+	// end with their streams, as on a single node, where no other node
+	// could take them.
+	ShutdownGrace time.Duration
 
 	r *router.Router
 
@@ -130,6 +138,11 @@ type state struct {
 	deadline      time.Time // of the hibernation
 	overflowed    bool
 	ended         bool
+	// handoff: the server is stopping and keeps this session for
+	// another node (Module.ShutdownGrace).
+	handoff bool
+	// handedOver: another node took the session over (HandOver).
+	handedOver bool
 }
 
 // Hibernating reports whether s is a managed session whose stream
@@ -268,6 +281,9 @@ func (m *Module) bound(ctx context.Context, c router.ConnInfo, el wire.Element) 
 			return nil, stream.NewError("bad-format", "<a/> without a valid h")
 		}
 		if !st.ack(uint32(h)) {
+			st.mu.Lock()
+			m.log().Warn("sm: <a/> acknowledges more than was sent", "jid", c.Session.String(), "h", h, "acked", st.acked, "sent", st.sent, "unacked", len(st.unacked))
+			st.mu.Unlock()
 			return nil, stream.NewError("undefined-condition", "h acknowledges more stanzas than were sent")
 		}
 		return nil, nil
@@ -397,16 +413,19 @@ func (m *Module) streamEnded(ctx context.Context, sess *router.Session, k router
 	}
 	st.mu.Lock()
 	switch {
-	case st.stream != k && !st.ended:
+	case st.stream != k && !st.ended, st.handedOver:
 		st.mu.Unlock()
-		return true // another stream carries it now
-	case !dropped || st.id == "" || st.ended || st.overflowed:
+		return true // another stream, here or on another node, carries it now
+	case !dropped && !st.handoff || st.id == "" || st.ended || st.overflowed:
 		st.mu.Unlock()
 		return false
 	}
 	st.inner, st.stream = nil, nil
 	st.hibernating = true
 	st.deadline = time.Now().Add(m.resumeTimeout())
+	if st.handoff {
+		st.deadline = time.Now().Add(m.ShutdownGrace)
+	}
 	st.mu.Unlock()
 	m.r.Fire(ctx, router.Hibernated, sess)
 	return true
@@ -531,6 +550,7 @@ func (m *Module) sweep(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			m.awaitHandoffs()
 			m.expireAll(context.WithoutCancel(ctx))
 			return
 		case <-t.C:
@@ -574,6 +594,29 @@ func (m *Module) sweepOnce() {
 		if expire {
 			m.r.Closed(st.sess)
 		}
+	}
+}
+
+// awaitHandoffs waits, at most ShutdownGrace, until no session kept for
+// another node still hibernates here: each was resumed elsewhere
+// (HandOver) or, its grace over, ended (sweepOnce).
+func (m *Module) awaitHandoffs() {
+	if m.ShutdownGrace <= 0 {
+		return
+	}
+	t := time.NewTicker(m.tick())
+	defer t.Stop()
+	for end := time.Now().Add(m.ShutdownGrace); time.Now().Before(end); <-t.C {
+		waiting := false
+		for _, st := range m.states() {
+			st.mu.Lock()
+			waiting = waiting || st.handoff && st.hibernating && !st.ended
+			st.mu.Unlock()
+		}
+		if !waiting {
+			return
+		}
+		m.sweepOnce()
 	}
 }
 
@@ -663,7 +706,13 @@ func (st *state) Send(b []byte) bool {
 func (st *state) Close(cond, text string) {
 	st.mu.Lock()
 	inner := st.inner
-	if st.hibernating && !st.ended {
+	if cond == "system-shutdown" && st.m.ShutdownGrace > 0 && st.id != "" && !st.ended && !st.overflowed {
+		// Kept for another node to resume (ShutdownGrace).
+		st.handoff = true
+		if end := time.Now().Add(st.m.ShutdownGrace); st.hibernating && end.Before(st.deadline) {
+			st.deadline = end
+		}
+	} else if st.hibernating && !st.ended {
 		st.deadline = time.Time{}
 		select {
 		case st.m.wake <- struct{}{}:
