@@ -126,6 +126,9 @@ type Daemon struct {
 	// Cluster links this node to the others (XMPPD_NATS_URL); nil for a
 	// single node.
 	Cluster *cluster.Cluster
+	// jobs is xmppd_job_running: 1 for each once-per-cluster job this
+	// node runs now (exclusive).
+	jobs *prometheus.GaugeVec
 }
 
 // New opens the store, builds the server and binds every listener, so that
@@ -711,7 +714,40 @@ const jobRetry = 5 * time.Second
 // exclusive runs a periodic job until ctx is done, on one node of the
 // cluster at a time (storage.DB.RunExclusive); on SQLite it just runs.
 func (d *Daemon) exclusive(ctx context.Context, name string, job func(context.Context)) {
-	d.DB.RunExclusive(ctx, name, jobRetry, job)
+	running := d.jobs.WithLabelValues(name)
+	d.DB.RunExclusive(ctx, name, jobRetry, func(ctx context.Context) {
+		running.Set(1)
+		defer running.Set(0)
+		job(ctx)
+	})
+}
+
+// sweeperMetrics count this node's sweeps of unclaimed accounts: in a
+// cluster only the node that runs the sweeper counts any.
+type sweeperMetrics struct{ sweeps, released prometheus.Counter }
+
+func newSweeperMetrics(reg prometheus.Registerer) sweeperMetrics {
+	m := sweeperMetrics{
+		sweeps: prometheus.NewCounter(prometheus.CounterOpts{Name: "xmppd_unclaimed_sweeps_total",
+			Help: "Sweeps of unclaimed accounts this node ran."}),
+		released: prometheus.NewCounter(prometheus.CounterOpts{Name: "xmppd_unclaimed_released_total",
+			Help: "Unclaimed accounts this node released (XMPPD_UNCLAIMED_ACCOUNT_TTL)."}),
+	}
+	reg.MustRegister(m.sweeps, m.released)
+	return m
+}
+
+// countedReleaser is the store's release of unclaimed accounts, counted.
+type countedReleaser struct {
+	auth.Releaser
+	m sweeperMetrics
+}
+
+func (c countedReleaser) ReleaseUnclaimed(ctx context.Context, touchedBefore time.Time, batch int) ([]auth.Number, error) {
+	released, err := c.Releaser.ReleaseUnclaimed(ctx, touchedBefore, batch)
+	c.m.sweeps.Inc()
+	c.m.released.Add(float64(len(released)))
+	return released, err
 }
 
 // pruneLimits removes the expired shared limits every hour.
@@ -774,7 +810,10 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 		d.PINs = &sms.PINs{Passwords: d.Passwords, Store: d.DB,
 			PerInstallationDay: sms.DefaultPINsPerInstallationDay, AppHash: cfg.AppSMSHash}
 	}
-	d.sweeper = &auth.Sweeper{Store: d.DB, TTL: cfg.UnclaimedAccountTTL, OnRelease: d.accounts.Forget, Log: d.log}
+	d.sweeper = &auth.Sweeper{Store: countedReleaser{d.DB, newSweeperMetrics(reg)}, TTL: cfg.UnclaimedAccountTTL, OnRelease: d.accounts.Forget, Log: d.log}
+	d.jobs = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xmppd_job_running",
+		Help: "1 for each once-per-cluster job (unclaimed account sweeper, notice windows, upload expiry, shared limits prune) this node runs now."}, []string{"job"})
+	reg.MustRegister(d.jobs)
 	d.register = register.New(d.Server.Router(), parser, d.accounts.ChangePassword)
 	return nil
 }
