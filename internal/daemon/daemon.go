@@ -336,7 +336,10 @@ func (d *Daemon) registerModules() error {
 	marks := bookmarks.New(r, peps, d.DB, d.log)
 	peps.Observe(marks)
 	privates.Observe(marks.PrivateSet)
-	rooms := d.groups(r)
+	rooms, err := d.groups(r)
+	if err != nil {
+		return err
+	}
 	// A recycled or released number leaves its groups (SPEC.md "Accounts").
 	d.accounts.Groups = rooms
 	phones := phonebook.New(r, d.parser, d.DB)
@@ -499,17 +502,26 @@ func (d *Daemon) health(ctx context.Context) error {
 
 // groups is the group chat service at groups.DOMAIN; invitations of
 // numbers without a session are kept and texted like messages.
-func (d *Daemon) groups(r router.Routing) *muc.Module {
+func (d *Daemon) groups(r router.Routing) (*muc.Module, error) {
 	m := muc.New(r, d.DB)
 	m.MaxOccupants, m.RoomsPerAccount = d.cfg.MUCMaxOccupants, d.cfg.MUCRoomsPerAccount
 	m.Invites, m.Log = d.invitations, d.log
-	if d.Cluster != nil {
-		// Each group runs on one node: stanzas for it go there.
-		m.Cluster = d.Cluster
-		d.Cluster.OnForward(m.Forwarded)
-		d.Cluster.OnChange(m.NodesChanged)
+	if d.Cluster == nil {
+		return m, nil
 	}
-	return m
+	// Each group runs on one node: stanzas for it go there.
+	m.Cluster = d.Cluster
+	d.Cluster.OnForward(m.Forwarded)
+	d.Cluster.OnChange(m.NodesChanged)
+	// The list of groups and the groups-per-account limit count every
+	// node's groups: each node is asked about those it runs.
+	m.Others = func(ctx context.Context, q []byte) [][]byte { return d.Cluster.AskAll(ctx, "muc", q) }
+	err := d.Cluster.OnAsk("muc", func(_ string, q []byte) ([]byte, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.StoreTimeout)
+		defer cancel()
+		return m.Answer(ctx, q), true
+	})
+	return m, err
 }
 
 // forgetAll drops what each module caches of an account (account.BlockCache).

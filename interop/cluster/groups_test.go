@@ -143,9 +143,17 @@ func TestClusterGroups(t *testing.T) {
 	a.join(t, room)
 	a.c.Send(`<iq type='set' id='cfg' to='` + room + `'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>` +
 		`<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>` +
-		`<field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>`)
+		`<field var='muc#roomconfig_persistentroom'><value>1</value></field>` +
+		`<field var='muc#roomconfig_publicroom'><value>1</value></field></x></query></iq>`)
 	if res := readUntil(t, a.c, room, a.got, 10*time.Second, func(e xmpptest.Elem) bool { return e.Attr("id") == "cfg" }); res.Attr("type") != "result" {
 		t.Fatalf("configuring: %v", res)
+	}
+	// The list of groups, asked of n1 and n2, has the group n3 runs.
+	for _, o := range []*occupant{a, b} {
+		o.c.Send(`<iq type='get' id='list' to='groups.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`)
+		if res := readUntil(t, o.c, room, o.got, 10*time.Second, func(e xmpptest.Elem) bool { return e.Attr("id") == "list" }); !strings.Contains(res.Inner, `jid="`+room+`"`) {
+			t.Fatalf("%s's node does not list %s: %v", o.nick, room, res)
+		}
 	}
 	b.join(t, room)
 	c.join(t, room)

@@ -401,6 +401,36 @@ func (c *Cluster) Ask(ctx context.Context, topic string, payload []byte) ([]byte
 	return m.Data, true
 }
 
+// AskAll asks every other node about payload under topic and returns
+// the answers that came within askTimeout: one from each node alive that
+// answers (OnAsk). It returns once each has, or at the timeout.
+func (c *Cluster) AskAll(ctx context.Context, topic string, payload []byte) [][]byte {
+	want := len(c.Peers())
+	if want == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	inbox := c.nc.NewRespInbox()
+	sub, err := c.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil
+	}
+	defer sub.Unsubscribe()
+	if err := c.nc.PublishRequest(c.prefix+"ask."+topic, inbox, encode(opAsk, []byte(c.cfg.Node), payload)); err != nil {
+		return nil
+	}
+	var out [][]byte
+	for len(out) < want {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			break
+		}
+		out = append(out, m.Data)
+	}
+	return out
+}
+
 // OnAsk answers the other nodes' Ask under topic with fn (from is the
 // asking node), which returns false when this node has nothing to say (it
 // then stays silent).

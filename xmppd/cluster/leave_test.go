@@ -101,3 +101,33 @@ func TestMoved(t *testing.T) {
 		t.Fatal("a message went to offline storage")
 	}
 }
+
+// TestAskAll: a question to all nodes gets each one's answer, and
+// returns as soon as all answered.
+func TestAskAll(t *testing.T) {
+	url := natsURL(t)
+	n1, n2, n3 := newNode(t, url, "n1"), newNode(t, url, "n2"), newNode(t, url, "n3")
+	for _, n := range []*testNode{n2, n3} {
+		if err := n.c.OnAsk("census", func(from string, q []byte) ([]byte, bool) {
+			return []byte(n.c.Node() + " to " + from + ": " + string(q)), true
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "n1 knows n2 and n3", func() bool { return len(n1.c.Peers()) == 2 })
+	start := time.Now()
+	got := n1.c.AskAll(context.Background(), "census", []byte("how many?"))
+	if len(got) != 2 {
+		t.Fatalf("answers: %q", got)
+	}
+	seen := map[string]bool{}
+	for _, a := range got {
+		seen[string(a)] = true
+	}
+	if !seen["n2 to n1: how many?"] || !seen["n3 to n1: how many?"] {
+		t.Fatalf("answers: %q", got)
+	}
+	if d := time.Since(start); d >= askTimeout {
+		t.Fatalf("AskAll took %v: it waited for the timeout", d)
+	}
+}

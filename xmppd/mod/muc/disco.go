@@ -99,28 +99,8 @@ func (m *Module) discoItems(ctx context.Context, iq *router.Stanza) ([]byte, err
 	b := wire.NewBuilder(nil)
 	b.StartNS("query", nsDiscoItem)
 	if iq.To.Localpart() == "" {
-		type item struct{ jid, name string }
-		var items []item
-		m.rooms.Range(func(_, v any) bool {
-			rm := v.(*room)
-			rm.mu.Lock()
-			if rm.cfg.Public && !rm.locked && !rm.destroyed {
-				items = append(items, item{rm.jidStr, rm.cfg.Name})
-			}
-			rm.mu.Unlock()
-			return len(items) < 1000
-		})
-		slices.SortFunc(items, func(a, b item) int {
-			if a.jid < b.jid {
-				return -1
-			}
-			if a.jid > b.jid {
-				return 1
-			}
-			return 0
-		})
-		for _, it := range items {
-			b.Start("item", "jid", it.jid, "name", it.name).End()
+		for _, it := range m.publicGroups(ctx) {
+			b.Start("item", "jid", it.JID, "name", it.Name).End()
 		}
 	}
 	return b.End().Bytes(), nil

@@ -61,6 +61,9 @@ type Module struct {
 	// Cluster places each group on one node of a cluster; nil on a
 	// single node, which runs them all.
 	Cluster Placement
+	// Others asks the other nodes of a cluster about their groups
+	// (census.go); nil on a single node.
+	Others Census
 
 	r       router.Routing
 	store   groups.Store
@@ -339,19 +342,18 @@ func (m *Module) create(ctx context.Context, bare jid.JID, owner jid.JID) (rm *r
 		// Remote users join rooms here; they do not make them.
 		return nil, false, router.NewError(stanza.Cancel, stanza.NotAllowed, "only users of this server can make groups here")
 	}
+	ownerStr := owner.Bare().String()
+	// Asked before the lock: a round trip to the other nodes.
+	elsewhere := 0
+	if _, ok := m.rooms.Load(bare.String()); !ok {
+		elsewhere = m.ownedElsewhere(ctx, ownerStr)
+	}
 	m.createMu.Lock()
 	defer m.createMu.Unlock()
 	if v, ok := m.rooms.Load(bare.String()); ok {
 		return v.(*room), false, nil
 	}
-	ownerStr := owner.Bare().String()
-	n := 0
-	m.rooms.Range(func(_, v any) bool {
-		if v.(*room).ownedBy(ownerStr) {
-			n++
-		}
-		return n < m.RoomsPerAccount
-	})
+	n := elsewhere + m.ownedHere(ownerStr, m.RoomsPerAccount)
 	if n >= m.RoomsPerAccount {
 		return nil, false, router.NewError(stanza.Cancel, stanza.NotAllowed,
 			fmt.Sprintf("you own %d groups already, the most one account may own here", n))
