@@ -1021,7 +1021,7 @@ func (c *Cluster) again(b []byte, all bool, f func(context.Context, *router.Stan
 	}
 	if all || st.Kind == router.KindMessage {
 		c.rerouted.Add(1)
-		f(context.WithoutCancel(c.ctx), st)
+		f(router.Rerouted(context.WithoutCancel(c.ctx)), st)
 	}
 }
 
@@ -1087,7 +1087,8 @@ func (c *Cluster) deliver(full, b []byte) {
 		return
 	}
 	if st.Kind != router.KindPresence {
-		c.r.Route(context.WithoutCancel(c.ctx), st)
+		// Routed (and archived) on the node that sent it: the same stanza.
+		c.r.Route(router.Rerouted(context.WithoutCancel(c.ctx)), st)
 	}
 }
 

@@ -131,3 +131,39 @@ func TestAskAll(t *testing.T) {
 		t.Fatalf("AskAll took %v: it waited for the timeout", d)
 	}
 }
+
+// TestReroutedMarked: what a dead node never acknowledged is routed again
+// marked as such (router.Rerouted), bytes unchanged, so that the hooks
+// that act once per stanza (the archive's stanza-id) leave it as it was.
+func TestReroutedMarked(t *testing.T) {
+	url := natsURL(t)
+	marked := make(chan bool, 1)
+	n1 := newNode(t, url, "n1")
+	n2 := newNodeWith(t, url, "n2", 400*time.Millisecond, func(*testNode) []router.Module {
+		return []router.Module{router.ModuleFunc(func(h *router.Hooks) error {
+			h.Hook(router.Undelivered, router.Messages, 10, func(ctx context.Context, ev *router.Event) error {
+				select {
+				case marked <- router.IsRerouted(ctx) && string(ev.Stanza.Inner) == "<body>again</body>":
+				default:
+				}
+				return nil
+			})
+			return nil
+		})}
+	})
+	a, _ := n1.bind(t, full(alice, "a"))
+	eventually(t, "n2 mirrors alice/a", func() bool { return n2.r.Session(a.JID()) != nil })
+	// n1 dies: no goodbye, no more beats, no acks.
+	n1.c.cancel()
+	n1.c.wg.Wait()
+	n1.c.nc.Close()
+	n2.r.Route(context.Background(), chat(full(bob, "b"), a.JID(), "again"))
+	select {
+	case ok := <-marked:
+		if !ok {
+			t.Fatal("routed again unmarked, or changed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("never routed again")
+	}
+}

@@ -343,6 +343,12 @@ func (m *Module) outgoing(ctx context.Context, ev *router.Event) error {
 // copy the account gets its stanza-id.
 func (m *Module) incoming(ctx context.Context, ev *router.Event) error {
 	st := ev.Stanza
+	if router.IsRerouted(ctx) {
+		// Routed again by the server (a node died before its session
+		// acknowledged it): archived already, and its stanza-id, ours, is
+		// the one its first delivery carried.
+		return nil
+	}
 	m.strip(st)
 	var sent archive.Message // the sender's copy, when left to this hook
 	if ev.Origin != nil {

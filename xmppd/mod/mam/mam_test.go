@@ -551,3 +551,31 @@ func TestSenderCopyWithReceiverCopy(t *testing.T) {
 		t.Fatalf("bob's archive %v, want %v", bodies(rs), want)
 	}
 }
+
+// TestReroutedKeepsStanzaID: a message the server routes again (a node of
+// the cluster died before its session acknowledged it) is the stanza of
+// its first routing: the same id, origin-id and stanza-id, which clients
+// dedupe by, and it is not archived a second time.
+func TestReroutedKeepsStanzaID(t *testing.T) {
+	f := start(t, mam.Config{})
+	a := f.login(t, alice, "phone")
+	b := f.login(t, bob, "phone")
+	a.Send(`<message type='chat' to='` + bobJID + `' id='r1'><body>once</body><origin-id xmlns='urn:xmpp:sid:0' id='o1'/></message>`)
+	first := b.Expect("message", func(e xmpptest.Elem) bool { return e.Attr("id") == "r1" })
+	sid := stanzaID(t, first.Inner, bobJID)
+	if sid == "" {
+		t.Fatalf("no stanza-id: %s", first.Inner)
+	}
+
+	st := &router.Stanza{Kind: router.KindMessage, Type: "chat", ID: "r1",
+		From: jid.MustParse(a.JID), To: jid.MustParse(bobJID), Inner: []byte(first.Inner)}
+	f.ts.Router().Route(router.Rerouted(context.Background()), st)
+	again := b.Expect("the message again", func(e xmpptest.Elem) bool { return e.Attr("id") == "r1" })
+	if again.Inner != first.Inner {
+		t.Fatalf("routed again it changed:\n%s\nfirst:\n%s", again.Inner, first.Inner)
+	}
+	res, _ := query(t, b, "q", "", "")
+	if len(res) != 1 || res[0].ID != sid {
+		t.Fatalf("bob's archive: %+v, want the one message %s", res, sid)
+	}
+}
