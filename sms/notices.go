@@ -201,6 +201,11 @@ type Notices struct {
 	IsOnline func(n auth.Number) bool
 	// Wake nudges the SMS worker after a notice was queued; nil: nothing.
 	Wake func()
+	// Opened, when set, is told that a window opened (committed), besides
+	// this node's scheduler (Run): in a cluster the scheduler runs on one
+	// node, which another must wake (Poke there), or it would sleep up to a
+	// minute past the window's end. Nil: nothing.
+	Opened func()
 	// Links adds a one-tap login link to a notice that carries a password
 	// (not to a call: a landline cannot open it); nil: none.
 	Links *LoginLinks
@@ -343,7 +348,17 @@ func (n *Notices) kick(wake, poke bool) {
 	}
 	if poke {
 		n.poke()
+		if n.Opened != nil {
+			n.Opened()
+		}
 	}
+}
+
+// Poke wakes Run, on this node, to look at the windows again: one opened
+// on another node of a cluster (Opened there). It never blocks.
+func (n *Notices) Poke() {
+	n.init()
+	n.poke()
 }
 
 // storeView is the Notices reading and writing through Store and Links:

@@ -518,6 +518,51 @@ func TestNoticesRunClosesWindows(t *testing.T) {
 	}
 }
 
+// TestNoticesOpenedWakesOtherNode: in a cluster the windows are closed
+// by the one node that runs Run; a window opened on another node wakes it
+// (Opened there, Poke here), so the window closes on time rather than at
+// Run's next look, up to a minute later.
+func TestNoticesOpenedWakesOtherNode(t *testing.T) {
+	e := newNoticeEnv(t)
+	e.active(bob)
+	e.n.Now = nil // real time
+	e.n.Window = 50 * time.Millisecond
+	// The node that runs the scheduler: the same store, another Notices.
+	looked := make(chan struct{}, 1)
+	closer := &Notices{Domain: e.n.Domain, Store: lookingStore{e.store, looked}, Parser: e.n.Parser, Key: e.n.Key, Preview: true,
+		Window: e.n.Window, PerDay: e.n.PerDay, NewNumbersPerSenderDay: e.n.NewNumbersPerSenderDay, IsOnline: e.n.IsOnline}
+	e.n.Opened = closer.Poke
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { closer.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	<-looked // its first look found nothing: it sleeps for a minute
+	e.send(t, alice, bob, "one")
+	e.send(t, alice, bob, "two")
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.store.texts(t, string(bob))) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the other node did not close the window: %q", e.store.texts(t, string(bob)))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lookingStore tells looked (without blocking) each time the windows due
+// are read.
+type lookingStore struct {
+	*memNoticeStore
+	looked chan struct{}
+}
+
+func (s lookingStore) DueNoticeWindows(ctx context.Context, now time.Time, limit int) ([]NoticeWindow, error) {
+	select {
+	case s.looked <- struct{}{}:
+	default:
+	}
+	return s.memNoticeStore.DueNoticeWindows(ctx, now, limit)
+}
+
 // A password handed out already (texted, printed by xmppctl) is never
 // replaced: the first notice says how to log in instead, without one, and
 // later ones are plain (SPEC.md "SMS texts").

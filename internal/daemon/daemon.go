@@ -427,6 +427,11 @@ func (d *Daemon) shareCaches() {
 	// is routed: its mirror there carries the flag.
 	d.carbons.Changed = func(s *router.Session, on bool) { d.Cluster.SetAttr(s, "carbons", onOff(on)) }
 	d.Cluster.OnAttr("carbons", func(s *router.Session, v string) { d.carbons.SetMirror(s, v == "1") })
+	// The notice windows close on the one node that runs their job: a
+	// window opened on another node wakes it, or it would close up to a
+	// minute late.
+	d.Notices.Opened = func() { d.Cluster.Invalidate("notice windows", "") }
+	d.Cluster.OnInvalidate("notice windows", func(string) { d.Notices.Poke() })
 }
 
 func onOff(on bool) string {

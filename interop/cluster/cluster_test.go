@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -536,6 +537,26 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("a notice window opened on another node closes on time", func(t *testing.T) {
+		// The windows close on the node that runs their job: send from
+		// another one.
+		from := a
+		if runs(t, nodes[0], "notice windows") {
+			from = b
+		}
+		const fresh = "+821066667777"
+		for _, id := range []string{"w1", "w2"} {
+			from.Send(`<message type='chat' to='` + fresh + `@localhost' id='` + id + `'><body>` + id + `</body></message>`)
+		}
+		from.Sync()
+		// The first is texted at once, the second when the window (400 ms)
+		// closes: long before the scheduler's next look of its own (a
+		// minute).
+		start := time.Now()
+		sms.Wait(t, fresh, 2, 10*time.Second)
+		t.Logf("both notices within %v", time.Since(start).Round(time.Millisecond))
+	})
+
 	var b3 *xmpptest.Client
 	tt := t
 	t.Run("SIGKILL of the receiver's node", func(t *testing.T) {
@@ -628,6 +649,18 @@ func killSenderNode(t *testing.T, a, b *xmpptest.Client, n1 *node) {
 	if n := missing(); n > 0 {
 		t.Errorf("%d of %d acknowledged messages lost with the sender's node", n, confirmed)
 	}
+}
+
+// runs reports whether n runs the once-per-cluster job (its /metrics).
+func runs(t *testing.T, n *node, job string) bool {
+	t.Helper()
+	resp, err := http.Get("http://127.0.0.1:" + n.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return bytes.Contains(b, []byte(`xmppd_job_running{job="`+job+`"} 1`))
 }
 
 // health waits until n's /healthz answers want, for at most 10 s.
