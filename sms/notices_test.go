@@ -507,12 +507,19 @@ func TestNoticesRunClosesWindows(t *testing.T) {
 	done := make(chan struct{})
 	go func() { e.n.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
+	e.twoInAWindow(t, "Run did not close the window")
+}
+
+// twoInAWindow sends bob two messages and waits (5 s) for the window's
+// closing to text the second.
+func (e *noticeEnv) twoInAWindow(t *testing.T, failure string) {
+	t.Helper()
 	e.send(t, alice, bob, "one")
 	e.send(t, alice, bob, "two")
 	deadline := time.Now().Add(5 * time.Second)
 	for len(e.store.texts(t, string(bob))) < 2 {
 		if time.Now().After(deadline) {
-			t.Fatalf("Run did not close the window: %q", e.store.texts(t, string(bob)))
+			t.Fatalf("%s: %q", failure, e.store.texts(t, string(bob)))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -537,15 +544,7 @@ func TestNoticesOpenedWakesOtherNode(t *testing.T) {
 	go func() { closer.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	<-looked // its first look found nothing: it sleeps for a minute
-	e.send(t, alice, bob, "one")
-	e.send(t, alice, bob, "two")
-	deadline := time.Now().Add(5 * time.Second)
-	for len(e.store.texts(t, string(bob))) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the other node did not close the window: %q", e.store.texts(t, string(bob)))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	e.twoInAWindow(t, "the other node did not close the window")
 }
 
 // lookingStore tells looked (without blocking) each time the windows due
