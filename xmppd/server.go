@@ -276,10 +276,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		l.Close()
 	}
 	s.mu.Unlock()
-	s.c2s.Shutdown()
+	// The sessions are told first, through their Sinks (a module that
+	// keeps a session across streams learns why its stream ends before
+	// the stream does), then every connection's reading stops.
 	for _, sess := range s.router.All() {
 		sess.Close("system-shutdown", "")
 	}
+	s.c2s.Shutdown()
 	if err := s.c2s.Wait(ctx); err != nil {
 		return err
 	}
