@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -83,6 +84,7 @@ type Module struct {
 	archive archiver
 
 	moved chan struct{} // the cluster's nodes changed (Placement)
+	gone  chan string   // stored temporary rooms that ended (place.go)
 }
 
 // Placement puts each group on one node of a cluster (cluster.Cluster).
@@ -184,7 +186,9 @@ func (m *Module) Register(h *router.Hooks) error {
 	if m.Cluster != nil {
 		h.Hook(router.ToHost, router.Messages|router.Presences|router.IQs, 1<<20, m.place)
 		m.moved = make(chan struct{}, 1)
+		m.gone = make(chan string, goneQueue)
 		h.Go(m.rebalance)
+		h.Go(m.sweepMoved)
 	}
 	return nil
 }
@@ -233,6 +237,7 @@ func (m *Module) load(ctx context.Context) error {
 		}
 		rm := m.newRoom(j, cfg)
 		rm.created, rm.subject, rm.subjectBy, rm.vcard = rec.Created, rec.Subject, rec.SubjectBy, rec.VCard
+		rm.stored, rm.since = !cfg.Persistent, time.Now() // a temporary one moved here
 		fresh[rm.jidStr] = rm
 	}
 	for _, a := range affs {

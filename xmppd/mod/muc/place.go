@@ -2,6 +2,7 @@ package muc
 
 import (
 	"context"
+	"time"
 
 	"mellium.im/xmpp/jid"
 
@@ -98,6 +99,7 @@ func (m *Module) rebalance(ctx context.Context) {
 // shutdown), so that they join it again, on its new node.
 func (m *Module) unload(ctx context.Context, rm *room) {
 	rm.save(ctx)
+	m.storeTemporary(ctx, rm)
 	rm.mu.Lock()
 	m.forget(rm)
 	rm.destroyed = true
@@ -131,5 +133,75 @@ func (m *Module) dropGhosts(ctx context.Context, rm *room) {
 	rm.mu.Unlock()
 	for _, full := range gone {
 		rm.leave(ctx, full, nil)
+	}
+}
+
+// Temporary groups move too: the node that lets one go stores it (with
+// its affiliations) for the new owner, which loads it as it loads the
+// persistent ones and deletes it from the store when it ends: when its
+// last occupant leaves, or when none came back within movedGrace.
+// Only a group in use moves; one whose node dies ends, as on a single
+// node at a restart.
+
+// movedGrace is how long a temporary group that moved here waits for its
+// occupants (told 332, they join again at once) before it ends.
+const movedGrace = time.Minute
+
+// goneQueue bounds the stored temporary groups waiting to be deleted; past
+// it one is left in the store and ends at the next load (movedGrace).
+const goneQueue = 1024
+
+// storeTemporary stores rm, a temporary group in use that another node
+// runs now, for that node to load.
+func (m *Module) storeTemporary(ctx context.Context, rm *room) {
+	rm.mu.Lock()
+	temp := !rm.cfg.Persistent && !rm.locked && !rm.destroyed && len(rm.occupants) > 0
+	rec, affs := rm.record(), rm.allAffiliations()
+	rm.mu.Unlock()
+	if !temp {
+		return
+	}
+	m.saveRoom(ctx, rec)
+	if err := m.saveAffiliations(ctx, affs); err != nil {
+		m.Log.Error("muc: storing a moving group's affiliations", "room", rm.jidStr, "err", err)
+	}
+}
+
+// ended queues the deletion of a stored temporary group that ended (rm.mu
+// held: no store call here).
+func (m *Module) ended(room string) {
+	select {
+	case m.gone <- room:
+	default:
+		m.Log.Warn("muc: too many ended groups to delete; this one waits for the next load", "room", room)
+	}
+}
+
+// sweepMoved deletes the stored temporary groups that ended, and ends
+// those that moved here and that nobody joined within movedGrace.
+func (m *Module) sweepMoved(ctx context.Context) {
+	t := time.NewTicker(movedGrace / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case room := <-m.gone:
+			sctx, cancel := m.r.StoreContext(ctx)
+			if err := m.store.DeleteMUCRoom(sctx, room); err != nil && ctx.Err() == nil {
+				m.Log.Error("muc: deleting an ended group", "room", room, "err", err)
+			}
+			cancel()
+		case <-t.C:
+			m.rooms.Range(func(_, v any) bool {
+				rm := v.(*room)
+				rm.mu.Lock()
+				if rm.stored && time.Since(rm.since) > movedGrace {
+					rm.emptied()
+				}
+				rm.mu.Unlock()
+				return true
+			})
+		}
 	}
 }

@@ -82,16 +82,7 @@ func TestPlacement(t *testing.T) {
 	}
 
 	// Back here: loaded from the store, configured as it was.
-	p.set("here", false)
-	e.m.NodesChanged()
-	self := joined(t, alice, "alice")
-	if hasCode(self, 201) {
-		t.Fatalf("the group was made again: %v", self)
-	}
-	info := iq(alice, "di", "get", room, `<query xmlns='http://jabber.org/protocol/disco#info'/>`)
-	if !strings.Contains(info.Inner, `name="Team"`) {
-		t.Fatalf("disco#info after the move: %v", info)
-	}
+	backHere(t, e, p, alice, `name="Team"`)
 
 	// Its owner is gone before this node knows: served here.
 	p.set("there", true)
@@ -100,5 +91,65 @@ func TestPlacement(t *testing.T) {
 	}
 	if p.count() != 2 {
 		t.Fatal("handed over to a node that is gone")
+	}
+}
+
+// TestTemporaryGroupMoves: a temporary group in use that another node
+// runs now is stored for it and loaded there as it was (not made again,
+// its name kept); it leaves the store when it ends (its last occupant
+// left), as a temporary group does.
+func TestTemporaryGroupMoves(t *testing.T) {
+	p := &placement{owner: "here"}
+	store := newMemStore()
+	e := start(t, store, func(m *muc.Module) { m.Cluster = p })
+	alice, _ := setup(t, e, map[string]string{"roomname": "Passing"})
+	stored := func() bool {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		_, ok := store.rooms[room]
+		return ok
+	}
+	if stored() {
+		t.Fatal("a temporary group stored before it moved")
+	}
+
+	p.set("there", false)
+	e.m.NodesChanged()
+	alice.Expect("unavailable, 332", func(e xmpptest.Elem) bool {
+		return e.XMLName.Local == "presence" && e.Attr("from") == room+"/alice" && e.Attr("type") == "unavailable" && hasCode(e, 332)
+	})
+	if !stored() {
+		t.Fatal("the moving temporary group was not stored for its new node")
+	}
+
+	// Its new node (here again, loading from the store).
+	backHere(t, e, p, alice, `name="Passing"`, "muc_temporary")
+
+	alice.Send(`<presence type='unavailable' to='` + room + `/alice'/>`)
+	alice.Expect("left", isPresenceFrom(room+"/alice"))
+	deadline := time.Now().Add(5 * time.Second)
+	for stored() {
+		if time.Now().After(deadline) {
+			t.Fatal("the ended temporary group is still stored")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// backHere makes this node run the group again; alice joins it, which
+// loads it from the store: not made again, and its disco#info has each of
+// want.
+func backHere(t *testing.T, e *env, p *placement, alice *xmpptest.Client, want ...string) {
+	t.Helper()
+	p.set("here", false)
+	e.m.NodesChanged()
+	if self := joined(t, alice, "alice"); hasCode(self, 201) {
+		t.Fatalf("the group was made again: %v", self)
+	}
+	info := iq(alice, "di", "get", room, `<query xmlns='http://jabber.org/protocol/disco#info'/>`)
+	for _, w := range want {
+		if !strings.Contains(info.Inner, w) {
+			t.Fatalf("disco#info after the move lacks %s: %v", w, info)
+		}
 	}
 }

@@ -72,6 +72,11 @@ type room struct {
 	occupants map[string]*occupant // nick → occupant
 	byFull    map[string]*occupant // full JID of each session → its occupant
 	history   []histItem           // the last historyKept messages, oldest first
+	// stored: a temporary room that moved from another node of a
+	// cluster through the store (place.go), where it stays until it
+	// ends; since: when it was loaded here.
+	stored bool
+	since  time.Time
 }
 
 func (m *Module) newRoom(j jid.JID, cfg Config) *room {
@@ -529,6 +534,9 @@ func (rm *room) emptied() {
 	if len(rm.occupants) == 0 && (!rm.cfg.Persistent || rm.locked) {
 		rm.destroyed = true
 		rm.m.forget(rm)
+		if rm.stored {
+			rm.m.ended(rm.jidStr)
+		}
 	}
 }
 
