@@ -304,6 +304,16 @@ func (m *Module) strip(st *router.Stanza) {
 func withStanzaID(inner []byte, bare string, id int64) []byte {
 	out := make([]byte, len(inner), len(inner)+len(bare)+80)
 	copy(out, inner)
+	return appendStanzaID(out, bare, id)
+}
+
+// stanzaIDOf is the element <stanza-id by=bare id=id/>.
+func stanzaIDOf(bare string, id int64) []byte {
+	return appendStanzaID(make([]byte, 0, len(bare)+80), bare, id)
+}
+
+// appendStanzaID appends <stanza-id by=bare id=id/> to out.
+func appendStanzaID(out []byte, bare string, id int64) []byte {
 	b := wire.NewBuilder(out)
 	b.StartNS("stanza-id", NSSID, "by", bare, "id", archive.FormatID(id))
 	return b.End().Bytes()
@@ -371,11 +381,10 @@ func (m *Module) incoming(ctx context.Context, ev *router.Event) error {
 		return nil
 	}
 	id := m.clock.Next()
-	st.SetInner(withStanzaID(st.Inner, st.ToBare(), id))
 	// Delivery needs these bytes too (Bytes caches them); the sender's
 	// copy shares them (its client reads only the stanza-id by its own
 	// account).
-	b := st.Bytes()
+	b := st.AppendChild(stanzaIDOf(st.ToBare(), id))
 	if sent.Owner != "" {
 		sent.Stanza = b
 	}
