@@ -312,11 +312,15 @@ func stanzaIDOf(bare string, id int64) []byte {
 	return appendStanzaID(make([]byte, 0, len(bare)+80), bare, id)
 }
 
-// appendStanzaID appends <stanza-id by=bare id=id/> to out.
+// appendStanzaID appends <stanza-id by=bare id=id/> to out, as
+// wire.Builder would write it, by hand: it is done for every archived
+// message.
 func appendStanzaID(out []byte, bare string, id int64) []byte {
-	b := wire.NewBuilder(out)
-	b.StartNS("stanza-id", NSSID, "by", bare, "id", archive.FormatID(id))
-	return b.End().Bytes()
+	out = append(out, `<stanza-id xmlns="`+NSSID+`"`...)
+	out = wire.AppendAttr(out, "by", bare)
+	out = append(out, ` id="`...)
+	out = archive.AppendID(out, id)
+	return append(out, `"/>`...)
 }
 
 // outgoing archives a message a local session sends, for the sender's
