@@ -62,6 +62,17 @@ func FormatID(id int64) string {
 	return s
 }
 
+// AppendID appends FormatID(id) to b, with no string made on the way
+// (the routing path stamps every archived message with one).
+func AppendID(b []byte, id int64) []byte {
+	var digits [16]byte
+	d := strconv.AppendInt(digits[:0], id, 32)
+	for range idWidth - len(d) {
+		b = append(b, '0')
+	}
+	return append(b, d...)
+}
+
 // ParseID reads an id's string form.
 func ParseID(s string) (int64, error) {
 	if len(s) != idWidth {

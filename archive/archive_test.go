@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -46,5 +47,14 @@ func TestPrefs(t *testing.T) {
 	p = Prefs{Default: Roster}
 	if p.Archives("b@x", func() bool { return false }) || !p.Archives("b@x", func() bool { return true }) {
 		t.Fatal("roster")
+	}
+}
+
+// AppendID writes what FormatID makes.
+func TestAppendID(t *testing.T) {
+	for _, id := range []int64{0, 1, 31, 32, 1 << 40, FirstID(time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)), math.MaxInt64} {
+		if got, want := string(AppendID([]byte("x"), id)), "x"+FormatID(id); got != want {
+			t.Errorf("AppendID(%d) = %q, want %q", id, got, want)
+		}
 	}
 }

@@ -35,8 +35,11 @@ const (
 	chunkMaxMessages = 128
 	chunkMaxBytes    = 64 << 10
 	// chunkMaxSpan is the greatest last_id - first_id of a chunk: 100 ms
-	// of ids (archive.CounterBits per millisecond), ten times the
-	// writer's linger. A forward read looks this far past its page.
+	// of ids (archive.CounterBits per millisecond). A forward read looks
+	// this far past its page: at a second, the oldest page of an archive
+	// of 5,000 parties took 4.6 ms instead of 0.3. A busy conversation's
+	// batch (the writer lingers 250 ms) is cut in a few chunks, whose
+	// index entries share the owner's index pages: cheap.
 	chunkMaxSpan = int64(100) << archive.CounterBits
 	// chunksPerRead is how many chunks a query reads per round trip.
 	chunksPerRead = 32

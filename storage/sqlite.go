@@ -26,7 +26,12 @@ const sqliteFile = "dialtone.db"
 // with another writer. synchronous stays at its default (FULL): a stored
 // message must survive a power cut too. WAL, which lets readers run beside
 // the one writer, is not set here but once by setWAL: see there.
-const sqliteParams = "?_pragma=foreign_keys(1)&_txlock=immediate"
+// temp_store(2) keeps temporary data in memory, above all the statement
+// journal each INSERT of a transaction keeps to undo itself alone: in a
+// file it spilled past 64 KiB, so a batch of archive chunks or offline
+// messages wrote (and made, and removed) a temporary file as it went:
+// half the write calls of the archive's writer.
+const sqliteParams = "?_pragma=foreign_keys(1)&_pragma=temp_store(2)&_txlock=immediate"
 
 // defaultBusyTimeout is how long a writer waits for the lock when no
 // store timeout is set (xmppctl, tests).

@@ -157,6 +157,31 @@ func (s *Stanza) Bytes() []byte {
 // WriteTo writes the stanza with b; ns, when not empty, is declared as its
 // namespace (a stanza forwarded inside another element, XEP-0297).
 func (s *Stanza) WriteTo(b *wire.Builder, ns string) {
+	s.writeStart(b, ns)
+	if len(s.Inner) > 0 {
+		b.Raw(s.Inner)
+	}
+	b.End()
+}
+
+// AppendChild adds child, the serialised XML of one element, after the
+// stanza's children and returns Bytes. The stanza is serialised once for
+// both (a hook that stamps every routed message and needs its bytes too
+// copies it once, not twice): Inner becomes a view of the serialisation,
+// capped, so that an append to it copies.
+func (s *Stanza) AppendChild(child []byte) []byte {
+	n := len(s.Inner) + len(child)
+	b := wire.NewBuilder(make([]byte, 0, n+192))
+	s.writeStart(b, "")
+	b.Raw(s.Inner).Raw(child)
+	end := b.Len()
+	s.raw = b.End().Bytes()
+	s.Inner = s.raw[end-n : end : end]
+	return s.raw
+}
+
+// writeStart writes the stanza's start tag and attributes.
+func (s *Stanza) writeStart(b *wire.Builder, ns string) {
 	b.Start(s.Kind.String())
 	if ns != "" {
 		b.Attr("xmlns", ns)
@@ -195,10 +220,6 @@ func (s *Stanza) WriteTo(b *wire.Builder, ns string) {
 			b.Attr(p+":"+a.Name.Local, a.Value)
 		}
 	}
-	if len(s.Inner) > 0 {
-		b.Raw(s.Inner)
-	}
-	b.End()
 }
 
 // Decode decodes the whole stanza into v with encoding/xml (for the few

@@ -225,3 +225,39 @@ func TestStanzaSetInner(t *testing.T) {
 		t.Fatalf("clone changed: %s", c.Bytes())
 	}
 }
+
+// AppendChild adds a child after Bytes was cached and serialises once:
+// the new bytes and Inner agree with SetInner's, an append to Inner does
+// not write into the bytes, and a Clone made before is unchanged.
+func TestStanzaAppendChild(t *testing.T) {
+	for _, in := range []string{
+		`<message to='+821012345678@localhost' id='m1' type='chat'><body>hi</body></message>`,
+		`<message to='+821012345678@localhost' id='m2'/>`,
+	} {
+		got, _ := readAll([]byte(in), 1<<16)
+		if len(got) != 1 {
+			t.Fatalf("got %d stanzas", len(got))
+		}
+		m := got[0]
+		before := string(m.Bytes())
+		c := m.Clone()
+		child := `<stanza-id xmlns="urn:xmpp:sid:0" by="x" id="1"/>`
+		ref := m.Clone()
+		ref.SetInner(append(m.Inner[:len(m.Inner):len(m.Inner)], child...))
+		wantInner, want := string(ref.Inner), string(ref.Bytes())
+		b := m.AppendChild([]byte(child))
+		if string(b) != want || string(m.Bytes()) != want {
+			t.Fatalf("bytes\n%s\nwant\n%s", b, want)
+		}
+		if string(m.Inner) != wantInner {
+			t.Fatalf("inner %s, want %s", m.Inner, wantInner)
+		}
+		_ = append(m.Inner, "<x/>"...)
+		if string(m.Bytes()) != want {
+			t.Fatalf("an append to Inner changed the bytes: %s", m.Bytes())
+		}
+		if string(c.Bytes()) != before {
+			t.Fatalf("clone changed: %s", c.Bytes())
+		}
+	}
+}

@@ -3,6 +3,10 @@ package mam
 import (
 	"slices"
 	"testing"
+	"time"
+
+	"dialtone/archive"
+	"dialtone/xmppd/wire"
 
 	"dialtone/xmppd/router"
 )
@@ -46,6 +50,18 @@ func TestArchivable(t *testing.T) {
 		st := &router.Stanza{Kind: router.KindMessage, Type: tc.typ, Inner: []byte(tc.inner)}
 		if got := archivable(st); got != tc.want {
 			t.Errorf("%s %s: %v, want %v", tc.typ, tc.inner, got, tc.want)
+		}
+	}
+}
+
+// The stanza-id written by hand is what wire.Builder writes, escaping
+// included.
+func TestAppendStanzaID(t *testing.T) {
+	for _, bare := range []string{"+821012345678@localhost", `a&b"<c>@example.com`} {
+		id := archive.FirstID(time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)) + 7
+		want := wire.NewBuilder(nil).StartNS("stanza-id", NSSID, "by", bare, "id", archive.FormatID(id)).End().Bytes()
+		if got := appendStanzaID([]byte("<x/>"), bare, id); string(got) != "<x/>"+string(want) {
+			t.Errorf("got %s, want <x/>%s", got, want)
 		}
 	}
 }
