@@ -30,8 +30,12 @@ func TestClusterShared(t *testing.T) {
 	url := pgtest.NewDatabase(t, pgtest.URL(t))
 	rcv := newSMSReceiver(t)
 	extra := map[string]string{"XMPPD_PASSWORD_REQUESTS_PER_IP_HOUR": "3", "XMPPD_LOGIN_FAILURES": "2"}
-	a := startDaemon(t, webhookEnv(t, url, rcv, extra))
-	b := startDaemon(t, webhookEnv(t, url, rcv, extra))
+	// Node names as every cluster has them: a node releases the outbox
+	// claims made under its own name when it starts.
+	envA, envB := webhookEnv(t, url, rcv, extra), webhookEnv(t, url, rcv, extra)
+	envA["XMPPD_NODE_NAME"], envB["XMPPD_NODE_NAME"] = "shared-a", "shared-b"
+	a := startDaemon(t, envA)
+	b := startDaemon(t, envB)
 	b.seq.Store(1000) // numbers apart from a's
 
 	// One key, though each data dir made its own.

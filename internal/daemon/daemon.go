@@ -385,10 +385,12 @@ func (d *Daemon) registerModules() error {
 	)
 }
 
-// soloOutbox is the store's outbox without its claims (sms.Claimer), for a
-// single node: it is the only sender, and a claim that a node killed in
-// the middle of a send left behind would hold that SMS back for
-// sms.ClaimLease after the restart.
+// soloOutbox is the store's outbox without its claims (sms.Claimer), for
+// the embedded SQLite database, which no other server can share: its node
+// is the only sender, and claims would only cost writes. On PostgreSQL
+// the claims stay even without NATS: two servers may share the database
+// (and its outbox) without forming a cluster, and a node that restarts
+// releases its own claims first (sms.Sender.Node).
 type soloOutbox struct {
 	sms.Outbox
 	sms.OutboxCounter
@@ -800,7 +802,7 @@ func (d *Daemon) accountLifecycle(parser *auth.NumberParser, secret []byte, reg 
 	d.parser = parser
 	d.accounts = &account.Lifecycle{Domain: cfg.Domain, Store: d.DB, Sessions: d.Server, StoreTimeout: cfg.StoreTimeout, Log: d.log}
 	var outbox sms.Outbox = d.DB
-	if cfg.NATSURL == "" {
+	if cfg.DatabaseURL == "" {
 		outbox = soloOutbox{d.DB, d.DB, d.DB}
 	}
 	d.Sender = &sms.Sender{Outbox: outbox, Node: cfg.NodeName, Gateway: gw, Key: secret, Log: d.log, Metrics: sms.NewMetrics(reg)}
