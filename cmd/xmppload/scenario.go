@@ -16,8 +16,9 @@ import (
 // loginAll logs in accs with at most c.concurrency logins in progress,
 // keeping the sessions (keep) or closing each one at once. It returns the
 // sessions in the order of accs (nil where the login failed), a histogram
-// of login times, the first error and the number of failures.
-func loginAll(ctx context.Context, c *config, d *dialer, accs []account, keep bool) ([]*session, *hist, time.Duration, int, error) {
+// of login times, the first error and the number of failures. up, when
+// not nil, counts the logins done as they happen (for a ramp).
+func loginAll(ctx context.Context, c *config, d *dialer, accs []account, keep bool, up *atomic.Int64) ([]*session, *hist, time.Duration, int, error) {
 	sessions := make([]*session, len(accs))
 	var (
 		mu       sync.Mutex
@@ -50,6 +51,9 @@ func loginAll(ctx context.Context, c *config, d *dialer, accs []account, keep bo
 					h.add(uint64(took.Microseconds()))
 				}
 				mu.Unlock()
+				if err == nil && up != nil {
+					up.Add(1)
+				}
 				if err != nil {
 					continue
 				}
@@ -102,7 +106,7 @@ func newResult(c *config) *result {
 func runLogin(ctx context.Context, c *config, d *dialer, accs []account) (*result, error) {
 	m := &serverMeter{pid: c.pid}
 	cpu0, self0 := m.read(), selfCPUTicks()
-	_, h, took, failed, err := loginAll(ctx, c, d, accs, false)
+	_, h, took, failed, err := loginAll(ctx, c, d, accs, false, nil)
 	cpu1, self1 := m.read(), selfCPUTicks()
 	r := newResult(c)
 	r.Concurrency = c.concurrency
@@ -144,8 +148,19 @@ func (r *result) setCPU(m *serverMeter, before, after usage, selfTicks uint64, u
 func runIdle(ctx context.Context, c *config, d *dialer, accs []account, log io.Writer) (*result, error) {
 	m := &serverMeter{pid: c.pid}
 	before := m.read()
-	sessions, h, took, failed, err := loginAll(ctx, c, d, accs, true)
+	var up atomic.Int64
+	var stopRamp, rampDone chan struct{}
+	rp := &ramp{up: &up, m: m, base: before, interval: c.ramp, log: log}
+	if c.ramp > 0 {
+		stopRamp, rampDone = make(chan struct{}), make(chan struct{})
+		go rp.run(stopRamp, rampDone)
+	}
+	sessions, h, took, failed, err := loginAll(ctx, c, d, accs, true, &up)
 	defer closeAll(sessions)
+	if c.ramp > 0 {
+		close(stopRamp)
+		<-rampDone
+	}
 	// Drain what the server sends (nothing, mostly) so that it never
 	// blocks; the readers end when the sessions are closed.
 	for _, s := range sessions {
@@ -161,6 +176,7 @@ func runIdle(ctx context.Context, c *config, d *dialer, accs []account, log io.W
 	after := m.read()
 	r := newResult(c)
 	r.setLogins(h, failed, took)
+	r.Ramp = rp.rows
 	r.Seconds = c.duration.Seconds()
 	if c.pid != 0 && m.err == nil && h.n > 0 {
 		r.RSSBeforeKiB, r.RSSAfterKiB = before.rssKiB, after.rssKiB
@@ -222,7 +238,7 @@ func bareJID(full string) string {
 }
 
 func runRoute(ctx context.Context, c *config, d *dialer, accs []account, log io.Writer) (*result, error) {
-	sessions, h, took, failed, err := loginAll(ctx, c, d, accs, true)
+	sessions, h, took, failed, err := loginAll(ctx, c, d, accs, true, nil)
 	if err != nil {
 		closeAll(sessions)
 		return nil, fmt.Errorf("%d of %d logins failed; first: %w", failed, len(accs), err)
