@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -135,5 +136,31 @@ func TestRampRows(t *testing.T) {
 		if rp.rows[i].Sessions < rp.rows[i-1].Sessions || rp.rows[i].Second <= rp.rows[i-1].Second {
 			t.Errorf("rows not in order: %+v then %+v", rp.rows[i-1], rp.rows[i])
 		}
+	}
+}
+
+// TestIdleAnswersPings: an idle session answers the server's pings (a
+// ramp to 100,000 outlasts the server's idle time) and ignores the rest.
+func TestIdleAnswersPings(t *testing.T) {
+	cl, srv := net.Pipe()
+	defer srv.Close()
+	s := &session{conn: cl, r: bufio.NewReaderSize(cl, 4<<10), w: bufio.NewWriterSize(cl, 4<<10)}
+	done := make(chan struct{})
+	go func() { answerPings(s); close(done) }()
+	srv.SetDeadline(time.Now().Add(10 * time.Second))
+	go io.WriteString(srv, `<message from='a@localhost'><body>x</body></message><iq type='get' id='p&apos;1' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	buf := make([]byte, 256)
+	n, err := srv.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(buf[:n]), `<iq type='result' id='p&#39;1' to='localhost'/>`; got != want {
+		t.Errorf("answer %q, want %q", got, want)
+	}
+	io.WriteString(srv, `</stream:stream>`)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader did not end with the stream")
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -161,11 +162,13 @@ func runIdle(ctx context.Context, c *config, d *dialer, accs []account, log io.W
 		close(stopRamp)
 		<-rampDone
 	}
-	// Drain what the server sends (nothing, mostly) so that it never
-	// blocks; the readers end when the sessions are closed.
+	// Read what the server sends (nothing, mostly) so that it never
+	// blocks, and answer its pings as a client does: a ramp to 100,000
+	// takes minutes, longer than the server's idle time before it pings.
+	// The readers end when the sessions are closed.
 	for _, s := range sessions {
 		if s != nil {
-			go discard(s)
+			go answerPings(s)
 		}
 	}
 	fmt.Fprintf(log, "xmppload: %d sessions up in %.1fs, holding for %s\n", h.n, took.Seconds(), c.duration)
@@ -190,10 +193,23 @@ func runIdle(ctx context.Context, c *config, d *dialer, accs []account, log io.W
 	return r, errors.Join(err, m.err)
 }
 
-func discard(s *session) {
-	buf := make([]byte, 512)
+// answerPings reads a logged-in session's stream, answering each IQ get
+// (the server's XEP-0199 pings) with an empty result, until it ends. It
+// writes to the connection itself, not the session's buffer: TLS
+// connections take concurrent writes, and close writes too.
+func answerPings(s *session) {
+	dec := xml.NewDecoder(s.r)
 	for {
-		if _, err := s.r.Read(buf); err != nil {
+		el, err := nextElement(dec)
+		if err != nil {
+			return
+		}
+		if el.Name.Local == "iq" && attr(el, "type") == "get" {
+			if _, err := io.WriteString(s.conn, `<iq type='result' id='`+xmlEscape(attr(el, "id"))+`' to='`+xmlEscape(attr(el, "from"))+`'/>`); err != nil {
+				return
+			}
+		}
+		if err := dec.Skip(); err != nil {
 			return
 		}
 	}
