@@ -83,6 +83,12 @@ func openSQLite(ctx context.Context, dataDir string, opts Options) (backend, err
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
+	// database/sql keeps 2 idle connections by default: under concurrent
+	// reads (50 logins at once) it opened a connection for nearly every
+	// query and closed it after, and each new SQLite connection opens the
+	// file and parses the whole schema before its first statement (a
+	// quarter of the server's CPU during logins).
+	db.SetMaxIdleConns(sqliteIdleConns)
 	b := &sqliteDB{sqliteConn: sqliteConn{db}, db: db}
 	if err := setWAL(ctx, db); err != nil {
 		db.Close()
@@ -90,6 +96,11 @@ func openSQLite(ctx context.Context, dataDir string, opts Options) (backend, err
 	}
 	return b, nil
 }
+
+// sqliteIdleConns is how many SQLite connections stay open between
+// queries: enough for the readers of a burst of logins, each about a page
+// cache's worth of memory.
+const sqliteIdleConns = 16
 
 // setWAL puts the database in WAL mode, which is then kept in the file.
 // Switching a new database needs its exclusive lock, and when another
