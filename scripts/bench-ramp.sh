@@ -1,8 +1,8 @@
 #!/bin/bash
 # bench-ramp: issue 15's 100,000 idle TLS sessions on one xmppd (SQLite,
 # the built-in defaults but for loopback addresses), with the ramp table:
-# sessions up, logins/s, server RSS, KiB per session and server CPU, one
-# row a second (every 10,000 sessions printed at the end).
+# sessions up, logins/s, server RSS, KiB per session, server and client
+# CPU, one row a second (every 10,000 sessions printed at the end).
 #
 #   make bench-ramp                   # or: scripts/bench-ramp.sh
 #   N=20000 HOLD=10s scripts/bench-ramp.sh
@@ -102,7 +102,7 @@ python3 - "$work/result.json" <<-'EOF'
 	    sys.exit("bench-ramp: no result")
 	r = json.loads(lines[-1])
 	rows = r.get("ramp") or []
-	print("%9s %8s %10s %9s %9s %8s" % ("sessions", "second", "RSS MiB", "KiB/sess", "logins/s", "srv CPU"))
+	print("%9s %8s %10s %9s %9s %8s %8s" % ("sessions", "second", "RSS MiB", "KiB/sess", "logins/s", "srv CPU", "cli CPU"))
 	step, mark = 10000 if r["clients"] >= 20000 else max(1, r["clients"] // 10), 0
 	for i, row in enumerate(rows):
 	    last = i == len(rows) - 1
@@ -110,8 +110,8 @@ python3 - "$work/result.json" <<-'EOF'
 	        # logins/s over the last few seconds: one second is noisy.
 	        w = rows[max(0, i - 4):i + 1]
 	        lps = sum(x.get("logins_per_s", 0) for x in w) / len(w)
-	        print("%9d %8.0f %10.1f %9.1f %9.0f %7.0f%%" % (row["sessions"], row["s"], row.get("rss_kib", 0) / 1024,
-	              row.get("kib_per_session", 0), lps, row.get("server_cpu_pct", 0)))
+	        print("%9d %8.0f %10.1f %9.1f %9.0f %7.0f%% %7.0f%%" % (row["sessions"], row["s"], row.get("rss_kib", 0) / 1024,
+	              row.get("kib_per_session", 0), lps, row.get("server_cpu_pct", 0), row.get("client_cpu_pct", 0)))
 	        mark = row["sessions"] // step * step
 	print("%d of %d logged in (%d failed), %.0f logins/s overall, p50 %.0f ms, p99 %.0f ms" % (r["logins"], r["clients"],
 	      r["login_failures"], r.get("logins_per_s", 0), r.get("login_p50_ms", 0), r.get("login_p99_ms", 0)))

@@ -119,6 +119,9 @@ type rampRow struct {
 	RSSKiB   uint64  `json:"rss_kib,omitempty"`
 	KiBEach  float64 `json:"kib_per_session,omitempty"`
 	CPUPct   float64 `json:"server_cpu_pct,omitempty"`
+	// ClientCPUPct is this process's CPU over the row's interval: on a
+	// shared machine, whether the load generator or the server is short.
+	ClientCPUPct float64 `json:"client_cpu_pct"`
 }
 
 // ramp samples the sessions up (and, with --pid, the server) every
@@ -139,20 +142,23 @@ func (rp *ramp) run(stop <-chan struct{}, done chan<- struct{}) {
 	start := time.Now()
 	t := time.NewTicker(rp.interval)
 	defer t.Stop()
-	fmt.Fprintf(rp.log, "%8s %9s %9s %10s %9s %7s\n", "second", "sessions", "logins/s", "RSS MiB", "KiB/sess", "srv CPU")
-	lastN, lastT, lastCPU := int64(0), start, rp.base.cpuTicks
+	fmt.Fprintf(rp.log, "%8s %9s %9s %10s %9s %7s %7s\n", "second", "sessions", "logins/s", "RSS MiB", "KiB/sess", "srv CPU", "cli CPU")
+	lastN, lastT, lastCPU, lastSelf := int64(0), start, rp.base.cpuTicks, selfCPUTicks()
 	for {
 		select {
 		case <-stop:
 			return
 		case now := <-t.C:
 			n := rp.up.Load()
-			u := rp.m.read()
+			u, self := rp.m.read(), selfCPUTicks()
 			row := rampRow{Second: now.Sub(start).Seconds(), Sessions: n}
 			if dt := now.Sub(lastT).Seconds(); dt > 0 {
 				row.LoginsPS = float64(n-lastN) / dt
 				if rp.m.pid != 0 && u.cpuTicks >= lastCPU {
 					row.CPUPct = 100 * ticksToSec(u.cpuTicks-lastCPU) / dt
+				}
+				if self >= lastSelf {
+					row.ClientCPUPct = 100 * ticksToSec(self-lastSelf) / dt
 				}
 			}
 			if rp.m.pid != 0 && rp.m.err == nil {
@@ -161,7 +167,7 @@ func (rp *ramp) run(stop <-chan struct{}, done chan<- struct{}) {
 					row.KiBEach = (float64(u.rssKiB) - float64(rp.base.rssKiB)) / float64(n)
 				}
 			}
-			lastN, lastT, lastCPU = n, now, u.cpuTicks
+			lastN, lastT, lastCPU, lastSelf = n, now, u.cpuTicks, self
 			rp.rows = append(rp.rows, row)
 			if rp.seen != nil {
 				select {
@@ -170,7 +176,7 @@ func (rp *ramp) run(stop <-chan struct{}, done chan<- struct{}) {
 					return
 				}
 			}
-			fmt.Fprintf(rp.log, "%8.0f %9d %9.0f %10.1f %9.1f %6.0f%%\n", row.Second, row.Sessions, row.LoginsPS, float64(row.RSSKiB)/1024, row.KiBEach, row.CPUPct)
+			fmt.Fprintf(rp.log, "%8.0f %9d %9.0f %10.1f %9.1f %6.0f%% %6.0f%%\n", row.Second, row.Sessions, row.LoginsPS, float64(row.RSSKiB)/1024, row.KiBEach, row.CPUPct, row.ClientCPUPct)
 			if len(rp.rows) >= maxRampRows {
 				return
 			}
