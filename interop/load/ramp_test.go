@@ -148,7 +148,7 @@ func TestIdleRampFromSources(t *testing.T) {
 		t.Errorf("%d logins, want %d", res.Logins, n)
 	}
 	if len(res.Ramp) == 0 || res.Ramp[len(res.Ramp)-1].RSSKiB == 0 {
-		t.Errorf("ramp rows %+v", res.Ramp)
+		t.Fatalf("ramp rows %+v", res.Ramp)
 	}
 	for _, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
 		if sources[ip] < n/3-1 {
