@@ -12,7 +12,7 @@ TESTFLAGS ?= -count=1 -timeout 20m
 FUZZTIME  ?= 15s
 BENCHTIME ?= 1s
 
-.PHONY: all build run check test fuzz bench loadtest bench-peers clean
+.PHONY: all build run check test fuzz bench loadtest bench-peers bench-ramp clean
 
 all: build
 
@@ -80,6 +80,13 @@ loadtest: build
 bench-peers: build
 	$(GO) build -o $(BIN)/xmppload ./cmd/xmppload
 	BIN=$(BIN) scripts/bench-peers.sh
+
+# Issue 15's ramp to 100,000 idle TLS sessions on one xmppd (N; as root
+# or with a hard file limit above N; see scripts/bench-ramp.sh). Not part
+# of make test.
+bench-ramp: build
+	$(GO) build -o $(BIN)/xmppload ./cmd/xmppload
+	BIN=$(BIN) scripts/bench-ramp.sh
 
 clean:
 	rm -rf $(BIN)

@@ -248,12 +248,32 @@ type Exchange struct {
 	pending         Credentials // the pending password's credentials, for Promote
 	tickets         []exchangeTicket
 	gen             int64
+	lastLogin       time.Time // of an account already active, as read; zero otherwise
 	gs2Header       string
 	clientFirstBare string
 	serverFirst     string
 	nonce           string
 
 	authenticated bool
+}
+
+// LastLogin returns, once the exchange succeeded, when the account last
+// logged in as the exchange read it, if it was already active; zero when
+// it was not (its first login makes it active) or the exchange did not
+// read it. The server skips recording a login that soon after another.
+func (e *Exchange) LastLogin() time.Time {
+	if !e.authenticated {
+		return time.Time{}
+	}
+	return e.lastLogin
+}
+
+// activeSince is the last login of an active account, zero for any other.
+func activeSince(a Account) time.Time {
+	if a.State != StateActive {
+		return time.Time{}
+	}
+	return a.LastLogin
 }
 
 // Mechanism returns the mechanism of the exchange.
@@ -483,6 +503,7 @@ func (e *Exchange) plain(ctx context.Context, msg []byte) ([]byte, bool, error) 
 		return nil, false, e.failCounted(ConditionNotAuthorized, notAuthorizedText)
 	}
 	e.gen = acct.Generation
+	e.lastLogin = activeSince(acct)
 	if match == PendingPassword {
 		e.pending = acct.Pending
 		if f := e.promote(ctx); f != nil {
@@ -516,6 +537,7 @@ func (e *Exchange) scramFirst(ctx context.Context, msg []byte) ([]byte, bool, er
 		e.keys = acct.Credentials.keys(size)
 		e.known = usableKeys(e.keys, size)
 		e.gen = acct.Generation
+		e.lastLogin = activeSince(acct)
 		pending := acct.Pending.keys(size)
 		// The salt is sent before the client proves anything, so only a
 		// pending password salted alike can be checked in this exchange.

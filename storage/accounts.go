@@ -82,6 +82,26 @@ func (db *DB) SetDeliveredCredentials(ctx context.Context, n auth.Number, c auth
 	return db.setCredentials(ctx, n, c, true)
 }
 
+// NumberCredentials is one account of SetCredentialsBatch.
+type NumberCredentials struct {
+	Number      auth.Number
+	Credentials auth.Credentials
+}
+
+// SetCredentialsBatch is SetCredentials (or, with delivered,
+// SetDeliveredCredentials) for many numbers in one transaction: one
+// commit for a batch of an import instead of one each. All or nothing.
+func (db *DB) SetCredentialsBatch(ctx context.Context, batch []NumberCredentials, delivered bool) error {
+	return db.b.inTx(ctx, func(q querier) error {
+		for _, nc := range batch {
+			if _, err := db.upsertCredentials(ctx, q, nc.Number, nc.Credentials, delivered); err != nil {
+				return fmt.Errorf("storage: set credentials of %s: %w", nc.Number, err)
+			}
+		}
+		return nil
+	})
+}
+
 func (db *DB) setCredentials(ctx context.Context, n auth.Number, c auth.Credentials, delivered bool) (bool, error) {
 	gen, err := db.upsertCredentials(ctx, db.b, n, c, delivered)
 	if err != nil {

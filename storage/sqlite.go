@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
@@ -88,13 +90,24 @@ func openSQLite(ctx context.Context, dataDir string, opts Options) (backend, err
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
-	b := &sqliteDB{sqliteConn: sqliteConn{db}, db: db}
+	// database/sql keeps 2 idle connections by default: under concurrent
+	// reads (50 logins at once) it opened a connection for nearly every
+	// query and closed it after, and each new SQLite connection opens the
+	// file and parses the whole schema before its first statement (a
+	// quarter of the server's CPU during logins).
+	db.SetMaxIdleConns(sqliteIdleConns)
+	b := &sqliteDB{sqliteConn: sqliteConn{&preparedDB{DB: db}}, db: db}
 	if err := setWAL(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
 	return b, nil
 }
+
+// sqliteIdleConns is how many SQLite connections stay open between
+// queries: enough for the readers of a burst of logins, each about a page
+// cache's worth of memory.
+const sqliteIdleConns = 16
 
 // setWAL puts the database in WAL mode, which is then kept in the file.
 // Switching a new database needs its exclusive lock, and when another
@@ -181,6 +194,64 @@ func (p *preparedTx) QueryRowContext(ctx context.Context, query string, args ...
 		return p.Tx.QueryRowContext(ctx, query, args...)
 	}
 	return st.QueryRowContext(ctx, args...)
+}
+
+// preparedDB runs the statements outside transactions prepared once (per
+// connection: database/sql prepares a Stmt again on each connection it
+// runs on): the login path's reads (the account, twice; the roster)
+// otherwise compiled their SQL on every call, a sixth of a login's CPU.
+// At most maxPrepared statements are kept; queries built with a varying
+// number of placeholders may pass that, and then run unprepared.
+type preparedDB struct {
+	*sql.DB
+	stmts sync.Map // query string -> *sql.Stmt
+	n     atomic.Int32
+}
+
+// maxPrepared bounds preparedDB's statements: the code's queries, with
+// room for the variants of the ones built per call.
+const maxPrepared = 512
+
+// stmt returns the prepared statement of query, or nil: the caller runs
+// it unprepared (and an error in the SQL comes back from that).
+func (p *preparedDB) stmt(ctx context.Context, query string) *sql.Stmt {
+	if st, ok := p.stmts.Load(query); ok {
+		return st.(*sql.Stmt)
+	}
+	if p.n.Load() >= maxPrepared {
+		return nil
+	}
+	st, err := p.DB.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	if prev, loaded := p.stmts.LoadOrStore(query, st); loaded {
+		_ = st.Close()
+		return prev.(*sql.Stmt)
+	}
+	p.n.Add(1)
+	return st
+}
+
+func (p *preparedDB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := p.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return p.DB.ExecContext(ctx, query, args...)
+}
+
+func (p *preparedDB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := p.stmt(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return p.DB.QueryContext(ctx, query, args...)
+}
+
+func (p *preparedDB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := p.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return p.DB.QueryRowContext(ctx, query, args...)
 }
 
 // sqliteConn adapts database/sql to querier.

@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 	"mellium.im/sasl"
 
+	"dialtone/auth"
 	"dialtone/internal/forwarded"
 	"dialtone/internal/scramtest"
 	"dialtone/internal/xmpptest"
@@ -368,4 +369,52 @@ func TestBind2InlineStreamManagement(t *testing.T) {
 	c2.Expect("the unacknowledged message again", func(e xmpptest.Elem) bool {
 		return e.XMLName.Local == "message" && e.Attr("id") == "lost"
 	})
+}
+
+// An active account's login within loginStampEvery (10 minutes) of its
+// last stamp writes none; a first login, and one after a stale stamp,
+// do (SCRAM and PLAIN alike).
+func TestLoginStampThrottled(t *testing.T) {
+	ts := startServer(t)
+	pass := ts.account(t, alice)
+	n := auth.Number(alice)
+	stamp := func() (auth.State, time.Time) {
+		t.Helper()
+		a, err := ts.accounts.Account(context.Background(), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.State, a.LastLogin
+	}
+	before := time.Now()
+	xmpptest.Login(t, ts.addr, alice, pass, "first")
+	state, first := stamp()
+	if state != auth.StateActive || first.Before(before) {
+		t.Fatalf("after the first login: %s, last login %v (want active, after %v)", state, first, before)
+	}
+	xmpptest.Login(t, ts.addr, alice, pass, "second")
+	plain := xmpptest.DialTLS(t, ts.directAddr)
+	plain.Open("localhost")
+	plain.Next()
+	if cond := plain.Auth(sasl.Plain, alice, pass); cond != "" {
+		t.Fatalf("PLAIN: %s", cond)
+	}
+	if _, again := stamp(); !again.Equal(first) {
+		t.Errorf("logins right after the first moved the stamp %v -> %v", first, again)
+	}
+	for _, mech := range []sasl.Mechanism{sasl.ScramSha256, sasl.Plain} {
+		stale := time.Now().Add(-11 * time.Minute)
+		if err := ts.accounts.RecordLogin(context.Background(), n, stale); err != nil {
+			t.Fatal(err)
+		}
+		c := xmpptest.DialTLS(t, ts.directAddr)
+		c.Open("localhost")
+		c.Next()
+		if cond := c.Auth(mech, alice, pass); cond != "" {
+			t.Fatalf("%s: %s", mech.Name, cond)
+		}
+		if _, got := stamp(); !got.After(stale.Add(10 * time.Minute)) {
+			t.Errorf("%s after a stamp 11 minutes old: last login %v", mech.Name, got)
+		}
+	}
 }

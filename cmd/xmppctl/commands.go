@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"dialtone/auth"
@@ -249,6 +252,63 @@ func (c *cli) accountDelete(ctx context.Context, cmd *command, args []string) er
 	return nil
 }
 
+// importBatchSize is how many accounts an import commits at once: a large
+// import (100,000 numbers for a load test) is then a few hundred commits,
+// not one per number.
+const importBatchSize = 1000
+
+// importBatch makes the accounts of batch with fresh passwords, derived
+// on every core (three PBKDF2s each, the slow part), in one transaction,
+// and prints them with --print once committed.
+func (c *cli) importBatch(ctx context.Context, db *storage.DB, batch []importLine, print bool, imported *int) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	creds := make([]storage.NumberCredentials, len(batch))
+	passwords := make([]string, len(batch))
+	errs := make([]error, len(batch))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(batch)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(batch) || ctx.Err() != nil {
+					return
+				}
+				passwords[i], errs[i] = auth.GeneratePassword(cfg.PasswordLength)
+				if errs[i] == nil {
+					creds[i].Number = batch[i].number
+					creds[i].Credentials, errs[i] = auth.NewCredentials(passwords[i])
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted after %d imported: %w", *imported, err)
+	}
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("line %d: %w (%d imported before it)", batch[i].line, err, *imported)
+		}
+	}
+	if err := db.SetCredentialsBatch(ctx, creds, print); err != nil {
+		return fmt.Errorf("lines %d-%d: %w (%d imported before them)", batch[0].line, batch[len(batch)-1].line, err, *imported)
+	}
+	*imported += len(batch)
+	if print {
+		for i, l := range batch {
+			fmt.Fprintf(c.stdout, "%s %s\n", l.number, passwords[i])
+		}
+	}
+	return nil
+}
+
 // importLine is one number of an import file.
 type importLine struct {
 	line   int
@@ -287,6 +347,7 @@ func (c *cli) accountImport(ctx context.Context, cmd *command, args []string) er
 		}
 	}
 	var imported, existing int
+	var batch []importLine
 	for _, l := range lines {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("interrupted after %d imported: %w", imported, err)
@@ -307,18 +368,15 @@ func (c *cli) accountImport(ctx context.Context, cmd *command, args []string) er
 			imported++
 			continue
 		}
-		cfg, err := c.config()
-		if err != nil {
-			return err
+		if batch = append(batch, l); len(batch) == importBatchSize {
+			if err := c.importBatch(ctx, db, batch, *print, &imported); err != nil {
+				return err
+			}
+			batch = batch[:0]
 		}
-		password, err := setPassword(ctx, db, l.number, cfg.PasswordLength, *print)
-		if err != nil {
-			return fmt.Errorf("line %d: %w (%d imported before it)", l.line, err, imported)
-		}
-		imported++
-		if *print {
-			fmt.Fprintf(c.stdout, "%s %s\n", l.number, password)
-		}
+	}
+	if err := c.importBatch(ctx, db, batch, *print, &imported); err != nil {
+		return err
 	}
 	c.warn("%d imported, %d already had an account", imported, existing)
 	if *notify && imported > 0 {

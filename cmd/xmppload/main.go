@@ -18,13 +18,14 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
 
 // Hard caps: every run is bounded in size and time.
 const (
-	maxClients     = 20000
+	maxClients     = 200_000
 	maxDuration    = 5 * time.Minute
 	maxConcurrency = 1000
 	maxSize        = 64 << 10
@@ -60,6 +61,8 @@ type config struct {
 	room        string
 	messages    int
 	scramCache  string
+	src         string
+	ramp        time.Duration
 }
 
 func main() {
@@ -97,6 +100,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.pid, "pid", 0, "server PID: report its (and its descendants') RSS and CPU time from /proc")
 	fs.StringVar(&c.label, "label", "", "name of the server, copied into the JSON")
 	fs.StringVar(&c.scramCache, "scram-cache", "", "file of SCRAM SaltedPasswords, read before and written after the run (as a client keeps them: PBKDF2 once per account, not per login)")
+	fs.StringVar(&c.src, "src", "", "local loopback addresses to connect from, round-robin: comma-separated addresses or ranges (127.0.0.2-127.0.0.9); each gives ~28k ports towards one server address, so 100,000 clients need four or more")
+	fs.DurationVar(&c.ramp, "ramp", 0, "idle: print a row every RAMP while logging in (sessions up, logins/s, and with --pid the server's RSS, KiB per session and CPU); 0: none")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -135,6 +140,8 @@ func (c *config) check() error {
 		return fmt.Errorf("--size %d: want 32..%d (the body carries a timestamp)", c.size, maxSize)
 	case c.window < 1 || c.window > maxWindow:
 		return fmt.Errorf("--window %d: want 1..%d", c.window, maxWindow)
+	case c.ramp < 0 || (c.ramp > 0 && c.ramp < 100*time.Millisecond):
+		return fmt.Errorf("--ramp %s: want 0 or at least 100ms", c.ramp)
 	case c.accounts == "" && c.password == "" && c.xmppctl == "":
 		return errors.New("give --accounts FILE, or --pattern with --password, or --dialtone-xmppctl PATH")
 	case c.accounts != "" && c.xmppctl != "":
@@ -142,6 +149,11 @@ func (c *config) check() error {
 	}
 	if _, err := mechanism(c.mech); err != nil {
 		return err
+	}
+	if c.src != "" {
+		if _, err := parseSources(c.src); err != nil {
+			return err
+		}
 	}
 	if c.scenario == "room" {
 		return c.checkRoom()
@@ -224,6 +236,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		addrs = append(addrs, addr)
 	}
+	if err := checkFileLimit(c.clients); err != nil {
+		fmt.Fprintln(stderr, "xmppload:", err)
+		return 1
+	}
 	accs, err := loadAccounts(ctx, &c, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "xmppload:", err)
@@ -243,6 +259,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	d := &dialer{addr: addrs[0], domain: c.domain, direct: c.tls == "direct", mech: strings.ToUpper(c.mech)}
 	if len(addrs) > 1 {
 		d.spread(addrs, accs)
+	}
+	if c.src != "" {
+		d.src, _ = parseSources(c.src) // checked by parseFlags
+		d.nextSrc = new(atomic.Uint64)
 	}
 	var res *result
 	switch c.scenario {

@@ -58,6 +58,8 @@ type result struct {
 	RSSAfterKiB          uint64  `json:"server_rss_after_kib,omitempty"`
 	KiBPerSession        float64 `json:"kib_per_session,omitempty"`
 	KiBPerSessionSettled float64 `json:"kib_per_session_settled,omitempty"`
+	// Ramp is the idle scenario's --ramp table, a row per interval.
+	Ramp []rampRow `json:"ramp,omitempty"`
 }
 
 func (r *result) print(stdout, stderr io.Writer) {

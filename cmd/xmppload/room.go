@@ -167,7 +167,7 @@ func joinAll(ctx context.Context, c *config, clients []*roomClient, readers *syn
 }
 
 func runRoom(ctx context.Context, c *config, d *dialer, accs []account, log io.Writer) (*result, error) {
-	sessions, h, took, failed, err := loginAll(ctx, c, d, accs, true)
+	sessions, h, took, failed, err := loginAll(ctx, c, d, accs, true, nil)
 	if err != nil {
 		closeAll(sessions)
 		return nil, fmt.Errorf("%d of %d logins failed; first: %w", failed, len(accs), err)

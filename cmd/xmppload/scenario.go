@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -16,8 +17,9 @@ import (
 // loginAll logs in accs with at most c.concurrency logins in progress,
 // keeping the sessions (keep) or closing each one at once. It returns the
 // sessions in the order of accs (nil where the login failed), a histogram
-// of login times, the first error and the number of failures.
-func loginAll(ctx context.Context, c *config, d *dialer, accs []account, keep bool) ([]*session, *hist, time.Duration, int, error) {
+// of login times, the first error and the number of failures. up, when
+// not nil, counts the logins done as they happen (for a ramp).
+func loginAll(ctx context.Context, c *config, d *dialer, accs []account, keep bool, up *atomic.Int64) ([]*session, *hist, time.Duration, int, error) {
 	sessions := make([]*session, len(accs))
 	var (
 		mu       sync.Mutex
@@ -50,6 +52,9 @@ func loginAll(ctx context.Context, c *config, d *dialer, accs []account, keep bo
 					h.add(uint64(took.Microseconds()))
 				}
 				mu.Unlock()
+				if err == nil && up != nil {
+					up.Add(1)
+				}
 				if err != nil {
 					continue
 				}
@@ -102,7 +107,7 @@ func newResult(c *config) *result {
 func runLogin(ctx context.Context, c *config, d *dialer, accs []account) (*result, error) {
 	m := &serverMeter{pid: c.pid}
 	cpu0, self0 := m.read(), selfCPUTicks()
-	_, h, took, failed, err := loginAll(ctx, c, d, accs, false)
+	_, h, took, failed, err := loginAll(ctx, c, d, accs, false, nil)
 	cpu1, self1 := m.read(), selfCPUTicks()
 	r := newResult(c)
 	r.Concurrency = c.concurrency
@@ -144,13 +149,26 @@ func (r *result) setCPU(m *serverMeter, before, after usage, selfTicks uint64, u
 func runIdle(ctx context.Context, c *config, d *dialer, accs []account, log io.Writer) (*result, error) {
 	m := &serverMeter{pid: c.pid}
 	before := m.read()
-	sessions, h, took, failed, err := loginAll(ctx, c, d, accs, true)
+	var up atomic.Int64
+	var stopRamp, rampDone chan struct{}
+	rp := &ramp{up: &up, m: m, base: before, interval: c.ramp, log: log}
+	if c.ramp > 0 {
+		stopRamp, rampDone = make(chan struct{}), make(chan struct{})
+		go rp.run(stopRamp, rampDone)
+	}
+	sessions, h, took, failed, err := loginAll(ctx, c, d, accs, true, &up)
 	defer closeAll(sessions)
-	// Drain what the server sends (nothing, mostly) so that it never
-	// blocks; the readers end when the sessions are closed.
+	if c.ramp > 0 {
+		close(stopRamp)
+		<-rampDone
+	}
+	// Read what the server sends (nothing, mostly) so that it never
+	// blocks, and answer its pings as a client does: a ramp to 100,000
+	// takes minutes, longer than the server's idle time before it pings.
+	// The readers end when the sessions are closed.
 	for _, s := range sessions {
 		if s != nil {
-			go discard(s)
+			go answerPings(s)
 		}
 	}
 	fmt.Fprintf(log, "xmppload: %d sessions up in %.1fs, holding for %s\n", h.n, took.Seconds(), c.duration)
@@ -161,6 +179,7 @@ func runIdle(ctx context.Context, c *config, d *dialer, accs []account, log io.W
 	after := m.read()
 	r := newResult(c)
 	r.setLogins(h, failed, took)
+	r.Ramp = rp.rows
 	r.Seconds = c.duration.Seconds()
 	if c.pid != 0 && m.err == nil && h.n > 0 {
 		r.RSSBeforeKiB, r.RSSAfterKiB = before.rssKiB, after.rssKiB
@@ -174,10 +193,23 @@ func runIdle(ctx context.Context, c *config, d *dialer, accs []account, log io.W
 	return r, errors.Join(err, m.err)
 }
 
-func discard(s *session) {
-	buf := make([]byte, 512)
+// answerPings reads a logged-in session's stream, answering each IQ get
+// (the server's XEP-0199 pings) with an empty result, until it ends. It
+// writes to the connection itself, not the session's buffer: TLS
+// connections take concurrent writes, and close writes too.
+func answerPings(s *session) {
+	dec := xml.NewDecoder(s.r)
 	for {
-		if _, err := s.r.Read(buf); err != nil {
+		el, err := nextElement(dec)
+		if err != nil {
+			return
+		}
+		if el.Name.Local == "iq" && attr(el, "type") == "get" {
+			if _, err := io.WriteString(s.conn, `<iq type='result' id='`+xmlEscape(attr(el, "id"))+`' to='`+xmlEscape(attr(el, "from"))+`'/>`); err != nil {
+				return
+			}
+		}
+		if err := dec.Skip(); err != nil {
 			return
 		}
 	}
@@ -222,7 +254,7 @@ func bareJID(full string) string {
 }
 
 func runRoute(ctx context.Context, c *config, d *dialer, accs []account, log io.Writer) (*result, error) {
-	sessions, h, took, failed, err := loginAll(ctx, c, d, accs, true)
+	sessions, h, took, failed, err := loginAll(ctx, c, d, accs, true, nil)
 	if err != nil {
 		closeAll(sessions)
 		return nil, fmt.Errorf("%d of %d logins failed; first: %w", failed, len(accs), err)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/sasl"
@@ -28,6 +29,10 @@ type dialer struct {
 	// at, when set, is the address of each account (--addr with several
 	// nodes of a cluster); addr serves the others.
 	at map[string]string
+	// src, when set, are the local addresses connections bind to, in
+	// turn (--src); nextSrc counts the connections made.
+	src     []net.IP
+	nextSrc *atomic.Uint64
 }
 
 // spread gives account i the address i mod len(addrs): the two clients
@@ -84,8 +89,7 @@ type features struct {
 // waits for the answer to a ping sent after the presence, so that the
 // server has processed everything when it returns. The context bounds it.
 func (d *dialer) login(ctx context.Context, acc account, resource string) (*session, error) {
-	var nd net.Dialer
-	raw, err := nd.DialContext(ctx, "tcp", d.addrOf(acc))
+	raw, err := d.dial(ctx, d.addrOf(acc))
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +103,16 @@ func (d *dialer) login(ctx context.Context, acc account, resource string) (*sess
 	}
 	s.conn.SetDeadline(time.Time{})
 	return s, nil
+}
+
+// dial connects to addr, from the next --src address when there are some.
+func (d *dialer) dial(ctx context.Context, addr string) (net.Conn, error) {
+	var nd net.Dialer
+	if len(d.src) > 0 {
+		k := (d.nextSrc.Add(1) - 1) % uint64(len(d.src))
+		nd.LocalAddr = &net.TCPAddr{IP: d.src[k]}
+	}
+	return nd.DialContext(ctx, "tcp", addr)
 }
 
 func (d *dialer) tlsConfig() *tls.Config {

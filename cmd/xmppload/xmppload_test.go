@@ -86,7 +86,11 @@ func TestResolveLoopback(t *testing.T) {
 func TestFlagsBounded(t *testing.T) {
 	base := []string{"--password", "pw"}
 	for _, extra := range [][]string{
-		{"--clients", "20001"},
+		{"--clients", "200001"},
+		{"--src", "10.0.0.1"},
+		{"--src", "127.0.0.9-127.0.0.2"},
+		{"--src", "127.0.0.1-127.0.2.0"},
+		{"--ramp", "1ms"},
 		{"--clients", "0"},
 		{"--duration", "6m"},
 		{"--scenario", "route", "--clients", "3"},

@@ -304,7 +304,8 @@ func (c *conn) header(to *jid.JID) stream.Header {
 }
 
 // readHeader reads and checks the client's stream header (RFC 6120 §4.7)
-// and answers with ours, in which a stream error then goes.
+// and answers with ours and the stream features, or with ours alone when
+// a stream error then goes in it.
 func (c *conn) readHeader() error {
 	t, err := c.st.ReadHeader()
 	if err != nil {
@@ -323,10 +324,12 @@ func (c *conn) readHeader() error {
 	if err == nil && ph.HasTo && !c.servesDomain(ph.To) {
 		err = stream.NewError("host-unknown", "this server does not serve that domain")
 	}
-	if werr := c.st.WriteHeader(c.header(from)); err == nil {
-		err = werr
+	if err != nil {
+		c.st.WriteHeader(c.header(from)) // the stream error of err follows it, or cannot
+		return err
 	}
-	return err
+	// The features go with the header: one write.
+	return c.st.WriteHeader(c.header(from), c.features())
 }
 
 func (c *conn) servesDomain(to string) bool {
@@ -506,10 +509,7 @@ func isRegister(el wire.Element) bool {
 
 // restart reads the client's (new) stream header and sends new features.
 func (c *conn) restart() error {
-	if err := c.readHeader(); err != nil {
-		return err
-	}
-	return c.st.Write(c.features())
+	return c.readHeader()
 }
 
 // startTLS answers <starttls/> and secures the connection.

@@ -113,13 +113,34 @@ func (c *conn) authenticated(ctx context.Context, ex exchange) error {
 		return err
 	}
 	s.m.Logins.Inc()
-	sctx, scancel := s.cfg.Router.StoreContext(ctx)
-	if err := s.cfg.Accounts.RecordLogin(sctx, c.number, time.Now()); err != nil {
-		s.cfg.Log.Error("recording login failed", "number", c.number, "err", err)
+	if now := time.Now(); !recentlyStamped(ex, now) {
+		sctx, scancel := s.cfg.Router.StoreContext(ctx)
+		if err := s.cfg.Accounts.RecordLogin(sctx, c.number, now); err != nil {
+			s.cfg.Log.Error("recording login failed", "number", c.number, "err", err)
+		}
+		scancel()
 	}
-	scancel()
 	s.cfg.Log.Info("login", "jid", string(c.number)+"@"+s.cfg.Domain.String(), "ip", c.ip)
 	return nil
+}
+
+// loginStampEvery is how stale an active account's last-login stamp may
+// get: a login within it of the stamp it read writes none. A write per
+// login was a tenth of a login's CPU and a commit each login waited for,
+// and what reads the stamp (recycling a number after months without a
+// login, xmppctl account show) needs minutes, not milliseconds. The
+// first login of an account, which makes it active, is always written.
+const loginStampEvery = 10 * time.Minute
+
+// recentlyStamped reports whether ex authenticated an account that was
+// already active with a last login less than loginStampEvery before now.
+func recentlyStamped(ex exchange, now time.Time) bool {
+	l, ok := ex.(interface{ LastLogin() time.Time })
+	if !ok {
+		return false
+	}
+	t := l.LastLogin()
+	return !t.IsZero() && !t.After(now) && now.Sub(t) < loginStampEvery
 }
 
 // saslFailure sends the failure of err in profile p; it returns an error

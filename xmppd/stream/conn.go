@@ -89,8 +89,10 @@ func (c *Conn) ReadHeader() (xml.StartElement, error) {
 	return c.r.ReadHeader()
 }
 
-// WriteHeader writes our stream header.
-func (c *Conn) WriteHeader(h Header) error {
+// WriteHeader writes our stream header, and then elems (the features
+// that follow it): over TCP in one write, which is one TLS record and one
+// system call where there were two (three headers in every login).
+func (c *Conn) WriteHeader(h Header, elems ...[]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.interrupted {
@@ -98,7 +100,13 @@ func (c *Conn) WriteHeader(h Header) error {
 	}
 	c.headerSent.Store(true)
 	c.t.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-	return c.t.WriteHeader(h)
+	if t, ok := c.t.(*TCP); ok && len(elems) > 0 {
+		return t.write(append([][]byte{h.Append(nil)}, elems...)...)
+	}
+	if err := c.t.WriteHeader(h); err != nil || len(elems) == 0 {
+		return err
+	}
+	return c.t.WriteElements(elems)
 }
 
 // Write writes elements now, past the queue: the negotiation's own
