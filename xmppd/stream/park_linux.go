@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"container/heap"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -10,22 +11,51 @@ import (
 
 // poller waits on the sockets of parked streams with one epoll instance,
 // so that an idle stream needs no goroutine of its own. Its goroutine runs
-// only while something is parked.
+// only while something is parked, and keeps the parked waits' deadlines
+// too: a timer per parked stream was a tenth of its heap.
 type poller struct {
-	mu      sync.Mutex
-	epfd    int // 0 until first used
-	running bool
-	parked  map[uint32]*parkedWait
-	seq     uint32
+	mu        sync.Mutex
+	epfd      int // 0 until first used
+	running   bool
+	parked    map[uint32]*parkedWait
+	deadlines deadlineHeap // the parked waits that have a deadline
+	seq       uint32
 }
 
 // parkedWait is one parked stream's wait.
 type parkedWait struct {
-	token  uint32
-	rc     syscall.RawConn
-	timer  *time.Timer
-	resume func()
-	woken  atomic.Bool
+	token    uint32
+	at       int // 1 + its index in the poller's deadlines; 0: none
+	rc       syscall.RawConn
+	deadline time.Time
+	resume   func()
+	woken    atomic.Bool
+}
+
+// deadlineHeap orders parked waits by deadline (container/heap).
+type deadlineHeap []*parkedWait
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].at, h[j].at = i+1, j+1
+}
+func (h *deadlineHeap) Push(x any) {
+	w := x.(*parkedWait)
+	*h = append(*h, w)
+	w.at = len(*h)
+}
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	w.at = 0
+	if cap(*h) > 1024 && len(*h) < cap(*h)/4 {
+		*h = append(deadlineHeap(nil), *h...) // a burst's array is not kept
+	}
+	return w
 }
 
 var idlePoller poller
@@ -64,7 +94,8 @@ func (p *poller) park(w *parkedWait, deadline time.Time) bool {
 	}
 	p.parked[w.token] = w
 	if !deadline.IsZero() {
-		w.timer = time.AfterFunc(time.Until(deadline), func() { p.wake(w) })
+		w.deadline = deadline
+		heap.Push(&p.deadlines, w)
 	}
 	if !p.running {
 		p.running = true
@@ -80,8 +111,8 @@ func (p *poller) wake(w *parkedWait) {
 	}
 	p.mu.Lock()
 	delete(p.parked, w.token)
-	if w.timer != nil {
-		w.timer.Stop()
+	if w.at > 0 {
+		heap.Remove(&p.deadlines, w.at-1)
 	}
 	// A closed connection left the set as it closed.
 	w.rc.Control(func(fd uintptr) { syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
@@ -89,14 +120,20 @@ func (p *poller) wake(w *parkedWait) {
 	go w.resume()
 }
 
+// loop waits for input on the parked sockets and for the earliest
+// deadline. A wait parked meanwhile with an earlier deadline is seen at
+// the next turn: deadlines are kept within pollEvery (they are idle
+// timeouts of minutes).
 func (p *poller) loop() {
 	events := make([]syscall.EpollEvent, 256)
 	ready := make([]*parkedWait, 0, len(events))
+	timeout := pollEvery
 	for {
-		n, err := syscall.EpollWait(p.epfd, events, pollEvery)
+		n, err := syscall.EpollWait(p.epfd, events, timeout)
 		if err != nil && !errors.Is(err, syscall.EINTR) {
-			n = 0 // cannot happen with a valid epfd; the timers still wake
+			n = 0 // cannot happen with a valid epfd; deadlines still wake
 		}
+		now := time.Now()
 		p.mu.Lock()
 		ready = ready[:0]
 		for _, ev := range events[:max(n, 0)] {
@@ -104,14 +141,24 @@ func (p *poller) loop() {
 				ready = append(ready, w)
 			}
 		}
+		// At most a batch of expired deadlines per turn: input waits no
+		// longer behind a mass expiry.
+		for i := 0; i < len(events) && len(p.deadlines) > 0 && !p.deadlines[0].deadline.After(now); i++ {
+			ready = append(ready, heap.Pop(&p.deadlines).(*parkedWait))
+		}
+		timeout = pollEvery
+		if len(p.deadlines) > 0 {
+			timeout = int(min(time.Duration(pollEvery)*time.Millisecond, max(0, p.deadlines[0].deadline.Sub(now)+time.Millisecond-1)) / time.Millisecond)
+		}
 		if len(p.parked) == 0 {
 			p.running = false
 			p.mu.Unlock()
 			return
 		}
 		p.mu.Unlock()
-		for _, w := range ready {
+		for i, w := range ready {
 			p.wake(w)
+			ready[i] = nil
 		}
 	}
 }

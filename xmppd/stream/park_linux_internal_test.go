@@ -223,3 +223,46 @@ func TestParkedStreamReadsSplitRecord(t *testing.T) {
 		t.Fatalf("element after a split record: %+v", e)
 	}
 }
+
+// Deadlines are kept by the poller, with no timer per wait: each wait
+// resumes at its deadline, not before (parked in any order), one woken
+// before its deadline leaves the heap, and the heap empties as they go.
+func TestPollerDeadlines(t *testing.T) {
+	const n = 6
+	type resumed struct {
+		i  int
+		at time.Time
+	}
+	ch := make(chan resumed, n)
+	waits := make([]*parkedWait, n)
+	base := time.Now().Add(100 * time.Millisecond)
+	for i := n - 1; i >= 0; i-- { // parked latest first
+		rc, _ := tcpPair(t)
+		waits[i] = &parkedWait{rc: rc, resume: func() { ch <- resumed{i, time.Now()} }}
+		if !idlePoller.park(waits[i], base.Add(time.Duration(i)*150*time.Millisecond)) {
+			t.Fatal("could not park")
+		}
+	}
+	idlePoller.wake(waits[2]) // before its deadline
+	seen := map[int]bool{}
+	for len(seen) < n {
+		select {
+		case r := <-ch:
+			if seen[r.i] {
+				t.Fatalf("wait %d resumed twice", r.i)
+			}
+			seen[r.i] = true
+			if r.i != 2 && r.at.Before(waits[r.i].deadline) {
+				t.Fatalf("wait %d resumed %s before its deadline", r.i, waits[r.i].deadline.Sub(r.at))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("resumed %v, then nothing", seen)
+		}
+	}
+	idlePoller.mu.Lock()
+	left := len(idlePoller.deadlines)
+	idlePoller.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d deadlines left in the heap", left)
+	}
+}
