@@ -2,7 +2,7 @@ package stream
 
 import (
 	"container/heap"
-	"errors"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -12,11 +12,17 @@ import (
 // poller waits on the sockets of parked streams with one epoll instance,
 // so that an idle stream needs no goroutine of its own. Its goroutine runs
 // only while something is parked, and keeps the parked waits' deadlines
-// too: a timer per parked stream was a tenth of its heap.
+// too: a timer per parked stream was a tenth of its heap. The epoll
+// instance is itself in Go's netpoller (an epoll descriptor is readable
+// when it has events): the goroutine waits as a network read does, and
+// input wakes it as fast, rather than a thread blocked in epoll_wait that
+// must then wait for a processor under load.
 type poller struct {
 	mu        sync.Mutex
-	epfd      int // 0 until first used
+	ep        *os.File // the epoll instance; nil until first used
+	rc        syscall.RawConn
 	running   bool
+	waitUntil time.Time // the read deadline the goroutine waits under
 	parked    map[uint32]*parkedWait
 	deadlines deadlineHeap // the parked waits that have a deadline
 	seq       uint32
@@ -73,12 +79,8 @@ func (p *poller) park(w *parkedWait, deadline time.Time) bool {
 		// runs already, and nothing must stay registered for it.
 		return true
 	}
-	if p.epfd == 0 {
-		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
-		if err != nil {
-			return false
-		}
-		p.epfd, p.parked = fd, make(map[uint32]*parkedWait)
+	if p.ep == nil && !p.open() {
+		return false
 	}
 	for p.seq++; p.parked[p.seq] != nil || p.seq == 0; p.seq++ {
 	}
@@ -87,7 +89,7 @@ func (p *poller) park(w *parkedWait, deadline time.Time) bool {
 	// Under Control the descriptor cannot be closed and reused meanwhile.
 	err := w.rc.Control(func(fd uintptr) {
 		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(w.token)}
-		cerr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+		p.rc.Control(func(epfd uintptr) { cerr = syscall.EpollCtl(int(epfd), syscall.EPOLL_CTL_ADD, int(fd), &ev) })
 	})
 	if err != nil || cerr != nil {
 		return false
@@ -97,11 +99,62 @@ func (p *poller) park(w *parkedWait, deadline time.Time) bool {
 		w.deadline = deadline
 		heap.Push(&p.deadlines, w)
 	}
-	if !p.running {
+	switch {
+	case !p.running:
 		p.running = true
+		p.waitFor(time.Now(), deadline)
 		go p.loop()
+	case !deadline.IsZero() && deadline.Before(p.waitUntil):
+		p.waitFor(time.Now(), deadline) // the wait under way ends sooner
 	}
 	return true
+}
+
+// open makes the epoll instance and puts it in Go's netpoller; false
+// when it cannot (then nothing parks).
+func (p *poller) open() bool {
+	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return false
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return false
+	}
+	f := os.NewFile(uintptr(fd), "idle-streams")
+	rc, err := f.SyscallConn()
+	// A deadline takes only when the netpoller has the descriptor.
+	if err != nil || f.SetReadDeadline(time.Now().Add(time.Hour)) != nil {
+		f.Close()
+		return false
+	}
+	p.ep, p.rc, p.parked = f, rc, make(map[uint32]*parkedWait)
+	return true
+}
+
+// waitFor sets the goroutine's read deadline: the earliest of deadline
+// (if any), the heap's first and pollEvery from now (so that it ends soon
+// once nothing is parked), and at least a millisecond ahead (a deadline
+// already past would fail the read before it looks at the events).
+// Under p.mu.
+func (p *poller) waitFor(now, deadline time.Time) {
+	until := now.Add(pollEvery * time.Millisecond)
+	if len(p.deadlines) > 0 && p.deadlines[0].deadline.Before(until) {
+		until = p.deadlines[0].deadline
+	}
+	if !deadline.IsZero() && deadline.Before(until) {
+		until = deadline
+	}
+	until = later(until, now.Add(time.Millisecond))
+	p.waitUntil = until
+	p.ep.SetReadDeadline(until)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // wake runs w's resume once, its socket out of the epoll set first.
@@ -115,24 +168,28 @@ func (p *poller) wake(w *parkedWait) {
 		heap.Remove(&p.deadlines, w.at-1)
 	}
 	// A closed connection left the set as it closed.
-	w.rc.Control(func(fd uintptr) { syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
+	w.rc.Control(func(fd uintptr) {
+		p.rc.Control(func(epfd uintptr) { syscall.EpollCtl(int(epfd), syscall.EPOLL_CTL_DEL, int(fd), nil) })
+	})
 	p.mu.Unlock()
 	go w.resume()
 }
 
 // loop waits for input on the parked sockets and for the earliest
-// deadline. A wait parked meanwhile with an earlier deadline is seen at
-// the next turn: deadlines are kept within pollEvery (they are idle
-// timeouts of minutes).
+// deadline, in the netpoller: the read returns when the epoll instance
+// has events, or at the deadline (waitFor).
 func (p *poller) loop() {
 	events := make([]syscall.EpollEvent, 256)
 	ready := make([]*parkedWait, 0, len(events))
-	timeout := pollEvery
 	for {
-		n, err := syscall.EpollWait(p.epfd, events, timeout)
-		if err != nil && !errors.Is(err, syscall.EINTR) {
-			n = 0 // cannot happen with a valid epfd; deadlines still wake
-		}
+		n := 0
+		// A deadline error is a turn like any other: expired deadlines
+		// are looked at below. The events are drained whatever woke it
+		// (the netpoller reports edges), up to a batch per turn.
+		p.rc.Read(func(epfd uintptr) bool {
+			n, _ = syscall.EpollWait(int(epfd), events, 0)
+			return n > 0
+		})
 		now := time.Now()
 		p.mu.Lock()
 		ready = ready[:0]
@@ -146,15 +203,12 @@ func (p *poller) loop() {
 		for i := 0; i < len(events) && len(p.deadlines) > 0 && !p.deadlines[0].deadline.After(now); i++ {
 			ready = append(ready, heap.Pop(&p.deadlines).(*parkedWait))
 		}
-		timeout = pollEvery
-		if len(p.deadlines) > 0 {
-			timeout = int(min(time.Duration(pollEvery)*time.Millisecond, max(0, p.deadlines[0].deadline.Sub(now)+time.Millisecond-1)) / time.Millisecond)
-		}
 		if len(p.parked) == 0 {
 			p.running = false
 			p.mu.Unlock()
 			return
 		}
+		p.waitFor(now, time.Time{})
 		p.mu.Unlock()
 		for i, w := range ready {
 			p.wake(w)
