@@ -11,6 +11,7 @@ import (
 
 	"dialtone/internal/config"
 	"dialtone/internal/daemon"
+	"dialtone/internal/memory"
 )
 
 func main() {
@@ -24,6 +25,8 @@ func run() int {
 		return 2
 	}
 	log := cfg.Logger(os.Stderr)
+	// Process-wide, so here and not in the daemon (tests run many).
+	memory.Apply(cfg.GCPercent, cfg.MemoryLimit)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	d, err := daemon.New(ctx, cfg, log)
@@ -31,6 +34,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	go memory.NewReturner().Run(ctx)
 	if err := d.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

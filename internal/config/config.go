@@ -249,6 +249,15 @@ type Config struct {
 	// NodeName names this node in the cluster (unique per node) and in
 	// its logs. Default: the host name.
 	NodeName string `env:"XMPPD_NODE_NAME"`
+
+	// GCPercent is the Go collector's GOGC: the heap may grow this many
+	// percent over what is live before the next collection. Lower keeps
+	// less headroom (less memory per idle session) for more collector CPU.
+	GCPercent int `env:"XMPPD_GC_PERCENT" envDefault:"100"`
+	// MemoryLimit is the Go runtime's soft memory limit in bytes
+	// (GOMEMLIMIT): near it the collector runs more often, whatever
+	// GCPercent says. 0: none.
+	MemoryLimit int64 `env:"XMPPD_MEMORY_LIMIT"`
 }
 
 // Load reads the configuration from the process environment and validates
@@ -422,6 +431,7 @@ func (c *Config) normalize() error {
 		{"XMPPD_SM_QUEUE_LIMIT", c.SMQueueLimit},
 		{"XMPPD_PEP_MAX_ITEMS", c.PEPMaxItems},
 		{"XMPPD_PEP_MAX_ITEM_BYTES", c.PEPMaxItemBytes},
+		{"XMPPD_GC_PERCENT", c.GCPercent},
 	} {
 		if l.v < 1 {
 			return fmt.Errorf("%s: must be at least 1 (got %d)", l.name, l.v)
@@ -433,6 +443,7 @@ func (c *Config) normalize() error {
 	}{
 		{"XMPPD_UPLOAD_MAX_FILE_SIZE", c.UploadMaxFileSize},
 		{"XMPPD_UPLOAD_QUOTA", c.UploadQuota},
+		{"XMPPD_MEMORY_LIMIT", c.MemoryLimit},
 	} {
 		if l.v < 0 {
 			return fmt.Errorf("%s: must not be negative (got %d)", l.name, l.v)

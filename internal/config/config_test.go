@@ -73,6 +73,7 @@ func TestDefaults(t *testing.T) {
 	want.MUCRoomsPerAccount = 100
 	want.ArchiveRetention = 8760 * time.Hour
 	want.NodeName, _ = os.Hostname()
+	want.GCPercent = 100
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -152,6 +153,8 @@ func TestEveryVariable(t *testing.T) {
 		"XMPPD_ARCHIVE_RETENTION":                 "720h",
 		"XMPPD_NATS_URL":                          "nats://10.0.0.5:4222, nats://10.0.0.6:4222",
 		"XMPPD_NODE_NAME":                         "node-a",
+		"XMPPD_GC_PERCENT":                        "50",
+		"XMPPD_MEMORY_LIMIT":                      "8589934592",
 	}
 	c, err := LoadFrom(environ)
 	if err != nil {
@@ -231,6 +234,8 @@ func TestEveryVariable(t *testing.T) {
 	want.ArchiveRetention = 720 * time.Hour
 	want.NATSURL = "nats://10.0.0.5:4222, nats://10.0.0.6:4222"
 	want.NodeName = "node-a"
+	want.GCPercent = 50
+	want.MemoryLimit = 8 << 30
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("\n got %+v\nwant %+v", c, want)
 	}
@@ -366,6 +371,8 @@ func TestInvalid(t *testing.T) {
 		{"login link ttl negative", map[string]string{"XMPPD_LOGIN_LINK_TTL": "-1h"}, "XMPPD_LOGIN_LINK_TTL: must not be negative"},
 		{"sm resume timeout zero", map[string]string{"XMPPD_SM_RESUME_TIMEOUT": "0"}, "XMPPD_SM_RESUME_TIMEOUT: must be greater than 0"},
 		{"sm queue limit zero", map[string]string{"XMPPD_SM_QUEUE_LIMIT": "0"}, "XMPPD_SM_QUEUE_LIMIT: must be at least 1"},
+		{"gc percent zero", map[string]string{"XMPPD_GC_PERCENT": "0"}, "XMPPD_GC_PERCENT: must be at least 1"},
+		{"memory limit negative", map[string]string{"XMPPD_MEMORY_LIMIT": "-1"}, "XMPPD_MEMORY_LIMIT: must not be negative"},
 		{"pep max items zero", map[string]string{"XMPPD_PEP_MAX_ITEMS": "0"}, "XMPPD_PEP_MAX_ITEMS: must be at least 1"},
 		{"pep item bytes unparseable", map[string]string{"XMPPD_PEP_MAX_ITEM_BYTES": "64k"}, "XMPPD_PEP_MAX_ITEM_BYTES"},
 		{"muc occupants zero", map[string]string{"XMPPD_MUC_MAX_OCCUPANTS": "0"}, "XMPPD_MUC_MAX_OCCUPANTS: must be at least 1"},

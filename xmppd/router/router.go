@@ -263,7 +263,7 @@ func (r *Router) Bind(sess *Session, full jid.JID, confirm func() error) error {
 // resources or the Undelivered hooks), and cancels its context.
 func (r *Router) Unregister(sess *Session) {
 	r.unregister(sess)
-	sess.cancel()
+	sess.ctx.cancel(context.Canceled)
 }
 
 // Closed ends a session whose stream ended: out of the table, its

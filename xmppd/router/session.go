@@ -47,8 +47,7 @@ type Session struct {
 	remote bool
 
 	// ctx is cancelled when the session closes (Router.Unregister).
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx *sessionCtx
 
 	presence atomic.Pointer[Stanza]
 	priority atomic.Int32
@@ -77,7 +76,7 @@ func NewSession(parent context.Context, j jid.JID, sink Sink) *Session {
 	if j.Resourcepart() != "" {
 		s.bind(j)
 	}
-	s.ctx, s.cancel = context.WithCancel(parent)
+	s.ctx = newSessionCtx(parent)
 	return s
 }
 

@@ -3,6 +3,7 @@ package stream
 import (
 	"bytes"
 	"crypto/tls"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -147,5 +148,47 @@ func TestTLSWaitSeesRecordsReadTogether(t *testing.T) {
 	}
 	if res.held {
 		t.Fatal("the stream still holds a read buffer with nothing to read")
+	}
+}
+
+// trimTLS leaves a connection alone while crypto/tls holds input not yet
+// read (fails safe): what was decrypted and not read is read after it.
+func TestTrimTLSKeepsUnreadInput(t *testing.T) {
+	cert := testCert(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+		tc.Write([]byte("hello world")) // one record
+		io.Copy(io.Discard, tc)         // until the server closes
+	}()
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	tc := tls.Server(nc, &tls.Config{Certificates: []tls.Certificate{cert}})
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(tc, buf); err != nil {
+		t.Fatal(err)
+	}
+	if trimTLS(tc) {
+		t.Fatal("trimmed a connection holding unread input")
+	}
+	rest := make([]byte, 6)
+	if _, err := io.ReadFull(tc, rest); err != nil || string(buf)+string(rest) != "hello world" {
+		t.Fatalf("read %q %q, %v", buf, rest, err)
+	}
+	if !trimTLS(tc) {
+		t.Fatal("not trimmed once everything was read")
 	}
 }

@@ -396,6 +396,11 @@ func (w *Reader) waitOrPark(dl time.Time) error {
 	if err := w.setReadDeadline(dl); err != nil {
 		return err
 	}
+	// A parked stream keeps no scratch: the recording buffer (as long as
+	// the longest element read) and the namespace scratch grow again
+	// when input comes.
+	w.buf = nil
+	w.ns.dropScratch()
 	// Set before parking: the resumed goroutine may run at once.
 	w.parkedDL, w.resumed = dl, true
 	if !w.parker.Park(dl, w.resume) {

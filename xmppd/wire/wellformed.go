@@ -89,6 +89,14 @@ func (s *nsScope) setHeader(t xml.StartElement) error {
 	return nil
 }
 
+// dropScratch gives back the slices that are empty between top-level
+// elements (a parked stream's).
+func (s *nsScope) dropScratch() {
+	if len(s.open) == 0 && len(s.carry) == 0 {
+		s.open, s.carry, s.keys = nil, nil, nil
+	}
+}
+
 // reset drops what an element left open (a new top-level element starts).
 func (s *nsScope) reset() {
 	s.pop(s.header)
