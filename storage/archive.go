@@ -3,7 +3,6 @@ package storage
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -217,7 +216,9 @@ func chunksOf(msgs []archive.Message) []chunk {
 }
 
 // archiveRowsPerInsert bounds one multi-row INSERT (6 parameters a row:
-// far below both engines' limits on parameters).
+// far below both engines' limits on parameters). Within a SQLite
+// transaction each distinct statement is compiled once (preparedTx), so a
+// batch of many chunks compiles at most two.
 const archiveRowsPerInsert = 200
 
 const insertChunk = `INSERT INTO archive_chunks (owner, last_id, first_id, with_jid, n, data) VALUES (?, ?, ?, ?, ?, ?)`
@@ -242,11 +243,6 @@ func (db *DB) AppendArchive(ctx context.Context, msgs []archive.Message) error {
 	// Slices taken before the arena grew point into its old array, which
 	// stays valid: nothing writes there again.
 	err := db.b.inTx(ctx, func(q querier) error {
-		if c, ok := q.(sqliteConn); ok {
-			if tx, ok := c.r.(*sql.Tx); ok {
-				return appendPrepared(ctx, tx, chunks, data)
-			}
-		}
 		for from := 0; from < len(chunks); {
 			n := min(len(chunks)-from, archiveRowsPerInsert)
 			var sb strings.Builder
@@ -268,23 +264,6 @@ func (db *DB) AppendArchive(ctx context.Context, msgs []archive.Message) error {
 	})
 	if err != nil {
 		return fmt.Errorf("storage: append to the archive: %w", err)
-	}
-	return nil
-}
-
-// appendPrepared inserts with one statement prepared for the batch: the
-// SQLite driver parses the SQL of every Exec, which for a multi-row
-// INSERT costs as much as the insert itself.
-func appendPrepared(ctx context.Context, tx *sql.Tx, chunks []chunk, data [][]byte) error {
-	st, err := tx.PrepareContext(ctx, insertChunk+` ON CONFLICT (owner, last_id) DO NOTHING`)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	for i, c := range chunks {
-		if _, err := st.ExecContext(ctx, c.owner, c.last, c.first, c.with, len(c.msgs), data[i]); err != nil {
-			return err
-		}
 	}
 	return nil
 }
