@@ -466,16 +466,11 @@ func (d *Daemon) resumeAcrossNodes() error {
 		if err != nil {
 			return nil, false
 		}
-		ho, ok := d.SM.HandOver(req.Previd, req.Owner, req.H)
+		ho, ok := d.SM.HandOver(req.Previd, req.Owner, req.H, func(full jid.JID, presence *router.Stanza) {
+			d.Cluster.Moved(full.String(), from, presence)
+		})
 		if !ok {
 			return nil, false
-		}
-		if ho.Failed == nil {
-			var presence *router.Stanza
-			if full, err := jid.Parse(ho.Full); err == nil && ho.Available {
-				presence = &router.Stanza{Kind: router.KindPresence, From: full, Inner: ho.Presence, Lang: ho.Lang}
-			}
-			d.Cluster.Moved(ho.Full, from, presence)
 		}
 		return ho.Marshal(), true
 	})

@@ -57,7 +57,14 @@ func ParseHandover(b []byte) (Handover, error) {
 // node to resume; false when there is no such session here. A session
 // whose stream is still up is not handed over (its client gets
 // item-not-found and logs in again; nothing is lost).
-func (m *Module) HandOver(previd, owner string, h uint32) (Handover, bool) {
+//
+// moving, when set, is called once the session is found fit to go and
+// before its queue is taken, with its full JID and last presence (nil:
+// unavailable): it puts in the routing table what forwards to the other
+// node (cluster.Moved). What is routed to the session until then is in
+// the queue handed over; what comes after goes on to the other node, not
+// to offline storage here.
+func (m *Module) HandOver(previd, owner string, h uint32, moving func(full jid.JID, presence *router.Stanza)) (Handover, bool) {
 	m.mu.Lock()
 	st := m.byID[previd]
 	m.mu.Unlock()
@@ -75,6 +82,20 @@ func (m *Module) HandOver(previd, owner string, h uint32) (Handover, bool) {
 		hin := st.handled()
 		st.mu.Unlock()
 		return Handover{Failed: failed("undefined-condition", hin, true)}, true
+	}
+	if moving != nil {
+		// Not under st.mu: routing sends to the session under the
+		// table's locks, which moving takes.
+		st.mu.Unlock()
+		moving(st.sess.JID(), st.sess.Presence())
+		st.mu.Lock()
+		if !st.hibernating || st.ended || st.overflowed || h-st.acked > uint32(len(st.unacked)) {
+			// Ended meanwhile (a race of microseconds): what the other
+			// node now gets for it, it routes as for a session it lacks.
+			hin := st.handled()
+			st.mu.Unlock()
+			return Handover{Failed: failed("item-not-found", hin, true)}, true
+		}
 	}
 	st.dropAcked(h)
 	ho := Handover{Full: st.sess.String(), H: st.handled(), Acked: st.acked, Unacked: st.unacked}

@@ -20,7 +20,7 @@ func twoNodes(t *testing.T, ma, mb *sm.Module, more ...router.Module) (a, b *ser
 	t.Helper()
 	a = servertest.Start(t, servertest.With(ma))
 	mb.Remote = func(_ context.Context, previd, owner string, h uint32) (sm.Handover, bool) {
-		return ma.HandOver(previd, owner, h)
+		return ma.HandOver(previd, owner, h, nil)
 	}
 	b = servertest.Start(t, servertest.With(append([]router.Module{mb}, more...)...), func(c *servertest.Config) {
 		c.SASL.Store, c.Accounts = a.Accounts, a.Accounts
@@ -147,4 +147,71 @@ func TestShutdownHandsOver(t *testing.T) {
 		t.Fatal("the shutdown waited for the grace with no session left to hand over")
 	}
 	t.Logf("a stopped %v after the shutdown began", time.Since(start).Round(time.Millisecond))
+}
+
+// TestHeldWhileResumingElsewhere: a message comes for an account while
+// its session is being resumed on b from a, before it is bound on b (in a
+// cluster: the other nodes already heard that a let it go): it waits for
+// the resumption and reaches the resumed session once, after what a
+// kept; it is neither bounced nor stored offline.
+func TestHeldWhileResumingElsewhere(t *testing.T) {
+	const carol = "+821055556666"
+	ma, mb := &sm.Module{ResumeTimeout: time.Minute}, &sm.Module{ResumeTimeout: time.Minute}
+	asking, proceed := make(chan struct{}), make(chan struct{})
+	a := servertest.Start(t, servertest.With(ma))
+	mb.Remote = func(_ context.Context, previd, owner string, h uint32) (sm.Handover, bool) {
+		close(asking)
+		<-proceed
+		return ma.HandOver(previd, owner, h, nil)
+	}
+	b := servertest.Start(t, servertest.With(mb), func(c *servertest.Config) {
+		c.SASL.Store, c.Accounts = a.Accounts, a.Accounts
+	})
+	al, _, pa := tenOnA(t, a, 10)
+	pc := a.Account(t, carol)
+	al.Conn.Close()
+	ca := xmpptest.Login(t, b.Addr, carol, pc, "c")
+
+	resumed := make(chan *smClient, 1)
+	go func() {
+		nc, e := resume(t, b, alice, pa, al)
+		if e.XMLName.Local != "resumed" {
+			t.Errorf("resumption: %v", e)
+		}
+		resumed <- nc
+	}()
+	select {
+	case <-asking:
+	case <-time.After(10 * time.Second):
+		t.Fatal("b never asked a for the session")
+	}
+	// Routed on b while the resumption waits for a's answer (the ping's
+	// answer comes after the message was routed).
+	ca.Send(`<message to='` + alice + `@localhost' type='chat' id='held'><body>held</body></message>`)
+	ca.Sync()
+	close(proceed)
+	var na *smClient
+	select {
+	case na = <-resumed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the resumption never ended")
+	}
+	if na == nil || t.Failed() {
+		t.FailNow()
+	}
+	na.sync()
+	if got := strings.Join(na.bodies, " "); !strings.HasSuffix(got, "m9 held") || strings.Count(got, "held") != 1 {
+		t.Fatalf("bodies %q, want ... m9 held (held once, last)", got)
+	}
+	// No error came back to carol.
+	ca.Send(`<iq type='get' id='last' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	for i := 0; i < 20; i++ {
+		e := ca.Next()
+		if e.XMLName.Local == "message" && e.Attr("type") == "error" {
+			t.Fatalf("carol got an error for the held message: %v", e)
+		}
+		if e.Attr("id") == "last" {
+			break
+		}
+	}
 }

@@ -86,6 +86,12 @@ type Module struct {
 
 	r *router.Router
 
+	// holding: the accounts (bare JIDs) with a session being resumed here
+	// from another node (Remote), and the messages that found no session
+	// of theirs meanwhile (see holdForResume).
+	holdMu  sync.Mutex
+	holding map[string]*held
+
 	mu      sync.Mutex
 	live    map[*state]struct{} // every enabled session
 	byID    map[string]*state   // the resumable ones, by id
@@ -222,6 +228,9 @@ func (m *Module) Register(h *router.Hooks) error {
 	// one round trip, announced as <sm/> in the offer's <inline/>.
 	h.HandleInline(router.InlineAuth, xml.Name{Space: NS, Local: "sm"}, m.inlineResume)
 	h.OnStreamEnd(m.streamEnded)
+	// Before offline storage (priority 0): a message that comes while
+	// the session it is for moves here from another node waits for it.
+	h.Hook(router.Undelivered, router.Messages, 50, m.holdForResume)
 	h.OnSession(router.Closed, -100, m.closed)
 	h.Go(m.sweep)
 	return nil
@@ -357,6 +366,8 @@ func (m *Module) resume(ctx context.Context, c router.ConnInfo, el wire.Element)
 	gone, wasKnown := m.expired[previd]
 	m.mu.Unlock()
 	if st == nil && !wasKnown && m.Remote != nil {
+		m.hold(owner)
+		defer m.release(ctx, owner)
 		if ho, found := m.Remote(ctx, previd, owner, h); found {
 			return m.resumeHere(ctx, c, previd, ho)
 		}
@@ -738,4 +749,71 @@ func newID() string {
 	b := make([]byte, 18)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// held is what waits for the sessions of one account being resumed here
+// from other nodes.
+type held struct {
+	resuming int              // resumptions in flight
+	msgs     []*router.Stanza // what came for the account meanwhile
+}
+
+// heldMax bounds the messages held for one account; past it they go on
+// to offline storage.
+const heldMax = 1000
+
+// hold marks a resumption of a session of owner (a bare JID) from another
+// node as under way. Until it is bound here, the node that had the
+// session forwards what still comes for it, and the other nodes still
+// route to that node or, once they heard it let the session go (or say
+// goodbye at shutdown), to nobody: such a message would be stored offline
+// and reach the client only at its next login, though its session goes on
+// here. It waits instead (holdForResume), and release routes it again.
+func (m *Module) hold(owner string) {
+	m.holdMu.Lock()
+	defer m.holdMu.Unlock()
+	if m.holding == nil {
+		m.holding = make(map[string]*held)
+	}
+	q := m.holding[owner]
+	if q == nil {
+		q = &held{}
+		m.holding[owner] = q
+	}
+	q.resuming++
+}
+
+// release ends a resumption hold marked; the last one routes what was
+// held again: to the resumed session, or (the resumption failed) on to
+// offline storage. The messages were archived and stamped on their way:
+// routed again, they are the same stanzas (router.Rerouted).
+func (m *Module) release(ctx context.Context, owner string) {
+	m.holdMu.Lock()
+	q := m.holding[owner]
+	var msgs []*router.Stanza
+	if q != nil {
+		if q.resuming--; q.resuming <= 0 {
+			msgs = q.msgs
+			delete(m.holding, owner)
+		}
+	}
+	m.holdMu.Unlock()
+	rctx := router.Rerouted(context.WithoutCancel(ctx))
+	for _, st := range msgs {
+		m.r.Route(rctx, st)
+	}
+}
+
+// holdForResume is the Undelivered hook that holds a message for an
+// account whose session is being resumed here (hold).
+func (m *Module) holdForResume(_ context.Context, ev *router.Event) error {
+	bare := ev.Stanza.ToBare()
+	m.holdMu.Lock()
+	defer m.holdMu.Unlock()
+	q := m.holding[bare]
+	if q == nil || len(q.msgs) >= heldMax {
+		return nil
+	}
+	q.msgs = append(q.msgs, ev.Stanza.Clone())
+	return router.ErrHandled
 }
