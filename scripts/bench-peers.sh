@@ -2,7 +2,7 @@
 # bench-peers: issue 15's comparison of Dialtone with Debian's Prosody 0.12
 # and ejabberd 23.01 on this machine, all on loopback, configured alike
 # (the same self-signed ECDSA P-256 certificate for localhost, STARTTLS
-# required (TLS 1.3 is what the load tool negotiates with each), SCRAM-SHA-1
+# required (TLS 1.3 with X25519, what the load tool offers each: TLS_GROUPS), SCRAM-SHA-1
 # with stored keys, offline storage on, no rate limits), each restarted
 # before every run of every phase. xmppload's phases: login, route (as fast
 # as possible), rate (route at 1,000 msgs/s: latency), idle (RSS per
@@ -27,6 +27,12 @@ ROUTE_TIME=${ROUTE_TIME:-10s}
 IDLE_TIME=${IDLE_TIME:-20s}
 OFFLINE=${OFFLINE:-1000}      # offline phase: messages to an offline account
 SERVERS=${SERVERS:-"prosody ejabberd dialtone"}
+# The TLS 1.3 key exchange the load tool offers: X25519 alone, the one
+# Debian's Prosody and ejabberd (OpenSSL 3.0) do. With Go's default client
+# Dialtone (Go's TLS) picks X25519MLKEM768, a costlier handshake (about a
+# tenth of its login CPU) that the others never do. TLS_GROUPS= for Go's
+# default.
+TLS_GROUPS=${TLS_GROUPS-x25519}
 # PHASES: a subset of "login route rate idle offline"
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-7200}
 BIN=${BIN:-bin}
@@ -293,7 +299,7 @@ load() { # server phase -> one JSON line on stdout
 	# A run that failed in part (lost messages, failed logins) still has
 	# its line, which says so.
 	{ timeout "$left" "$BIN/xmppload" --addr 127.0.0.1:$port --accounts "$accounts" --mech SCRAM-SHA-1 \
-		--scram-cache "$work/$s.scram" --pid "$pid" --label "$s" "${args[@]}" 2>>"$work/xmppload.log" || true; } | tail -1
+		--scram-cache "$work/$s.scram" --tls-groups "$TLS_GROUPS" --pid "$pid" --label "$s" "${args[@]}" 2>>"$work/xmppload.log" || true; } | tail -1
 }
 
 for s in $SERVERS; do

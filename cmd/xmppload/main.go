@@ -63,6 +63,7 @@ type config struct {
 	scramCache  string
 	src         string
 	ramp        time.Duration
+	tlsGroups   string
 }
 
 func main() {
@@ -100,6 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.pid, "pid", 0, "server PID: report its (and its descendants') RSS and CPU time from /proc")
 	fs.StringVar(&c.label, "label", "", "name of the server, copied into the JSON")
 	fs.StringVar(&c.scramCache, "scram-cache", "", "file of SCRAM SaltedPasswords, read before and written after the run (as a client keeps them: PBKDF2 once per account, not per login)")
+	fs.StringVar(&c.tlsGroups, "tls-groups", "", "TLS key exchange groups the client offers, comma-separated (x25519, x25519mlkem768, p256); default Go's (X25519MLKEM768 first): x25519 makes every server do the same handshake, as servers without ML-KEM (OpenSSL 3.0) do anyway")
 	fs.StringVar(&c.src, "src", "", "local loopback addresses to connect from, round-robin: comma-separated addresses or ranges (127.0.0.2-127.0.0.9); each gives ~28k ports towards one server address, so 100,000 clients need four or more")
 	fs.DurationVar(&c.ramp, "ramp", 0, "idle: print a row every RAMP while logging in (sessions up, logins/s, and with --pid the server's RSS, KiB per session and CPU); 0: none")
 	if err := fs.Parse(args); err != nil {
@@ -256,7 +258,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}()
 	}
-	d := &dialer{addr: addrs[0], domain: c.domain, direct: c.tls == "direct", mech: strings.ToUpper(c.mech)}
+	groups, err := parseGroups(c.tlsGroups)
+	if err != nil {
+		fmt.Fprintln(stderr, "xmppload: --tls-groups:", err)
+		return 2
+	}
+	d := &dialer{addr: addrs[0], domain: c.domain, direct: c.tls == "direct", mech: strings.ToUpper(c.mech), groups: groups}
 	if len(addrs) > 1 {
 		d.spread(addrs, accs)
 	}

@@ -33,6 +33,9 @@ type dialer struct {
 	// turn (--src); nextSrc counts the connections made.
 	src     []net.IP
 	nextSrc *atomic.Uint64
+	// groups, when set, are the only TLS key exchange groups offered
+	// (--tls-groups).
+	groups []tls.CurveID
 }
 
 // spread gives account i the address i mod len(addrs): the two clients
@@ -120,7 +123,27 @@ func (d *dialer) tlsConfig() *tls.Config {
 		ServerName:         d.domain,
 		InsecureSkipVerify: true, // test servers are self-signed; loopback only
 		NextProtos:         []string{"xmpp-client"},
+		CurvePreferences:   d.groups,
 	}
+}
+
+// parseGroups reads --tls-groups; empty is Go's default (nil).
+func parseGroups(s string) ([]tls.CurveID, error) {
+	var out []tls.CurveID
+	for _, name := range strings.Split(s, ",") {
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "":
+		case "x25519":
+			out = append(out, tls.X25519)
+		case "x25519mlkem768":
+			out = append(out, tls.X25519MLKEM768)
+		case "p256":
+			out = append(out, tls.CurveP256)
+		default:
+			return nil, fmt.Errorf("unknown group %q (x25519, x25519mlkem768, p256)", name)
+		}
+	}
+	return out, nil
 }
 
 func (d *dialer) negotiate(raw net.Conn, acc account, resource string) (*session, error) {
