@@ -61,11 +61,10 @@ type benchServer struct {
 }
 
 func newBenchServer(b testing.TB, mods []router.Module, numbers ...string) *benchServer {
-	certPEM, keyPEM, err := tlscert.Generate("localhost", time.Now())
+	cert, err := tlscert.New("localhost", time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
-	cert, _ := tls.X509KeyPair(certPEM, keyPEM)
 	parser, _ := auth.NewNumberParser("KR", nil)
 	accounts := &benchAccounts{m: map[auth.Number]auth.Account{}}
 	pass := "benchmark-password"

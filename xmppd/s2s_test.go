@@ -91,11 +91,7 @@ func testLog(domain string) *slog.Logger {
 
 func selfSigned(t testing.TB, domain string) tls.Certificate {
 	t.Helper()
-	certPEM, keyPEM, err := tlscert.Generate(domain, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	cert, err := tlscert.New(domain, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

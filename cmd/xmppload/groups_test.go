@@ -26,11 +26,7 @@ func TestParseGroups(t *testing.T) {
 // With --tls-groups x25519 a Go server, which prefers X25519MLKEM768,
 // does the X25519 handshake; without, the hybrid one.
 func TestTLSGroupsNegotiated(t *testing.T) {
-	certPEM, keyPEM, err := tlscert.Generate("localhost", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	cert, err := tlscert.New("localhost", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

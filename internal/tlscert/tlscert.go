@@ -115,6 +115,15 @@ func usable(cert tls.Certificate, domain string, now time.Time) bool {
 	return leaf.VerifyHostname(domain) == nil
 }
 
+// New is Generate's certificate, ready for a tls.Config (tests, tools).
+func New(domain string, now time.Time) (tls.Certificate, error) {
+	certPEM, keyPEM, err := Generate(domain, now)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
+}
+
 // Generate makes a self-signed ECDSA P-256 certificate for domain and
 // *.domain (or for the IP address, when domain is one), valid for
 // Validity from now, and returns the certificate and key in PEM.

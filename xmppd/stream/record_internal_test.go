@@ -42,11 +42,7 @@ func (c *holdConn) flush() error {
 // testCert is a self-signed certificate for localhost.
 func testCert(t *testing.T) tls.Certificate {
 	t.Helper()
-	certPEM, keyPEM, err := tlscert.Generate("localhost", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	cert, err := tlscert.New("localhost", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

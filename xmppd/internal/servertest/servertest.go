@@ -127,11 +127,7 @@ func Basic() []router.Module { return []router.Module{Ping{}, SelfPresence{}} }
 // Start starts a server for Domain with Basic modules, then opts.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	certPEM, keyPEM, err := tlscert.Generate(Domain, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	cert, err := tlscert.New(Domain, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
