@@ -3,8 +3,10 @@ package cluster
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -486,11 +488,7 @@ func (c *smClient) ackedCount() int {
 func (c *smClient) ackedIDs() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ids := make([]string, 0, len(c.acked))
-	for id := range c.acked {
-		ids = append(ids, id)
-	}
-	return ids
+	return slices.Collect(maps.Keys(c.acked))
 }
 
 func (c *smClient) count(id string) int {

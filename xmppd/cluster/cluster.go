@@ -31,6 +31,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -381,11 +382,7 @@ func (c *Cluster) Node() string { return c.cfg.Node }
 func (c *Cluster) Peers() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]string, 0, len(c.peers))
-	for n := range c.peers {
-		out = append(out, n)
-	}
-	return out
+	return slices.Collect(maps.Keys(c.peers))
 }
 
 // OnInvalidate makes fn drop what this node caches of a key when another
