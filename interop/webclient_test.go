@@ -171,8 +171,10 @@ func TestBrowserWebClient(t *testing.T) {
 	wd.Open(base + "/account")
 	wd.Submit("#logout")
 	wd.Open(base + "/chat")
-	waitFor(t, wd, 30*time.Second, "the login form", `return !!document.querySelector("#converse-login-jid[data-dialtone]")`)
-	expect("the form asks for a number", wd.Text("label[for=converse-login-jid]"), "Phone number")
+	// The label's textContent, not WebDriver's rendered text: the form
+	// may exist before it is shown, and a hidden element's text is "";
+	// then the field must be shown before it is typed into.
+	waitFor(t, wd, 30*time.Second, "the login form asking for a number", `const l = document.querySelector("label[for=converse-login-jid]"); return !!document.querySelector("#converse-login-jid[data-dialtone]") && !!l && l.textContent.includes("Phone number") && document.querySelector("#converse-login-jid").getClientRects().length > 0`)
 	wd.Screenshot("chat-login")
 	wd.Type("#converse-login-jid", "12345")
 	wd.Type("#converse-login-password", third)
