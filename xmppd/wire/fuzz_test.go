@@ -127,9 +127,14 @@ func FuzzWellFormed(f *testing.F) {
 type chunkReader struct {
 	r io.Reader
 	n int
+	// each, when set, is the length of every read instead.
+	each int
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
+	if c.each > 0 {
+		return c.r.Read(p[:min(len(p), c.each)])
+	}
 	c.n = c.n%13 + 1
 	return c.r.Read(p[:min(len(p), c.n)])
 }

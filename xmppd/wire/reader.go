@@ -106,8 +106,10 @@ var ErrParked = errors.New("wire: parked")
 // brPool holds the read buffers of streams that are waiting.
 var brPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
 
-// readBufSize is the read buffer of a byte stream.
-const readBufSize = 1024
+// readBufSize is the read buffer of a byte stream: an element that fits
+// takes the fast path (fast.go) however the stanzas before it were cut
+// into reads. A stream holds one only while it reads (brPool).
+const readBufSize = 4096
 
 // Limiter is charged with the bytes of each read (a rate limit); it may
 // make the reader wait.
@@ -171,6 +173,10 @@ type Reader struct {
 	// each data frame is read by a decoder of its own over frame.
 	frames FrameSource
 	frame  bytes.Reader
+
+	// slowOnly turns the fast path (fast.go) off: for the tests that
+	// hold it to the slow one.
+	slowOnly bool
 }
 
 // Frame is what a framed transport (XMPP over WebSocket, RFC 7395) reads:
@@ -709,6 +715,9 @@ func (w *Reader) ReadElement() (Element, error) {
 	}
 	if err := w.skipSpace(); err != nil {
 		return Element{}, err
+	}
+	if el, ok := w.fastElement(); ok {
+		return el, nil
 	}
 	el, err := readElement(w.dec, w)
 	if errors.Is(err, errEndTag) {
