@@ -222,7 +222,7 @@ func (b *Module) clock() time.Time {
 // entry returns the loaded cache entry of the account bare, loading it from
 // the store when it is not cached. Concurrent callers share one load.
 func (b *Module) entry(ctx context.Context, bare jid.JID) (*blockEntry, error) {
-	key := bare.String()
+	key := b.key(bare)
 	for {
 		if v, ok := b.lists.Load(key); ok {
 			e := v.(*blockEntry)
@@ -266,6 +266,17 @@ func (b *Module) entry(ctx context.Context, bare jid.JID) (*blockEntry, error) {
 		}
 		return e, nil
 	}
+}
+
+// key is the cache key of the account bare: its localpart when it is an
+// account here, which costs nothing (the filter runs for every stanza,
+// and the bare JID's string is built anew each time), else the bare JID
+// (never the same: a localpart holds no '@').
+func (b *Module) key(bare jid.JID) string {
+	if l := bare.Localpart(); l != "" && bare.Domainpart() == b.r.Domain() {
+		return l
+	}
+	return bare.String()
 }
 
 func (e *blockEntry) touch(now time.Time) {
@@ -336,7 +347,7 @@ func (b *Module) sweep(force bool) {
 // Forget drops the cached blocklist of the account bare, e.g. after the
 // account was deleted.
 func (b *Module) Forget(bare jid.JID) {
-	key := bare.Bare().String()
+	key := b.key(bare.Bare())
 	if v, ok := b.lists.Load(key); ok {
 		e := v.(*blockEntry)
 		<-e.ready
