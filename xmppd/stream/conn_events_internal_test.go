@@ -15,18 +15,7 @@ import (
 // before or after; Close is first once among concurrent callers, and its
 // condition is the one EndCondition reports.
 func TestConnEvents(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	go func() { // the peer reads everything
-		buf := make([]byte, 4096)
-		for {
-			if _, err := b.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
-	c := NewConn(NewTCP(a, 1<<16), &Config{WriteTimeout: 10 * time.Second, QueueSize: 8, QueueBytes: 1 << 16, Metrics: NewMetrics(prometheus.NewRegistry())})
+	c := NewConn(NewTCP(readingPeer(t), 1<<16), &Config{WriteTimeout: 10 * time.Second, QueueSize: 8, QueueBytes: 1 << 16, Metrics: NewMetrics(prometheus.NewRegistry())})
 	if c.killCh != nil || c.doneCh != nil {
 		t.Fatal("a new stream has event channels: nobody waits yet")
 	}
@@ -76,4 +65,20 @@ func TestConnSize(t *testing.T) {
 	if n := unsafe.Sizeof(Conn{}); n > 320 {
 		t.Errorf("Conn is %d bytes, over the 320-byte class", n)
 	}
+}
+
+// readingPeer is one end of a pipe whose other end reads everything,
+// both closed when the test ends.
+func readingPeer(t *testing.T) net.Conn {
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := b.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return a
 }
