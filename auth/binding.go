@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/sha256"
 	"crypto/tls"
@@ -8,6 +9,7 @@ import (
 	"hash"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // Channel binding types (RFC 5056) the server can bind SCRAM-*-PLUS to.
@@ -73,6 +75,27 @@ func BindingOf(cs tls.ConnectionState, leaf []byte) ChannelBinding {
 // for MD5 and SHA-1 (and for algorithms without one, such as Ed25519,
 // as clients do). nil for a certificate that does not parse.
 func EndPointHash(der []byte) []byte {
+	// Every TLS login asks for the hash of the same certificate: parsing
+	// it each time was about 4 KB of garbage per login (a login's garbage
+	// is what scatters idle sessions' objects over the heap) and CPU.
+	if e := lastEndPoint.Load(); e != nil && bytes.Equal(e.der, der) {
+		return bytes.Clone(e.sum)
+	}
+	sum := endPointHash(der)
+	if sum != nil {
+		lastEndPoint.Store(&endPoint{der: bytes.Clone(der), sum: bytes.Clone(sum)})
+	}
+	return sum
+}
+
+// endPoint is a certificate and its EndPointHash.
+type endPoint struct{ der, sum []byte }
+
+// lastEndPoint is the last certificate hashed: a server presents one (or
+// a few, by name) for a long time.
+var lastEndPoint atomic.Pointer[endPoint]
+
+func endPointHash(der []byte) []byte {
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil

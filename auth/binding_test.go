@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"dialtone/internal/scramtest"
+	"dialtone/internal/tlscert"
 )
 
 // TestDowngradeHashVector checks the XEP-0474 hash against the value
@@ -231,5 +232,35 @@ func TestFastExchange(t *testing.T) {
 	}
 	if _, err := fx.sasl.BeginFast(MechanismHTEndp, conn, "ua"); err == nil {
 		t.Fatal("HT-SHA-256-ENDP without the certificate's hash")
+	}
+}
+
+// TestEndPointHashCached: the hash of the certificate presented last is
+// kept (a login no longer parses it), alternating certificates each get
+// their own, and a caller changing the returned bytes changes nothing
+// for the next.
+func TestEndPointHashCached(t *testing.T) {
+	var ders [][]byte
+	for _, name := range []string{"a.example", "b.example"} {
+		c, err := tlscert.New(name, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ders = append(ders, c.Certificate[0])
+	}
+	for i := range 4 {
+		der := ders[i%2]
+		want := sha256.Sum256(der) // ECDSA with SHA-256
+		got := EndPointHash(der)
+		if !bytes.Equal(got, want[:]) {
+			t.Fatalf("round %d: EndPointHash = %x, want %x", i, got, want)
+		}
+		got[0] ^= 0xff
+	}
+	if allocs := testing.AllocsPerRun(100, func() { EndPointHash(ders[1]) }); allocs > 1 {
+		t.Errorf("EndPointHash of the last certificate: %v allocations, want at most 1 (no parsing)", allocs)
+	}
+	if EndPointHash([]byte("not a certificate")) != nil {
+		t.Error("EndPointHash of garbage is not nil")
 	}
 }

@@ -63,6 +63,10 @@ type Options struct {
 	// deadline of its own. 0: no statement timeout, and SQLite waits
 	// defaultBusyTimeout.
 	StoreTimeout time.Duration
+
+	// sqliteIdle is how long an idle SQLite connection stays open; 0:
+	// sqliteIdleTime (a test's shorter one).
+	sqliteIdle time.Duration
 }
 
 // statementTimeout is PostgreSQL's statement_timeout, and SQLite's busy

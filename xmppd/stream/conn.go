@@ -42,25 +42,45 @@ type Conn struct {
 	headerSent  atomic.Bool
 	fallback    Header // written before a stream error when no header was
 
-	out      outQueue
-	kill     chan struct{}
-	killOnce sync.Once
+	out outQueue
+	// The stream's two events, closing (Close) and done (the final write
+	// finished), as flags with channels made only for a waiter: nobody
+	// waits on them before the stream ends, and two channels were two
+	// small objects of every idle session, which pinned heap pages full
+	// of a login's garbage (fragmentation).
+	evMu     sync.Mutex
+	killed   atomic.Bool // Close ran
+	finished bool        // the final write finished (under evMu)
+	killCh   chan struct{}
+	doneCh   chan struct{}
 	cond     string // the stream error to end with ("" = a plain end)
 	text     string
-	done     chan struct{} // the final write finished
-	closing  func()        // called once when the stream starts closing
-	overflow func()        // called when the queue overflows
+	closing  func() // called once when the stream starts closing
+	overflow func() // called when the queue overflows
+}
+
+// closedChan is what a wait on an event that happened gets.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// waitChan is the channel of an event (ch made on first use), closed
+// once happened is. Under evMu.
+func waitChan(ch *chan struct{}, happened bool) <-chan struct{} {
+	if *ch == nil {
+		if happened {
+			return closedChan
+		}
+		*ch = make(chan struct{})
+	}
+	return *ch
 }
 
 // NewConn returns the stream engine of t.
 func NewConn(t Transport, cfg *Config) *Conn {
 	return &Conn{
-		t:    t,
-		r:    t.Reader(),
-		cfg:  cfg,
-		out:  outQueue{max: cfg.QueueSize},
-		kill: make(chan struct{}),
-		done: make(chan struct{}),
+		t:   t,
+		r:   t.Reader(),
+		cfg: cfg,
+		out: outQueue{max: cfg.QueueSize},
 	}
 }
 
@@ -159,17 +179,22 @@ func (c *Conn) Send(b []byte) bool {
 // Close ends the stream with a stream error condition ("" for a plain
 // end) after what is queued; true the first time.
 func (c *Conn) Close(cond, text string) bool {
-	first := false
-	c.killOnce.Do(func() {
-		first = true
-		c.cond, c.text = cond, text
-		close(c.kill)
-		if c.closing != nil {
-			c.closing()
-		}
-		c.out.kill()
-	})
-	return first
+	c.evMu.Lock()
+	if c.killed.Load() {
+		c.evMu.Unlock()
+		return false
+	}
+	c.cond, c.text = cond, text
+	c.killed.Store(true) // after cond: EndCondition reads it once this is seen
+	if c.killCh != nil {
+		close(c.killCh)
+	}
+	c.evMu.Unlock()
+	if c.closing != nil {
+		c.closing()
+	}
+	c.out.kill()
+	return true
 }
 
 // EndCondition is the stream error condition the stream ends with ("" for
@@ -182,20 +207,31 @@ func (c *Conn) EndCondition() string {
 }
 
 // Closing is closed when the stream starts closing.
-func (c *Conn) Closing() <-chan struct{} { return c.kill }
-
-// Closed reports whether the stream is closing.
-func (c *Conn) Closed() bool {
-	select {
-	case <-c.kill:
-		return true
-	default:
-		return false
-	}
+func (c *Conn) Closing() <-chan struct{} {
+	c.evMu.Lock()
+	defer c.evMu.Unlock()
+	return waitChan(&c.killCh, c.killed.Load())
 }
 
+// Closed reports whether the stream is closing.
+func (c *Conn) Closed() bool { return c.killed.Load() }
+
 // Done is closed when the final write (the end of the stream) finished.
-func (c *Conn) Done() <-chan struct{} { return c.done }
+func (c *Conn) Done() <-chan struct{} {
+	c.evMu.Lock()
+	defer c.evMu.Unlock()
+	return waitChan(&c.doneCh, c.finished)
+}
+
+// finish marks the final write finished.
+func (c *Conn) finish() {
+	c.evMu.Lock()
+	defer c.evMu.Unlock()
+	c.finished = true
+	if c.doneCh != nil {
+		close(c.doneCh)
+	}
+}
 
 // Fail ends a stream whose reading or negotiation failed with the stream
 // error err calls for (system-shutdown when interrupted), waits for the
@@ -219,7 +255,7 @@ func (c *Conn) Fail(err error) (cond, text string) {
 // and closes the transport.
 func (c *Conn) Finish() {
 	select {
-	case <-c.done:
+	case <-c.Done():
 	case <-time.After(c.cfg.WriteTimeout + 5*time.Second):
 	}
 	c.t.Close()
@@ -264,7 +300,7 @@ func (c *Conn) writeBurst() {
 // stream error, if any, in a stream: after our header if none was sent),
 // then gives the peer a moment to end its side before reading stops.
 func (c *Conn) finishWrites() {
-	defer close(c.done)
+	defer c.finish()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	items := c.out.close()

@@ -27,18 +27,7 @@ func (c *countingConn) Write(b []byte) (int, error) {
 // to a TCP stream in one write (one TLS record once secured); a header
 // alone is still a write of its own.
 func TestHeaderAndFeaturesOneWrite(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	go func() { // the peer reads everything
-		buf := make([]byte, 4096)
-		for {
-			if _, err := b.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
-	cc := &countingConn{Conn: a}
+	cc := &countingConn{Conn: readingPeer(t)}
 	c := NewConn(NewTCP(cc, 1<<16), &Config{WriteTimeout: 10 * time.Second, QueueSize: 8, QueueBytes: 1 << 16})
 	h := Header{ContentNS: "jabber:client", ID: "s1", From: "localhost"}
 	feat := []byte(`<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>`)

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/xml"
 	"errors"
 	"sync"
 	"testing"
@@ -120,8 +121,8 @@ func TestParkedReaderDropsScratch(t *testing.T) {
 	if err := r.WaitInput(); !errors.Is(err, ErrParked) {
 		t.Fatalf("WaitInput = %v, want ErrParked", err)
 	}
-	if r.buf != nil || r.ns.open != nil || r.ns.keys != nil {
-		t.Fatalf("parked with scratch: buf %d, open %d, keys %d", cap(r.buf), cap(r.ns.open), cap(r.ns.keys))
+	if r.buf != nil || r.ns.open != nil || r.ns.keys != nil || r.dec != nil {
+		t.Fatalf("parked with scratch: buf %d, open %d, keys %d, decoder %v", cap(r.buf), cap(r.ns.open), cap(r.ns.keys), r.dec != nil)
 	}
 	const next = `<iq type='get' id='1'><x:q xmlns:x='urn:x' x:a='1'/></iq>`
 	c.feed(next)
@@ -139,5 +140,52 @@ func TestParkedReaderDropsScratch(t *testing.T) {
 	}
 	if el.Name.Local != "iq" || el.First.Space != "urn:x" || string(el.Inner) != `<x:q xmlns:x='urn:x' x:a='1'/>` {
 		t.Fatalf("after parking: %+v inner %q", el.Name, el.Inner)
+	}
+	// Parked again, with the decoder made after the last park: the next
+	// element's raw bytes and the stream's end still read right.
+	if err := r.WaitInput(); !errors.Is(err, ErrParked) {
+		t.Fatalf("second WaitInput = %v, want ErrParked", err)
+	}
+	c.feed(`<presence/><message to='a@b'><body>x</body></message></stream:stream>`)
+	select {
+	case <-resumed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not resumed by input")
+	}
+	for _, want := range []struct{ name, inner string }{{"presence", ""}, {"message", "<body>x</body>"}} {
+		if err := r.WaitInput(); err != nil {
+			t.Fatal(err)
+		}
+		el, err := r.ReadElement()
+		if err != nil || el.Name != (xml.Name{Space: "jabber:client", Local: want.name}) || string(el.Inner) != want.inner {
+			t.Fatalf("after the second park: %v inner %q, %v; want %s inner %q", el.Name, el.Inner, err, want.name, want.inner)
+		}
+	}
+	if err := r.WaitInput(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadElement(); !errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("the stream's end tag after parking: %v, want ErrPeerClosed", err)
+	}
+}
+
+// A parked stream whose decoder holds a byte back keeps it: that byte is
+// the start of the next element.
+func TestParkedReaderKeepsDecoderHoldingAByte(t *testing.T) {
+	c := &parkConn{arrived: make(chan struct{}, 1)}
+	r := NewReader(c, 1<<16)
+	r.SetDeadline(time.Now().Add(10 * time.Second))
+	c.feed(`<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>`)
+	if _, err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	r.off++ // as if the decoder held one byte back
+	r.SetIdle(time.Hour, time.Hour, func() bool { return true })
+	r.SetPark(time.Millisecond, func() {})
+	if err := r.WaitInput(); !errors.Is(err, ErrParked) {
+		t.Fatalf("WaitInput = %v, want ErrParked", err)
+	}
+	if r.dec == nil {
+		t.Fatal("the decoder holding a byte was dropped")
 	}
 }

@@ -139,7 +139,10 @@ type Reader struct {
 	resumed   bool
 	parkedDL  time.Time
 	dec       *xml.Decoder // of the current stream (a new one at each restart)
-	off       int64        // bytes handed to the decoder so far
+	// decParked: a parked stream dropped its decoder (nothing of it is
+	// needed between elements); the next element gets a new one.
+	decParked bool
+	off       int64 // bytes handed to the decoder so far
 	last      byte
 	rec       bool
 	buf       []byte
@@ -407,6 +410,13 @@ func (w *Reader) waitOrPark(dl time.Time) error {
 	// when input comes.
 	w.buf = nil
 	w.ns.dropScratch()
+	// Nor a decoder (about 400 bytes with its buffers, a third of them
+	// in small objects that kept a login's garbage pages): between
+	// elements it holds no state the stream needs (the namespaces are
+	// ns's, RawToken keeps no element stack), unless a byte is held back.
+	if w.dec != nil && w.frames == nil && w.off == w.dec.InputOffset() {
+		w.dec, w.decParked = nil, true
+	}
 	// Set before parking: the resumed goroutine may run at once.
 	w.parkedDL, w.resumed = dl, true
 	if !w.parker.Park(dl, w.resume) {
@@ -645,7 +655,7 @@ func (w *Reader) ReadHeader() (xml.StartElement, error) {
 
 // readHeader reads a stream header with dec.
 func (w *Reader) readHeader(dec *xml.Decoder) (xml.StartElement, error) {
-	w.dec = dec
+	w.dec, w.decParked = dec, false
 	w.count = 0
 	w.off = 0 // offsets are the decoder's
 	declared := false
@@ -710,7 +720,7 @@ func (w *Reader) ReadElement() (Element, error) {
 	if w.frames != nil {
 		return w.readFramed()
 	}
-	if w.dec == nil {
+	if w.dec == nil && !w.decParked {
 		return Element{}, errors.New("wire: no stream header read")
 	}
 	if err := w.skipSpace(); err != nil {
@@ -718,6 +728,10 @@ func (w *Reader) ReadElement() (Element, error) {
 	}
 	if el, ok := w.fastElement(); ok {
 		return el, nil
+	}
+	if w.decParked {
+		w.dec, w.decParked = NewDecoder(w), false
+		w.off = 0 // offsets are the decoder's
 	}
 	el, err := readElement(w.dec, w)
 	if errors.Is(err, errEndTag) {
