@@ -121,11 +121,20 @@ type Module struct {
 	domain string
 	clock  archive.Clock
 
-	queue   chan item
+	// The queue: a slice under a lock, taken whole by the writer. (A
+	// channel of QueueSize items was 11 MB allocated at start, which
+	// counted as live heap and raised every collection's goal by as
+	// much; and a channel operation per message.)
+	qmu    sync.Mutex
+	queued []item // in order
+	spare  []item // the writer's last, emptied, for the next round
+	// room, when a sender waits for the queue to have room, is closed
+	// when the writer takes what is queued.
+	room    chan struct{}
 	pending atomic.Int64 // queued and not yet committed
-	// wake cuts the writer's linger short: a query waits, or a batch
-	// is ready.
-	wake chan struct{}
+	// ready wakes the writer when the queue stops being empty; wake cuts
+	// its linger short: a query waits, or a batch is ready.
+	ready, wake chan struct{}
 
 	prefs  sync.Map // owner → archive.Prefs
 	prefsN atomic.Int64
@@ -161,7 +170,7 @@ func New(cfg Config) *Module {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Module{cfg: cfg, queue: make(chan item, cfg.QueueSize), wake: make(chan struct{}, 1)}
+	return &Module{cfg: cfg, ready: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 }
 
 // Register hooks the archiving in before carbons (PreRoute) and before
@@ -501,33 +510,83 @@ func (m *Module) enqueue(ctx context.Context, it item) {
 		n = 2
 	}
 	m.pending.Add(n)
-	select {
-	case m.queue <- it:
-		if len(m.queue) >= m.cfg.BatchSize {
-			m.poke()
+	if !m.push(ctx, it) {
+		m.pending.Add(-n)
+		m.notArchived(it.msg.ID)
+		if n == 2 {
+			m.notArchived(it.also.ID)
 		}
-	default:
+		m.cfg.Log.Error("archive queue full; message not archived", "owner", it.msg.Owner)
+	}
+}
+
+// push appends it to the queue, waiting for room until ctx ends (false).
+func (m *Module) push(ctx context.Context, it item) bool {
+	for {
+		m.qmu.Lock()
+		if n := len(m.queued); n < m.cfg.QueueSize {
+			m.queued = append(m.queued, it)
+			m.qmu.Unlock()
+			switch {
+			case n == 0:
+				signal(m.ready)
+			case (n+1)%m.cfg.BatchSize == 0:
+				m.poke()
+			}
+			return true
+		}
+		if m.room == nil {
+			m.room = make(chan struct{})
+		}
+		room := m.room
+		m.qmu.Unlock()
 		m.poke()
 		select {
-		case m.queue <- it:
+		case <-room:
 		case <-ctx.Done():
-			m.pending.Add(-n)
-			m.notArchived(it.msg.ID)
-			if n == 2 {
-				m.notArchived(it.also.ID)
-			}
-			m.cfg.Log.Error("archive queue full; message not archived", "owner", it.msg.Owner)
+			return false
 		}
 	}
 }
 
-// poke wakes the writer if it lingers.
-func (m *Module) poke() {
+// take returns what is queued, in order, and empties the queue.
+func (m *Module) take() []item {
+	m.qmu.Lock()
+	defer m.qmu.Unlock()
+	got := m.queued
+	m.queued, m.spare = m.spare, nil
+	if m.room != nil {
+		close(m.room)
+		m.room = nil
+	}
+	return got
+}
+
+// recycle keeps taken's array for the next round unless it grew large
+// (a burst's: given back to the collector).
+func (m *Module) recycle(taken []item) {
+	clear(taken)
+	if cap(taken) > spareMax {
+		return
+	}
+	m.qmu.Lock()
+	m.spare = taken[:0]
+	m.qmu.Unlock()
+}
+
+// spareMax bounds the queue array kept between rounds.
+const spareMax = 4096
+
+// signal sets c (capacity 1) if it is not set.
+func signal(c chan struct{}) {
 	select {
-	case m.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
+
+// poke wakes the writer if it lingers.
+func (m *Module) poke() { signal(m.wake) }
 
 // flush waits until everything queued so far is committed.
 func (m *Module) flush(ctx context.Context) error {
@@ -535,12 +594,10 @@ func (m *Module) flush(ctx context.Context) error {
 		return nil
 	}
 	done := make(chan struct{})
-	select {
-	case m.queue <- item{flushed: done}:
-		m.poke()
-	case <-ctx.Done():
+	if !m.push(ctx, item{flushed: done}) {
 		return ctx.Err()
 	}
+	m.poke()
 	select {
 	case <-done:
 		return nil
@@ -549,27 +606,13 @@ func (m *Module) flush(ctx context.Context) error {
 	}
 }
 
-// write is the writer: it takes what queues for Linger after the first
-// message (less when a query waits or a batch is ready), up to BatchSize
-// messages, and commits it in one transaction, until the server shuts down; then it
-// writes what is left.
+// write is the writer: once something is queued it lets more gather for
+// Linger (less when a query waits or a batch is ready), takes the queue
+// and commits it in transactions of up to BatchSize messages, until the
+// server shuts down; then it writes what is left.
 func (m *Module) write(ctx context.Context) {
-	batch := make([]archive.Message, 0, m.cfg.BatchSize)
+	batch := make([]archive.Message, 0, 256)
 	var marks []chan struct{}
-	take := func(it item) {
-		switch {
-		case it.flushed != nil:
-			marks = append(marks, it.flushed)
-		case it.st != nil:
-			it.msg.Stanza = it.st.Bytes()
-			fallthrough
-		default:
-			batch = append(batch, it.msg)
-			if it.also.Owner != "" {
-				batch = append(batch, it.also)
-			}
-		}
-	}
 	commit := func() {
 		if len(batch) > 0 {
 			m.commit(batch)
@@ -579,30 +622,45 @@ func (m *Module) write(ctx context.Context) {
 			close(c)
 		}
 		batch, marks = batch[:0], marks[:0]
+		if cap(batch) > m.cfg.BatchSize/4 && cap(batch) > 256 {
+			batch = make([]archive.Message, 0, 256) // a burst's: given back
+		}
+	}
+	// round commits what is queued, in order: a mark is closed once what
+	// came before it is committed.
+	round := func() {
+		taken := m.take()
+		for _, it := range taken {
+			switch {
+			case it.flushed != nil:
+				marks = append(marks, it.flushed)
+				continue
+			case it.st != nil:
+				it.msg.Stanza = it.st.Bytes()
+			}
+			batch = append(batch, it.msg)
+			if it.also.Owner != "" {
+				batch = append(batch, it.also)
+			}
+			if len(batch) >= m.cfg.BatchSize {
+				commit()
+			}
+		}
+		commit()
+		m.recycle(taken)
 	}
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for {
 		select {
-		case it := <-m.queue:
-			take(it)
+		case <-m.ready:
 		case <-ctx.Done():
-			for {
-				select {
-				case it := <-m.queue:
-					take(it)
-					if len(batch) >= m.cfg.BatchSize {
-						commit()
-					}
-				default:
-					commit()
-					return
-				}
-			}
+			round()
+			return
 		}
 		// Linger asleep, not waiting on the queue: a writer woken by
 		// every message would cost the routing path a wake-up each.
-		if m.cfg.Linger > 0 && len(marks) == 0 && len(m.queue) < m.cfg.BatchSize {
+		if m.cfg.Linger > 0 {
 			linger.Reset(m.cfg.Linger)
 			select {
 			case <-linger.C:
@@ -611,16 +669,7 @@ func (m *Module) write(ctx context.Context) {
 			}
 			linger.Stop()
 		}
-	more:
-		for len(batch) < m.cfg.BatchSize {
-			select {
-			case it := <-m.queue:
-				take(it)
-			default:
-				break more
-			}
-		}
-		commit()
+		round()
 	}
 }
 
