@@ -13,8 +13,9 @@
 // transaction per batch (group commit). A query first waits for the queue
 // to be written up to that point, so a client always finds what was
 // already routed to it. What a crash may lose is bounded by the queue:
-// Config.QueueSize + Config.BatchSize messages at most, in practice the
-// messages of the last few milliseconds.
+// Config.QueueSize messages at most (queued, or taken by the writer and
+// not yet committed), in practice those of the last quarter second
+// (DefaultLinger and a commit).
 package mam
 
 import (
@@ -78,8 +79,8 @@ type Config struct {
 	// Retention: messages older than this are removed by a sweep
 	// (XMPPD_ARCHIVE_RETENTION); 0 keeps them.
 	Retention time.Duration
-	// QueueSize bounds the messages waiting to be written; BatchSize the
-	// messages written in one transaction.
+	// QueueSize bounds the messages queued or being written; BatchSize
+	// the messages written in one transaction.
 	QueueSize, BatchSize int
 	// Linger is how long a batch gathers after its first message
 	// (DefaultLinger when 0; negative: not at all).
@@ -128,8 +129,12 @@ type Module struct {
 	qmu    sync.Mutex
 	queued []item // in order
 	spare  []item // the writer's last, emptied, for the next round
+	// inflight is how many items the writer took and has not committed
+	// yet: they count against QueueSize too, which so bounds what a
+	// crash may lose.
+	inflight int
 	// room, when a sender waits for the queue to have room, is closed
-	// when the writer takes what is queued.
+	// when the writer has committed what it took.
 	room    chan struct{}
 	pending atomic.Int64 // queued and not yet committed
 	// ready wakes the writer when the queue stops being empty; wake cuts
@@ -524,7 +529,7 @@ func (m *Module) enqueue(ctx context.Context, it item) {
 func (m *Module) push(ctx context.Context, it item) bool {
 	for {
 		m.qmu.Lock()
-		if n := len(m.queued); n < m.cfg.QueueSize {
+		if n := len(m.queued); n+m.inflight < m.cfg.QueueSize {
 			m.queued = append(m.queued, it)
 			m.qmu.Unlock()
 			switch {
@@ -555,23 +560,25 @@ func (m *Module) take() []item {
 	defer m.qmu.Unlock()
 	got := m.queued
 	m.queued, m.spare = m.spare, nil
+	m.inflight = len(got)
+	return got
+}
+
+// recycle ends a round: what the writer took is committed, so there is
+// room again; taken's array is kept for the next round unless it grew
+// large (a burst's: given back to the collector).
+func (m *Module) recycle(taken []item) {
+	clear(taken)
+	m.qmu.Lock()
+	defer m.qmu.Unlock()
+	m.inflight = 0
 	if m.room != nil {
 		close(m.room)
 		m.room = nil
 	}
-	return got
-}
-
-// recycle keeps taken's array for the next round unless it grew large
-// (a burst's: given back to the collector).
-func (m *Module) recycle(taken []item) {
-	clear(taken)
-	if cap(taken) > spareMax {
-		return
+	if cap(taken) <= spareMax {
+		m.spare = taken[:0]
 	}
-	m.qmu.Lock()
-	m.spare = taken[:0]
-	m.qmu.Unlock()
 }
 
 // spareMax bounds the queue array kept between rounds.
