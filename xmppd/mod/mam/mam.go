@@ -565,8 +565,10 @@ func (m *Module) take() []item {
 }
 
 // recycle ends a round: what the writer took is committed, so there is
-// room again; taken's array is kept for the next round unless it grew
-// large (a burst's: given back to the collector).
+// room again; taken's array is kept for the next round (growing one
+// anew each round was half of what the archive allocated under load)
+// unless the round used little of it (the load fell: a burst's array
+// goes back to the collector).
 func (m *Module) recycle(taken []item) {
 	clear(taken)
 	m.qmu.Lock()
@@ -576,13 +578,15 @@ func (m *Module) recycle(taken []item) {
 		close(m.room)
 		m.room = nil
 	}
-	if cap(taken) <= spareMax {
+	if keep(len(taken), cap(taken)) {
 		m.spare = taken[:0]
 	}
 }
 
-// spareMax bounds the queue array kept between rounds.
-const spareMax = 4096
+// keep reports whether an array of capacity c of which a round used n is
+// kept for the next round: a small one always, a larger one while
+// rounds use a quarter of it.
+func keep(n, c int) bool { return c <= 1024 || n >= c/4 }
 
 // signal sets c (capacity 1) if it is not set.
 func signal(c chan struct{}) {
@@ -629,14 +633,12 @@ func (m *Module) write(ctx context.Context) {
 			close(c)
 		}
 		batch, marks = batch[:0], marks[:0]
-		if cap(batch) > m.cfg.BatchSize/4 && cap(batch) > 256 {
-			batch = make([]archive.Message, 0, 256) // a burst's: given back
-		}
 	}
 	// round commits what is queued, in order: a mark is closed once what
 	// came before it is committed.
 	round := func() {
 		taken := m.take()
+		used := 0 // the most batch held this round
 		for _, it := range taken {
 			switch {
 			case it.flushed != nil:
@@ -650,17 +652,33 @@ func (m *Module) write(ctx context.Context) {
 				batch = append(batch, it.also)
 			}
 			if len(batch) >= m.cfg.BatchSize {
+				used = len(batch)
 				commit()
 			}
 		}
+		used = max(used, len(batch))
 		commit()
+		if !keep(used, cap(batch)) {
+			batch = make([]archive.Message, 0, 256) // a burst's: given back
+		}
 		m.recycle(taken)
 	}
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
+	// quiet gives the arrays kept for the next round back once none
+	// came for a while: an idle server keeps nothing of a burst.
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	defer quiet.Stop()
 	for {
 		select {
 		case <-m.ready:
+		case <-quiet.C:
+			batch = nil
+			m.qmu.Lock()
+			m.spare = nil
+			m.qmu.Unlock()
+			continue
 		case <-ctx.Done():
 			round()
 			return
@@ -677,8 +695,13 @@ func (m *Module) write(ctx context.Context) {
 			linger.Stop()
 		}
 		round()
+		quiet.Reset(quietAfter)
 	}
 }
+
+// quietAfter is how long after its last round the writer gives back the
+// arrays it kept.
+var quietAfter = 5 * time.Second
 
 // commit writes one batch, trying again once after a failure.
 func (m *Module) commit(batch []archive.Message) {

@@ -161,3 +161,38 @@ func TestFlushCutsLingerShort(t *testing.T) {
 		t.Fatalf("written %v", ids)
 	}
 }
+
+// The arrays a burst grew are kept while rounds use them and given back
+// once the writer has been quiet.
+func TestQueueArraysGivenBackWhenQuiet(t *testing.T) {
+	defer func(d time.Duration) { quietAfter = d }(quietAfter)
+	quietAfter = 50 * time.Millisecond
+	m, g := startQueue(t, Config{Linger: -1})
+	close(g.gate)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m.qmu.Lock() // the burst queues while the writer waits for the lock
+	for id := int64(1); id <= 5000; id++ {
+		m.queued = append(m.queued, msg(id))
+	}
+	m.pending.Add(5000)
+	m.qmu.Unlock()
+	signal(m.ready)
+	if err := m.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	spare := func() int {
+		m.qmu.Lock()
+		defer m.qmu.Unlock()
+		return cap(m.spare)
+	}
+	for cap := spare(); cap != 0; cap = spare() {
+		if ctx.Err() != nil {
+			t.Fatalf("the writer still keeps an array of %d items", cap)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ids, _ := g.written(); len(ids) != 5000 {
+		t.Fatalf("%d written", len(ids))
+	}
+}
