@@ -385,6 +385,44 @@ func (s *server) running() bool {
 func (s *server) start() {
 	t := s.t
 	t.Helper()
+	// A port picked free may be taken by another process before xmppd
+	// binds it: a first start that fails so goes again on new ports
+	// (no client knows the old ones yet).
+	for try := 1; ; try++ {
+		if s.launch() {
+			return
+		}
+		if s.run > 1 || try == 3 || !s.portTaken() {
+			t.Fatalf("xmppd (run %d) exited before it was healthy: %v", s.run, s.waitErr)
+		}
+		t.Logf("xmppd (run %d): a port was taken meanwhile; trying new ports", s.run)
+		s.c2s, s.tls, s.http = freePort(t), freePort(t), freePort(t)
+		for i, kv := range s.env {
+			switch k, _, _ := strings.Cut(kv, "="); k {
+			case "XMPPD_C2S_ADDR":
+				s.env[i] = k + "=127.0.0.1:" + s.c2s
+			case "XMPPD_C2S_DIRECT_TLS_ADDR":
+				s.env[i] = k + "=127.0.0.1:" + s.tls
+			case "XMPPD_HTTP_ADDR":
+				s.env[i] = k + "=127.0.0.1:" + s.http
+			}
+		}
+		s.run--
+	}
+}
+
+// portTaken reports whether xmppd's log says a listener's port was in
+// use.
+func (s *server) portTaken() bool {
+	b, err := os.ReadFile(s.logPath)
+	return err == nil && strings.Contains(string(b), "address already in use")
+}
+
+// launch starts xmppd and waits until it is healthy; false when it exited
+// first.
+func (s *server) launch() bool {
+	t := s.t
+	t.Helper()
 	if s.running() {
 		t.Fatal("xmppd already runs")
 	}
@@ -412,10 +450,12 @@ func (s *server) start() {
 		s.waitErr = err
 		close(done)
 	}(s.cmd)
-	s.waitHealthy(30 * time.Second)
+	return s.waitHealthy(30 * time.Second)
 }
 
-func (s *server) waitHealthy(timeout time.Duration) {
+// waitHealthy waits for /healthz to answer 200; false when xmppd exited
+// first.
+func (s *server) waitHealthy(timeout time.Duration) bool {
 	t := s.t
 	t.Helper()
 	url := "http://127.0.0.1:" + s.http + "/healthz"
@@ -426,11 +466,11 @@ func (s *server) waitHealthy(timeout time.Duration) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return true
 			}
 		}
 		if !s.running() {
-			t.Fatalf("xmppd (run %d) exited before it was healthy: %v", s.run, s.waitErr)
+			return false
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("xmppd (run %d) not healthy at %s after %v (last: %v)", s.run, url, timeout, err)
