@@ -165,7 +165,9 @@ func TestFlushCutsLingerShort(t *testing.T) {
 // The arrays a burst grew are kept while rounds use them and given back
 // once the writer has been quiet.
 func TestQueueArraysGivenBackWhenQuiet(t *testing.T) {
-	defer func(d time.Duration) { quietAfter = d }(quietAfter)
+	// Restored after the writer stops (cleanups run last first).
+	was := quietAfter
+	t.Cleanup(func() { quietAfter = was })
 	quietAfter = 50 * time.Millisecond
 	m, g := startQueue(t, Config{Linger: -1})
 	close(g.gate)
