@@ -578,15 +578,15 @@ func (m *Module) recycle(taken []item) {
 		close(m.room)
 		m.room = nil
 	}
-	if keep(len(taken), cap(taken)) {
+	if keepArray(len(taken), cap(taken)) {
 		m.spare = taken[:0]
 	}
 }
 
-// keep reports whether an array of capacity c of which a round used n is
+// keepArray reports whether an array of capacity c of which a round used n is
 // kept for the next round: a small one always, a larger one while
 // rounds use a quarter of it.
-func keep(n, c int) bool { return c <= 1024 || n >= c/4 }
+func keepArray(n, c int) bool { return c <= 1024 || n >= c/4 }
 
 // signal sets c (capacity 1) if it is not set.
 func signal(c chan struct{}) {
@@ -658,7 +658,7 @@ func (m *Module) write(ctx context.Context) {
 		}
 		used = max(used, len(batch))
 		commit()
-		if !keep(used, cap(batch)) {
+		if !keepArray(used, cap(batch)) {
 			batch = make([]archive.Message, 0, 256) // a burst's: given back
 		}
 		m.recycle(taken)
